@@ -1,0 +1,60 @@
+"""Exceptions raised by daskgmm.
+
+Every class also derives from the built-in exception it resembles, so code written
+for scikit-learn (``except ValueError``) or for files (``except FileNotFoundError``)
+keeps working. Messages say what was wrong, where, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from sklearn.exceptions import NotFittedError
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DaskGMMError",
+    "DataNotFoundError",
+    "DataSourceError",
+    "DegenerateComponentError",
+    "InvalidDataError",
+    "ModelFormatError",
+    "NonFiniteDataError",
+    "NotFittedError",
+]
+
+
+class DaskGMMError(Exception):
+    """Base class of every error daskgmm raises on purpose."""
+
+
+class InvalidDataError(DaskGMMError, ValueError):
+    """The data has the wrong shape, dtype or content for the requested operation."""
+
+
+class NonFiniteDataError(InvalidDataError):
+    """The data holds NaN or infinite values (found while passing over a chunk)."""
+
+
+class DataSourceError(DaskGMMError, ValueError):
+    """A file or store cannot be opened or read as a 2-D numeric array."""
+
+
+class DataNotFoundError(DataSourceError, FileNotFoundError):
+    """A file, store or dataset inside a file does not exist."""
+
+
+class ConfigError(DaskGMMError, ValueError):
+    """A run configuration (YAML file or ``--set`` override) is invalid."""
+
+
+class ModelFormatError(DaskGMMError, ValueError):
+    """A saved model directory is damaged, incomplete or not a daskgmm model."""
+
+
+class CheckpointError(DaskGMMError, ValueError):
+    """A checkpoint is damaged or belongs to other data or another configuration."""
+
+
+class DegenerateComponentError(DaskGMMError, ValueError):
+    """A mixture component collapsed: its covariance is not positive definite or it lost
+    all its samples."""
