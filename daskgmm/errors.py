@@ -2,12 +2,11 @@
 
 Every class also derives from the built-in exception it resembles, so code written
 for scikit-learn (``except ValueError``) or for files (``except FileNotFoundError``)
-keeps working. Messages say what was wrong, where, and what to do about it.
+keeps working. (Prediction before ``fit`` raises scikit-learn's ``NotFittedError``.)
+Messages say what was wrong, where, and what to do about it.
 """
 
 from __future__ import annotations
-
-from sklearn.exceptions import NotFittedError
 
 __all__ = [
     "CheckpointError",
@@ -19,7 +18,6 @@ __all__ = [
     "InvalidDataError",
     "ModelFormatError",
     "NonFiniteDataError",
-    "NotFittedError",
 ]
 
 

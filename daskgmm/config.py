@@ -1,0 +1,815 @@
+"""Run configurations for ``daskgmm fit CONFIG.yaml [--set key=value ...]``.
+
+A run configuration is a YAML file with these sections (only ``data`` and ``output`` are
+required; the others have defaults)::
+
+    name: iris-full            # optional run name
+    data:                      # where the samples are
+      path: ../data/iris.npy
+    model:                     # every GaussianMixture parameter
+      n_components: 3
+    cluster:                   # a local cluster, or the address of an existing one
+      n_workers: 2
+    output:                    # where results go
+      dir: ../runs/iris
+    checkpoint:                # optional EM checkpoints
+      dir: null
+
+The file is read with :func:`yaml.safe_load` and validated with pydantic models that
+forbid unknown keys. Every user mistake -- a missing file, bad YAML, an unknown or
+misspelt key, a value of the wrong type or out of range, a malformed ``--set`` override --
+raises a single :class:`~daskgmm.errors.ConfigError` listing every problem, one per line,
+each naming the dotted key path::
+
+    configs/x.yaml: 2 problems:
+      model.n_components: must be >= 1, got 0
+      model.n_componets: unknown key (did you mean 'n_components'?)
+
+Paths
+-----
+Relative paths in ``data.path``, ``output.dir``, ``checkpoint.dir``,
+``cluster.scheduler_file`` and ``cluster.tls.*_file`` are resolved against the directory
+of the config file (so a config works wherever it is run from), and ``~`` is expanded.
+Absolute paths and URLs (``s3://bucket/x.zarr``) are kept as they are. Path values given
+as ``--set`` overrides to :func:`load_config` are resolved against the current working
+directory instead, as a shell user would expect. Only the TLS files must exist when the
+configuration is validated; the data is checked when it is opened.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import numpy as np
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from daskgmm.errors import ConfigError
+
+__all__ = [
+    "CheckpointConfig",
+    "ClusterConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "RunConfig",
+    "TLSConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+]
+
+# Error type of a model-level check; its context carries ``problems``, a list of
+# ``(field name, message)`` pairs that are reported as ``section.field: message``.
+_PROBLEMS = "daskgmm_problems"
+# Error types whose message is complete (it already says what was given).
+_COMPLETE = "daskgmm_complete"
+
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_ADDRESS_SCHEMES = ("tcp", "tls", "inproc", "ucx")
+_ADDRESS_RE = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$"
+)
+_RANDOM_STATE_MAX = 2**32 - 1
+
+# Keys holding filesystem paths (resolved against the config file's directory).
+_PATH_KEYS = frozenset({
+    ("data", "path"),
+    ("output", "dir"),
+    ("checkpoint", "dir"),
+    ("cluster", "scheduler_file"),
+    ("cluster", "tls", "ca_file"),
+    ("cluster", "tls", "cert_file"),
+    ("cluster", "tls", "key_file"),
+})
+
+
+# ---------------------------------------------------------------------------------------
+# Field types
+# ---------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, limit: int = 60) -> str:
+    """Show a user-given value in an error message (YAML spelling for bools and null)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def _complete(message: str, value: Any) -> PydanticCustomError:
+    """An error whose message is final: ``'{message}, got {value}'``."""
+    return PydanticCustomError(_COMPLETE, "{detail}", {"detail": f"{message}, got {_fmt(value)}"})
+
+
+def _reject_bool_number(value: Any) -> Any:
+    """Refuse booleans where a number is expected (pydantic would read true as 1)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
+def _reject_non_literal(value: Any) -> Any:
+    """Refuse numbers for ``cache`` (pydantic would read 1 as true)."""
+    if not isinstance(value, (str, bool)):
+        raise PydanticCustomError("literal_error", "Input should be 'auto', true or false")
+    return value
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context if isinstance(info.context, Mapping) else {}
+    base = context.get("base_dir")
+    return Path(base) if base is not None else Path.cwd()
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    """Make ``value`` absolute against the config file's directory (URLs stay)."""
+    if _URL_RE.match(value):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = _base_dir(info) / path
+    return os.path.normpath(path)
+
+
+def _must_be_file(value: str) -> str:
+    if not os.path.exists(value):
+        raise PydanticCustomError(_COMPLETE, "{detail}", {"detail": f"file not found: {value}"})
+    if not os.path.isfile(value):
+        raise PydanticCustomError(_COMPLETE, "{detail}", {"detail": f"not a file: {value}"})
+    return value
+
+
+def _check_nested_numbers(value: Any) -> Any:
+    """``precisions_init``: a rectangular nested list of finite numbers, 1 to 3 levels."""
+    if value is None:
+        return value
+    if not isinstance(value, list):
+        raise PydanticCustomError("list_type", "Input should be a valid list")
+
+    def leaves(item: Any) -> None:
+        if isinstance(item, list):
+            for sub in item:
+                leaves(sub)
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise _complete("must be a nested list of numbers", item)
+        elif not math.isfinite(item):
+            raise _complete("must hold finite numbers only", item)
+
+    leaves(value)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except ValueError:
+        raise _complete("must be a rectangular nested list (all rows of equal length)",
+                        value) from None
+    if not 1 <= array.ndim <= 3:
+        raise _complete("must be a list nested 1 to 3 levels deep", value)
+    return value
+
+
+def _check_memory_limit(value: Any) -> str | int:
+    """Accept ``'auto'``, a dask byte string (``'2GiB'``, ``'500MB'``) or bytes (0 = none)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _complete("must be 'auto', a size such as '2GiB' or '500MB', or a number of "
+                        "bytes", value)
+    if isinstance(value, int):
+        if value < 0:
+            raise _complete("must be >= 0 bytes (0 means no limit)", value)
+        return value
+    if value.strip().lower() == "auto":
+        return "auto"
+    from dask.utils import parse_bytes
+
+    try:
+        n_bytes = parse_bytes(value)
+    except (ValueError, KeyError, TypeError):
+        n_bytes = None
+    if not value.strip() or n_bytes is None or n_bytes <= 0:
+        raise _complete("must be 'auto' or a size such as '2GiB' or '500MB'", value)
+    return value
+
+
+def _check_address(value: str) -> str:
+    """``scheme://host:port`` for tcp/tls/ucx; ``inproc://...`` for in-process clusters."""
+    scheme = value.split("://", 1)[0].lower() if "://" in value else None
+    if scheme == "inproc" and len(value) > len("inproc://"):
+        return value
+    match = _ADDRESS_RE.match(value)
+    if scheme not in _ADDRESS_SCHEMES or match is None or not 0 < int(match["port"]) < 65536:
+        raise _complete(
+            "must look like scheme://host:port with scheme "
+            + ", ".join(_ADDRESS_SCHEMES)
+            + " (e.g. 'tcp://127.0.0.1:8786')",
+            value,
+        )
+    return value
+
+
+StrictIntType = Annotated[int, Strict()]
+"""An integer; true/false, 3.0 and '3' are refused."""
+
+FloatType = Annotated[float, BeforeValidator(_reject_bool_number), Field(allow_inf_nan=False)]
+"""A finite number. Numeric strings are accepted because PyYAML reads ``1e-3`` as a
+string (YAML 1.1 needs a dot: ``1.0e-3``)."""
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+PathStr = Annotated[str, Field(min_length=1), AfterValidator(_resolve_path)]
+ExistingFile = Annotated[PathStr, AfterValidator(_must_be_file)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _raise_problems(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        raise PydanticCustomError(
+            _PROBLEMS, "{summary}",
+            {"summary": "; ".join(f"{k}: {m}" for k, m in problems), "problems": problems},
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------
+
+
+class DataConfig(_Section):
+    """``data``: the samples to fit.
+
+    Attributes
+    ----------
+    path : str
+        A ``.npy`` file, an HDF5 file, a Zarr store or a URL. Need not exist when the
+        configuration is validated.
+    dataset : str or None
+        The dataset (HDF5) or array (Zarr group) inside ``path``.
+    chunk_rows : int >= 1 or None
+        Rows per Dask chunk; ``None`` keeps the storage chunking.
+    """
+
+    path: PathStr
+    dataset: NonEmptyStr | None = None
+    chunk_rows: Annotated[StrictIntType, Field(ge=1)] | None = None
+
+
+class ModelConfig(_Section):
+    """``model``: the parameters of :class:`daskgmm.GaussianMixture`.
+
+    Defaults are scikit-learn's ``GaussianMixture`` ones, plus ``split_every`` (fan-in of
+    the tree reductions), ``dtype`` (precision of the per-chunk E-step) and ``cache``
+    (keep the data in worker memory between EM iterations: ``'auto'``, true or false).
+    ``weights_init``, ``means_init`` and ``precisions_init`` are nested lists; their
+    shapes against the data are checked by the estimator.
+    """
+
+    n_components: Annotated[StrictIntType, Field(ge=1)] = 1
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
+    tol: Annotated[FloatType, Field(ge=0)] = 1e-3
+    reg_covar: Annotated[FloatType, Field(ge=0)] = 1e-6
+    max_iter: Annotated[StrictIntType, Field(ge=0)] = 100
+    n_init: Annotated[StrictIntType, Field(ge=1)] = 1
+    init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans"
+    weights_init: list[Annotated[FloatType, Field(ge=0, le=1)]] | None = None
+    means_init: list[list[FloatType]] | None = None
+    precisions_init: Annotated[list[Any] | None, BeforeValidator(_check_nested_numbers)] = None
+    random_state: Annotated[StrictIntType, Field(ge=0, le=_RANDOM_STATE_MAX)] | None = None
+    warm_start: Annotated[bool, Strict()] = False
+    verbose: Annotated[StrictIntType, Field(ge=0)] = 0
+    verbose_interval: Annotated[StrictIntType, Field(ge=1)] = 10
+    split_every: Annotated[StrictIntType, Field(ge=2)] = 8
+    dtype: Literal["float64", "float32"] = "float64"
+    cache: Annotated[Literal["auto", True, False], BeforeValidator(_reject_non_literal)] = "auto"
+
+    @model_validator(mode="after")
+    def _check_initial_parameters(self) -> ModelConfig:
+        problems = []
+        k = self.n_components
+        if self.weights_init is not None and len(self.weights_init) != k:
+            problems.append(("weights_init", f"must have n_components = {k} entries, "
+                                             f"got {len(self.weights_init)}"))
+        if self.means_init is not None:
+            if len(self.means_init) != k:
+                problems.append(("means_init", f"must have n_components = {k} rows, "
+                                               f"got {len(self.means_init)}"))
+            lengths = sorted({len(row) for row in self.means_init})
+            if lengths and (len(lengths) > 1 or lengths[0] == 0):
+                problems.append(("means_init", "rows must be non-empty and of equal length, "
+                                               f"got lengths {lengths}"))
+        _raise_problems(problems)
+        return self
+
+    def estimator_params(self) -> dict[str, Any]:
+        """Keyword arguments for ``daskgmm.GaussianMixture(**params)``.
+
+        Returns
+        -------
+        dict
+            Every field of this section; ``weights_init``, ``means_init`` and
+            ``precisions_init`` become float64 ndarrays when they are set.
+        """
+        params = self.model_dump()
+        for key in ("weights_init", "means_init", "precisions_init"):
+            if params[key] is not None:
+                params[key] = np.asarray(params[key], dtype=np.float64)
+        return params
+
+
+class TLSConfig(_Section):
+    """``cluster.tls``: certificates for a ``tls://`` scheduler.
+
+    Attributes
+    ----------
+    ca_file : str
+        Certificate authority file. Must exist.
+    cert_file : str
+        Client certificate. Must exist.
+    key_file : str or None
+        Client private key (must exist); ``None`` when the key is inside ``cert_file``.
+    require_encryption : bool
+        Refuse unencrypted connections.
+    """
+
+    ca_file: ExistingFile
+    cert_file: ExistingFile
+    key_file: ExistingFile | None = None
+    require_encryption: Annotated[bool, Strict()] = True
+
+
+class ClusterConfig(_Section):
+    """``cluster``: where the computation runs.
+
+    With neither ``address`` nor ``scheduler_file``, a local cluster is started with
+    ``n_workers``, ``threads_per_worker``, ``memory_limit`` (per worker) and
+    ``dashboard_address`` (``null`` for no dashboard). Otherwise the run connects to the
+    existing scheduler and those four keys are ignored.
+
+    Attributes
+    ----------
+    address : str or None
+        ``scheme://host:port`` with scheme ``tcp``, ``tls``, ``ucx`` (or ``inproc://...``).
+    scheduler_file : str or None
+        A scheduler file written by ``dask scheduler --scheduler-file``; exclusive with
+        ``address``. Need not exist yet.
+    n_workers, threads_per_worker : int >= 1
+    memory_limit : str or int
+        ``'auto'``, a dask size string (``'2GiB'``, ``'500MB'``) or bytes (0 = no limit).
+    dashboard_address : str or None
+    tls : TLSConfig or None
+        Required when ``address`` starts with ``tls://``.
+    """
+
+    address: Annotated[str, AfterValidator(_check_address)] | None = None
+    scheduler_file: PathStr | None = None
+    n_workers: Annotated[StrictIntType, Field(ge=1)] = 2
+    threads_per_worker: Annotated[StrictIntType, Field(ge=1)] = 1
+    memory_limit: Annotated[str | int, PlainValidator(_check_memory_limit)] = "2GiB"
+    dashboard_address: str | None = ":0"
+    tls: TLSConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_connection(self) -> ClusterConfig:
+        problems = []
+        if self.address is not None:
+            if self.scheduler_file is not None:
+                problems.append(("scheduler_file", "cannot be given together with "
+                                 "cluster.address; set only one of them"))
+            is_tls = self.address.lower().startswith("tls://")
+            if is_tls and self.tls is None:
+                problems.append(("tls", "required when cluster.address uses tls:// "
+                                 "(give ca_file and cert_file), got nothing"))
+            elif self.tls is not None and not is_tls:
+                problems.append(("address", "must use tls:// when cluster.tls is "
+                                 f"given, got {_fmt(self.address)}"))
+        _raise_problems(problems)
+        return self
+
+
+class OutputConfig(_Section):
+    """``output``: where results are written.
+
+    Attributes
+    ----------
+    dir : str
+        Output directory (model, ``report.json``, plots).
+    labels, responsibilities : bool
+        Also write per-sample labels / responsibilities (as large as the data).
+    plots : bool
+        Write diagnostic plots.
+    overwrite : bool
+        Allow writing into a non-empty ``dir``.
+    """
+
+    dir: PathStr
+    labels: Annotated[bool, Strict()] = False
+    responsibilities: Annotated[bool, Strict()] = False
+    plots: Annotated[bool, Strict()] = True
+    overwrite: Annotated[bool, Strict()] = False
+
+
+class CheckpointConfig(_Section):
+    """``checkpoint``: EM checkpoints, to resume an interrupted fit.
+
+    Attributes
+    ----------
+    dir : str or None
+        Checkpoint directory; ``None`` disables checkpoints.
+    every : int >= 1
+        Write a checkpoint every this many EM iterations.
+    """
+
+    dir: PathStr | None = None
+    every: Annotated[StrictIntType, Field(ge=1)] = 1
+
+
+_SECTIONS = ("data", "model", "cluster", "output", "checkpoint")
+
+
+class RunConfig(_Section):
+    """A validated run configuration. Build it with :func:`load_config` or
+    :func:`parse_config`.
+
+    Attributes
+    ----------
+    name : str or None
+        Run name.
+    data : DataConfig
+    model : ModelConfig
+    cluster : ClusterConfig
+    output : OutputConfig
+    checkpoint : CheckpointConfig
+    """
+
+    name: NonEmptyStr | None = None
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    output: OutputConfig
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    _source: str = PrivateAttr(default="<config>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, raw: Any) -> Any:
+        # ``model:`` with every key commented out is null in YAML: treat it as empty.
+        if isinstance(raw, Mapping):
+            raw = {k: ({} if k in _SECTIONS and v is None else v) for k, v in raw.items()}
+        return raw
+
+    @property
+    def source(self) -> str:
+        """Where the configuration came from (file name or ``source`` argument)."""
+        return self._source
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration (defaults filled in, paths absolute).
+
+        Returns
+        -------
+        dict
+            JSON-serialisable, for ``report.json``; ``parse_config(to_dict())`` gives an
+            equal configuration.
+        """
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------
+# Error messages
+# ---------------------------------------------------------------------------------------
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The non-None members of an annotation (through Annotated, Optional, unions)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if origin is not None and origin is not Literal and origin is not list:
+        return [m for arg in get_args(annotation) for m in _unwrap(arg)]
+    if annotation is type(None):
+        return []
+    return [annotation]
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The section model reached by following ``loc`` from :class:`RunConfig`."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        models = [m for m in _unwrap(field.annotation)
+                  if isinstance(m, type) and issubclass(m, BaseModel)]
+        if not models:
+            return None
+        model = models[0]
+    return model
+
+
+def _choices(loc: Sequence[str | int]) -> list[Any] | None:
+    """The allowed values of the Literal field at ``loc``."""
+    model = _model_at(loc[:-1])
+    field = model.model_fields.get(loc[-1]) if model and isinstance(loc[-1], str) else None
+    if field is None:
+        return None
+    for member in _unwrap(field.annotation):
+        if get_origin(member) is Literal:
+            return list(get_args(member))
+    return None
+
+
+def _key(loc: Sequence[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+_TYPE_NAMES = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "list_type": "a list",
+    "model_type": "a mapping of keys", "dict_type": "a mapping of keys",
+    "model_attributes_type": "a mapping of keys",
+}
+_COMPARISONS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+                "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+
+
+def _messages(error: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Translate one pydantic error into ``(loc, message)`` pairs."""
+    kind = error["type"]
+    loc = tuple(error["loc"])
+    ctx = error.get("ctx") or {}
+    given = error.get("input")
+    if kind == _PROBLEMS:
+        return [((*loc, field), message) for field, message in ctx["problems"]]
+    if kind == _COMPLETE:
+        return [(loc, ctx["detail"])]
+    if kind == "missing":
+        return [(loc, "required key is missing")]
+    if kind == "extra_forbidden":
+        message = "unknown section" if len(loc) == 1 else "unknown key"
+        model = _model_at(loc[:-1])
+        if model is not None and isinstance(loc[-1], str):
+            close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+            elif len(loc) == 1:
+                message += " (expected " + ", ".join(("name", *_SECTIONS)) + ")"
+        return [(loc, message)]
+    if kind in _COMPARISONS:
+        symbol, name = _COMPARISONS[kind]
+        return [(loc, f"must be {symbol} {ctx.get(name)}, got {_fmt(given)}")]
+    if kind == "literal_error":
+        choices = _choices(loc)
+        expected = (", ".join(_fmt(c) for c in choices) if choices is not None
+                    else ctx.get("expected", "?"))
+        return [(loc, f"must be one of {expected}, got {_fmt(given)}")]
+    if kind == "finite_number":
+        return [(loc, f"must be a finite number, got {_fmt(given)}")]
+    if kind == "string_too_short":
+        return [(loc, f"must not be empty, got {_fmt(given)}")]
+    if kind in _TYPE_NAMES:
+        return [(loc, f"must be {_TYPE_NAMES[kind]}, got {_fmt(given)}")]
+    message = str(error.get("msg", kind))
+    message = message.removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    return [(loc, f"{message}, got {_fmt(given)}")]
+
+
+def _config_error(source: str, problems: Sequence[str]) -> ConfigError:
+    count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+    return ConfigError(f"{source}: {count}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _from_validation_error(exc: ValidationError, source: str,
+                           overridden: Sequence[tuple[str, ...]] = ()) -> ConfigError:
+    lines: list[str] = []
+    for error in exc.errors():
+        for loc, message in _messages(error):
+            line = f"{_key(loc)}: {message}"
+            if any(loc[:len(k)] == k or k[:len(loc)] == loc for k in overridden):
+                line += " (from override)"
+            if line not in lines:
+                lines.append(line)
+    return _config_error(source, lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------------------
+
+
+def _parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any]]:
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    parsed, problems = [], []
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            problems.append(f"{_fmt(item)}: expected KEY.PATH=VALUE, "
+                            "e.g. model.n_components=5")
+            continue
+        key, _, text = item.partition("=")
+        keys = tuple(part.strip() for part in key.split("."))
+        if not all(keys):
+            problems.append(f"{item!r}: the key must be a dotted path such as "
+                            f"model.n_components, got {key!r}")
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            problems.append(f"{item!r}: the value is not valid YAML "
+                            f"({getattr(exc, 'problem', None) or exc})")
+            continue
+        parsed.append((keys, value))
+    if problems:
+        raise _config_error("overrides", problems)
+    return parsed
+
+
+def _set(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise _config_error("overrides", [
+                f"{'.'.join(keys)}: cannot set a key inside {where}, which is "
+                f"{_fmt(child)} and not a section"])
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``KEY.PATH=VALUE`` overrides to a raw (unvalidated) configuration.
+
+    Parameters
+    ----------
+    raw : dict
+        The configuration as read from YAML. It is not modified.
+    overrides : sequence of str
+        Items such as ``"model.n_components=5"``. The value is parsed with
+        :func:`yaml.safe_load`: ``5`` is an int, ``true`` a bool, ``[1, 2]`` a list,
+        ``null`` None, and ``tcp://1.2.3.4:8786`` stays a string. Missing sections on the
+        way are created.
+
+    Returns
+    -------
+    dict
+        A new dictionary with the overrides applied.
+
+    Raises
+    ------
+    ConfigError
+        For a malformed override (no ``=``, an empty key or key part, a value that is not
+        valid YAML) or a key path that goes through a non-mapping value.
+    """
+    result = copy.deepcopy(dict(raw))
+    for keys, value in _parse_overrides(overrides):
+        _set(result, keys, value)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------
+
+
+def parse_config(raw: Mapping[str, Any], source: str = "<config>", *,
+                 base_dir: str | os.PathLike[str] | None = None,
+                 _overridden: Sequence[tuple[str, ...]] = ()) -> RunConfig:
+    """Validate a configuration given as a mapping.
+
+    Parameters
+    ----------
+    raw : Mapping
+        The configuration, e.g. the result of :func:`yaml.safe_load`.
+    source : str
+        Name used at the start of error messages (usually the file name).
+    base_dir : path-like, optional
+        Directory that relative paths (``data.path``, ``output.dir``, ``checkpoint.dir``,
+        ``cluster.scheduler_file``, ``cluster.tls.*_file``) are resolved against. Defaults
+        to the current working directory.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem, one line each: ``source: N problems:`` then
+        ``  dotted.key: what is expected, got what was given``.
+    """
+    if not isinstance(raw, Mapping):
+        given = "an empty file" if raw is None else f"{type(raw).__name__} {_fmt(raw)}"
+        raise _config_error(source, [
+            "(top level): must be a mapping of sections (data, model, cluster, output, "
+            f"checkpoint), got {given}"])
+    bad_keys = [k for k in raw if not isinstance(k, str)]
+    if bad_keys:
+        raise _config_error(source, [f"{_fmt(k)}: keys must be strings" for k in bad_keys])
+    context = {"base_dir": os.path.abspath(base_dir) if base_dir is not None else None}
+    try:
+        config = RunConfig.model_validate(dict(raw), context=context)
+    except ValidationError as exc:
+        raise _from_validation_error(exc, source, _overridden) from None
+    config._source = source
+    return config
+
+
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> RunConfig:
+    """Read, override and validate a YAML run configuration.
+
+    Parameters
+    ----------
+    path : path-like
+        The YAML file. Relative paths inside it are resolved against its directory.
+    overrides : sequence of str
+        ``KEY.PATH=VALUE`` items (see :func:`apply_overrides`), applied before
+        validation. Relative paths given here are resolved against the current working
+        directory.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or unreadable, is not valid YAML (the message gives the
+        line and column), does not hold a mapping, or fails validation.
+    """
+    source = os.fspath(path)
+    file = Path(source)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {source}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file is a directory, not a file: {source}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not a UTF-8 text file ({exc.reason} at byte "
+                          f"{exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML{_yaml_where(exc)}") from None
+
+    parsed = _parse_overrides(overrides)
+    overridden = [keys for keys, _ in parsed]
+    if parsed:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            parse_config(raw, source)  # raises: the top level is not a mapping
+        raw = copy.deepcopy(raw)
+        for keys, value in parsed:
+            if keys in _PATH_KEYS and isinstance(value, str) and value and not _URL_RE.match(
+                    value):
+                value = os.path.abspath(os.path.expanduser(value))
+            _set(raw, keys, value)
+    return parse_config(raw, source, base_dir=file.resolve().parent, _overridden=overridden)
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if problem:
+        detail = f"{problem} ({context})" if context else problem
+    else:
+        detail = str(exc)
+    return f"{where}: {detail}"

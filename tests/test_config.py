@@ -1,0 +1,630 @@
+"""Tests of daskgmm.config: YAML run configurations, overrides and error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from daskgmm.config import (
+    RunConfig,
+    apply_overrides,
+    load_config,
+    parse_config,
+)
+from daskgmm.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+EXAMPLES = sorted([*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("*.yml")])
+
+MINIMAL = {"data": {"path": "data/x.npy"}, "output": {"dir": "runs/x"}}
+
+
+def minimal(**sections: dict) -> dict:
+    """The minimal config with some sections replaced or added."""
+    raw = {key: dict(value) for key, value in MINIMAL.items()}
+    raw.update(sections)
+    return raw
+
+
+def problems(raw: object, **kwargs: object) -> list[str]:
+    """The problem lines of the ConfigError that ``parse_config(raw)`` raises."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "configs/x.yaml", **kwargs)
+    header, *lines = str(info.value).splitlines()
+    n = len(lines)
+    assert header == f"configs/x.yaml: {n} problem{'s' if n != 1 else ''}:"
+    assert all(line.startswith("  ") for line in lines)
+    return [line.strip() for line in lines]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- valid
+
+
+def test_minimal_config_fills_defaults(tmp_path):
+    config = parse_config(MINIMAL, base_dir=tmp_path)
+    assert isinstance(config, RunConfig)
+    assert config.name is None
+    assert config.data.path == str(tmp_path / "data" / "x.npy")
+    assert config.data.dataset is None and config.data.chunk_rows is None
+    model = config.model
+    assert (model.n_components, model.covariance_type, model.tol, model.reg_covar) == (
+        1, "full", 1e-3, 1e-6)
+    assert (model.max_iter, model.n_init, model.init_params) == (100, 1, "kmeans")
+    assert model.weights_init is None and model.means_init is None
+    assert model.precisions_init is None and model.random_state is None
+    assert (model.warm_start, model.verbose, model.verbose_interval) == (False, 0, 10)
+    assert (model.split_every, model.dtype, model.cache) == (8, "float64", "auto")
+    cluster = config.cluster
+    assert cluster.address is None and cluster.scheduler_file is None and cluster.tls is None
+    assert (cluster.n_workers, cluster.threads_per_worker) == (2, 1)
+    assert (cluster.memory_limit, cluster.dashboard_address) == ("2GiB", ":0")
+    out = config.output
+    assert out.dir == str(tmp_path / "runs" / "x")
+    assert (out.labels, out.responsibilities, out.plots, out.overwrite) == (
+        False, False, True, False)
+    assert (config.checkpoint.dir, config.checkpoint.every) == (None, 1)
+
+
+def test_estimator_params_defaults_match_scikit_learn():
+    from sklearn.mixture import GaussianMixture
+
+    params = parse_config(MINIMAL).model.estimator_params()
+    sk = GaussianMixture().get_params()
+    for key, value in sk.items():
+        assert params[key] == value, key
+    assert set(params) - set(sk) == {"split_every", "dtype", "cache"}
+
+
+def test_full_config(tmp_path):
+    ca, cert, key = (write(tmp_path / "certs" / n, "x") for n in ("ca.pem", "c.pem", "c.key"))
+    raw = {
+        "name": "full",
+        "data": {"path": "/abs/data.h5", "dataset": "X", "chunk_rows": 1000},
+        "model": {
+            "n_components": 2, "covariance_type": "diag", "tol": "1e-4", "reg_covar": 0,
+            "max_iter": 0, "n_init": 3, "init_params": "random_from_data",
+            "weights_init": [0.25, 0.75], "means_init": [[0, 1], [2.5, 3]],
+            "precisions_init": [[1, 1], [2, 2]], "random_state": 7, "warm_start": True,
+            "verbose": 2, "verbose_interval": 1, "split_every": 2, "dtype": "float32",
+            "cache": False,
+        },
+        "cluster": {
+            "address": "tls://10.0.0.1:8786", "n_workers": 4, "threads_per_worker": 2,
+            "memory_limit": "500MB", "dashboard_address": None,
+            "tls": {"ca_file": "certs/ca.pem", "cert_file": str(cert),
+                    "key_file": "certs/c.key", "require_encryption": False},
+        },
+        "output": {"dir": "out", "labels": True, "responsibilities": True, "plots": False,
+                   "overwrite": True},
+        "checkpoint": {"dir": "ckpt", "every": 5},
+    }
+    config = parse_config(raw, base_dir=tmp_path)
+    assert config.name == "full"
+    assert config.data.path == "/abs/data.h5" and config.data.chunk_rows == 1000
+    assert config.model.tol == 1e-4 and config.model.cache is False
+    assert config.cluster.tls.ca_file == str(ca)
+    assert config.cluster.tls.key_file == str(key)
+    assert config.cluster.tls.require_encryption is False
+    assert config.checkpoint.dir == str(tmp_path / "ckpt")
+
+    params = config.model.estimator_params()
+    assert isinstance(params["means_init"], np.ndarray)
+    assert params["means_init"].dtype == np.float64 and params["means_init"].shape == (2, 2)
+    np.testing.assert_array_equal(params["weights_init"], [0.25, 0.75])
+    np.testing.assert_array_equal(params["precisions_init"], [[1, 1], [2, 2]])
+    assert params["random_state"] == 7 and params["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("value", ["auto", True, False])
+def test_cache_values(value):
+    assert parse_config(minimal(model={"cache": value})).model.cache == value
+
+
+@pytest.mark.parametrize("value", ["auto", "2GiB", "500MB", "1.5 GB", 0, 2**30])
+def test_memory_limit_values(value):
+    assert parse_config(minimal(cluster={"memory_limit": value})).cluster.memory_limit == value
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:8786", "ucx://node-1:1234",
+                                     "tcp://[::1]:8786", "inproc://10.0.0.1/123/1"])
+def test_cluster_addresses(address):
+    assert parse_config(minimal(cluster={"address": address})).cluster.address == address
+
+
+def test_empty_sections_are_defaults():
+    config = parse_config(minimal(model=None, cluster=None, checkpoint=None))
+    assert config.model.n_components == 1 and config.cluster.n_workers == 2
+
+
+def test_scheduler_file_alone_is_fine(tmp_path):
+    config = parse_config(minimal(cluster={"scheduler_file": "s.json"}), base_dir=tmp_path)
+    assert config.cluster.scheduler_file == str(tmp_path / "s.json")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_too_small():
+    assert problems(minimal(model={"n_components": 0})) == [
+        "model.n_components: must be >= 1, got 0"]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "limit"), [
+    ("model", "tol", -1.0, 0), ("model", "reg_covar", -1e-9, 0), ("model", "max_iter", -1, 0),
+    ("model", "n_init", 0, 1), ("model", "random_state", -1, 0), ("model", "verbose", -1, 0),
+    ("model", "verbose_interval", 0, 1), ("model", "split_every", 1, 2),
+    ("cluster", "n_workers", 0, 1), ("cluster", "threads_per_worker", 0, 1),
+    ("checkpoint", "every", 0, 1), ("data", "chunk_rows", 0, 1),
+])
+def test_lower_bounds(section, key, value, limit):
+    raw = minimal(**{section: {**MINIMAL.get(section, {}), key: value}})
+    assert problems(raw) == [f"{section}.{key}: must be >= {limit}, got {value}"]
+
+
+def test_random_state_upper_bound():
+    assert problems(minimal(model={"random_state": 2**32})) == [
+        f"model.random_state: must be <= {2**32 - 1}, got {2**32}"]
+
+
+def test_literal():
+    assert problems(minimal(model={"covariance_type": "fll"})) == [
+        "model.covariance_type: must be one of 'full', 'tied', 'diag', 'spherical', "
+        "got 'fll'"]
+    assert problems(minimal(model={"init_params": "kmean"})) == [
+        "model.init_params: must be one of 'kmeans', 'k-means++', 'random', "
+        "'random_from_data', got 'kmean'"]
+    assert problems(minimal(model={"dtype": "float16"})) == [
+        "model.dtype: must be one of 'float64', 'float32', got 'float16'"]
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", "true", None])
+def test_cache_literal(value):
+    shown = {1: "1", 0: "0", "yes": "'yes'", "true": "'true'", None: "null"}[value]
+    assert problems(minimal(model={"cache": value})) == [
+        f"model.cache: must be one of 'auto', true, false, got {shown}"]
+
+
+def test_unknown_key_with_suggestion():
+    assert problems(minimal(model={"n_componets": 3})) == [
+        "model.n_componets: unknown key (did you mean 'n_components'?)"]
+    assert problems(minimal(output={"dir": "o", "label": True})) == [
+        "output.label: unknown key (did you mean 'labels'?)"]
+
+
+def test_unknown_key_without_suggestion():
+    assert problems(minimal(model={"zzz": 3})) == ["model.zzz: unknown key"]
+
+
+def test_unknown_top_level_section():
+    assert problems(minimal(modle={"n_components": 3})) == [
+        "modle: unknown section (did you mean 'model'?)"]
+    lines = problems(minimal(extras={}))
+    assert lines == ["extras: unknown section (expected name, data, model, cluster, output, "
+                     "checkpoint)"]
+
+
+def test_missing():
+    assert problems({"output": {"dir": "o"}}) == ["data: required key is missing"]
+    assert problems({"data": {}, "output": {"dir": "o"}}) == [
+        "data.path: required key is missing"]
+    assert problems({"data": None, "output": {"dir": "o"}}) == [
+        "data.path: required key is missing"]
+    assert problems({"data": {"path": "x"}, "output": {}}) == [
+        "output.dir: required key is missing"]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "expected"), [
+    ("model", "tol", "abc", "must be a number, got 'abc'"),
+    ("model", "tol", True, "must be a number, got true"),
+    ("model", "tol", float("nan"), "must be a finite number, got nan"),
+    ("model", "reg_covar", [1], "must be a number, got [1]"),
+    ("model", "n_components", "3", "must be an integer, got '3'"),
+    ("model", "n_components", 2.5, "must be an integer, got 2.5"),
+    ("model", "n_components", True, "must be an integer, got true"),
+    ("model", "warm_start", "yes", "must be true or false, got 'yes'"),
+    ("model", "warm_start", 1, "must be true or false, got 1"),
+    ("output", "plots", "no", "must be true or false, got 'no'"),
+    ("data", "dataset", 5, "must be a string, got 5"),
+    ("data", "path", "", "must not be empty, got ''"),
+    ("model", "weights_init", 0.5, "must be a list, got 0.5"),
+    ("model", "precisions_init", "eye", "must be a list, got 'eye'"),
+])
+def test_wrong_types(section, key, value, expected):
+    raw = minimal(**{section: {**MINIMAL.get(section, {}), key: value}})
+    assert problems(raw) == [f"{section}.{key}: {expected}"]
+
+
+def test_section_not_a_mapping():
+    assert problems(minimal(model=[1, 2])) == ["model: must be a mapping of keys, got [1, 2]"]
+
+
+def test_nested_list_positions():
+    assert problems(minimal(model={"n_components": 2, "means_init": [[0, "a"], 3]})) == [
+        "model.means_init[0][1]: must be a number, got 'a'",
+        "model.means_init[1]: must be a list, got 3",
+    ]
+    assert problems(minimal(model={"weights_init": [1.5]})) == [
+        "model.weights_init[0]: must be <= 1, got 1.5"]
+
+
+def test_precisions_init_checks():
+    assert problems(minimal(model={"precisions_init": [[1, 2], [3]]})) == [
+        "model.precisions_init: must be a rectangular nested list (all rows of equal "
+        "length), got [[1, 2], [3]]"]
+    assert problems(minimal(model={"precisions_init": [[1, None]]})) == [
+        "model.precisions_init: must be a nested list of numbers, got null"]
+    assert problems(minimal(model={"precisions_init": [[[[1]]]]})) == [
+        "model.precisions_init: must be a list nested 1 to 3 levels deep, got [[[[1]]]]"]
+
+
+def test_initial_parameter_lengths():
+    raw = minimal(model={"n_components": 2, "weights_init": [1.0],
+                         "means_init": [[0, 1], [2]]})
+    assert problems(raw) == [
+        "model.weights_init: must have n_components = 2 entries, got 1",
+        "model.means_init: rows must be non-empty and of equal length, got lengths [1, 2]",
+    ]
+    assert problems(minimal(model={"means_init": [[0], [1]]})) == [
+        "model.means_init: must have n_components = 1 rows, got 2"]
+
+
+@pytest.mark.parametrize("value", ["lots", "", "-1GB", -5, True, 1.5])
+def test_bad_memory_limit(value):
+    (line,) = problems(minimal(cluster={"memory_limit": value}))
+    assert line.startswith("cluster.memory_limit: must be ")
+    assert line.endswith(f", got {value!r}" if not isinstance(value, bool) else ", got true")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:8786", "tcp://127.0.0.1", "http://h:80",
+                                     "tcp://h:99999", "tcp://:8786", "inproc://"])
+def test_bad_address(address):
+    assert problems(minimal(cluster={"address": address})) == [
+        "cluster.address: must look like scheme://host:port with scheme tcp, tls, inproc, "
+        f"ucx (e.g. 'tcp://127.0.0.1:8786'), got {address!r}"]
+
+
+def test_address_and_scheduler_file_are_exclusive():
+    raw = minimal(cluster={"address": "tcp://h:1", "scheduler_file": "s.json"})
+    assert problems(raw) == [
+        "cluster.scheduler_file: cannot be given together with cluster.address; set only one "
+        "of them"]
+
+
+def test_several_problems_reported_together():
+    raw = {
+        "data": {"path": "x", "chunk_rows": 0},
+        "model": {"n_components": 0, "covariance_type": "fll", "n_componets": 3,
+                  "tol": "abc"},
+        "cluster": {"address": "nowhere"},
+        "outptu": {"dir": "o"},
+    }
+    lines = problems(raw)
+    assert len(lines) == 8
+    assert set(lines) == {
+        "data.chunk_rows: must be >= 1, got 0",
+        "model.n_components: must be >= 1, got 0",
+        "model.covariance_type: must be one of 'full', 'tied', 'diag', 'spherical', "
+        "got 'fll'",
+        "model.tol: must be a number, got 'abc'",
+        "model.n_componets: unknown key (did you mean 'n_components'?)",
+        "cluster.address: must look like scheme://host:port with scheme tcp, tls, inproc, "
+        "ucx (e.g. 'tcp://127.0.0.1:8786'), got 'nowhere'",
+        "output: required key is missing",
+        "outptu: unknown section (did you mean 'output'?)",
+    }
+
+
+@pytest.mark.parametrize(("raw", "given"), [
+    ([1, 2], "list [1, 2]"), ("text", "str 'text'"), (None, "an empty file")])
+def test_top_level_not_a_mapping(raw, given):
+    assert problems(raw) == [
+        "(top level): must be a mapping of sections (data, model, cluster, output, "
+        f"checkpoint), got {given}"]
+
+
+def test_non_string_keys():
+    assert problems({**MINIMAL, 1: "x"}) == ["1: keys must be strings"]
+
+
+def test_config_error_is_value_error():
+    with pytest.raises(ValueError, match="n_components"):
+        parse_config(minimal(model={"n_components": 0}))
+
+
+def test_default_source_name():
+    with pytest.raises(ConfigError, match=r"^<config>: 1 problem:\n"):
+        parse_config(minimal(model={"n_components": 0}))
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def test_tls_required_for_tls_address():
+    assert problems(minimal(cluster={"address": "tls://h:8786"})) == [
+        "cluster.tls: required when cluster.address uses tls:// (give ca_file and cert_file), "
+        "got nothing"]
+
+
+def test_tls_files_must_exist(tmp_path):
+    write(tmp_path / "ca.pem", "x")
+    raw = minimal(cluster={"address": "tls://h:8786",
+                           "tls": {"ca_file": "ca.pem", "cert_file": "missing.pem",
+                                   "key_file": str(tmp_path)}})
+    assert problems(raw, base_dir=tmp_path) == [
+        f"cluster.tls.cert_file: file not found: {tmp_path / 'missing.pem'}",
+        f"cluster.tls.key_file: not a file: {tmp_path}",
+    ]
+
+
+def test_tls_needs_ca_and_cert(tmp_path):
+    raw = minimal(cluster={"address": "tls://h:8786", "tls": {"require_encryption": 1}})
+    assert problems(raw, base_dir=tmp_path) == [
+        "cluster.tls.ca_file: required key is missing",
+        "cluster.tls.cert_file: required key is missing",
+        "cluster.tls.require_encryption: must be true or false, got 1",
+    ]
+
+
+def test_tls_with_plain_address(tmp_path):
+    write(tmp_path / "ca.pem", "x")
+    raw = minimal(cluster={"address": "tcp://h:8786",
+                           "tls": {"ca_file": "ca.pem", "cert_file": "ca.pem"}})
+    assert problems(raw, base_dir=tmp_path) == [
+        "cluster.address: must use tls:// when cluster.tls is given, got 'tcp://h:8786'"]
+
+
+def test_tls_without_address_is_allowed(tmp_path):
+    write(tmp_path / "ca.pem", "x")
+    raw = minimal(cluster={"tls": {"ca_file": "ca.pem", "cert_file": "ca.pem"}})
+    assert parse_config(raw, base_dir=tmp_path).cluster.tls.key_file is None
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def test_override_value_types():
+    raw = apply_overrides(MINIMAL, [
+        "model.n_components=5", "model.warm_start=true", "model.tol=0.5",
+        "model.means_init=[[1, 2], [3, 4]]", "model.random_state=null",
+        "cluster.address=tcp://1.2.3.4:8786", "name=run 1", "model.covariance_type=diag",
+    ])
+    model = raw["model"]
+    assert model["n_components"] == 5 and model["warm_start"] is True
+    assert model["tol"] == 0.5 and model["means_init"] == [[1, 2], [3, 4]]
+    assert model["random_state"] is None and model["covariance_type"] == "diag"
+    assert raw["cluster"]["address"] == "tcp://1.2.3.4:8786"
+    assert raw["name"] == "run 1"
+
+
+def test_override_creates_sections_and_copies():
+    raw = {"data": {"path": "x"}, "model": None}
+    out = apply_overrides(raw, ["cluster.tls.require_encryption=false", "model.n_init=2",
+                                "output.dir=o", "data.path=y"])
+    assert out["cluster"] == {"tls": {"require_encryption": False}}
+    assert out["model"] == {"n_init": 2} and out["output"] == {"dir": "o"}
+    assert out["data"]["path"] == "y"
+    assert raw == {"data": {"path": "x"}, "model": None}  # the input is not modified
+
+
+def test_override_value_with_equals_sign():
+    assert apply_overrides({}, ["name=a=b"]) == {"name": "a=b"}
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model.n_components", "'model.n_components': expected KEY.PATH=VALUE, "
+                           "e.g. model.n_components=5"),
+    ("=5", "'=5': the key must be a dotted path such as model.n_components, got ''"),
+    ("model..tol=1", "'model..tol=1': the key must be a dotted path such as "
+                     "model.n_components, got 'model..tol'"),
+    ("model.=1", "'model.=1': the key must be a dotted path such as model.n_components, "
+                 "got 'model.'"),
+])
+def test_bad_override(override, expected):
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(MINIMAL, [override])
+    assert str(info.value) == f"overrides: 1 problem:\n  {expected}"
+
+
+def test_bad_override_yaml_value():
+    with pytest.raises(ConfigError, match=r"'model.means_init=\[1,': the value is not valid "
+                                          r"YAML"):
+        apply_overrides(MINIMAL, ["model.means_init=[1,"])
+
+
+def test_override_through_a_value():
+    with pytest.raises(ConfigError) as info:
+        apply_overrides({"data": {"path": "x"}}, ["data.path.x=1"])
+    assert str(info.value) == ("overrides: 1 problem:\n  data.path.x: cannot set a key inside "
+                               "data.path, which is 'x' and not a section")
+
+
+def test_several_bad_overrides_reported_together():
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(MINIMAL, ["a", "b", "=c"])
+    assert str(info.value).startswith("overrides: 3 problems:\n")
+
+
+def test_load_config_applies_overrides(tmp_path, monkeypatch):
+    path = write(tmp_path / "conf" / "run.yaml", yaml.safe_dump(MINIMAL))
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, ["model.n_components=4", "output.dir=elsewhere"])
+    assert config.model.n_components == 4
+    # paths from the file are relative to the file; paths from overrides to the cwd
+    assert config.data.path == str(tmp_path / "conf" / "data" / "x.npy")
+    assert config.output.dir == str(tmp_path / "elsewhere")
+
+
+def test_override_errors_are_marked(tmp_path):
+    path = write(tmp_path / "run.yaml", yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["model.n_componets=4"])
+    assert str(info.value) == (
+        f"{path}: 1 problem:\n"
+        "  model.n_componets: unknown key (did you mean 'n_components'?) (from override)")
+
+
+def test_overrides_on_an_empty_file(tmp_path):
+    path = write(tmp_path / "run.yaml", "# nothing yet\n")
+    config = load_config(path, ["data.path=x", "output.dir=o"])
+    assert config.data.path == os.path.abspath("x")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def test_relative_paths_resolve_against_config_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "cfg" / "certs" / "ca.pem", "x")
+    path = write(tmp_path / "cfg" / "run.yaml", """
+data: {path: ../data/x.npy}
+output: {dir: out/run}
+checkpoint: {dir: ./ckpt}
+cluster:
+  address: tls://h:8786
+  tls: {ca_file: certs/ca.pem, cert_file: certs/ca.pem}
+""")
+    config = load_config(Path("cfg") / "run.yaml")
+    assert config.data.path == str(tmp_path / "data" / "x.npy")
+    assert config.output.dir == str(tmp_path / "cfg" / "out" / "run")
+    assert config.checkpoint.dir == str(tmp_path / "cfg" / "ckpt")
+    assert config.cluster.tls.ca_file == str(tmp_path / "cfg" / "certs" / "ca.pem")
+    assert config.source == os.path.join("cfg", "run.yaml")
+    assert path.exists()
+
+
+def test_absolute_paths_and_urls_stay(tmp_path):
+    raw = minimal(data={"path": "s3://bucket/x.zarr"}, output={"dir": "/abs/out"})
+    config = parse_config(raw, base_dir=tmp_path)
+    assert config.data.path == "s3://bucket/x.zarr"
+    assert config.output.dir == os.path.normpath("/abs/out")
+
+
+def test_home_is_expanded(tmp_path):
+    config = parse_config(minimal(output={"dir": "~/runs"}), base_dir=tmp_path)
+    assert config.output.dir == os.path.join(os.path.expanduser("~"), "runs")
+
+
+def test_data_need_not_exist(tmp_path):
+    config = parse_config(minimal(data={"path": "no/such/file.npy"}), base_dir=tmp_path)
+    assert not os.path.exists(config.data.path)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=r"^config file not found: .*nope\.yaml$"):
+        load_config(missing)
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path):
+    path = write(tmp_path / "bad.yaml", "data:\n  path: x\n  bad: [1, 2\noutput:\n  dir: o\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: invalid YAML at line 4, column 7: ")
+    assert "\n" not in message
+
+
+def test_yaml_tab_error(tmp_path):
+    path = write(tmp_path / "tab.yaml", "data:\n\tpath: x\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML at line 2, column 1"):
+        load_config(path)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = write(tmp_path / "evil.yaml", "name: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(path)
+
+
+def test_top_level_list_file(tmp_path):
+    path = write(tmp_path / "list.yaml", "- data\n- output\n")
+    with pytest.raises(ConfigError, match=r"\(top level\): must be a mapping of sections"):
+        load_config(path)
+
+
+def test_empty_file(tmp_path):
+    path = write(tmp_path / "empty.yaml", "")
+    with pytest.raises(ConfigError, match="got an empty file"):
+        load_config(path)
+
+
+def test_error_message_names_the_file_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "configs" / "x.yaml",
+          "data: {path: x}\noutput: {dir: o}\nmodel: {n_components: 0, tol: abc}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config("configs/x.yaml")
+    assert str(info.value) == (
+        "configs/x.yaml: 2 problems:\n"
+        "  model.n_components: must be >= 1, got 0\n"
+        "  model.tol: must be a number, got 'abc'")
+
+
+def test_yaml_1e3_is_a_number(tmp_path):
+    path = write(tmp_path / "x.yaml", "data: {path: x}\noutput: {dir: o}\nmodel: {tol: 1e-3}\n")
+    assert load_config(path).model.tol == 1e-3
+
+
+# --------------------------------------------------------------------------- to_dict
+
+
+def test_to_dict_is_json_serialisable_and_round_trips(tmp_path):
+    raw = minimal(model={"n_components": 2, "means_init": [[0, 1], [2, 3]], "cache": True},
+                  cluster={"memory_limit": 10**9})
+    config = parse_config(raw, base_dir=tmp_path)
+    data = config.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert set(data) == {"name", "data", "model", "cluster", "output", "checkpoint"}
+    assert data["model"]["means_init"] == [[0.0, 1.0], [2.0, 3.0]]
+    assert data["model"]["cache"] is True and data["cluster"]["memory_limit"] == 10**9
+    assert parse_config(data) == config
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def test_examples_exist():
+    names = {p.name for p in EXAMPLES}
+    assert {"iris.yaml", "cluster.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_configs_validate(path):
+    raw = yaml.safe_load(path.read_text())
+    assert isinstance(raw, dict)
+    config = load_config(path)
+    assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
+
+
+def test_iris_example():
+    config = load_config(CONFIG_DIR / "iris.yaml")
+    assert config.data.path == str(CONFIG_DIR.parent / "data" / "iris.npy")
+    assert config.output.dir == str(CONFIG_DIR.parent / "runs" / "iris")
+    assert (config.model.n_components, config.model.covariance_type) == (3, "full")
+    assert config.model.random_state == 0
+
+
+def test_cluster_example():
+    config = load_config(CONFIG_DIR / "cluster.yaml")
+    assert config.cluster.address == "tcp://127.0.0.1:8786"
+    assert config.cluster.tls is None
+    assert config.data.path.endswith(".zarr")

@@ -1,0 +1,82 @@
+"""A fit over a Zarr array on disk several times larger than the workers' memory."""
+
+from __future__ import annotations
+
+import os
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from daskgmm import GaussianMixture
+from daskgmm.monitor import MemoryMonitor
+
+pytestmark = pytest.mark.slow
+
+WORKER_LIMIT = 300 * 2**20
+N_WORKERS = 2
+N_FEATURES = 16
+CHUNK_ROWS = 200_000
+# 4.1x the workers' total memory limit.
+N_SAMPLES = int(4.1 * N_WORKERS * WORKER_LIMIT / (8 * N_FEATURES)) // CHUNK_ROWS * CHUNK_ROWS
+
+
+def _write_mixture(path, means, scales):
+    """Write a two-component mixture chunk by chunk (never all of it in memory)."""
+    import zarr
+
+    z = zarr.create_array(store=str(path), shape=(N_SAMPLES, N_FEATURES),
+                          chunks=(CHUNK_ROWS, N_FEATURES), dtype="float64")
+    for i, start in enumerate(range(0, N_SAMPLES, CHUNK_ROWS)):
+        rng = np.random.default_rng([42, i])
+        labels = rng.random(CHUNK_ROWS) < 0.3
+        block = rng.normal(size=(CHUNK_ROWS, N_FEATURES))
+        block *= np.where(labels[:, None], scales[1], scales[0])
+        block += np.where(labels[:, None], means[1], means[0])
+        z[start : start + CHUNK_ROWS] = block
+
+
+def _worker_warnings(client):
+    logs = client.get_worker_logs()
+    bad = ("Pausing worker", "Restarting worker", "exceeded", "Memory use is high",
+           "spill")
+    return [msg for lines in logs.values() for _, msg in lines
+            if any(b in msg for b in bad)]
+
+
+def test_fit_zarr_four_times_larger_than_worker_memory(tmp_path):
+    from distributed import Client, LocalCluster
+
+    means = np.stack([np.zeros(N_FEATURES), np.full(N_FEATURES, 4.0)])
+    scales = np.array([1.0, 0.5])
+    path = tmp_path / "big.zarr"
+    _write_mixture(path, means, scales)
+    X = da.from_zarr(str(path))
+    assert X.nbytes >= 4 * N_WORKERS * WORKER_LIMIT
+
+    with LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
+                      memory_limit=WORKER_LIMIT, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        pids_before = client.run(os.getpid)
+        with MemoryMonitor(client, interval=0.2) as monitor:
+            gm = GaussianMixture(2, covariance_type="full", random_state=0, max_iter=20,
+                                 tol=1e-4).fit(X)
+        pids_after = client.run(os.getpid)
+        spilled = client.run(lambda dask_worker: dask_worker.data.spilled_total.memory)
+        warnings = _worker_warnings(client)
+
+    assert pids_after == pids_before, "a worker was restarted"
+    assert set(spilled.values()) == {0}, f"workers spilled to disk: {spilled}"
+    assert not warnings, warnings
+    for address, peak in monitor.worker_peak.items():
+        # The worker pauses at 80% of its limit; stay well clear of it.
+        assert peak < 0.8 * WORKER_LIMIT, (address, peak / 2**20)
+    # The driver never held the data: its peak stays far below the array's size.
+    assert monitor.driver_peak < X.nbytes / 4
+
+    assert gm.converged_
+    order = np.argsort(gm.means_[:, 0])
+    np.testing.assert_allclose(gm.means_[order], means, atol=0.01)
+    np.testing.assert_allclose(gm.weights_[order], [0.7, 0.3], atol=0.01)
+    expected_cov = np.stack([np.eye(N_FEATURES) * s**2 for s in scales])
+    np.testing.assert_allclose(gm.covariances_[order], expected_cov, atol=0.01)
