@@ -1,0 +1,506 @@
+"""Synthetic Gaussian-mixture datasets, written chunk by chunk.
+
+:func:`generate_mixture` draws a random mixture (weights, means, covariances) and writes
+samples from it to a Zarr v3 directory store or an HDF5 file, one block of rows at a
+time, so datasets much larger than memory can be made on a laptop. Every block has its
+own random generator, seeded from ``(seed, block index)``, so the output depends only on
+the arguments. The dataset appears at its final path only once it is complete: it is
+written to a temporary sibling and moved into place at the end.
+
+:func:`load_truth` reads the true parameters (and the component labels, lazily) back.
+
+Layout (both formats)
+---------------------
+``X`` (or the name given as ``dataset``)
+    ``(n_samples, n_features)`` float32/float64, chunks ``(chunk_rows, n_features)``.
+``labels``
+    ``(n_samples,)`` int32, the component each row was drawn from, same row chunks.
+``true_weights``, ``true_means``, ``true_covariances``
+    ``(K,)``, ``(K, D)`` and ``(K, D, D)`` float64.
+root attributes
+    ``generator="daskgmm"``, ``dataset``, ``seed``, ``n_samples``, ``n_features``,
+    ``n_components``, ``separation``, ``dtype``, ``chunk_rows``, ``format_version``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from daskgmm.errors import DataNotFoundError, DataSourceError
+
+__all__ = ["generate_mixture", "load_truth", "sample_parameters"]
+
+FORMAT_VERSION = 1
+LABELS = "labels"
+TRUE_WEIGHTS = "true_weights"
+TRUE_MEANS = "true_means"
+TRUE_COVARIANCES = "true_covariances"
+_RESERVED = (LABELS, TRUE_WEIGHTS, TRUE_MEANS, TRUE_COVARIANCES)
+_ZARR_SUFFIXES = (".zarr",)
+_HDF5_SUFFIXES = (".h5", ".hdf5")
+# Largest chunk written; blosc and HDF5 both limit a chunk to a bit under 2 / 4 GiB.
+_MAX_CHUNK_BYTES = 2**31 - 2**20
+# Candidate sets of means drawn; the best spread one is kept.
+_MEAN_DRAWS = 32
+
+
+def _as_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _output_format(path: str) -> str:
+    suffix = os.path.splitext(path.rstrip("/\\"))[1].lower()
+    if suffix in _ZARR_SUFFIXES:
+        return "zarr"
+    if suffix in _HDF5_SUFFIXES:
+        return "hdf5"
+    raise ValueError(
+        f"Cannot tell the output format of {path!r} from its extension {suffix or '(none)'}; "
+        "use a path ending in .zarr (Zarr v3 directory store) or .h5/.hdf5 (HDF5)."
+    )
+
+
+def _pairwise_distances(points: np.ndarray) -> np.ndarray:
+    sq = np.einsum("ij,ij->i", points, points)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * points @ points.T
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def sample_parameters(n_features: int, n_components: int, *, seed: int = 0,
+                      separation: float = 4.0) -> dict[str, np.ndarray]:
+    """Draw the true parameters of a random Gaussian mixture.
+
+    Parameters
+    ----------
+    n_features : int
+    n_components : int
+    seed : int, default 0
+        The parameters come from ``np.random.default_rng([seed, 0])``.
+    separation : float, default 4.0
+        Smallest distance between two component means, in units of the average
+        within-component standard deviation. With the default, components overlap
+        little and are easy to tell apart; values below ~2 make them overlap.
+
+    Returns
+    -------
+    dict
+        ``weights`` ``(K,)`` drawn from a symmetric Dirichlet(5) distribution,
+        ``means`` ``(K, D)``, and ``covariances`` ``(K, D, D)``, each
+        ``A Aᵀ / D + 0.5 I`` with ``A`` standard normal (symmetric positive definite,
+        condition number below ~10).
+    """
+    n_features = _as_int("n_features", n_features, 1)
+    n_components = _as_int("n_components", n_components, 1)
+    if not np.isfinite(separation) or separation < 0:
+        raise ValueError(f"separation must be a finite number >= 0, got {separation!r}")
+    rng = np.random.default_rng([seed, 0])
+    k, d = n_components, n_features
+    weights = rng.dirichlet(np.full(k, 5.0))
+    a = rng.standard_normal((k, d, d))
+    covariances = a @ a.transpose(0, 2, 1) / d + 0.5 * np.eye(d)
+    covariances = 0.5 * (covariances + covariances.transpose(0, 2, 1))
+    sigma = math.sqrt(float(np.mean(np.trace(covariances, axis1=1, axis2=2))) / d)
+
+    # Draw a few candidate layouts, keep the one whose closest pair is farthest apart
+    # relative to the typical distance (so rescaling does not blow the others apart),
+    # then scale it so the closest pair is exactly `separation` sigmas apart.
+    best, best_score = None, -1.0
+    for _ in range(_MEAN_DRAWS if k > 1 else 1):
+        cand = rng.standard_normal((k, d))
+        if k == 1:
+            best = cand
+            break
+        dist = _pairwise_distances(cand)[np.triu_indices(k, 1)]
+        score = float(dist.min() / max(np.median(dist), 1e-300))
+        if score > best_score:
+            best, best_score = cand, score
+    assert best is not None
+    if k > 1:
+        min_dist = float(_pairwise_distances(best)[np.triu_indices(k, 1)].min())
+        means = best * (separation * sigma / max(min_dist, 1e-300))
+    else:
+        means = best * (separation * sigma / math.sqrt(2.0 * d))
+    return {"weights": weights, "means": means, "covariances": covariances}
+
+
+def _sample_block(rng: np.random.Generator, n: int, weights: np.ndarray, means: np.ndarray,
+                  chols: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` rows of the mixture: one vectorised draw per component."""
+    k, d = means.shape
+    labels = rng.choice(k, size=n, p=weights).astype(np.int32)
+    block = np.empty((n, d), dtype=dtype)
+    for j in range(k):
+        idx = np.flatnonzero(labels == j)
+        if idx.size == 0:
+            continue
+        z = rng.standard_normal((idx.size, d))
+        block[idx] = z @ chols[j].T + means[j]
+    return labels, block
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _move_into_place(tmp: str, target: str, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``target``; an existing target is replaced only if allowed."""
+    if os.path.lexists(target):
+        if not overwrite:
+            raise FileExistsError(
+                f"{target!r} appeared while the dataset was being written; not replacing "
+                "it (pass overwrite=True to replace it)."
+            )
+        if os.path.isdir(tmp) or (os.path.isdir(target) and not os.path.islink(target)):
+            # A directory cannot replace (or be replaced by) a path atomically: move the
+            # old one aside first, so the target path never holds a half-deleted store.
+            aside = f"{target}.old-{secrets.token_hex(4)}"
+            os.replace(target, aside)
+            os.replace(tmp, target)
+            _remove(aside)
+            return
+    os.replace(tmp, target)
+
+
+def _disk_bytes(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+class _ZarrWriter:
+    def __init__(self, path: str, dataset: str, shape: tuple[int, int], chunk_rows: int,
+                 dtype: np.dtype, params: dict[str, np.ndarray]) -> None:
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        self.root = zarr.open_group(path, mode="w-", zarr_format=3)
+        compressor = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+        self.x = self.root.create_array(
+            dataset, shape=shape, chunks=(chunk_rows, shape[1]), dtype=dtype,
+            compressors=compressor, fill_value=np.nan,
+            dimension_names=("sample", "feature"))
+        self.labels = self.root.create_array(
+            LABELS, shape=(shape[0],), chunks=(chunk_rows,), dtype="int32",
+            compressors=compressor, fill_value=-1, dimension_names=("sample",))
+        for name, key, dims in ((TRUE_WEIGHTS, "weights", ("component",)),
+                                (TRUE_MEANS, "means", ("component", "feature")),
+                                (TRUE_COVARIANCES, "covariances",
+                                 ("component", "feature", "feature_"))):
+            value = params[key]
+            arr = self.root.create_array(name, shape=value.shape, chunks=value.shape,
+                                         dtype="float64", dimension_names=dims)
+            arr[...] = value
+
+    def write(self, start: int, labels: np.ndarray, block: np.ndarray) -> None:
+        stop = start + len(labels)
+        self.x[start:stop] = block
+        self.labels[start:stop] = labels
+
+    def finish(self, attrs: dict[str, Any]) -> None:
+        self.root.attrs.update(attrs)
+
+    def close(self) -> None:
+        pass
+
+
+class _HDF5Writer:
+    def __init__(self, path: str, dataset: str, shape: tuple[int, int], chunk_rows: int,
+                 dtype: np.dtype, params: dict[str, np.ndarray]) -> None:
+        import h5py
+
+        self.file = h5py.File(path, "w-")
+        self.x = self.file.create_dataset(dataset, shape=shape, dtype=dtype,
+                                          chunks=(chunk_rows, shape[1]), fillvalue=np.nan)
+        self.labels = self.file.create_dataset(LABELS, shape=(shape[0],), dtype="int32",
+                                               chunks=(chunk_rows,), fillvalue=-1)
+        self.file.create_dataset(TRUE_WEIGHTS, data=params["weights"])
+        self.file.create_dataset(TRUE_MEANS, data=params["means"])
+        self.file.create_dataset(TRUE_COVARIANCES, data=params["covariances"])
+
+    def write(self, start: int, labels: np.ndarray, block: np.ndarray) -> None:
+        stop = start + len(labels)
+        self.x[start:stop] = block
+        self.labels[start:stop] = labels
+
+    def finish(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.file.attrs[key] = value
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
+                     n_components: int, *, seed: int = 0, chunk_rows: int = 100_000,
+                     dtype: str = "float64", separation: float = 4.0, dataset: str = "X",
+                     overwrite: bool = False) -> dict:
+    """Write samples of a random Gaussian mixture to disk, one block of rows at a time.
+
+    Memory use is a few times one block (``chunk_rows × n_features`` values), whatever
+    ``n_samples`` is. The result depends only on the arguments: block ``b`` is drawn
+    from ``np.random.default_rng([seed, 1, b])`` and the parameters from
+    ``np.random.default_rng([seed, 0])`` (so changing ``chunk_rows`` changes the
+    samples, not the parameters).
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        Path ending in ``.zarr`` (Zarr v3 directory store, blosc-zstd compressed) or
+        ``.h5``/``.hdf5`` (HDF5, chunked, uncompressed). Missing parent directories are
+        created.
+    n_samples, n_features, n_components : int
+        Size of the data and number of mixture components (all >= 1).
+    seed : int, default 0
+        Non-negative seed of everything random.
+    chunk_rows : int, default 100_000
+        Rows per storage chunk and per generated block (clipped to ``n_samples``).
+    dtype : {"float64", "float32"}, default "float64"
+        dtype of the data array.
+    separation : float, default 4.0
+        Smallest distance between two component means, in average within-component
+        standard deviations (see :func:`sample_parameters`).
+    dataset : str, default "X"
+        Name of the data array (a plain name, no ``/``).
+    overwrite : bool, default False
+        Replace an existing dataset at ``output``. The old one stays in place, intact,
+        until the new one is complete.
+
+    Returns
+    -------
+    dict
+        ``path`` (absolute), ``format`` (``"zarr"`` or ``"hdf5"``), ``dataset``,
+        ``shape``, ``dtype``, ``chunk_rows``, ``n_chunks``, ``n_components``, ``seed``,
+        ``bytes`` (uncompressed size of the data array), ``bytes_on_disk`` and
+        ``seconds``.
+
+    Raises
+    ------
+    FileExistsError
+        ``output`` exists and ``overwrite`` is False.
+    ValueError
+        An argument is out of range, or the extension of ``output`` is not supported.
+
+    Notes
+    -----
+    The data is written to ``<output>.tmp-<random>`` next to ``output`` and renamed
+    into place at the end, so an interrupted run never leaves a half-written dataset at
+    ``output`` (only a ``.tmp-`` sibling, removed on errors and safe to delete).
+    """
+    started = time.perf_counter()
+    n_samples = _as_int("n_samples", n_samples, 1)
+    n_features = _as_int("n_features", n_features, 1)
+    n_components = _as_int("n_components", n_components, 1)
+    seed = _as_int("seed", seed, 0)
+    chunk_rows = min(_as_int("chunk_rows", chunk_rows, 1), n_samples)
+    if str(dtype) not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    out_dtype = np.dtype(str(dtype))
+    if not isinstance(dataset, str) or not dataset or "/" in dataset or dataset in _RESERVED:
+        raise ValueError(
+            f"dataset must be a plain non-empty name without '/', other than "
+            f"{', '.join(map(repr, _RESERVED))}; got {dataset!r}"
+        )
+    chunk_bytes = chunk_rows * n_features * out_dtype.itemsize
+    if chunk_bytes > _MAX_CHUNK_BYTES:
+        raise ValueError(
+            f"One chunk of {chunk_rows} rows x {n_features} features is {chunk_bytes} bytes, "
+            f"more than the {_MAX_CHUNK_BYTES} bytes a storage chunk may hold; lower "
+            "chunk_rows."
+        )
+    target = os.path.abspath(os.fspath(output)).rstrip("/\\") or os.sep
+    fmt = _output_format(target)
+    if os.path.lexists(target) and not overwrite:
+        raise FileExistsError(
+            f"{target!r} already exists; pass overwrite=True to replace it, or choose "
+            "another path."
+        )
+
+    params = sample_parameters(n_features, n_components, seed=seed, separation=separation)
+    chols = np.linalg.cholesky(params["covariances"])
+    weights = params["weights"]
+
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f"{name}.tmp-{secrets.token_hex(6)}")
+    writer_cls = _ZarrWriter if fmt == "zarr" else _HDF5Writer
+    n_chunks = math.ceil(n_samples / chunk_rows)
+    attrs: dict[str, Any] = {
+        "generator": "daskgmm",
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "seed": seed,
+        "n_samples": n_samples,
+        "n_features": n_features,
+        "n_components": n_components,
+        "separation": float(separation),
+        "dtype": out_dtype.name,
+        "chunk_rows": chunk_rows,
+    }
+    try:
+        from daskgmm import __version__
+
+        attrs["daskgmm_version"] = str(__version__)
+    except ImportError:  # pragma: no cover
+        pass
+
+    try:
+        writer = writer_cls(tmp, dataset, (n_samples, n_features), chunk_rows, out_dtype,
+                            params)
+        def make(b: int) -> tuple[np.ndarray, np.ndarray]:
+            n = min(chunk_rows, n_samples - b * chunk_rows)
+            rng = np.random.default_rng([seed, 1, b])
+            return _sample_block(rng, n, weights, params["means"], chols, out_dtype)
+
+        try:
+            # Draw block b + 1 in a helper thread while block b is compressed and
+            # written (both release the GIL for most of their work); at most two blocks
+            # are in memory at once.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(make, 0)
+                for b in range(n_chunks):
+                    labels, block = pending.result()
+                    if b + 1 < n_chunks:
+                        pending = pool.submit(make, b + 1)
+                    writer.write(b * chunk_rows, labels, block)
+                    del labels, block
+            writer.finish(attrs)
+        finally:
+            writer.close()
+        _move_into_place(tmp, target, overwrite)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+    return {
+        "path": target,
+        "format": fmt,
+        "dataset": dataset,
+        "shape": [n_samples, n_features],
+        "dtype": out_dtype.name,
+        "chunk_rows": chunk_rows,
+        "n_chunks": n_chunks,
+        "n_components": n_components,
+        "seed": seed,
+        "bytes": n_samples * n_features * out_dtype.itemsize,
+        "bytes_on_disk": _disk_bytes(target),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def load_truth(path: str | os.PathLike) -> dict:
+    """Read back the true parameters of a dataset written by :func:`generate_mixture`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.zarr`` store or HDF5 file.
+
+    Returns
+    -------
+    dict
+        ``weights`` ``(K,)``, ``means`` ``(K, D)``, ``covariances`` ``(K, D, D)`` (numpy
+        arrays), ``labels`` (lazy int32 Dask array of shape ``(n_samples,)``, chunked
+        like the storage), ``dataset`` (name of the data array) and ``attrs`` (all the
+        metadata written by the generator).
+
+    Raises
+    ------
+    DataNotFoundError
+        ``path`` does not exist or lacks one of the arrays.
+    DataSourceError
+        ``path`` is not a Zarr store or HDF5 file.
+    """
+    from daskgmm.io import HDF5Slicer, get_reader
+
+    path = os.fspath(path)
+    reader = get_reader(path)  # raises DataNotFoundError / DataSourceError
+    if reader.name in ("zarr", "zarr-zip"):
+        import zarr
+        from zarr.storage import LocalStore, ZipStore
+
+        store = (LocalStore(path, read_only=True) if reader.name == "zarr"
+                 else ZipStore(path, mode="r"))
+        try:
+            root = zarr.open_group(store=store, mode="r")
+        except Exception as exc:
+            raise DataSourceError(
+                f"Cannot read {path!r} as a zarr group: {type(exc).__name__}: {exc}") from exc
+        attrs = dict(root.attrs)
+        present = set(root.array_keys())
+        missing = [n for n in _RESERVED if n not in present]
+        if missing:
+            raise DataNotFoundError(
+                f"{path!r} is not a dataset written by daskgmm.generate: it has no "
+                f"{', '.join(map(repr, missing))} (arrays found: {sorted(present)})."
+            )
+        lab = root[LABELS]
+        labels = da.from_array(lab, chunks=lab.chunks, lock=False, asarray=True,
+                               fancy=False, meta=np.empty((0,), dtype=lab.dtype))
+        return {
+            "weights": np.asarray(root[TRUE_WEIGHTS][...]),
+            "means": np.asarray(root[TRUE_MEANS][...]),
+            "covariances": np.asarray(root[TRUE_COVARIANCES][...]),
+            "labels": labels,
+            "dataset": attrs.get("dataset", "X"),
+            "attrs": attrs,
+        }
+    if reader.name == "hdf5":
+        import h5py
+
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise DataSourceError(f"Cannot read the HDF5 file {path!r}: {exc}") from exc
+        with f:
+            missing = [n for n in _RESERVED if n not in f]
+            if missing:
+                raise DataNotFoundError(
+                    f"{path!r} is not a dataset written by daskgmm.generate: it has no "
+                    f"{', '.join(map(repr, missing))} (members found: {sorted(f.keys())})."
+                )
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v)
+                     for k, v in f.attrs.items()}
+            lab = f[LABELS]
+            slicer = HDF5Slicer(os.path.abspath(path), lab.name, lab.shape, lab.dtype)
+            chunks = lab.chunks or lab.shape
+            out = {
+                "weights": f[TRUE_WEIGHTS][...],
+                "means": f[TRUE_MEANS][...],
+                "covariances": f[TRUE_COVARIANCES][...],
+            }
+        out["labels"] = da.from_array(slicer, chunks=chunks, lock=False, asarray=True,
+                                      fancy=False, meta=np.empty((0,), dtype=slicer.dtype))
+        out["dataset"] = attrs.get("dataset", "X")
+        out["attrs"] = attrs
+        return out
+    raise DataSourceError(
+        f"{path!r} is a {reader.name} file; load_truth reads the Zarr stores and HDF5 "
+        "files written by daskgmm.generate."
+    )
