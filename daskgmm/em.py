@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import observe
 from .kernels import estep_statistics
 from .mstep import m_step
 from .params import MixtureParams
@@ -96,7 +97,7 @@ def run_em(chunks: RowChunks, initial: list[MixtureParams], *, tol: float, max_i
             break
         t0 = time.perf_counter()
         stats = chunks.map_reduce(estep_statistics, [s.params for s in active], dtype,
-                                  split_every=split_every)
+                                  split_every=split_every, kind="em")
         for state, st in zip(active, stats, strict=True):
             previous = state.lower_bound
             state.lower_bound = float(st["ll"] / st["n"])
@@ -110,8 +111,10 @@ def run_em(chunks: RowChunks, initial: list[MixtureParams], *, tol: float, max_i
             for state in active:
                 state.active = False
         timings.append(time.perf_counter() - t0)
+        info = IterationInfo(iteration, states, timings[-1])
         if callback is not None:
-            callback(IterationInfo(iteration, states, timings[-1]))
+            callback(info)
+        observe.notify("iteration_finished", info)
     return _best(states, max_iter, timings)
 
 

@@ -83,7 +83,7 @@ def _kmeans_centres(chunks: RowChunks, n_components: int, n_init: int,
     active = list(range(n_init))
     for _ in range(LLOYD_MAX_PASSES):
         stats = chunks.map_reduce(kmeans_statistics, [centres[i] for i in active], reference,
-                                  split_every=split_every)
+                                  split_every=split_every, kind="kmeans")
         still = []
         for i, st in zip(active, stats, strict=True):
             counts = st["counts"]
@@ -123,7 +123,8 @@ def initial_parameters(chunks: RowChunks, *, n_components: int, covariance_type:
         computed: Sequence[MixtureParams | None] = [None] * n_init
     elif init_params == "kmeans":
         centres = _kmeans_centres(chunks, K, n_init, random_state, split_every)
-        stats = chunks.map_reduce(hard_label_statistics, centres, cov, split_every=split_every)
+        stats = chunks.map_reduce(hard_label_statistics, centres, cov, split_every=split_every,
+                                  kind="init")
         computed = [
             _params_from_stats(st, c.mean(axis=0), c, cov, reg_covar)
             for st, c in zip(stats, centres, strict=True)
@@ -146,7 +147,7 @@ def initial_parameters(chunks: RowChunks, *, n_components: int, covariance_type:
         seeds = [int(random_state.randint(np.iinfo(np.int32).max)) for _ in range(n_init)]
         reference = chunks.take_rows(np.array([0]))[0]
         stats = chunks.map_reduce(random_resp_statistics, seeds, K, reference, cov,
-                                  split_every=split_every)
+                                  split_every=split_every, kind="init")
         ref_means = np.broadcast_to(reference, (K, chunks.shape[1]))
         computed = [_params_from_stats(st, reference, ref_means, cov, reg_covar)
                     for st in stats]

@@ -15,18 +15,21 @@ into every task.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
+from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 
+from . import observe
 from .kernels import add_statistics
 
 #: Default size of one row chunk made from NumPy input or when rechunking (bytes).
@@ -51,6 +54,37 @@ def tree_reduce(items: Sequence[Any], combine: Callable[..., Any], split_every: 
             for i in range(0, len(level), split_every)
         ]
     return level[0]
+
+
+def _active_client() -> Any:
+    """The ``distributed.Client`` that ``dask.compute`` would use now, if any."""
+    scheduler = dask.base.get_scheduler()
+    owner = getattr(scheduler, "__self__", None)
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    return owner if isinstance(owner, Client) else None
+
+
+def _scheduler_memory() -> int:
+    """Memory the active scheduler can hold data in (bytes)."""
+    client = _active_client()
+    if client is not None:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        limits = [int(w.get("memory_limit") or 0) for w in workers]
+        if limits and all(limits):
+            return sum(limits)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def distributed_as_completed(futures: list[Any]) -> Any:
+    """``distributed.as_completed`` (imported lazily)."""
+    from distributed import as_completed as _as_completed
+
+    return _as_completed(futures)
 
 
 def default_chunk_rows(n_features: int, itemsize: int = 8,
@@ -99,11 +133,19 @@ class RowChunks:
         return len(self.row_bounds)
 
     def map_reduce(self, kernel: Callable[..., Any], *args: Any, split_every: int = 8,
-                   combine: Callable[..., Any] = add_statistics) -> Any:
-        """One pass: ``combine`` over chunks of ``kernel(block, row_start, *args)``."""
+                   combine: Callable[..., Any] = add_statistics, kind: str = "pass") -> Any:
+        """One pass: ``combine`` over chunks of ``kernel(block, row_start, *args)``.
+
+        Active observers (:mod:`daskgmm.observe`) are told when the pass starts, as
+        chunks finish, and when it ends; ``kind`` names the pass for them.
+        """
+        observe.notify("pass_started", kind, self.n_chunks)
         if self.is_dask:
-            return self._map_reduce_dask(kernel, args, split_every, combine)
-        return self._map_reduce_numpy(kernel, args, split_every, combine)
+            result = self._map_reduce_dask(kernel, args, split_every, combine)
+        else:
+            result = self._map_reduce_numpy(kernel, args, split_every, combine)
+        observe.notify("pass_finished")
+        return result
 
     def _map_reduce_numpy(self, kernel, args, split_every, combine):
         X = self.data
@@ -112,13 +154,19 @@ class RowChunks:
             return kernel(X[bounds[0] : bounds[1]], bounds[0], *args)
 
         workers = min(len(self.row_bounds), os.cpu_count() or 1)
+        parts: list[Any] = [None] * self.n_chunks
         if workers <= 1:
-            parts = [run(b) for b in self.row_bounds]
+            for i, bounds in enumerate(self.row_bounds):
+                parts[i] = run(bounds)
+                observe.notify("chunks_done", 1)
         else:
             # One BLAS thread per chunk task: the pool provides the parallelism.
             with threadpool_limits(limits=1, user_api="blas"), \
                     ThreadPoolExecutor(max_workers=workers) as pool:
-                parts = list(pool.map(run, self.row_bounds))
+                futures = {pool.submit(run, b): i for i, b in enumerate(self.row_bounds)}
+                for future in as_completed(futures):
+                    parts[futures[future]] = future.result()
+                    observe.notify("chunks_done", 1)
         return tree_reduce(parts, combine, split_every)
 
     def _map_reduce_dask(self, kernel, args, split_every, combine):
@@ -130,8 +178,28 @@ class RowChunks:
             kernel_d(block, start, *shared)
             for block, (start, _) in zip(blocks, self.row_bounds, strict=True)
         ]
+        client = _active_client()
+        if observe.active() and client is not None:
+            # Chunk results as futures, so progress can follow them; the combine tree
+            # is the same as below, so the numbers are too.
+            futures = client.compute(parts)
+            total = tree_reduce(futures, lambda *group: client.submit(combine, *group),
+                                split_every)
+            for _ in distributed_as_completed(futures):
+                observe.notify("chunks_done", 1)
+            return total.result()
         combine_d = dask.delayed(combine, pure=True)
         total = tree_reduce(parts, lambda *group: combine_d(*group), split_every)
+        if observe.active():
+            leaves = {p.key for p in parts}
+
+            def posttask(key, result, dsk, state, worker_id):
+                if key in leaves:
+                    observe.notify("chunks_done", 1)
+
+            with Callback(posttask=posttask):
+                (result,) = dask.compute(total)
+            return result
         (result,) = dask.compute(total)
         return result
 
@@ -142,7 +210,8 @@ class RowChunks:
         ``n_columns=None`` means ``func`` returns one value per row.
         """
         if not self.is_dask:
-            return func(self.data, *args)
+            parts = [func(self.data[a:b], *args) for a, b in self.row_bounds]
+            return np.concatenate(parts) if len(parts) > 1 else parts[0]
         shared = [dask.delayed(a, traverse=False) for a in args]
         if n_columns is None:
             return self.data.map_blocks(func, *shared, drop_axis=1, dtype=dtype,
@@ -151,6 +220,34 @@ class RowChunks:
             func, *shared, chunks=(self.data.chunks[0], (n_columns,)), dtype=dtype,
             meta=np.empty((0, 0), dtype=dtype),
         )
+
+    @contextlib.contextmanager
+    def cached(self, mode: bool | str = "auto", fraction: float = 0.5) -> Iterator[RowChunks]:
+        """Hold the (normalised) chunks in memory for the duration of a fit, if they fit.
+
+        ``mode=True`` always persists a Dask array, ``False`` never does, and ``'auto'``
+        does when it takes at most ``fraction`` of the memory available to the active
+        scheduler (the workers' total ``memory_limit`` on a distributed cluster, the
+        machine's available memory otherwise). NumPy input is already in memory.
+        """
+        if not self.is_dask or mode is False:
+            yield self
+            return
+        if mode == "auto" and self.data.nbytes > fraction * _scheduler_memory():
+            yield self
+            return
+        client = _active_client()
+        persisted = self.data.persist()
+        if client is not None:
+            from distributed import wait
+
+            wait(persisted)
+        copy = RowChunks.__new__(RowChunks)
+        copy.__dict__.update(self.__dict__, data=persisted)
+        try:
+            yield copy
+        finally:
+            del persisted, copy
 
     def take_rows(self, indices: np.ndarray) -> np.ndarray:
         """Gather a few rows (sorted unique indices) into memory."""
