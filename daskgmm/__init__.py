@@ -17,12 +17,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 _LAZY = {
     "GaussianMixture": "daskgmm.mixture",
+    "load": "daskgmm.persist",
+    "open_array": "daskgmm.io",
+    "generate_mixture": "daskgmm.generate",
+    "observe": "daskgmm.observe",
 }
 
-__all__ = ["GaussianMixture", "__version__"]
+__all__ = ["GaussianMixture", "__version__", "generate_mixture", "load", "observe",
+           "open_array"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .generate import generate_mixture
+    from .io import open_array
     from .mixture import GaussianMixture
+    from .observe import observe
+    from .persist import load
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,8 @@ class RestartState:
     lower_bounds: list[float] = field(default_factory=list)
     n_iter: int = 0
     converged: bool = False
-    active: bool = True
+    active: bool = True  # False once converged; a restart that ran out of iterations
+    # stays active, so a resumed fit with a larger max_iter continues it
 
 
 @dataclass
@@ -106,9 +107,6 @@ def run_em(chunks: RowChunks, initial: list[MixtureParams], *, tol: float, max_i
             state.n_iter = iteration
             if abs(state.lower_bound - previous) < tol:
                 state.converged = True
-                state.active = False
-        if iteration == max_iter:
-            for state in active:
                 state.active = False
         timings.append(time.perf_counter() - t0)
         info = IterationInfo(iteration, states, timings[-1])

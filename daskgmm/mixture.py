@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections.abc import Callable
 from numbers import Integral
+from pathlib import Path
 from typing import Any, ClassVar
 
 import dask.array as da
@@ -16,7 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import kernels
+from . import checkpoint, kernels
 from .em import EMResult, IterationInfo, run_em
 from .errors import InvalidDataError
 from .init import initial_parameters
@@ -80,6 +83,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     cache : {'auto', True, False}, default='auto'
         Hold a Dask array in (cluster) memory during the fit so later passes skip the
         reads: ``'auto'`` does so when it takes at most half the memory available.
+    checkpoint_dir : str or path, default=None
+        Write a checkpoint of the EM state here every ``checkpoint_every`` iterations,
+        and resume from the checkpoint found here (see :mod:`daskgmm.checkpoint`). A
+        checkpoint written for other data or other settings is refused.
+    checkpoint_every : int, default=1
+        Iterations between two checkpoints.
 
     Attributes
     ----------
@@ -118,6 +127,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "split_every": [Interval(Integral, 2, None, closed="left")],
         "dtype": [StrOptions({"float64", "float32"})],
         "cache": [StrOptions({"auto"}), "boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -141,6 +152,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         split_every: int = 8,
         dtype: str = "float64",
         cache: bool | str = "auto",
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -160,6 +173,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.split_every = split_every
         self.dtype = dtype
         self.cache = cache
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
 
     # ----------------------------------------------------------------------------------
     # fitting
@@ -204,6 +219,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _run(self, chunks: RowChunks, user_init: dict) -> EMResult:
         do_init = not (self.warm_start and hasattr(self, "converged_"))
+        callbacks = [self._report] if self.verbose else []
+        em_kwargs = dict(tol=self.tol, max_iter=self.max_iter, reg_covar=self.reg_covar,
+                         split_every=self.split_every, dtype=self.dtype)
+        if self.checkpoint_dir is not None:
+            fp = checkpoint.fingerprint(chunks, self.get_params())
+            callbacks.append(self._checkpointer(fp))
+            found = checkpoint.load_checkpoint(self.checkpoint_dir, fp) if do_init else None
+            if found is not None:
+                iteration, states = found
+                return run_em(chunks, [], states=states, start_iteration=iteration,
+                              callback=_chain(callbacks), **em_kwargs)
         if do_init:
             initial = initial_parameters(
                 chunks,
@@ -221,11 +247,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             initial = [self._params()]
             start = self.lower_bound_
 
-        return run_em(
-            chunks, initial, tol=self.tol, max_iter=self.max_iter, reg_covar=self.reg_covar,
-            split_every=self.split_every, dtype=self.dtype, start_lower_bound=start,
-            callback=self._report if self.verbose else None,
-        )
+        return run_em(chunks, initial, start_lower_bound=start, callback=_chain(callbacks),
+                      **em_kwargs)
+
+    def _checkpointer(self, fp: dict) -> Callable[[IterationInfo], None]:
+        def save(info: IterationInfo) -> None:
+            last = info.iteration == self.max_iter or not any(s.active for s in info.states)
+            if last or info.iteration % self.checkpoint_every == 0:
+                checkpoint.save_checkpoint(self.checkpoint_dir, fp, info.iteration,
+                                           info.states)
+        return save
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray | da.Array:
         """Fit, then return the most probable component of each sample.
@@ -273,6 +304,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture (scikit-learn's sampler)."""
         return self.to_sklearn().sample(n_samples)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False,
+             extra_metadata: dict | None = None) -> Path:
+        """Save the fitted model to a directory: arrays and JSON metadata, never pickle.
+
+        See :func:`daskgmm.persist.save_model`; load it back with :func:`daskgmm.load`.
+        """
+        from .persist import save_model
+
+        return save_model(self, path, overwrite=overwrite, extra_metadata=extra_metadata)
 
     def to_sklearn(self) -> _SklearnGaussianMixture:
         """An equivalent fitted :class:`sklearn.mixture.GaussianMixture`."""
@@ -406,6 +447,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 print(f"  Iteration {info.iteration} (init {state.index})\t time lapse "
                       f"{info.seconds:.5f}s\t ll {state.lower_bound:.5f}\t ll change "
                       f"{change:.5f}")
+
+
+def _chain(callbacks: list[Callable[[IterationInfo], None]]
+           ) -> Callable[[IterationInfo], None] | None:
+    if not callbacks:
+        return None
+
+    def call_all(info: IterationInfo) -> None:
+        for callback in callbacks:
+            callback(info)
+    return call_all
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray | None:

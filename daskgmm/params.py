@@ -69,13 +69,14 @@ class MixtureParams:
     def __post_init__(self) -> None:
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"unknown covariance_type {self.covariance_type!r}")
-        means = np.asarray(self.means, dtype=np.float64)
-        weights = np.asarray(self.weights, dtype=np.float64)
+        # C-contiguous float64 always: the memory layout decides the order of the BLAS
+        # sums, and a resumed fit must repeat an uninterrupted one bit for bit.
+        means = np.ascontiguousarray(self.means, dtype=np.float64)
+        weights = np.ascontiguousarray(self.weights, dtype=np.float64)
         object.__setattr__(self, "means", means)
         object.__setattr__(self, "weights", weights)
-        object.__setattr__(
-            self, "precisions_cholesky", np.asarray(self.precisions_cholesky, dtype=np.float64)
-        )
+        object.__setattr__(self, "precisions_cholesky",
+                           np.ascontiguousarray(self.precisions_cholesky, dtype=np.float64))
         with np.errstate(divide="ignore"):
             object.__setattr__(self, "log_weights", np.log(weights))
         object.__setattr__(

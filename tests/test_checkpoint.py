@@ -1,0 +1,132 @@
+"""Checkpoint and resume: a killed fit continues where it stopped, with the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from daskgmm import GaussianMixture
+from daskgmm.errors import CheckpointError
+
+from .conftest import make_blobs
+
+KW = dict(covariance_type="full", random_state=0, tol=0.0, n_init=2, chunk_rows=500)
+
+
+def _fit(X, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return GaussianMixture(3, **{**KW, **kw}).fit(X)
+
+
+def _assert_identical(a, b):
+    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr), err_msg=attr)
+    assert a.lower_bounds_ == b.lower_bounds_
+    assert (a.n_iter_, a.converged_, a.lower_bound_) == (b.n_iter_, b.converged_,
+                                                          b.lower_bound_)
+
+
+def test_resume_equals_uninterrupted(tmp_path, blobs):
+    clean = _fit(blobs, max_iter=25)
+    _fit(blobs, max_iter=10, checkpoint_dir=tmp_path)  # "interrupted" after 10 iterations
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["iteration"] == 10 and len(saved["states"]) == 2
+    resumed = _fit(blobs, max_iter=25, checkpoint_dir=tmp_path)
+    _assert_identical(resumed, clean)
+    assert len(resumed.lower_bounds_) == 25
+
+
+def test_checkpoint_every(tmp_path, blobs):
+    seen = []
+
+    class Spy:
+        def iteration_finished(self, info):
+            path = tmp_path / "checkpoint.json"
+            seen.append(json.loads(path.read_text())["iteration"] if path.exists() else None)
+
+    from daskgmm.observe import observe
+
+    with observe(Spy()):
+        _fit(blobs, max_iter=7, checkpoint_dir=tmp_path, checkpoint_every=3)
+    # observers run after the checkpointer: written at 3, 6 and at the end (7)
+    assert seen == [None, None, 3, 3, 3, 6, 7]
+
+
+def test_refuses_checkpoint_of_other_data(tmp_path, blobs):
+    _fit(blobs, max_iter=2, checkpoint_dir=tmp_path)
+    other = make_blobs(seed=1)
+    with pytest.raises(CheckpointError, match=r"belongs to other data .*rows_sha256"):
+        _fit(other, max_iter=4, checkpoint_dir=tmp_path)
+
+
+def test_refuses_checkpoint_of_other_config(tmp_path, blobs):
+    _fit(blobs, max_iter=2, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"another configuration .*covariance_type"):
+        _fit(blobs, max_iter=4, checkpoint_dir=tmp_path, covariance_type="diag")
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ("{not json", "is damaged"),
+    ('{"format": "something-else"}', "not a daskgmm checkpoint"),
+    ('{"format": "daskgmm-checkpoint", "format_version": 99}', "format version 99"),
+])
+def test_refuses_damaged_or_foreign_checkpoint(tmp_path, blobs, content, match):
+    (tmp_path / "checkpoint.json").write_text(content)
+    with pytest.raises(CheckpointError, match=match):
+        _fit(blobs, max_iter=2, checkpoint_dir=tmp_path)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, warnings
+    from tests.conftest import make_blobs
+    from daskgmm import GaussianMixture
+    warnings.simplefilter("ignore")
+    X = make_blobs(n=200_000, d=8, k=4, seed=5)
+    GaussianMixture(4, covariance_type="full", random_state=0, tol=0.0, max_iter=60,
+                    chunk_rows=20_000, checkpoint_dir=sys.argv[1]).fit(X)
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_fit_then_resume(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(ckpt)], cwd=root)
+    try:
+        deadline = time.monotonic() + 120
+        iteration = 0
+        while time.monotonic() < deadline and iteration < 3:
+            time.sleep(0.05)
+            try:
+                iteration = json.loads((ckpt / "checkpoint.json").read_text())["iteration"]
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+        assert proc.poll() is None, "the fit finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = json.loads((ckpt / "checkpoint.json").read_text())["iteration"]
+    assert 3 <= killed_at < 60
+    X = make_blobs(n=200_000, d=8, k=4, seed=5)
+    kw = dict(covariance_type="full", random_state=0, tol=0.0, max_iter=60,
+              chunk_rows=20_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        resumed = GaussianMixture(4, checkpoint_dir=ckpt, **kw).fit(X)
+        clean = GaussianMixture(4, **kw).fit(X)
+    np.testing.assert_allclose(resumed.means_, clean.means_, rtol=1e-10)
+    np.testing.assert_allclose(resumed.covariances_, clean.covariances_, rtol=1e-10)
+    assert resumed.lower_bounds_ == pytest.approx(clean.lower_bounds_, rel=1e-10)
