@@ -272,7 +272,8 @@ def estep_statistics(X: np.ndarray, row_start: int, params_list: Sequence[Mixtur
         acc: Stats | None = None
         ll = 0.0
         for sl in _tiles(len(X), rows):
-            Xc = np.asarray(X[sl], dtype=compute) - params.centre.astype(compute)
+            # Centre in float64, then cast: a large offset must not meet float32 rounding.
+            Xc = (X[sl] - params.centre).astype(compute, copy=False)
             log_norm, resp = log_prob_resp(Xc, params)
             _check_finite(log_norm, X[sl], row_start + sl.start)
             ll += float(log_norm.sum(dtype=np.float64))

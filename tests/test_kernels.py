@@ -143,6 +143,18 @@ def test_float32_compute_accumulates_in_float64():
     np.testing.assert_allclose(new_b.covariances, new_a.covariances, rtol=1e-4, atol=1e-5)
 
 
+def test_float32_compute_with_large_offset():
+    """Centring happens in float64 before the cast, so an offset of 1e6 costs nothing."""
+    X = make_blobs(5000)
+    p = _params(X, "full")
+    shifted = MixtureParams("full", p.weights, p.means + 1e6, p.precisions_cholesky)
+    (a,) = estep_statistics(X, 0, [p], dtype="float32")
+    (b,) = estep_statistics(X + 1e6, 0, [shifted], dtype="float32")
+    new_a = m_step(a, p.centre, p.means, "full", 1e-6)
+    new_b = m_step(b, shifted.centre, shifted.means, "full", 1e-6)
+    np.testing.assert_allclose(new_b.covariances, new_a.covariances, rtol=1e-5)
+
+
 def test_kmeans_statistics_match_direct():
     X = make_blobs(500)
     centres = X[[0, 100, 200]]
