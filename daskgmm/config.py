@@ -70,6 +70,7 @@ __all__ = [
     "CheckpointConfig",
     "ClusterConfig",
     "DataConfig",
+    "GenerateConfig",
     "ModelConfig",
     "OutputConfig",
     "RunConfig",
@@ -85,7 +86,8 @@ _PROBLEMS = "daskgmm_problems"
 # Error types whose message is complete (it already says what was given).
 _COMPLETE = "daskgmm_complete"
 
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# URLs (s3://...) and built-in example sources (sklearn:iris) are not file paths.
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|sklearn:)")
 _ADDRESS_SCHEMES = ("tcp", "tls", "inproc", "ucx")
 _ADDRESS_RE = re.compile(
     r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
@@ -259,6 +261,21 @@ def _raise_problems(problems: list[tuple[str, str]]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+class GenerateConfig(_Section):
+    """``data.generate``: write a synthetic mixture to ``data.path`` if it is missing.
+
+    The same settings as ``daskgmm generate`` (see :func:`daskgmm.generate_mixture`).
+    """
+
+    n_samples: Annotated[StrictIntType, Field(ge=1)]
+    n_features: Annotated[StrictIntType, Field(ge=1)]
+    n_components: Annotated[StrictIntType, Field(ge=1)]
+    seed: Annotated[StrictIntType, Field(ge=0)] = 0
+    chunk_rows: Annotated[StrictIntType, Field(ge=1)] = 100_000
+    dtype: Literal["float64", "float32"] = "float64"
+    separation: Annotated[FloatType, Field(gt=0)] = 4.0
+
+
 class DataConfig(_Section):
     """``data``: the samples to fit.
 
@@ -271,11 +288,14 @@ class DataConfig(_Section):
         The dataset (HDF5) or array (Zarr group) inside ``path``.
     chunk_rows : int >= 1 or None
         Rows per Dask chunk; ``None`` keeps the storage chunking.
+    generate : GenerateConfig or None
+        If set and ``path`` does not exist, a synthetic mixture is written there first.
     """
 
     path: PathStr
     dataset: NonEmptyStr | None = None
     chunk_rows: Annotated[StrictIntType, Field(ge=1)] | None = None
+    generate: GenerateConfig | None = None
 
 
 class ModelConfig(_Section):

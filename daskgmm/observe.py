@@ -54,6 +54,11 @@ def active() -> tuple[Any, ...]:
     return _OBSERVERS.get()
 
 
+def wants(event: str) -> bool:
+    """Whether an active observer implements ``event`` (so it is worth tracking)."""
+    return any(getattr(o, event, None) is not None for o in _OBSERVERS.get())
+
+
 def notify(event: str, *args: Any) -> None:
     """Call ``event(*args)`` on every active observer that implements it."""
     for observer in _OBSERVERS.get():

@@ -179,7 +179,7 @@ class RowChunks:
             for block, (start, _) in zip(blocks, self.row_bounds, strict=True)
         ]
         client = _active_client()
-        if observe.active() and client is not None:
+        if client is not None and observe.wants("chunks_done"):
             # Chunk results as futures, so progress can follow them; the combine tree
             # is the same as below, so the numbers are too.
             futures = client.compute(parts)
@@ -190,7 +190,7 @@ class RowChunks:
             return total.result()
         combine_d = dask.delayed(combine, pure=True)
         total = tree_reduce(parts, lambda *group: combine_d(*group), split_every)
-        if observe.active():
+        if observe.wants("chunks_done"):
             leaves = {p.key for p in parts}
 
             def posttask(key, result, dsk, state, worker_id):

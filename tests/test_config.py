@@ -617,7 +617,7 @@ def test_example_configs_validate(path):
 
 def test_iris_example():
     config = load_config(CONFIG_DIR / "iris.yaml")
-    assert config.data.path == str(CONFIG_DIR.parent / "data" / "iris.npy")
+    assert config.data.path == "sklearn:iris"
     assert config.output.dir == str(CONFIG_DIR.parent / "runs" / "iris")
     assert (config.model.n_components, config.model.covariance_type) == (3, "full")
     assert config.model.random_state == 0
