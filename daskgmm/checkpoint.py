@@ -132,7 +132,12 @@ def load_checkpoint(directory: str | Path, fp: dict[str, Any]
         If the file is damaged or foreign, or was written for other data or another
         configuration.
     """
-    target = Path(directory) / FILENAME
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(
+            f"checkpoint_dir {directory} is a file, not a directory; give a directory path."
+        )
+    target = directory / FILENAME
     if not target.exists():
         return None
     where = f"checkpoint {target}"
@@ -160,14 +165,41 @@ def load_checkpoint(directory: str | Path, fp: dict[str, Any]
                 "of the original run, or delete the checkpoint to start afresh."
             )
     try:
+        if body.get("covariance_type") != fp["config"]["covariance_type"]:
+            raise ValueError(f"covariance_type {body.get('covariance_type')!r}")
         states = [_state_from_json(s, body["covariance_type"]) for s in body["states"]]
         iteration = int(body["iteration"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{where} is damaged ({exc!r}); delete it to start afresh.") \
+        for state in states:
+            _validate_state(state, fp)
+        if not states:
+            raise ValueError("no valid states")
+    except Exception as exc:  # anything in a damaged file: never a raw traceback
+        raise CheckpointError(f"{where} is damaged ({exc}); delete it to start afresh.") \
             from None
-    if not states or any(not math.isfinite(v) for s in states for v in s.lower_bounds):
-        raise CheckpointError(f"{where} is damaged (no valid states); delete it.")
     return iteration, states
+
+
+def _validate_state(state: RestartState, fp: dict[str, Any]) -> None:
+    p = state.params
+    K, D = fp["config"]["n_components"], fp["data"]["shape"][1]
+    shapes = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}
+    if p.means.shape != (K, D) or p.weights.shape != (K,):
+        raise ValueError(f"means/weights of shape {p.means.shape}/{p.weights.shape}, "
+                         f"expected {(K, D)}/{(K,)}")
+    if p.precisions_cholesky.shape != shapes[p.covariance_type]:
+        raise ValueError(f"precisions_cholesky of shape {p.precisions_cholesky.shape}")
+    arrays = (p.weights, p.means, p.precisions_cholesky)
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ValueError("non-finite parameters")
+    if (p.weights < 0).any() or not np.isclose(p.weights.sum(), 1.0):
+        raise ValueError("weights are not a probability vector")
+    diag = p.precisions_cholesky
+    if p.covariance_type in ("full", "tied"):
+        diag = np.diagonal(diag, axis1=-2, axis2=-1)
+    if (diag <= 0).any():
+        raise ValueError("precision Cholesky factors with a non-positive diagonal")
+    if not all(math.isfinite(v) for v in state.lower_bounds):
+        raise ValueError("non-finite log-likelihood history")
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 
 from .errors import InvalidDataError
 from .kernels import (
+    check_finite_block,
     hard_label_statistics,
     kmeans_statistics,
     random_resp_statistics,
@@ -49,10 +50,18 @@ LLOYD_TOL = 1e-4
 
 def _sample(chunks: RowChunks, rng: np.random.RandomState, size: int) -> np.ndarray:
     n = chunks.shape[0]
-    if n <= size:
-        return chunks.take_rows(np.arange(n))
-    idx = np.sort(rng.choice(n, size=size, replace=False))
-    return chunks.take_rows(idx)
+    idx = np.arange(n) if n <= size else np.sort(rng.choice(n, size=size, replace=False))
+    rows = chunks.take_rows(idx)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        # Name the chunk of the first bad sampled row, as a pass over it would.
+        first = int(idx[np.argmin(finite)])
+        start, stop = next(b for b in chunks.row_bounds if b[0] <= first < b[1])
+        in_chunk = (idx >= start) & (idx < stop)
+        block = np.zeros((stop - start, rows.shape[1]))
+        block[idx[in_chunk] - start] = rows[in_chunk]
+        check_finite_block(block, start)
+    return rows
 
 
 def _params_from_stats(stats: dict, reference: np.ndarray, ref_means: np.ndarray,

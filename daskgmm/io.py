@@ -37,7 +37,12 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from daskgmm.errors import DataNotFoundError, DataSourceError, InvalidDataError
+from daskgmm.errors import (
+    DaskGMMError,
+    DataNotFoundError,
+    DataSourceError,
+    InvalidDataError,
+)
 
 __all__ = [
     "DEFAULT_TARGET_CHUNK_BYTES",
@@ -47,6 +52,7 @@ __all__ = [
     "NpyReader",
     "NpySlicer",
     "Reader",
+    "SklearnDatasetReader",
     "ZarrDirectoryReader",
     "ZarrZipReader",
     "describe_array",
@@ -535,7 +541,7 @@ class Reader:
         token = tokenize(self.name, os.path.abspath(path), dataset, src.shape,
                          src.dtype.str, chunks, src.token)
         x = da.from_array(
-            src.array,
+            _ReadGuard(src.array, src.where),
             chunks=chunks,
             name=f"{self.name}-{token}",
             lock=False,
@@ -550,6 +556,35 @@ class Reader:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}: {self.description}>"
+
+
+class _ReadGuard:
+    """Wraps a readable array so that a failed read names the store and the rows.
+
+    A corrupt chunk otherwise surfaces deep inside a fit as, say, a bare
+    ``RuntimeError('Zstd decompression error')``. Picklable when the array is.
+    """
+
+    def __init__(self, array: Any, where: str) -> None:
+        self.array = array
+        self.where = where
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self.array[key]
+        except DaskGMMError:
+            raise
+        except Exception as exc:
+            rows = key[0] if isinstance(key, tuple) and key else key
+            if isinstance(rows, slice):
+                rows = f"rows {rows.start}..{(rows.stop or self.shape[0]) - 1}"
+            raise DataSourceError(
+                f"Cannot read {rows} of {self.where}: {type(exc).__name__}: {exc}. The store "
+                "may be damaged; check or rewrite it."
+            ) from exc
 
 
 def _even_chunks(n: int, rows: int) -> tuple[int, ...]:
@@ -881,6 +916,9 @@ def get_reader(path: str | os.PathLike) -> Reader:
         If no reader can open ``path``.
     """
     path = os.fspath(path)
+    for reader in _READERS:  # readers of pseudo-paths such as "sklearn:iris" first
+        if getattr(reader, "pseudo_paths", False) and reader.can_open(path):
+            return reader
     if not os.path.exists(path):
         raise DataNotFoundError(f"No such file or store: {path!r}")
     checks: Iterable[Callable[[Reader], bool]] = (
@@ -991,3 +1029,66 @@ def describe_array(x: da.Array) -> dict:
         "n_chunks": int(x.npartitions),
         "chunk_bytes": chunk_bytes,
     }
+
+
+# ---------------------------------------------------------------------------------------
+# scikit-learn's bundled datasets ("sklearn:iris")
+# ---------------------------------------------------------------------------------------
+
+SKLEARN_PREFIX = "sklearn:"
+_SKLEARN_DATASETS = {
+    "iris": "load_iris",
+    "wine": "load_wine",
+    "digits": "load_digits",
+    "breast_cancer": "load_breast_cancer",
+}
+
+
+class SklearnDatasetReader(Reader):
+    """The small datasets bundled with scikit-learn, as ``sklearn:NAME`` pseudo-paths.
+
+    ``open_array("sklearn:iris")`` is the 150 x 4 iris measurements as a float64 Dask
+    array in one chunk (or ``chunk_rows`` rows per chunk). The data is read from files
+    shipped inside scikit-learn; nothing is downloaded. Available names: ``iris``,
+    ``wine``, ``digits`` and ``breast_cancer``.
+    """
+
+    name = "sklearn"
+    description = "scikit-learn bundled dataset (sklearn:iris, sklearn:wine, ...)"
+    pseudo_paths = True
+
+    def can_open(self, path: str | os.PathLike) -> bool:
+        return os.fspath(path).lower().startswith(SKLEARN_PREFIX)
+
+    def locate(self, path: str, dataset: str | None) -> ArraySource:
+        name = path[len(SKLEARN_PREFIX):].strip().lower()
+        if name not in _SKLEARN_DATASETS:
+            raise DataNotFoundError(
+                f"No scikit-learn bundled dataset {name!r} (from {path!r}); available: "
+                + ", ".join(SKLEARN_PREFIX + n for n in _SKLEARN_DATASETS) + "."
+            )
+        if dataset:
+            raise DataSourceError(
+                f"{path!r} is a single array, so there is no dataset {dataset!r} inside "
+                "it; pass dataset=None."
+            )
+        import sklearn.datasets
+
+        data = np.ascontiguousarray(
+            getattr(sklearn.datasets, _SKLEARN_DATASETS[name])().data, dtype=np.float64)
+        return ArraySource(array=data, shape=tuple(data.shape), dtype=data.dtype,
+                           where=repr(path), native_row_chunk=data.shape[0],
+                           token=(name,))
+
+    def open(self, path: str | os.PathLike, dataset: str | None = None,
+             chunk_rows: int | None = None, *,
+             target_chunk_bytes: int = DEFAULT_TARGET_CHUNK_BYTES) -> da.Array:
+        _check_chunk_rows(chunk_rows)
+        src = self.locate(os.fspath(path), dataset)
+        n = src.shape[0]
+        rows = int(min(chunk_rows, n)) if chunk_rows is not None else n
+        return da.from_array(src.array, chunks=(_even_chunks(n, rows), (src.shape[1],)),
+                             name=f"sklearn-{tokenize(src.token, rows)}")
+
+
+register_reader(SklearnDatasetReader())

@@ -158,26 +158,27 @@ def _row_max(a: np.ndarray) -> np.ndarray:
     return top
 
 
-def block_log_prob_resp(X: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`log_prob_resp` of a raw (uncentred) block, in float64."""
-    Xc = np.asarray(X, dtype=np.float64) - params.centre
-    return log_prob_resp(Xc, params)
+def _centred(X: np.ndarray, row_start: int, params: MixtureParams) -> np.ndarray:
+    check_finite_block(X, row_start)
+    return np.asarray(X, dtype=np.float64) - params.centre
 
 
-def predict_block(X: np.ndarray, params: MixtureParams) -> np.ndarray:
+def predict_block(X: np.ndarray, row_start: int, params: MixtureParams) -> np.ndarray:
     """Most probable component of each row (int64)."""
-    Xc = np.asarray(X, dtype=np.float64) - params.centre
-    return weighted_log_prob(Xc, params).argmax(axis=1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return weighted_log_prob(_centred(X, row_start, params), params).argmax(axis=1)
 
 
-def predict_proba_block(X: np.ndarray, params: MixtureParams) -> np.ndarray:
+def predict_proba_block(X: np.ndarray, row_start: int, params: MixtureParams) -> np.ndarray:
     """Responsibilities of each row (float64, rows sum to one)."""
-    return block_log_prob_resp(X, params)[1]
+    with np.errstate(under="ignore"):
+        return log_prob_resp(_centred(X, row_start, params), params)[1]
 
 
-def score_samples_block(X: np.ndarray, params: MixtureParams) -> np.ndarray:
+def score_samples_block(X: np.ndarray, row_start: int, params: MixtureParams) -> np.ndarray:
     """Log-likelihood of each row under the mixture (float64)."""
-    return block_log_prob_resp(X, params)[0]
+    with np.errstate(under="ignore"):
+        return log_prob_resp(_centred(X, row_start, params), params)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -221,18 +222,25 @@ def resp_statistics(Xc: np.ndarray, resp: np.ndarray, ref_offsets: np.ndarray,
     return {"nk": nk, "sx": sx, "sxx": sxx}
 
 
-def _check_finite(log_norm: np.ndarray, X: np.ndarray, row_start: int) -> None:
-    if np.isfinite(log_norm).all():
+def check_finite_block(X: np.ndarray, row_start: int) -> None:
+    """Raise :class:`NonFiniteDataError` naming the chunk if ``X`` holds NaN or Inf.
+
+    ``X`` is a whole chunk whose first row is row ``row_start`` of the array.
+    """
+    if np.isfinite(X).all():
         return
     bad_rows = ~np.isfinite(X).all(axis=1)
-    n = len(X)
-    if bad_rows.any():
-        first = row_start + int(np.argmax(bad_rows))
-        raise NonFiniteDataError(
-            f"the data contain NaN or infinite values: {int(bad_rows.sum())} row(s) in the chunk "
-            f"of rows {row_start}..{row_start + n - 1} (first at row {first}). Remove or impute "
-            "them before fitting (e.g. X[da.isfinite(X).all(axis=1)])."
-        )
+    first = row_start + int(np.argmax(bad_rows))
+    raise NonFiniteDataError(
+        f"the data contain NaN or infinite values: {int(bad_rows.sum())} row(s) in the chunk "
+        f"of rows {row_start}..{row_start + len(X) - 1} (first at row {first}). Remove or "
+        "impute them before fitting (e.g. X[da.isfinite(X).all(axis=1)])."
+    )
+
+
+def _check_log_likelihood(log_norm: np.ndarray, row_start: int, n: int) -> None:
+    if np.isfinite(log_norm).all():
+        return
     raise InvalidDataError(
         f"the log-likelihood of rows {row_start}..{row_start + n - 1} overflowed although the "
         "data are finite: the values are too large for the model's precisions. Scale the data "
@@ -265,6 +273,7 @@ def estep_statistics(X: np.ndarray, row_start: int, params_list: Sequence[Mixtur
     """
     out = []
     compute = np.dtype(dtype)
+    check_finite_block(X, row_start)
     for params in params_list:
         K, D = params.means.shape
         rows = tile_rows or tile_rows_for(K, D)
@@ -272,10 +281,12 @@ def estep_statistics(X: np.ndarray, row_start: int, params_list: Sequence[Mixtur
         acc: Stats | None = None
         ll = 0.0
         for sl in _tiles(len(X), rows):
+            tile = X[sl]
             # Centre in float64, then cast: a large offset must not meet float32 rounding.
-            Xc = (X[sl] - params.centre).astype(compute, copy=False)
-            log_norm, resp = log_prob_resp(Xc, params)
-            _check_finite(log_norm, X[sl], row_start + sl.start)
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                Xc = (tile - params.centre).astype(compute, copy=False)
+                log_norm, resp = log_prob_resp(Xc, params)
+            _check_log_likelihood(log_norm, row_start + sl.start, len(tile))
             ll += float(log_norm.sum(dtype=np.float64))
             part = resp_statistics(Xc, resp, ref_offsets, params.covariance_type)
             acc = part if acc is None else add_statistics(acc, part)
@@ -325,9 +336,8 @@ def kmeans_statistics(X: np.ndarray, row_start: int, centres_list: Sequence[np.n
         ``counts`` (K,), ``sums`` (K, D) of ``x - reference``, ``inertia`` (scalar).
     """
     out = []
+    check_finite_block(X, row_start)
     Xc = np.asarray(X, dtype=np.float64) - reference
-    if not np.isfinite(Xc).all():
-        _check_finite(np.array([np.nan]), X, row_start)
     for centres in centres_list:
         K = len(centres)
         labels, d2 = _nearest(Xc, centres - reference)
@@ -349,6 +359,7 @@ def hard_label_statistics(X: np.ndarray, row_start: int, centres_list: Sequence[
     themselves (``c0`` is their mean).
     """
     out = []
+    check_finite_block(X, row_start)
     X64 = np.asarray(X, dtype=np.float64)
     for centres in centres_list:
         c0 = centres.mean(axis=0)
@@ -370,6 +381,7 @@ def random_resp_statistics(X: np.ndarray, row_start: int, seeds: Sequence[int],
     result depends only on the seed, the data and the chunking.
     """
     out = []
+    check_finite_block(X, row_start)
     Xc = np.asarray(X, dtype=np.float64) - reference
     offsets = np.zeros((n_components, X.shape[1]))
     for seed in seeds:

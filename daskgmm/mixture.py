@@ -370,7 +370,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if X.ndim != 2:
             raise InvalidDataError(
                 f"Expected a 2-D array of shape (n_samples, n_features), got a {X.ndim}-D "
-                f"array of shape {X.shape}. Reshape it, e.g. X.reshape(-1, 1) for one feature."
+                f"array of shape {X.shape}. Reshape it: "
+                + ("X.reshape(-1, 1) for one feature." if X.ndim < 2
+                   else "X.reshape(len(X), -1) to flatten the trailing axes.")
             )
         if np.isnan(X.shape[0]):
             raise InvalidDataError(

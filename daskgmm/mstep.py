@@ -48,14 +48,27 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
                 what = "share a tied covariance that is not positive definite"
             raise DegenerateComponentError(_degenerate_message(bad or [0], what)) from None
         eye = np.broadcast_to(np.eye(cov.shape[-1]), stack.shape)
-        prec_chol = np.linalg.solve(chol, eye).transpose(0, 2, 1)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            prec_chol = np.linalg.solve(chol, eye).transpose(0, 2, 1)
+            finite = np.isfinite(prec_chol @ prec_chol.transpose(0, 2, 1)).all(axis=(1, 2))
+        if not finite.all():
+            raise DegenerateComponentError(_degenerate_message(
+                [int(k) for k in np.nonzero(~finite)[0]],
+                "have a covariance too small to invert (its precision overflows)"))
         return prec_chol[0] if covariance_type == "tied" else prec_chol
     if np.any(~(cov > 0.0)):
         bad = sorted({int(k) for k in np.nonzero(~(cov > 0.0))[0]})
         raise DegenerateComponentError(
             _degenerate_message(bad, "have a zero or negative variance")
         )
-    return 1.0 / np.sqrt(cov)
+    with np.errstate(over="ignore", divide="ignore"):
+        prec_chol = 1.0 / np.sqrt(cov)
+        finite = np.isfinite(prec_chol**2)
+    if not finite.all():
+        bad = sorted({int(k) for k in np.nonzero(~finite)[0]})
+        raise DegenerateComponentError(_degenerate_message(
+            bad, "have a variance too small to invert (its precision overflows)"))
+    return prec_chol
 
 
 def _is_positive_definite(matrix: np.ndarray) -> bool:

@@ -16,6 +16,7 @@ into every task.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -65,6 +66,13 @@ def _active_client() -> Any:
     except ImportError:  # pragma: no cover - distributed is a dependency
         return None
     return owner if isinstance(owner, Client) else None
+
+
+def _call_with_row_start(func: Callable[..., Any], block: np.ndarray, *args: Any,
+                         block_info: dict | None = None) -> Any:
+    """Call ``func(block, row_start, *args)`` from inside ``map_blocks``."""
+    row_start = block_info[0]["array-location"][0][0] if block_info else 0
+    return func(block, row_start, *args)
 
 
 def _scheduler_memory() -> int:
@@ -205,19 +213,20 @@ class RowChunks:
 
     def map_rows(self, func: Callable[..., np.ndarray], *args: Any,
                  n_columns: int | None, dtype: np.dtype | type) -> np.ndarray | da.Array:
-        """Apply ``func(block, *args)`` to every chunk; lazily for Dask input.
+        """Apply ``func(block, row_start, *args)`` to every chunk; lazily for Dask input.
 
         ``n_columns=None`` means ``func`` returns one value per row.
         """
         if not self.is_dask:
-            parts = [func(self.data[a:b], *args) for a, b in self.row_bounds]
+            parts = [func(self.data[a:b], a, *args) for a, b in self.row_bounds]
             return np.concatenate(parts) if len(parts) > 1 else parts[0]
         shared = [dask.delayed(a, traverse=False) for a in args]
+        with_start = functools.partial(_call_with_row_start, func)
         if n_columns is None:
-            return self.data.map_blocks(func, *shared, drop_axis=1, dtype=dtype,
+            return self.data.map_blocks(with_start, *shared, drop_axis=1, dtype=dtype,
                                         meta=np.empty((0,), dtype=dtype))
         return self.data.map_blocks(
-            func, *shared, chunks=(self.data.chunks[0], (n_columns,)), dtype=dtype,
+            with_start, *shared, chunks=(self.data.chunks[0], (n_columns,)), dtype=dtype,
             meta=np.empty((0, 0), dtype=dtype),
         )
 

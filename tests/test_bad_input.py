@@ -2,8 +2,7 @@
 
 Every case asserts the exception *type* and that the *message* says what was wrong,
 where (row range, component, file, parameter) and, where there is something to do, what
-to do. Cases that do not raise a clear documented error today are strict xfails whose
-reason describes the defect.
+to do.
 
 Catalogue
 ---------
@@ -101,9 +100,9 @@ _SAMPLED_INIT = ("the data fit in the initialisation's in-memory sample (n <= "
 @pytest.mark.parametrize(
     "init",
     [
-        pytest.param("kmeans", marks=pytest.mark.xfail(strict=True, reason=_SAMPLED_INIT)),
-        pytest.param("k-means++",
-                     marks=pytest.mark.xfail(strict=True, reason=_SAMPLED_INIT)),
+        # The sample that seeds k-means is checked too, and named by its chunk.
+        "kmeans",
+        "k-means++",
         "random_from_data",
         # 'random': see test_random_init_kernel_checks_the_chunk (which chunk is blamed
         # first depends on the task order, so the estimator-level outcome is not stable).
@@ -128,11 +127,6 @@ def test_non_finite_dask_data_names_the_chunk(X, init, value):
     assert isinstance(info.value, ValueError)  # scikit-learn-style code keeps working
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernels.estep_statistics computes the chunk's log-densities before _check_finite "
-    "looks at the data, so an Inf emits 'RuntimeWarning: invalid value encountered in "
-    "matmul' (kernels._maha_full); under -W error that warning escapes instead of "
-    "NonFiniteDataError. Check np.isfinite(X) first or compute under np.errstate"))
 def test_non_finite_dask_data_under_warnings_as_errors(X):
     bad = da.from_array(_with(X, 1234, np.inf), chunks=(CHUNK, D))
     with warnings.catch_warnings(), dask.config.set(scheduler="synchronous"):
@@ -141,12 +135,6 @@ def test_non_finite_dask_data_under_warnings_as_errors(X):
             GaussianMixture(2, **USER_INIT).fit(bad)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernels.random_resp_statistics (init_params='random') does not check its chunk for "
-    "NaN/Inf, unlike kmeans_statistics: the initial parameters become NaN and the first "
-    "E-step then blames whichever chunk runs first, usually a finite one ('the "
-    "log-likelihood of rows 0..499 overflowed although the data are finite'); "
-    "hard_label_statistics has the same gap"))
 def test_random_init_kernel_checks_the_chunk(X):
     from daskgmm.kernels import random_resp_statistics
 
@@ -182,11 +170,6 @@ def test_non_finite_numpy_data(X, value, word):
         GaussianMixture(2).fit(_with(X, 1234, value))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "predict/predict_proba on Dask input do not check the data: kernels.predict_block "
-    "returns argmax of a NaN row (component 0) silently, while NumPy input raises "
-    "ValueError; RowChunks.map_rows could pass row_start and the kernels raise "
-    "NonFiniteDataError like the E-step"))
 def test_non_finite_dask_data_at_predict_time(X):
     gm = GaussianMixture(2, random_state=0).fit(X)
     with pytest.raises(NonFiniteDataError, match=r"1000\.\.1499"):
@@ -219,10 +202,6 @@ def test_three_dimensional_input(X):
         GaussianMixture(2).fit(da.from_array(cube))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mixture.GaussianMixture._validate_dask gives the 1-D hint 'X.reshape(-1, 1) for one "
-    "feature' for every non-2-D array; for 3-D and more it should say how to flatten "
-    "the trailing axes, e.g. X.reshape(len(X), -1), as io._validate_shape does"))
 def test_three_dimensional_dask_input_gets_a_fitting_hint(X):
     with pytest.raises(InvalidDataError) as info:
         GaussianMixture(2).fit(da.from_array(X.reshape(1000, 3, 3)))
@@ -418,11 +397,6 @@ def test_corrupt_hdf5_chunk_found_during_fit(tmp_path, X):
         GaussianMixture(2, **USER_INIT).fit(x)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "io._ZarrReaderBase puts the zarr.Array itself into the graph, so a chunk that "
-    "cannot be decoded surfaces as a bare RuntimeError('Zstd decompression error: "
-    "invalid input data') naming neither the store nor the rows; wrap reads like "
-    "HDF5Slicer does and raise DataSourceError naming the store and row range"))
 def test_corrupt_zarr_chunk_found_during_fit(tmp_path, X):
     path = tmp_path / "data.zarr"
     _write_zarr(path, X, chunks=(CHUNK, D))
@@ -670,9 +644,8 @@ DAMAGES_XFAIL = {
 @pytest.mark.parametrize(
     ("change", "match"),
     [pytest.param(*DAMAGES[name], id=name) for name in DAMAGES]
-    + [pytest.param(change, r"is damaged", id=name,
-                    marks=pytest.mark.xfail(strict=True, reason=reason))
-       for name, (change, reason) in DAMAGES_XFAIL.items()],
+    + [pytest.param(change, r"is damaged", id=name)
+       for name, (change, _) in DAMAGES_XFAIL.items()],
 )
 def test_damaged_checkpoint(checkpoint, X, change, match):
     path, _, kwargs = checkpoint
@@ -690,11 +663,6 @@ def test_checkpoint_file_that_is_a_directory(tmp_path, X):
         GaussianMixture(2, random_state=0, checkpoint_dir=tmp_path / "ckpt").fit(X)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a checkpoint_dir that is an existing regular file is only noticed by "
-    "checkpoint.save_checkpoint after the initialisation and the first EM pass, as a raw "
-    "FileExistsError ('[Errno 17] File exists: ...') that does not mention "
-    "checkpoint_dir; check it up front and raise CheckpointError"))
 def test_checkpoint_dir_that_is_a_file(tmp_path, X):
     not_a_directory = tmp_path / "ckpt"
     not_a_directory.write_text("I am a file")

@@ -19,7 +19,7 @@
     errors as ``-W error`` would) escape. NumPy input and small
     ``dask.array.from_array`` input are both tried. Scales of 1e±30 to 1e±150 are
     checked separately and less strictly (RuntimeWarnings tolerated, ``precisions_``
-    may overflow); the defects found there are pinned down by strict xfails.
+    may overflow).
 
 Parameters are drawn by hypothesis; the numbers themselves come from a NumPy generator
 seeded by hypothesis, which keeps the examples cheap and reproducible.
@@ -246,7 +246,7 @@ def test_fit_succeeds_or_raises_a_documented_error(problem):
 @given(problem=fit_problems(EXTREME_SCALES))
 def test_extreme_scales_raise_only_documented_errors(problem):
     """Scales 1e±30..1e±150: no undocumented exception (RuntimeWarnings tolerated and
-    ``precisions_`` may overflow: see the strict xfails below)."""
+    ``precisions_`` may overflow)."""
     check_fit(problem, runtime_warnings="ignore",
               finite=("weights_", "means_", "covariances_", "precisions_cholesky_"))
 
@@ -267,10 +267,6 @@ def test_fit_all_rows_equal(covariance_type, dask_chunks):
 TINY = np.array([[0.3], [-1.1], [0.9], [2.0]]) * 1e-155
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mixture/params: a 'tied' fit of data at scale 1e-155 succeeds with a covariance "
-    "of 4e-311 whose precisions_ = L @ L.T overflow to inf (MixtureParams.precisions); "
-    "the M-step should refuse such a covariance with DegenerateComponentError"))
 def test_tiny_scale_fit_has_finite_precisions():
     try:
         with warnings.catch_warnings():
@@ -282,10 +278,6 @@ def test_tiny_scale_fit_has_finite_precisions():
     assert np.all(np.isfinite(gm.precisions_)), gm.precisions_
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernels: the E-step's overflows (pc**2 in _maha_diag/_maha_spherical, the float32 "
-    "casts in estep_statistics) emit RuntimeWarnings before _check_finite raises "
-    "InvalidDataError, so under -W error a RuntimeWarning escapes instead"))
 @pytest.mark.parametrize(
     ("X", "covariance_type", "dtype"),
     [(TINY * 1e1, "spherical", "float64"),
