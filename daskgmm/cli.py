@@ -1,0 +1,365 @@
+"""The ``daskgmm`` command line.
+
+::
+
+    daskgmm fit CONFIG.yaml [--set key=value ...] [--quiet] [--resume]
+    daskgmm predict --model DIR --data PATH [--dataset NAME] --output OUT.zarr [--proba]
+                    [--overwrite] [--scheduler ADDRESS]
+    daskgmm generate --n-samples N --n-features D --n-components K --output PATH [...]
+    daskgmm info DIR
+    daskgmm --version
+
+Every user mistake (a bad configuration, a missing file, an existing output, a
+scheduler that cannot be reached...) is reported as one ``daskgmm: error: ...`` line
+(or the configuration error's list of problems) on stderr, with exit code 2 and no
+traceback. Ctrl-C exits with code 130, SIGTERM with 143 (both after removing any
+partial output). Anything else is a bug: it shows a traceback and
+exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+_PROG = "daskgmm"
+
+_MAIN_EPILOG = """\
+examples:
+  daskgmm fit configs/iris.yaml
+  daskgmm fit configs/iris.yaml --set model.covariance_type=diag --set output.dir=runs/diag
+  daskgmm generate --n-samples 1000000 --n-features 8 --n-components 4 --output data/x.zarr
+  daskgmm predict --model runs/iris --data sklearn:iris --output runs/iris-labels.zarr
+  daskgmm info runs/iris
+
+Run `daskgmm COMMAND --help` for the options of a command.
+"""
+
+_FIT_EPILOG = """\
+examples:
+  daskgmm fit configs/iris.yaml
+  daskgmm fit configs/iris.yaml --set model.n_components=4 --set output.overwrite=true
+  daskgmm fit configs/cluster.yaml --set cluster.address=tcp://10.0.0.5:8786 --resume
+
+The output directory (output.dir) receives model/, report.json, convergence.png,
+clusters.png and, when enabled, labels.zarr and responsibilities.zarr. It appears only
+when the run has succeeded; an existing one is refused unless output.overwrite is true.
+--set values are YAML (5 is a number, true a boolean, null nothing); relative paths
+given with --set are relative to the current directory.
+"""
+
+_PREDICT_EPILOG = """\
+examples:
+  daskgmm predict --model runs/iris --data sklearn:iris --output iris-labels.zarr
+  daskgmm predict --model runs/big/model --data data/big.zarr --dataset X \\
+      --output runs/big/proba.zarr --proba --scheduler tcp://10.0.0.5:8786
+
+The output is a Zarr array chunked like the data's rows: int32 labels of shape
+(n_samples,), or float64 responsibilities of shape (n_samples, n_components) with
+--proba. It is written by the Dask workers (so with --scheduler it must be on a file
+system they share) into a temporary sibling and renamed into place when complete.
+"""
+
+_GENERATE_EPILOG = """\
+examples:
+  daskgmm generate --n-samples 100000 --n-features 4 --n-components 3 --output data/small.zarr
+  daskgmm generate --n-samples 20000000 --n-features 16 --n-components 8 \\
+      --output data/big.h5 --dtype float32 --chunk-rows 250000 --seed 1
+
+The data array is called X; the true labels and parameters are stored next to it
+(labels, true_weights, true_means, true_covariances). Memory use stays at a few blocks
+of --chunk-rows rows, whatever --n-samples is.
+"""
+
+_INFO_EPILOG = """\
+examples:
+  daskgmm info runs/iris          (a `daskgmm fit` output directory)
+  daskgmm info runs/iris/model    (a saved model directory)
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def _version() -> str:
+    from daskgmm import __version__
+
+    return f"{_PROG} {__version__}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``daskgmm`` command (with its four sub-commands)."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Gaussian mixture models fitted by out-of-core EM on Dask arrays.",
+        epilog=_MAIN_EPILOG, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fit = commands.add_parser(
+        "fit", help="fit a mixture as a YAML run configuration describes",
+        description="Fit a Gaussian mixture as a YAML run configuration describes, and "
+                    "write the model, a report and plots to its output directory.",
+        epilog=_FIT_EPILOG, formatter_class=_Formatter)
+    fit.add_argument("config", metavar="CONFIG.yaml", help="the run configuration")
+    fit.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE",
+                     help="override a configuration value, e.g. model.n_components=5 "
+                          "(repeatable)")
+    fit.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress display or messages on stderr (the results are "
+                          "still printed)")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue an interrupted fit from the checkpoint in "
+                          "checkpoint.dir")
+
+    predict = commands.add_parser(
+        "predict", help="label a dataset with a fitted model",
+        description="Write the label (or, with --proba, the responsibilities) of every "
+                    "row of a dataset under a fitted model to a Zarr array.",
+        epilog=_PREDICT_EPILOG, formatter_class=_Formatter)
+    predict.add_argument("--model", required=True, metavar="DIR",
+                         help="a saved model, or a `daskgmm fit` output directory")
+    predict.add_argument("--data", required=True, metavar="PATH",
+                         help="the samples: Zarr, HDF5, .npy or sklearn:NAME")
+    predict.add_argument("--dataset", metavar="NAME", default=None,
+                         help="the array inside an HDF5 file or Zarr group")
+    predict.add_argument("--output", required=True, metavar="OUT.zarr",
+                         help="the Zarr array to write")
+    predict.add_argument("--proba", action="store_true",
+                         help="write responsibilities (n_samples x n_components) instead "
+                              "of labels")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace an existing OUT.zarr")
+    predict.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                         help="compute on this Dask scheduler (tcp://host:port, or a "
+                              "scheduler file) instead of a local cluster")
+    predict.add_argument("--chunk-rows", type=int, default=None, metavar="R",
+                         help="rows per chunk (default: the storage's chunking)")
+    predict.add_argument("--quiet", "-q", action="store_true",
+                         help="no progress display on stderr")
+
+    generate = commands.add_parser(
+        "generate", help="write a synthetic Gaussian-mixture dataset",
+        description="Write samples of a random Gaussian mixture to a Zarr store (.zarr) "
+                    "or an HDF5 file (.h5), block by block.",
+        epilog=_GENERATE_EPILOG, formatter_class=_Formatter)
+    generate.add_argument("--n-samples", type=int, required=True, metavar="N")
+    generate.add_argument("--n-features", type=int, required=True, metavar="D")
+    generate.add_argument("--n-components", type=int, required=True, metavar="K")
+    generate.add_argument("--output", required=True, metavar="PATH",
+                          help="ending in .zarr or .h5/.hdf5")
+    generate.add_argument("--seed", type=int, default=0, metavar="S",
+                          help="seed of everything random (default 0)")
+    generate.add_argument("--chunk-rows", type=int, default=100_000, metavar="R",
+                          help="rows per storage chunk (default 100000)")
+    generate.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    generate.add_argument("--separation", type=float, default=4.0, metavar="S",
+                          help="smallest distance between two means, in standard "
+                               "deviations (default 4)")
+    generate.add_argument("--overwrite", action="store_true",
+                          help="replace an existing dataset")
+
+    info = commands.add_parser(
+        "info", help="describe a saved model",
+        description="Describe a saved model (or the model of a `daskgmm fit` output "
+                    "directory, with the highlights of its report).",
+        epilog=_INFO_EPILOG, formatter_class=_Formatter)
+    info.add_argument("dir", metavar="DIR", help="a model or fit output directory")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from daskgmm.config import load_config
+    from daskgmm.runner import run_fit
+
+    config = load_config(args.config, args.overrides)
+    run_fit(config, quiet=args.quiet, resume=args.resume, stdout=sys.stdout)
+    return 0
+
+
+def _scheduler_config(scheduler: str | None) -> Any:
+    if scheduler is None:
+        return None
+    from daskgmm.config import parse_config
+
+    key = "address" if "://" in scheduler else "scheduler_file"
+    raw = {"data": {"path": "-"}, "output": {"dir": "-"}, "cluster": {key: scheduler}}
+    return parse_config(raw, "--scheduler").cluster
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from daskgmm.runner import run_predict
+
+    summary = run_predict(args.model, args.data, args.dataset, args.output, args.proba,
+                          _scheduler_config(args.scheduler), overwrite=args.overwrite,
+                          chunk_rows=args.chunk_rows, quiet=args.quiet)
+    shape = " x ".join(str(s) for s in summary["shape"])
+    print(f"wrote {summary['content']} of shape {shape} in chunks of "
+          f"{summary['chunks_rows']} rows to {summary['output']} "
+          f"({summary['seconds']:.1f} s)")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from daskgmm.generate import generate_mixture
+
+    summary = generate_mixture(
+        args.output, args.n_samples, args.n_features, args.n_components, seed=args.seed,
+        chunk_rows=args.chunk_rows, dtype=args.dtype, separation=args.separation,
+        overwrite=args.overwrite)
+    shape = " x ".join(str(s) for s in summary["shape"])
+    print(f"wrote {summary['path']} ({summary['format']}): {shape} {summary['dtype']} "
+          f"in {summary['n_chunks']} chunks of {summary['chunk_rows']} rows, "
+          f"{summary['n_components']} components, {summary['bytes'] / 2**20:.1f} MiB "
+          f"({summary['bytes_on_disk'] / 2**20:.1f} MiB on disk), "
+          f"{summary['seconds']:.1f} s")
+    return 0
+
+
+def _report_lines(report_path: str) -> list[str]:
+    import json
+
+    try:
+        with open(report_path, encoding="utf-8") as f:
+            report = json.load(f)
+        fit, timing, memory = report["fit"], report["timing"], report["memory"]
+        lines = [f"run report {report_path}"]
+        if fit.get("bic") is not None:
+            lines.append(f"  BIC / AIC:     {fit['bic']:.6g} / {fit['aic']:.6g}")
+        lines.append(f"  wall time:     {timing['total_seconds']:.1f} s (init "
+                     f"{timing['init_seconds']:.1f} s, EM {timing['em_seconds']:.1f} s, "
+                     f"{timing['seconds_per_iteration']:.2f} s/iter)")
+        if memory.get("max_worker_peak_bytes"):
+            fraction = memory.get("max_peak_fraction_of_limit")
+            share = f" ({100 * fraction:.0f}% of its limit)" if fraction else ""
+            lines.append(f"  worker peak:   {memory['max_worker_peak_bytes'] / 2**20:.0f} MiB"
+                         + share)
+        cluster = report.get("cluster", {})
+        lines.append(f"  cluster:       {cluster.get('kind')}, "
+                     f"{cluster.get('n_workers')} worker(s)")
+        return lines
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"run report {report_path}: unreadable"]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from daskgmm.persist import model_summary
+
+    directory = args.dir
+    if not os.path.exists(directory):
+        raise FileNotFoundError(f"no such directory: {directory}")
+    model_dir = directory
+    report = None
+    if os.path.isdir(os.path.join(directory, "model")) and not os.path.exists(
+            os.path.join(directory, "model.json")):
+        model_dir = os.path.join(directory, "model")
+        candidate = os.path.join(directory, "report.json")
+        report = candidate if os.path.exists(candidate) else None
+    print(model_summary(model_dir))
+    if report is not None:
+        print("\n".join(_report_lines(report)))
+    return 0
+
+
+_COMMANDS = {"fit": _cmd_fit, "predict": _cmd_predict, "generate": _cmd_generate,
+             "info": _cmd_info}
+
+
+def _error(message: str) -> None:
+    message = message.strip() or "failed"
+    print(f"{_PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _message(exc: BaseException) -> str:
+    from daskgmm.errors import ConfigError
+
+    text = str(exc).strip()
+    if isinstance(exc, ConfigError):
+        return text  # already one problem per line
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    return " ".join(text.split()) or type(exc).__name__
+
+
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that temporary outputs are cleaned up."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Make SIGTERM unwind the stack (``with`` blocks clean up) inside the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``daskgmm`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (without the program name); ``sys.argv[1:]`` by default.
+
+    Returns
+    -------
+    int
+        The exit code: 0 on success, 2 for a user mistake (reported on stderr as
+        ``daskgmm: error: ...``), 130 when interrupted. Internal errors propagate
+        (a traceback, exit code 1).
+    """
+    from daskgmm.runner import is_user_error
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:  # --help, --version, usage errors (argparse's own exit codes)
+        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        with _sigterm_raises():
+            return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        _error("terminated")
+        return EXIT_TERMINATED
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        _error(_message(exc))
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Diagnostic plots of a fit, drawn with Matplotlib's Agg renderer (never a GUI).
+
+:func:`plot_convergence` shows the mean log-likelihood per EM iteration and the time
+each iteration took. :func:`plot_clusters` shows a sample of the data projected on its
+first two principal components, coloured by component, with each component's 2-sigma
+ellipse. :func:`sample_rows` draws that sample from a Dask array without loading the
+array.
+
+The figures are built with :class:`matplotlib.figure.Figure` and a
+:class:`~matplotlib.backends.backend_agg.FigureCanvasAgg` directly, so importing or
+using this module never touches ``matplotlib.pyplot``, the global backend or a display.
+Files are written to a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["expand_covariances", "plot_clusters", "plot_convergence", "project_gaussians",
+           "sample_rows"]
+
+_DPI = 100
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> str:
+    """Render ``fig`` as PNG and write it atomically to ``path``."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    data = buffer.getvalue()
+    target = os.path.abspath(os.fspath(path))
+    try:
+        from daskgmm.atomic import write_bytes_atomic
+    except ImportError:  # pragma: no cover - atomic.py is part of the package
+        tmp = f"{target}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    else:
+        write_bytes_atomic(target, data)
+    return target
+
+
+def plot_convergence(lower_bounds: Sequence[float], seconds: Sequence[float | None],
+                     path: str | os.PathLike[str], *, title: str | None = None) -> str:
+    """Plot the mean log-likelihood per EM iteration and the seconds per iteration.
+
+    Parameters
+    ----------
+    lower_bounds : sequence of float
+        Mean per-sample log-likelihood after each iteration (``lower_bounds_``).
+    seconds : sequence of float or None
+        Wall time of each iteration (same length, or shorter: missing or ``None``
+        entries, e.g. iterations run before a resume, are not drawn).
+    path : str or os.PathLike
+        The PNG file to write.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    str
+        The absolute path written.
+    """
+    bounds = np.asarray([float(v) for v in lower_bounds], dtype=np.float64)
+    iterations = np.arange(1, len(bounds) + 1)
+    fig = _new_figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    ax.set_xlabel("EM iteration")
+    ax.set_ylabel("mean log-likelihood per sample")
+    ax.set_title(title or "Convergence")
+    if len(bounds) == 0:
+        ax.text(0.5, 0.5, "no EM iterations were run", ha="center", va="center",
+                transform=ax.transAxes)
+        return _save(fig, path)
+
+    times = np.full(len(bounds), np.nan)
+    for i, value in enumerate(list(seconds)[: len(bounds)]):
+        if value is not None:
+            times[i] = float(value)
+    if np.isfinite(times).any():
+        ax2 = ax.twinx()
+        ax2.bar(iterations, np.nan_to_num(times), width=0.6, color="0.85", zorder=0,
+                label="seconds / iteration")
+        ax2.set_ylabel("seconds per iteration")
+        ax2.set_ylim(0, max(1e-9, np.nanmax(times)) * 3)  # keep the bars in the lower third
+        ax.set_zorder(ax2.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        mean = float(np.nanmean(times))
+        ax.text(0.99, 0.02, f"{mean:.3g} s/iter on average", ha="right", va="bottom",
+                transform=ax.transAxes, fontsize=9, color="0.3")
+    finite = np.isfinite(bounds)
+    ax.plot(iterations[finite], bounds[finite], marker="o", markersize=3, color="C0",
+            label="log-likelihood")
+    ax.annotate(f"{bounds[-1]:.6g}", (iterations[-1], bounds[-1]),
+                textcoords="offset points", xytext=(-4, -6), ha="right", va="top",
+                fontsize=9)
+    if len(bounds) <= 20:
+        ax.set_xticks(iterations)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def expand_covariances(covariances: np.ndarray, covariance_type: str, n_components: int,
+                       n_features: int) -> np.ndarray:
+    """Every component's full covariance matrix, shape ``(K, D, D)``.
+
+    Parameters
+    ----------
+    covariances : ndarray
+        ``covariances_`` of a fitted mixture: ``(K, D, D)`` for ``'full'``, ``(D, D)`` for
+        ``'tied'``, ``(K, D)`` for ``'diag'`` and ``(K,)`` for ``'spherical'``.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    n_components, n_features : int
+
+    Returns
+    -------
+    ndarray of shape (n_components, n_features, n_features)
+    """
+    cov = np.asarray(covariances, dtype=np.float64)
+    K, D = n_components, n_features
+    if covariance_type == "full":
+        return cov.reshape(K, D, D)
+    if covariance_type == "tied":
+        return np.broadcast_to(cov.reshape(D, D), (K, D, D)).copy()
+    if covariance_type == "diag":
+        out = np.zeros((K, D, D))
+        out[:, np.arange(D), np.arange(D)] = cov.reshape(K, D)
+        return out
+    if covariance_type == "spherical":
+        return cov.reshape(K)[:, None, None] * np.eye(D)[None]
+    raise ValueError(f"unknown covariance_type {covariance_type!r}")
+
+
+def _principal_axes(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre, the first two principal directions ``(2, D)`` and their variance share."""
+    centre = sample.mean(axis=0)
+    D = sample.shape[1]
+    if len(sample) < 2:
+        axes = np.eye(max(2, D))[:2, :D]
+        return centre, axes, np.zeros(2)
+    _, s, vt = np.linalg.svd(sample - centre, full_matrices=False)
+    variance = s**2
+    share = variance / variance.sum() if variance.sum() > 0 else np.zeros_like(variance)
+    axes = np.zeros((2, D))
+    n = min(2, vt.shape[0])
+    axes[:n] = vt[:n]
+    # A deterministic sign: the largest loading of each axis is positive.
+    for i in range(n):
+        j = int(np.argmax(np.abs(axes[i])))
+        if axes[i, j] < 0:
+            axes[i] = -axes[i]
+    shares = np.zeros(2)
+    shares[:n] = share[:n]
+    return centre, axes, shares
+
+
+def project_gaussians(means: np.ndarray, covariances: np.ndarray, centre: np.ndarray,
+                      axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project Gaussians onto a plane: means ``(m - c) Pᵀ`` and covariances ``P Σ Pᵀ``.
+
+    Parameters
+    ----------
+    means : ndarray of shape (K, D)
+    covariances : ndarray of shape (K, D, D)
+        Full matrices (see :func:`expand_covariances`).
+    centre : ndarray of shape (D,)
+    axes : ndarray of shape (2, D)
+        Orthonormal rows spanning the plane.
+
+    Returns
+    -------
+    means_2d : ndarray of shape (K, 2)
+    covariances_2d : ndarray of shape (K, 2, 2)
+    """
+    P = np.asarray(axes, dtype=np.float64)
+    means_2d = (np.asarray(means, dtype=np.float64) - centre) @ P.T
+    cov_2d = np.einsum("ad,kde,be->kab", P, np.asarray(covariances, dtype=np.float64), P)
+    return means_2d, cov_2d
+
+
+def _ellipse(mean: np.ndarray, cov: np.ndarray, n_sigma: float = 2.0
+             ) -> tuple[float, float, float]:
+    """Width, height and angle (degrees) of the ``n_sigma`` ellipse of a 2-D Gaussian."""
+    cov = 0.5 * (cov + cov.T)
+    values, vectors = np.linalg.eigh(cov)
+    values = np.clip(values, 0.0, None)
+    major = vectors[:, 1]
+    angle = math.degrees(math.atan2(major[1], major[0]))
+    width = 2.0 * n_sigma * math.sqrt(values[1])
+    height = 2.0 * n_sigma * math.sqrt(values[0])
+    return width, height, angle
+
+
+def plot_clusters(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
+                  path: str | os.PathLike[str], *, title: str | None = None) -> str:
+    """Scatter a sample on its first two principal components, with 2-sigma ellipses.
+
+    The principal components are computed from the sample (NumPy SVD). Each component
+    of ``model`` is drawn as the ellipse of its covariance projected on that plane
+    (``P Σ Pᵀ``), which works for all four covariance types.
+
+    Parameters
+    ----------
+    sample_X : ndarray of shape (n, D)
+        A sample of the data (see :func:`sample_rows`), in memory.
+    sample_labels : ndarray of shape (n,)
+        The component of each sample row (``model.predict(sample_X)``).
+    model : GaussianMixture
+        A fitted mixture (``means_``, ``covariances_``, ``weights_``,
+        ``covariance_type``).
+    path : str or os.PathLike
+        The PNG file to write.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    str
+        The absolute path written.
+    """
+    from matplotlib.patches import Ellipse
+
+    X = np.asarray(sample_X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"sample_X must be 2-D, got shape {X.shape}")
+    labels = np.asarray(sample_labels).reshape(-1)
+    if len(labels) != len(X):
+        raise ValueError(f"sample_labels has {len(labels)} entries for {len(X)} rows")
+    means = np.asarray(model.means_, dtype=np.float64)
+    K, D = means.shape
+    if X.shape[1] != D:
+        raise ValueError(f"sample_X has {X.shape[1]} features, the model {D}")
+    covs = expand_covariances(model.covariances_, model.covariance_type, K, D)
+    centre, axes, shares = _principal_axes(X) if len(X) else (
+        means.mean(axis=0), np.eye(max(2, D))[:2, :D], np.zeros(2))
+    points = (X - centre) @ axes.T
+    means_2d, covs_2d = project_gaussians(means, covs, centre, axes)
+
+    fig = _new_figure(7.0, 6.0)
+    ax = fig.add_subplot()
+    colours = [f"C{k % 10}" for k in range(K)]
+    point_colours = [colours[int(k) % K] if 0 <= int(k) < K else "0.5" for k in labels]
+    size = 12 if len(X) <= 2000 else 4
+    ax.scatter(points[:, 0], points[:, 1], c=point_colours, s=size, alpha=0.5,
+               linewidths=0, rasterized=len(X) > 2000)
+    weights = np.asarray(getattr(model, "weights_", np.full(K, 1.0 / K)))
+    for k in range(K):
+        width, height, angle = _ellipse(means_2d[k], covs_2d[k])
+        ax.add_patch(Ellipse(tuple(means_2d[k]), width, height, angle=angle, fill=False,
+                             edgecolor=colours[k], linewidth=2))
+        ax.plot(*means_2d[k], marker="x", color="black", markersize=7)
+        ax.annotate(f"{k} ({weights[k]:.2f})", tuple(means_2d[k]),
+                    textcoords="offset points", xytext=(5, 5), fontsize=9)
+    ax.set_xlabel(f"PC 1 ({100 * shares[0]:.1f}% of variance)")
+    ax.set_ylabel(f"PC 2 ({100 * shares[1]:.1f}% of variance)" if D > 1 else "(one feature)")
+    ax.set_title(title or f"{len(X)} sampled rows, {K} components "
+                          f"({model.covariance_type}), 2-sigma ellipses")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.autoscale_view()
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def sample_rows(X: Any, n: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Draw up to ``n`` random rows of a (Dask) array, without loading the array.
+
+    Parameters
+    ----------
+    X : dask.array.Array or ndarray of shape (n_samples, n_features)
+    n : int, default 5000
+    seed : int, default 0
+
+    Returns
+    -------
+    rows : ndarray of shape (min(n, n_samples), n_features)
+        In increasing row order.
+    indices : ndarray of int64
+        The sorted row indices.
+    """
+    n_samples = int(X.shape[0])
+    rng = np.random.default_rng(seed)
+    size = min(int(n), n_samples)
+    idx = np.sort(rng.choice(n_samples, size=size, replace=False)).astype(np.int64)
+    rows = X[idx]
+    if hasattr(rows, "compute"):
+        rows = rows.compute()
+    return np.asarray(rows, dtype=np.float64), idx

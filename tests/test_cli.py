@@ -1,0 +1,518 @@
+"""End-to-end tests of the ``daskgmm`` command line, on real data, clusters and processes.
+
+One in-process ``daskgmm fit`` on a small generated Zarr store (a LocalCluster of two
+worker processes) is shared by the output, predict and info tests. The error paths run
+the CLI as a subprocess (``python -m daskgmm``) to check the real exit status and that
+no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+from threadpoolctl import threadpool_limits
+
+from daskgmm.cli import main
+from daskgmm.io import open_array
+from daskgmm.persist import load_model
+from daskgmm.progress import ProgressObserver, format_bar, format_iteration
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+N, D, K, ROWS = 3000, 3, 3, 500
+
+
+def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess:
+    """``python -m daskgmm ARGS`` in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "daskgmm", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def call_main(*args: str) -> tuple[int, str]:
+    """``main(ARGS)`` in this process; returns the exit code and stdout."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([str(a) for a in args])
+    return code, out.getvalue()
+
+
+def write_config(path: Path, data_path: Path | str, out: Path,
+                 chunk_rows: int | None = ROWS, **sections) -> Path:
+    """A small run configuration (one worker process unless overridden)."""
+    config = {
+        "name": "test",
+        "data": {"path": str(data_path), "chunk_rows": chunk_rows},
+        "model": {"n_components": K, "random_state": 0},
+        "cluster": {"n_workers": 1, "threads_per_worker": 1, "memory_limit": "1GiB",
+                    "dashboard_address": None},
+        "output": {"dir": str(out), "labels": False, "plots": False},
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "daskgmm: error: " in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+# ---------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def small_zarr(workdir) -> Path:
+    path = workdir / "small.zarr"
+    code, out = call_main("generate", "--n-samples", N, "--n-features", D,
+                          "--n-components", K, "--output", path, "--chunk-rows", ROWS,
+                          "--seed", 1)
+    assert code == 0
+    assert "wrote" in out and str(path) in out
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(workdir, small_zarr) -> SimpleNamespace:
+    """``daskgmm fit`` (in process) with every output switched on."""
+    out = workdir / "run"
+    config = write_config(
+        workdir / "fit.yaml", small_zarr, out,
+        cluster={"n_workers": 2},
+        output={"labels": True, "responsibilities": True, "plots": True})
+    code, stdout = call_main("fit", config, "--quiet", "--set", "model.tol=0.0005",
+                             "--set", "model.covariance_type=diag")
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    return SimpleNamespace(out=out, report=report, stdout=stdout, config=config,
+                           model=load_model(out / "model"))
+
+
+# ---------------------------------------------------------------------------------------
+# fit outputs
+# ---------------------------------------------------------------------------------------
+
+
+def test_fit_writes_every_output(fitted, small_zarr):
+    out = fitted.out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clusters.png", "convergence.png", "labels.zarr", "model", "report.json",
+        "responsibilities.zarr"]
+    assert not leftovers(out.parent)
+    for name in ("clusters.png", "convergence.png"):
+        data = (out / name).read_bytes()
+        assert len(data) > 1000 and data.startswith(PNG_MAGIC)
+    assert (out / "model" / "model.json").exists()
+    assert "report written to" in fitted.stdout and "means:" in fitted.stdout
+
+
+def test_report_contents(fitted, small_zarr):
+    report, model = fitted.report, fitted.model
+    for key in ("config", "versions", "data", "fit", "timing", "memory", "cluster",
+                "outputs"):
+        assert key in report, key
+    fit = report["fit"]
+    assert fit["converged"] is True and fit["converged"] == model.converged_
+    assert fit["n_iter"] == model.n_iter_ == len(fit["iterations"])
+    assert [row["iteration"] for row in fit["iterations"]] == list(range(1, fit["n_iter"] + 1))
+    assert [row["log_likelihood"] for row in fit["iterations"]] == model.lower_bounds_
+    assert all(row["seconds"] > 0 for row in fit["iterations"])
+    assert fit["lower_bound"] == model.lower_bound_
+    # --set overrides are visible in the resolved configuration.
+    assert report["config"]["model"]["tol"] == 0.0005
+    assert report["config"]["model"]["covariance_type"] == "diag"
+    assert model.covariance_type == "diag"
+    # BIC/AIC from one pass with the final parameters, as scikit-learn computes them.
+    X = open_array(small_zarr, chunk_rows=ROWS)
+    assert fit["bic"] == pytest.approx(model.bic(X), rel=1e-9)
+    assert fit["aic"] == pytest.approx(model.aic(X), rel=1e-9)
+    for library in ("daskgmm", "dask", "distributed", "numpy", "zarr", "scikit-learn",
+                    "h5py", "python"):
+        assert report["versions"][library]
+    data = report["data"]
+    assert data["path"] == str(small_zarr) and data["shape"] == [N, D]
+    assert data["dtype"] == "float64" and data["chunks_rows"] == [ROWS] * (N // ROWS)
+    timing = report["timing"]
+    assert timing["total_seconds"] >= timing["fit_seconds"] > 0
+    assert timing["init_seconds"] > 0 and timing["em_seconds"] > 0
+    memory = report["memory"]
+    assert len(memory["workers"]) == 2
+    for worker in memory["workers"].values():
+        assert worker["peak_bytes"] > 0 and worker["limit_bytes"] == 2**30
+        assert 0 < worker["peak_fraction_of_limit"] < 1
+    assert 0 < memory["max_peak_fraction_of_limit"] < 1
+    assert memory["driver_peak_bytes"] > 0
+    cluster = report["cluster"]
+    assert cluster["kind"] == "local" and cluster["n_workers"] == 2
+    assert cluster["dashboard_link"] is None
+
+
+def test_labels_and_responsibilities_match_the_model(fitted, small_zarr):
+    X = open_array(small_zarr, chunk_rows=ROWS)
+    labels = zarr.open_array(fitted.out / "labels.zarr", mode="r")
+    assert labels.shape == (N,) and labels.chunks == (X.chunks[0][0],)
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels[:], fitted.model.predict(X).compute())
+    resp = zarr.open_array(fitted.out / "responsibilities.zarr", mode="r")
+    assert resp.shape == (N, K) and resp.chunks == (ROWS, K)
+    # (Computed by worker processes with one BLAS thread, here with the default: the
+    # last bits may differ.)
+    np.testing.assert_allclose(resp[:], fitted.model.predict_proba(X).compute(),
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_info_prints_model_and_report(fitted):
+    code, out = call_main("info", fitted.out)
+    assert code == 0
+    assert "covariance_type='diag'" in out and "K=3 components" in out
+    assert "BIC / AIC" in out and "worker peak" in out
+    code, out = call_main("info", fitted.out / "model")
+    assert code == 0 and "converged after" in out
+
+
+def test_predict_round_trip(fitted, small_zarr, workdir):
+    target = workdir / "predicted.zarr"
+    code, out = call_main("predict", "--model", fitted.out, "--data", small_zarr,
+                          "--output", target, "--chunk-rows", ROWS, "--quiet")
+    assert code == 0 and str(target) in out
+    X = open_array(small_zarr, chunk_rows=ROWS)
+    predicted = zarr.open_array(target, mode="r")
+    assert predicted.shape == (N,) and predicted.chunks == (ROWS,)
+    np.testing.assert_array_equal(predicted[:], fitted.model.predict(X).compute())
+    np.testing.assert_array_equal(predicted[:], zarr.open_array(fitted.out / "labels.zarr")[:])
+    assert not leftovers(workdir)
+    # An existing output is refused before any work, and left as it was.
+    before = sorted(os.listdir(target))
+    result = run_cli("predict", "--model", fitted.out, "--data", small_zarr,
+                     "--output", target, "--proba")
+    assert_clean_error(result, "already exists", "--overwrite")
+    assert sorted(os.listdir(target)) == before
+
+
+def test_predict_proba_with_overwrite(fitted, small_zarr, workdir):
+    target = workdir / "proba.zarr"
+    target.mkdir()
+    code, _ = call_main("predict", "--model", fitted.out / "model", "--data", small_zarr,
+                        "--output", target, "--proba", "--overwrite", "--chunk-rows", ROWS,
+                        "--quiet")
+    assert code == 0
+    proba = zarr.open_array(target, mode="r")
+    assert proba.shape == (N, K) and proba.chunks == (ROWS, K)
+    # The saved model predicts, bit for bit, what the fitted one wrote.
+    np.testing.assert_array_equal(
+        proba[:], zarr.open_array(fitted.out / "responsibilities.zarr", mode="r")[:])
+
+
+# ---------------------------------------------------------------------------------------
+# generate
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_generate(tmp_path, suffix):
+    path = tmp_path / f"gen{suffix}"
+    code, out = call_main("generate", "--n-samples", 1000, "--n-features", 4,
+                          "--n-components", 2, "--output", path, "--chunk-rows", 300,
+                          "--dtype", "float32", "--seed", 5)
+    assert code == 0 and "1000 x 4 float32" in out and "in 4 chunks of 300 rows" in out
+    X = open_array(path)
+    assert X.shape == (1000, 4) and X.dtype == np.float32
+    result = run_cli("generate", "--n-samples", 10, "--n-features", 2, "--n-components", 2,
+                     "--output", path)
+    assert_clean_error(result, "already exists")
+    code, _ = call_main("generate", "--n-samples", 10, "--n-features", 2,
+                        "--n-components", 2, "--output", path, "--overwrite")
+    assert code == 0 and open_array(path).shape == (10, 2)
+
+
+def test_generate_bad_extension_is_a_clean_error(tmp_path):
+    result = run_cli("generate", "--n-samples", 10, "--n-features", 2, "--n-components", 2,
+                     "--output", tmp_path / "x.csv")
+    assert_clean_error(result, ".zarr")
+
+
+# ---------------------------------------------------------------------------------------
+# user mistakes: one line on stderr, exit code 2, no traceback
+# ---------------------------------------------------------------------------------------
+
+
+def test_config_errors_exit_2(tmp_path):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "none.zarr", tmp_path / "out")
+    result = run_cli("fit", config, "--set", "model.n_componets=3", "--set",
+                     "model.tol=-1")
+    assert_clean_error(result, "2 problems", "n_componets", "did you mean 'n_components'",
+                       "model.tol: must be >= 0")
+    result = run_cli("fit", tmp_path / "missing.yaml")
+    assert_clean_error(result, "config file not found")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    assert_clean_error(run_cli("fit", tmp_path / "bad.yaml"), "invalid YAML")
+    assert_clean_error(run_cli("fit", config, "--set", "novalue"), "KEY.PATH=VALUE")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_exits_2(tmp_path):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "none.zarr", tmp_path / "out")
+    result = run_cli("fit", config)
+    assert_clean_error(result, "No such file or store", "none.zarr")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_dir_is_refused_and_untouched(tmp_path, small_zarr):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier results")
+    stamp = os.stat(out / "keep.txt").st_mtime_ns
+    config = write_config(tmp_path / "c.yaml", small_zarr, out)
+    result = run_cli("fit", config)
+    assert_clean_error(result, "already exists", "output.overwrite")
+    assert os.listdir(out) == ["keep.txt"]
+    assert os.stat(out / "keep.txt").st_mtime_ns == stamp
+    assert not leftovers(tmp_path)
+
+
+def test_fit_failing_midway_leaves_no_output(tmp_path):
+    # The NaN row is found while the cluster passes over the chunks.
+    data = np.random.default_rng(0).normal(size=(400, 2))
+    data[333, 1] = np.nan
+    store = zarr.create_array(store=str(tmp_path / "nan.zarr"), shape=data.shape,
+                              chunks=(100, 2), dtype="float64")
+    store[:] = data
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", tmp_path / "nan.zarr", out, chunk_rows=None,
+                          model={"n_components": 2, "init_params": "random"},
+                          output={"labels": True, "plots": True})
+    result = run_cli("fit", config)
+    assert_clean_error(result, "NaN")
+    assert not out.exists()
+    assert not leftovers(tmp_path)
+
+
+def test_unreachable_scheduler_exits_2(tmp_path, small_zarr):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out",
+                          cluster={"address": "tcp://127.0.0.1:9"})
+    env = {**os.environ, "DASKGMM_CONNECT_TIMEOUT": "1"}
+    result = subprocess.run([sys.executable, "-m", "daskgmm", "fit", str(config)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert_clean_error(result, "could not connect to the Dask scheduler at "
+                               "tcp://127.0.0.1:9", "cluster.address")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_interrupted_fit_cleans_up_then_resumes(tmp_path, small_zarr):
+    """SIGTERM mid-fit leaves no output; the checkpoint refuses a fresh start and
+    ``--resume`` continues it to the same result as an uninterrupted fit."""
+    from daskgmm import GaussianMixture
+
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    model = {"tol": 0.0, "max_iter": 100_000, "init_params": "random"}
+    config = write_config(tmp_path / "c.yaml", small_zarr, out, model=model,
+                          checkpoint={"dir": str(ckpt), "every": 1})
+    proc = subprocess.Popen([sys.executable, "-m", "daskgmm", "fit", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("iter 4 "):
+                break
+        assert any(line.startswith("iter 4 ") for line in lines), "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "daskgmm: error: terminated" in err and "Traceback" not in err
+    assert not out.exists() and not leftovers(tmp_path)
+    assert (ckpt / "checkpoint.json").exists()
+    iteration = json.loads((ckpt / "checkpoint.json").read_text())["iteration"]
+    assert iteration >= 4
+
+    total = iteration + 3
+    result = run_cli("fit", config, "--set", f"model.max_iter={total}")
+    assert_clean_error(result, "a checkpoint from an earlier run exists in",
+                       "pass --resume to continue it or delete the directory")
+
+    result = run_cli("fit", config, "--set", f"model.max_iter={total}", "--resume",
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["fit"]["resumed_from_iteration"] == iteration
+    assert report["fit"]["n_iter"] == total == len(report["fit"]["iterations"])
+    assert [row["seconds"] is None for row in report["fit"]["iterations"]] == \
+        [True] * iteration + [False] * 3
+    assert not (ckpt / "checkpoint.json").exists()  # a finished run drops its checkpoint
+    # The same numbers as an uninterrupted fit (same data, chunking and seed, and one
+    # BLAS thread, as in the worker processes: BLAS results depend on the thread count).
+    with threadpool_limits(limits=1):
+        reference = GaussianMixture(K, tol=0.0, max_iter=total, init_params="random",
+                                    random_state=0).fit(open_array(small_zarr,
+                                                                   chunk_rows=ROWS))
+    resumed = load_model(out / "model")
+    np.testing.assert_array_equal(resumed.means_, reference.means_)
+    np.testing.assert_array_equal(resumed.covariances_, reference.covariances_)
+
+
+def test_fit_generates_missing_data(tmp_path):
+    data, out = tmp_path / "data" / "gen.zarr", tmp_path / "out"
+    generate = {"n_samples": 1200, "n_features": 2, "n_components": 2, "seed": 3,
+                "chunk_rows": 400}
+    config = write_config(tmp_path / "c.yaml", data, out, chunk_rows=400,
+                          data={"generate": generate}, model={"n_components": 2})
+    result = run_cli("fit", config)
+    assert result.returncode == 0, result.stderr
+    assert f"generating {data}" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["shape"] == [1200, 2]
+    assert report["data"]["chunks_rows"] == [400, 400, 400]
+    assert report["data"]["generated"]["seed"] == 3
+    assert report["config"]["data"]["generate"]["n_samples"] == 1200
+    # The next run reuses the data set.
+    result = run_cli("fit", config, "--set", "output.overwrite=true", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "generated" not in json.loads((out / "report.json").read_text())["data"]
+
+
+# ---------------------------------------------------------------------------------------
+# iris, help, version
+# ---------------------------------------------------------------------------------------
+
+
+def test_iris_config_runs_from_a_fresh_clone(tmp_path):
+    out = tmp_path / "iris"
+    result = run_cli("fit", REPO / "configs" / "iris.yaml", "--set", f"output.dir={out}",
+                     "--set", "cluster.n_workers=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    stdout = result.stdout
+    for heading in ("labels:", "weights:", "means:", "covariances:", "report written to"):
+        assert heading in stdout
+    assert "[5.006 3.428 1.462 0.246]" in stdout
+    model = load_model(out / "model")
+    expected = np.array([[5.006, 3.428, 1.462, 0.246], [5.917, 2.778, 4.205, 1.298],
+                         [6.546, 2.949, 5.484, 1.987]])
+    order = np.argsort(model.means_[:, 2])
+    np.testing.assert_allclose(model.means_[order], expected, atol=2e-3)
+    np.testing.assert_allclose(np.sort(model.weights_), [0.301, 0.333, 0.365], atol=2e-3)
+    labels = zarr.open_array(out / "labels.zarr", mode="r")[:]
+    assert labels.shape == (150,) and len(set(labels[:50])) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["path"] == "sklearn:iris"
+
+
+@pytest.mark.parametrize("command", [None, "fit", "predict", "generate", "info"])
+def test_help_has_examples(command, capsys):
+    args = ["--help"] if command is None else [command, "--help"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "daskgmm" in out
+
+
+def test_help_and_version_in_a_real_process():
+    result = run_cli("fit", "--help")
+    assert result.returncode == 0 and "examples:" in result.stdout
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("daskgmm ")
+    result = run_cli("fit")  # missing CONFIG: argparse's usage error
+    assert result.returncode == 2 and "usage:" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# progress display
+# ---------------------------------------------------------------------------------------
+
+
+def _info(iteration, bounds, seconds=0.5, converged=False, index=0):
+    state = SimpleNamespace(index=index, n_iter=iteration, lower_bound=bounds[-1],
+                            lower_bounds=bounds, converged=converged)
+    return SimpleNamespace(iteration=iteration, states=[state], seconds=seconds)
+
+
+def test_format_iteration_and_bar():
+    assert format_iteration(_info(1, [-1.5])) == [
+        "iter 1  loglik -1.500000  change -  0.50 s/iter"]
+    assert format_iteration(_info(7, [-1.2346, -1.234567], 3.21)) == [
+        "iter 7  loglik -1.234567  change 3.3e-05  3.21 s/iter"]
+    assert format_bar(12, 40, width=10) == "[###.......] 12/40 chunks"
+    stale = SimpleNamespace(index=1, n_iter=3, lower_bound=-1.0, lower_bounds=[-1.0],
+                            converged=True)
+    info = _info(5, [-2.0, -1.9], converged=True)
+    info.states.append(stale)
+    assert format_iteration(info) == [
+        "iter 5  init 0  loglik -1.900000  change 1.0e-01  0.50 s/iter  converged"]
+
+
+def _events(observer, *events):
+    """Deliver events the way a fit does (daskgmm.observe.notify)."""
+    from daskgmm import observe
+
+    with observe.observe(observer):
+        for name, *args in events:
+            observe.notify(name, *args)
+        return observe.wants("chunks_done")
+
+
+def test_progress_plain_live_and_quiet():
+    plain = io.StringIO()
+    obs = ProgressObserver(plain)
+    assert not obs.live
+    tracked = _events(obs, ("pass_started", "kmeans", 4), ("chunks_done", 4),
+                      ("pass_finished",), ("pass_started", "em", 4), ("chunks_done", 2),
+                      ("chunks_done", 2), ("pass_finished",),
+                      ("iteration_finished", _info(1, [-3.0])))
+    assert not tracked  # nothing drawn per chunk: the passes need not track chunks
+    text = plain.getvalue()
+    assert "\r" not in text
+    assert text.splitlines()[0].startswith("kmeans pass: 4 chunks in ")
+    assert text.splitlines()[1] == "iter 1  loglik -3.000000  change -  0.50 s/iter"
+
+    live = io.StringIO()
+    obs = ProgressObserver(live, live=True, min_redraw=0.0)
+    assert _events(obs, ("pass_started", "em", 40), ("chunks_done", 12))
+    assert "[#######.................] 12/40 chunks" in live.getvalue()
+    _events(obs, ("chunks_done", 28), ("pass_finished",),
+            ("iteration_finished", _info(2, [-3.0, -2.5])))
+    assert live.getvalue().endswith("\r\x1b[Kiter 2  loglik -2.500000  change 5.0e-01  "
+                                    "0.50 s/iter\n")
+
+    quiet = io.StringIO()
+    obs = ProgressObserver(quiet, quiet=True)
+    _events(obs, ("pass_started", "em", 2), ("chunks_done", 2), ("pass_finished",),
+            ("iteration_finished", _info(1, [-1.0])))
+    obs.message("hello")
+    assert quiet.getvalue() == ""

@@ -1,0 +1,139 @@
+"""Tests of daskgmm.plots: real PNGs for every covariance type, and the projections."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from daskgmm import GaussianMixture
+from daskgmm.plots import (
+    expand_covariances,
+    plot_clusters,
+    plot_convergence,
+    project_gaussians,
+    sample_rows,
+)
+
+from .conftest import make_blobs
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def assert_png(path) -> None:
+    data = path.read_bytes()
+    assert len(data) > 1000
+    assert data.startswith(PNG_MAGIC)
+
+
+@pytest.fixture(scope="module")
+def blobs4() -> np.ndarray:
+    return make_blobs(n=1200, d=4, k=3, seed=2)
+
+
+def fit(X, covariance_type, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return GaussianMixture(3, covariance_type=covariance_type, random_state=0,
+                               max_iter=20, **kw).fit(X)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_both_plots_for_every_covariance_type(tmp_path, blobs4, covariance_type):
+    gm = fit(blobs4, covariance_type)
+    clusters = tmp_path / "clusters.png"
+    convergence = tmp_path / "convergence.png"
+    assert plot_clusters(blobs4, gm.predict(blobs4), gm, clusters) == str(clusters)
+    assert plot_convergence(gm.lower_bounds_, [0.01] * gm.n_iter_, convergence) == \
+        str(convergence)
+    assert_png(clusters)
+    assert_png(convergence)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clusters.png", "convergence.png"]
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_expand_covariances_matches_sklearn(blobs4, covariance_type):
+    sk = SkGaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(blobs4)
+    full = expand_covariances(sk.covariances_, covariance_type, 3, 4)
+    assert full.shape == (3, 4, 4)
+    # The densities computed from the expanded matrices are scikit-learn's.
+    from scipy.stats import multivariate_normal
+
+    x = blobs4[:5]
+    expected = sk.score_samples(x)
+    got = np.log(sum(w * multivariate_normal(m, c).pdf(x)
+                     for w, m, c in zip(sk.weights_, sk.means_, full, strict=True)))
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_projection_is_p_sigma_pt():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(3, 3))
+    cov = np.stack([A @ A.T + np.eye(3), np.diag([1.0, 2.0, 3.0])])
+    means = rng.normal(size=(2, 3))
+    axes = np.linalg.qr(rng.normal(size=(3, 2)))[0].T  # orthonormal rows
+    centre = rng.normal(size=3)
+    m2, c2 = project_gaussians(means, cov, centre, axes)
+    for k in range(2):
+        np.testing.assert_allclose(m2[k], axes @ (means[k] - centre))
+        np.testing.assert_allclose(c2[k], axes @ cov[k] @ axes.T)
+
+
+def test_convergence_plot_edge_cases(tmp_path):
+    plot_convergence([], [], tmp_path / "none.png")  # max_iter=0
+    assert_png(tmp_path / "none.png")
+    # Resumed fit: no timing for the first iterations; a -inf bound is skipped.
+    plot_convergence([-np.inf, -2.0, -1.5, -1.4], [None, None, 0.2, 0.3],
+                     tmp_path / "resumed.png", title="resumed")
+    assert_png(tmp_path / "resumed.png")
+
+
+def test_clusters_plot_one_feature_and_no_rows(tmp_path):
+    X = np.concatenate([np.random.default_rng(0).normal(size=(200, 1)),
+                        np.random.default_rng(1).normal(5, 1, size=(200, 1))])
+    gm = fit(X[:, :1], "full")
+    plot_clusters(X, gm.predict(X), gm, tmp_path / "one.png")
+    assert_png(tmp_path / "one.png")
+    plot_clusters(np.empty((0, 1)), np.empty(0, dtype=int), gm, tmp_path / "empty.png")
+    assert_png(tmp_path / "empty.png")
+    with pytest.raises(ValueError, match="features"):
+        plot_clusters(np.zeros((3, 2)), np.zeros(3), gm, tmp_path / "bad.png")
+
+
+def test_sample_rows_takes_few_sorted_rows_of_a_dask_array():
+    X = da.arange(10_000 * 3, dtype=np.float64, chunks=3 * 1000).reshape(10_000, 3)
+    rows, idx = sample_rows(X, 50, seed=1)
+    assert rows.shape == (50, 3) and np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(rows, X.compute()[idx])
+    _, idx2 = sample_rows(X, 50, seed=1)
+    np.testing.assert_array_equal(idx, idx2)
+    rows, idx = sample_rows(X[:20], 50)
+    assert rows.shape == (20, 3)
+
+
+def test_plots_never_import_pyplot(tmp_path):
+    code = f"""
+import sys
+import numpy as np
+from daskgmm import GaussianMixture
+from daskgmm.plots import plot_clusters, plot_convergence
+X = np.random.default_rng(0).normal(size=(300, 3))
+gm = GaussianMixture(2, random_state=0).fit(X)
+plot_clusters(X, gm.predict(X), gm, {str(tmp_path / "c.png")!r})
+plot_convergence(gm.lower_bounds_, [0.1] * gm.n_iter_, {str(tmp_path / "v.png")!r})
+assert "matplotlib.pyplot" not in sys.modules
+"""
+    env = {**os.environ, "MPLBACKEND": "TkAgg", "DISPLAY": ""}  # a GUI backend must not matter
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert_png(tmp_path / "c.png")
+    assert_png(tmp_path / "v.png")
