@@ -69,7 +69,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     warm_start : bool, default=False
         Start the next ``fit`` from the current solution (``n_init`` is then ignored).
     verbose : int, default=0
-        1 prints the iteration numbers, 2 also the log-likelihood change and timing.
+        Non-zero prints one line per EM iteration (every ``verbose_interval``): the
+        log-likelihood, its change and the seconds per iteration, as ``daskgmm fit`` does.
     verbose_interval : int, default=10
         Iterations between two printed lines.
     chunk_rows : int or None, default=None
@@ -436,19 +437,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return out
 
     def _report(self, info: IterationInfo) -> None:
-        if info.iteration % self.verbose_interval:
-            return
-        for state in info.states:
-            if state.n_iter != info.iteration:
-                continue
-            if self.verbose == 1:
-                print(f"  Iteration {info.iteration} (init {state.index})")
-            else:
-                change = (state.lower_bound - state.lower_bounds[-2]
-                          if len(state.lower_bounds) > 1 else math.inf)
-                print(f"  Iteration {info.iteration} (init {state.index})\t time lapse "
-                      f"{info.seconds:.5f}s\t ll {state.lower_bound:.5f}\t ll change "
-                      f"{change:.5f}")
+        """``verbose``: the CLI's per-iteration lines, every ``verbose_interval`` iterations
+        (and when a restart converges)."""
+        from .progress import format_iteration
+
+        stopped = any(s.n_iter == info.iteration and s.converged for s in info.states)
+        if info.iteration % self.verbose_interval == 0 or stopped:
+            for line in format_iteration(info):
+                print(line, flush=True)
 
 
 def _chain(callbacks: list[Callable[[IterationInfo], None]]

@@ -222,4 +222,6 @@ def test_verbose_prints_progress(blobs, capsys):
     GaussianMixture(3, random_state=0, verbose=2, verbose_interval=1, max_iter=3,
                     tol=0).fit(blobs)
     out = capsys.readouterr().out
-    assert "Iteration 1" in out and "Iteration 3" in out and "ll change" in out
+    lines = out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["iter", "1"], ["iter", "2"], ["iter", "3"]]
+    assert "loglik" in lines[1] and "change" in lines[1] and "s/iter" in lines[1]
