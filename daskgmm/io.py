@@ -62,8 +62,9 @@ __all__ = [
     "register_reader",
 ]
 
-DEFAULT_TARGET_CHUNK_BYTES = 96 * 2**20
-"""Default size aimed at for one row chunk of the output array (96 MiB)."""
+DEFAULT_TARGET_CHUNK_BYTES = 64 * 2**20
+"""Default size aimed at for one row chunk of the output array (64 MiB: small enough for
+workers of a few hundred MiB, large enough that per-task overhead is negligible)."""
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NPY_SIGNATURE = b"\x93NUMPY"
@@ -961,7 +962,7 @@ def open_array(path: str | os.PathLike, dataset: str | None = None,
         ``target_chunk_bytes`` (counted in the output dtype), rounded down to a
         multiple of the storage's row chunk (at least one storage chunk) and clipped to
         the number of samples.
-    target_chunk_bytes : int, default 96 MiB
+    target_chunk_bytes : int, default 64 MiB
         Chunk size aimed at when ``chunk_rows`` is None.
 
     Returns

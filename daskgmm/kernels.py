@@ -360,13 +360,15 @@ def hard_label_statistics(X: np.ndarray, row_start: int, centres_list: Sequence[
     """
     out = []
     check_finite_block(X, row_start)
-    X64 = np.asarray(X, dtype=np.float64)
     for centres in centres_list:
+        K, D = centres.shape
         c0 = centres.mean(axis=0)
-        Xc = X64 - c0
-        labels, _ = _nearest(Xc, centres - c0)
-        resp = _one_hot(labels, len(centres))
-        stats = resp_statistics(Xc, resp, centres - c0, covariance_type)
+        stats = _empty_stats(K, D, covariance_type)
+        for sl in _tiles(len(X), tile_rows_for(K, D)):
+            Xc = np.asarray(X[sl], dtype=np.float64) - c0
+            labels, _ = _nearest(Xc, centres - c0)
+            part = resp_statistics(Xc, _one_hot(labels, K), centres - c0, covariance_type)
+            stats = add_statistics(stats, part)
         stats["n"] = np.float64(len(X))
         out.append(stats)
     return out
