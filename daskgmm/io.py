@@ -310,7 +310,24 @@ def _result_shape(read: tuple, post: tuple | None, shape: tuple[int, ...],
 # ---------------------------------------------------------------------------------------
 
 
-class HDF5Slicer:
+class _ShapedArray:
+    """``ndim``, ``size`` and ``len`` from ``shape``, for the lazy file-backed arrays."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+class HDF5Slicer(_ShapedArray):
     """Picklable, read-only view of an HDF5 dataset that opens the file on each read.
 
     Only the file name, dataset name, shape and dtype are stored, so the object can go
@@ -337,17 +354,6 @@ class HDF5Slicer:
         self.dataset = dataset
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getstate__(self) -> tuple:
         return (self.filename, self.dataset, self.shape, self.dtype)
@@ -393,7 +399,7 @@ class HDF5Slicer:
         return out[post] if post is not None else out
 
 
-class NpySlicer:
+class NpySlicer(_ShapedArray):
     """Picklable, read-only view of a ``.npy`` file that memory-maps it on each read.
 
     A :class:`numpy.memmap` pickles by copying its whole content, so it must not go into
@@ -420,17 +426,6 @@ class NpySlicer:
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.fortran_order = bool(fortran_order)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getstate__(self) -> tuple:
         return (self.filename, self.offset, self.shape, self.dtype, self.fortran_order)
