@@ -83,8 +83,13 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
     path : str or os.PathLike
         The directory.
     """
+    _fsync_path(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync_path(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> None:
+    """Open ``path`` with ``flags`` and ``fsync`` it; any ``OSError`` is ignored."""
     try:
-        fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(os.fspath(path), flags)
     except OSError:
         return
     try:
@@ -100,18 +105,8 @@ def _fsync_tree(root: Path) -> None:
     for dirpath, _dirnames, filenames in os.walk(root):
         for filename in filenames:
             file_path = os.path.join(dirpath, filename)
-            if os.path.islink(file_path):
-                continue
-            try:
-                fd = os.open(file_path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            if not os.path.islink(file_path):
+                _fsync_path(file_path)
         fsync_directory(dirpath)
 
 

@@ -64,18 +64,13 @@ def _sample(chunks: RowChunks, rng: np.random.RandomState, size: int) -> np.ndar
     return rows
 
 
-def _params_from_stats(stats: dict, reference: np.ndarray, ref_means: np.ndarray,
-                       covariance_type: str, reg_covar: float) -> MixtureParams:
-    return m_step(stats, reference, ref_means, covariance_type, reg_covar)
-
-
 def _params_from_points(points: np.ndarray, covariance_type: str,
                         reg_covar: float) -> MixtureParams:
     """Each point is a component holding that single sample (scikit-learn's one-hot init)."""
     c0 = points.mean(axis=0)
     pc = points - c0
     stats = resp_statistics(pc, np.eye(len(points)), pc, covariance_type)
-    return _params_from_stats(stats, c0, points, covariance_type, reg_covar)
+    return m_step(stats, c0, points, covariance_type, reg_covar)
 
 
 def _kmeans_centres(chunks: RowChunks, n_components: int, n_init: int,
@@ -135,7 +130,7 @@ def initial_parameters(chunks: RowChunks, *, n_components: int, covariance_type:
         stats = chunks.map_reduce(hard_label_statistics, centres, cov, split_every=split_every,
                                   kind="init")
         computed = [
-            _params_from_stats(st, c.mean(axis=0), c, cov, reg_covar)
+            m_step(st, c.mean(axis=0), c, cov, reg_covar)
             for st, c in zip(stats, centres, strict=True)
         ]
     elif init_params == "k-means++":
@@ -158,7 +153,7 @@ def initial_parameters(chunks: RowChunks, *, n_components: int, covariance_type:
         stats = chunks.map_reduce(random_resp_statistics, seeds, K, reference, cov,
                                   split_every=split_every, kind="init")
         ref_means = np.broadcast_to(reference, (K, chunks.shape[1]))
-        computed = [_params_from_stats(st, reference, ref_means, cov, reg_covar)
+        computed = [m_step(st, reference, ref_means, cov, reg_covar)
                     for st in stats]
     else:  # pragma: no cover - validated by the estimator
         raise ValueError(f"unknown init_params {init_params!r}")

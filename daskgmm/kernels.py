@@ -350,6 +350,21 @@ def kmeans_statistics(X: np.ndarray, row_start: int, centres_list: Sequence[np.n
     return out
 
 
+def _tiled_statistics(X: np.ndarray, reference: np.ndarray, ref_offsets: np.ndarray,
+                      covariance_type: str,
+                      responsibilities: Callable[[np.ndarray], np.ndarray]) -> Stats:
+    """:func:`resp_statistics` of a block, tile by tile, with ``responsibilities(Xc)``
+    giving each centred tile's responsibilities (bounded working memory)."""
+    K, D = ref_offsets.shape
+    stats = _empty_stats(K, D, covariance_type)
+    for sl in _tiles(len(X), tile_rows_for(K, D)):
+        Xc = np.asarray(X[sl], dtype=np.float64) - reference
+        part = resp_statistics(Xc, responsibilities(Xc), ref_offsets, covariance_type)
+        stats = add_statistics(stats, part)
+    stats["n"] = np.float64(len(X))
+    return stats
+
+
 def hard_label_statistics(X: np.ndarray, row_start: int, centres_list: Sequence[np.ndarray],
                           covariance_type: str) -> list[Stats]:
     """Statistics of the hard assignment of every row to its nearest centre.
@@ -358,19 +373,14 @@ def hard_label_statistics(X: np.ndarray, row_start: int, centres_list: Sequence[
     with ``init_params='kmeans'``. Second moments are taken about the centres
     themselves (``c0`` is their mean).
     """
-    out = []
     check_finite_block(X, row_start)
+    out = []
     for centres in centres_list:
-        K, D = centres.shape
         c0 = centres.mean(axis=0)
-        stats = _empty_stats(K, D, covariance_type)
-        for sl in _tiles(len(X), tile_rows_for(K, D)):
-            Xc = np.asarray(X[sl], dtype=np.float64) - c0
-            labels, _ = _nearest(Xc, centres - c0)
-            part = resp_statistics(Xc, _one_hot(labels, K), centres - c0, covariance_type)
-            stats = add_statistics(stats, part)
-        stats["n"] = np.float64(len(X))
-        out.append(stats)
+        offsets = centres - c0
+        out.append(_tiled_statistics(
+            X, c0, offsets, covariance_type,
+            lambda Xc, offsets=offsets: _one_hot(_nearest(Xc, offsets)[0], len(offsets))))
     return out
 
 
@@ -379,20 +389,21 @@ def random_resp_statistics(X: np.ndarray, row_start: int, seeds: Sequence[int],
                            covariance_type: str) -> list[Stats]:
     """Statistics of uniformly random, normalised responsibilities (``init_params='random'``).
 
-    The random numbers of a block come from ``default_rng([seed, row_start])``, so the
-    result depends only on the seed, the data and the chunking.
+    The random numbers of a block come from ``default_rng([seed, row_start])``, drawn
+    tile after tile, so the result depends only on the seed, the data and the chunking.
     """
-    out = []
     check_finite_block(X, row_start)
-    Xc = np.asarray(X, dtype=np.float64) - reference
     offsets = np.zeros((n_components, X.shape[1]))
+    out = []
     for seed in seeds:
         rng = np.random.default_rng([seed, row_start])
-        resp = rng.uniform(size=(len(X), n_components))
-        resp /= resp.sum(axis=1, keepdims=True)
-        stats = resp_statistics(Xc, resp, offsets, covariance_type)
-        stats["n"] = np.float64(len(X))
-        out.append(stats)
+
+        def uniform(Xc: np.ndarray, rng: np.random.Generator = rng) -> np.ndarray:
+            resp = rng.uniform(size=(len(Xc), n_components))
+            resp /= resp.sum(axis=1, keepdims=True)
+            return resp
+
+        out.append(_tiled_statistics(X, reference, offsets, covariance_type, uniform))
     return out
 
 
