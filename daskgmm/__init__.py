@@ -1,7 +1,7 @@
 """daskgmm: Gaussian mixture models on data larger than memory, with Dask.
 
 The public names are imported lazily, so a Dask worker that only runs the chunk kernels
-(:mod:`daskgmm.kernels`, plain NumPy) does not import scikit-learn.
+(:mod:`daskgmm.engine.kernels`, plain NumPy) does not import scikit-learn.
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 _LAZY = {
-    "GaussianMixture": "daskgmm.mixture",
-    "load": "daskgmm.persist",
-    "open_array": "daskgmm.io",
-    "generate_mixture": "daskgmm.generate",
-    "observe": "daskgmm.observe",
+    "GaussianMixture": "daskgmm.models.gaussian",
+    "load": "daskgmm.serialize.model_files",
+    "open_array": "daskgmm.io.readers",
+    "generate_mixture": "daskgmm.io.generate",
+    "observe": "daskgmm.diagnostics.observers",
 }
 
 __all__ = ["GaussianMixture", "__version__", "generate_mixture", "load", "observe",
            "open_array"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import generate_mixture
-    from .io import open_array
-    from .mixture import GaussianMixture
-    from .observe import observe
-    from .persist import load
+    from daskgmm.diagnostics.observers import observe
+    from daskgmm.io.generate import generate_mixture
+    from daskgmm.io.readers import open_array
+    from daskgmm.models.gaussian import GaussianMixture
+    from daskgmm.serialize.model_files import load
 
 
 def __getattr__(name: str) -> Any:

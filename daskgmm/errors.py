@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "ClusterConnectionError",
     "ConfigError",
     "DaskGMMError",
     "DataNotFoundError",
@@ -18,6 +19,7 @@ __all__ = [
     "InvalidDataError",
     "ModelFormatError",
     "NonFiniteDataError",
+    "WorkerDiedError",
 ]
 
 
@@ -56,3 +58,11 @@ class CheckpointError(DaskGMMError, ValueError):
 class DegenerateComponentError(DaskGMMError, ValueError):
     """A mixture component collapsed: its covariance is not positive definite or it lost
     all its samples."""
+
+
+class ClusterConnectionError(DaskGMMError, ConnectionError):
+    """The Dask scheduler cannot be reached, or the cluster has no workers."""
+
+
+class WorkerDiedError(DaskGMMError, RuntimeError):
+    """Every Dask worker that tried a task died (usually by exceeding its memory limit)."""

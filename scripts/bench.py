@@ -32,7 +32,8 @@ g   K=128, D=64 out of core at several chunk sizes (``chunk_rows=``): peak worke
     and time, each on a new LocalCluster; initialised at the generating parameters, at
     most 3 iterations per fit (these fits are slow).
 
-Timing: by default an observer (``daskgmm.observe``) records ``info.seconds`` of every
+Timing: by default an observer (``daskgmm.diagnostics.observers``) records
+``info.seconds`` of every
 iteration. ``--timing verbose`` parses the ``verbose=2`` printout instead and keeps
 observers off: with an observer active and a distributed client, daskgmm runs each pass
 through futures (``client.compute`` + ``client.submit`` per combine) rather than one
@@ -266,7 +267,7 @@ def ensure_dataset(data_dir: Path, n: int, d: int, k: int, chunk_rows: int,
     """Generate a float64 Zarr dataset, or reuse the one already there."""
     import zarr
 
-    from daskgmm.generate import generate_mixture
+    from daskgmm.io.generate import generate_mixture
 
     chunk_rows = min(chunk_rows, n)
     path = data_dir / f"gmm_n{n}_d{d}_k{k}_c{chunk_rows}_s{seed}_float64.zarr"
@@ -331,7 +332,7 @@ def initial_parameters(path: str, k: int, seed: int) -> dict[str, np.ndarray]:
 
 def truth_parameters(path: str) -> dict[str, np.ndarray]:
     """The generating mixture's parameters as an initialisation (for g)."""
-    from daskgmm.generate import load_truth
+    from daskgmm.io.generate import load_truth
 
     t = load_truth(path)
     precisions = np.linalg.inv(t["covariances"])
@@ -420,8 +421,8 @@ def _warm_worker(k: int, d: int) -> int:
     import dask.array  # noqa: F401
     import zarr  # noqa: F401
 
-    from daskgmm.kernels import estep_statistics
-    from daskgmm.params import MixtureParams
+    from daskgmm.engine.kernels import estep_statistics
+    from daskgmm.engine.params import MixtureParams
 
     params = MixtureParams("full", np.full(k, 1.0 / k), np.zeros((k, d)),
                            np.broadcast_to(np.eye(d), (k, d, d)).copy())
@@ -492,8 +493,8 @@ def run_daskgmm(X: Any, init: dict[str, np.ndarray], *, k: int, iters: int, timi
     from sklearn.exceptions import ConvergenceWarning
 
     from daskgmm import GaussianMixture
-    from daskgmm.monitor import MemoryMonitor
-    from daskgmm.observe import observe
+    from daskgmm.diagnostics.memory import MemoryMonitor
+    from daskgmm.diagnostics.observers import observe
 
     recorder = Recorder()
     stdout = io.StringIO()
@@ -558,7 +559,7 @@ def run_sklearn(X: np.ndarray, init: dict[str, np.ndarray], *, k: int, iters: in
     from sklearn.mixture import GaussianMixture as SkGM
     from threadpoolctl import threadpool_limits
 
-    from daskgmm.monitor import MemoryMonitor
+    from daskgmm.diagnostics.memory import MemoryMonitor
 
     sk = SkGM(k, covariance_type="full", tol=0.0, max_iter=iters, verbose=2,
               verbose_interval=1, weights_init=init["weights_init"],
@@ -940,7 +941,7 @@ class Bench:
 
     # -- (g) ------------------------------------------------------------------------
     def run_g(self) -> None:
-        from daskgmm.kernels import tile_rows_for
+        from daskgmm.engine.kernels import tile_rows_for
 
         a = self.args
         k, d = 128, 64

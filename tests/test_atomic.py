@@ -1,4 +1,4 @@
-"""Tests of daskgmm.atomic on real files, including writers killed with SIGKILL."""
+"""Tests of daskgmm.io.atomic on real files, including writers killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daskgmm.atomic import (
+from daskgmm.io.atomic import (
     atomic_directory,
     remove_stale_temporaries,
     write_bytes_atomic,
@@ -224,7 +224,7 @@ def test_stale_directory_with_a_recent_file_is_kept(tmp_path):
 KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
-    from daskgmm.atomic import atomic_directory
+    from daskgmm.io.atomic import atomic_directory
 
     with atomic_directory(sys.argv[1], overwrite=True) as tmp:
         with open(tmp / "payload.txt", "w") as f:

@@ -14,7 +14,7 @@ Catalogue
 * dtypes: strings, complex numbers, datetimes, objects, and stored strings/records;
 * fewer samples than components; a different feature count at predict time;
 * files: missing file, missing dataset, unreadable or unrecognised store (via
-  :func:`daskgmm.io.open_array`), a corrupt chunk found during the fit;
+  :func:`daskgmm.io.readers.open_array`), a corrupt chunk found during the fit;
 * arrays chunked along the features (Zarr and HDF5): fitted, equal to row chunking;
 * invalid estimator parameters: everything scikit-learn's ``GaussianMixture`` rejects,
   plus daskgmm's own; all refused before any data is read;
@@ -53,7 +53,7 @@ from daskgmm.errors import (
     InvalidDataError,
     NonFiniteDataError,
 )
-from daskgmm.io import open_array
+from daskgmm.io.readers import open_array
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -136,7 +136,7 @@ def test_non_finite_dask_data_under_warnings_as_errors(X):
 
 
 def test_random_init_kernel_checks_the_chunk(X):
-    from daskgmm.kernels import random_resp_statistics
+    from daskgmm.engine.kernels import random_resp_statistics
 
     block = _with(X, 1234, np.nan)[1000:1500]
     with pytest.raises(NonFiniteDataError, match=r"1000\.\.1499 \(first at row 1234\)"):
@@ -145,9 +145,9 @@ def test_random_init_kernel_checks_the_chunk(X):
 
 def test_non_finite_row_outside_the_kmeans_sample(X, monkeypatch):
     """When the bad row is not in k-means' in-memory sample, the Lloyd pass finds it."""
-    import daskgmm.init
+    import daskgmm.engine.initialize
 
-    monkeypatch.setattr(daskgmm.init, "SAMPLE_ROWS", 200)
+    monkeypatch.setattr(daskgmm.engine.initialize, "SAMPLE_ROWS", 200)
     bad = da.from_array(_with(X, 1234, np.nan), chunks=(CHUNK, D))
     with dask.config.set(scheduler="synchronous"), \
             pytest.raises(NonFiniteDataError, match=r"chunk of rows 1000\.\.1499 \(first at "

@@ -55,7 +55,7 @@ def test_checkpoint_every(tmp_path, blobs):
             path = tmp_path / "checkpoint.json"
             seen.append(json.loads(path.read_text())["iteration"] if path.exists() else None)
 
-    from daskgmm.observe import observe
+    from daskgmm.diagnostics.observers import observe
 
     with observe(Spy()):
         _fit(blobs, max_iter=7, checkpoint_dir=tmp_path, checkpoint_every=3)

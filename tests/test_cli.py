@@ -25,10 +25,10 @@ import yaml
 import zarr
 from threadpoolctl import threadpool_limits
 
-from daskgmm.cli import main
-from daskgmm.io import open_array
-from daskgmm.persist import load_model
-from daskgmm.progress import ProgressObserver, format_bar, format_iteration
+from daskgmm.cli.main import main
+from daskgmm.diagnostics.progress import ProgressObserver, format_bar, format_iteration
+from daskgmm.io.readers import open_array
+from daskgmm.serialize.model_files import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -478,13 +478,13 @@ def test_format_iteration_and_bar():
 
 
 def _events(observer, *events):
-    """Deliver events the way a fit does (daskgmm.observe.notify)."""
-    from daskgmm import observe
+    """Deliver events the way a fit does (daskgmm.diagnostics.observers.notify)."""
+    from daskgmm.diagnostics import observers
 
-    with observe.observe(observer):
+    with observers.observe(observer):
         for name, *args in events:
-            observe.notify(name, *args)
-        return observe.wants("chunks_done")
+            observers.notify(name, *args)
+        return observers.wants("chunks_done")
 
 
 def test_progress_plain_live_and_quiet():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import daskgmm
-from daskgmm.generate import generate_mixture
+from daskgmm.io.generate import generate_mixture
 
 pytestmark = pytest.mark.slow
 

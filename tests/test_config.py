@@ -1,4 +1,4 @@
-"""Tests of daskgmm.config: YAML run configurations, overrides and error messages."""
+"""Tests of daskgmm.cli.config: YAML run configurations, overrides and error messages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from daskgmm.config import (
+from daskgmm.cli.config import (
     RunConfig,
     apply_overrides,
     load_config,

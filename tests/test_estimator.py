@@ -165,8 +165,8 @@ def test_init_methods_fit_well_and_reproducibly(init, cov, blobs):
 
 def test_kmeans_init_uses_distributed_lloyd_on_large_data(monkeypatch):
     """With more rows than the sample, Lloyd passes run over all chunks."""
-    import daskgmm.init as init_mod
-    from daskgmm import kernels
+    import daskgmm.engine.initialize as init_mod
+    from daskgmm.engine import kernels
 
     calls = []
     real = kernels.kmeans_statistics

@@ -15,7 +15,7 @@ Variants:
   worker held some of them (checked), which must be re-read from the store;
 * with a nanny: the killed worker process is replaced by a new one during the fit.
 
-The kill is timed with an observer (:mod:`daskgmm.observe`): after the third EM
+The kill is timed with an observer (:mod:`daskgmm.diagnostics.observers`): after the third EM
 iteration it waits for a few chunks of the next pass to finish, asks the killer thread
 to act and blocks the driver until the worker is gone.
 """
@@ -31,8 +31,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from daskgmm import GaussianMixture
-from daskgmm.generate import generate_mixture
-from daskgmm.observe import observe
+from daskgmm.diagnostics.observers import observe
+from daskgmm.io.generate import generate_mixture
 
 from .clusterproc import ProcessCluster
 

@@ -1,4 +1,4 @@
-"""Tests of daskgmm.generate on real Zarr and HDF5 output."""
+"""Tests of daskgmm.io.generate on real Zarr and HDF5 output."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import zarr
 
 from daskgmm.errors import DataNotFoundError
-from daskgmm.generate import generate_mixture, load_truth, sample_parameters
-from daskgmm.io import open_array
+from daskgmm.io.generate import generate_mixture, load_truth, sample_parameters
+from daskgmm.io.readers import open_array
 
 N, D, K, ROWS = 5000, 3, 3, 1000
 
@@ -148,7 +148,7 @@ def test_killed_run_leaves_nothing_at_the_target(tmp_path):
     """SIGKILL the writer mid-way: only a .tmp- sibling is left, never the target."""
     target = tmp_path / "big.zarr"
     script = textwrap.dedent(f"""
-        from daskgmm.generate import generate_mixture
+        from daskgmm.io.generate import generate_mixture
         generate_mixture({str(target)!r}, 20_000_000, 8, 3, chunk_rows=50_000)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])

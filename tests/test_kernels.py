@@ -12,7 +12,7 @@ from sklearn.mixture._gaussian_mixture import (
     _estimate_log_gaussian_prob,
 )
 
-from daskgmm.kernels import (
+from daskgmm.engine.kernels import (
     add_statistics,
     estep_statistics,
     kmeans_statistics,
@@ -20,9 +20,9 @@ from daskgmm.kernels import (
     resp_statistics,
     weighted_log_prob,
 )
-from daskgmm.mstep import m_step, precision_cholesky
-from daskgmm.params import MixtureParams
-from daskgmm.passes import tree_reduce
+from daskgmm.engine.mstep import m_step, precision_cholesky
+from daskgmm.engine.params import MixtureParams
+from daskgmm.engine.passes import tree_reduce
 
 from .conftest import make_blobs
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from daskgmm import GaussianMixture
-from daskgmm.monitor import MemoryMonitor
+from daskgmm.diagnostics.memory import MemoryMonitor
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests of daskgmm.persist: saving and loading models on real directories, no pickle."""
+"""Tests of daskgmm.serialize.model_files: saving and loading models, no pickle."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from daskgmm.errors import ModelFormatError
-from daskgmm.mixture import GaussianMixture
-from daskgmm.persist import load_model, model_summary, save_model
+from daskgmm.models.gaussian import GaussianMixture
+from daskgmm.serialize.model_files import load_model, model_summary, save_model
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -451,7 +451,7 @@ def test_pickle_file_is_never_unpickled(saved, tmp_path):
 SAVE_LOOP = textwrap.dedent(
     """
     import sys
-    from daskgmm.persist import load_model, save_model
+    from daskgmm.serialize.model_files import load_model, save_model
 
     model = load_model(sys.argv[1])
     print("started", flush=True)

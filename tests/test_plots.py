@@ -1,4 +1,4 @@
-"""Tests of daskgmm.plots: real PNGs for every covariance type, and the projections."""
+"""Tests of daskgmm.diagnostics.plots: real PNGs for every covariance type, and the projections."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from daskgmm import GaussianMixture
-from daskgmm.plots import (
+from daskgmm.diagnostics.plots import (
     expand_covariances,
     plot_clusters,
     plot_convergence,
@@ -124,7 +124,7 @@ def test_plots_never_import_pyplot(tmp_path):
 import sys
 import numpy as np
 from daskgmm import GaussianMixture
-from daskgmm.plots import plot_clusters, plot_convergence
+from daskgmm.diagnostics.plots import plot_clusters, plot_convergence
 X = np.random.default_rng(0).normal(size=(300, 3))
 gm = GaussianMixture(2, random_state=0).fit(X)
 plot_clusters(X, gm.predict(X), gm, {str(tmp_path / "c.png")!r})

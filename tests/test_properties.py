@@ -4,8 +4,8 @@
     features, 1-4 components), random row-chunk boundaries, tile sizes and reduction
     fan-ins, float32 or float64 data, float32 or float64 products, all four covariance
     types and one or two parameter sets at once, the per-chunk
-    :func:`daskgmm.kernels.estep_statistics` summed with
-    :func:`daskgmm.passes.tree_reduce`/:func:`daskgmm.kernels.add_statistics` equal
+    :func:`daskgmm.engine.kernels.estep_statistics` summed with
+    :func:`daskgmm.engine.passes.tree_reduce`/:func:`daskgmm.engine.kernels.add_statistics` equal
     the statistics of the whole array as one block (to 1e-12 of the terms' magnitude in
     float64, 1e-4 with float32 products; observed: 2e-15 and 1e-6), and the soft counts
     add up to the rows.
@@ -39,11 +39,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import InvalidParameterError
 
 from daskgmm import GaussianMixture
+from daskgmm.engine.kernels import add_statistics, estep_statistics
+from daskgmm.engine.mstep import precision_cholesky
+from daskgmm.engine.params import COVARIANCE_TYPES, MixtureParams
+from daskgmm.engine.passes import tree_reduce
 from daskgmm.errors import DaskGMMError
-from daskgmm.kernels import add_statistics, estep_statistics
-from daskgmm.mstep import precision_cholesky
-from daskgmm.params import COVARIANCE_TYPES, MixtureParams
-from daskgmm.passes import tree_reduce
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

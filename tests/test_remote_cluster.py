@@ -23,9 +23,9 @@ import yaml
 import zarr
 
 from daskgmm import GaussianMixture
-from daskgmm.generate import generate_mixture
-from daskgmm.io import open_array
-from daskgmm.persist import load_model
+from daskgmm.io.generate import generate_mixture
+from daskgmm.io.readers import open_array
+from daskgmm.serialize.model_files import load_model
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import observe
-from .kernels import estep_statistics
-from .mstep import m_step
-from .params import MixtureParams
-from .passes import RowChunks
+from daskgmm.diagnostics import observers
+from daskgmm.engine.kernels import estep_statistics
+from daskgmm.engine.mstep import m_step
+from daskgmm.engine.params import MixtureParams
+from daskgmm.engine.passes import RowChunks
 
 
 @dataclass
@@ -112,7 +112,7 @@ def run_em(chunks: RowChunks, initial: list[MixtureParams], *, tol: float, max_i
         info = IterationInfo(iteration, states, timings[-1])
         if callback is not None:
             callback(info)
-        observe.notify("iteration_finished", info)
+        observers.notify("iteration_finished", info)
     return _best(states, max_iter, timings)
 
 

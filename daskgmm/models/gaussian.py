@@ -19,12 +19,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import checkpoint, kernels
-from .em import EMResult, IterationInfo, run_em
-from .errors import InvalidDataError
-from .init import initial_parameters
-from .params import MixtureParams
-from .passes import RowChunks
+from daskgmm.engine import kernels
+from daskgmm.engine.em import EMResult, IterationInfo, run_em
+from daskgmm.engine.initialize import initial_parameters
+from daskgmm.engine.params import MixtureParams
+from daskgmm.engine.passes import RowChunks
+from daskgmm.errors import InvalidDataError
+from daskgmm.serialize import checkpoint
 
 _SKLEARN_PARAMS = (
     "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
@@ -57,7 +58,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     n_init : int, default=1
         Number of restarts; the best is kept. Restarts share the passes over the data.
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
-        Initialisation method (see :mod:`daskgmm.init`; none loads the data into memory).
+        Initialisation method (see :mod:`daskgmm.engine.initialize`; none loads the
+        data into memory).
     weights_init : array-like of shape (n_components,), default=None
         Initial weights.
     means_init : array-like of shape (n_components, n_features), default=None
@@ -86,7 +88,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         reads: ``'auto'`` does so when it takes at most half the memory available.
     checkpoint_dir : str or path, default=None
         Write a checkpoint of the EM state here every ``checkpoint_every`` iterations,
-        and resume from the checkpoint found here (see :mod:`daskgmm.checkpoint`). A
+        and resume from the checkpoint found here (see :mod:`daskgmm.serialize.checkpoint`). A
         checkpoint written for other data or other settings is refused.
     checkpoint_every : int, default=1
         Iterations between two checkpoints.
@@ -310,9 +312,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
              extra_metadata: dict | None = None) -> Path:
         """Save the fitted model to a directory: arrays and JSON metadata, never pickle.
 
-        See :func:`daskgmm.persist.save_model`; load it back with :func:`daskgmm.load`.
+        See :func:`daskgmm.serialize.model_files.save_model`; load it back with
+        :func:`daskgmm.load`.
         """
-        from .persist import save_model
+        from daskgmm.serialize.model_files import save_model
 
         return save_model(self, path, overwrite=overwrite, extra_metadata=extra_metadata)
 
@@ -439,7 +442,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _report(self, info: IterationInfo) -> None:
         """``verbose``: the CLI's per-iteration lines, every ``verbose_interval`` iterations
         (and when a restart converges)."""
-        from .progress import format_iteration
+        from daskgmm.diagnostics.progress import format_iteration
 
         stopped = any(s.n_iter == info.iteration and s.converged for s in info.states)
         if info.iteration % self.verbose_interval == 0 or stopped:

@@ -1,6 +1,6 @@
 """Progress of a running fit, on a terminal or in a log.
 
-:class:`ProgressObserver` is a fit observer (see :mod:`daskgmm.observe`)::
+:class:`ProgressObserver` is a fit observer (see :mod:`daskgmm.diagnostics.observers`)::
 
     with observe(ProgressObserver()):
         gm.fit(X)
@@ -43,7 +43,7 @@ def format_iteration(info: Any) -> list[str]:
 
     Parameters
     ----------
-    info : daskgmm.em.IterationInfo
+    info : daskgmm.engine.em.IterationInfo
         What the EM driver reports after an iteration.
 
     Returns
@@ -134,7 +134,7 @@ class ProgressObserver:
         self._init_passes = 0
         if self.quiet or not self.live:
             # Nothing to draw per chunk: tell the passes not to track chunks for us
-            # (daskgmm.observe.wants checks for a non-None attribute).
+            # (daskgmm.diagnostics.observers.wants checks for a non-None attribute).
             self.chunks_done = None  # type: ignore[method-assign]
 
     # -- output helpers -----------------------------------------------------------------

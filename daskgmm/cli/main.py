@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from daskgmm.config import load_config
-    from daskgmm.runner import run_fit
+    from daskgmm.cli.config import load_config
+    from daskgmm.cli.runner import run_fit
 
     config = load_config(args.config, args.overrides)
     run_fit(config, quiet=args.quiet, resume=args.resume, stdout=sys.stdout)
@@ -199,7 +199,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _scheduler_config(scheduler: str | None) -> Any:
     if scheduler is None:
         return None
-    from daskgmm.config import parse_config
+    from daskgmm.cli.config import parse_config
 
     key = "address" if "://" in scheduler else "scheduler_file"
     raw = {"data": {"path": "-"}, "output": {"dir": "-"}, "cluster": {key: scheduler}}
@@ -207,7 +207,7 @@ def _scheduler_config(scheduler: str | None) -> Any:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from daskgmm.runner import run_predict
+    from daskgmm.cli.runner import run_predict
 
     summary = run_predict(args.model, args.data, args.dataset, args.output, args.proba,
                           _scheduler_config(args.scheduler), overwrite=args.overwrite,
@@ -220,7 +220,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from daskgmm.generate import generate_mixture
+    from daskgmm.io.generate import generate_mixture
 
     summary = generate_mixture(
         args.output, args.n_samples, args.n_features, args.n_components, seed=args.seed,
@@ -262,7 +262,7 @@ def _report_lines(report_path: str) -> list[str]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from daskgmm.persist import model_summary
+    from daskgmm.serialize.model_files import model_summary
 
     directory = args.dir
     if not os.path.exists(directory):
@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ``daskgmm: error: ...``), 130 when interrupted. Internal errors propagate
         (a traceback, exit code 1).
     """
-    from daskgmm.runner import is_user_error
+    from daskgmm.cli.runner import is_user_error
 
     parser = build_parser()
     try:

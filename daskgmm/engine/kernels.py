@@ -3,7 +3,7 @@
 Nothing here knows about Dask. Each ``*_statistics`` function takes one row block
 ``X`` (``n_b x D``), the index of its first row in the whole array, and the parameters,
 and returns a dict of float64 arrays whose sum over blocks is the statistic of the whole
-array (see :func:`add_statistics`). The orchestration layer (:mod:`daskgmm.passes`) maps
+array (see :func:`add_statistics`). The orchestration layer (:mod:`daskgmm.engine.passes`) maps
 them over chunks and tree-reduces the results.
 
 Numerical care
@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import InvalidDataError, NonFiniteDataError
-from .params import MixtureParams
+from daskgmm.engine.params import MixtureParams
+from daskgmm.errors import InvalidDataError, NonFiniteDataError
 
 Stats = dict[str, np.ndarray]
 

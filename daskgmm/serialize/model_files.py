@@ -1,4 +1,4 @@
-"""Save and load fitted :class:`~daskgmm.mixture.GaussianMixture` models without pickle.
+"""Save and load fitted :class:`~daskgmm.models.gaussian.GaussianMixture` models without pickle.
 
 A saved model is a directory::
 
@@ -8,7 +8,7 @@ A saved model is a directory::
 
 ``model.json`` is written last and is the completion marker: a directory without it is
 refused. The whole directory is built in a temporary sibling and renamed into place
-(:func:`daskgmm.atomic.atomic_directory`), so a writer killed at any moment leaves the
+(:func:`daskgmm.io.atomic.atomic_directory`), so a writer killed at any moment leaves the
 previous complete model or none.
 
 ``model.json`` holds::
@@ -50,12 +50,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from .atomic import atomic_directory, write_bytes_atomic
-from .errors import ModelFormatError
-from .params import COVARIANCE_TYPES
+from daskgmm.engine.params import COVARIANCE_TYPES
+from daskgmm.errors import ModelFormatError
+from daskgmm.io.atomic import atomic_directory, write_bytes_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .mixture import GaussianMixture
+    from daskgmm.models.gaussian import GaussianMixture
 
 __all__ = [
     "ARRAYS_FILE",
@@ -186,7 +186,7 @@ def _param_to_json(name: str, value: Any, arrays: dict[str, np.ndarray],
 def save_model(model: GaussianMixture, path: str | os.PathLike[str], *,
                overwrite: bool = False,
                extra_metadata: dict[str, Any] | None = None) -> Path:
-    """Save a fitted :class:`~daskgmm.mixture.GaussianMixture` to a directory.
+    """Save a fitted :class:`~daskgmm.models.gaussian.GaussianMixture` to a directory.
 
     Parameters
     ----------
@@ -222,10 +222,10 @@ def save_model(model: GaussianMixture, path: str | os.PathLike[str], *,
     -----
     The arrays are written with :func:`numpy.savez` (``allow_pickle=False``), then
     ``model.json``, the completion marker, last; the directory is built aside and
-    renamed into place (:func:`daskgmm.atomic.atomic_directory`).
+    renamed into place (:func:`daskgmm.io.atomic.atomic_directory`).
     """
-    from . import __version__
-    from .mixture import GaussianMixture
+    from daskgmm import __version__
+    from daskgmm.models.gaussian import GaussianMixture
 
     if not isinstance(model, GaussianMixture):
         raise TypeError(
@@ -533,7 +533,7 @@ class _Reader:
     def read(self) -> tuple[dict[str, Any], GaussianMixture, dict[str, Any],
                             dict[str, np.ndarray]]:
         """Validate the directory; return (metadata, model, fitted values, arrays)."""
-        from .mixture import GaussianMixture
+        from daskgmm.models.gaussian import GaussianMixture
 
         meta = self.read_metadata()
         params = self.read_params(meta, set(GaussianMixture().get_params(deep=False)))

@@ -27,17 +27,21 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
-from .errors import InvalidDataError
-from .kernels import (
+from daskgmm.engine.kernels import (
     check_finite_block,
     hard_label_statistics,
     kmeans_statistics,
     random_resp_statistics,
     resp_statistics,
 )
-from .mstep import covariances_from_precisions, m_step, precision_cholesky_from_precisions
-from .params import MixtureParams
-from .passes import RowChunks
+from daskgmm.engine.mstep import (
+    covariances_from_precisions,
+    m_step,
+    precision_cholesky_from_precisions,
+)
+from daskgmm.engine.params import MixtureParams
+from daskgmm.engine.passes import RowChunks
+from daskgmm.errors import InvalidDataError
 
 #: Rows in the in-memory sample used to seed k-means.
 SAMPLE_ROWS = 20_000

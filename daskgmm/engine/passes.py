@@ -2,7 +2,7 @@
 
 This is the only place that builds Dask graphs for fitting. A pass over a
 :class:`RowChunks` applies ``kernel(block, row_start, *args)`` to every row chunk and
-combines the per-chunk results with :func:`daskgmm.kernels.add_statistics` in a tree of
+combines the per-chunk results with :func:`daskgmm.engine.kernels.add_statistics` in a tree of
 fan-in ``split_every``. The same tree is used for NumPy input (evaluated in-process with
 a thread pool) and for Dask input (one graph per pass, computed on whatever scheduler
 is active, a ``distributed.Client`` if one exists), so the two give identical numbers for
@@ -30,8 +30,8 @@ import numpy as np
 from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 
-from . import observe
-from .kernels import add_statistics
+from daskgmm.diagnostics import observers
+from daskgmm.engine.kernels import add_statistics
 
 #: Default size of one row chunk made from NumPy input or when rechunking (bytes).
 DEFAULT_CHUNK_BYTES = 64 * 2**20
@@ -144,15 +144,15 @@ class RowChunks:
                    combine: Callable[..., Any] = add_statistics, kind: str = "pass") -> Any:
         """One pass: ``combine`` over chunks of ``kernel(block, row_start, *args)``.
 
-        Active observers (:mod:`daskgmm.observe`) are told when the pass starts, as
+        Active observers (:mod:`daskgmm.diagnostics.observers`) are told when the pass starts, as
         chunks finish, and when it ends; ``kind`` names the pass for them.
         """
-        observe.notify("pass_started", kind, self.n_chunks)
+        observers.notify("pass_started", kind, self.n_chunks)
         if self.is_dask:
             result = self._map_reduce_dask(kernel, args, split_every, combine)
         else:
             result = self._map_reduce_numpy(kernel, args, split_every, combine)
-        observe.notify("pass_finished")
+        observers.notify("pass_finished")
         return result
 
     def _map_reduce_numpy(self, kernel, args, split_every, combine):
@@ -166,7 +166,7 @@ class RowChunks:
         if workers <= 1:
             for i, bounds in enumerate(self.row_bounds):
                 parts[i] = run(bounds)
-                observe.notify("chunks_done", 1)
+                observers.notify("chunks_done", 1)
         else:
             # One BLAS thread per chunk task: the pool provides the parallelism.
             with threadpool_limits(limits=1, user_api="blas"), \
@@ -174,7 +174,7 @@ class RowChunks:
                 futures = {pool.submit(run, b): i for i, b in enumerate(self.row_bounds)}
                 for future in as_completed(futures):
                     parts[futures[future]] = future.result()
-                    observe.notify("chunks_done", 1)
+                    observers.notify("chunks_done", 1)
         return tree_reduce(parts, combine, split_every)
 
     def _map_reduce_dask(self, kernel, args, split_every, combine):
@@ -187,23 +187,23 @@ class RowChunks:
             for block, (start, _) in zip(blocks, self.row_bounds, strict=True)
         ]
         client = _active_client()
-        if client is not None and observe.wants("chunks_done"):
+        if client is not None and observers.wants("chunks_done"):
             # Chunk results as futures, so progress can follow them; the combine tree
             # is the same as below, so the numbers are too.
             futures = client.compute(parts)
             total = tree_reduce(futures, lambda *group: client.submit(combine, *group),
                                 split_every)
             for _ in distributed_as_completed(futures):
-                observe.notify("chunks_done", 1)
+                observers.notify("chunks_done", 1)
             return total.result()
         combine_d = dask.delayed(combine, pure=True)
         total = tree_reduce(parts, lambda *group: combine_d(*group), split_every)
-        if observe.wants("chunks_done"):
+        if observers.wants("chunks_done"):
             leaves = {p.key for p in parts}
 
             def posttask(key, result, dsk, state, worker_id):
                 if key in leaves:
-                    observe.notify("chunks_done", 1)
+                    observers.notify("chunks_done", 1)
 
             with Callback(posttask=posttask):
                 (result,) = dask.compute(total)

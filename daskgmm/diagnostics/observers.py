@@ -6,7 +6,7 @@ A fit reports to whatever observers are active in the current context::
         gm.fit(X)
 
 An observer implements any of the methods of :class:`FitObserver` (missing ones are
-skipped). Progress displays (:mod:`daskgmm.progress`), checkpoints and the CLI's report
+skipped). Progress displays (:mod:`daskgmm.diagnostics.progress`), checkpoints and the CLI's report
 are observers; the estimator itself knows nothing about them.
 """
 
@@ -36,7 +36,7 @@ class FitObserver(Protocol):
         """The current pass is done."""
 
     def iteration_finished(self, info: Any) -> None:
-        """An EM iteration is done (:class:`daskgmm.em.IterationInfo`)."""
+        """An EM iteration is done (:class:`daskgmm.engine.em.IterationInfo`)."""
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> str:
     data = buffer.getvalue()
     target = os.path.abspath(os.fspath(path))
     try:
-        from daskgmm.atomic import write_bytes_atomic
+        from daskgmm.io.atomic import write_bytes_atomic
     except ImportError:  # pragma: no cover - atomic.py is part of the package
         tmp = f"{target}.tmp-{os.getpid()}"
         with open(tmp, "wb") as handle:

@@ -1,11 +1,11 @@
 """Batch runs: ``daskgmm fit CONFIG.yaml`` and ``daskgmm predict``.
 
-:func:`run_fit` takes a validated :class:`~daskgmm.config.RunConfig`, starts or joins
-the Dask cluster, fits a :class:`~daskgmm.mixture.GaussianMixture` out of core and
+:func:`run_fit` takes a validated :class:`~daskgmm.cli.config.RunConfig`, starts or joins
+the Dask cluster, fits a :class:`~daskgmm.models.gaussian.GaussianMixture` out of core and
 writes everything into ``output.dir``::
 
     output.dir/
-        model/              the fitted model (daskgmm.persist.save_model)
+        model/              the fitted model (daskgmm.serialize.model_files.save_model)
         report.json         configuration, versions, data, iterations, BIC/AIC,
                             timings, peak memory, cluster
         convergence.png     log-likelihood and seconds per EM iteration  (output.plots)
@@ -14,7 +14,7 @@ writes everything into ``output.dir``::
         responsibilities.zarr   float64 (n_samples, K)  (output.responsibilities)
 
 The whole directory is assembled in a temporary sibling and renamed into place at the
-end (:func:`daskgmm.atomic.atomic_directory`): a run that fails or is interrupted leaves
+end (:func:`daskgmm.io.atomic.atomic_directory`): a run that fails or is interrupted leaves
 no partial output, and an existing ``output.dir`` is refused before anything is
 computed unless ``output.overwrite`` is true.
 
@@ -128,7 +128,7 @@ def _output_pass(model: Any, X: Any, *, labels_path: Path | None, resp_path: Pat
     """
     import dask
 
-    from daskgmm import observe
+    from daskgmm.diagnostics import observers
 
     X = _regular_rows(X)
     bounds = np.cumsum((0, *X.chunks[0])).tolist()
@@ -156,18 +156,18 @@ def _output_pass(model: Any, X: Any, *, labels_path: Path | None, resp_path: Pat
         rows = dask.delayed(_take)(block, inside)
         parts.append(dask.delayed(_chunk_summary)(scores[i], rows, *writes[i]))
 
-    observe.notify("pass_started", "outputs", len(parts))
+    observers.notify("pass_started", "outputs", len(parts))
     if client is not None:
         from distributed import as_completed
 
         futures = client.compute(parts)
-        if observe.wants("chunks_done"):
+        if observers.wants("chunks_done"):
             for _ in as_completed(futures):
-                observe.notify("chunks_done", 1)
+                observers.notify("chunks_done", 1)
         results = client.gather(futures)
     else:
         results = list(dask.compute(*parts))
-    observe.notify("pass_finished")
+    observers.notify("pass_finished")
     return {
         "ll": math.fsum(r["ll"] for r in results),
         "n": sum(r["n"] for r in results),
@@ -245,7 +245,7 @@ def _maybe_generate(config: Any, path: str, log: _Log) -> dict[str, Any] | None:
     spec = getattr(config.data, "generate", None)
     if spec is None or os.path.exists(path):
         return None
-    from daskgmm.generate import generate_mixture
+    from daskgmm.io.generate import generate_mixture
 
     def get(name: str, default: Any) -> Any:
         value = getattr(spec, name, None)
@@ -269,7 +269,7 @@ def _maybe_generate(config: Any, path: str, log: _Log) -> dict[str, Any] | None:
 
 
 def _estimator_params(config: Any, checkpoint_dir: str | None) -> dict[str, Any]:
-    from daskgmm.mixture import GaussianMixture
+    from daskgmm.models.gaussian import GaussianMixture
 
     params = config.model.estimator_params()
     supported = GaussianMixture().get_params()
@@ -358,8 +358,8 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
 
     Parameters
     ----------
-    config : daskgmm.config.RunConfig
-        A validated configuration (:func:`daskgmm.config.load_config`).
+    config : daskgmm.cli.config.RunConfig
+        A validated configuration (:func:`daskgmm.cli.config.load_config`).
     quiet : bool, default False
         No progress display or informational messages on stderr (warnings still are).
     resume : bool, default False
@@ -384,7 +384,7 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     daskgmm.errors.DaskGMMError
         The data cannot be opened (:class:`~daskgmm.errors.DataSourceError`...), the
         cluster cannot be reached
-        (:class:`~daskgmm.cluster.ClusterConnectionError`), the checkpoint does not
+        (:class:`~daskgmm.errors.ClusterConnectionError`), the checkpoint does not
         match (:class:`~daskgmm.errors.CheckpointError`)...
 
     Notes
@@ -392,15 +392,11 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     Nothing is left in ``output.dir`` unless the run succeeds. The checkpoint of a
     successful run is deleted once the outputs are in place.
     """
-    from daskgmm.atomic import atomic_directory, write_json_atomic
-    from daskgmm.cluster import connect, worker_failures
-    from daskgmm.io import describe_array, get_reader, open_array
-    from daskgmm.mixture import GaussianMixture
-    from daskgmm.monitor import MemoryMonitor
-    from daskgmm.observe import observe
-    from daskgmm.persist import save_model
-    from daskgmm.progress import ProgressObserver
-    from daskgmm.report import (
+    from daskgmm.cli.cluster import connect, worker_failures
+    from daskgmm.diagnostics.memory import MemoryMonitor
+    from daskgmm.diagnostics.observers import observe
+    from daskgmm.diagnostics.progress import ProgressObserver
+    from daskgmm.diagnostics.report import (
         REPORT_FORMAT_VERSION,
         FitRecorder,
         information_criteria,
@@ -408,6 +404,10 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
         library_versions,
         memory_summary,
     )
+    from daskgmm.io.atomic import atomic_directory, write_json_atomic
+    from daskgmm.io.readers import describe_array, get_reader, open_array
+    from daskgmm.models.gaussian import GaussianMixture
+    from daskgmm.serialize.model_files import save_model
 
     started = time.perf_counter()
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -465,7 +465,7 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
         criteria = information_criteria(mean_ll, n_samples, gm._n_parameters())
         plots: list[str] = []
         if config.output.plots:
-            from daskgmm.plots import plot_clusters, plot_convergence
+            from daskgmm.diagnostics.plots import plot_clusters, plot_convergence
 
             table_seconds = [recorder.seconds.get(i) for i in range(1, gm.n_iter_ + 1)]
             name = config.name or os.path.basename(str(out_dir))
@@ -546,10 +546,10 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
     Parameters
     ----------
     model_dir : path-like
-        A model saved by :func:`daskgmm.persist.save_model`, or a ``daskgmm fit`` output
-        directory (its ``model/`` is used).
+        A model saved by :func:`daskgmm.serialize.model_files.save_model`, or a
+        ``daskgmm fit`` output directory (its ``model/`` is used).
     data : path-like or str
-        The samples (any format :func:`daskgmm.io.open_array` reads).
+        The samples (any format :func:`daskgmm.io.readers.open_array` reads).
     dataset : str or None
         Array inside an HDF5 file or Zarr group.
     output : path-like
@@ -558,7 +558,7 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
         chunks equal to the data's.
     proba : bool, default False
         Write responsibilities instead of labels.
-    cluster_config : daskgmm.config.ClusterConfig, optional
+    cluster_config : daskgmm.cli.config.ClusterConfig, optional
         Where to compute; a local cluster with the default settings when None.
     overwrite : bool, default False
         Replace an existing ``output``.
@@ -581,13 +581,13 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
     daskgmm.errors.InvalidDataError
         The model or the data cannot be used (e.g. the feature counts differ).
     """
-    from daskgmm.atomic import atomic_directory
-    from daskgmm.cluster import connect, worker_failures
+    from daskgmm.cli.cluster import connect, worker_failures
+    from daskgmm.diagnostics.observers import observe
+    from daskgmm.diagnostics.progress import ProgressObserver
     from daskgmm.errors import InvalidDataError
-    from daskgmm.io import open_array
-    from daskgmm.observe import observe
-    from daskgmm.persist import load_model
-    from daskgmm.progress import ProgressObserver
+    from daskgmm.io.atomic import atomic_directory
+    from daskgmm.io.readers import open_array
+    from daskgmm.serialize.model_files import load_model
 
     started = time.perf_counter()
     progress = ProgressObserver(quiet=quiet)

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_text_atomic
-from .em import RestartState
-from .errors import CheckpointError
-from .params import MixtureParams
-from .passes import RowChunks
+from daskgmm.engine.em import RestartState
+from daskgmm.engine.params import MixtureParams
+from daskgmm.engine.passes import RowChunks
+from daskgmm.errors import CheckpointError
+from daskgmm.io.atomic import write_text_atomic
 
 FILENAME = "checkpoint.json"
 FORMAT = "daskgmm-checkpoint"

@@ -437,7 +437,7 @@ def load_truth(path: str | os.PathLike) -> dict:
     DataSourceError
         ``path`` is not a Zarr store or HDF5 file.
     """
-    from daskgmm.io import HDF5Slicer, get_reader
+    from daskgmm.io.readers import HDF5Slicer, get_reader
 
     path = os.fspath(path)
     reader = get_reader(path)  # raises DataNotFoundError / DataSourceError
@@ -457,7 +457,7 @@ def load_truth(path: str | os.PathLike) -> dict:
         missing = [n for n in _RESERVED if n not in present]
         if missing:
             raise DataNotFoundError(
-                f"{path!r} is not a dataset written by daskgmm.generate: it has no "
+                f"{path!r} is not a dataset written by daskgmm.io.generate: it has no "
                 f"{', '.join(map(repr, missing))} (arrays found: {sorted(present)})."
             )
         lab = root[LABELS]
@@ -482,7 +482,7 @@ def load_truth(path: str | os.PathLike) -> dict:
             missing = [n for n in _RESERVED if n not in f]
             if missing:
                 raise DataNotFoundError(
-                    f"{path!r} is not a dataset written by daskgmm.generate: it has no "
+                    f"{path!r} is not a dataset written by daskgmm.io.generate: it has no "
                     f"{', '.join(map(repr, missing))} (members found: {sorted(f.keys())})."
                 )
             attrs = {k: (v.item() if isinstance(v, np.generic) else v)
@@ -502,5 +502,5 @@ def load_truth(path: str | os.PathLike) -> dict:
         return out
     raise DataSourceError(
         f"{path!r} is a {reader.name} file; load_truth reads the Zarr stores and HDF5 "
-        "files written by daskgmm.generate."
+        "files written by daskgmm.io.generate."
     )

@@ -3,15 +3,15 @@
 Plain NumPy, O(K·D³) work, run on the driver. The formulas match scikit-learn's
 ``_estimate_gaussian_parameters`` (including its ``10 * eps`` added to the soft counts
 and ``reg_covar`` added to the diagonal) but start from statistics accumulated about
-reference points (see :mod:`daskgmm.kernels`).
+reference points (see :mod:`daskgmm.engine.kernels`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import DegenerateComponentError
-from .params import MixtureParams
+from daskgmm.engine.params import MixtureParams
+from daskgmm.errors import DegenerateComponentError
 
 _EPS10 = 10 * np.finfo(np.float64).eps
 
@@ -106,7 +106,7 @@ def m_step(stats: dict[str, np.ndarray], reference: np.ndarray, ref_means: np.nd
     Parameters
     ----------
     stats : dict
-        ``nk``, ``sx`` and ``sxx`` as returned by :func:`daskgmm.kernels.resp_statistics`,
+        ``nk``, ``sx`` and ``sxx`` as returned by :func:`daskgmm.engine.kernels.resp_statistics`,
         summed over all blocks.
     reference : ndarray of shape (D,)
         The point ``c0`` the blocks were centred on.

@@ -148,7 +148,7 @@ def _choose_default(arrays: dict[str, tuple[tuple[int, ...], Any]], attrs: Any,
     """Pick the array to open when no dataset was named.
 
     The only 2-D array wins; failing that, a file written by
-    :func:`daskgmm.generate.generate_mixture` names its data array in its ``dataset``
+    :func:`daskgmm.io.generate.generate_mixture` names its data array in its ``dataset``
     attribute.
     """
     two_d = [name for name, (shape, _) in arrays.items() if len(shape) == 2]
@@ -951,7 +951,7 @@ def open_array(path: str | os.PathLike, dataset: str | None = None,
         ``"embeddings/X"``). Must be None when ``path`` is an array itself (a ``.npy``
         file or a Zarr array store). When None and ``path`` is a group or an HDF5 file,
         the only 2-D array in it (searched recursively) is used; a dataset written by
-        :func:`daskgmm.generate.generate_mixture` names its data array in its metadata.
+        :func:`daskgmm.io.generate.generate_mixture` names its data array in its metadata.
     chunk_rows : int, optional
         Rows per chunk. By default enough rows for a chunk of about
         ``target_chunk_bytes`` (counted in the output dtype), rounded down to a

@@ -1,6 +1,6 @@
 """Pieces of ``report.json``: library versions, iteration timings, information criteria.
 
-:class:`FitRecorder` is a fit observer (see :mod:`daskgmm.observe`) that records when
+:class:`FitRecorder` is a fit observer (see :mod:`daskgmm.diagnostics.observers`) that records when
 the passes and EM iterations of a fit happen, so a report can split the wall time into
 initialisation and EM and list the seconds of every iteration.
 """
@@ -185,7 +185,7 @@ def information_criteria(mean_log_likelihood: float, n_samples: int,
 
 
 def memory_summary(monitor: Any) -> dict[str, Any]:
-    """:meth:`daskgmm.monitor.MemoryMonitor.summary` plus the highest peaks.
+    """:meth:`daskgmm.diagnostics.memory.MemoryMonitor.summary` plus the highest peaks.
 
     Returns
     -------

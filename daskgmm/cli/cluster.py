@@ -1,7 +1,7 @@
 """Connecting to the Dask cluster a run computes on.
 
 :func:`connect` turns the ``cluster`` section of a run configuration
-(:class:`daskgmm.config.ClusterConfig`) into a live :class:`distributed.Client`:
+(:class:`daskgmm.cli.config.ClusterConfig`) into a live :class:`distributed.Client`:
 
 * with neither ``address`` nor ``scheduler_file``, it starts an embedded
   :class:`distributed.LocalCluster` (worker *processes*, so the GIL is not shared) and
@@ -31,22 +31,14 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from daskgmm.errors import DaskGMMError
+from daskgmm.errors import ClusterConnectionError, WorkerDiedError
 
-__all__ = ["DEFAULT_TIMEOUT", "ClusterConnectionError", "WorkerDiedError", "connect",
+__all__ = ["DEFAULT_TIMEOUT", "connect",
            "describe_client", "worker_failures"]
 
 DEFAULT_TIMEOUT = 20.0
 """Seconds to wait for a scheduler (and its first worker) before giving up. The
 environment variable ``DASKGMM_CONNECT_TIMEOUT`` overrides it."""
-
-
-class ClusterConnectionError(DaskGMMError, ConnectionError):
-    """The Dask scheduler cannot be reached, or the cluster has no workers."""
-
-
-class WorkerDiedError(DaskGMMError, RuntimeError):
-    """Every Dask worker that tried a task died (usually by exceeding its memory limit)."""
 
 
 def _size(n_bytes: int) -> str:
@@ -218,7 +210,7 @@ def connect(cluster_config: Any = None, *, timeout: float | None = None,
 
     Parameters
     ----------
-    cluster_config : daskgmm.config.ClusterConfig, optional
+    cluster_config : daskgmm.cli.config.ClusterConfig, optional
         The ``cluster`` section of a run configuration; ``None`` means the defaults (a
         local cluster of two single-threaded worker processes).
     timeout : float, optional
@@ -245,13 +237,13 @@ def connect(cluster_config: Any = None, *, timeout: float | None = None,
 
     Examples
     --------
-    >>> from daskgmm.config import ClusterConfig
+    >>> from daskgmm.cli.config import ClusterConfig
     >>> with connect(ClusterConfig(n_workers=1)) as (client, info):  # doctest: +SKIP
     ...     print(info["kind"], info["n_workers"])
     local 1
     """
     if cluster_config is None:
-        from daskgmm.config import ClusterConfig
+        from daskgmm.cli.config import ClusterConfig
 
         cluster_config = ClusterConfig()
     if timeout is None:

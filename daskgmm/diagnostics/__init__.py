@@ -1,0 +1,1 @@
+"""Watching a fit: observers, progress, memory, reports and plots."""

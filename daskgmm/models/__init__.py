@@ -1,0 +1,1 @@
+"""The estimators: scikit-learn's API over the statistics engine."""

@@ -1,0 +1,1 @@
+"""Files daskgmm writes and reads back: saved models and checkpoints."""
