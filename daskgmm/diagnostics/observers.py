@@ -6,8 +6,10 @@ A fit reports to whatever observers are active in the current context::
         gm.fit(X)
 
 An observer implements any of the methods of :class:`FitObserver` (missing ones are
-skipped). Progress displays (:mod:`daskgmm.diagnostics.progress`), checkpoints and the CLI's report
-are observers; the estimator itself knows nothing about them.
+skipped). Progress displays (:mod:`daskgmm.diagnostics.progress`), checkpoints and the
+CLI's report are observers; the estimators know nothing about them. Observing never
+changes how a fit is computed: the passes run the same tasks whether or not anyone
+listens, and an observer only receives events.
 """
 
 from __future__ import annotations
@@ -23,11 +25,23 @@ _OBSERVERS: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
 
 
 class FitObserver(Protocol):
-    """What an observer may implement (every method is optional)."""
+    """What an observer may implement (every method is optional).
+
+    Events of one fit come in this order: ``fit_started``, then passes
+    (``pass_started``, ``chunks_done`` ..., ``pass_finished``) of the initialisation
+    (kinds ``'moments'``, ``'kmeans'``, ``'init'``) and of every EM iteration (kind
+    ``'em'``), each iteration followed by ``iteration_finished``, and ``fit_finished``.
+    """
+
+    def fit_started(self, info: Any) -> None:
+        """A fit starts. ``info`` has ``max_iter`` (int), ``n_candidates`` (int: restarts
+        times candidate models), ``n_chunks`` (int), ``n_samples`` (int),
+        ``algorithm`` (``'batch'``, ``'incremental'`` or ``'online'``) and ``labels``
+        (one short description per candidate, e.g. ``'K=3 full #0'``)."""
 
     def pass_started(self, kind: str, n_chunks: int) -> None:
         """A pass over ``n_chunks`` chunks starts; ``kind`` says what it computes
-        (``'em'``, ``'kmeans'``, ``'init'``)."""
+        (``'moments'``, ``'kmeans'``, ``'init'``, ``'em'``, ``'score'``, ``'outputs'``)."""
 
     def chunks_done(self, count: int) -> None:
         """``count`` more chunks of the current pass are done."""
@@ -36,7 +50,16 @@ class FitObserver(Protocol):
         """The current pass is done."""
 
     def iteration_finished(self, info: Any) -> None:
-        """An EM iteration is done (:class:`daskgmm.engine.em.IterationInfo`)."""
+        """An EM iteration (a pass over the data) is done.
+
+        ``info`` (:class:`daskgmm.engine.em.IterationInfo`) has ``iteration``,
+        ``max_iter``, ``seconds`` and ``states``: one per candidate, each with
+        ``index``, ``label``, ``n_iter``, ``lower_bound``, ``lower_bounds``,
+        ``converged`` and ``active``.
+        """
+
+    def fit_finished(self) -> None:
+        """The fit is done (also after an error)."""
 
 
 @contextlib.contextmanager
@@ -55,7 +78,7 @@ def active() -> tuple[Any, ...]:
 
 
 def wants(event: str) -> bool:
-    """Whether an active observer implements ``event`` (so it is worth tracking)."""
+    """Whether an active observer implements ``event``."""
     return any(getattr(o, event, None) is not None for o in _OBSERVERS.get())
 
 
