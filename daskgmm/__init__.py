@@ -1,7 +1,7 @@
 """daskgmm: Gaussian mixture models on data larger than memory, with Dask.
 
 The public names are imported lazily, so a Dask worker that only runs the chunk kernels
-(:mod:`daskgmm.engine.kernels`, plain NumPy) does not import scikit-learn.
+(:mod:`daskgmm.engine.estep`, plain NumPy) does not import scikit-learn.
 """
 
 from __future__ import annotations

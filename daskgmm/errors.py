@@ -17,8 +17,10 @@ __all__ = [
     "DataSourceError",
     "DegenerateComponentError",
     "InvalidDataError",
+    "InvalidParameterError",
     "ModelFormatError",
     "NonFiniteDataError",
+    "PerformanceWarning",
     "WorkerDiedError",
 ]
 
@@ -29,6 +31,10 @@ class DaskGMMError(Exception):
 
 class InvalidDataError(DaskGMMError, ValueError):
     """The data has the wrong shape, dtype or content for the requested operation."""
+
+
+class InvalidParameterError(DaskGMMError, ValueError):
+    """An estimator parameter (e.g. ``weights_init``) has the wrong shape or values."""
 
 
 class NonFiniteDataError(InvalidDataError):
@@ -66,3 +72,7 @@ class ClusterConnectionError(DaskGMMError, ConnectionError):
 
 class WorkerDiedError(DaskGMMError, RuntimeError):
     """Every Dask worker that tried a task died (usually by exceeding its memory limit)."""
+
+
+class PerformanceWarning(UserWarning):
+    """The data's chunking or the settings will make a fit much slower than it could be."""

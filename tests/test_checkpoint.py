@@ -23,10 +23,10 @@ from .conftest import make_blobs
 KW = dict(covariance_type="full", random_state=0, tol=0.0, n_init=2, chunk_rows=500)
 
 
-def _fit(X, **kw):
+def _fit(X, sample_weight=None, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return GaussianMixture(3, **{**KW, **kw}).fit(X)
+        return GaussianMixture(3, **{**KW, **kw}).fit(X, sample_weight=sample_weight)
 
 
 def _assert_identical(a, b):
@@ -66,8 +66,71 @@ def test_checkpoint_every(tmp_path, blobs):
 def test_refuses_checkpoint_of_other_data(tmp_path, blobs):
     _fit(blobs, max_iter=2, checkpoint_dir=tmp_path)
     other = make_blobs(seed=1)
-    with pytest.raises(CheckpointError, match=r"belongs to other data .*rows_sha256"):
+    with pytest.raises(CheckpointError, match=r"written for other data"):
         _fit(other, max_iter=4, checkpoint_dir=tmp_path)
+
+
+@pytest.mark.parametrize("row", [1, 1234, 2998])
+def test_refuses_data_that_differ_in_one_interior_row(tmp_path, blobs, row):
+    """Same shape, chunks and first/middle/last rows: only the digest of every chunk,
+    taken in the first pass, can tell."""
+    _fit(blobs, max_iter=2, checkpoint_dir=tmp_path)
+    other = blobs.copy()
+    other[row, 1] = np.nextafter(other[row, 1], np.inf)  # one value, by one ulp
+    with pytest.raises(CheckpointError, match=r"written for other data"):
+        _fit(other, max_iter=4, checkpoint_dir=tmp_path)
+    resumed = _fit(blobs, max_iter=4, checkpoint_dir=tmp_path)  # the right data still do
+    assert resumed.n_iter_ == 4
+
+
+def test_refuses_other_sample_weights(tmp_path, blobs):
+    w = np.ones(len(blobs))
+    _fit(blobs, max_iter=2, checkpoint_dir=tmp_path, sample_weight=w)
+    w[17] = 2.0
+    with pytest.raises(CheckpointError, match=r"written for other data"):
+        _fit(blobs, max_iter=4, checkpoint_dir=tmp_path, sample_weight=w)
+
+
+def test_finished_checkpoint_still_checks_the_data(tmp_path, blobs):
+    """A checkpoint whose candidates have all stopped is not returned without reading
+    the data: it is verified by one digest pass."""
+    _fit(blobs, max_iter=3, checkpoint_dir=tmp_path)
+    other = blobs.copy()
+    other[100, 0] += 1.0
+    with pytest.raises(CheckpointError, match=r"written for other data"):
+        _fit(other, max_iter=3, checkpoint_dir=tmp_path)
+    again = _fit(blobs, max_iter=3, checkpoint_dir=tmp_path)
+    _assert_identical(again, _fit(blobs, max_iter=3))
+
+
+def test_resume_with_max_iter_below_the_checkpoint_is_refused(tmp_path, blobs):
+    _fit(blobs, max_iter=5, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"iteration 5, beyond max_iter=3"):
+        _fit(blobs, max_iter=3, checkpoint_dir=tmp_path)
+
+
+def test_random_state_instance_resumes_in_another_process(tmp_path, blobs):
+    """The fingerprint holds the RandomState's state, not its address."""
+    _fit(blobs, max_iter=2, checkpoint_dir=tmp_path, random_state=np.random.RandomState(0))
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert "0x" not in json.dumps(saved["fingerprint"])
+    code = textwrap.dedent(f"""
+        import warnings, numpy as np
+        from tests.conftest import make_blobs
+        from daskgmm import GaussianMixture
+        warnings.simplefilter("ignore")
+        gm = GaussianMixture(3, covariance_type="full", tol=0.0, n_init=2, chunk_rows=500,
+                             max_iter=4, random_state=np.random.RandomState(0),
+                             checkpoint_dir={str(tmp_path)!r}).fit(make_blobs())
+        print(gm.n_iter_)
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "4"
+    with pytest.raises(CheckpointError, match=r"another configuration .*random_state"):
+        _fit(blobs, max_iter=6, checkpoint_dir=tmp_path,
+             random_state=np.random.RandomState(1))
 
 
 def test_refuses_checkpoint_of_other_config(tmp_path, blobs):

@@ -166,17 +166,17 @@ def test_init_methods_fit_well_and_reproducibly(init, cov, blobs):
 def test_kmeans_init_uses_distributed_lloyd_on_large_data(monkeypatch):
     """With more rows than the sample, Lloyd passes run over all chunks."""
     import daskgmm.engine.initialize as init_mod
-    from daskgmm.engine import kernels
+    from daskgmm.engine import estep
 
     calls = []
-    real = kernels.kmeans_statistics
+    real = estep.lloyd_statistics
 
     def counting(*args, **kwargs):
         calls.append(len(args[0]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(init_mod, "SAMPLE_ROWS", 500)
-    monkeypatch.setattr(init_mod, "kmeans_statistics", counting)
+    monkeypatch.setattr(init_mod, "lloyd_statistics", counting)
     X = make_blobs(4000)
     gm = GaussianMixture(3, random_state=0, chunk_rows=1000).fit(X)
     assert calls and sum(calls) % 4000 == 0  # every pass covers every row
@@ -219,9 +219,18 @@ def test_results_independent_of_chunking_and_fan_in(blobs):
 
 
 def test_verbose_prints_progress(blobs, capsys):
-    GaussianMixture(3, random_state=0, verbose=2, verbose_interval=1, max_iter=3,
+    GaussianMixture(3, random_state=0, verbose=1, verbose_interval=2, max_iter=5,
                     tol=0).fit(blobs)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Initialization: 1 candidate(s) over 3,000 samples")
+    iterations = [line.split()[:2] for line in lines[1:]]
+    assert iterations == [["Iteration", "2"], ["Iteration", "4"], ["Iteration", "5"]]
+    assert "lower bound" in lines[1] and "change" in lines[1] and "time" not in lines[1]
+
+
+def test_verbose_2_adds_passes_and_timing(blobs, capsys):
+    GaussianMixture(3, random_state=0, verbose=2, verbose_interval=1, max_iter=2,
+                    tol=0, chunk_rows=1000).fit(blobs)
     out = capsys.readouterr().out
-    lines = out.splitlines()
-    assert [line.split()[:2] for line in lines] == [["iter", "1"], ["iter", "2"], ["iter", "3"]]
-    assert "loglik" in lines[1] and "change" in lines[1] and "s/iter" in lines[1]
+    assert "init pass:" in out  # the hard-assignment pass of the k-means initialisation
+    assert out.count("time lapse") == 2 and "Fit finished in" in out

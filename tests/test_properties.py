@@ -4,8 +4,8 @@
     features, 1-4 components), random row-chunk boundaries, tile sizes and reduction
     fan-ins, float32 or float64 data, float32 or float64 products, all four covariance
     types and one or two parameter sets at once, the per-chunk
-    :func:`daskgmm.engine.kernels.estep_statistics` summed with
-    :func:`daskgmm.engine.passes.tree_reduce`/:func:`daskgmm.engine.kernels.add_statistics` equal
+    :func:`daskgmm.engine.estep.estep_statistics` summed with
+    :func:`daskgmm.engine.passes.tree_reduce`/:func:`daskgmm.engine.stats.combine` equal
     the statistics of the whole array as one block (to 1e-12 of the terms' magnitude in
     float64, 1e-4 with float32 products; observed: 2e-15 and 1e-6), and the soft counts
     add up to the rows.
@@ -39,11 +39,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import InvalidParameterError
 
 from daskgmm import GaussianMixture
-from daskgmm.engine.kernels import add_statistics, estep_statistics
-from daskgmm.engine.mstep import precision_cholesky
-from daskgmm.engine.params import COVARIANCE_TYPES, MixtureParams
+from daskgmm.engine import covariance as cov_types
+from daskgmm.engine.covariance import COVARIANCE_TYPES
+from daskgmm.engine.estep import Components, estep_statistics, make_plan
 from daskgmm.engine.passes import tree_reduce
+from daskgmm.engine.stats import combine
 from daskgmm.errors import DaskGMMError
+from daskgmm.models.gaussian import GaussianParams
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -52,7 +54,7 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # (a) chunked statistics == one-block statistics
 # --------------------------------------------------------------------------------------
 def random_params(rng: np.random.Generator, K: int, D: int, covariance_type: str,
-                  offset: float) -> MixtureParams:
+                  offset: float) -> GaussianParams:
     """Valid random parameters: SPD covariances turned into precision Cholesky factors."""
     weights = rng.dirichlet(np.ones(K)) + 0.01
     weights /= weights.sum()
@@ -65,8 +67,9 @@ def random_params(rng: np.random.Generator, K: int, D: int, covariance_type: str
         cov = rng.uniform(0.2, 3.0, size=(K, D))
     else:
         cov = rng.uniform(0.2, 3.0, size=K)
-    return MixtureParams(covariance_type, weights, means,
-                         precision_cholesky(cov, covariance_type), cov)
+    ctype = cov_types.get(covariance_type)
+    chol, prec_chol = ctype.factorise(cov)
+    return GaussianParams(ctype, weights, means, cov, prec_chol, chol)
 
 
 @st.composite
@@ -81,7 +84,7 @@ def chunking_problems(draw):
         "data_dtype": draw(st.sampled_from(["float64", "float32"])),
         "compute_dtype": draw(st.sampled_from(["float64", "float32"])),
         "bounds": [0, *sorted(cuts), n],
-        "tile_rows": draw(st.one_of(st.none(), st.integers(1, 64))),
+        "tile_bytes": draw(st.one_of(st.none(), st.integers(1, 2**14))),
         "split_every": draw(st.integers(2, 5)),
         "n_params": draw(st.integers(1, 2)),
         "offset": draw(st.sampled_from([0.0, 5.0, -1e3])),
@@ -89,14 +92,19 @@ def chunking_problems(draw):
     }
 
 
-def _magnitudes(X: np.ndarray, params: MixtureParams) -> dict[str, float]:
+def _magnitudes(X: np.ndarray, params: GaussianParams, centre: np.ndarray
+                ) -> dict[str, float]:
     """Bounds on the sums of absolute terms of each statistic, to scale tolerances."""
     n = len(X)
-    Xc = np.abs(X.astype(np.float64) - params.centre).max(initial=0.0)
-    about_means = np.abs(X.astype(np.float64)[:, None, :] - params.means[None]).max(
-        initial=0.0)
-    worst = max(Xc, about_means)
-    return {"nk": n, "sx": n * (1.0 + Xc), "sxx": n * (1.0 + worst) ** 2, "n": n}
+    X64 = X.astype(np.float64)
+    Xc = np.abs(X64 - centre).max(initial=0.0)
+    if params.covariance.name == "full":  # whitened about each component's mean
+        y = np.einsum("nkd,kde->nke", X64[:, None, :] - params.means[None],
+                      params.precisions_cholesky)
+        second = float((y**2).sum(axis=2).max(initial=0.0))
+    else:
+        second = Xc**2 * X.shape[1]
+    return {"nk": n, "sx": n * (1.0 + Xc), "s2": n * (1.0 + second), "n": n}
 
 
 @settings(max_examples=500, **SETTINGS)
@@ -109,19 +117,22 @@ def test_chunked_statistics_equal_one_block(problem):
     labels = rng.integers(K, size=n)
     X = (params[0].means[labels] + rng.normal(size=(n, D))).astype(problem["data_dtype"])
     compute = problem["compute_dtype"]
-
-    whole = estep_statistics(X, 0, params, compute)
+    comps = [Components.gaussian(p.covariance, p.weights, p.means, p.precisions_cholesky)
+             for p in params]
+    centre = params[0].weights @ params[0].means
+    whole = estep_statistics(X, None, 0, make_plan(comps, centre, dtype=compute)).stats
+    plan = make_plan(comps, centre, dtype=compute, tile_bytes=problem["tile_bytes"])
     parts = [
-        estep_statistics(X[a:b], a, params, compute, tile_rows=problem["tile_rows"])
+        estep_statistics(X[a:b], None, a, plan)
         for a, b in zip(problem["bounds"][:-1], problem["bounds"][1:], strict=True)
     ]
-    chunked = tree_reduce(parts, add_statistics, problem["split_every"])
+    chunked = tree_reduce(parts, combine, problem["split_every"]).stats
 
     rtol = 1e-12 if compute == "float64" else 1e-4
     assert len(chunked) == len(whole) == len(params)
     for got, ref, p in zip(chunked, whole, params, strict=True):
-        assert set(got) == set(ref) == {"nk", "sx", "sxx", "ll", "n"}
-        magnitude = _magnitudes(X, p)
+        assert set(got) == set(ref) == {"nk", "sx", "s2", "ll", "n"}
+        magnitude = _magnitudes(X, p, centre)
         # The log-likelihood's terms are bounded by the log-likelihood's own size.
         magnitude["ll"] = n + abs(float(ref["ll"]))
         for key, ref_value in ref.items():
@@ -230,7 +241,10 @@ def check_fit(problem: dict, *, runtime_warnings: str = "error",
         assert np.all(np.isfinite(getattr(gm, name))), (name, getattr(gm, name))
     assert gm.means_.shape == (K, D)
     assert np.all(gm.weights_ >= 0)
-    np.testing.assert_allclose(gm.weights_.sum(), 1.0, rtol=1e-9)
+    # Fitted attributes keep float32 input's dtype, as in scikit-learn.
+    assert gm.means_.dtype == np.dtype(problem["data_dtype"])
+    np.testing.assert_allclose(gm.weights_.sum(), 1.0,
+                               rtol=1e-9 if problem["data_dtype"] == "float64" else 1e-6)
     assert np.isfinite(gm.lower_bound_)
     assert len(gm.lower_bounds_) == gm.n_iter_ <= problem["max_iter"]
 
@@ -291,6 +305,7 @@ def test_overflow_raises_documented_error_without_runtime_warning(X, covariance_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("error", RuntimeWarning)
-        with pytest.raises(DaskGMMError, match=r"overflowed|variance|covariance"):
+        with pytest.raises(DaskGMMError,
+                           match=r"overflowed|variance|covariance|too large for"):
             GaussianMixture(2, covariance_type=covariance_type, reg_covar=0.0,
                             max_iter=5, dtype=dtype, random_state=0).fit(X)

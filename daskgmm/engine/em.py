@@ -1,130 +1,195 @@
-"""The EM driver: one pass over the chunks per iteration, the M-step on the driver.
+"""The EM driver: one pass over the chunks per iteration, the M-steps on the driver.
 
-The driver knows nothing about the estimator. It runs every restart in lock-step, so
-one read of each chunk serves all restarts still running, and applies scikit-learn's
-rules: the lower bound is the mean per-sample log-likelihood under the parameters the
-E-step used, a restart stops when it changes by less than ``tol``, and the best restart
-is the first with the highest final lower bound.
+The driver knows statistics, M-steps and lower bounds only through the model of each
+candidate (:class:`MixtureModel`). It advances every candidate in lock-step, so one read
+of each chunk serves all the candidates still running, whatever their number of
+components, covariance type or model (restarts of one estimator, or the models of a
+selection sweep), and applies scikit-learn's rules: a candidate stops when its lower bound
+changes by less than ``tol``; the best of several restarts is the first with the highest
+final lower bound.
+
+Checkpoints, progress and reports are observers (:mod:`daskgmm.diagnostics.observers`);
+the driver only tells them what happened.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
 
 from daskgmm.diagnostics import observers
-from daskgmm.engine.kernels import estep_statistics
-from daskgmm.engine.mstep import m_step
-from daskgmm.engine.params import MixtureParams
+from daskgmm.engine.covariance import CovarianceType
+from daskgmm.engine.estep import Components, estep_statistics, make_plan
 from daskgmm.engine.passes import RowChunks
+from daskgmm.engine.stats import Stats, data_digest
+from daskgmm.errors import CheckpointError
+
+
+class MixtureModel(Protocol):
+    """What the EM driver needs from the model of one candidate.
+
+    ``state`` is the model's own parameter object (immutable); the driver only passes it
+    back to the model.
+    """
+
+    n_components: int
+    covariance: CovarianceType
+    #: Whether the lower bound needs the responsibilities' entropy (``stats['ent']``).
+    wants_entropy: bool
+
+    def components(self, state: Any) -> Components:
+        """The Gaussian components the E-step evaluates."""
+
+    def m_step(self, stats: Stats, centre: np.ndarray, state: Any) -> Any:
+        """New parameters from the statistics the E-step computed with ``state``."""
+
+    def lower_bound(self, stats: Stats, state: Any) -> float:
+        """The quantity whose change decides convergence, from the E-step's statistics
+        and the M-step's new ``state``."""
 
 
 @dataclass
-class RestartState:
-    """Where one restart of EM stands."""
+class Candidate:
+    """Where one candidate (a model and its current parameters) stands."""
 
     index: int
-    params: MixtureParams
+    model: MixtureModel
+    state: Any
+    label: str = ""
     lower_bound: float = -math.inf
     lower_bounds: list[float] = field(default_factory=list)
     n_iter: int = 0
     converged: bool = False
-    active: bool = True  # False once converged; a restart that ran out of iterations
-    # stays active, so a resumed fit with a larger max_iter continues it
+    # False once converged; a candidate that ran out of iterations stays active, so a
+    # resumed fit with a larger max_iter continues it.
+    active: bool = True
+    seconds: float = 0.0
+
+
+@dataclass
+class FitInfo:
+    """What observers are told when a fit starts."""
+
+    max_iter: int
+    n_candidates: int
+    n_chunks: int
+    n_samples: int
+    algorithm: str
+    labels: list[str]
 
 
 @dataclass
 class IterationInfo:
-    """What a callback is told after every EM iteration."""
+    """What observers are told after every EM iteration."""
 
     iteration: int
-    states: list[RestartState]
+    max_iter: int
+    states: list[Candidate]
     seconds: float
+    #: The digest of the data, once the pass that computes it has run (else None).
+    digest: str | None = None
+    #: The centre the passes use.
+    centre: np.ndarray | None = None
 
 
 @dataclass
-class EMResult:
-    """The best restart's outcome."""
+class EMOptions:
+    """Settings of the EM loop (scikit-learn's meanings, plus ours)."""
 
-    params: MixtureParams
-    lower_bound: float
-    lower_bounds: list[float]
-    n_iter: int
-    converged: bool
-    restart: int
-    seconds_per_iteration: list[float]
+    tol: float
+    max_iter: int
+    split_every: int = 8
+    dtype: str = "float64"
 
 
-def run_em(chunks: RowChunks, initial: list[MixtureParams], *, tol: float, max_iter: int,
-           reg_covar: float, split_every: int = 8, dtype: str = "float64",
-           start_lower_bound: float = -math.inf,
-           callback: Callable[[IterationInfo], None] | None = None,
-           states: list[RestartState] | None = None, start_iteration: int = 0) -> EMResult:
-    """Run EM from every initial parameter set and return the best restart.
+def run_em(chunks: RowChunks, candidates: Sequence[Candidate], centre: np.ndarray,
+           options: EMOptions, *, start_iteration: int = 0,
+           expected_digest: str | None = None, record_digest: bool = False,
+           callback: Callable[[IterationInfo], None] | None = None) -> str | None:
+    """Run EM on every active candidate until each converges or ``max_iter`` is reached.
+
+    The candidates are updated in place.
 
     Parameters
     ----------
     chunks : RowChunks
-        The data.
-    initial : list of MixtureParams
-        One entry per restart.
-    tol, max_iter, reg_covar :
-        scikit-learn's meanings.
-    split_every : int
-        Fan-in of the tree reduction.
-    dtype : {'float64', 'float32'}
-        Dtype of the chunk products (statistics are always accumulated in float64).
-    start_lower_bound : float
-        Lower bound before the first iteration (``lower_bound_`` for a warm start).
+        The data (and sample weights).
+    candidates : sequence of Candidate
+    centre : ndarray of shape (D,)
+        The point every pass centres the data on (fixed for a fit, so that a resumed fit
+        repeats an uninterrupted one bit for bit).
+    options : EMOptions
+    start_iteration : int
+        Iterations already done (a resumed fit).
+    expected_digest : str, optional
+        The data digest a checkpoint recorded: the first pass digests the chunks it reads
+        and refuses other data (:class:`~daskgmm.errors.CheckpointError`) before any
+        M-step.
+    record_digest : bool
+        Digest the chunks in the first pass (and return the digest).
     callback : callable, optional
-        Called with an :class:`IterationInfo` after every iteration.
-    states, start_iteration :
-        Resume from these restart states after ``start_iteration`` iterations.
+        Called with an :class:`IterationInfo` after every iteration (before observers).
 
     Returns
     -------
-    EMResult
+    str or None
+        The data digest, when one was computed.
     """
-    if states is None:
-        states = [RestartState(i, p, lower_bound=start_lower_bound)
-                  for i, p in enumerate(initial)]
-    timings: list[float] = []
-    cov = states[0].params.covariance_type
-    for iteration in range(start_iteration + 1, max_iter + 1):
-        active = [s for s in states if s.active]
+    digest = None
+    want_digest = record_digest or expected_digest is not None
+    for iteration in range(start_iteration + 1, options.max_iter + 1):
+        active = [c for c in candidates if c.active]
         if not active:
             break
         t0 = time.perf_counter()
-        stats = chunks.map_reduce(estep_statistics, [s.params for s in active], dtype,
-                                  split_every=split_every, kind="em")
-        for state, st in zip(active, stats, strict=True):
-            previous = state.lower_bound
-            state.lower_bound = float(st["ll"] / st["n"])
-            state.lower_bounds.append(state.lower_bound)
-            state.params = m_step(st, state.params.centre, state.params.means, cov, reg_covar)
-            state.n_iter = iteration
-            if abs(state.lower_bound - previous) < tol:
-                state.converged = True
-                state.active = False
-        timings.append(time.perf_counter() - t0)
-        info = IterationInfo(iteration, states, timings[-1])
+        entropy = any(c.model.wants_entropy for c in active)
+        plan = make_plan([c.model.components(c.state) for c in active], centre,
+                         dtype=options.dtype, entropy=entropy,
+                         digest=want_digest and digest is None)
+        result = chunks.map_reduce(estep_statistics, plan, split_every=options.split_every,
+                                   kind="em")
+        if plan.digest:
+            digest = data_digest(result.digests, chunks.row_bounds)
+            if expected_digest is not None and digest != expected_digest:
+                raise CheckpointError(
+                    "the checkpoint was written for other data: the data read now differ "
+                    "from the data of the interrupted fit (their digests differ). Resume "
+                    "with the original data, or delete the checkpoint to start afresh."
+                )
+        for cand, st in zip(active, result.stats, strict=True):
+            previous = cand.lower_bound
+            cand.state = cand.model.m_step(st, centre, cand.state)
+            cand.lower_bound = float(cand.model.lower_bound(st, cand.state))
+            cand.lower_bounds.append(cand.lower_bound)
+            cand.n_iter = iteration
+            if abs(cand.lower_bound - previous) < options.tol:
+                cand.converged = True
+                cand.active = False
+        seconds = time.perf_counter() - t0
+        for cand in active:
+            cand.seconds += seconds / len(active)
+        info = IterationInfo(iteration, options.max_iter, list(candidates), seconds,
+                             digest, centre)
         if callback is not None:
             callback(info)
         observers.notify("iteration_finished", info)
-    return _best(states, max_iter, timings)
+    return digest
 
 
-def _best(states: list[RestartState], max_iter: int, timings: list[float]) -> EMResult:
+def best_candidate(candidates: Sequence[Candidate], max_iter: int) -> Candidate:
+    """scikit-learn's choice among restarts: the first with the highest final lower
+    bound (the last one when ``max_iter == 0``)."""
     if max_iter == 0:
-        last = states[-1]
-        return EMResult(last.params, -math.inf, [], 0, False, last.index, timings)
-    best: RestartState | None = None
-    for state in states:
-        if (best is None or state.lower_bound > best.lower_bound
+        return candidates[-1]
+    best: Candidate | None = None
+    for cand in candidates:
+        if (best is None or cand.lower_bound > best.lower_bound
                 or best.lower_bound == -math.inf):
-            best = state
+            best = cand
     assert best is not None
-    return EMResult(best.params, best.lower_bound, list(best.lower_bounds), best.n_iter,
-                    best.converged, best.index, timings)
+    return best

@@ -1,184 +1,318 @@
 """Initial parameters for EM, computed without loading the data into memory.
 
 ``init_params`` has scikit-learn's meanings, adapted so that only passes over the chunks
-(and a bounded in-memory sample) are needed:
+and a bounded in-memory sample are needed:
 
 ``'kmeans'``
-    k-means++ seeds and Lloyd iterations on a uniform sample of at most
-    :data:`SAMPLE_ROWS` rows (scikit-learn's ``KMeans`` on the sample), then Lloyd
-    iterations as distributed passes over all the chunks until the centres move less than
-    scikit-learn's tolerance, then one pass for the statistics of the hard assignment.
+    k-means (scikit-learn's ``KMeans``, k-means++ seeding) on a uniform sample of at most
+    :data:`SAMPLE_ROWS` rows, then Lloyd iterations as passes over all the chunks until
+    the centres move less than scikit-learn's tolerance (at most :data:`LLOYD_MAX_PASSES`),
+    then one pass for the statistics of the hard assignment to the centres.
 ``'k-means++'``
     k-means++ seeding (Arthur & Vassilvitskii, 2007) on the sample; each seed becomes a
-    component with one sample, as in scikit-learn.
+    component holding that one sample, as in scikit-learn.
 ``'random_from_data'``
-    ``n_components`` distinct rows drawn uniformly from the whole array.
+    ``n_components`` distinct rows drawn uniformly from the whole array, each a component.
 ``'random'``
     Uniform random responsibilities, normalised per row, drawn chunk by chunk.
 
-Restarts (``n_init > 1``) are initialised together: their Lloyd iterations and
-statistics share every pass over the data.
+Sample weights weight the k-means on the sample, the Lloyd passes and every statistic.
+
+Initialisation works on *groups* of candidates: each group is one model (a number of
+components and a covariance type) with its restarts, seeded by its own random state. The
+groups share every read: one gather of the sample rows, one Lloyd pass per round for all
+the sets of centres, one pass for the statistics of all the assignments. A group seeded
+with an integer draws exactly what a separate fit with that seed would draw.
+
+Nothing here grows with the number of rows: samples are drawn in O(sample size)
+(:func:`sample_indices`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans, kmeans_plusplus
 
-from daskgmm.engine.kernels import (
+from daskgmm.engine import covariance as cov_types
+from daskgmm.engine.em import MixtureModel
+from daskgmm.engine.estep import (
+    Components,
+    assignment_statistics,
     check_finite_block,
-    hard_label_statistics,
-    kmeans_statistics,
-    random_resp_statistics,
-    resp_statistics,
+    hard_assignment_statistics,
+    lloyd_statistics,
+    make_plan,
+    random_assignment_statistics,
 )
-from daskgmm.engine.mstep import (
-    covariances_from_precisions,
-    m_step,
-    precision_cholesky_from_precisions,
-)
-from daskgmm.engine.params import MixtureParams
 from daskgmm.engine.passes import RowChunks
-from daskgmm.errors import InvalidDataError
+from daskgmm.engine.stats import Stats
 
 #: Rows in the in-memory sample used to seed k-means.
 SAMPLE_ROWS = 20_000
-#: Most distributed Lloyd passes after the sample's k-means has converged.
+#: Most Lloyd passes over all the chunks after the sample's k-means has converged.
 LLOYD_MAX_PASSES = 10
 #: Lloyd stops when the squared centre shift is below this times the mean feature variance
 #: (scikit-learn's KMeans convention).
 LLOYD_TOL = 1e-4
 
 
-def _sample(chunks: RowChunks, rng: np.random.RandomState, size: int) -> np.ndarray:
-    n = chunks.shape[0]
-    idx = np.arange(n) if n <= size else np.sort(rng.choice(n, size=size, replace=False))
-    rows = chunks.take_rows(idx)
+@dataclass(frozen=True)
+class Reference:
+    """The points initial statistics were accumulated about (unwhitened)."""
+
+    means: np.ndarray
+    covariances_cholesky: None = None
+
+
+@dataclass
+class Group:
+    """One model to initialise, with its restarts and its random state."""
+
+    model: MixtureModel
+    n_init: int
+    random_state: np.random.RandomState
+
+
+def sample_indices(n: int, size: int, rng: np.random.RandomState) -> np.ndarray:
+    """``min(size, n)`` distinct indices below ``n``, uniformly, in draw order.
+
+    Memory and time are O(size), whatever ``n`` is (unlike ``rng.choice(n, size,
+    replace=False)``, which builds a permutation of all ``n``).
+    """
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
+    chosen: dict[int, None] = {}
+    while len(chosen) < size:
+        draw = rng.randint(0, n, size=size - len(chosen), dtype=np.int64)
+        for value in draw.tolist():
+            chosen.setdefault(value, None)
+            if len(chosen) == size:
+                break
+    return np.fromiter(chosen, dtype=np.int64, count=size)
+
+
+def _gather(chunks: RowChunks, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows (and weights) at ``indices``, in that order, checked finite."""
+    order = np.argsort(indices, kind="stable")
+    sorted_idx = indices[order]
+    rows = np.empty((len(indices), chunks.shape[1]))
+    rows[order] = chunks.take_rows(sorted_idx)
+    weights = None
+    w = chunks.take_weights(sorted_idx)
+    if w is not None:
+        weights = np.empty(len(indices))
+        weights[order] = w
     finite = np.isfinite(rows).all(axis=1)
     if not finite.all():
         # Name the chunk of the first bad sampled row, as a pass over it would.
-        first = int(idx[np.argmin(finite)])
+        first = int(indices[np.argmin(finite)])
         start, stop = next(b for b in chunks.row_bounds if b[0] <= first < b[1])
-        in_chunk = (idx >= start) & (idx < stop)
         block = np.zeros((stop - start, rows.shape[1]))
-        block[idx[in_chunk] - start] = rows[in_chunk]
+        block[first - start] = rows[np.argmin(finite)]
         check_finite_block(block, start)
-    return rows
+    return rows, weights
 
 
-def _params_from_points(points: np.ndarray, covariance_type: str,
-                        reg_covar: float) -> MixtureParams:
-    """Each point is a component holding that single sample (scikit-learn's one-hot init)."""
-    c0 = points.mean(axis=0)
-    pc = points - c0
-    stats = resp_statistics(pc, np.eye(len(points)), pc, covariance_type)
-    return m_step(stats, c0, points, covariance_type, reg_covar)
+def _points_statistics(points: np.ndarray, weights: np.ndarray | None,
+                       cov: cov_types.CovarianceType) -> tuple[Stats, np.ndarray]:
+    """Statistics of "each point is a component holding that one sample" (about the
+    points' mean), as scikit-learn's one-hot initialisations give."""
+    centre = points.mean(axis=0)
+    K = len(points)
+    plan = _identity_plan([(cov, points)], centre)
+
+    def identity(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
+        block[...] = np.eye(K)[:, sl]
+
+    result = assignment_statistics(points, weights, 0, plan, identity)
+    return result.stats[0], centre
 
 
-def _kmeans_centres(chunks: RowChunks, n_components: int, n_init: int,
-                    rng: np.random.RandomState, split_every: int) -> list[np.ndarray]:
-    sample = _sample(chunks, rng, SAMPLE_ROWS)
-    centres = []
-    for _ in range(n_init):
-        km = KMeans(n_clusters=n_components, n_init=1, random_state=rng).fit(sample)
-        centres.append(np.asarray(km.cluster_centers_, dtype=np.float64))
-    if len(sample) == chunks.shape[0]:
+def _identity_plan(sets: Sequence[tuple[cov_types.CovarianceType, np.ndarray]],
+                   centre: np.ndarray):
+    """A plan whose distances are squared Euclidean distances to the given centres."""
+    D = len(centre)
+    comps = []
+    for cov, centres in sets:
+        K = len(centres)
+        eye = {"full": np.broadcast_to(np.eye(D), (K, D, D)), "tied": np.eye(D),
+               "diag": np.ones((K, D)), "spherical": np.ones(K)}[cov.name]
+        comps.append(Components(cov, np.asarray(centres, dtype=np.float64),
+                                np.array(eye, dtype=np.float64), np.zeros(K)))
+    return make_plan(comps, centre)
+
+
+def _sample(chunks: RowChunks, groups: Sequence[Group]
+            ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Each group's seeding sample, drawn from its random state; one gather for all."""
+    n = chunks.shape[0]
+    drawn = [sample_indices(n, SAMPLE_ROWS, g.random_state) for g in groups]
+    union = np.unique(np.concatenate(drawn))
+    rows, weights = _gather(chunks, union)
+    out = []
+    for idx in drawn:
+        pos = np.searchsorted(union, idx)
+        out.append((rows[pos], None if weights is None else weights[pos]))
+    return out
+
+
+def _kmeans_centres(chunks: RowChunks, groups: Sequence[Group], split_every: int
+                    ) -> list[list[np.ndarray]]:
+    from sklearn.cluster import KMeans
+
+    samples = _sample(chunks, groups)
+    centres: list[list[np.ndarray]] = []
+    for g, (rows, w) in zip(groups, samples, strict=True):
+        sets = []
+        for _ in range(g.n_init):
+            km = KMeans(n_clusters=g.model.n_components, n_init=1,
+                        random_state=g.random_state).fit(rows, sample_weight=w)
+            sets.append(_canonical_order(np.asarray(km.cluster_centers_, dtype=np.float64)))
+        centres.append(sets)
+    rows0, w0 = samples[0]
+    if len(rows0) == chunks.shape[0]:
         return centres  # the sample is the whole array: k-means has run on all of it
-    reference = sample.mean(axis=0)
-    threshold = LLOYD_TOL * float(np.mean(np.var(sample, axis=0)))
-    active = list(range(n_init))
+    reference = rows0.mean(axis=0) if w0 is None else np.average(rows0, axis=0, weights=w0)
+    threshold = LLOYD_TOL * float(np.mean(np.var(rows0, axis=0)))
+    flat = [(gi, r) for gi, sets in enumerate(centres) for r in range(len(sets))]
+    active = list(flat)
     for _ in range(LLOYD_MAX_PASSES):
-        stats = chunks.map_reduce(kmeans_statistics, [centres[i] for i in active], reference,
-                                  split_every=split_every, kind="kmeans")
+        stats = chunks.map_reduce(lloyd_statistics, [centres[gi][r] for gi, r in active],
+                                  reference, split_every=split_every, kind="kmeans",
+                                  combine=_add_lists)
         still = []
-        for i, st in zip(active, stats, strict=True):
+        for (gi, r), st in zip(active, stats, strict=True):
             counts = st["counts"]
-            new = centres[i].copy()
+            new = centres[gi][r].copy()
             filled = counts > 0
             new[filled] = reference + st["sums"][filled] / counts[filled, None]
-            shift = float(((new - centres[i]) ** 2).sum())
-            centres[i] = new
+            shift = float(((new - centres[gi][r]) ** 2).sum())
+            centres[gi][r] = new
             if shift > threshold:
-                still.append(i)
+                still.append((gi, r))
         active = still
         if not active:
             break
     return centres
 
 
-def initial_parameters(chunks: RowChunks, *, n_components: int, covariance_type: str,
-                       reg_covar: float, init_params: str, n_init: int,
-                       random_state: np.random.RandomState,
-                       weights_init: np.ndarray | None = None,
-                       means_init: np.ndarray | None = None,
-                       precisions_init: np.ndarray | None = None,
-                       split_every: int = 8) -> list[MixtureParams]:
-    """Initial parameters of every restart.
+def _canonical_order(centres: np.ndarray) -> np.ndarray:
+    """Centres sorted lexicographically by their coordinates.
 
-    User-given ``weights_init``, ``means_init`` and ``precisions_init`` replace the
-    corresponding initialised values, as in scikit-learn; when all three are given the
-    data are not read.
+    k-means numbers its clusters in the order its random seeding found them, which
+    differs between weighted rows and the same rows repeated; a fixed order makes the
+    components of equivalent data come out in the same order.
+    """
+    return centres[np.lexsort(centres.T[::-1])]
+
+
+def _add_lists(*parts: list[Stats]) -> list[Stats]:
+    from daskgmm.engine.stats import add
+
+    return [add(*items) for items in zip(*parts, strict=True)]
+
+
+def initial_states(chunks: RowChunks, groups: Sequence[Group], init_params: str, *,
+                   split_every: int = 8) -> list[list[Any]]:
+    """Initial parameters of every restart of every group.
 
     Returns
     -------
-    list of MixtureParams
-        ``n_init`` entries.
+    list of list
+        Per group, one model state per restart.
     """
-    K, cov = n_components, covariance_type
-    if weights_init is not None and means_init is not None and precisions_init is not None:
-        computed: Sequence[MixtureParams | None] = [None] * n_init
-    elif init_params == "kmeans":
-        centres = _kmeans_centres(chunks, K, n_init, random_state, split_every)
-        stats = chunks.map_reduce(hard_label_statistics, centres, cov, split_every=split_every,
-                                  kind="init")
-        computed = [
-            m_step(st, c.mean(axis=0), c, cov, reg_covar)
-            for st, c in zip(stats, centres, strict=True)
-        ]
-    elif init_params == "k-means++":
-        sample = _sample(chunks, random_state, SAMPLE_ROWS)
-        computed = []
-        for _ in range(n_init):
-            _, idx = kmeans_plusplus(sample, K, random_state=random_state)
-            computed.append(_params_from_points(sample[idx], cov, reg_covar))
-    elif init_params == "random_from_data":
-        computed = []
-        for _ in range(n_init):
-            idx = random_state.choice(chunks.shape[0], size=K, replace=False)
-            order = np.argsort(idx)
-            rows = np.empty((K, chunks.shape[1]))
-            rows[order] = chunks.take_rows(idx[order])
-            computed.append(_params_from_points(rows, cov, reg_covar))
-    elif init_params == "random":
-        seeds = [int(random_state.randint(np.iinfo(np.int32).max)) for _ in range(n_init)]
+    if init_params == "kmeans":
+        centres = _kmeans_centres(chunks, groups, split_every)
+        sets = [(g.model.covariance, c) for g, cs in zip(groups, centres, strict=True)
+                for c in cs]
+        return _states_from_assignment(chunks, groups, sets, split_every)
+    if init_params == "k-means++":
+        from sklearn.cluster import kmeans_plusplus
+
+        samples = _sample(chunks, groups)
+        out = []
+        for g, (rows, w) in zip(groups, samples, strict=True):
+            states = []
+            for _ in range(g.n_init):
+                _, idx = kmeans_plusplus(rows, g.model.n_components,
+                                         random_state=g.random_state, sample_weight=w)
+                states.append(_state_from_points(g.model, rows[idx],
+                                                 None if w is None else w[idx]))
+            out.append(states)
+        return out
+    if init_params == "random_from_data":
+        out = []
+        for g in groups:
+            states = []
+            for _ in range(g.n_init):
+                idx = _nonzero_weight_indices(chunks, g.model.n_components, g.random_state)
+                rows, w = _gather(chunks, idx)
+                states.append(_state_from_points(g.model, rows, w))
+            out.append(states)
+        return out
+    if init_params == "random":
+        flat_groups = _expand(groups)
+        seeds = [int(g.random_state.randint(np.iinfo(np.int32).max))
+                 for g in groups for _ in range(g.n_init)]
         reference = chunks.take_rows(np.array([0]))[0]
-        stats = chunks.map_reduce(random_resp_statistics, seeds, K, reference, cov,
-                                  split_every=split_every, kind="init")
-        ref_means = np.broadcast_to(reference, (K, chunks.shape[1]))
-        computed = [m_step(st, reference, ref_means, cov, reg_covar)
-                    for st in stats]
-    else:  # pragma: no cover - validated by the estimator
-        raise ValueError(f"unknown init_params {init_params!r}")
+        refs = [np.tile(reference, (g.model.n_components, 1)) for g in flat_groups]
+        plan = _identity_plan([(g.model.covariance, r) for g, r in zip(flat_groups, refs,
+                                                                        strict=True)],
+                              reference)
+        result = chunks.map_reduce(random_assignment_statistics, plan, seeds,
+                                   split_every=split_every, kind="init")
+        return _regroup(groups, [
+            g.model.m_step(st, reference, Reference(r))
+            for g, r, st in zip(flat_groups, refs, result.stats, strict=True)])
+    raise ValueError(f"unknown init_params {init_params!r}")  # pragma: no cover
 
-    return [
-        _override(p, cov, weights_init, means_init, precisions_init) for p in computed
-    ]
+
+def _expand(groups: Sequence[Group]) -> list[Group]:
+    return [g for g in groups for _ in range(g.n_init)]
 
 
-def _override(params: MixtureParams | None, covariance_type: str,
-              weights_init: np.ndarray | None, means_init: np.ndarray | None,
-              precisions_init: np.ndarray | None) -> MixtureParams:
-    if params is None and (weights_init is None or means_init is None
-                           or precisions_init is None):
-        raise InvalidDataError("initial parameters are incomplete")  # pragma: no cover
-    weights = params.weights if weights_init is None else weights_init
-    means = params.means if means_init is None else means_init
-    if precisions_init is None:
-        prec_chol, covariances = params.precisions_cholesky, params.covariances
-    else:
-        prec_chol = precision_cholesky_from_precisions(precisions_init, covariance_type)
-        covariances = covariances_from_precisions(precisions_init, covariance_type)
-    return MixtureParams(covariance_type, np.asarray(weights, dtype=np.float64),
-                         np.asarray(means, dtype=np.float64), prec_chol, covariances)
+def _regroup(groups: Sequence[Group], flat: list[Any]) -> list[list[Any]]:
+    out, start = [], 0
+    for g in groups:
+        out.append(flat[start : start + g.n_init])
+        start += g.n_init
+    return out
+
+
+def _states_from_assignment(chunks: RowChunks, groups: Sequence[Group],
+                            sets: list[tuple[cov_types.CovarianceType, np.ndarray]],
+                            split_every: int) -> list[list[Any]]:
+    """One pass: the statistics of assigning every row to its nearest centre, for every
+    set of centres; then each model's M-step."""
+    reference = np.mean([c.mean(axis=0) for _, c in sets], axis=0)
+    plan = _identity_plan(sets, reference)
+    result = chunks.map_reduce(hard_assignment_statistics, plan, split_every=split_every,
+                               kind="init")
+    flat = [g.model.m_step(st, reference, Reference(np.asarray(c)))
+            for g, (_, c), st in zip(_expand(groups), sets, result.stats, strict=True)]
+    return _regroup(groups, flat)
+
+
+def _state_from_points(model: MixtureModel, points: np.ndarray,
+                       weights: np.ndarray | None) -> Any:
+    stats, centre = _points_statistics(points, weights, model.covariance)
+    return model.m_step(stats, centre, Reference(points))
+
+
+def _nonzero_weight_indices(chunks: RowChunks, size: int, rng: np.random.RandomState
+                            ) -> np.ndarray:
+    """``size`` distinct row indices drawn uniformly among rows of non-zero weight."""
+    idx = sample_indices(chunks.shape[0], size, rng)
+    if chunks.weights is None:
+        return idx
+    for _ in range(100):
+        w = chunks.take_weights(np.sort(idx))
+        keep = np.sort(idx)[w > 0]
+        if len(keep) == size:
+            return idx
+        extra = sample_indices(chunks.shape[0], size, rng)
+        idx = np.unique(np.concatenate([keep, extra]))[:size]
+    raise ValueError("could not draw rows of non-zero sample weight")  # pragma: no cover

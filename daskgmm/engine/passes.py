@@ -1,16 +1,22 @@
 """Passes over row-chunked data: map a kernel over the chunks, tree-reduce the results.
 
 This is the only place that builds Dask graphs for fitting. A pass over a
-:class:`RowChunks` applies ``kernel(block, row_start, *args)`` to every row chunk and
-combines the per-chunk results with :func:`daskgmm.engine.kernels.add_statistics` in a tree of
-fan-in ``split_every``. The same tree is used for NumPy input (evaluated in-process with
-a thread pool) and for Dask input (one graph per pass, computed on whatever scheduler
-is active, a ``distributed.Client`` if one exists), so the two give identical numbers for
-the same chunking.
+:class:`RowChunks` applies ``kernel(block, weights, row_start, *args)`` to every row chunk
+(with the chunk's sample weights, or None) and combines the per-chunk results in a tree of
+fan-in ``split_every``. The same tree is used for NumPy input (evaluated in-process by a
+thread pool) and for Dask input (one graph per pass, computed on the active scheduler, a
+``distributed.Client`` if one exists), so the two give identical numbers for the same
+chunking.
 
-The kernel's extra arguments (the parameters of the current iteration) enter a Dask graph
-as a single key each, so they are shipped to the workers once per pass rather than copied
-into every task.
+The kernel's extra arguments (the plan of the iteration) enter a Dask graph as a single
+key each, so they reach each worker once per pass rather than being copied into every
+task. A pass is computed the same way whether or not anyone observes it: chunk progress
+is read off the leaf tasks of the one graph that is submitted.
+
+BLAS runs one thread per chunk task: the tasks provide the parallelism. In this process
+(NumPy input, a threaded scheduler or in-process workers) a pass runs under
+``threadpool_limits(1)``; a worker process applies the same limit once, at its first task
+(Dask's nanny already starts workers with one BLAS thread).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import functools
 import itertools
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -31,10 +38,15 @@ from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 
 from daskgmm.diagnostics import observers
-from daskgmm.engine.kernels import add_statistics
+from daskgmm.engine.stats import combine as combine_results
+from daskgmm.errors import InvalidDataError, PerformanceWarning
 
 #: Default size of one row chunk made from NumPy input or when rechunking (bytes).
 DEFAULT_CHUNK_BYTES = 64 * 2**20
+#: More chunks than this make the scheduler's per-task overhead dominate a pass.
+MANY_CHUNKS = 20_000
+#: Chunks smaller than this (with more than a few hundred of them) waste time per task.
+SMALL_CHUNK_BYTES = 1 * 2**20
 
 
 def tree_reduce(items: Sequence[Any], combine: Callable[..., Any], split_every: int) -> Any:
@@ -57,7 +69,7 @@ def tree_reduce(items: Sequence[Any], combine: Callable[..., Any], split_every: 
     return level[0]
 
 
-def _active_client() -> Any:
+def active_client() -> Any:
     """The ``distributed.Client`` that ``dask.compute`` would use now, if any."""
     scheduler = dask.base.get_scheduler()
     owner = getattr(scheduler, "__self__", None)
@@ -68,16 +80,42 @@ def _active_client() -> Any:
     return owner if isinstance(owner, Client) else None
 
 
+_BLAS_LIMITED = False
+
+
+def _one_blas_thread_in_worker() -> None:
+    """Limit BLAS to one thread in a Dask worker process, once (cheap afterwards)."""
+    global _BLAS_LIMITED
+    if _BLAS_LIMITED:
+        return
+    _BLAS_LIMITED = True
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return  # not in a worker: the driver's pass holds the limit
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def _chunk_task(kernel: Callable[..., Any], block: np.ndarray, weights: np.ndarray | None,
+                row_start: int, *args: Any) -> Any:
+    """One chunk of a pass, as a Dask task."""
+    _one_blas_thread_in_worker()
+    return kernel(block, weights, row_start, *args)
+
+
 def _call_with_row_start(func: Callable[..., Any], block: np.ndarray, *args: Any,
                          block_info: dict | None = None) -> Any:
     """Call ``func(block, row_start, *args)`` from inside ``map_blocks``."""
+    _one_blas_thread_in_worker()
     row_start = block_info[0]["array-location"][0][0] if block_info else 0
     return func(block, row_start, *args)
 
 
 def _scheduler_memory() -> int:
     """Memory the active scheduler can hold data in (bytes)."""
-    client = _active_client()
+    client = active_client()
     if client is not None:
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         limits = [int(w.get("memory_limit") or 0) for w in workers]
@@ -88,11 +126,13 @@ def _scheduler_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def distributed_as_completed(futures: list[Any]) -> Any:
-    """``distributed.as_completed`` (imported lazily)."""
-    from distributed import as_completed as _as_completed
-
-    return _as_completed(futures)
+def _in_process_scheduler() -> bool:
+    """Whether chunk tasks would run in this process (no client, or in-process workers)."""
+    client = active_client()
+    if client is None:
+        return True
+    cluster = getattr(client, "cluster", None)
+    return cluster is not None and getattr(cluster, "processes", True) is False
 
 
 def default_chunk_rows(n_features: int, itemsize: int = 8,
@@ -101,8 +141,29 @@ def default_chunk_rows(n_features: int, itemsize: int = 8,
     return max(1, chunk_bytes // max(1, n_features * itemsize))
 
 
+def _check_weights(weights: Any, n: int) -> np.ndarray | da.Array:
+    if isinstance(weights, da.Array):
+        w = weights
+    else:
+        w = np.asarray(weights)
+    if w.ndim != 1 or w.shape[0] != n:
+        raise InvalidDataError(
+            f"sample_weight must have one weight per sample, shape ({n},); got shape "
+            f"{tuple(w.shape)}."
+        )
+    if w.dtype.kind not in "biuf":
+        raise InvalidDataError(f"sample_weight must be numeric, got dtype {w.dtype}.")
+    if not isinstance(w, da.Array):
+        w = np.asarray(w, dtype=np.float64)
+        if not (np.isfinite(w).all() and (w >= 0).all()):
+            raise InvalidDataError("sample_weight must be finite and non-negative.")
+        if not w.sum() > 0:
+            raise InvalidDataError("sample_weight must not be all zero.")
+    return w
+
+
 class RowChunks:
-    """A 2-D array split into row chunks that each hold every feature.
+    """A 2-D array split into row chunks that each hold every feature (and its weights).
 
     Parameters
     ----------
@@ -113,9 +174,12 @@ class RowChunks:
         Rows per chunk. For Dask input, ``None`` keeps the existing row chunks; for
         NumPy input it defaults to about 64 MiB per chunk (split further so that every
         core gets work).
+    weights : array-like of shape (n_samples,), optional
+        Sample weights, NumPy or Dask; Dask weights are rechunked to the data's rows.
     """
 
-    def __init__(self, data: np.ndarray | da.Array, chunk_rows: int | None = None) -> None:
+    def __init__(self, data: np.ndarray | da.Array, chunk_rows: int | None = None,
+                 weights: Any = None) -> None:
         self.is_dask = isinstance(data, da.Array)
         n, d = data.shape
         if self.is_dask:
@@ -134,18 +198,57 @@ class RowChunks:
             (int(a), int(b)) for a, b in itertools.pairwise(bounds)
         ]
         self.shape = (int(n), int(d))
+        self.weights: np.ndarray | da.Array | None = None
+        if weights is not None:
+            w = _check_weights(weights, n)
+            if self.is_dask:
+                w = (w if isinstance(w, da.Array) else da.from_array(w, chunks=-1)
+                     ).rechunk((data.chunks[0],)).astype(np.float64)
+            elif isinstance(w, da.Array):
+                w = np.asarray(w.compute(), dtype=np.float64)
+                _check_weights(w, n)
+            self.weights = w
+        self._warn_about_chunking()
+
+    def _warn_about_chunking(self) -> None:
+        n_chunks = self.n_chunks
+        itemsize = self.data.dtype.itemsize
+        typical = (self.shape[0] / max(1, n_chunks)) * self.shape[1] * itemsize
+        if n_chunks > MANY_CHUNKS or (n_chunks > 500 and typical < SMALL_CHUNK_BYTES):
+            warnings.warn(
+                f"the data are split into {n_chunks:,} chunks of about "
+                f"{typical / 2**20:.2f} MiB: the per-task overhead of every pass will "
+                "dominate the fit. Use larger chunks (chunk_rows, e.g. "
+                f"{default_chunk_rows(self.shape[1], itemsize):,} rows for 64 MiB).",
+                PerformanceWarning, stacklevel=3)
 
     @property
     def n_chunks(self) -> int:
         """Number of row chunks."""
         return len(self.row_bounds)
 
-    def map_reduce(self, kernel: Callable[..., Any], *args: Any, split_every: int = 8,
-                   combine: Callable[..., Any] = add_statistics, kind: str = "pass") -> Any:
-        """One pass: ``combine`` over chunks of ``kernel(block, row_start, *args)``.
+    @property
+    def total_weight(self) -> float | None:
+        """Sum of the sample weights (None without weights; computed for Dask weights)."""
+        if self.weights is None:
+            return None
+        w = self.weights
+        return float(w.sum().compute() if isinstance(w, da.Array) else w.sum())
 
-        Active observers (:mod:`daskgmm.diagnostics.observers`) are told when the pass starts, as
-        chunks finish, and when it ends; ``kind`` names the pass for them.
+    @functools.cached_property
+    def _blocks(self) -> list[tuple[Any, Any]]:
+        blocks = self.data.to_delayed().ravel()
+        weights: Sequence[Any] = [None] * len(blocks)
+        if self.weights is not None:
+            weights = self.weights.to_delayed().ravel()
+        return list(zip(blocks, weights, strict=True))
+
+    def map_reduce(self, kernel: Callable[..., Any], *args: Any, split_every: int = 8,
+                   combine: Callable[..., Any] = combine_results, kind: str = "pass") -> Any:
+        """One pass: ``combine`` over chunks of ``kernel(block, weights, row_start, *args)``.
+
+        Active observers (:mod:`daskgmm.diagnostics.observers`) are told when the pass
+        starts, as chunks finish, and when it ends; ``kind`` names the pass for them.
         """
         observers.notify("pass_started", kind, self.n_chunks)
         if self.is_dask:
@@ -156,60 +259,60 @@ class RowChunks:
         return result
 
     def _map_reduce_numpy(self, kernel, args, split_every, combine):
-        X = self.data
+        X, W = self.data, self.weights
 
         def run(bounds: tuple[int, int]):
-            return kernel(X[bounds[0] : bounds[1]], bounds[0], *args)
+            a, b = bounds
+            return kernel(X[a:b], None if W is None else W[a:b], a, *args)
 
         workers = min(len(self.row_bounds), os.cpu_count() or 1)
         parts: list[Any] = [None] * self.n_chunks
-        if workers <= 1:
-            for i, bounds in enumerate(self.row_bounds):
-                parts[i] = run(bounds)
-                observers.notify("chunks_done", 1)
-        else:
-            # One BLAS thread per chunk task: the pool provides the parallelism.
-            with threadpool_limits(limits=1, user_api="blas"), \
-                    ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(run, b): i for i, b in enumerate(self.row_bounds)}
-                for future in as_completed(futures):
-                    parts[futures[future]] = future.result()
+        with threadpool_limits(limits=1, user_api="blas"):
+            if workers <= 1:
+                for i, bounds in enumerate(self.row_bounds):
+                    parts[i] = run(bounds)
                     observers.notify("chunks_done", 1)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    futures = {pool.submit(run, b): i for i, b in enumerate(self.row_bounds)}
+                    for future in as_completed(futures):
+                        parts[futures[future]] = future.result()
+                        observers.notify("chunks_done", 1)
         return tree_reduce(parts, combine, split_every)
 
     def _map_reduce_dask(self, kernel, args, split_every, combine):
-        blocks = self.data.to_delayed().ravel()
         # Each argument becomes one key in the graph, shared by every chunk task.
         shared = [dask.delayed(a, traverse=False) for a in args]
-        kernel_d = dask.delayed(kernel, pure=True)
-        parts = [
-            kernel_d(block, start, *shared)
-            for block, (start, _) in zip(blocks, self.row_bounds, strict=True)
-        ]
-        client = _active_client()
-        if client is not None and observers.wants("chunks_done"):
-            # Chunk results as futures, so progress can follow them; the combine tree
-            # is the same as below, so the numbers are too.
-            futures = client.compute(parts)
-            total = tree_reduce(futures, lambda *group: client.submit(combine, *group),
-                                split_every)
-            for _ in distributed_as_completed(futures):
-                observers.notify("chunks_done", 1)
-            return total.result()
+        task = dask.delayed(functools.partial(_chunk_task, kernel), pure=True)
+        parts = [task(block, weights, start, *shared)
+                 for (block, weights), (start, _) in zip(self._blocks, self.row_bounds,
+                                                         strict=True)]
         combine_d = dask.delayed(combine, pure=True)
         total = tree_reduce(parts, lambda *group: combine_d(*group), split_every)
-        if observers.wants("chunks_done"):
-            leaves = {p.key for p in parts}
+        client = active_client()
+        limit = (threadpool_limits(limits=1, user_api="blas") if _in_process_scheduler()
+                 else contextlib.nullcontext())
+        with limit:
+            if client is None:
+                leaves = {p.key for p in parts}
 
-            def posttask(key, result, dsk, state, worker_id):
-                if key in leaves:
-                    observers.notify("chunks_done", 1)
+                def posttask(key, result, dsk, state, worker_id):
+                    if key in leaves:
+                        observers.notify("chunks_done", 1)
 
-            with Callback(posttask=posttask):
-                (result,) = dask.compute(total)
-            return result
-        (result,) = dask.compute(total)
-        return result
+                with Callback(posttask=posttask):
+                    (result,) = dask.compute(total)
+                return result
+            from distributed import as_completed as distributed_as_completed
+
+            futures = client.compute([total, *parts])
+            total_future, leaf_futures = futures[0], futures[1:]
+            del futures
+            completed = distributed_as_completed(leaf_futures)
+            del leaf_futures  # each leaf is released as soon as it has been counted
+            for _ in completed:
+                observers.notify("chunks_done", 1)
+            return total_future.result()
 
     def map_rows(self, func: Callable[..., np.ndarray], *args: Any,
                  n_columns: int | None, dtype: np.dtype | type) -> np.ndarray | da.Array:
@@ -218,7 +321,8 @@ class RowChunks:
         ``n_columns=None`` means ``func`` returns one value per row.
         """
         if not self.is_dask:
-            parts = [func(self.data[a:b], a, *args) for a, b in self.row_bounds]
+            with threadpool_limits(limits=1, user_api="blas"):
+                parts = [func(self.data[a:b], a, *args) for a, b in self.row_bounds]
             return np.concatenate(parts) if len(parts) > 1 else parts[0]
         shared = [dask.delayed(a, traverse=False) for a in args]
         with_start = functools.partial(_call_with_row_start, func)
@@ -242,21 +346,24 @@ class RowChunks:
         if not self.is_dask or mode is False:
             yield self
             return
-        if mode == "auto" and self.data.nbytes > fraction * _scheduler_memory():
+        nbytes = self.data.nbytes + (0 if self.weights is None else self.weights.nbytes)
+        if mode == "auto" and not nbytes <= fraction * _scheduler_memory():
             yield self
             return
-        client = _active_client()
+        client = active_client()
         persisted = self.data.persist()
+        weights = None if self.weights is None else self.weights.persist()
         if client is not None:
             from distributed import wait
 
-            wait(persisted)
+            wait([persisted] if weights is None else [persisted, weights])
         copy = RowChunks.__new__(RowChunks)
-        copy.__dict__.update(self.__dict__, data=persisted)
+        state = {k: v for k, v in self.__dict__.items() if k != "_blocks"}
+        copy.__dict__.update(state, data=persisted, weights=weights)
         try:
             yield copy
         finally:
-            del persisted, copy
+            del persisted, weights, copy
 
     def take_rows(self, indices: np.ndarray) -> np.ndarray:
         """Gather a few rows (sorted unique indices) into memory."""
@@ -264,3 +371,11 @@ class RowChunks:
         if self.is_dask:
             return np.asarray(self.data[idx].compute(), dtype=np.float64)
         return np.asarray(self.data[idx], dtype=np.float64)
+
+    def take_weights(self, indices: np.ndarray) -> np.ndarray | None:
+        """The sample weights of a few rows (sorted unique indices), or None."""
+        if self.weights is None:
+            return None
+        idx = np.asarray(indices)
+        w = self.weights[idx]
+        return np.asarray(w.compute() if isinstance(w, da.Array) else w, dtype=np.float64)

@@ -1,40 +1,171 @@
-"""``daskgmm.GaussianMixture``: scikit-learn's estimator, fitted by out-of-core EM."""
+"""The Gaussian mixture: its EM model and ``daskgmm.GaussianMixture``.
+
+:class:`GaussianModel` is what the EM driver sees of one candidate: the components the
+E-step evaluates, the M-step (scikit-learn's ``_estimate_gaussian_parameters`` formulas,
+including the ``10 eps`` added to the soft counts and ``reg_covar``), and the lower bound
+(the mean per-sample log-likelihood under the parameters of the E-step). The estimator
+adds scikit-learn's API on top (:class:`~daskgmm.models._base.BaseMixture`).
+"""
 
 from __future__ import annotations
 
-import math
-import os
-import warnings
-from collections.abc import Callable
-from numbers import Integral
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import dask.array as da
 import numpy as np
-from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as _SklearnGaussianMixture
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
 
-from daskgmm.engine import kernels
-from daskgmm.engine.em import EMResult, IterationInfo, run_em
-from daskgmm.engine.initialize import initial_parameters
-from daskgmm.engine.params import MixtureParams
-from daskgmm.engine.passes import RowChunks
-from daskgmm.errors import InvalidDataError
-from daskgmm.serialize import checkpoint
-
-_SKLEARN_PARAMS = (
-    "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init",
-    "init_params", "weights_init", "means_init", "precisions_init", "random_state",
-    "warm_start", "verbose", "verbose_interval",
-)
+from daskgmm.engine import covariance as cov_types
+from daskgmm.engine.covariance import EPS10, CovarianceType
+from daskgmm.engine.estep import Components
+from daskgmm.engine.stats import Stats
+from daskgmm.errors import InvalidParameterError
+from daskgmm.models._base import BaseMixture, sklearn_constraints
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+@dataclass(frozen=True, eq=False)
+class GaussianParams:
+    """Parameters of one Gaussian mixture (float64, C-contiguous).
+
+    ``covariances_cholesky`` (lower factors ``C`` with ``C Cᵀ = Σ``) is kept because the
+    next M-step un-whitens the full-covariance statistics with it.
+    """
+
+    covariance: CovarianceType
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+    covariances_cholesky: np.ndarray
+
+    def __post_init__(self) -> None:
+        # C-contiguous float64 always: the memory layout decides the order of the BLAS
+        # sums, and a resumed fit must repeat an uninterrupted one bit for bit.
+        for name in ("weights", "means", "covariances", "precisions_cholesky",
+                     "covariances_cholesky"):
+            object.__setattr__(self, name,
+                               np.ascontiguousarray(getattr(self, name), dtype=np.float64))
+
+    @classmethod
+    def from_precisions_cholesky(cls, covariance: str | CovarianceType, weights: np.ndarray,
+                                 means: np.ndarray, precisions_cholesky: np.ndarray,
+                                 covariances: np.ndarray | None = None) -> GaussianParams:
+        """Parameters given by their precision Cholesky factors."""
+        cov = cov_types.get(covariance)
+        pc = np.asarray(precisions_cholesky, dtype=np.float64)
+        if covariances is None:
+            covariances = cov.covariances_from_precisions(cov.precisions(pc))
+        return cls(cov, weights, means, covariances, pc,
+                   cov.covariance_cholesky_from_precisions_cholesky(pc))
+
+    def precisions(self) -> np.ndarray:
+        """Precision matrices (or vectors)."""
+        return self.covariance.precisions(self.precisions_cholesky)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The parameters as named arrays (for checkpoints)."""
+        return {"weights": self.weights, "means": self.means,
+                "covariances": self.covariances,
+                "precisions_cholesky": self.precisions_cholesky,
+                "covariances_cholesky": self.covariances_cholesky}
+
+
+class GaussianModel:
+    """One Gaussian-mixture candidate, as the EM driver sees it.
+
+    Parameters
+    ----------
+    n_components : int
+    covariance : str or CovarianceType
+    reg_covar : float
+    """
+
+    wants_entropy = False
+
+    def __init__(self, n_components: int, covariance: str | CovarianceType,
+                 reg_covar: float) -> None:
+        self.n_components = int(n_components)
+        self.covariance = cov_types.get(covariance)
+        self.reg_covar = float(reg_covar)
+
+    def __repr__(self) -> str:
+        return f"GaussianModel(K={self.n_components}, {self.covariance.name})"
+
+    def components(self, state: GaussianParams) -> Components:
+        """The components the E-step evaluates."""
+        return Components.gaussian(self.covariance, state.weights, state.means,
+                                   state.precisions_cholesky)
+
+    def estimate(self, stats: Stats, centre: np.ndarray, state: Any
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """scikit-learn's ``_estimate_gaussian_parameters`` from reduced statistics:
+        soft counts (with ``10 eps``), means and covariances (with ``reg_covar``)."""
+        cov = self.covariance
+        nk_raw = np.asarray(stats["nk"], dtype=np.float64)
+        nk = nk_raw + EPS10
+        means = (stats["sx"] + nk_raw[:, None] * centre) / nk[:, None]
+        scatter = cov.scatter(stats["s2"], nk_raw, stats["sx"], means, centre,
+                              np.asarray(state.means), state.covariances_cholesky)
+        return nk, means, cov.empirical_covariances(scatter, nk, self.reg_covar)
+
+    def m_step(self, stats: Stats, centre: np.ndarray, state: Any) -> GaussianParams:
+        """New parameters from the statistics the E-step computed with ``state``."""
+        nk, means, covariances = self.estimate(stats, centre, state)
+        chol, prec_chol = self.covariance.factorise(covariances)
+        return GaussianParams(self.covariance, nk / nk.sum(), means, covariances, prec_chol,
+                              chol)
+
+    def lower_bound(self, stats: Stats, state: GaussianParams) -> float:
+        """The (weighted) mean per-sample log-likelihood under the E-step's parameters."""
+        return float(stats["ll"] / stats["n"])
+
+    def n_parameters(self, n_features: int) -> int:
+        """Free parameters: covariances, means and weights."""
+        K = self.n_components
+        return self.covariance.n_parameters(K, n_features) + K * n_features + K - 1
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state_to_arrays(self, state: GaussianParams) -> dict[str, np.ndarray]:
+        """The state as named arrays."""
+        return state.to_arrays()
+
+    def state_from_arrays(self, arrays: dict[str, np.ndarray], n_features: int
+                          ) -> GaussianParams:
+        """The state from named arrays, validated (:func:`check_gaussian_state`)."""
+        state = GaussianParams(self.covariance, arrays["weights"], arrays["means"],
+                               arrays["covariances"], arrays["precisions_cholesky"],
+                               arrays["covariances_cholesky"])
+        problem = check_gaussian_state(state, self.n_components, n_features)
+        if problem:
+            raise ValueError(problem)
+        return state
+
+
+def check_gaussian_state(state: GaussianParams, n_components: int, n_features: int
+                         ) -> str | None:
+    """Why a state is not a valid Gaussian mixture of this size (None if it is)."""
+    cov = state.covariance
+    K, D = n_components, n_features
+    expected = {"weights": (K,), "means": (K, D), "covariances": cov.shape(K, D),
+                "precisions_cholesky": cov.shape(K, D),
+                "covariances_cholesky": cov.shape(K, D)}
+    for name, shape in expected.items():
+        value = getattr(state, name)
+        if value.shape != shape:
+            return f"{name} has shape {value.shape}, expected {shape}"
+        if not np.isfinite(value).all():
+            return f"{name} holds NaN or infinite values"
+    if (state.weights < 0).any() or not np.isclose(state.weights.sum(), 1.0, atol=1e-6):
+        return "weights are not non-negative numbers summing to 1"
+    # A factor times its transpose (or its square): the formula of precisions().
+    if not np.allclose(cov.precisions(state.covariances_cholesky), state.covariances,
+                       rtol=1e-6, atol=0.0):
+        return "covariances_cholesky does not match covariances"
+    return cov.check_consistency(state.covariances, state.precisions_cholesky,
+                                 state.precisions())
+
+
+class GaussianMixture(BaseMixture):
     """Gaussian mixture model fitted by EM over the chunks of a (possibly huge) array.
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture`: the same parameters, fitted
@@ -71,8 +202,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     warm_start : bool, default=False
         Start the next ``fit`` from the current solution (``n_init`` is then ignored).
     verbose : int, default=0
-        Non-zero prints one line per EM iteration (every ``verbose_interval``): the
-        log-likelihood, its change and the seconds per iteration, as ``daskgmm fit`` does.
+        1 prints the initialisation and every ``verbose_interval``-th iteration; 2 also
+        the time of each.
     verbose_interval : int, default=10
         Iterations between two printed lines.
     chunk_rows : int or None, default=None
@@ -88,8 +219,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         reads: ``'auto'`` does so when it takes at most half the memory available.
     checkpoint_dir : str or path, default=None
         Write a checkpoint of the EM state here every ``checkpoint_every`` iterations,
-        and resume from the checkpoint found here (see :mod:`daskgmm.serialize.checkpoint`). A
-        checkpoint written for other data or other settings is refused.
+        and resume from the checkpoint found here (see
+        :mod:`daskgmm.serialize.checkpoint`). A checkpoint written for other data or
+        other settings is refused.
     checkpoint_every : int, default=1
         Iterations between two checkpoints.
 
@@ -123,16 +255,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     (2, 4)
     """
 
-    # scikit-learn's table for its own parameters, extended with ours.
-    _parameter_constraints: ClassVar[dict] = {
-        **_SklearnGaussianMixture._parameter_constraints,
-        "chunk_rows": [Interval(Integral, 1, None, closed="left"), None],
-        "split_every": [Interval(Integral, 2, None, closed="left")],
-        "dtype": [StrOptions({"float64", "float32"})],
-        "cache": [StrOptions({"auto"}), "boolean"],
-        "checkpoint_dir": [str, os.PathLike, None],
-        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
-    }
+    _parameter_constraints: ClassVar[dict] = sklearn_constraints(_SklearnGaussianMixture)
+    _sklearn_class = _SklearnGaussianMixture
+    _fitted_arrays: ClassVar[tuple[str, ...]] = (
+        "weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 
     def __init__(
         self,
@@ -155,7 +281,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         split_every: int = 8,
         dtype: str = "float64",
         cache: bool | str = "auto",
-        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_dir: Any = None,
         checkpoint_every: int = 1,
     ) -> None:
         self.n_components = n_components
@@ -179,286 +305,83 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
 
-    # ----------------------------------------------------------------------------------
-    # fitting
-    # ----------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> GaussianMixture:
-        """Estimate the parameters with EM.
+    # -- hooks of BaseMixture ----------------------------------------------------------
+    def _make_model(self, n_features: int) -> GaussianModel:
+        return GaussianModel(self.n_components, self.covariance_type, self.reg_covar)
 
-        Parameters
-        ----------
-        X : array-like or dask.array.Array of shape (n_samples, n_features)
-            The samples. A Dask array is processed chunk by chunk and never loaded.
-        y : Ignored
-
-        Returns
-        -------
-        self : GaussianMixture
-        """
-        self._validate_params()
-        chunks = self._chunks(X, reset=True)
-        n_samples, n_features = chunks.shape
-        if n_samples < self.n_components:
-            raise InvalidDataError(
-                f"Expected n_samples >= n_components but got n_components = "
-                f"{self.n_components}, n_samples = {n_samples}"
-            )
-        user_init = self._checked_user_init(n_features)
-        with chunks.cached(self.cache) as cached:
-            result = self._run(cached, user_init)
-        if not result.converged and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        self._set_params_from(result.params)
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.lower_bound_ = result.lower_bound
-        self.lower_bounds_ = result.lower_bounds
-        return self
-
-    def _run(self, chunks: RowChunks, user_init: dict) -> EMResult:
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        callbacks = [self._report] if self.verbose else []
-        em_kwargs = dict(tol=self.tol, max_iter=self.max_iter, reg_covar=self.reg_covar,
-                         split_every=self.split_every, dtype=self.dtype)
-        if self.checkpoint_dir is not None:
-            fp = checkpoint.fingerprint(chunks, self.get_params())
-            callbacks.append(self._checkpointer(fp))
-            found = checkpoint.load_checkpoint(self.checkpoint_dir, fp) if do_init else None
-            if found is not None:
-                iteration, states = found
-                return run_em(chunks, [], states=states, start_iteration=iteration,
-                              callback=_chain(callbacks), **em_kwargs)
-        if do_init:
-            initial = initial_parameters(
-                chunks,
-                n_components=self.n_components,
-                covariance_type=self.covariance_type,
-                reg_covar=self.reg_covar,
-                init_params=self.init_params,
-                n_init=self.n_init,
-                random_state=check_random_state(self.random_state),
-                split_every=self.split_every,
-                **user_init,
-            )
-            start = -math.inf
-        else:
-            initial = [self._params()]
-            start = self.lower_bound_
-
-        return run_em(chunks, initial, start_lower_bound=start, callback=_chain(callbacks),
-                      **em_kwargs)
-
-    def _checkpointer(self, fp: dict) -> Callable[[IterationInfo], None]:
-        def save(info: IterationInfo) -> None:
-            last = info.iteration == self.max_iter or not any(s.active for s in info.states)
-            if last or info.iteration % self.checkpoint_every == 0:
-                checkpoint.save_checkpoint(self.checkpoint_dir, fp, info.iteration,
-                                           info.states)
-        return save
-
-    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray | da.Array:
-        """Fit, then return the most probable component of each sample.
-
-        Equals ``fit(X).predict(X)``; lazy for Dask input.
-        """
-        return self.fit(X).predict(X)
-
-    # ----------------------------------------------------------------------------------
-    # prediction
-    # ----------------------------------------------------------------------------------
-    def predict(self, X: Any) -> np.ndarray | da.Array:
-        """Most probable component of each sample (lazy Dask array for Dask input)."""
-        chunks = self._fitted_chunks(X)
-        return chunks.map_rows(kernels.predict_block, self._params(), n_columns=None,
-                               dtype=np.int64)
-
-    def predict_proba(self, X: Any) -> np.ndarray | da.Array:
-        """Posterior probability of each component for each sample, shape (n, K)."""
-        chunks = self._fitted_chunks(X)
-        return chunks.map_rows(kernels.predict_proba_block, self._params(),
-                               n_columns=self.n_components, dtype=np.float64)
-
-    def score_samples(self, X: Any) -> np.ndarray | da.Array:
-        """Log-likelihood of each sample under the model."""
-        chunks = self._fitted_chunks(X)
-        return chunks.map_rows(kernels.score_samples_block, self._params(), n_columns=None,
-                               dtype=np.float64)
-
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean per-sample log-likelihood of ``X`` (computed, even for Dask input)."""
-        scores = self.score_samples(X)
-        return float(scores.mean().compute() if isinstance(scores, da.Array)
-                     else scores.mean())
-
-    def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` (lower is better)."""
-        n = X.shape[0]
-        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
-
-    def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X`` (lower is better)."""
-        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw samples from the fitted mixture (scikit-learn's sampler)."""
-        return self.to_sklearn().sample(n_samples)
-
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False,
-             extra_metadata: dict | None = None) -> Path:
-        """Save the fitted model to a directory: arrays and JSON metadata, never pickle.
-
-        See :func:`daskgmm.serialize.model_files.save_model`; load it back with
-        :func:`daskgmm.load`.
-        """
-        from daskgmm.serialize.model_files import save_model
-
-        return save_model(self, path, overwrite=overwrite, extra_metadata=extra_metadata)
-
-    def to_sklearn(self) -> _SklearnGaussianMixture:
-        """An equivalent fitted :class:`sklearn.mixture.GaussianMixture`."""
-        check_is_fitted(self)
-        sk = _SklearnGaussianMixture(**{p: getattr(self, p) for p in _SKLEARN_PARAMS})
-        for attr in ("weights_", "means_", "covariances_", "precisions_",
-                     "precisions_cholesky_", "converged_", "n_iter_", "lower_bound_",
-                     "lower_bounds_", "n_features_in_"):
-            setattr(sk, attr, getattr(self, attr))
-        return sk
-
-    # ----------------------------------------------------------------------------------
-    # helpers
-    # ----------------------------------------------------------------------------------
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
-
-    def _n_parameters(self) -> int:
-        K, D = self.means_.shape
-        cov_params = {
-            "full": K * D * (D + 1) / 2.0,
-            "diag": K * D,
-            "tied": D * (D + 1) / 2.0,
-            "spherical": K,
-        }[self.covariance_type]
-        return int(cov_params + K * D + K - 1)
-
-    def _params(self) -> MixtureParams:
-        return MixtureParams(self.covariance_type, self.weights_, self.means_,
-                             self.precisions_cholesky_, self.covariances_)
-
-    def _set_params_from(self, params: MixtureParams) -> None:
-        self.weights_ = params.weights
-        self.means_ = params.means
-        self.covariances_ = params.covariances
-        self.precisions_cholesky_ = params.precisions_cholesky
-        self.precisions_ = params.precisions()
-
-    def _chunks(self, X: Any, *, reset: bool) -> RowChunks:
-        if isinstance(X, da.Array):
-            X = self._validate_dask(X, reset=reset)
-        else:
-            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                              ensure_min_samples=2 if reset else 1)
-        return RowChunks(X, self.chunk_rows)
-
-    def _fitted_chunks(self, X: Any) -> RowChunks:
-        check_is_fitted(self)
-        return self._chunks(X, reset=False)
-
-    def _validate_dask(self, X: da.Array, *, reset: bool) -> da.Array:
-        if X.ndim != 2:
-            raise InvalidDataError(
-                f"Expected a 2-D array of shape (n_samples, n_features), got a {X.ndim}-D "
-                f"array of shape {X.shape}. Reshape it: "
-                + ("X.reshape(-1, 1) for one feature." if X.ndim < 2
-                   else "X.reshape(len(X), -1) to flatten the trailing axes.")
-            )
-        if np.isnan(X.shape[0]):
-            raise InvalidDataError(
-                "The dask array has unknown chunk sizes; call X.compute_chunk_sizes() first."
-            )
-        kind = X.dtype.kind
-        if kind not in "biuf":
-            raise InvalidDataError(
-                f"Expected a numeric (integer or float) array, got dtype {X.dtype}. Convert "
-                "the data with X.astype('float64') if the values are numbers."
-            )
-        if kind != "f" or X.dtype.itemsize not in (4, 8):
-            X = X.astype(np.float64)
-        n_samples, n_features = X.shape
-        minimum = 2 if reset else 1
-        if n_samples < minimum or n_features < 1:
-            raise InvalidDataError(
-                f"Found array with {n_samples} sample(s) and {n_features} feature(s) "
-                f"(shape={X.shape}) while a minimum of {minimum} sample(s) and 1 feature "
-                "is required."
-            )
-        if reset:
-            self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            raise InvalidDataError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return X
-
-    def _checked_user_init(self, n_features: int) -> dict[str, np.ndarray | None]:
-        K, cov = self.n_components, self.covariance_type
-        out: dict[str, np.ndarray | None] = {}
+    def _check_initial_parameters(self, n_features: int, dtype: np.dtype) -> None:
+        K, cov = self.n_components, cov_types.get(self.covariance_type)
+        self._user_init = {}
         weights = _as_float_array(self.weights_init, "weights_init")
         if weights is not None:
             _check_shape(weights, (K,), "weights")
             if weights.min() < 0.0 or weights.max() > 1.0:
-                raise ValueError(
+                raise InvalidParameterError(
                     "The parameter 'weights' should be in the range [0, 1], but got max "
                     f"value {weights.max():.5f}, min value {weights.min():.5f}"
                 )
-            if not np.allclose(weights.sum(), 1.0, rtol=0.0, atol=1e-8):
-                raise ValueError(
+            # scikit-learn's tolerance for the dtype the weights were given in.
+            given = np.asarray(self.weights_init)
+            atol = 1e-6 if given.dtype == np.float32 else 1e-8
+            if not np.allclose(abs(1.0 - weights.sum()), 0.0, atol=atol):
+                raise InvalidParameterError(
                     "The parameter 'weights' should be normalized, but got sum(weights) = "
                     f"{weights.sum():.5f}"
                 )
-        out["weights_init"] = weights
         means = _as_float_array(self.means_init, "means_init")
         if means is not None:
             _check_shape(means, (K, n_features), "means")
-        out["means_init"] = means
         prec = _as_float_array(self.precisions_init, "precisions_init")
         if prec is not None:
-            shape = {"full": (K, n_features, n_features), "tied": (n_features, n_features),
-                     "diag": (K, n_features), "spherical": (K,)}[cov]
-            _check_shape(prec, shape, f"{cov} precision")
-            _check_precision_values(prec, cov)
-        out["precisions_init"] = prec
-        return out
+            _check_shape(prec, cov.shape(K, n_features), f"{cov.name} precision")
+            cov.check_precisions(prec, K, n_features)
+        self._user_init = {"weights": weights, "means": means, "precisions": prec}
 
-    def _report(self, info: IterationInfo) -> None:
-        """``verbose``: the CLI's per-iteration lines, every ``verbose_interval`` iterations
-        (and when a restart converges)."""
-        from daskgmm.diagnostics.progress import format_iteration
+    def _needs_data_for_init(self) -> bool:
+        return any(v is None for v in self._user_init.values())
 
-        stopped = any(s.n_iter == info.iteration and s.converged for s in info.states)
-        if info.iteration % self.verbose_interval == 0 or stopped:
-            for line in format_iteration(info):
-                print(line, flush=True)
+    def _initial_state_without_data(self, model: GaussianModel) -> GaussianParams:
+        return self._with_user_init(None, model)
 
+    def _with_user_init(self, state: GaussianParams | None, model: GaussianModel
+                        ) -> GaussianParams:
+        """``state`` with the user's ``*_init`` values in place of the computed ones."""
+        user = self._user_init
+        if state is not None and all(v is None for v in user.values()):
+            return state
+        cov = model.covariance
+        weights = user["weights"] if user["weights"] is not None else state.weights
+        means = user["means"] if user["means"] is not None else state.means
+        if user["precisions"] is None:
+            return GaussianParams(cov, weights, means, state.covariances,
+                                  state.precisions_cholesky, state.covariances_cholesky)
+        prec_chol = cov.precisions_cholesky_from_precisions(user["precisions"])
+        return GaussianParams.from_precisions_cholesky(
+            cov, weights, means, prec_chol, cov.covariances_from_precisions(user["precisions"]))
 
-def _chain(callbacks: list[Callable[[IterationInfo], None]]
-           ) -> Callable[[IterationInfo], None] | None:
-    if not callbacks:
-        return None
+    def _state_from_attributes(self) -> GaussianParams:
+        cov = cov_types.get(self.covariance_type)
+        return GaussianParams.from_precisions_cholesky(
+            cov, self.weights_, self.means_, self.precisions_cholesky_, self.covariances_)
 
-    def call_all(info: IterationInfo) -> None:
-        for callback in callbacks:
-            callback(info)
-    return call_all
+    def _set_attributes(self, state: GaussianParams) -> None:
+        self.weights_ = state.weights
+        self.means_ = state.means
+        self.covariances_ = state.covariances
+        self.precisions_cholesky_ = state.precisions_cholesky
+        self.precisions_ = state.precisions()
+
+    def _components(self) -> Components:
+        return Components.gaussian(self.covariance_type, self.weights_, self.means_,
+                                   self.precisions_cholesky_)
+
+    def _n_parameters(self) -> int:
+        K, D = self.means_.shape
+        return GaussianModel(K, self.covariance_type, self.reg_covar).n_parameters(D)
+
+    def _checkpoint_config(self) -> dict[str, Any]:
+        return {"weights_init": self.weights_init, "means_init": self.means_init,
+                "precisions_init": self.precisions_init}
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray | None:
@@ -466,25 +389,12 @@ def _as_float_array(value: Any, name: str) -> np.ndarray | None:
         return None
     arr = np.asarray(value, dtype=np.float64)
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InvalidParameterError(f"{name} contains NaN or infinite values")
     return arr
 
 
 def _check_shape(param: np.ndarray, shape: tuple[int, ...], name: str) -> None:
     if param.shape != shape:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}"
         )
-
-
-def _check_precision_values(prec: np.ndarray, covariance_type: str) -> None:
-    if covariance_type in ("diag", "spherical"):
-        if np.any(prec <= 0.0):
-            raise ValueError(f"'{covariance_type} precision' should be positive")
-        return
-    stack = prec[None] if covariance_type == "tied" else prec
-    for matrix in stack:
-        if not (np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0.0)):
-            raise ValueError(
-                f"'{covariance_type} precision' should be symmetric, positive-definite"
-            )

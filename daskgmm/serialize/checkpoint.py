@@ -1,210 +1,250 @@
 """Checkpoints of a running fit, so that a killed run resumes where it stopped.
 
 A checkpoint is one JSON file, ``checkpoint.json``, written atomically (temporary file,
-then ``os.replace``) after every ``checkpoint_every`` EM iterations. It holds every
-restart's parameters and EM state (iteration, log-likelihood history, convergence) with
-floats written exactly (Python's shortest round-trip representation), so a resumed fit
-computes the very same numbers an uninterrupted one would. The random state is not
-needed: it is only used by the initialisation, which is complete before the first
-checkpoint.
+then ``os.replace``) every ``checkpoint_every`` EM iterations and after the last one. It
+holds every candidate's parameters and EM state (iteration, lower-bound history,
+convergence), the centre the passes use and a digest of the data, with floats written
+exactly (Python's shortest round-trip representation), so a resumed fit computes the very
+same numbers an uninterrupted one would. The random state is not needed: it only drives
+the initialisation, which is complete before the first checkpoint.
 
-A checkpoint also records a fingerprint of the data (shape, dtype, row chunks and a
-digest of three rows) and of the model configuration; resuming against anything else is
-refused with :class:`~daskgmm.errors.CheckpointError`. Loading never executes code.
+What a checkpoint must match to be resumed:
+
+* the fingerprint: the estimator, the data's shape, dtype and row chunks, whether it is
+  weighted, and every setting that changes what is computed (``max_iter``, ``verbose``,
+  ``cache`` and the checkpoint settings may differ); a random state given as a
+  ``RandomState`` is recorded by its state, so the same seed matches in any process;
+* the data themselves: the first pass of the original fit digests every chunk it reads
+  (CRC-32 of the bytes), and the first pass of a resumed fit does the same and refuses
+  other data (one changed value anywhere) before any M-step.
+
+Loading never executes code and refuses, with :class:`~daskgmm.errors.CheckpointError`
+naming the file and what to do, anything damaged, foreign, oversized or inconsistent.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from daskgmm.engine.em import RestartState
-from daskgmm.engine.params import MixtureParams
+from daskgmm.engine.em import Candidate, IterationInfo
+from daskgmm.engine.estep import chunk_digest
 from daskgmm.engine.passes import RowChunks
+from daskgmm.engine.stats import PassResult, data_digest
 from daskgmm.errors import CheckpointError
 from daskgmm.io.atomic import write_text_atomic
+from daskgmm.serialize.schema import (
+    array_from_json,
+    decode_float,
+    encode_float,
+    read_json,
+)
 
 FILENAME = "checkpoint.json"
 FORMAT = "daskgmm-checkpoint"
-FORMAT_VERSION = 1
-
-#: Estimator parameters that must match for a checkpoint to be resumed.
-CONFIG_KEYS = ("n_components", "covariance_type", "tol", "reg_covar", "n_init",
-               "init_params", "random_state", "dtype", "split_every", "chunk_rows")
+FORMAT_VERSION = 2
 
 
-def _digest(value: Any) -> str | None:
-    if value is None:
-        return None
-    return hashlib.sha256(np.ascontiguousarray(value, dtype=np.float64).tobytes()).hexdigest()
+@dataclass
+class Resumed:
+    """A checkpoint read back."""
+
+    iteration: int
+    candidates: list[Candidate]
+    centre: np.ndarray
+    digest: str | None
 
 
-def fingerprint(chunks: RowChunks, params: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint must match: the data (cheaply) and the model configuration.
-
-    Reads three rows of the data (first, middle, last).
-    """
-    n, d = chunks.shape
-    rows = chunks.take_rows(np.unique([0, n // 2, n - 1]))
-    config: dict[str, Any] = {}
-    for key in CONFIG_KEYS:
-        value = params.get(key)
-        config[key] = value if isinstance(value, (int, float, str, bool, type(None))) \
-            else repr(value)
-    for key in ("weights_init", "means_init", "precisions_init"):
-        config[key] = _digest(params.get(key))
+def _state_to_json(cand: Candidate) -> dict[str, Any]:
+    arrays = cand.model.state_to_arrays(cand.state)
     return {
-        "data": {
-            "shape": [n, d],
-            "dtype": str(chunks.data.dtype),
-            "row_chunks": hashlib.sha256(
-                json.dumps(chunks.row_bounds).encode()).hexdigest(),
-            "rows_sha256": _digest(rows),
-        },
-        "config": config,
+        "index": cand.index,
+        "label": cand.label,
+        "arrays": {name: np.asarray(value).tolist() for name, value in arrays.items()},
+        "lower_bound": encode_float(cand.lower_bound),
+        "lower_bounds": [encode_float(v) for v in cand.lower_bounds],
+        "n_iter": cand.n_iter,
+        "converged": cand.converged,
+        "active": cand.active,
     }
 
 
-def _state_to_json(state: RestartState) -> dict[str, Any]:
-    p = state.params
-    return {
-        "index": state.index,
-        "weights": p.weights.tolist(),
-        "means": p.means.tolist(),
-        "precisions_cholesky": p.precisions_cholesky.tolist(),
-        "covariances": None if p.covariances is None else np.asarray(p.covariances).tolist(),
-        "lower_bound": state.lower_bound,
-        "lower_bounds": list(state.lower_bounds),
-        "n_iter": state.n_iter,
-        "converged": state.converged,
-        "active": state.active,
-    }
+def _digest_only(X: np.ndarray, weights: np.ndarray | None, row_start: int) -> PassResult:
+    return PassResult([], {row_start: chunk_digest(X, weights)})
 
 
-def _state_from_json(raw: dict[str, Any], covariance_type: str) -> RestartState:
-    covariances = raw["covariances"]
-    params = MixtureParams(
-        covariance_type,
-        np.asarray(raw["weights"], dtype=np.float64),
-        np.asarray(raw["means"], dtype=np.float64),
-        np.asarray(raw["precisions_cholesky"], dtype=np.float64),
-        None if covariances is None else np.asarray(covariances, dtype=np.float64),
-    )
-    return RestartState(
-        index=int(raw["index"]), params=params, lower_bound=float(raw["lower_bound"]),
-        lower_bounds=[float(v) for v in raw["lower_bounds"]], n_iter=int(raw["n_iter"]),
-        converged=bool(raw["converged"]), active=bool(raw["active"]),
-    )
+class Checkpointer:
+    """Writes and reads the checkpoint of one fit.
 
-
-def save_checkpoint(directory: str | Path, fp: dict[str, Any], iteration: int,
-                    states: list[RestartState]) -> Path:
-    """Write the checkpoint of ``states`` after ``iteration`` iterations (atomically)."""
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    body = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "fingerprint": fp,
-        "iteration": iteration,
-        "covariance_type": states[0].params.covariance_type,
-        "states": [_state_to_json(s) for s in states],
-    }
-    target = path / FILENAME
-    write_text_atomic(target, json.dumps(body))
-    return target
-
-
-def load_checkpoint(directory: str | Path, fp: dict[str, Any]
-                    ) -> tuple[int, list[RestartState]] | None:
-    """The iteration and restart states of the checkpoint in ``directory``, if any.
-
-    Returns ``None`` when there is no checkpoint.
-
-    Raises
-    ------
-    CheckpointError
-        If the file is damaged or foreign, or was written for other data or another
-        configuration.
+    Parameters
+    ----------
+    directory : path-like
+        The checkpoint directory (created when the first checkpoint is written).
+    fingerprint : dict
+        What a checkpoint must match (see the module docstring).
+    every : int
+        Write every this many iterations (and after the last).
     """
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise CheckpointError(
-            f"checkpoint_dir {directory} is a file, not a directory; give a directory path."
-        )
-    target = directory / FILENAME
-    if not target.exists():
-        return None
-    where = f"checkpoint {target}"
-    try:
-        body = json.loads(target.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{where} is damaged ({exc}); delete it to start the fit afresh."
-        ) from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{where} is not a daskgmm checkpoint; point checkpoint_dir elsewhere."
-        )
-    if body.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{where} has format version {body.get('format_version')!r}; this daskgmm "
-            f"reads version {FORMAT_VERSION}. Delete it to start afresh."
-        )
-    saved = body.get("fingerprint", {})
-    for section, what in (("data", "other data"), ("config", "another configuration")):
-        if saved.get(section) != fp[section]:
-            diff = _differences(saved.get(section) or {}, fp[section])
+
+    def __init__(self, directory: Any, fingerprint: dict[str, Any], every: int) -> None:
+        self.directory = Path(directory)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it will read back
+        self.every = int(every)
+        self._digest: str | None = None
+        if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(
-                f"{where} belongs to {what} ({diff}). Resume with the data and settings "
-                "of the original run, or delete the checkpoint to start afresh."
+                f"checkpoint_dir {self.directory} is a file, not a directory; give a "
+                "directory path."
             )
-    try:
-        if body.get("covariance_type") != fp["config"]["covariance_type"]:
-            raise ValueError(f"covariance_type {body.get('covariance_type')!r}")
-        states = [_state_from_json(s, body["covariance_type"]) for s in body["states"]]
-        iteration = int(body["iteration"])
-        for state in states:
-            _validate_state(state, fp)
-        if not states:
-            raise ValueError("no valid states")
-    except Exception as exc:  # anything in a damaged file: never a raw traceback
-        raise CheckpointError(f"{where} is damaged ({exc}); delete it to start afresh.") \
-            from None
-    return iteration, states
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file."""
+        return self.directory / FILENAME
+
+    # -- writing -----------------------------------------------------------------------
+    def __call__(self, info: IterationInfo) -> None:
+        """Observer of the EM loop: write the checkpoint when it is due."""
+        if info.digest is not None:
+            self._digest = info.digest
+        last = info.iteration == info.max_iter or not any(c.active for c in info.states)
+        if last or info.iteration % self.every == 0:
+            self.save(info.iteration, info.states, info.centre)
+
+    def save(self, iteration: int, candidates: list[Candidate], centre: Any) -> Path:
+        """Write the checkpoint of ``candidates`` after ``iteration`` iterations."""
+        body = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "iteration": int(iteration),
+            "centre": np.asarray(centre, dtype=np.float64).tolist(),
+            "digest": self._digest,
+            "states": [_state_to_json(c) for c in candidates],
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(self.path, json.dumps(body))
+
+    # -- reading -----------------------------------------------------------------------
+    def load(self, model_for: Callable[[int], Any]) -> Resumed | None:
+        """The checkpoint in the directory, or None when there is none.
+
+        ``model_for(index)`` gives the model of the candidate at ``index``.
+
+        Raises
+        ------
+        CheckpointError
+            If the file is damaged, foreign, or written for other data or settings.
+        """
+        if not self.path.exists() and not self.path.is_symlink():
+            return None
+        where = f"checkpoint {self.path}"
+        try:
+            body = read_json(self.path)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"{where} is damaged ({exc}); delete it to start the fit afresh."
+            ) from None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{where} is not a daskgmm checkpoint; point checkpoint_dir elsewhere."
+            )
+        if body.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{where} has format version {body.get('format_version')!r}; this daskgmm "
+                f"reads version {FORMAT_VERSION}. Delete it to start afresh."
+            )
+        saved = body.get("fingerprint")
+        saved = saved if isinstance(saved, dict) else {}
+        for section, what in (("estimator", "another estimator"), ("data", "other data"),
+                              ("config", "another configuration")):
+            if saved.get(section) != self.fingerprint[section]:
+                diff = _differences(saved.get(section), self.fingerprint[section])
+                raise CheckpointError(
+                    f"{where} belongs to {what} ({diff}). Resume with the data and settings "
+                    "of the original run, or delete the checkpoint to start afresh."
+                )
+        try:
+            return self._parse(body, model_for)
+        except Exception as exc:  # anything in a damaged file: never a raw traceback
+            raise CheckpointError(f"{where} is damaged ({exc}); delete it to start "
+                                  "afresh.") from None
+
+    def _parse(self, body: dict[str, Any], model_for: Callable[[int], Any]) -> Resumed:
+        iteration = body["iteration"]
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 1:
+            raise ValueError(f"iteration {iteration!r}")
+        D = self.fingerprint["data"]["shape"][1]
+        centre = array_from_json(body["centre"], "centre", ndim=1)
+        if centre.shape != (D,):
+            raise ValueError(f"centre of shape {centre.shape}")
+        digest = body.get("digest")
+        if digest is not None and not isinstance(digest, str):
+            raise ValueError("digest is not a string")
+        raw_states = body["states"]
+        if not isinstance(raw_states, list) or not raw_states:
+            raise ValueError("no candidate states")
+        candidates = []
+        for position, raw in enumerate(raw_states):
+            if raw.get("index") != position:
+                raise ValueError(f"state {position} has index {raw.get('index')!r}")
+            model = model_for(position)
+            arrays = {name: array_from_json(value, name)
+                      for name, value in raw["arrays"].items()}
+            state = model.state_from_arrays(arrays, D)
+            bounds = [decode_float(v) for v in raw["lower_bounds"]]
+            if any(b is None or not np.isfinite(b) for b in bounds):
+                raise ValueError("non-finite lower-bound history")
+            lower_bound = decode_float(raw["lower_bound"])
+            if lower_bound is None:
+                raise ValueError("lower_bound is not a number")
+            n_iter = raw["n_iter"]
+            if isinstance(n_iter, bool) or not isinstance(n_iter, int) or not (
+                    0 <= n_iter <= iteration):
+                raise ValueError(f"n_iter {n_iter!r}")
+            if not all(isinstance(raw[k], bool) for k in ("converged", "active")):
+                raise ValueError("converged/active are not booleans")
+            candidates.append(Candidate(position, model, state, str(raw.get("label", "")),
+                                        lower_bound, bounds, n_iter, raw["converged"],
+                                        raw["active"]))
+        self._digest = digest
+        return Resumed(iteration, candidates, centre, digest)
+
+    def verify_data(self, chunks: RowChunks, digest: str | None, split_every: int) -> None:
+        """Read the data once and refuse it if it is not the checkpoint's (used when a
+        resumed fit has no iteration left to run)."""
+        if digest is None:
+            return
+        result = chunks.map_reduce(_digest_only, split_every=split_every, kind="verify")
+        if data_digest(result.digests, chunks.row_bounds) != digest:
+            raise CheckpointError(
+                f"the checkpoint {self.path} was written for other data: the data read "
+                "now differ from the data of the interrupted fit. Resume with the original "
+                "data, or delete the checkpoint to start afresh."
+            )
 
 
-def _validate_state(state: RestartState, fp: dict[str, Any]) -> None:
-    p = state.params
-    K, D = fp["config"]["n_components"], fp["data"]["shape"][1]
-    shapes = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}
-    if p.means.shape != (K, D) or p.weights.shape != (K,):
-        raise ValueError(f"means/weights of shape {p.means.shape}/{p.weights.shape}, "
-                         f"expected {(K, D)}/{(K,)}")
-    if p.precisions_cholesky.shape != shapes[p.covariance_type]:
-        raise ValueError(f"precisions_cholesky of shape {p.precisions_cholesky.shape}")
-    arrays = (p.weights, p.means, p.precisions_cholesky)
-    if not all(np.isfinite(a).all() for a in arrays):
-        raise ValueError("non-finite parameters")
-    if (p.weights < 0).any() or not np.isclose(p.weights.sum(), 1.0):
-        raise ValueError("weights are not a probability vector")
-    diag = p.precisions_cholesky
-    if p.covariance_type in ("full", "tied"):
-        diag = np.diagonal(diag, axis1=-2, axis2=-1)
-    if (diag <= 0).any():
-        raise ValueError("precision Cholesky factors with a non-positive diagonal")
-    if not all(math.isfinite(v) for v in state.lower_bounds):
-        raise ValueError("non-finite log-likelihood history")
-
-
-def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
+def _differences(saved: Any, current: Any) -> str:
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return f"checkpoint has {str(saved)[:80]!r}, now {str(current)[:80]!r}"
     keys = sorted(set(saved) | set(current))
     changed = [k for k in keys if saved.get(k) != current.get(k)]
-    parts = [f"{k}: checkpoint has {saved.get(k)!r}, now {current.get(k)!r}"
-             for k in changed[:3]]
+    parts = [f"{k}: checkpoint has {str(saved.get(k))[:60]!r}, now "
+             f"{str(current.get(k))[:60]!r}" for k in changed[:3]]
     return "; ".join(parts) or "differs"
+
+
+def checkpoint_iteration(directory: Any) -> int | None:
+    """The iteration of the checkpoint in ``directory`` (None if there is none or it
+    cannot be read); never raises."""
+    try:
+        body = read_json(Path(directory) / FILENAME)
+        value = body.get("iteration") if isinstance(body, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    except (OSError, ValueError):
+        return None

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm.engine.params import COVARIANCE_TYPES
+from daskgmm.engine.covariance import COVARIANCE_TYPES
 from daskgmm.errors import ModelFormatError
 from daskgmm.io.atomic import atomic_directory, write_bytes_atomic
 

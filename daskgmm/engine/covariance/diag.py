@@ -1,0 +1,156 @@
+"""``'diag'``: every component has its own diagonal covariance (a variance per feature).
+
+E-step. The tile is laid out once as ``Z = [x - c0, (x - c0)²]`` (``n x 2D``). One GEMM with
+``[-2 (m_k - c0) p_k, p_k]`` (``p_k`` the precisions) gives every squared Mahalanobis
+distance up to a per-component constant, and one GEMM ``(w r)ᵀ Z`` gives both the first
+moments and the second moments about ``c0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from daskgmm.engine.covariance._base import (
+    Batch,
+    CovarianceType,
+    degenerate_message,
+    register,
+)
+from daskgmm.errors import DegenerateComponentError, InvalidParameterError
+
+
+def positive_square_roots(values: np.ndarray) -> np.ndarray:
+    """Square roots of variances; names the components with a non-positive one."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~(values > 0.0)
+    if bad.any():
+        rows = bad.reshape(len(bad), -1).any(axis=1) if bad.ndim > 1 else bad
+        raise DegenerateComponentError(degenerate_message(
+            [int(k) for k in np.nonzero(rows)[0]], "have a zero or negative variance"))
+    return np.sqrt(values)
+
+
+def check_positive(precisions: np.ndarray, name: str) -> None:
+    """scikit-learn's check of user-given diagonal/spherical precisions."""
+    if np.any(np.less_equal(precisions, 0.0)):
+        raise InvalidParameterError(f"'{name} precision' should be positive")
+
+
+def diagonal_consistency(cov: np.ndarray, prec_chol: np.ndarray, prec: np.ndarray
+                         ) -> str | None:
+    """Why diagonal/spherical (variances, precision factors, precisions) disagree."""
+    if not (cov > 0.0).all():
+        return "covariances_ has zero or negative variances"
+    if not (prec_chol > 0.0).all():
+        return "precisions_cholesky_ has zero or negative entries"
+    if not np.allclose(prec_chol**2, prec, rtol=1e-6, atol=0.0):
+        return "precisions_ do not equal the squares of precisions_cholesky_"
+    if not np.allclose(cov * prec, 1.0, rtol=0.0, atol=1e-6):
+        return "precisions_ are not the inverses of covariances_"
+    return None
+
+
+class Diag(CovarianceType):
+    """Diagonal covariances, ``(K, D)``."""
+
+    name = "diag"
+
+    def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components, n_features)
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        return n_components * n_features
+
+    # -- parameters --------------------------------------------------------------------
+    def cholesky(self, covariances: np.ndarray) -> np.ndarray:
+        return positive_square_roots(covariances)
+
+    def precisions_cholesky_from_cholesky(self, chol: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", divide="ignore"):
+            return 1.0 / chol
+
+    def precisions(self, precisions_cholesky: np.ndarray) -> np.ndarray:
+        return precisions_cholesky**2
+
+    def precisions_cholesky_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.asarray(precisions, dtype=np.float64))
+
+    def covariances_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
+        return 1.0 / np.asarray(precisions, dtype=np.float64)
+
+    def covariance_cholesky_from_precisions_cholesky(self, prec_chol: np.ndarray
+                                                     ) -> np.ndarray:
+        return 1.0 / prec_chol
+
+    def log_det_cholesky(self, precisions_cholesky: np.ndarray,
+                         n_features: int) -> np.ndarray:
+        return np.log(precisions_cholesky).sum(axis=1)
+
+    def check_precisions(self, precisions: np.ndarray, n_components: int,
+                         n_features: int) -> None:
+        check_positive(precisions, self.name)
+
+    def check_consistency(self, covariances: np.ndarray, precisions_cholesky: np.ndarray,
+                          precisions: np.ndarray) -> str | None:
+        return diagonal_consistency(covariances, precisions_cholesky, precisions)
+
+    # -- E-step ------------------------------------------------------------------------
+    def operands(self, means_c: list[np.ndarray], precisions_cholesky: list[np.ndarray],
+                 dtype: np.dtype) -> Batch:
+        m = np.concatenate(means_c)
+        prec = np.concatenate(precisions_cholesky) ** 2
+        weights = np.concatenate([-2.0 * m * prec, prec], axis=1)
+        constant = (m * m * prec).sum(axis=1)
+        return Batch(self, tuple(len(x) for x in means_c),
+                     {"W": np.ascontiguousarray(weights, dtype=dtype),
+                      "constant": np.ascontiguousarray(constant[:, None], dtype=dtype)})
+
+    def row_bytes(self, n_components: int, n_features: int, itemsize: int) -> int:
+        return (2 * n_features + 2 * n_components) * itemsize
+
+    def project(self, xc: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
+        W = batch.arrays["W"]
+        n, D = xc.shape
+        Z = ws.get("diag.Z", (n, 2 * D), xc.dtype)
+        Z[:, :D] = xc
+        np.multiply(xc, xc, out=Z[:, D:])
+        maha = ws.get("maha", (len(W), n), xc.dtype)
+        np.matmul(W, Z.T, out=maha)
+        maha += batch.arrays["constant"]
+        return maha
+
+    def accumulate(self, xc: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
+                   ws: Any) -> tuple[np.ndarray, np.ndarray]:
+        n, D = xc.shape
+        Z = ws.get("diag.Z", (n, 2 * D), xc.dtype)
+        moments = ws.get("diag.moments", (len(wr), 2 * D), xc.dtype)
+        np.matmul(wr, Z, out=moments)
+        return moments[:, :D], moments[:, D:]
+
+    def split(self, s2: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
+        return np.split(s2, np.cumsum(sizes)[:-1])
+
+    def zero_statistic(self, n_components: int, n_features: int) -> np.ndarray:
+        return np.zeros((n_components, n_features))
+
+    # -- M-step ------------------------------------------------------------------------
+    def scatter(self, s2: np.ndarray, nk_raw: np.ndarray, sx: np.ndarray, means: np.ndarray,
+                c0: np.ndarray, ref_means: np.ndarray, ref_chol: np.ndarray | None
+                ) -> np.ndarray:
+        e = means - c0
+        return s2 - 2.0 * e * sx + nk_raw[:, None] * e * e
+
+    def add_to_diagonal(self, cov: np.ndarray, value: float) -> np.ndarray:
+        cov += value
+        return cov
+
+    def expand(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values)[:, None]
+
+    def outer(self, diff: np.ndarray) -> np.ndarray:
+        return diff * diff
+
+
+DIAG = register(Diag())

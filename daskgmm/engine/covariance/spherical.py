@@ -1,0 +1,129 @@
+"""``'spherical'``: every component has a single variance, ``(K,)``.
+
+E-step. The squared norms ``|x - c0|²`` of the tile's rows are computed once; one GEMM with
+``-2 (m_k - c0) p_k`` gives the cross terms. The second-order statistic is ``(w r)ᵀ |x - c0|²``,
+a matrix-vector product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from daskgmm.engine.covariance._base import Batch, CovarianceType, register
+from daskgmm.engine.covariance.diag import (
+    check_positive,
+    diagonal_consistency,
+    positive_square_roots,
+)
+
+
+class Spherical(CovarianceType):
+    """One variance per component, ``(K,)``."""
+
+    name = "spherical"
+
+    def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components,)
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        return n_components
+
+    # -- parameters --------------------------------------------------------------------
+    def cholesky(self, covariances: np.ndarray) -> np.ndarray:
+        return positive_square_roots(covariances)
+
+    def precisions_cholesky_from_cholesky(self, chol: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", divide="ignore"):
+            return 1.0 / chol
+
+    def precisions(self, precisions_cholesky: np.ndarray) -> np.ndarray:
+        return precisions_cholesky**2
+
+    def precisions_cholesky_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.asarray(precisions, dtype=np.float64))
+
+    def covariances_from_precisions(self, precisions: np.ndarray) -> np.ndarray:
+        return 1.0 / np.asarray(precisions, dtype=np.float64)
+
+    def covariance_cholesky_from_precisions_cholesky(self, prec_chol: np.ndarray
+                                                     ) -> np.ndarray:
+        return 1.0 / prec_chol
+
+    def log_det_cholesky(self, precisions_cholesky: np.ndarray,
+                         n_features: int) -> np.ndarray:
+        return n_features * np.log(precisions_cholesky)
+
+    def check_precisions(self, precisions: np.ndarray, n_components: int,
+                         n_features: int) -> None:
+        check_positive(precisions, self.name)
+
+    def check_consistency(self, covariances: np.ndarray, precisions_cholesky: np.ndarray,
+                          precisions: np.ndarray) -> str | None:
+        return diagonal_consistency(covariances, precisions_cholesky, precisions)
+
+    # -- E-step ------------------------------------------------------------------------
+    def operands(self, means_c: list[np.ndarray], precisions_cholesky: list[np.ndarray],
+                 dtype: np.dtype) -> Batch:
+        m = np.concatenate(means_c)
+        prec = np.concatenate(precisions_cholesky) ** 2
+        return Batch(self, tuple(len(x) for x in means_c), {
+            "W": np.ascontiguousarray(-2.0 * m * prec[:, None], dtype=dtype),
+            "prec": np.ascontiguousarray(prec[:, None], dtype=dtype),
+            "constant": np.ascontiguousarray(((m * m).sum(axis=1) * prec)[:, None],
+                                             dtype=dtype),
+        })
+
+    def row_bytes(self, n_components: int, n_features: int, itemsize: int) -> int:
+        return (n_features + 2 * n_components + 1) * itemsize
+
+    def project(self, xc: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
+        W = batch.arrays["W"]
+        n = len(xc)
+        norms = ws.get("spherical.norms", (n,), xc.dtype)
+        np.einsum("nd,nd->n", xc, xc, out=norms)
+        maha = ws.get("maha", (len(W), n), xc.dtype)
+        np.matmul(W, xc.T, out=maha)
+        scaled = ws.get("spherical.scaled", (len(W), n), xc.dtype)
+        np.multiply(batch.arrays["prec"], norms, out=scaled)
+        maha += scaled
+        maha += batch.arrays["constant"]
+        return maha
+
+    def accumulate(self, xc: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
+                   ws: Any) -> tuple[np.ndarray, np.ndarray]:
+        K, D = len(wr), xc.shape[1]
+        sx = ws.get("sx", (K, D), xc.dtype)
+        np.matmul(wr, xc, out=sx)
+        s2 = ws.get("spherical.s2", (K,), xc.dtype)
+        np.matmul(wr, ws.get("spherical.norms", (len(xc),), xc.dtype), out=s2)
+        return sx, s2
+
+    def split(self, s2: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
+        return np.split(s2, np.cumsum(sizes)[:-1])
+
+    def zero_statistic(self, n_components: int, n_features: int) -> np.ndarray:
+        return np.zeros(n_components)
+
+    # -- M-step ------------------------------------------------------------------------
+    def scatter(self, s2: np.ndarray, nk_raw: np.ndarray, sx: np.ndarray, means: np.ndarray,
+                c0: np.ndarray, ref_means: np.ndarray, ref_chol: np.ndarray | None
+                ) -> np.ndarray:
+        # The mean over features of the diagonal scatter.
+        e = means - c0
+        total = s2 - 2.0 * np.einsum("kd,kd->k", e, sx) + nk_raw * np.einsum("kd,kd->k", e, e)
+        return total / means.shape[1]
+
+    def add_to_diagonal(self, cov: np.ndarray, value: float) -> np.ndarray:
+        cov += value
+        return cov
+
+    def expand(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values)
+
+    def outer(self, diff: np.ndarray) -> np.ndarray:
+        return np.mean(diff * diff, axis=1)
+
+
+SPHERICAL = register(Spherical())

@@ -1,0 +1,536 @@
+"""The E-step of one chunk: plain NumPy, no Dask.
+
+A pass ships one :class:`EStepPlan` to the workers (a single graph key): the Gaussian
+components of every candidate mixture still running, grouped by covariance type into
+batches whose operands are concatenated, so one batched GEMM serves the components of all
+the candidates (restarts, or the models of a selection sweep) of a type. For each chunk,
+:func:`estep_statistics` walks the rows in tiles; for every batch it computes the squared
+Mahalanobis distances, each candidate's responsibilities by a log-sum-exp over its own
+components, and the weighted statistics (:mod:`daskgmm.engine.stats`), accumulated in
+float64.
+
+The same tile loop serves the initialisation: :func:`assignment_statistics` takes the
+responsibilities from a rule (the nearest centre, or uniform random numbers) instead of the
+posterior.
+
+Numerical care: every tile is centred on the plan's ``centre`` in float64 before it is cast
+to the compute dtype, so a large common offset never meets float32 rounding or a sum of
+squares; responsibilities come from a log-sum-exp; full covariances accumulate whitened
+second moments (see :mod:`daskgmm.engine.covariance.full`).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from daskgmm.engine import covariance as cov_types
+from daskgmm.engine.covariance import Batch, CovarianceType
+from daskgmm.engine.stats import PassResult, Stats
+from daskgmm.engine.workspace import Workspace, workspace
+from daskgmm.errors import DegenerateComponentError, InvalidDataError, NonFiniteDataError
+
+#: Workspace bytes one tile of a batch may take. Small enough that a tile's arrays stay in
+#: the CPU caches (see the tile sweep of ``scripts/bench.py``).
+TILE_BYTES = 1 * 2**20
+#: Fewest rows in a tile (and the row count batches are sized for).
+MIN_TILE_ROWS = 256
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True, eq=False)
+class Components:
+    """The Gaussian components of one candidate mixture, as its E-step sees them.
+
+    Attributes
+    ----------
+    covariance : CovarianceType
+    means : ndarray of shape (K, D)
+    precisions_cholesky : ndarray
+        scikit-learn's parameterisation, in the covariance type's shape.
+    log_constant : ndarray of shape (K,)
+        Everything in the log of the weighted density but ``-0.5`` times the squared
+        Mahalanobis distance: log-weights, ``log det L`` and ``-D/2 log 2π`` for a
+        Gaussian mixture (and the variational terms of a Bayesian one).
+    """
+
+    covariance: CovarianceType
+    means: np.ndarray
+    precisions_cholesky: np.ndarray
+    log_constant: np.ndarray
+
+    @classmethod
+    def gaussian(cls, covariance: str | CovarianceType, weights: np.ndarray,
+                 means: np.ndarray, precisions_cholesky: np.ndarray) -> Components:
+        """The components of a Gaussian mixture with these parameters."""
+        cov = cov_types.get(covariance)
+        means = np.asarray(means, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(np.asarray(weights, dtype=np.float64))
+        log_det = cov.log_det_cholesky(precisions_cholesky, means.shape[1])
+        constant = log_weights + log_det - 0.5 * means.shape[1] * _LOG_2PI
+        return cls(cov, means, np.asarray(precisions_cholesky, dtype=np.float64),
+                   np.asarray(constant, dtype=np.float64))
+
+    @property
+    def n_components(self) -> int:
+        """``K``."""
+        return len(self.means)
+
+
+@dataclass(frozen=True, eq=False)
+class EStepPlan:
+    """Everything a pass's chunk tasks need, shipped once per pass.
+
+    Build it with :func:`make_plan`.
+
+    Attributes
+    ----------
+    centre : ndarray of shape (D,)
+        ``c0``: every tile is centred on it (float64) before anything else.
+    dtype : numpy.dtype
+        Compute dtype of the products.
+    batches : tuple of Batch
+    constants : tuple of ndarray
+        Per batch, the candidates' ``log_constant`` concatenated, shape ``(K, 1)``.
+    slots : tuple of (int, int, int)
+        Per candidate (in order): its batch and its component range in the batch.
+    tile_rows : int
+    entropy : bool
+        Also compute ``ent`` (the responsibilities' negative entropy).
+    digest : bool
+        Also digest every chunk's bytes (to recognise the data later).
+    """
+
+    centre: np.ndarray
+    dtype: np.dtype
+    batches: tuple[Batch, ...]
+    constants: tuple[np.ndarray, ...]
+    slots: tuple[tuple[int, int, int], ...]
+    tile_rows: int
+    entropy: bool = False
+    digest: bool = False
+    n_features: int = field(default=0)
+
+    @property
+    def n_candidates(self) -> int:
+        """Number of candidate mixtures."""
+        return len(self.slots)
+
+
+def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
+              dtype: str | np.dtype = "float64", entropy: bool = False,
+              digest: bool = False, tile_bytes: int | None = None) -> EStepPlan:
+    """Group the candidates' components into batches and precompute their operands.
+
+    Candidates of one covariance type share a batch as long as one tile row of the batch
+    fits ``tile_bytes / MIN_TILE_ROWS``; tiles then hold ``tile_bytes`` over the largest
+    batch's row size (and at least :data:`MIN_TILE_ROWS` rows).
+    """
+    dtype = np.dtype(dtype)
+    tile_bytes = TILE_BYTES if tile_bytes is None else int(tile_bytes)
+    centre = np.ascontiguousarray(centre, dtype=np.float64)
+    D = len(centre)
+    limit = max(1, tile_bytes // MIN_TILE_ROWS)
+    groups: list[tuple[CovarianceType, list[int]]] = []
+    for index, cand in enumerate(candidates):
+        open_group = next((g for g in groups if g[0] is cand.covariance and cand.covariance
+                           .row_bytes(sum(candidates[i].n_components for i in g[1])
+                                      + cand.n_components, D, dtype.itemsize) <= limit),
+                          None)
+        if open_group is None:
+            groups.append((cand.covariance, [index]))
+        else:
+            open_group[1].append(index)
+    batches, constants = [], []
+    slots: list[tuple[int, int, int]] = [(0, 0, 0)] * len(candidates)
+    for b, (cov, members) in enumerate(groups):
+        parts = [candidates[i] for i in members]
+        with np.errstate(over="ignore", invalid="ignore"):
+            batch = cov.operands([p.means - centre for p in parts],
+                                 [p.precisions_cholesky for p in parts], dtype)
+            constant = np.ascontiguousarray(
+                np.concatenate([p.log_constant for p in parts])[:, None], dtype=dtype)
+        _check_operands(batch, constant, dtype)
+        batches.append(batch)
+        constants.append(constant)
+        start = 0
+        for i, p in zip(members, parts, strict=True):
+            slots[i] = (b, start, start + p.n_components)
+            start += p.n_components
+    widest = max((b.cov.row_bytes(b.n_components, D, dtype.itemsize) for b in batches),
+                 default=1)
+    tile_rows = max(MIN_TILE_ROWS, tile_bytes // max(1, widest))
+    return EStepPlan(centre, dtype, tuple(batches), tuple(constants), tuple(slots),
+                     tile_rows, entropy, digest, D)
+
+
+def _check_operands(batch: Batch, constant: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse parameters whose products overflow the compute dtype."""
+    arrays = [constant, *(a for v in batch.arrays.values()
+                          for a in (v if isinstance(v, list) else [v]))]
+    if all(np.isfinite(a).all() for a in arrays):
+        return
+    raise DegenerateComponentError(
+        f"a component's precision is too large for {dtype} products (a variance near "
+        f"zero): increase reg_covar, scale the data"
+        + (", or fit with dtype='float64'." if dtype != np.float64 else ".")
+    )
+
+
+# --------------------------------------------------------------------------------------
+# the tile loop
+# --------------------------------------------------------------------------------------
+def _tiles(n: int, rows: int) -> Iterator[slice]:
+    for start in range(0, n, rows):
+        yield slice(start, min(n, start + rows))
+
+
+def check_finite_block(X: np.ndarray, row_start: int) -> None:
+    """Raise :class:`NonFiniteDataError` naming the rows if ``X`` holds NaN or Inf."""
+    if np.isfinite(X).all():
+        return
+    bad_rows = ~np.isfinite(X).all(axis=1)
+    first = row_start + int(np.argmax(bad_rows))
+    raise NonFiniteDataError(
+        f"the data contain NaN or infinite values: {int(bad_rows.sum())} row(s) in the chunk "
+        f"of rows {row_start}..{row_start + len(X) - 1} (first at row {first}). Remove or "
+        "impute them before fitting (e.g. X[da.isfinite(X).all(axis=1)])."
+    )
+
+
+def check_weights_block(w: np.ndarray, row_start: int) -> None:
+    """Raise :class:`InvalidDataError` if sample weights are negative or not finite."""
+    if np.isfinite(w).all() and (w >= 0).all():
+        return
+    bad = ~(np.isfinite(w) & (w >= 0))
+    first = row_start + int(np.argmax(bad))
+    raise InvalidDataError(
+        f"sample_weight must be finite and non-negative: {int(bad.sum())} bad value(s) in "
+        f"rows {row_start}..{row_start + len(w) - 1} (first at row {first}, value "
+        f"{w[first - row_start]!r})."
+    )
+
+
+def _centred_tile(X: np.ndarray, sl: slice, plan: EStepPlan, ws: Workspace,
+                  row_start: int) -> np.ndarray:
+    """Rows ``sl`` of the chunk ``X`` minus the centre, in the compute dtype (subtracted
+    in float64). Non-finite values anywhere in the tile raise
+    :class:`NonFiniteDataError` naming the chunk's rows."""
+    tile = X[sl]
+    n, D = tile.shape
+    xc64 = ws.get("xc" if plan.dtype == np.float64 else "xc64", (n, D), np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.subtract(tile, plan.centre, out=xc64)
+        # NaN and infinities reach the sum; a sum that overflowed is checked exactly.
+        suspicious = not np.isfinite(xc64.sum())
+    if suspicious:
+        check_finite_block(np.asarray(X), row_start)
+    if plan.dtype == np.float64:
+        return xc64
+    xc = ws.get("xc", (n, D), plan.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        xc[...] = xc64
+        overflow = not np.isfinite(xc.sum()) and not np.isfinite(xc).all()
+    if overflow:
+        raise InvalidDataError(
+            f"rows {row_start + sl.start}..{row_start + sl.stop - 1} hold values too large "
+            f"for {plan.dtype} products (beyond {np.finfo(plan.dtype).max:.3g} after "
+            "centring): scale the data, or fit with dtype='float64'."
+        )
+    return xc
+
+
+def _weights_tile(weights: np.ndarray | None, sl: slice, plan: EStepPlan, ws: Workspace
+                  ) -> np.ndarray | None:
+    if weights is None:
+        return None
+    w = ws.get("w", (sl.stop - sl.start,), plan.dtype)
+    w[...] = weights[sl]
+    return w
+
+
+def _softmax(wlp: np.ndarray, ws: Workspace, keep_log: bool
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalise one candidate's weighted log-probabilities ``(K, n)`` into
+    responsibilities, in place. Returns ``log p(x)`` (float64) and, if asked, the negative
+    entropy of each row's responsibilities."""
+    top = wlp.max(axis=0)
+    top[~np.isfinite(top)] = 0.0
+    wlp -= top
+    shifted = None
+    if keep_log:
+        shifted = ws.get("softmax.shifted", wlp.shape, wlp.dtype)
+        shifted[...] = wlp
+    np.exp(wlp, out=wlp)
+    total = wlp.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wlp /= total
+        log_norm = np.log(total, dtype=np.float64) + top
+    neg_entropy = None
+    if keep_log:
+        # sum_k r log r = sum_k r (a_k - top) - log(total), with a the log-probabilities.
+        with np.errstate(invalid="ignore"):
+            neg_entropy = (np.einsum("kn,kn->n", wlp, shifted).astype(np.float64)
+                           - np.log(total, dtype=np.float64))
+    return log_norm, neg_entropy
+
+
+def _check_log_likelihood(log_norm: np.ndarray, row_start: int, n: int) -> None:
+    if np.isfinite(log_norm).all():
+        return
+    raise InvalidDataError(
+        f"the log-likelihood of rows {row_start}..{row_start + n - 1} overflowed although "
+        "the data are finite: the values are too large (or too far from the model) for "
+        "the floating-point range. Scale the data (e.g. standardise each feature); if the "
+        "data are already scaled, increase reg_covar."
+    )
+
+
+def chunk_digest(X: np.ndarray, weights: np.ndarray | None) -> int:
+    """CRC-32 of a chunk's bytes (and its weights'): recognises the same data later."""
+    value = zlib.crc32(memoryview(np.ascontiguousarray(X)).cast("B"))
+    if weights is not None:
+        value = zlib.crc32(memoryview(np.ascontiguousarray(weights)).cast("B"), value)
+    return value
+
+
+Responsibilities = Callable[[int, np.ndarray, np.ndarray, slice], None]
+
+
+def assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                plan: EStepPlan, responsibilities: Responsibilities | None) -> PassResult:
+    """Statistics of one chunk: the tile loop shared by the E-step and the
+    initialisation passes.
+
+    ``responsibilities(c, block, xc, sl)`` (when given) overwrites candidate ``c``'s rows
+    ``block`` of the batch's ``(K, n)`` distances with its responsibilities for the tile
+    ``sl`` (``xc`` is the centred tile); without it they are the posterior.
+    """
+    ws = workspace()
+    D = X.shape[1]
+    per_batch = [
+        {"nk": np.zeros(b.n_components), "sx": np.zeros((b.n_components, D)), "s2": None}
+        for b in plan.batches
+    ]
+    C = plan.n_candidates
+    ll = np.zeros(C)
+    ent = np.zeros(C)
+    total_weight = float(len(X)) if weights is None else 0.0
+    if weights is not None:
+        check_weights_block(np.asarray(weights), row_start)
+        total_weight = float(np.sum(weights, dtype=np.float64))
+    for sl in _tiles(len(X), plan.tile_rows):
+        xc = _centred_tile(X, sl, plan, ws, row_start)
+        w = _weights_tile(weights, sl, plan, ws)
+        for b, batch in enumerate(plan.batches):
+            wlp = batch.cov.project(xc, batch, ws)
+            for c, (cb, start, stop) in enumerate(plan.slots):
+                if cb != b:
+                    continue
+                block = wlp[start:stop]
+                if responsibilities is not None:
+                    responsibilities(c, block, xc, sl)
+                    continue
+                block *= -0.5
+                block += plan.constants[b][start:stop]
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                    log_norm, neg_ent = _softmax(block, ws, plan.entropy)
+                _check_log_likelihood(log_norm, row_start + sl.start, len(log_norm))
+                ll[c] += float(log_norm.sum() if w is None else log_norm @ w)
+                if neg_ent is not None:
+                    ent[c] += float(neg_ent.sum() if w is None else neg_ent @ w)
+            if w is not None:
+                wlp *= w
+            acc = per_batch[b]
+            acc["nk"] += wlp.sum(axis=1, dtype=np.float64)
+            sx, s2 = batch.cov.accumulate(xc, wlp, w, batch, ws)
+            acc["sx"] += sx
+            acc["s2"] = s2.astype(np.float64) if acc["s2"] is None else acc["s2"] + s2
+    stats: list[Stats] = []
+    for c, (b, start, stop) in enumerate(plan.slots):
+        batch = plan.batches[b]
+        acc = per_batch[b]
+        K = stop - start
+        pos = sum(1 for cb, _, _ in plan.slots[:c] if cb == b)
+        s2 = (batch.cov.split(acc["s2"], batch.sizes)[pos] if acc["s2"] is not None
+              else batch.cov.zero_statistic(K, D))
+        item = {"n": np.float64(total_weight), "ll": np.float64(ll[c]),
+                "nk": acc["nk"][start:stop].copy(), "sx": acc["sx"][start:stop].copy(),
+                "s2": np.array(s2, dtype=np.float64)}
+        if plan.entropy:
+            item["ent"] = np.float64(ent[c])
+        stats.append(item)
+    digests = {row_start: chunk_digest(X, weights)} if plan.digest else {}
+    return PassResult(stats, digests)
+
+
+def estep_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                     plan: EStepPlan) -> PassResult:
+    """E-step statistics of one chunk for every candidate of the plan.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, D)
+        The chunk (float32 or float64), as read.
+    weights : ndarray of shape (n,) or None
+        Sample weights of its rows.
+    row_start : int
+        Index of its first row in the whole array (for error messages and digests).
+    plan : EStepPlan
+
+    Returns
+    -------
+    PassResult
+    """
+    return assignment_statistics(X, weights, row_start, plan, None)
+
+
+# --------------------------------------------------------------------------------------
+# initialisation: statistics of responsibilities given by a rule
+# --------------------------------------------------------------------------------------
+def _one_hot_nearest(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
+    labels = block.argmin(axis=0)
+    block[...] = 0.0
+    block[labels, np.arange(block.shape[1])] = 1.0
+
+
+def hard_assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                               plan: EStepPlan) -> PassResult:
+    """Statistics of assigning every row to its nearest centre (a plan with identity
+    precisions, whose distances are Euclidean), as scikit-learn's
+    ``init_params='kmeans'`` does with the k-means labels."""
+    return assignment_statistics(X, weights, row_start, plan, _one_hot_nearest)
+
+
+def random_assignment_statistics(X: np.ndarray, weights: np.ndarray | None,
+                                 row_start: int, plan: EStepPlan,
+                                 seeds: Sequence[int]) -> PassResult:
+    """Statistics of uniformly random, normalised responsibilities (``init_params=
+    'random'``), drawn tile after tile from ``default_rng([seed, row_start])``: they
+    depend only on the seed, the data and the chunking."""
+    rngs = [np.random.default_rng([int(s), row_start]) for s in seeds]
+
+    def draw(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
+        resp = rngs[c].uniform(size=(block.shape[1], block.shape[0]))
+        resp /= resp.sum(axis=1, keepdims=True)
+        block[...] = resp.T
+
+    return assignment_statistics(X, weights, row_start, plan, draw)
+
+
+# --------------------------------------------------------------------------------------
+# k-means (Lloyd) statistics
+# --------------------------------------------------------------------------------------
+def lloyd_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                     centres: Sequence[np.ndarray], reference: np.ndarray) -> list[Stats]:
+    """One Lloyd step's statistics for several sets of centres.
+
+    Returns
+    -------
+    list of dict
+        Per set: ``counts`` (K,) weighted, ``sums`` (K, D) of ``w (x - reference)``, and
+        ``inertia``.
+    """
+    check_finite_block(X, row_start)
+    Xc = np.asarray(X, dtype=np.float64) - reference
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w is not None:
+        check_weights_block(w, row_start)
+    norms = np.einsum("nd,nd->n", Xc, Xc)
+    out = []
+    for centres_set in centres:
+        cc = np.asarray(centres_set, dtype=np.float64) - reference
+        d2 = Xc @ (-2.0 * cc.T)
+        d2 += np.einsum("kd,kd->k", cc, cc)
+        labels = d2.argmin(axis=1)
+        best = np.maximum(d2[np.arange(len(Xc)), labels] + norms, 0.0)
+        K = len(cc)
+        counts = np.bincount(labels, weights=w, minlength=K).astype(np.float64)
+        sums = np.zeros((K, Xc.shape[1]))
+        np.add.at(sums, labels, Xc if w is None else Xc * w[:, None])
+        out.append({"counts": counts, "sums": sums,
+                    "inertia": np.float64(best.sum() if w is None else best @ w)})
+    return out
+
+
+def moment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                      reference: np.ndarray) -> Stats:
+    """Weighted count, first moment and scatter about ``reference`` of a chunk (for the
+    Bayesian mixture's priors)."""
+    check_finite_block(X, row_start)
+    Xc = np.asarray(X, dtype=np.float64) - reference
+    if weights is None:
+        return {"n": np.float64(len(Xc)), "sum": Xc.sum(axis=0), "scatter": Xc.T @ Xc}
+    w = np.asarray(weights, dtype=np.float64)
+    check_weights_block(w, row_start)
+    return {"n": np.float64(w.sum()), "sum": w @ Xc, "scatter": (Xc * w[:, None]).T @ Xc}
+
+
+# --------------------------------------------------------------------------------------
+# prediction
+# --------------------------------------------------------------------------------------
+def _weighted_log_prob(X: np.ndarray, row_start: int, plan: EStepPlan) -> np.ndarray:
+    """``log w_k + log N(x | k)`` of a block for the plan's single candidate, ``(n, K)``
+    float64."""
+    check_finite_block(np.asarray(X), row_start)
+    ws = Workspace()  # outputs escape: no shared buffers
+    batch = plan.batches[0]
+    out = np.empty((len(X), batch.n_components))
+    for sl in _tiles(len(X), plan.tile_rows):
+        xc = _centred_tile(X, sl, plan, ws, row_start)
+        wlp = batch.cov.project(xc, batch, ws)
+        wlp *= -0.5
+        wlp += plan.constants[0]
+        out[sl] = wlp.T
+    return out
+
+
+def predict_block(X: np.ndarray, row_start: int, plan: EStepPlan) -> np.ndarray:
+    """Most probable component of each row (int64)."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return _weighted_log_prob(X, row_start, plan).argmax(axis=1)
+
+
+def _log_prob_resp(X: np.ndarray, row_start: int, plan: EStepPlan
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    wlp = _weighted_log_prob(X, row_start, plan)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        top = wlp.max(axis=1, keepdims=True)
+        top[~np.isfinite(top)] = 0.0
+        resp = np.exp(wlp - top)
+        total = resp.sum(axis=1, keepdims=True)
+        resp /= total
+        log_norm = (np.log(total) + top)[:, 0]
+    return log_norm, resp
+
+
+def predict_proba_block(X: np.ndarray, row_start: int, plan: EStepPlan,
+                        out_dtype: str = "float64") -> np.ndarray:
+    """Responsibilities of each row ``(n, K)`` (rows sum to one)."""
+    return _log_prob_resp(X, row_start, plan)[1].astype(out_dtype, copy=False)
+
+
+def score_samples_block(X: np.ndarray, row_start: int, plan: EStepPlan,
+                        out_dtype: str = "float64") -> np.ndarray:
+    """Log-likelihood of each row under the mixture."""
+    return _log_prob_resp(X, row_start, plan)[0].astype(out_dtype, copy=False)
+
+
+def score_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                     plan: EStepPlan) -> Stats:
+    """``n``, ``ll`` and the responsibilities' negative entropy ``ent`` of one chunk under
+    the plan's single candidate (for the final criteria of a fit)."""
+    log_norm, resp = _log_prob_resp(X, row_start, plan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        neg_ent = np.where(resp > 0, resp * np.log(resp), 0.0).sum(axis=1)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w is None:
+        return {"n": np.float64(len(X)), "ll": np.float64(log_norm.sum()),
+                "ent": np.float64(neg_ent.sum())}
+    return {"n": np.float64(w.sum()), "ll": np.float64(log_norm @ w),
+            "ent": np.float64(neg_ent @ w)}

@@ -1,0 +1,406 @@
+"""``BaseMixture``: the estimator surface shared by daskgmm's mixtures.
+
+Validation, the fit (initialisation, checkpoints, the EM driver, the choice among
+restarts), prediction and scoring (lazy for Dask input), ``to_sklearn`` and the state dict
+that saved models are made of. A mixture subclass supplies its EM model and a few hooks:
+
+``_make_model(n_features)``
+    the :class:`~daskgmm.engine.em.MixtureModel` of one candidate;
+``_set_attributes(state)`` / ``_state_from_attributes()``
+    between a model state and the fitted attributes;
+``_components()``
+    the Gaussian components prediction evaluates;
+``_n_parameters()``
+    free parameters (for BIC/AIC).
+Optional: ``_check_initial_parameters``, ``_prepare`` (a pass before the initialisation,
+e.g. the Bayesian mixture's priors), ``_with_user_init``, ``_checkpoint_config``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from numbers import Integral
+from typing import Any, ClassVar
+
+import dask.array as da
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from daskgmm.diagnostics import observers
+from daskgmm.engine import estep
+from daskgmm.engine.em import (
+    Candidate,
+    EMOptions,
+    FitInfo,
+    best_candidate,
+    run_em,
+)
+from daskgmm.engine.initialize import Group, initial_states
+from daskgmm.engine.passes import RowChunks
+from daskgmm.errors import CheckpointError, DegenerateComponentError, InvalidDataError
+
+#: daskgmm's own estimator parameters, after scikit-learn's.
+OWN_CONSTRAINTS: dict[str, list] = {
+    "chunk_rows": [Interval(Integral, 1, None, closed="left"), None],
+    "split_every": [Interval(Integral, 2, None, closed="left")],
+    "dtype": [StrOptions({"float64", "float32"})],
+    "cache": [StrOptions({"auto"}), "boolean"],
+    "checkpoint_dir": [str, os.PathLike, None],
+    "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+}
+
+#: Parameters that do not change what a fit computes (a checkpoint may be resumed with
+#: other values).
+_RESUMABLE_WITH_OTHER = frozenset({"max_iter", "verbose", "verbose_interval", "cache",
+                                   "checkpoint_dir", "checkpoint_every", "warm_start"})
+
+
+def sklearn_constraints(sklearn_class: type) -> dict[str, list]:
+    """scikit-learn's parameter table of ``sklearn_class`` extended with ours."""
+    return {**sklearn_class._parameter_constraints, **OWN_CONSTRAINTS}
+
+
+def _token(value: Any) -> Any:
+    """A JSON-safe value that identifies a parameter (for checkpoint fingerprints);
+    the same in every process for equal settings."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.random.RandomState):
+        state = value.get_state()
+        digest = hashlib.sha256(np.asarray(state[1]).tobytes()
+                                + repr(state[2:]).encode()).hexdigest()
+        return {"RandomState": digest}
+    if isinstance(value, np.generic):
+        return value.item()
+    try:
+        array = np.ascontiguousarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return {"type": type(value).__name__}
+    return {"sha256": hashlib.sha256(array.tobytes()).hexdigest(),
+            "shape": list(array.shape)}
+
+
+class BaseMixture(DensityMixin, BaseEstimator):
+    """Shared surface of daskgmm's mixture estimators (see the module docstring)."""
+
+    _sklearn_class: ClassVar[type]
+    _fitted_arrays: ClassVar[tuple[str, ...]]
+    _fitted_scalars: ClassVar[tuple[str, ...]] = (
+        "converged_", "n_iter_", "lower_bound_", "n_features_in_")
+
+    # ----------------------------------------------------------------------------------
+    # fitting
+    # ----------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseMixture:
+        """Estimate the parameters with EM.
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            The samples. A Dask array is processed chunk by chunk and never loaded.
+        y : Ignored
+        sample_weight : array-like or dask.array.Array of shape (n_samples,), optional
+            Non-negative weight of every sample; integer weights give the model of the
+            data with every row repeated that many times.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        chunks = self._chunks(X, reset=True, sample_weight=sample_weight)
+        n_samples, n_features = chunks.shape
+        if n_samples < self.n_components:
+            raise InvalidDataError(
+                f"Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {n_samples}"
+            )
+        self._check_initial_parameters(n_features, chunks.data.dtype)
+        out_dtype = np.dtype(chunks.data.dtype)
+        info = FitInfo(self.max_iter, self._n_candidates(), chunks.n_chunks, n_samples,
+                       getattr(self, "algorithm", "batch"), self._labels())
+        printer = self._verbose_printer()
+        with observers.observe(*([printer] if printer is not None else [])):
+            observers.notify("fit_started", info)
+            try:
+                with chunks.cached(self.cache) as cached:
+                    self._prepare(cached)
+                    best = self._run(cached)
+            finally:
+                observers.notify("fit_finished")
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self._set_attributes(best.state)
+        self._cast_attributes(out_dtype)
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = best.lower_bound if self.max_iter > 0 else -math.inf
+        self.lower_bounds_ = list(best.lower_bounds)
+        return self
+
+    def _cast_attributes(self, dtype: np.dtype) -> None:
+        """Give the fitted arrays the input's dtype (float32 input: float32 attributes, as
+        in scikit-learn), refusing values the dtype cannot hold."""
+        limit = np.finfo(dtype).max
+        for name in self._fitted_arrays:
+            value = np.asarray(getattr(self, name))
+            if dtype != value.dtype and np.abs(value).max(initial=0.0) > limit:
+                raise DegenerateComponentError(
+                    f"the fitted {name} hold values beyond the range of the data's dtype "
+                    f"{dtype} (largest {np.abs(value).max():.3g}): a component is too "
+                    "narrow for it. Fit float64 data, scale the data, or increase "
+                    "reg_covar."
+                )
+            setattr(self, name, value.astype(dtype, copy=False))
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Fit, then return the most probable component of each sample.
+
+        Equals ``fit(X).predict(X)``; lazy for Dask input.
+        """
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def _run(self, chunks: RowChunks) -> Candidate:
+        from daskgmm.serialize.checkpoint import Checkpointer
+
+        model = self._make_model(chunks.shape[1])
+        options = EMOptions(self.tol, self.max_iter, self.split_every, self.dtype)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        checkpointer = None
+        if self.checkpoint_dir is not None:
+            checkpointer = Checkpointer(self.checkpoint_dir, self._fingerprint(chunks),
+                                        self.checkpoint_every)
+            resumed = checkpointer.load(lambda index: model) if do_init else None
+            if resumed is not None:
+                return self._resume(chunks, resumed, options, checkpointer)
+        if do_init:
+            if self._needs_data_for_init():
+                group = Group(model, self.n_init, check_random_state(self.random_state))
+                states = initial_states(chunks, [group], self.init_params,
+                                        split_every=self.split_every)[0]
+                states = [self._with_user_init(s, model) for s in states]
+            else:  # every restart would start from the same given parameters
+                states = [self._initial_state_without_data(model)]
+            start = -math.inf
+        else:
+            states = [self._state_from_attributes()]
+            start = self.lower_bound_
+        labels = self._labels()
+        candidates = [Candidate(i, model, s, labels[min(i, len(labels) - 1)],
+                                lower_bound=start) for i, s in enumerate(states)]
+        centre = _centre(states[0])
+        run_em(chunks, candidates, centre, options, record_digest=checkpointer is not None,
+               callback=checkpointer)
+        return best_candidate(candidates, self.max_iter)
+
+    def _resume(self, chunks: RowChunks, resumed: Any, options: EMOptions,
+                checkpointer: Any) -> Candidate:
+        if resumed.iteration > self.max_iter:
+            raise CheckpointError(
+                f"the checkpoint in {self.checkpoint_dir} is at iteration "
+                f"{resumed.iteration}, beyond max_iter={self.max_iter}; raise max_iter to "
+                "at least that to resume, or delete the checkpoint to start afresh."
+            )
+        candidates = resumed.candidates
+        if any(c.active for c in candidates) and resumed.iteration < self.max_iter:
+            run_em(chunks, candidates, resumed.centre, options,
+                   start_iteration=resumed.iteration, expected_digest=resumed.digest,
+                   callback=checkpointer)
+        else:
+            checkpointer.verify_data(chunks, resumed.digest, self.split_every)
+        return best_candidate(candidates, self.max_iter)
+
+    def _fingerprint(self, chunks: RowChunks) -> dict[str, Any]:
+        params = {k: _token(v) for k, v in sorted(self.get_params(deep=False).items())
+                  if k not in _RESUMABLE_WITH_OTHER}
+        n, d = chunks.shape
+        bounds = hashlib.sha256(repr(chunks.row_bounds).encode()).hexdigest()
+        return {
+            "estimator": type(self).__name__,
+            "data": {"shape": [n, d], "dtype": str(chunks.data.dtype),
+                     "row_chunks": bounds, "weighted": chunks.weights is not None},
+            "config": params,
+        }
+
+    # -- hooks with defaults -----------------------------------------------------------
+    def _check_initial_parameters(self, n_features: int, dtype: np.dtype) -> None:
+        """Validate parameters against the data's shape (before any pass)."""
+
+    def _prepare(self, chunks: RowChunks) -> None:
+        """Passes needed before the initialisation (none by default)."""
+
+    def _needs_data_for_init(self) -> bool:
+        return True
+
+    def _initial_state_without_data(self, model: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _with_user_init(self, state: Any, model: Any) -> Any:
+        return state
+
+    def _n_candidates(self) -> int:
+        return self.n_init if not (self.warm_start and hasattr(self, "converged_")) else 1
+
+    def _labels(self) -> list[str]:
+        base = f"K={self.n_components} {self.covariance_type}"
+        return [f"{base} #{i}" for i in range(self._n_candidates())]
+
+    def _verbose_printer(self) -> Any:
+        if not self.verbose:
+            return None
+        from daskgmm.models._verbose import VerbosePrinter
+
+        return VerbosePrinter(self.verbose, self.verbose_interval)
+
+    # ----------------------------------------------------------------------------------
+    # prediction
+    # ----------------------------------------------------------------------------------
+    def _plan(self) -> estep.EStepPlan:
+        components = self._components()
+        return estep.make_plan([components], _centre(components))
+
+    def _out_dtype(self, X_dtype: np.dtype) -> str:
+        return str(np.result_type(X_dtype, np.asarray(self.means_).dtype))
+
+    def predict(self, X: Any) -> Any:
+        """Most probable component of each sample (lazy Dask array for Dask input)."""
+        chunks = self._fitted_chunks(X)
+        return chunks.map_rows(estep.predict_block, self._plan(), n_columns=None,
+                               dtype=np.int64)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Posterior probability of each component for each sample, shape (n, K)."""
+        chunks = self._fitted_chunks(X)
+        out = self._out_dtype(chunks.data.dtype)
+        return chunks.map_rows(estep.predict_proba_block, self._plan(), out,
+                               n_columns=len(self.means_), dtype=out)
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of each sample under the model."""
+        chunks = self._fitted_chunks(X)
+        out = self._out_dtype(chunks.data.dtype)
+        return chunks.map_rows(estep.score_samples_block, self._plan(), out,
+                               n_columns=None, dtype=out)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """(Weighted) mean per-sample log-likelihood of ``X`` (computed, even for Dask
+        input)."""
+        scores = self.score_samples(X)
+        if sample_weight is None:
+            value = scores.mean()
+        else:
+            w = sample_weight
+            if isinstance(scores, da.Array):
+                w = (w if isinstance(w, da.Array) else da.from_array(np.asarray(w))
+                     ).rechunk((scores.chunks[0],))
+            else:
+                w = np.asarray(w, dtype=np.float64)
+            value = (scores.astype(np.float64) * w).sum() / w.sum()
+        return float(value.compute() if isinstance(value, da.Array) else value)
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        n = X.shape[0]
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better)."""
+        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw samples from the fitted mixture (scikit-learn's sampler)."""
+        return self.to_sklearn().sample(n_samples)
+
+    # ----------------------------------------------------------------------------------
+    # scikit-learn interop, state
+    # ----------------------------------------------------------------------------------
+    def to_sklearn(self) -> Any:
+        """An equivalent fitted scikit-learn estimator."""
+        check_is_fitted(self)
+        names = self._sklearn_class().get_params(deep=False)
+        sk = self._sklearn_class(**{p: getattr(self, p) for p in names})
+        for attr in (*self._fitted_arrays, *self._fitted_scalars, "lower_bounds_"):
+            setattr(sk, attr, getattr(self, attr))
+        return sk
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # ----------------------------------------------------------------------------------
+    # input validation
+    # ----------------------------------------------------------------------------------
+    def _chunks(self, X: Any, *, reset: bool, sample_weight: Any = None) -> RowChunks:
+        if isinstance(X, da.Array):
+            X = self._validate_dask(X, reset=reset)
+        else:
+            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
+                              ensure_min_samples=2 if reset else 1)
+        return RowChunks(X, self.chunk_rows, weights=sample_weight)
+
+    def _fitted_chunks(self, X: Any) -> RowChunks:
+        check_is_fitted(self)
+        return self._chunks(X, reset=False)
+
+    def _validate_dask(self, X: da.Array, *, reset: bool) -> da.Array:
+        if X.ndim != 2:
+            raise InvalidDataError(
+                f"Expected a 2-D array of shape (n_samples, n_features), got a {X.ndim}-D "
+                f"array of shape {X.shape}. Reshape it: "
+                + ("X.reshape(-1, 1) for one feature." if X.ndim < 2
+                   else "X.reshape(len(X), -1) to flatten the trailing axes.")
+            )
+        if np.isnan(X.shape[0]):
+            raise InvalidDataError(
+                "The dask array has unknown chunk sizes; call X.compute_chunk_sizes() first."
+            )
+        kind = X.dtype.kind
+        if kind not in "biuf":
+            raise InvalidDataError(
+                f"Expected a numeric (integer or float) array, got dtype {X.dtype}. Convert "
+                "the data with X.astype('float64') if the values are numbers."
+            )
+        if kind != "f" or X.dtype.itemsize not in (4, 8):
+            X = X.astype(np.float64)
+        n_samples, n_features = X.shape
+        minimum = 2 if reset else 1
+        if n_samples < minimum or n_features < 1:
+            raise InvalidDataError(
+                f"Found array with {n_samples} sample(s) and {n_features} feature(s) "
+                f"(shape={X.shape}) while a minimum of {minimum} sample(s) and 1 feature "
+                "is required."
+            )
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise InvalidDataError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X
+
+
+def _centre(state: Any) -> np.ndarray:
+    """The weighted mean of a state's means: the centre the passes of a fit use."""
+    means = np.asarray(state.means, dtype=np.float64)
+    weights = getattr(state, "weights", None)
+    if weights is None:
+        return means.mean(axis=0)
+    weights = np.asarray(weights, dtype=np.float64)
+    total = weights.sum()
+    return (weights @ means) / total if total > 0 else means.mean(axis=0)

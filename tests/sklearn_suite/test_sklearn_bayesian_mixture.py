@@ -1,0 +1,5 @@
+"""scikit-learn's mixture tests (``test_bayesian_mixture.py``) against daskgmm (see _loader)."""
+
+from tests.sklearn_suite._loader import load_suite
+
+SOURCE = load_suite("test_bayesian_mixture", globals())
