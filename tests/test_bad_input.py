@@ -636,7 +636,7 @@ DAMAGES = {
     "negative-cholesky-diagonal": (_flip_cholesky, r"is damaged.*precisions_cholesky_"),
     "means-wrong-width": (_arrays(means=[[0.0, 0.0, 0.0, 0.0]] * 2),
                           r"is damaged.*means has shape"),
-    "centre-wrong-width": (lambda b: b.update(centre=[0.0]), r"is damaged.*centre"),
+    "centre-wrong-width": (_state(centre=[0.0]), r"is damaged.*centre"),
     "n-iter-beyond-iteration": (_state(n_iter=99), r"is damaged.*n_iter"),
 }
 

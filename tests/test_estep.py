@@ -156,21 +156,36 @@ def test_large_offset_gives_same_covariances(cov):
 
 
 @pytest.mark.parametrize("cov", COV_TYPES)
-def test_candidates_in_one_batch_equal_separate_passes(cov):
-    """Restarts and models of other sizes share one read and one batched GEMM, and get
-    what each would get alone."""
+def test_candidates_sharing_a_pass_get_what_they_would_alone(cov):
+    """Models of other sizes share one read and get, bit for bit, what each would get
+    alone."""
     X = make_blobs(600)
     ps = [_params(X, cov, k=k, seed=s) for k, s in [(3, 0), (2, 1), (4, 2)]]
     comps = [Components.gaussian(p.covariance, p.weights, p.means, p.precisions_cholesky)
              for p in ps]
     c0 = X.mean(axis=0)
     plan = make_plan(comps, c0)
-    assert len(plan.batches) == 1  # one batch of 9 components
+    assert len(plan.groups) == 3  # one group per model (restarts of one would share)
     together = estep_statistics(X, None, 0, plan).stats
     for comp, st in zip(comps, together, strict=True):
         alone = estep_statistics(X, None, 0, make_plan([comp], c0)).stats[0]
         for key in st:
-            np.testing.assert_allclose(st[key], alone[key], rtol=1e-12, atol=1e-12)
+            np.testing.assert_array_equal(st[key], alone[key])
+
+
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_restarts_share_batched_products_bit_for_bit(cov):
+    X = make_blobs(600)
+    ps = [_params(X, cov, seed=s) for s in range(3)]
+    comps = [Components.gaussian(p.covariance, p.weights, p.means, p.precisions_cholesky)
+             for p in ps]
+    c0 = X.mean(axis=0)
+    plan = make_plan(comps, c0)
+    assert len(plan.groups) == 1 and plan.groups[0].batch.n_components == 9
+    for comp, st in zip(comps, estep_statistics(X, None, 0, plan).stats, strict=True):
+        alone = estep_statistics(X, None, 0, make_plan([comp], c0)).stats[0]
+        for key in st:
+            np.testing.assert_array_equal(st[key], alone[key])
 
 
 def test_mixed_covariance_types_share_a_pass():
@@ -179,7 +194,7 @@ def test_mixed_covariance_types_share_a_pass():
     comps = [Components.gaussian(p.covariance, p.weights, p.means, p.precisions_cholesky)
              for p in ps]
     plan = make_plan(comps, X.mean(axis=0))
-    assert {b.cov.name for b in plan.batches} == set(COV_TYPES)
+    assert {g.batch.cov.name for g in plan.groups} == set(COV_TYPES)
     for p, st in zip(ps, estep_statistics(X, None, 0, plan).stats, strict=True):
         log_norm, _ = _resp(X, p)
         assert st["ll"] == pytest.approx(log_norm.sum(), rel=1e-12)
@@ -265,11 +280,11 @@ def test_hard_assignment_statistics_give_sklearn_kmeans_initialisation(cov):
     """The one-hot statistics of the nearest centres, through the M-step, equal
     scikit-learn's _estimate_gaussian_parameters of the same labels."""
     from daskgmm.engine.estep import hard_assignment_statistics
-    from daskgmm.engine.initialize import _identity_plan
+    from daskgmm.engine.initialize import identity_plan
 
     X = make_blobs(700)
     centres = X[[3, 300, 600]] + 0.1
-    plan = _identity_plan([(cov_types.get(cov), centres)], centres.mean(axis=0))
+    plan = identity_plan([(cov_types.get(cov), centres)], centres.mean(axis=0))
     st = hard_assignment_statistics(X, None, 0, plan).stats[0]
     state = GaussianModel(3, cov, 1e-6).m_step(st, centres.mean(axis=0), Reference(centres))
     labels = ((X[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)

@@ -55,11 +55,17 @@ class MixtureModel(Protocol):
 
 @dataclass
 class Candidate:
-    """Where one candidate (a model and its current parameters) stands."""
+    """Where one candidate (a model and its current parameters) stands.
+
+    ``centre`` is the point its passes centre the data on, fixed for the whole fit (so a
+    resumed fit repeats an uninterrupted one bit for bit); restarts of one model share
+    it, so their products are batched.
+    """
 
     index: int
     model: MixtureModel
     state: Any
+    centre: np.ndarray
     label: str = ""
     lower_bound: float = -math.inf
     lower_bounds: list[float] = field(default_factory=list)
@@ -93,8 +99,6 @@ class IterationInfo:
     seconds: float
     #: The digest of the data, once the pass that computes it has run (else None).
     digest: str | None = None
-    #: The centre the passes use.
-    centre: np.ndarray | None = None
 
 
 @dataclass
@@ -107,8 +111,8 @@ class EMOptions:
     dtype: str = "float64"
 
 
-def run_em(chunks: RowChunks, candidates: Sequence[Candidate], centre: np.ndarray,
-           options: EMOptions, *, start_iteration: int = 0,
+def run_em(chunks: RowChunks, candidates: Sequence[Candidate], options: EMOptions, *,
+           start_iteration: int = 0,
            expected_digest: str | None = None, record_digest: bool = False,
            callback: Callable[[IterationInfo], None] | None = None) -> str | None:
     """Run EM on every active candidate until each converges or ``max_iter`` is reached.
@@ -120,9 +124,6 @@ def run_em(chunks: RowChunks, candidates: Sequence[Candidate], centre: np.ndarra
     chunks : RowChunks
         The data (and sample weights).
     candidates : sequence of Candidate
-    centre : ndarray of shape (D,)
-        The point every pass centres the data on (fixed for a fit, so that a resumed fit
-        repeats an uninterrupted one bit for bit).
     options : EMOptions
     start_iteration : int
         Iterations already done (a resumed fit).
@@ -148,7 +149,8 @@ def run_em(chunks: RowChunks, candidates: Sequence[Candidate], centre: np.ndarra
             break
         t0 = time.perf_counter()
         entropy = any(c.model.wants_entropy for c in active)
-        plan = make_plan([c.model.components(c.state) for c in active], centre,
+        plan = make_plan([c.model.components(c.state) for c in active],
+                         [c.centre for c in active],
                          dtype=options.dtype, entropy=entropy,
                          digest=want_digest and digest is None)
         result = chunks.map_reduce(estep_statistics, plan, split_every=options.split_every,
@@ -163,7 +165,7 @@ def run_em(chunks: RowChunks, candidates: Sequence[Candidate], centre: np.ndarra
                 )
         for cand, st in zip(active, result.stats, strict=True):
             previous = cand.lower_bound
-            cand.state = cand.model.m_step(st, centre, cand.state)
+            cand.state = cand.model.m_step(st, cand.centre, cand.state)
             cand.lower_bound = float(cand.model.lower_bound(st, cand.state))
             cand.lower_bounds.append(cand.lower_bound)
             cand.n_iter = iteration
@@ -174,7 +176,7 @@ def run_em(chunks: RowChunks, candidates: Sequence[Candidate], centre: np.ndarra
         for cand in active:
             cand.seconds += seconds / len(active)
         info = IterationInfo(iteration, options.max_iter, list(candidates), seconds,
-                             digest, centre)
+                             digest)
         if callback is not None:
             callback(info)
         observers.notify("iteration_finished", info)

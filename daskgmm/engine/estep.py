@@ -13,7 +13,7 @@ The same tile loop serves the initialisation: :func:`assignment_statistics` take
 responsibilities from a rule (the nearest centre, or uniform random numbers) instead of the
 posterior.
 
-Numerical care: every tile is centred on the plan's ``centre`` in float64 before it is cast
+Numerical care: every tile is centred on its group's ``centre`` in float64 before it is cast
 to the compute dtype, so a large common offset never meets float32 rounding or a sum of
 squares; responsibilities come from a log-sum-exp; full covariances accumulate whitened
 second moments (see :mod:`daskgmm.engine.covariance.full`).
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,8 +37,10 @@ from daskgmm.errors import DegenerateComponentError, InvalidDataError, NonFinite
 #: Workspace bytes one tile of a batch may take. Small enough that a tile's arrays stay in
 #: the CPU caches (see the tile sweep of ``scripts/bench.py``).
 TILE_BYTES = 1 * 2**20
-#: Fewest rows in a tile (and the row count batches are sized for).
+#: Fewest rows in a tile.
 MIN_TILE_ROWS = 256
+#: A batch of candidates may use this many times a tile's workspace.
+BATCH_TILES = 8
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -83,38 +85,53 @@ class Components:
 
 
 @dataclass(frozen=True, eq=False)
-class EStepPlan:
-    """Everything a pass's chunk tasks need, shipped once per pass.
-
-    Build it with :func:`make_plan`.
+class PlanGroup:
+    """Candidates of one pass that share a centre, a covariance type and a number of
+    components (restarts of one model): their batch of operands, walked in tiles of
+    their own size.
 
     Attributes
     ----------
+    batch : Batch
     centre : ndarray of shape (D,)
         ``c0``: every tile is centred on it (float64) before anything else.
+    constant : ndarray of shape (K, 1)
+        The candidates' ``log_constant`` concatenated, in the compute dtype.
+    tile_rows : int
+    """
+
+    batch: Batch
+    centre: np.ndarray
+    constant: np.ndarray
+    tile_rows: int
+
+
+@dataclass(frozen=True, eq=False)
+class EStepPlan:
+    """Everything a pass's chunk tasks need, shipped once per pass.
+
+    Build it with :func:`make_plan`. A candidate's numbers depend only on its own
+    group (its tiles, its centre, its batched products computed slice by slice), so
+    sharing a pass with other candidates changes the cost, never the answer.
+
+    Attributes
+    ----------
     dtype : numpy.dtype
         Compute dtype of the products.
-    batches : tuple of Batch
-    constants : tuple of ndarray
-        Per batch, the candidates' ``log_constant`` concatenated, shape ``(K, 1)``.
+    groups : tuple of PlanGroup
     slots : tuple of (int, int, int)
-        Per candidate (in order): its batch and its component range in the batch.
-    tile_rows : int
+        Per candidate (in order): its group and its component range in the group.
     entropy : bool
         Also compute ``ent`` (the responsibilities' negative entropy).
     digest : bool
         Also digest every chunk's bytes (to recognise the data later).
     """
 
-    centre: np.ndarray
     dtype: np.dtype
-    batches: tuple[Batch, ...]
-    constants: tuple[np.ndarray, ...]
+    groups: tuple[PlanGroup, ...]
     slots: tuple[tuple[int, int, int], ...]
-    tile_rows: int
     entropy: bool = False
     digest: bool = False
-    n_features: int = field(default=0)
 
     @property
     def n_candidates(self) -> int:
@@ -125,48 +142,55 @@ class EStepPlan:
 def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
               dtype: str | np.dtype = "float64", entropy: bool = False,
               digest: bool = False, tile_bytes: int | None = None) -> EStepPlan:
-    """Group the candidates' components into batches and precompute their operands.
+    """Group the candidates and precompute their operands.
 
-    Candidates of one covariance type share a batch as long as one tile row of the batch
-    fits ``tile_bytes / MIN_TILE_ROWS``; tiles then hold ``tile_bytes`` over the largest
-    batch's row size (and at least :data:`MIN_TILE_ROWS` rows).
+    Parameters
+    ----------
+    candidates : sequence of Components
+    centre : ndarray of shape (D,) or (n_candidates, D)
+        The centre of every candidate (or one for all).
+    dtype, entropy, digest :
+        See :class:`EStepPlan`.
+    tile_bytes : int, optional
+        Workspace per tile of one candidate (default :data:`TILE_BYTES`); tiles hold at
+        least :data:`MIN_TILE_ROWS` rows. Up to :data:`BATCH_TILES` candidates with the
+        same centre, type and number of components share a group (batched products).
     """
     dtype = np.dtype(dtype)
     tile_bytes = TILE_BYTES if tile_bytes is None else int(tile_bytes)
-    centre = np.ascontiguousarray(centre, dtype=np.float64)
-    D = len(centre)
-    limit = max(1, tile_bytes // MIN_TILE_ROWS)
-    groups: list[tuple[CovarianceType, list[int]]] = []
+    centres = np.asarray(centre, dtype=np.float64)
+    if centres.ndim == 1:
+        centres = np.broadcast_to(centres, (len(candidates), len(centres)))
+    members: dict[tuple, list[int]] = {}
+    keys: list[tuple] = []
     for index, cand in enumerate(candidates):
-        open_group = next((g for g in groups if g[0] is cand.covariance and cand.covariance
-                           .row_bytes(sum(candidates[i].n_components for i in g[1])
-                                      + cand.n_components, D, dtype.itemsize) <= limit),
-                          None)
-        if open_group is None:
-            groups.append((cand.covariance, [index]))
-        else:
-            open_group[1].append(index)
-    batches, constants = [], []
+        base = (cand.covariance.name, cand.n_components, centres[index].tobytes())
+        part = 0
+        while len(members.get((*base, part), ())) >= BATCH_TILES:
+            part += 1
+        key = (*base, part)
+        if key not in members:
+            members[key] = []
+            keys.append(key)
+        members[key].append(index)
+    groups = []
     slots: list[tuple[int, int, int]] = [(0, 0, 0)] * len(candidates)
-    for b, (cov, members) in enumerate(groups):
-        parts = [candidates[i] for i in members]
+    for g, key in enumerate(keys):
+        parts = [candidates[i] for i in members[key]]
+        cov, K = parts[0].covariance, parts[0].n_components
+        c0 = np.ascontiguousarray(centres[members[key][0]])
         with np.errstate(over="ignore", invalid="ignore"):
-            batch = cov.operands([p.means - centre for p in parts],
+            batch = cov.operands([p.means - c0 for p in parts],
                                  [p.precisions_cholesky for p in parts], dtype)
             constant = np.ascontiguousarray(
                 np.concatenate([p.log_constant for p in parts])[:, None], dtype=dtype)
         _check_operands(batch, constant, dtype)
-        batches.append(batch)
-        constants.append(constant)
-        start = 0
-        for i, p in zip(members, parts, strict=True):
-            slots[i] = (b, start, start + p.n_components)
-            start += p.n_components
-    widest = max((b.cov.row_bytes(b.n_components, D, dtype.itemsize) for b in batches),
-                 default=1)
-    tile_rows = max(MIN_TILE_ROWS, tile_bytes // max(1, widest))
-    return EStepPlan(centre, dtype, tuple(batches), tuple(constants), tuple(slots),
-                     tile_rows, entropy, digest, D)
+        rows = max(MIN_TILE_ROWS,
+                   tile_bytes // max(1, cov.row_bytes(K, len(c0), dtype.itemsize)))
+        groups.append(PlanGroup(batch, c0, constant, rows))
+        for position, i in enumerate(members[key]):
+            slots[i] = (g, position * K, (position + 1) * K)
+    return EStepPlan(dtype, tuple(groups), tuple(slots), entropy, digest)
 
 
 def _check_operands(batch: Batch, constant: np.ndarray, dtype: np.dtype) -> None:
@@ -216,40 +240,40 @@ def check_weights_block(w: np.ndarray, row_start: int) -> None:
     )
 
 
-def _centred_tile(X: np.ndarray, sl: slice, plan: EStepPlan, ws: Workspace,
-                  row_start: int) -> np.ndarray:
-    """Rows ``sl`` of the chunk ``X`` minus the centre, in the compute dtype (subtracted
+def _centred_tile(X: np.ndarray, sl: slice, centre: np.ndarray, dtype: np.dtype,
+                  ws: Workspace, row_start: int) -> np.ndarray:
+    """Rows ``sl`` of the chunk ``X`` minus ``centre``, in the compute dtype (subtracted
     in float64). Non-finite values anywhere in the tile raise
     :class:`NonFiniteDataError` naming the chunk's rows."""
     tile = X[sl]
     n, D = tile.shape
-    xc64 = ws.get("xc" if plan.dtype == np.float64 else "xc64", (n, D), np.float64)
+    xc64 = ws.get("xc" if dtype == np.float64 else "xc64", (n, D), np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        np.subtract(tile, plan.centre, out=xc64)
+        np.subtract(tile, centre, out=xc64)
         # NaN and infinities reach the sum; a sum that overflowed is checked exactly.
         suspicious = not np.isfinite(xc64.sum())
     if suspicious:
         check_finite_block(np.asarray(X), row_start)
-    if plan.dtype == np.float64:
+    if dtype == np.float64:
         return xc64
-    xc = ws.get("xc", (n, D), plan.dtype)
+    xc = ws.get("xc", (n, D), dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         xc[...] = xc64
         overflow = not np.isfinite(xc.sum()) and not np.isfinite(xc).all()
     if overflow:
         raise InvalidDataError(
             f"rows {row_start + sl.start}..{row_start + sl.stop - 1} hold values too large "
-            f"for {plan.dtype} products (beyond {np.finfo(plan.dtype).max:.3g} after "
+            f"for {dtype} products (beyond {np.finfo(dtype).max:.3g} after "
             "centring): scale the data, or fit with dtype='float64'."
         )
     return xc
 
 
-def _weights_tile(weights: np.ndarray | None, sl: slice, plan: EStepPlan, ws: Workspace
+def _weights_tile(weights: np.ndarray | None, sl: slice, dtype: np.dtype, ws: Workspace
                   ) -> np.ndarray | None:
     if weights is None:
         return None
-    w = ws.get("w", (sl.stop - sl.start,), plan.dtype)
+    w = ws.get("w", (sl.stop - sl.start,), dtype)
     w[...] = weights[sl]
     return w
 
@@ -303,41 +327,42 @@ Responsibilities = Callable[[int, np.ndarray, np.ndarray, slice], None]
 
 
 def assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
-                plan: EStepPlan, responsibilities: Responsibilities | None) -> PassResult:
+                          plan: EStepPlan, responsibilities: Responsibilities | None
+                          ) -> PassResult:
     """Statistics of one chunk: the tile loop shared by the E-step and the
     initialisation passes.
 
     ``responsibilities(c, block, xc, sl)`` (when given) overwrites candidate ``c``'s rows
-    ``block`` of the batch's ``(K, n)`` distances with its responsibilities for the tile
+    ``block`` of its group's ``(K, n)`` distances with its responsibilities for the tile
     ``sl`` (``xc`` is the centred tile); without it they are the posterior.
     """
     ws = workspace()
     D = X.shape[1]
-    per_batch = [
-        {"nk": np.zeros(b.n_components), "sx": np.zeros((b.n_components, D)), "s2": None}
-        for b in plan.batches
-    ]
     C = plan.n_candidates
     ll = np.zeros(C)
     ent = np.zeros(C)
-    total_weight = float(len(X)) if weights is None else 0.0
+    total_weight = float(len(X))
     if weights is not None:
         check_weights_block(np.asarray(weights), row_start)
         total_weight = float(np.sum(weights, dtype=np.float64))
-    for sl in _tiles(len(X), plan.tile_rows):
-        xc = _centred_tile(X, sl, plan, ws, row_start)
-        w = _weights_tile(weights, sl, plan, ws)
-        for b, batch in enumerate(plan.batches):
+    members = [[(c, s, e) for c, (g, s, e) in enumerate(plan.slots) if g == gi]
+               for gi in range(len(plan.groups))]
+    per_group = []
+    for group, cands in zip(plan.groups, members, strict=True):
+        batch = group.batch
+        acc = {"nk": np.zeros(batch.n_components), "sx": np.zeros((batch.n_components, D)),
+               "s2": None}
+        for sl in _tiles(len(X), group.tile_rows):
+            xc = _centred_tile(X, sl, group.centre, plan.dtype, ws, row_start)
+            w = _weights_tile(weights, sl, plan.dtype, ws)
             wlp = batch.cov.project(xc, batch, ws)
-            for c, (cb, start, stop) in enumerate(plan.slots):
-                if cb != b:
-                    continue
+            for c, start, stop in cands:
                 block = wlp[start:stop]
                 if responsibilities is not None:
                     responsibilities(c, block, xc, sl)
                     continue
                 block *= -0.5
-                block += plan.constants[b][start:stop]
+                block += group.constant[start:stop]
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                     log_norm, neg_ent = _softmax(block, ws, plan.entropy)
                 _check_log_likelihood(log_norm, row_start + sl.start, len(log_norm))
@@ -346,19 +371,17 @@ def assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: 
                     ent[c] += float(neg_ent.sum() if w is None else neg_ent @ w)
             if w is not None:
                 wlp *= w
-            acc = per_batch[b]
             acc["nk"] += wlp.sum(axis=1, dtype=np.float64)
             sx, s2 = batch.cov.accumulate(xc, wlp, w, batch, ws)
             acc["sx"] += sx
             acc["s2"] = s2.astype(np.float64) if acc["s2"] is None else acc["s2"] + s2
+        per_group.append(acc)
     stats: list[Stats] = []
-    for c, (b, start, stop) in enumerate(plan.slots):
-        batch = plan.batches[b]
-        acc = per_batch[b]
-        K = stop - start
-        pos = sum(1 for cb, _, _ in plan.slots[:c] if cb == b)
-        s2 = (batch.cov.split(acc["s2"], batch.sizes)[pos] if acc["s2"] is not None
-              else batch.cov.zero_statistic(K, D))
+    for c, (g, start, stop) in enumerate(plan.slots):
+        batch = plan.groups[g].batch
+        acc = per_group[g]
+        s2 = (batch.cov.split(acc["s2"], batch.sizes)[start // (stop - start)]
+              if acc["s2"] is not None else batch.cov.zero_statistic(stop - start, D))
         item = {"n": np.float64(total_weight), "ll": np.float64(ll[c]),
                 "nk": acc["nk"][start:stop].copy(), "sx": acc["sx"][start:stop].copy(),
                 "s2": np.array(s2, dtype=np.float64)}
@@ -479,13 +502,13 @@ def _weighted_log_prob(X: np.ndarray, row_start: int, plan: EStepPlan) -> np.nda
     float64."""
     check_finite_block(np.asarray(X), row_start)
     ws = Workspace()  # outputs escape: no shared buffers
-    batch = plan.batches[0]
-    out = np.empty((len(X), batch.n_components))
-    for sl in _tiles(len(X), plan.tile_rows):
-        xc = _centred_tile(X, sl, plan, ws, row_start)
-        wlp = batch.cov.project(xc, batch, ws)
+    group = plan.groups[0]
+    out = np.empty((len(X), group.batch.n_components))
+    for sl in _tiles(len(X), group.tile_rows):
+        xc = _centred_tile(X, sl, group.centre, plan.dtype, ws, row_start)
+        wlp = group.batch.cov.project(xc, group.batch, ws)
         wlp *= -0.5
-        wlp += plan.constants[0]
+        wlp += group.constant
         out[sl] = wlp.T
     return out
 

@@ -122,7 +122,7 @@ def _points_statistics(points: np.ndarray, weights: np.ndarray | None,
     points' mean), as scikit-learn's one-hot initialisations give."""
     centre = points.mean(axis=0)
     K = len(points)
-    plan = _identity_plan([(cov, points)], centre)
+    plan = identity_plan([(cov, points)], centre)
 
     def identity(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
         block[...] = np.eye(K)[:, sl]
@@ -131,10 +131,11 @@ def _points_statistics(points: np.ndarray, weights: np.ndarray | None,
     return result.stats[0], centre
 
 
-def _identity_plan(sets: Sequence[tuple[cov_types.CovarianceType, np.ndarray]],
+def identity_plan(sets: Sequence[tuple[cov_types.CovarianceType, np.ndarray]],
                    centre: np.ndarray):
-    """A plan whose distances are squared Euclidean distances to the given centres."""
-    D = len(centre)
+    """A plan whose distances are squared Euclidean distances to the given centres
+    (``centre``: one point for all sets, or one per set)."""
+    D = np.shape(centre)[-1]
     comps = []
     for cov, centres in sets:
         K = len(centres)
@@ -160,7 +161,8 @@ def _sample(chunks: RowChunks, groups: Sequence[Group]
 
 
 def _kmeans_centres(chunks: RowChunks, groups: Sequence[Group], split_every: int
-                    ) -> list[list[np.ndarray]]:
+                    ) -> tuple[list[list[np.ndarray]], list[np.ndarray]]:
+    """Every group's k-means centres (per restart), and the mean of its sample."""
     from sklearn.cluster import KMeans
 
     samples = _sample(chunks, groups)
@@ -172,10 +174,12 @@ def _kmeans_centres(chunks: RowChunks, groups: Sequence[Group], split_every: int
                         random_state=g.random_state).fit(rows, sample_weight=w)
             sets.append(_canonical_order(np.asarray(km.cluster_centers_, dtype=np.float64)))
         centres.append(sets)
-    rows0, w0 = samples[0]
+    means = [rows.mean(axis=0) if w is None else np.average(rows, axis=0, weights=w)
+             for rows, w in samples]
+    rows0 = samples[0][0]
     if len(rows0) == chunks.shape[0]:
-        return centres  # the sample is the whole array: k-means has run on all of it
-    reference = rows0.mean(axis=0) if w0 is None else np.average(rows0, axis=0, weights=w0)
+        return centres, means  # the sample is the whole array: k-means ran on all of it
+    reference = means[0]
     threshold = LLOYD_TOL * float(np.mean(np.var(rows0, axis=0)))
     flat = [(gi, r) for gi, sets in enumerate(centres) for r in range(len(sets))]
     active = list(flat)
@@ -196,7 +200,7 @@ def _kmeans_centres(chunks: RowChunks, groups: Sequence[Group], split_every: int
         active = still
         if not active:
             break
-    return centres
+    return centres, means
 
 
 def _canonical_order(centres: np.ndarray) -> np.ndarray:
@@ -225,10 +229,11 @@ def initial_states(chunks: RowChunks, groups: Sequence[Group], init_params: str,
         Per group, one model state per restart.
     """
     if init_params == "kmeans":
-        centres = _kmeans_centres(chunks, groups, split_every)
+        centres, references = _kmeans_centres(chunks, groups, split_every)
         sets = [(g.model.covariance, c) for g, cs in zip(groups, centres, strict=True)
                 for c in cs]
-        return _states_from_assignment(chunks, groups, sets, split_every)
+        refs = [r for g, r in zip(groups, references, strict=True) for _ in range(g.n_init)]
+        return _states_from_assignment(chunks, groups, sets, refs, split_every)
     if init_params == "k-means++":
         from sklearn.cluster import kmeans_plusplus
 
@@ -259,7 +264,7 @@ def initial_states(chunks: RowChunks, groups: Sequence[Group], init_params: str,
                  for g in groups for _ in range(g.n_init)]
         reference = chunks.take_rows(np.array([0]))[0]
         refs = [np.tile(reference, (g.model.n_components, 1)) for g in flat_groups]
-        plan = _identity_plan([(g.model.covariance, r) for g, r in zip(flat_groups, refs,
+        plan = identity_plan([(g.model.covariance, r) for g, r in zip(flat_groups, refs,
                                                                         strict=True)],
                               reference)
         result = chunks.map_reduce(random_assignment_statistics, plan, seeds,
@@ -284,16 +289,34 @@ def _regroup(groups: Sequence[Group], flat: list[Any]) -> list[list[Any]]:
 
 def _states_from_assignment(chunks: RowChunks, groups: Sequence[Group],
                             sets: list[tuple[cov_types.CovarianceType, np.ndarray]],
-                            split_every: int) -> list[list[Any]]:
+                            references: list[np.ndarray], split_every: int
+                            ) -> list[list[Any]]:
     """One pass: the statistics of assigning every row to its nearest centre, for every
-    set of centres; then each model's M-step."""
-    reference = np.mean([c.mean(axis=0) for _, c in sets], axis=0)
-    plan = _identity_plan(sets, reference)
+    set of centres (each about its group's sample mean); then each model's M-step."""
+    plan = identity_plan(sets, np.stack(references))
     result = chunks.map_reduce(hard_assignment_statistics, plan, split_every=split_every,
                                kind="init")
-    flat = [g.model.m_step(st, reference, Reference(np.asarray(c)))
-            for g, (_, c), st in zip(_expand(groups), sets, result.stats, strict=True)]
+    flat = [g.model.m_step(st, ref, Reference(np.asarray(c)))
+            for g, (_, c), ref, st in zip(_expand(groups), sets, references, result.stats,
+                                           strict=True)]
     return _regroup(groups, flat)
+
+
+def state_from_responsibilities(model: MixtureModel, X: np.ndarray,
+                                resp: np.ndarray) -> Any:
+    """Parameters from given responsibilities of in-memory data (scikit-learn's
+    ``_initialize(X, resp)``)."""
+    X = np.asarray(X, dtype=np.float64)
+    resp = np.asarray(resp, dtype=np.float64)
+    centre = X.mean(axis=0)
+    refs = np.tile(centre, (model.n_components, 1))
+    plan = identity_plan([(model.covariance, refs)], centre)
+
+    def given(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
+        block[...] = resp[sl].T
+
+    stats = assignment_statistics(X, None, 0, plan, given).stats[0]
+    return model.m_step(stats, centre, Reference(refs))
 
 
 def _state_from_points(model: MixtureModel, points: np.ndarray,

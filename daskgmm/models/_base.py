@@ -175,7 +175,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _run(self, chunks: RowChunks) -> Candidate:
         from daskgmm.serialize.checkpoint import Checkpointer
 
-        model = self._make_model(chunks.shape[1])
+        model = self._make_model(chunks.shape[1], self.n_components)
         options = EMOptions(self.tol, self.max_iter, self.split_every, self.dtype)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         checkpointer = None
@@ -198,10 +198,10 @@ class BaseMixture(DensityMixin, BaseEstimator):
             states = [self._state_from_attributes()]
             start = self.lower_bound_
         labels = self._labels()
-        candidates = [Candidate(i, model, s, labels[min(i, len(labels) - 1)],
-                                lower_bound=start) for i, s in enumerate(states)]
         centre = _centre(states[0])
-        run_em(chunks, candidates, centre, options, record_digest=checkpointer is not None,
+        candidates = [Candidate(i, model, s, centre, labels[min(i, len(labels) - 1)],
+                                lower_bound=start) for i, s in enumerate(states)]
+        run_em(chunks, candidates, options, record_digest=checkpointer is not None,
                callback=checkpointer)
         return best_candidate(candidates, self.max_iter)
 
@@ -215,9 +215,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
             )
         candidates = resumed.candidates
         if any(c.active for c in candidates) and resumed.iteration < self.max_iter:
-            run_em(chunks, candidates, resumed.centre, options,
-                   start_iteration=resumed.iteration, expected_digest=resumed.digest,
-                   callback=checkpointer)
+            run_em(chunks, candidates, options, start_iteration=resumed.iteration,
+                   expected_digest=resumed.digest, callback=checkpointer)
         else:
             checkpointer.verify_data(chunks, resumed.digest, self.split_every)
         return best_candidate(candidates, self.max_iter)
@@ -234,9 +233,26 @@ class BaseMixture(DensityMixin, BaseEstimator):
             "config": params,
         }
 
+    def _initialize(self, X: Any, resp: Any) -> None:
+        """scikit-learn's hook: the parameters of responsibilities ``resp`` (n, K) of the
+        in-memory samples ``X`` (with the user's ``*_init`` values in place)."""
+        from daskgmm.engine.initialize import state_from_responsibilities
+
+        X = np.asarray(X)
+        resp = np.asarray(resp)
+        # As scikit-learn's: no validation; the number of components is resp's.
+        self._load_user_init()
+        self._prepare(RowChunks(np.asarray(X, dtype=np.float64)))
+        model = self._make_model(X.shape[1], resp.shape[1])
+        state = state_from_responsibilities(model, X, resp)
+        self._set_attributes(self._with_user_init(state, model))
+
     # -- hooks with defaults -----------------------------------------------------------
     def _check_initial_parameters(self, n_features: int, dtype: np.dtype) -> None:
         """Validate parameters against the data's shape (before any pass)."""
+
+    def _load_user_init(self) -> None:
+        """Take the user's initial values as they are (no validation)."""
 
     def _prepare(self, chunks: RowChunks) -> None:
         """Passes needed before the initialisation (none by default)."""

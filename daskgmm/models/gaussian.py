@@ -306,13 +306,20 @@ class GaussianMixture(BaseMixture):
         self.checkpoint_every = checkpoint_every
 
     # -- hooks of BaseMixture ----------------------------------------------------------
-    def _make_model(self, n_features: int) -> GaussianModel:
-        return GaussianModel(self.n_components, self.covariance_type, self.reg_covar)
+    def _make_model(self, n_features: int, n_components: int) -> GaussianModel:
+        return GaussianModel(n_components, self.covariance_type, self.reg_covar)
+
+    def _load_user_init(self) -> None:
+        self._user_init = {
+            "weights": _as_float_array(self.weights_init, "weights_init"),
+            "means": _as_float_array(self.means_init, "means_init"),
+            "precisions": _as_float_array(self.precisions_init, "precisions_init"),
+        }
 
     def _check_initial_parameters(self, n_features: int, dtype: np.dtype) -> None:
         K, cov = self.n_components, cov_types.get(self.covariance_type)
-        self._user_init = {}
-        weights = _as_float_array(self.weights_init, "weights_init")
+        self._load_user_init()
+        weights = self._user_init["weights"]
         if weights is not None:
             _check_shape(weights, (K,), "weights")
             if weights.min() < 0.0 or weights.max() > 1.0:
@@ -328,14 +335,13 @@ class GaussianMixture(BaseMixture):
                     "The parameter 'weights' should be normalized, but got sum(weights) = "
                     f"{weights.sum():.5f}"
                 )
-        means = _as_float_array(self.means_init, "means_init")
+        means = self._user_init["means"]
         if means is not None:
             _check_shape(means, (K, n_features), "means")
-        prec = _as_float_array(self.precisions_init, "precisions_init")
+        prec = self._user_init["precisions"]
         if prec is not None:
             _check_shape(prec, cov.shape(K, n_features), f"{cov.name} precision")
             cov.check_precisions(prec, K, n_features)
-        self._user_init = {"weights": weights, "means": means, "precisions": prec}
 
     def _needs_data_for_init(self) -> bool:
         return any(v is None for v in self._user_init.values())
@@ -371,12 +377,23 @@ class GaussianMixture(BaseMixture):
         self.precisions_cholesky_ = state.precisions_cholesky
         self.precisions_ = state.precisions()
 
+    def _get_parameters(self) -> tuple[np.ndarray, ...]:
+        """scikit-learn's private accessor of the fitted parameters."""
+        return (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+
+    def _set_parameters(self, params: tuple[np.ndarray, ...]) -> None:
+        """scikit-learn's private setter: ``(weights, means, covariances,
+        precisions_cholesky)``; the precisions follow."""
+        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = params
+        cov = cov_types.get(self.covariance_type)
+        self.precisions_ = cov.precisions(np.asarray(self.precisions_cholesky_))
+
     def _components(self) -> Components:
         return Components.gaussian(self.covariance_type, self.weights_, self.means_,
                                    self.precisions_cholesky_)
 
     def _n_parameters(self) -> int:
-        K, D = self.means_.shape
+        K, D = np.shape(self.means_)
         return GaussianModel(K, self.covariance_type, self.reg_covar).n_parameters(D)
 
     def _checkpoint_config(self) -> dict[str, Any]:

@@ -56,7 +56,6 @@ class Resumed:
 
     iteration: int
     candidates: list[Candidate]
-    centre: np.ndarray
     digest: str | None
 
 
@@ -65,6 +64,7 @@ def _state_to_json(cand: Candidate) -> dict[str, Any]:
     return {
         "index": cand.index,
         "label": cand.label,
+        "centre": np.asarray(cand.centre, dtype=np.float64).tolist(),
         "arrays": {name: np.asarray(value).tolist() for name, value in arrays.items()},
         "lower_bound": encode_float(cand.lower_bound),
         "lower_bounds": [encode_float(v) for v in cand.lower_bounds],
@@ -114,16 +114,15 @@ class Checkpointer:
             self._digest = info.digest
         last = info.iteration == info.max_iter or not any(c.active for c in info.states)
         if last or info.iteration % self.every == 0:
-            self.save(info.iteration, info.states, info.centre)
+            self.save(info.iteration, info.states)
 
-    def save(self, iteration: int, candidates: list[Candidate], centre: Any) -> Path:
+    def save(self, iteration: int, candidates: list[Candidate]) -> Path:
         """Write the checkpoint of ``candidates`` after ``iteration`` iterations."""
         body = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "iteration": int(iteration),
-            "centre": np.asarray(centre, dtype=np.float64).tolist(),
             "digest": self._digest,
             "states": [_state_to_json(c) for c in candidates],
         }
@@ -180,9 +179,6 @@ class Checkpointer:
         if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 1:
             raise ValueError(f"iteration {iteration!r}")
         D = self.fingerprint["data"]["shape"][1]
-        centre = array_from_json(body["centre"], "centre", ndim=1)
-        if centre.shape != (D,):
-            raise ValueError(f"centre of shape {centre.shape}")
         digest = body.get("digest")
         if digest is not None and not isinstance(digest, str):
             raise ValueError("digest is not a string")
@@ -194,6 +190,9 @@ class Checkpointer:
             if raw.get("index") != position:
                 raise ValueError(f"state {position} has index {raw.get('index')!r}")
             model = model_for(position)
+            centre = array_from_json(raw["centre"], "centre", ndim=1)
+            if centre.shape != (D,):
+                raise ValueError(f"centre of shape {centre.shape}")
             arrays = {name: array_from_json(value, name)
                       for name, value in raw["arrays"].items()}
             state = model.state_from_arrays(arrays, D)
@@ -209,11 +208,11 @@ class Checkpointer:
                 raise ValueError(f"n_iter {n_iter!r}")
             if not all(isinstance(raw[k], bool) for k in ("converged", "active")):
                 raise ValueError("converged/active are not booleans")
-            candidates.append(Candidate(position, model, state, str(raw.get("label", "")),
-                                        lower_bound, bounds, n_iter, raw["converged"],
-                                        raw["active"]))
+            candidates.append(Candidate(position, model, state, centre,
+                                        str(raw.get("label", "")), lower_bound, bounds,
+                                        n_iter, raw["converged"], raw["active"]))
         self._digest = digest
-        return Resumed(iteration, candidates, centre, digest)
+        return Resumed(iteration, candidates, digest)
 
     def verify_data(self, chunks: RowChunks, digest: str | None, split_every: int) -> None:
         """Read the data once and refuse it if it is not the checkpoint's (used when a

@@ -21,11 +21,23 @@ from typing import Any
 import pytest
 import sklearn
 
+import daskgmm
+
 #: Public estimators whose imports are swapped for daskgmm's.
 SWAPPED = {"GaussianMixture", "BayesianGaussianMixture"}
 
 #: Tests that do not apply to daskgmm, by name, with the reason.
-NOT_APPLICABLE: dict[str, str] = {}
+NOT_APPLICABLE: dict[str, str] = {
+    "test_check_weights": (
+        "matches scikit-learn's message for weights outside [0, 1], which prints the "
+        "minimum as 'max value' and the maximum as 'min value'; daskgmm prints them the "
+        "right way round (its other checks are in tests/test_bad_input.py)"),
+    "test_gaussian_mixture_setting_best_params": (
+        "expects a component holding one sample with reg_covar=0 to keep a positive "
+        "variance, which scikit-learn gets from the rounding error of its raw-moment "
+        "formula (3.6e-16 here); daskgmm accumulates about the mean, finds a variance of "
+        "0 within rounding and reports the degenerate component"),
+}
 
 
 def _private_names(tree: ast.Module) -> set[str]:
@@ -72,6 +84,10 @@ def load_suite(name: str, namespace: dict[str, Any]) -> Path:
             ours = [a for a in node.names if a.name in SWAPPED]
             if ours and len(ours) != len(node.names):
                 raise AssertionError(f"unexpected import in {path}: {ast.unparse(node)}")
+            missing = [a.name for a in ours if not hasattr(daskgmm, a.name)]
+            if missing:
+                pytest.skip(f"daskgmm has no {', '.join(missing)} yet",
+                            allow_module_level=True)
             if ours:
                 node.module = "daskgmm"
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):

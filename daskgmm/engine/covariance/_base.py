@@ -29,6 +29,7 @@ large offset never enters a sum of squares: about the common centre ``c0`` of th
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -79,6 +80,18 @@ class Batch:
     def n_components(self) -> int:
         """Components in the batch (all candidates together)."""
         return sum(self.sizes)
+
+    @property
+    def slices(self) -> list[slice]:
+        """Each candidate's rows of the batch's per-component arrays.
+
+        Products whose shape involves the number of components are computed one
+        candidate at a time on these slices, so a candidate's numbers do not depend on
+        which other candidates share its batch (BLAS may block a product differently
+        for a different number of rows).
+        """
+        bounds = np.cumsum((0, *self.sizes))
+        return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
 class CovarianceType(ABC):

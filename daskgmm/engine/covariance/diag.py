@@ -117,7 +117,8 @@ class Diag(CovarianceType):
         Z[:, :D] = xc
         np.multiply(xc, xc, out=Z[:, D:])
         maha = ws.get("maha", (len(W), n), xc.dtype)
-        np.matmul(W, Z.T, out=maha)
+        for part in batch.slices:
+            np.matmul(W[part], Z.T, out=maha[part])
         maha += batch.arrays["constant"]
         return maha
 
@@ -126,7 +127,8 @@ class Diag(CovarianceType):
         n, D = xc.shape
         Z = ws.get("diag.Z", (n, 2 * D), xc.dtype)
         moments = ws.get("diag.moments", (len(wr), 2 * D), xc.dtype)
-        np.matmul(wr, Z, out=moments)
+        for part in batch.slices:
+            np.matmul(wr[part], Z, out=moments[part])
         return moments[:, :D], moments[:, D:]
 
     def split(self, s2: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:

@@ -164,7 +164,8 @@ class Full(CovarianceType):
                    ws: Any) -> tuple[np.ndarray, np.ndarray]:
         K, n, D = len(wr), len(xc), xc.shape[1]
         sx = ws.get("sx", (K, D), xc.dtype)
-        np.matmul(wr, xc, out=sx)
+        for part in batch.slices:
+            np.matmul(wr[part], xc, out=sx[part])
         Y = ws.get("full.Y", (K, n, D), xc.dtype)
         np.sqrt(wr, out=wr)
         Y *= wr[:, :, None]

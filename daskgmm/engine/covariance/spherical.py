@@ -84,7 +84,8 @@ class Spherical(CovarianceType):
         norms = ws.get("spherical.norms", (n,), xc.dtype)
         np.einsum("nd,nd->n", xc, xc, out=norms)
         maha = ws.get("maha", (len(W), n), xc.dtype)
-        np.matmul(W, xc.T, out=maha)
+        for part in batch.slices:
+            np.matmul(W[part], xc.T, out=maha[part])
         scaled = ws.get("spherical.scaled", (len(W), n), xc.dtype)
         np.multiply(batch.arrays["prec"], norms, out=scaled)
         maha += scaled
@@ -95,9 +96,11 @@ class Spherical(CovarianceType):
                    ws: Any) -> tuple[np.ndarray, np.ndarray]:
         K, D = len(wr), xc.shape[1]
         sx = ws.get("sx", (K, D), xc.dtype)
-        np.matmul(wr, xc, out=sx)
         s2 = ws.get("spherical.s2", (K,), xc.dtype)
-        np.matmul(wr, ws.get("spherical.norms", (len(xc),), xc.dtype), out=s2)
+        norms = ws.get("spherical.norms", (len(xc),), xc.dtype)
+        for part in batch.slices:
+            np.matmul(wr[part], xc, out=sx[part])
+            np.matmul(wr[part], norms, out=s2[part])
         return sx, s2
 
     def split(self, s2: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:

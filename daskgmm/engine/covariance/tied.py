@@ -93,20 +93,18 @@ class Tied(CovarianceType):
         norms = ws.get("tied.norms", (len(L), n), xc.dtype)
         np.einsum("cnd,cnd->cn", Y, Y, out=norms)
         maha = ws.get("maha", (batch.n_components, n), xc.dtype)
-        start = 0
-        for c, size in enumerate(batch.sizes):
-            part = maha[start : start + size]
-            np.matmul(batch.arrays["B"][c], Y[c].T, out=part)
-            part += norms[c]
-            part += batch.arrays["constant"][c]
-            start += size
+        for c, part in enumerate(batch.slices):
+            np.matmul(batch.arrays["B"][c], Y[c].T, out=maha[part])
+            maha[part] += norms[c]
+            maha[part] += batch.arrays["constant"][c]
         return maha
 
     def accumulate(self, xc: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
                    ws: Any) -> tuple[np.ndarray, np.ndarray]:
         n, D = xc.shape
         sx = ws.get("sx", (len(wr), D), xc.dtype)
-        np.matmul(wr, xc, out=sx)
+        for part in batch.slices:
+            np.matmul(wr[part], xc, out=sx[part])
         weighted = xc
         if w is not None:
             weighted = ws.get("tied.weighted", (n, D), xc.dtype)
