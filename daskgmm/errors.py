@@ -16,9 +16,12 @@ __all__ = [
     "DataNotFoundError",
     "DataSourceError",
     "DegenerateComponentError",
+    "IncompleteStoreError",
     "InvalidDataError",
+    "MissingDependencyError",
     "ModelFormatError",
     "NonFiniteDataError",
+    "UnsafeOverwriteError",
     "WorkerDiedError",
 ]
 
@@ -66,3 +69,17 @@ class ClusterConnectionError(DaskGMMError, ConnectionError):
 
 class WorkerDiedError(DaskGMMError, RuntimeError):
     """Every Dask worker that tried a task died (usually by exceeding its memory limit)."""
+
+
+class IncompleteStoreError(DataSourceError):
+    """A chunked store has chunks that were never written (they would read as the fill
+    value); pass ``allow_missing_chunks=True`` if that is intended."""
+
+
+class MissingDependencyError(DaskGMMError, ImportError):
+    """An optional library needed for this input or output (e.g. ``s3fs`` for ``s3://``
+    URLs) is not installed; the message names the extra to install."""
+
+
+class UnsafeOverwriteError(DaskGMMError, FileExistsError):
+    """An output location holds something daskgmm did not write, so it is not replaced."""
