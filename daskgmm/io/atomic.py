@@ -433,7 +433,13 @@ def read_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def _write_marker(tmp: Path, kind: str) -> None:
-    """Mark a finished temporary directory (zarr root attributes, or the marker file)."""
+    """Mark a finished temporary directory (zarr root attributes, or the marker file).
+
+    A directory whose own metadata already says daskgmm wrote it (a model's
+    ``model.json``, a run's ``report.json``, an earlier marker) is left as it is.
+    """
+    if read_marker(tmp) is not None:
+        return
     marker = marker_content(kind)
     meta_path = tmp / "zarr.json"
     meta = _load_json(meta_path, limit=64 << 20) if meta_path.is_file() else None

@@ -70,7 +70,7 @@ DEFAULT_TARGET_CHUNK_BYTES = DEFAULT_CHUNK_BYTES
 earlier versions."""
 
 _READERS: list[Any] = [ZarrDirectoryReader(), ZarrZipReader(), HDF5Reader(), NpyReader(),
-                       ParquetReader()]
+                       ParquetReader(), SklearnDatasetReader()]
 
 
 def register_reader(reader: Any, *, first: bool = False) -> None:
