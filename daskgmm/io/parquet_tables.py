@@ -343,6 +343,13 @@ class ParquetReader(Reader):
                 if any(_is_data_file(n) for n in names):
                     return True
                 break
+            return False
+        if not location.is_local and location.listable and location.isdir():
+            try:
+                found = location.fs.find(location.path)
+            except (FileNotFoundError, OSError):
+                return False
+            return any(_is_data_file(str(p)) for p in found)
         return False
 
     def matches_extension(self, location: Location) -> bool:
