@@ -438,7 +438,8 @@ def _write_marker(tmp: Path, kind: str) -> None:
     A directory whose own metadata already says daskgmm wrote it (a model's
     ``model.json``, a run's ``report.json``, an earlier marker) is left as it is.
     """
-    if read_marker(tmp) is not None:
+    found = read_marker(tmp)
+    if found is not None and (not found.get("legacy") or found.get("kind") in ("model", "run")):
         return
     marker = marker_content(kind)
     meta_path = tmp / "zarr.json"
