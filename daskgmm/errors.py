@@ -16,11 +16,14 @@ __all__ = [
     "DataNotFoundError",
     "DataSourceError",
     "DegenerateComponentError",
+    "IncompleteStoreError",
     "InvalidDataError",
     "InvalidParameterError",
+    "MissingDependencyError",
     "ModelFormatError",
     "NonFiniteDataError",
     "PerformanceWarning",
+    "UnsafeOverwriteError",
     "WorkerDiedError",
 ]
 
@@ -76,3 +79,17 @@ class WorkerDiedError(DaskGMMError, RuntimeError):
 
 class PerformanceWarning(UserWarning):
     """The data's chunking or the settings will make a fit much slower than it could be."""
+
+
+class IncompleteStoreError(DataSourceError):
+    """A chunked store has chunks that were never written (they would read as the fill
+    value); pass ``allow_missing_chunks=True`` if that is intended."""
+
+
+class MissingDependencyError(DaskGMMError, ImportError):
+    """An optional library needed for this input or output (e.g. ``s3fs`` for ``s3://``
+    URLs) is not installed; the message names the extra to install."""
+
+
+class UnsafeOverwriteError(DaskGMMError, FileExistsError):
+    """An output location holds something daskgmm did not write, so it is not replaced."""

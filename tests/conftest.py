@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+# Session fixtures of real servers on 127.0.0.1 (moto's S3 server, an HTTP file server).
+from tests.servers import http_server, s3_server  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def cluster():

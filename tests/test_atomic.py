@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from daskgmm.errors import UnsafeOverwriteError
 from daskgmm.io.atomic import (
+    MARKER_FILE,
     atomic_directory,
+    atomic_file,
+    clean_stale_temporaries,
+    read_marker,
     remove_stale_temporaries,
     write_bytes_atomic,
     write_json_atomic,
@@ -133,11 +138,12 @@ def test_atomic_directory_overwrite_replaces(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_atomic_directory_overwrite_replaces_a_file(tmp_path):
+def test_atomic_directory_never_replaces_a_users_file(tmp_path):
     target = tmp_path / "out"
     target.write_text("a file")
-    make_complete(target, "b")
-    assert read_version(target) == "b"
+    with pytest.raises(UnsafeOverwriteError, match="a file that daskgmm did not write"):
+        make_complete(target, "b")
+    assert target.read_text() == "a file"
     assert leftovers(tmp_path) == []
 
 
@@ -270,3 +276,143 @@ def test_killed_writer_without_previous_leaves_no_target(tmp_path):
     target = tmp_path / "out"
     run_and_kill(target)
     assert not target.exists()
+
+
+# --------------------------------------------------------------------------------------
+# markers: what overwrite may replace (issue 8, class 1)
+# --------------------------------------------------------------------------------------
+def test_every_directory_written_carries_a_marker(tmp_path):
+    with atomic_directory(tmp_path / "m", kind="model") as tmp:
+        (tmp / "a.bin").write_bytes(b"1")
+    marker = json.loads((tmp_path / "m" / MARKER_FILE).read_text())
+    assert marker["written_by"] == "daskgmm" and marker["kind"] == "model"
+    assert read_marker(tmp_path / "m")["kind"] == "model"
+
+
+def test_zarr_root_is_marked_in_its_attributes(tmp_path):
+    import zarr
+
+    with atomic_directory(tmp_path / "labels.zarr", kind="labels") as tmp:
+        zarr.create_array(tmp, shape=(4,), dtype="i8")[...] = 1
+    assert not (tmp_path / "labels.zarr" / MARKER_FILE).exists()
+    arr = zarr.open_array(tmp_path / "labels.zarr", mode="r")
+    assert arr.attrs["daskgmm"]["kind"] == "labels"
+    assert read_marker(tmp_path / "labels.zarr")["kind"] == "labels"
+    with atomic_directory(tmp_path / "labels.zarr", overwrite=True, kind="labels") as tmp:
+        zarr.create_array(tmp, shape=(4,), dtype="i8")[...] = 2
+    assert zarr.open_array(tmp_path / "labels.zarr", mode="r")[0] == 2
+
+
+@pytest.mark.parametrize("content", ["user-data", "nested"])
+def test_overwrite_refuses_a_directory_daskgmm_did_not_write(tmp_path, content):
+    target = tmp_path / "precious"
+    target.mkdir()
+    if content == "nested":
+        (target / "sub").mkdir()
+        (target / "sub" / "x.npy").write_bytes(b"data")
+    else:
+        (target / "embeddings.zarr").write_text("the only copy")
+    before = sorted(str(p) for p in target.rglob("*"))
+    ran = False
+    with pytest.raises(UnsafeOverwriteError, match="daskgmm did not write") as info:
+        with atomic_directory(target, overwrite=True):
+            ran = True
+    assert not ran  # refused before any work
+    assert isinstance(info.value, FileExistsError)
+    assert sorted(str(p) for p in target.rglob("*")) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_overwrite_replaces_an_empty_directory_and_a_legacy_output(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    make_complete(empty, "a")
+    assert read_version(empty) == "a"
+    legacy = tmp_path / "old-model"
+    legacy.mkdir()
+    (legacy / "model.json").write_text(json.dumps({"format": "daskgmm-model"}))
+    make_complete(legacy, "b")
+    assert read_version(legacy) == "b"
+
+
+def test_a_symlink_is_never_replaced(tmp_path):
+    real = tmp_path / "real"
+    make_complete(real, "a")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(UnsafeOverwriteError, match="symbolic link"):
+        make_complete(link, "b")
+    assert read_version(real) == "a"
+
+
+def test_atomic_file(tmp_path):
+    target = tmp_path / "x.h5"
+    with atomic_file(target) as tmp:
+        assert tmp.name.startswith(".x.h5.tmp-") and not tmp.exists()
+        tmp.write_bytes(b"one")
+    assert target.read_bytes() == b"one"
+    with pytest.raises(FileExistsError):
+        with atomic_file(target) as tmp:
+            pass
+    with pytest.raises(RuntimeError), atomic_file(target, overwrite=True) as tmp:
+        tmp.write_bytes(b"two")
+        raise RuntimeError
+    assert target.read_bytes() == b"one"
+    assert leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------
+# leftovers of killed writers (issue 8, class 9a)
+# --------------------------------------------------------------------------------------
+def dead_owner_name(target: Path, kind: str) -> Path:
+    """A leftover name owned by a process that has exited (a real, finished process)."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from daskgmm.io.atomic import _sibling
+        print(_sibling(Path(sys.argv[1]), sys.argv[2]).name)
+        """), str(target), kind], capture_output=True, text=True, check=True)
+    return target.parent / proc.stdout.strip()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_next_write_cleans_a_killed_writers_temporary(tmp_path):
+    target = tmp_path / "out"
+    make_complete(target, "a")
+    run_and_kill(target)
+    assert len(leftovers(tmp_path)) == 1
+    make_complete(target, "b")  # the next write to the same place cleans it first
+    assert leftovers(tmp_path) == []
+    assert read_version(target) == "b"
+
+
+def test_old_version_of_a_dead_writer_is_put_back(tmp_path):
+    """A writer killed between its two renames left only ``.out.old-...``."""
+    target = tmp_path / "out"
+    make_complete(target, "a")
+    aside = dead_owner_name(target, "old")
+    target.rename(aside)
+    assert clean_stale_temporaries(target) == [aside]
+    assert read_version(target) == "a" and leftovers(tmp_path) == []
+
+
+def test_live_foreign_and_user_entries_are_left_alone(tmp_path):
+    target = tmp_path / "out"
+    with atomic_directory(target) as tmp:  # our own live temporary, mid-write
+        (tmp / "x").write_text("x")
+        other_host = tmp.parent / (tmp.name.rsplit("-", 2)[0] + "-00000000-0badf00d")
+        other_host.mkdir()  # same pid and start, but the host tag of another machine
+        user = tmp_path / ".out.tmp-mine"
+        user.write_text("a user's file with a similar name")
+        assert clean_stale_temporaries(target) == []
+        assert remove_stale_temporaries(tmp_path, max_age=0) == []
+        assert tmp.exists() and other_host.exists() and user.exists()
+    assert read_marker(target)["kind"] == "directory"
+
+
+def test_dead_writers_file_temporary_is_cleaned_by_the_next_file_write(tmp_path):
+    target = tmp_path / "report.json"
+    stale = dead_owner_name(target, "tmp")
+    stale.write_text("half")
+    write_text_atomic(target, "full")
+    assert not stale.exists() and target.read_text() == "full"

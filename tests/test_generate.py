@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import zarr
 
-from daskgmm.errors import DataNotFoundError
-from daskgmm.io.generate import generate_mixture, load_truth, sample_parameters
+from daskgmm.diagnostics.observers import observe
+from daskgmm.errors import DataNotFoundError, UnsafeOverwriteError
+from daskgmm.io.atomic import read_marker
+from daskgmm.io.generate import block_rows, generate_mixture, load_truth, sample_parameters
 from daskgmm.io.readers import open_array
 
 N, D, K, ROWS = 5000, 3, 3, 1000
@@ -70,7 +72,7 @@ def test_small_dataset_layout(tmp_path, fmt):
     assert truth["attrs"]["n_components"] == K
 
     labels = truth["labels"]
-    assert labels.shape == (N,) and labels.dtype == np.int32
+    assert labels.shape == (N,) and labels.dtype == np.int64
     assert labels.chunks == ((ROWS,) * 5,)
     labels = labels.compute()
     assert labels.min() >= 0 and labels.max() < K
@@ -168,9 +170,87 @@ def test_killed_run_leaves_nothing_at_the_target(tmp_path):
             proc.kill()
             proc.wait()
     assert not target.exists()
-    assert tmp and tmp[0].name.startswith("big.zarr.tmp-")
+    assert tmp and tmp[0].name.startswith(".big.zarr.tmp-")
     with pytest.raises(DataNotFoundError):
         open_array(target)
+    # the next write to the same place cleans the dead writer's temporary
+    generate_mixture(target, 100, 8, 3, chunk_rows=50)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.zarr"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_same_rows_whatever_the_chunking(tmp_path, dtype):
+    """Rows come from fixed logical blocks: chunk_rows changes the storage only."""
+    n, d = 2 * block_rows(64) + 777, 64  # crosses block boundaries
+    results = []
+    for i, rows in enumerate([n, 1000, 4096, 9999]):
+        info = generate_mixture(tmp_path / f"m{i}.zarr", n, d, 3, seed=5, chunk_rows=rows,
+                                dtype=dtype)
+        assert info["chunk_rows"] == rows
+        truth = load_truth(tmp_path / f"m{i}.zarr")
+        results.append((open_array(tmp_path / f"m{i}.zarr").compute(),
+                        truth["labels"].compute()))
+    for x, labels in results[1:]:
+        np.testing.assert_array_equal(x, results[0][0])
+        np.testing.assert_array_equal(labels, results[0][1])
+    other = generate_mixture(tmp_path / "other.zarr", n, d, 3, seed=6, chunk_rows=1000)
+    assert not np.array_equal(open_array(other["path"]).compute(), results[0][0])
+
+
+def test_default_chunk_rows_from_the_shared_constant(tmp_path):
+    info = generate_mixture(tmp_path / "d.zarr", 10, 16, 2)
+    assert info["chunk_rows"] == 10  # clipped to n_samples
+    from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
+
+    info = generate_mixture(tmp_path / "e.zarr", 16_400, 512, 1)  # 64.1 MiB of float64
+    assert info["chunk_rows"] == DEFAULT_CHUNK_BYTES // (512 * 8) == 16_384
+    assert info["n_chunks"] == 2
+
+
+def test_progress_goes_to_the_observers(tmp_path):
+    events = []
+
+    class Recorder:
+        def pass_started(self, kind, n):
+            events.append(("start", kind, n))
+
+        def chunks_done(self, count):
+            events.append(("done", count))
+
+        def pass_finished(self):
+            events.append(("finished",))
+
+    n = 3 * block_rows(4) + 5
+    with observe(Recorder()):
+        generate_mixture(tmp_path / "p.zarr", n, 4, 2, chunk_rows=100_000)
+    assert events[0] == ("start", "generate", 4)
+    assert events[1:-1] == [("done", 1)] * 4
+    assert events[-1] == ("finished",)
+
+
+def test_data_is_stored_uncompressed_and_marked(tmp_path):
+    generate_mixture(tmp_path / "c.zarr", 1000, 3, 2, chunk_rows=500)
+    root = zarr.open_group(tmp_path / "c.zarr", mode="r")
+    assert root["X"].compressors == ()
+    assert root["labels"].compressors  # labels: blosc-lz4
+    assert read_marker(tmp_path / "c.zarr")["kind"] == "generated"
+    assert not (tmp_path / "c.zarr" / ".daskgmm.json").exists()  # in the root attributes
+
+
+def test_overwrite_replaces_only_generated_data(tmp_path):
+    users = tmp_path / "mine.h5"
+    with h5py.File(users, "w") as f:
+        f.create_dataset("X", data=np.ones((4, 2)))
+    with pytest.raises(UnsafeOverwriteError, match="did not generate"):
+        generate_mixture(users, 100, 2, 2, overwrite=True)
+    with h5py.File(users, "r") as f:
+        assert f["X"][0, 0] == 1.0
+    folder = tmp_path / "mine.zarr"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    with pytest.raises(UnsafeOverwriteError):
+        generate_mixture(folder, 100, 2, 2, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "keep"
 
 
 @pytest.mark.parametrize(

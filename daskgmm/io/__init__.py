@@ -1,12 +1,16 @@
 """Reading arrays (``open_array`` and its readers), atomic writes, synthetic data."""
 
+from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES, default_chunk_rows
+from daskgmm.io.locations import Location, parse_location, redact_options, redact_url
 from daskgmm.io.readers import (
     DEFAULT_TARGET_CHUNK_BYTES,
     ArraySource,
     HDF5Reader,
     HDF5Slicer,
+    NpyRangeSlicer,
     NpyReader,
     NpySlicer,
+    ParquetReader,
     Reader,
     SklearnDatasetReader,
     ZarrDirectoryReader,
@@ -19,19 +23,27 @@ from daskgmm.io.readers import (
 )
 
 __all__ = [
+    "DEFAULT_CHUNK_BYTES",
     "DEFAULT_TARGET_CHUNK_BYTES",
     "ArraySource",
     "HDF5Reader",
     "HDF5Slicer",
+    "Location",
+    "NpyRangeSlicer",
     "NpyReader",
     "NpySlicer",
+    "ParquetReader",
     "Reader",
     "SklearnDatasetReader",
     "ZarrDirectoryReader",
     "ZarrZipReader",
+    "default_chunk_rows",
     "describe_array",
     "get_reader",
     "list_readers",
     "open_array",
+    "parse_location",
+    "redact_options",
+    "redact_url",
     "register_reader",
 ]

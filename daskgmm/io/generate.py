@@ -2,10 +2,12 @@
 
 :func:`generate_mixture` draws a random mixture (weights, means, covariances) and writes
 samples from it to a Zarr v3 directory store or an HDF5 file, one block of rows at a
-time, so datasets much larger than memory can be made on a laptop. Every block has its
-own random generator, seeded from ``(seed, block index)``, so the output depends only on
-the arguments. The dataset appears at its final path only once it is complete: it is
-written to a temporary sibling and moved into place at the end.
+time, so datasets much larger than memory can be made on a laptop. Rows are drawn in
+fixed logical blocks (:func:`block_rows`), each with its own random generator seeded
+from ``(seed, block index)``, so the rows depend on the seed and the sizes only, never
+on the storage's chunking. The dataset appears at its final path only once it is
+complete (:mod:`daskgmm.io.atomic`: a temporary sibling renamed into place, with the
+daskgmm marker).
 
 :func:`load_truth` reads the true parameters (and the component labels, lazily) back.
 
@@ -14,20 +16,19 @@ Layout (both formats)
 ``X`` (or the name given as ``dataset``)
     ``(n_samples, n_features)`` float32/float64, chunks ``(chunk_rows, n_features)``.
 ``labels``
-    ``(n_samples,)`` int32, the component each row was drawn from, same row chunks.
+    ``(n_samples,)`` int64, the component each row was drawn from, same row chunks.
 ``true_weights``, ``true_means``, ``true_covariances``
     ``(K,)``, ``(K, D)`` and ``(K, D, D)`` float64.
 root attributes
     ``generator="daskgmm"``, ``dataset``, ``seed``, ``n_samples``, ``n_features``,
-    ``n_components``, ``separation``, ``dtype``, ``chunk_rows``, ``format_version``.
+    ``n_components``, ``separation``, ``dtype``, ``chunk_rows``, ``block_rows``,
+    ``format_version`` (2: logical blocks; 1 drew one block per storage chunk).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import secrets
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,11 +36,17 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from daskgmm.errors import DataNotFoundError, DataSourceError
+from daskgmm.diagnostics.observers import notify
+from daskgmm.errors import DataNotFoundError, DataSourceError, UnsafeOverwriteError
+from daskgmm.io.atomic import atomic_directory, atomic_file
+from daskgmm.io.chunking import default_chunk_rows
+from daskgmm.io.codecs import float_compressors
 
-__all__ = ["generate_mixture", "load_truth", "sample_parameters"]
+__all__ = ["block_rows", "generate_mixture", "load_truth", "sample_parameters"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Values per logical block of draws (the unit of reproducibility; 8 MiB of float64).
+_BLOCK_VALUES = 2**20
 LABELS = "labels"
 TRUE_WEIGHTS = "true_weights"
 TRUE_MEANS = "true_means"
@@ -140,7 +147,7 @@ def _sample_block(rng: np.random.Generator, n: int, weights: np.ndarray, means: 
                   chols: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """``n`` rows of the mixture: one vectorised draw per component."""
     k, d = means.shape
-    labels = rng.choice(k, size=n, p=weights).astype(np.int32)
+    labels = rng.choice(k, size=n, p=weights).astype(np.int64)
     block = np.empty((n, d), dtype=dtype)
     for j in range(k):
         idx = np.flatnonzero(labels == j)
@@ -149,35 +156,6 @@ def _sample_block(rng: np.random.Generator, n: int, weights: np.ndarray, means: 
         z = rng.standard_normal((idx.size, d))
         block[idx] = z @ chols[j].T + means[j]
     return labels, block
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
-def _move_into_place(tmp: str, target: str, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``target``; an existing target is replaced only if allowed."""
-    if os.path.lexists(target):
-        if not overwrite:
-            raise FileExistsError(
-                f"{target!r} appeared while the dataset was being written; not replacing "
-                "it (pass overwrite=True to replace it)."
-            )
-        if os.path.isdir(tmp) or (os.path.isdir(target) and not os.path.islink(target)):
-            # A directory cannot replace (or be replaced by) a path atomically: move the
-            # old one aside first, so the target path never holds a half-deleted store.
-            aside = f"{target}.old-{secrets.token_hex(4)}"
-            os.replace(target, aside)
-            os.replace(tmp, target)
-            _remove(aside)
-            return
-    os.replace(tmp, target)
 
 
 def _disk_bytes(path: str) -> int:
@@ -193,21 +171,30 @@ def _disk_bytes(path: str) -> int:
     return total
 
 
+def block_rows(n_features: int) -> int:
+    """Rows of one logical block of random draws (``2**20`` values, at least one row).
+
+    The samples depend on the seed and on this number only, never on the storage's
+    ``chunk_rows``.
+    """
+    return max(1, _BLOCK_VALUES // max(1, int(n_features)))
+
+
 class _ZarrWriter:
     def __init__(self, path: str, dataset: str, shape: tuple[int, int], chunk_rows: int,
                  dtype: np.dtype, params: dict[str, np.ndarray]) -> None:
         import zarr
-        from zarr.codecs import BloscCodec
 
-        self.root = zarr.open_group(path, mode="w-", zarr_format=3)
-        compressor = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+        self.root = zarr.open_group(path, mode="w", zarr_format=3)
+        config = {"write_empty_chunks": True}
         self.x = self.root.create_array(
             dataset, shape=shape, chunks=(chunk_rows, shape[1]), dtype=dtype,
-            compressors=compressor, fill_value=np.nan,
-            dimension_names=("sample", "feature"))
+            compressors=float_compressors(dtype), fill_value=np.nan,
+            dimension_names=("sample", "feature"), config=config)
         self.labels = self.root.create_array(
-            LABELS, shape=(shape[0],), chunks=(chunk_rows,), dtype="int32",
-            compressors=compressor, fill_value=-1, dimension_names=("sample",))
+            LABELS, shape=(shape[0],), chunks=(chunk_rows,), dtype="int64",
+            compressors=float_compressors(np.int64), fill_value=-1,
+            dimension_names=("sample",), config=config)
         for name, key, dims in ((TRUE_WEIGHTS, "weights", ("component",)),
                                 (TRUE_MEANS, "means", ("component", "feature")),
                                 (TRUE_COVARIANCES, "covariances",
@@ -237,7 +224,7 @@ class _HDF5Writer:
         self.file = h5py.File(path, "w-")
         self.x = self.file.create_dataset(dataset, shape=shape, dtype=dtype,
                                           chunks=(chunk_rows, shape[1]), fillvalue=np.nan)
-        self.labels = self.file.create_dataset(LABELS, shape=(shape[0],), dtype="int32",
+        self.labels = self.file.create_dataset(LABELS, shape=(shape[0],), dtype="int64",
                                                chunks=(chunk_rows,), fillvalue=-1)
         self.file.create_dataset(TRUE_WEIGHTS, data=params["weights"])
         self.file.create_dataset(TRUE_MEANS, data=params["means"])
@@ -257,30 +244,94 @@ class _HDF5Writer:
         self.file.close()
 
 
+def _check_hdf5_replaceable(target: str) -> None:
+    """An existing HDF5 target is replaced only if daskgmm generated it."""
+    if os.path.isdir(target) or os.path.islink(target):
+        raise UnsafeOverwriteError(
+            f"{target!r} is a directory or a link, not a data set daskgmm generated; not "
+            "replacing it. Choose another output path.")
+    try:
+        import h5py
+
+        with h5py.File(target, "r") as f:
+            ours = f.attrs.get("generator") in ("daskgmm", b"daskgmm")
+    except Exception:
+        ours = False
+    if not ours:
+        raise UnsafeOverwriteError(
+            f"{target!r} is a file that daskgmm did not generate, so it is not replaced "
+            "even with overwrite. Choose another output path or remove it yourself.")
+
+
+def _write_rows(writer: Any, n_samples: int, chunk_rows: int, rows_per_block: int,
+                make: Any) -> None:
+    """Cut the stream of logical blocks into storage chunks and write them in order.
+
+    At most one chunk and two blocks are in memory; block ``b + 1`` is drawn in a
+    helper thread while chunk data is written (both release the GIL for most of their
+    work). Progress goes to the active observers, one ``chunks_done`` per block.
+    """
+    n_blocks = math.ceil(n_samples / rows_per_block)
+    n_chunks = math.ceil(n_samples / chunk_rows)
+    notify("pass_started", "generate", n_blocks)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(make, 0)
+            next_block = 1
+            buf_labels: list[np.ndarray] = []
+            buf_rows: list[np.ndarray] = []
+            have = 0
+            for c in range(n_chunks):
+                need = min(chunk_rows, n_samples - c * chunk_rows)
+                while have < need:
+                    labels, block = pending.result()
+                    if next_block < n_blocks:
+                        pending = pool.submit(make, next_block)
+                        next_block += 1
+                    buf_labels.append(labels)
+                    buf_rows.append(block)
+                    have += len(labels)
+                    notify("chunks_done", 1)
+                labels = buf_labels[0] if len(buf_labels) == 1 else np.concatenate(buf_labels)
+                rows = buf_rows[0] if len(buf_rows) == 1 else np.concatenate(buf_rows)
+                writer.write(c * chunk_rows, labels[:need], rows[:need])
+                buf_labels = [labels[need:]] if have > need else []
+                buf_rows = [rows[need:]] if have > need else []
+                have -= need
+                del labels, rows
+    finally:
+        notify("pass_finished")
+
+
 def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
-                     n_components: int, *, seed: int = 0, chunk_rows: int = 100_000,
+                     n_components: int, *, seed: int = 0, chunk_rows: int | None = None,
                      dtype: str = "float64", separation: float = 4.0, dataset: str = "X",
                      overwrite: bool = False) -> dict:
     """Write samples of a random Gaussian mixture to disk, one block of rows at a time.
 
-    Memory use is a few times one block (``chunk_rows × n_features`` values), whatever
-    ``n_samples`` is. The result depends only on the arguments: block ``b`` is drawn
-    from ``np.random.default_rng([seed, 1, b])`` and the parameters from
-    ``np.random.default_rng([seed, 0])`` (so changing ``chunk_rows`` changes the
-    samples, not the parameters).
+    Memory use is about one storage chunk plus two blocks of draws, whatever
+    ``n_samples`` is. The result depends only on the seed and the sizes: rows are drawn
+    in fixed logical blocks of :func:`block_rows` rows, block ``b`` from
+    ``np.random.default_rng([seed, 2, b])``, and the parameters from
+    ``np.random.default_rng([seed, 0])``; the same seed gives the same rows whatever
+    ``chunk_rows`` is (and the same values in float32 and float64, up to rounding).
+    Progress is reported to the active observers
+    (:mod:`daskgmm.diagnostics.observers`): a ``"generate"`` pass over the blocks.
 
     Parameters
     ----------
     output : str or os.PathLike
-        Path ending in ``.zarr`` (Zarr v3 directory store, blosc-zstd compressed) or
-        ``.h5``/``.hdf5`` (HDF5, chunked, uncompressed). Missing parent directories are
-        created.
+        Path ending in ``.zarr`` (Zarr v3 directory store) or ``.h5``/``.hdf5`` (HDF5,
+        chunked). The data array is stored uncompressed and the labels with
+        Blosc-LZ4 (:mod:`daskgmm.io.codecs` explains why). Missing parent directories
+        are created.
     n_samples, n_features, n_components : int
         Size of the data and number of mixture components (all >= 1).
     seed : int, default 0
         Non-negative seed of everything random.
-    chunk_rows : int, default 100_000
-        Rows per storage chunk and per generated block (clipped to ``n_samples``).
+    chunk_rows : int, optional
+        Rows per storage chunk (clipped to ``n_samples``). Default: the rows of
+        :data:`daskgmm.io.chunking.DEFAULT_CHUNK_BYTES` (64 MiB) in ``dtype``.
     dtype : {"float64", "float32"}, default "float64"
         dtype of the data array.
     separation : float, default 4.0
@@ -289,39 +340,45 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
     dataset : str, default "X"
         Name of the data array (a plain name, no ``/``).
     overwrite : bool, default False
-        Replace an existing dataset at ``output``. The old one stays in place, intact,
-        until the new one is complete.
+        Replace an existing data set at ``output`` that daskgmm generated (anything
+        else is refused). The old one stays in place, intact, until the new one is
+        complete.
 
     Returns
     -------
     dict
         ``path`` (absolute), ``format`` (``"zarr"`` or ``"hdf5"``), ``dataset``,
-        ``shape``, ``dtype``, ``chunk_rows``, ``n_chunks``, ``n_components``, ``seed``,
-        ``bytes`` (uncompressed size of the data array), ``bytes_on_disk`` and
-        ``seconds``.
+        ``shape``, ``dtype``, ``chunk_rows``, ``n_chunks``, ``block_rows``,
+        ``n_components``, ``seed``, ``bytes`` (uncompressed size of the data array),
+        ``bytes_on_disk`` and ``seconds``.
 
     Raises
     ------
     FileExistsError
         ``output`` exists and ``overwrite`` is False.
+    UnsafeOverwriteError
+        ``overwrite`` is True but ``output`` is not a data set daskgmm generated.
     ValueError
         An argument is out of range, or the extension of ``output`` is not supported.
 
     Notes
     -----
-    The data is written to ``<output>.tmp-<random>`` next to ``output`` and renamed
-    into place at the end, so an interrupted run never leaves a half-written dataset at
-    ``output`` (only a ``.tmp-`` sibling, removed on errors and safe to delete).
+    The data is written through :mod:`daskgmm.io.atomic` (a temporary sibling renamed
+    into place; Zarr stores carry the daskgmm marker), so an interrupted run never
+    leaves a half-written data set at ``output``; its leftover is cleaned by the next
+    write to the same path.
     """
     started = time.perf_counter()
     n_samples = _as_int("n_samples", n_samples, 1)
     n_features = _as_int("n_features", n_features, 1)
     n_components = _as_int("n_components", n_components, 1)
     seed = _as_int("seed", seed, 0)
-    chunk_rows = min(_as_int("chunk_rows", chunk_rows, 1), n_samples)
     if str(dtype) not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     out_dtype = np.dtype(str(dtype))
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(n_features, out_dtype.itemsize)
+    chunk_rows = min(_as_int("chunk_rows", chunk_rows, 1), n_samples)
     if not isinstance(dataset, str) or not dataset or "/" in dataset or dataset in _RESERVED:
         raise ValueError(
             f"dataset must be a plain non-empty name without '/', other than "
@@ -341,15 +398,15 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
             f"{target!r} already exists; pass overwrite=True to replace it, or choose "
             "another path."
         )
+    if os.path.lexists(target) and fmt == "hdf5":
+        _check_hdf5_replaceable(target)
 
     params = sample_parameters(n_features, n_components, seed=seed, separation=separation)
     chols = np.linalg.cholesky(params["covariances"])
     weights = params["weights"]
+    rows_per_block = block_rows(n_features)
 
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f"{name}.tmp-{secrets.token_hex(6)}")
-    writer_cls = _ZarrWriter if fmt == "zarr" else _HDF5Writer
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     n_chunks = math.ceil(n_samples / chunk_rows)
     attrs: dict[str, Any] = {
         "generator": "daskgmm",
@@ -362,6 +419,7 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
         "separation": float(separation),
         "dtype": out_dtype.name,
         "chunk_rows": chunk_rows,
+        "block_rows": rows_per_block,
     }
     try:
         from daskgmm import __version__
@@ -370,33 +428,27 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
     except ImportError:  # pragma: no cover
         pass
 
-    try:
-        writer = writer_cls(tmp, dataset, (n_samples, n_features), chunk_rows, out_dtype,
-                            params)
-        def make(b: int) -> tuple[np.ndarray, np.ndarray]:
-            n = min(chunk_rows, n_samples - b * chunk_rows)
-            rng = np.random.default_rng([seed, 1, b])
-            return _sample_block(rng, n, weights, params["means"], chols, out_dtype)
+    def make(b: int) -> tuple[np.ndarray, np.ndarray]:
+        n = min(rows_per_block, n_samples - b * rows_per_block)
+        rng = np.random.default_rng([seed, 2, b])
+        return _sample_block(rng, n, weights, params["means"], chols, out_dtype)
 
+    def fill(path: str) -> None:
+        writer_cls = _ZarrWriter if fmt == "zarr" else _HDF5Writer
+        writer = writer_cls(path, dataset, (n_samples, n_features), chunk_rows, out_dtype,
+                            params)
         try:
-            # Draw block b + 1 in a helper thread while block b is compressed and
-            # written (both release the GIL for most of their work); at most two blocks
-            # are in memory at once.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = pool.submit(make, 0)
-                for b in range(n_chunks):
-                    labels, block = pending.result()
-                    if b + 1 < n_chunks:
-                        pending = pool.submit(make, b + 1)
-                    writer.write(b * chunk_rows, labels, block)
-                    del labels, block
+            _write_rows(writer, n_samples, chunk_rows, rows_per_block, make)
             writer.finish(attrs)
         finally:
             writer.close()
-        _move_into_place(tmp, target, overwrite)
-    except BaseException:
-        _remove(tmp)
-        raise
+
+    if fmt == "zarr":
+        with atomic_directory(target, overwrite=overwrite, kind="generated") as tmp:
+            fill(str(tmp))
+    else:
+        with atomic_file(target, overwrite=overwrite) as tmp:
+            fill(str(tmp))
 
     return {
         "path": target,
@@ -406,6 +458,7 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
         "dtype": out_dtype.name,
         "chunk_rows": chunk_rows,
         "n_chunks": n_chunks,
+        "block_rows": rows_per_block,
         "n_components": n_components,
         "seed": seed,
         "bytes": n_samples * n_features * out_dtype.itemsize,
@@ -426,7 +479,7 @@ def load_truth(path: str | os.PathLike) -> dict:
     -------
     dict
         ``weights`` ``(K,)``, ``means`` ``(K, D)``, ``covariances`` ``(K, D, D)`` (numpy
-        arrays), ``labels`` (lazy int32 Dask array of shape ``(n_samples,)``, chunked
+        arrays), ``labels`` (lazy int64 Dask array of shape ``(n_samples,)``, chunked
         like the storage), ``dataset`` (name of the data array) and ``attrs`` (all the
         metadata written by the generator).
 

@@ -1,0 +1,271 @@
+"""HDF5 files, local or at any fsspec URL, read with h5py inside each task.
+
+No h5py handle ever goes into a Dask graph: :class:`HDF5Slicer` stores the file's path
+or URL (with its storage options), the dataset name, shape and dtype, and opens the file
+read-only inside each read (h5py reads fsspec file objects for URLs). Opening checks
+that every chunk of the dataset was written (chunks never written read as the fill
+value), unless ``allow_missing_chunks``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+
+from daskgmm.errors import DataNotFoundError, DataSourceError, MissingDependencyError
+from daskgmm.io.integrity import check_hdf5_complete, hdf5_allocated_chunks
+from daskgmm.io.locations import Location, parse_location, redact_url
+from daskgmm.io.reader_base import (
+    ArraySource,
+    Reader,
+    ShapedArray,
+    choose_default,
+    format_listing,
+    output_dtype,
+    result_shape,
+    split_key,
+    stat_token,
+    validate_shape,
+    where,
+)
+
+__all__ = ["HDF5Reader", "HDF5Slicer"]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# fsspec block size for HDF5 over a URL: h5py makes many small reads (metadata, B-tree
+# nodes) then large ones (chunks); a few MiB of read-ahead serves both with few requests.
+_REMOTE_BLOCK_SIZE = 4 * 2**20
+
+
+def open_h5(location: Location) -> tuple[Any, Any]:
+    """Open an HDF5 file read-only; returns ``(h5py.File, file object or None)``."""
+    import h5py
+
+    if location.is_local:
+        return h5py.File(location.path, "r"), None
+    fobj = location.open("rb", block_size=_REMOTE_BLOCK_SIZE, cache_type="readahead")
+    try:
+        return h5py.File(fobj, "r"), fobj
+    except BaseException:
+        fobj.close()
+        raise
+
+
+def _close(f: Any, fobj: Any) -> None:
+    try:
+        f.close()
+    finally:
+        if fobj is not None:
+            fobj.close()
+
+
+def _h5_attrs(obj: Any) -> dict:
+    """The attributes of an h5py object as a dict, skipping any that cannot be read."""
+    out = {}
+    try:
+        keys = list(obj.attrs.keys())
+    except Exception:
+        return out
+    for key in keys:
+        try:
+            value = obj.attrs[key]
+        except Exception:
+            continue
+        out[key] = value.decode() if isinstance(value, bytes) else value
+    return out
+
+
+def _remote_token(loc: Location) -> tuple:
+    """ETag / modification time and size of a remote file, or a fresh token."""
+    try:
+        info = loc.info()
+    except Exception:
+        info = {}
+    for name in ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified",
+                 "mtime", "updated", "created"):
+        if info.get(name) is not None:
+            return (name, str(info[name]), info.get("size"))
+    return ("fresh", uuid.uuid4().hex)
+
+
+class HDF5Slicer(ShapedArray):
+    """Picklable, read-only view of an HDF5 dataset that opens the file on each read.
+
+    Only the file's path or URL (and storage options), the dataset name, shape and dtype
+    are stored, so the object can go into a Dask graph and be shipped to worker
+    processes; no h5py handle is ever kept. Each ``__getitem__`` opens the file
+    read-only, reads the selection and closes it.
+
+    Parameters
+    ----------
+    filename : str
+        Path or URL of the HDF5 file.
+    dataset : str
+        Path of the dataset inside the file.
+    shape : tuple of int
+    dtype : numpy.dtype
+        Shape and dtype of the dataset, checked again at each read so a file replaced
+        under our feet is noticed.
+    storage_options : dict, optional
+        fsspec options for a URL.
+    """
+
+    __slots__ = ("dataset", "dtype", "filename", "shape", "storage_options")
+
+    def __init__(self, filename: str, dataset: str, shape: tuple[int, ...],
+                 dtype: np.dtype, storage_options: dict | None = None) -> None:
+        self.filename = os.fspath(filename)
+        self.dataset = dataset
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.storage_options = dict(storage_options or {})
+
+    def __getstate__(self) -> tuple:
+        return (self.filename, self.dataset, self.shape, self.dtype, self.storage_options)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.filename, self.dataset, self.shape, dtype, self.storage_options = state
+        self.dtype = np.dtype(dtype)
+
+    def __repr__(self) -> str:
+        return (f"HDF5Slicer({redact_url(self.filename)!r}, {self.dataset!r}, "
+                f"shape={self.shape}, dtype={self.dtype})")
+
+    def __dask_tokenize__(self) -> tuple:
+        loc = parse_location(self.filename, self.storage_options)
+        version = stat_token(loc.path) if loc.is_local else _remote_token(loc)
+        return ("HDF5Slicer", loc, self.dataset, self.shape, self.dtype.str, version)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        read, post, empty = split_key(key, self.shape)
+        if empty:
+            return np.empty(result_shape(read, post, self.shape, self.dtype), self.dtype)
+        loc = parse_location(self.filename, self.storage_options)
+        shown = where(loc, self.dataset)
+        try:
+            f, fobj = open_h5(loc)
+        except FileNotFoundError:
+            raise DataNotFoundError(
+                f"No such file or store: {loc.display!r} (it was there when the array "
+                "was opened)") from None
+        except MissingDependencyError:
+            raise
+        except OSError as exc:
+            raise DataSourceError(f"Cannot read {shown}: {loc.scrub(str(exc))}") from None
+        try:
+            dset = f[self.dataset]
+            if tuple(dset.shape) != self.shape or dset.dtype != self.dtype:
+                raise DataSourceError(
+                    f"{shown} changed since it was opened: now shape {dset.shape} dtype "
+                    f"{dset.dtype}, was shape {self.shape} dtype {self.dtype}. Open it again."
+                )
+            out = np.asarray(dset[read])
+        except KeyError:
+            raise DataNotFoundError(f"{shown} no longer exists") from None
+        except OSError as exc:
+            raise DataSourceError(f"Cannot read {shown}: {loc.scrub(str(exc))}") from None
+        finally:
+            _close(f, fobj)
+        return out[post] if post is not None else out
+
+
+class HDF5Reader(Reader):
+    """HDF5 files read with h5py, through :class:`HDF5Slicer` (local or URL)."""
+
+    name = "hdf5"
+    description = "HDF5 file (*.h5, *.hdf5, *.he5), local or at a URL"
+    extensions = (".h5", ".hdf5", ".he5")
+
+    def sniff(self, location: Location) -> bool:
+        if location.is_local and not location.isfile():
+            return False
+        if location.head(8) == HDF5_SIGNATURE:
+            return True
+        if not location.is_local:
+            return False
+        # The signature may follow a user block of 512, 1024, 2048... bytes.
+        try:
+            import h5py
+
+            return bool(h5py.is_hdf5(location.path))
+        except Exception:
+            return False
+
+    def matches_extension(self, location: Location) -> bool:
+        if location.is_local and not location.isfile():
+            return False
+        return super().matches_extension(location)
+
+    def locate(self, location: Location, dataset: str | None, *,
+               allow_missing_chunks: bool = False) -> ArraySource:
+        import h5py
+
+        loc = location
+        dataset = (dataset or "").strip("/") or None
+        try:
+            f, fobj = open_h5(loc)
+        except FileNotFoundError:
+            raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
+        except MissingDependencyError:
+            raise
+        except ImportError as exc:
+            raise loc.missing_dependency(exc) from None
+        except OSError as exc:
+            raise DataSourceError(
+                f"Cannot read the HDF5 file {loc.display!r}: it is unreadable or corrupt "
+                f"({loc.scrub(str(exc))})."
+            ) from None
+        try:
+            arrays: dict[str, tuple[tuple[int, ...], Any]] = {}
+
+            def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    arrays[name] = (tuple(obj.shape or ()), obj.dtype)
+
+            try:
+                f.visititems(visit)
+            except Exception as exc:
+                raise DataSourceError(
+                    f"Cannot read the HDF5 file {loc.display!r}: it is unreadable or "
+                    f"corrupt ({type(exc).__name__}: {loc.scrub(str(exc))})."
+                ) from None
+            if dataset is None:
+                dataset = choose_default(arrays, _h5_attrs(f), repr(loc.display), "dataset")
+            try:
+                obj = f[dataset]
+            except KeyError:
+                raise DataNotFoundError(
+                    f"No dataset {dataset!r} in the HDF5 file {loc.display!r}. Datasets in "
+                    f"it: {format_listing(arrays)}."
+                ) from None
+            if not isinstance(obj, h5py.Dataset):
+                inside = {k: v for k, v in arrays.items() if k.startswith(dataset + "/")}
+                raise DataSourceError(
+                    f"{where(loc, dataset)} is a group, not a dataset. Datasets in it: "
+                    f"{format_listing(inside)}."
+                )
+            shape = tuple(int(s) for s in (obj.shape or ()))
+            dtype = obj.dtype
+            chunks = obj.chunks
+            name = obj.name  # absolute path inside the file
+            validate_shape(shape, where(loc, dataset))  # say these first
+            output_dtype(dtype, where(loc, dataset))
+            if len(shape) == 2 and 0 not in shape:
+                allocated, expected = hdf5_allocated_chunks(obj)
+                check_hdf5_complete(allocated, expected, where(loc, dataset),
+                                    obj.fillvalue, allow_missing_chunks=allow_missing_chunks)
+        finally:
+            _close(f, fobj)
+        filename = loc.path if loc.is_local else loc.url
+        return ArraySource(
+            array=HDF5Slicer(filename, name, shape, dtype,
+                             None if loc.is_local else loc.storage_options),
+            shape=shape,
+            dtype=np.dtype(dtype),
+            where=where(loc, dataset),
+            native_row_chunk=int(chunks[0]) if chunks else None,
+            token=stat_token(loc.path) if loc.is_local else _remote_token(loc),
+        )

@@ -1,0 +1,374 @@
+"""Parquet tables (a file, or a directory of files) as row-chunked Dask arrays.
+
+The feature columns are ``columns=`` or, by default, every numeric (integer or float)
+column. Row groups are the unit of reading: a chunk is one row group, or several
+consecutive row groups of one file merged up to the chunk size aimed at (so a table
+written with tiny row groups does not become tens of thousands of tasks); a row group
+is never split. Chunk sizes are known from the files' footers, which are read once at
+open time; each task reads its row groups' columns with pyarrow and nothing else.
+Works on local paths and any fsspec URL. Needs ``pip install "daskgmm[parquet]"``
+(pyarrow).
+
+:func:`parquet_layout` exposes the chunking so that per-row outputs can be written
+back next to an id column (:func:`daskgmm.io.frames.write_labels_parquet`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from daskgmm.errors import (
+    DataNotFoundError,
+    DataSourceError,
+    InvalidDataError,
+    MissingDependencyError,
+)
+from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
+from daskgmm.io.locations import Location, parse_location
+from daskgmm.io.reader_base import Reader, check_chunk_rows, where
+
+__all__ = ["ParquetLayout", "ParquetReader", "parquet_layout", "read_parquet_column"]
+
+PARQUET_MAGIC = b"PAR1"
+_EXTENSIONS = (".parquet", ".pq", ".parq")
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingDependencyError(
+            'Reading Parquet needs pyarrow, which is not installed: pip install '
+            '"daskgmm[parquet]" (or pip install pyarrow).'
+        ) from None
+    return pq
+
+
+@dataclass(frozen=True)
+class ParquetLayout:
+    """Files, row groups and chunks of a Parquet table, as :func:`parquet_layout` found.
+
+    Attributes
+    ----------
+    location : Location
+        The file or directory.
+    files : tuple of str
+        Paths of the data files (filesystem paths, sorted).
+    pieces : tuple of (int, tuple of int)
+        One per chunk: index into ``files`` and the row groups it reads.
+    chunks : tuple of int
+        Rows of every chunk.
+    columns : tuple of str
+        The feature columns.
+    dtype : numpy.dtype
+        float32 when every feature column is float32, else float64.
+    all_columns : tuple of str
+        Every column of the table.
+    token : str
+        Changes whenever any of the files changes.
+    schema : pyarrow.Schema
+        The table's schema (of its first file).
+    """
+
+    location: Location
+    files: tuple[str, ...]
+    pieces: tuple[tuple[int, tuple[int, ...]], ...]
+    chunks: tuple[int, ...]
+    columns: tuple[str, ...]
+    dtype: np.dtype
+    all_columns: tuple[str, ...]
+    token: str
+    schema: Any = None
+
+
+def _is_data_file(name: str) -> bool:
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    return not base.startswith(("_", ".")) and base.lower().endswith(_EXTENSIONS)
+
+
+def _list_files(loc: Location) -> tuple[list[str], str]:
+    """Data files of a table and a token of their versions."""
+    fs = loc.fs
+    h = hashlib.blake2b(digest_size=16)
+    if loc.isdir():
+        if not loc.listable:
+            raise DataSourceError(
+                f"{loc.display!r} is a directory at a URL that cannot be listed; name the "
+                "Parquet files one by one."
+            )
+        found = fs.find(loc.path, detail=True)
+        files = sorted(p for p in found if _is_data_file(str(p))
+                       and "/." not in str(p)[len(loc.path):]
+                       and "/_" not in str(p)[len(loc.path):])
+        if not files:
+            raise DataNotFoundError(
+                f"{loc.display!r} holds no Parquet files (*.parquet, *.pq); nothing to open.")
+        for p in files:
+            info = found[p]
+            h.update(repr((p, info.get("size"), info.get("mtime"), info.get("ETag"),
+                           info.get("etag"), info.get("LastModified"),
+                           info.get("created"))).encode())
+        return files, h.hexdigest()
+    if loc.is_local:
+        st = os.stat(loc.path)
+        h.update(repr((loc.path, st.st_mtime_ns, st.st_size)).encode())
+        return [loc.path], h.hexdigest()
+    try:
+        info = loc.info()
+    except Exception:
+        info = {}
+    stamp = [info.get(k) for k in ("ETag", "etag", "md5Hash", "generation", "LastModified",
+                                   "mtime", "created") if info.get(k) is not None]
+    h.update(repr((loc.path, info.get("size"), stamp or uuid.uuid4().hex)).encode())
+    return [loc.path], h.hexdigest()
+
+
+def _numeric(field_type: Any) -> bool:
+    import pyarrow.types as pat
+
+    return bool(pat.is_integer(field_type) or pat.is_floating(field_type))
+
+
+def parquet_layout(path: str | os.PathLike | Location, columns: list[str] | None = None,
+                   chunk_rows: int | None = None, *,
+                   target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                   storage_options: dict | None = None) -> ParquetLayout:
+    """Read the footers of a Parquet table and decide its chunks.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or Location
+        A Parquet file or a directory of them (searched recursively; names starting
+        with ``_`` or ``.`` are skipped), local or at a URL.
+    columns : list of str, optional
+        Feature columns; default every integer or float column.
+    chunk_rows : int, optional
+        Merge consecutive row groups of a file up to this many rows (a row group is
+        never split). Default: up to ``target_chunk_bytes``.
+    target_chunk_bytes : int, default 64 MiB
+    storage_options : dict, optional
+
+    Returns
+    -------
+    ParquetLayout
+
+    Raises
+    ------
+    DataNotFoundError
+        No file, or a named column does not exist (the message lists the columns).
+    InvalidDataError
+        A named column is not numeric, the files disagree on a column's type, or no
+        numeric column exists.
+    """
+    pq = _pyarrow()
+    check_chunk_rows(chunk_rows)
+    loc = parse_location(path, storage_options)
+    files, token = _list_files(loc)
+    fs = loc.fs
+    schema = None
+    sizes: list[list[int]] = []
+    for f in files:
+        try:
+            with fs.open(f, "rb") as handle:
+                meta = pq.ParquetFile(handle).metadata
+                file_schema = meta.schema.to_arrow_schema()
+        except FileNotFoundError:
+            raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
+        except Exception as exc:
+            raise DataSourceError(
+                f"Cannot read the Parquet file {_shown(loc, f)!r}: it is unreadable or "
+                f"corrupt ({type(exc).__name__}: {loc.scrub(str(exc))})."
+            ) from None
+        if schema is None:
+            schema = file_schema
+        sizes.append([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+    assert schema is not None
+    names = tuple(schema.names)
+    if columns is None:
+        chosen = tuple(n for n in names if _numeric(schema.field(n).type))
+        if not chosen:
+            raise InvalidDataError(
+                f"{loc.display!r} has no numeric column; its columns are "
+                f"{', '.join(map(repr, names))}. daskgmm needs integer or float features.")
+    else:
+        if isinstance(columns, str):
+            columns = [columns]
+        chosen = tuple(columns)
+        unknown = [c for c in chosen if c not in names]
+        if unknown:
+            raise DataNotFoundError(
+                f"{loc.display!r} has no column {', '.join(map(repr, unknown))}; its "
+                f"columns are {', '.join(map(repr, names))}.")
+        bad = [c for c in chosen if not _numeric(schema.field(c).type)]
+        if bad:
+            raise InvalidDataError(
+                f"{where(loc, None)}: column(s) "
+                + ", ".join(f"{c!r} ({schema.field(c).type})" for c in bad)
+                + " are not numeric; choose integer or float feature columns (columns=).")
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"columns has duplicates: {list(chosen)}")
+    all_f32 = all(str(schema.field(c).type) == "float" for c in chosen)
+    dtype = np.dtype(np.float32 if all_f32 else np.float64)
+    limit = (int(chunk_rows) if chunk_rows is not None
+             else max(1, int(target_chunk_bytes) // (len(chosen) * dtype.itemsize)))
+    pieces: list[tuple[int, tuple[int, ...]]] = []
+    chunks: list[int] = []
+    for i, groups in enumerate(sizes):
+        current: list[int] = []
+        rows = 0
+        for g, n in enumerate(groups):
+            if n == 0:
+                continue
+            if current and rows + n > limit:
+                pieces.append((i, tuple(current)))
+                chunks.append(rows)
+                current, rows = [], 0
+            current.append(g)
+            rows += n
+        if current:
+            pieces.append((i, tuple(current)))
+            chunks.append(rows)
+    if not chunks:
+        raise InvalidDataError(f"{loc.display!r} holds no rows; it needs at least one sample.")
+    return ParquetLayout(loc, tuple(files), tuple(pieces), tuple(chunks), chosen, dtype,
+                         names, token, schema)
+
+
+def _shown(loc: Location, file: str) -> str:
+    return file if loc.is_local else loc.scrub(loc.fs.unstrip_protocol(file))
+
+
+def _read_piece(loc: Location, file: str, groups: tuple[int, ...], columns: tuple[str, ...],
+                dtype: np.dtype, n_rows: int) -> np.ndarray:
+    """Read the columns of some row groups of one file as a 2-D array (or 1-D for one
+    column given as a string)."""
+    pq = _pyarrow()
+    try:
+        with loc.fs.open(file, "rb") as handle:
+            table = pq.ParquetFile(handle).read_row_groups(list(groups), columns=list(columns),
+                                                           use_threads=False)
+    except FileNotFoundError:
+        raise DataNotFoundError(
+            f"{_shown(loc, file)!r} is gone (it was there when the table was opened)") \
+            from None
+    except Exception as exc:
+        raise DataSourceError(
+            f"Cannot read row groups {list(groups)} of {_shown(loc, file)!r}: "
+            f"{type(exc).__name__}: {loc.scrub(str(exc))}") from None
+    if table.num_rows != n_rows:
+        raise DataSourceError(
+            f"{_shown(loc, file)!r} changed since it was opened (row groups {list(groups)} "
+            f"hold {table.num_rows} rows, not {n_rows}); open it again.")
+    out = np.empty((n_rows, len(columns)), dtype=dtype)
+    for j, name in enumerate(columns):
+        col = table.column(name)
+        values = col.to_numpy(zero_copy_only=False)
+        if col.null_count:
+            values = np.asarray(values, dtype=np.float64)
+        out[:, j] = values
+    return out
+
+
+def _read_column(loc: Location, file: str, groups: tuple[int, ...], column: str,
+                 n_rows: int) -> np.ndarray:
+    pq = _pyarrow()
+    with loc.fs.open(file, "rb") as handle:
+        table = pq.ParquetFile(handle).read_row_groups(list(groups), columns=[column],
+                                                       use_threads=False)
+    if table.num_rows != n_rows:
+        raise DataSourceError(f"{_shown(loc, file)!r} changed since it was opened")
+    return table.column(column).to_numpy(zero_copy_only=False)
+
+
+def layout_to_dask(layout: ParquetLayout) -> da.Array:
+    """The ``(n_rows, n_columns)`` Dask array of a layout's feature columns."""
+    name = "parquet-" + tokenize(layout.location, layout.files, layout.pieces,
+                                 layout.columns, layout.dtype.str, layout.token)
+    dsk = {(name, i, 0): (_read_piece, layout.location, layout.files[f], groups,
+                          layout.columns, layout.dtype, n)
+           for i, ((f, groups), n) in enumerate(zip(layout.pieces, layout.chunks,
+                                                    strict=True))}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+    return da.Array(graph, name, chunks=(layout.chunks, (len(layout.columns),)),
+                    meta=np.empty((0, 0), dtype=layout.dtype))
+
+
+def read_parquet_column(layout: ParquetLayout, column: str) -> da.Array:
+    """One column of the table as a 1-D Dask array chunked like the layout's features.
+
+    Parameters
+    ----------
+    layout : ParquetLayout
+    column : str
+        Any column of the table (e.g. an id column, of any type).
+    """
+    if column not in layout.all_columns:
+        raise DataNotFoundError(
+            f"{layout.location.display!r} has no column {column!r}; its columns are "
+            f"{', '.join(map(repr, layout.all_columns))}.")
+    name = "parquet-column-" + tokenize(layout.location, layout.files, layout.pieces,
+                                        column, layout.token)
+    dsk = {(name, i): (_read_column, layout.location, layout.files[f], groups, column, n)
+           for i, ((f, groups), n) in enumerate(zip(layout.pieces, layout.chunks,
+                                                    strict=True))}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+    try:
+        dtype = np.dtype(layout.schema.field(column).type.to_pandas_dtype())
+    except Exception:
+        dtype = np.dtype(object)
+    return da.Array(graph, name, chunks=(layout.chunks,), meta=np.empty((0,), dtype=dtype))
+
+
+class ParquetReader(Reader):
+    """Parquet files or directories of Parquet files (pyarrow), local or at a URL."""
+
+    name = "parquet"
+    description = "Parquet file or directory of Parquet files (*.parquet), local or at a URL"
+    extensions = _EXTENSIONS
+
+    def sniff(self, location: Location) -> bool:
+        if location.isfile():
+            return location.head(4) == PARQUET_MAGIC
+        if location.is_local and location.isdir():
+            for _root, _dirs, names in os.walk(location.path):
+                if any(_is_data_file(n) for n in names):
+                    return True
+                break
+            return False
+        if not location.is_local and location.listable and location.isdir():
+            try:
+                found = location.fs.find(location.path)
+            except (FileNotFoundError, OSError):
+                return False
+            return any(_is_data_file(str(p)) for p in found)
+        return False
+
+    def matches_extension(self, location: Location) -> bool:
+        return super().matches_extension(location)
+
+    def open(self, path: Location | str | os.PathLike, dataset: str | None = None,
+             chunk_rows: int | None = None, *,
+             target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+             storage_options: dict | None = None,
+             allow_missing_chunks: bool = False, columns: list[str] | None = None,
+             **options: Any) -> da.Array:
+        if dataset:
+            raise DataSourceError(
+                f"{parse_location(path, storage_options).display!r} is a Parquet table; it "
+                f"has no dataset {dataset!r}. Select feature columns with columns= instead.")
+        unused = sorted(k for k, v in options.items() if v is not None)
+        if unused:
+            raise TypeError(f"the parquet reader takes no option {', '.join(unused)}")
+        layout = parquet_layout(path, columns, chunk_rows,
+                                target_chunk_bytes=target_chunk_bytes,
+                                storage_options=storage_options)
+        return layout_to_dask(layout)

@@ -1,0 +1,77 @@
+"""scikit-learn's bundled data sets as ``sklearn:NAME`` pseudo-paths (``sklearn:iris``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from daskgmm.errors import DataNotFoundError, DataSourceError
+from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES, even_chunks
+from daskgmm.io.locations import Location
+from daskgmm.io.reader_base import ArraySource, Reader, check_chunk_rows
+
+__all__ = ["SKLEARN_PREFIX", "SklearnDatasetReader"]
+
+SKLEARN_PREFIX = "sklearn:"
+_SKLEARN_DATASETS = {
+    "iris": "load_iris",
+    "wine": "load_wine",
+    "digits": "load_digits",
+    "breast_cancer": "load_breast_cancer",
+}
+
+
+class SklearnDatasetReader(Reader):
+    """The small datasets bundled with scikit-learn, as ``sklearn:NAME`` pseudo-paths.
+
+    ``open_array("sklearn:iris")`` is the 150 x 4 iris measurements as a float64 Dask
+    array in one chunk (or ``chunk_rows`` rows per chunk). The data is read from files
+    shipped inside scikit-learn; nothing is downloaded. Available names: ``iris``,
+    ``wine``, ``digits`` and ``breast_cancer``.
+    """
+
+    name = "sklearn"
+    description = "scikit-learn bundled dataset (sklearn:iris, sklearn:wine, ...)"
+    pseudo_paths = True
+
+    def can_open(self, location: Location | str | os.PathLike) -> bool:
+        text = location.original if isinstance(location, Location) else os.fspath(location)
+        return text.lower().startswith(SKLEARN_PREFIX)
+
+    def locate(self, path: str, dataset: str | None, *,
+               allow_missing_chunks: bool = False) -> ArraySource:
+        name = path[len(SKLEARN_PREFIX):].strip().lower()
+        if name not in _SKLEARN_DATASETS:
+            raise DataNotFoundError(
+                f"No scikit-learn bundled dataset {name!r} (from {path!r}); available: "
+                + ", ".join(SKLEARN_PREFIX + n for n in _SKLEARN_DATASETS) + "."
+            )
+        if dataset:
+            raise DataSourceError(
+                f"{path!r} is a single array, so there is no dataset {dataset!r} inside "
+                "it; pass dataset=None."
+            )
+        import sklearn.datasets
+
+        data = np.ascontiguousarray(
+            getattr(sklearn.datasets, _SKLEARN_DATASETS[name])().data, dtype=np.float64)
+        return ArraySource(array=data, shape=tuple(data.shape), dtype=data.dtype,
+                           where=repr(path), native_row_chunk=data.shape[0],
+                           token=(name,))
+
+    def open(self, path: Location | str | os.PathLike, dataset: str | None = None,
+             chunk_rows: int | None = None, *,
+             target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+             storage_options: dict | None = None,
+             allow_missing_chunks: bool = False, **options: Any) -> da.Array:
+        check_chunk_rows(chunk_rows)
+        text = path.original if isinstance(path, Location) else os.fspath(path)
+        src = self.locate(text, dataset)
+        n = src.shape[0]
+        rows = int(min(chunk_rows, n)) if chunk_rows is not None else n
+        return da.from_array(src.array, chunks=(even_chunks(n, rows), (src.shape[1],)),
+                             name=f"sklearn-{tokenize(src.token, rows)}")

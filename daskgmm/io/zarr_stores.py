@@ -1,0 +1,260 @@
+"""Zarr format 2 and 3 stores: directories (local or any fsspec URL) and zip files.
+
+Local directories are read through ``zarr.storage.LocalStore``, URLs through zarr's
+``FsspecStore`` (read-only), zip files through ``ZipStore``. The zarr array goes into
+the Dask graph and pickles as its store's description, so each worker opens the store
+itself. Opening lists the array's storage once (:mod:`daskgmm.io.integrity`): chunks
+that were never written are refused unless ``allow_missing_chunks``, and the listing's
+sizes, modification times or ETags name the Dask array, so rewriting the data changes
+its name. Where nothing can be listed (plain HTTP), each read checks that the chunks
+it needs exist instead, and the array gets a fresh name at every open.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from daskgmm.errors import (
+    DataNotFoundError,
+    DataSourceError,
+    IncompleteStoreError,
+    MissingDependencyError,
+)
+from daskgmm.io.integrity import check_complete, zarr_store_state
+from daskgmm.io.locations import Location
+from daskgmm.io.reader_base import (
+    ArraySource,
+    Reader,
+    ShapedArray,
+    choose_default,
+    format_listing,
+    output_dtype,
+    validate_shape,
+    where,
+)
+
+__all__ = ["ZarrDirectoryReader", "ZarrZipReader"]
+
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+_METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup")
+
+
+def _zarr_error(loc: Location, exc: BaseException) -> DataSourceError:
+    return DataSourceError(
+        f"Cannot read the zarr store {loc.display!r}: it is unreadable or corrupt "
+        f"({type(exc).__name__}: {loc.scrub(str(exc))})."
+    )
+
+
+class CheckedZarrArray(ShapedArray):
+    """A zarr array whose reads first check that the storage objects they need exist.
+
+    Used where the store cannot be listed (plain HTTP): a missing chunk raises
+    :class:`~daskgmm.errors.IncompleteStoreError` instead of reading as the fill value.
+    One existence check per storage object read.
+    """
+
+    def __init__(self, array: Any, location: Location, where: str) -> None:
+        self.array = array
+        self.location = location
+        self.where = where
+        self.shape = tuple(int(s) for s in array.shape)
+        self.dtype = np.dtype(array.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows = key[0] if isinstance(key, tuple) else key
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(self.shape[0])
+            self._check_rows(start, stop)
+        return self.array[key]
+
+    def _check_rows(self, start: int, stop: int) -> None:
+        shards = getattr(self.array, "shards", None)
+        block = tuple(int(b) for b in (shards or self.array.chunks))
+        unit = "shard" if shards else "chunk"
+        if stop <= start:
+            return
+        first, last = start // block[0], (stop - 1) // block[0]
+        col_blocks = [range(math.ceil(s / b)) for s, b in zip(self.shape[1:], block[1:],
+                                                                strict=True)]
+        encode = self.array.metadata.encode_chunk_key
+        from itertools import product
+
+        for r in range(first, last + 1):
+            for rest in product(*col_blocks):
+                key = encode((r, *rest))
+                if not self.location.join(key).exists():
+                    lo = r * block[0]
+                    raise IncompleteStoreError(
+                        f"{self.where}: the {unit} {key!r} (rows {lo}.."
+                        f"{min(lo + block[0], self.shape[0]) - 1}) was never written; it "
+                        f"would read as the fill value {self.array.fill_value!r}. If the "
+                        "store was written with write_empty_chunks=False, pass "
+                        "allow_missing_chunks=True (YAML: data.allow_missing_chunks: "
+                        "true); otherwise finish writing the store."
+                    )
+
+
+class _ZarrReaderBase(Reader):
+    """Shared logic of the zarr directory and zip readers."""
+
+    def _store(self, loc: Location) -> Any:
+        raise NotImplementedError
+
+    def _state(self, loc: Location, dataset: str | None, arr: Any) -> Any:
+        raise NotImplementedError
+
+    def locate(self, location: Location, dataset: str | None, *,
+               allow_missing_chunks: bool = False) -> ArraySource:
+        import zarr
+        from zarr.errors import NodeNotFoundError
+
+        loc = location
+        dataset = (dataset or "").strip("/") or None
+        try:
+            store = self._store(loc)
+            node = zarr.open(store=store, mode="r")
+        except (DataSourceError, MissingDependencyError):
+            raise
+        except NodeNotFoundError as exc:
+            raise DataSourceError(
+                f"{loc.display!r} is not a zarr store: no zarr metadata (zarr.json, .zarray "
+                f"or .zgroup) found at its root ({loc.scrub(str(exc))})."
+            ) from None
+        except FileNotFoundError:
+            raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
+        except ImportError as exc:
+            raise loc.missing_dependency(exc) from None
+        except Exception as exc:
+            raise _zarr_error(loc, exc) from None
+
+        if isinstance(node, zarr.Group):
+            try:
+                arrays = {name: (tuple(a.shape), a.dtype)
+                          for name, a in node.members(max_depth=None)
+                          if isinstance(a, zarr.Array)}
+            except Exception as exc:
+                raise _zarr_error(loc, exc) from None
+            if dataset is None:
+                dataset = choose_default(arrays, node.attrs, repr(loc.display), "array")
+            try:
+                arr = node[dataset]
+            except KeyError:
+                raise DataNotFoundError(
+                    f"No array {dataset!r} in the zarr store {loc.display!r}. Arrays in it: "
+                    f"{format_listing(arrays)}."
+                ) from None
+            except Exception as exc:
+                raise _zarr_error(loc, exc) from None
+            if not isinstance(arr, zarr.Array):
+                inside = {k: v for k, v in arrays.items() if k.startswith(dataset + "/")}
+                raise DataSourceError(
+                    f"{where(loc, dataset)} is a group, not an array. Arrays in it: "
+                    f"{format_listing(inside)}."
+                )
+        else:
+            if dataset is not None:
+                raise DataSourceError(
+                    f"{loc.display!r} is a zarr array, not a group, so there is no dataset "
+                    f"{dataset!r} inside it; pass dataset=None."
+                )
+            arr = node
+
+        shown = where(loc, dataset)
+        native = arr.shards if getattr(arr, "shards", None) else arr.chunks
+        native_rows = int(native[0]) if native and len(native) >= 1 else None
+        validate_shape(tuple(int(n) for n in arr.shape), shown)  # say these first
+        output_dtype(arr.dtype, shown)
+        try:
+            state = self._state(loc, dataset, arr)
+        except Exception as exc:
+            raise _zarr_error(loc, exc) from None
+        check_complete(state, shown, allow_missing_chunks=allow_missing_chunks)
+        readable: Any = arr
+        if state.present is None and not allow_missing_chunks:
+            readable = CheckedZarrArray(arr, loc.join(dataset or ""), shown)
+        return ArraySource(
+            array=readable,
+            shape=tuple(int(s) for s in arr.shape),
+            dtype=np.dtype(arr.dtype),
+            where=shown,
+            native_row_chunk=native_rows,
+            token=(arr.metadata.zarr_format, state.token),
+        )
+
+
+class ZarrDirectoryReader(_ZarrReaderBase):
+    """Zarr format 2 or 3 directory stores, local or at any fsspec URL."""
+
+    name = "zarr"
+    description = ("Zarr v2/v3 directory store (a directory with zarr.json, .zarray or "
+                   ".zgroup; usually named *.zarr), local or at a URL")
+    extensions = (".zarr",)
+
+    def sniff(self, location: Location) -> bool:
+        if location.is_local and not location.isdir():
+            return False
+        return any(location.join(name).isfile() for name in _METADATA_NAMES)
+
+    def matches_extension(self, location: Location) -> bool:
+        if location.is_local and not location.isdir():
+            return False
+        return super().matches_extension(location)
+
+    def _store(self, loc: Location) -> Any:
+        if loc.is_local:
+            from zarr.storage import LocalStore
+
+            return LocalStore(loc.path, read_only=True)
+        from zarr.storage import FsspecStore
+
+        try:
+            return FsspecStore.from_url(loc.url, storage_options=loc.storage_options or None,
+                                        read_only=True)
+        except ImportError as exc:
+            raise loc.missing_dependency(exc) from None
+
+    def _state(self, loc: Location, dataset: str | None, arr: Any) -> Any:
+        return zarr_store_state(arr, loc.join(dataset or ""))
+
+
+class ZarrZipReader(_ZarrReaderBase):
+    """Zarr stores inside a local zip file (``zarr.storage.ZipStore``, read-only).
+
+    A read-only ``ZipStore`` drops its zip handle and lock when pickled and reopens the
+    file when unpickled, so the zarr array can go into graphs run on worker processes.
+    A zip store at a URL is refused with advice (zarr's ZipStore needs a local file).
+    """
+
+    name = "zarr-zip"
+    description = "Zarr zip store (*.zip, local)"
+    extensions = (".zip",)
+
+    def sniff(self, location: Location) -> bool:
+        return location.isfile() and location.head(4) in ZIP_SIGNATURES
+
+    def matches_extension(self, location: Location) -> bool:
+        return location.isfile() and super().matches_extension(location)
+
+    def _store(self, loc: Location) -> Any:
+        from zarr.storage import ZipStore
+
+        if not loc.is_local:
+            raise DataSourceError(
+                f"{loc.display!r} is a zip file at a URL; zarr reads zip stores only from "
+                "a local file. Copy it to a local disk, or unzip it into a directory store "
+                "(which can be read from the URL)."
+            )
+        if not zipfile.is_zipfile(loc.path):
+            raise DataSourceError(
+                f"Cannot read the zarr store {loc.display!r}: it is not a valid zip file "
+                "(unreadable or corrupt)."
+            )
+        return ZipStore(loc.path, mode="r")
+
+    def _state(self, loc: Location, dataset: str | None, arr: Any) -> Any:
+        return zarr_store_state(arr, None, zip_path=loc.path, zip_prefix=dataset or "")
