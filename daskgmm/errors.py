@@ -11,14 +11,21 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ClusterConnectionError",
+    "ClusterLostError",
+    "ClusterStalledError",
     "ConfigError",
     "DaskGMMError",
     "DataNotFoundError",
     "DataSourceError",
     "DegenerateComponentError",
     "InvalidDataError",
+    "MissingDependencyError",
     "ModelFormatError",
     "NonFiniteDataError",
+    "OutputExistsError",
+    "OutputWriteError",
+    "UnsafeOutputError",
+    "UsageError",
     "WorkerDiedError",
 ]
 
@@ -66,3 +73,35 @@ class ClusterConnectionError(DaskGMMError, ConnectionError):
 
 class WorkerDiedError(DaskGMMError, RuntimeError):
     """Every Dask worker that tried a task died (usually by exceeding its memory limit)."""
+
+
+class OutputExistsError(DaskGMMError, FileExistsError):
+    """An output already exists and replacing it was not asked for."""
+
+
+class UnsafeOutputError(DaskGMMError, ValueError):
+    """An output location equals, contains or lies inside an input (the data, the model,
+    the configuration file, the checkpoint directory): writing it could destroy the
+    input, so it is refused before any work."""
+
+
+class OutputWriteError(DaskGMMError, OSError):
+    """An output or a checkpoint cannot be written: the disk is full, the location is
+    read-only, or permission is denied."""
+
+
+class ClusterStalledError(DaskGMMError, TimeoutError):
+    """Every worker of the cluster has been paused, or the cluster has had no worker,
+    for longer than the configured timeout."""
+
+
+class ClusterLostError(ClusterConnectionError):
+    """The connection to the Dask scheduler was lost during a run."""
+
+
+class MissingDependencyError(DaskGMMError, ImportError):
+    """An optional package that the requested feature needs is not installed."""
+
+
+class UsageError(DaskGMMError, ValueError):
+    """A command-line argument is invalid (named by its flag, e.g. ``--chunk-rows``)."""

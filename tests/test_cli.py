@@ -26,20 +26,13 @@ import zarr
 from threadpoolctl import threadpool_limits
 
 from daskgmm.cli.main import main
-from daskgmm.diagnostics.progress import ProgressObserver, format_bar, format_iteration
 from daskgmm.io.readers import open_array
 from daskgmm.serialize.model_files import load_model
+from tests.cli_utils import assert_clean_error, cli_env, finish, leftovers, run_cli, start_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N, D, K, ROWS = 3000, 3, 3, 500
-
-
-def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess:
-    """``python -m daskgmm ARGS`` in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "daskgmm", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def call_main(*args: str) -> tuple[int, str]:
@@ -65,18 +58,6 @@ def write_config(path: Path, data_path: Path | str, out: Path,
         config.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "daskgmm: error: " in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
-
-
-def leftovers(parent: Path) -> list[str]:
-    return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,7 +160,7 @@ def test_labels_and_responsibilities_match_the_model(fitted, small_zarr):
     X = open_array(small_zarr, chunk_rows=ROWS)
     labels = zarr.open_array(fitted.out / "labels.zarr", mode="r")
     assert labels.shape == (N,) and labels.chunks == (X.chunks[0][0],)
-    assert labels.dtype == np.int32
+    assert labels.dtype == np.int64
     np.testing.assert_array_equal(labels[:], fitted.model.predict(X).compute())
     resp = zarr.open_array(fitted.out / "responsibilities.zarr", mode="r")
     assert resp.shape == (N, K) and resp.chunks == (ROWS, K)
@@ -192,10 +173,45 @@ def test_labels_and_responsibilities_match_the_model(fitted, small_zarr):
 def test_info_prints_model_and_report(fitted):
     code, out = call_main("info", fitted.out)
     assert code == 0
-    assert "covariance_type='diag'" in out and "K=3 components" in out
-    assert "BIC / AIC" in out and "worker peak" in out
+    assert "GaussianMixture: 3 components x 3 features, diag covariances" in out
+    assert "BIC / AIC" in out and "worker peak memory" in out
+    # a table of the components: one row each, with the weights of the model
+    rows = [line.split() for line in out.splitlines()
+            if line.strip()[:1].isdigit() and "[" in line]
+    assert [int(r[0]) for r in rows] == [0, 1, 2]
+    np.testing.assert_allclose([float(r[1]) for r in rows], fitted.model.weights_,
+                               atol=1e-4)
+    # the data and the configuration as YAML
+    data_yaml = out.split("\ndata:\n", 1)[1].split("\n\nconfig:\n", 1)
+    assert yaml.safe_load(data_yaml[0])["shape"] == [N, D]
+    assert yaml.safe_load(data_yaml[1])["model"]["covariance_type"] == "diag"
     code, out = call_main("info", fitted.out / "model")
-    assert code == 0 and "converged after" in out
+    assert code == 0 and "converged after" in out and "BIC" not in out
+
+
+def test_info_json(fitted):
+    code, out = call_main("info", fitted.out, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    model = summary["model"]
+    assert (model["n_components"], model["n_features"], model["covariance_type"]) == (
+        K, D, "diag")
+    np.testing.assert_allclose([c["weight"] for c in model["components"]],
+                               fitted.model.weights_, rtol=1e-12)
+    np.testing.assert_allclose([c["mean"] for c in model["components"]],
+                               fitted.model.means_, rtol=1e-12)
+    assert [c["expected_rows"] for c in model["components"]] == [
+        round(w * N) for w in fitted.model.weights_]
+    report = summary["report"]
+    assert report["fit"]["bic"] == fitted.report["fit"]["bic"]
+    assert report["config"] == fitted.report["config"]
+    assert summary["model_dir"] == str(fitted.out / "model")
+
+
+def test_info_of_a_missing_or_foreign_directory_is_a_clean_error(tmp_path):
+    assert_clean_error(run_cli("info", tmp_path / "nothing"), "no such directory")
+    (tmp_path / "foreign").mkdir()
+    assert_clean_error(run_cli("info", tmp_path / "foreign"), "no model.json")
 
 
 def test_predict_round_trip(fitted, small_zarr, workdir):
@@ -319,7 +335,7 @@ def test_fit_failing_midway_leaves_no_output(tmp_path):
 def test_unreachable_scheduler_exits_2(tmp_path, small_zarr):
     config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out",
                           cluster={"address": "tcp://127.0.0.1:9"})
-    env = {**os.environ, "DASKGMM_CONNECT_TIMEOUT": "1"}
+    env = cli_env(DASKGMM_CONNECT_TIMEOUT="1")
     result = subprocess.run([sys.executable, "-m", "daskgmm", "fit", str(config)],
                             capture_output=True, text=True, timeout=60, env=env)
     assert_clean_error(result, "could not connect to the Dask scheduler at "
@@ -337,8 +353,7 @@ def test_interrupted_fit_cleans_up_then_resumes(tmp_path, small_zarr):
     model = {"tol": 0.0, "max_iter": 100_000, "init_params": "random"}
     config = write_config(tmp_path / "c.yaml", small_zarr, out, model=model,
                           checkpoint={"dir": str(ckpt), "every": 1})
-    proc = subprocess.Popen([sys.executable, "-m", "daskgmm", "fit", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("fit", config)
     try:
         lines = []
         deadline = time.monotonic() + 90
@@ -347,11 +362,11 @@ def test_interrupted_fit_cleans_up_then_resumes(tmp_path, small_zarr):
             if not line:
                 break
             lines.append(line)
-            if line.startswith("iter 4 "):
+            if line.startswith("iter 4/"):
                 break
-        assert any(line.startswith("iter 4 ") for line in lines), "".join(lines)
+        assert any(line.startswith("iter 4/") for line in lines), "".join(lines)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        _, err = finish(proc, 60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -450,69 +465,3 @@ def test_help_and_version_in_a_real_process():
     assert result.returncode == 0 and result.stdout.startswith("daskgmm ")
     result = run_cli("fit")  # missing CONFIG: argparse's usage error
     assert result.returncode == 2 and "usage:" in result.stderr
-
-
-# ---------------------------------------------------------------------------------------
-# progress display
-# ---------------------------------------------------------------------------------------
-
-
-def _info(iteration, bounds, seconds=0.5, converged=False, index=0):
-    state = SimpleNamespace(index=index, n_iter=iteration, lower_bound=bounds[-1],
-                            lower_bounds=bounds, converged=converged)
-    return SimpleNamespace(iteration=iteration, states=[state], seconds=seconds)
-
-
-def test_format_iteration_and_bar():
-    assert format_iteration(_info(1, [-1.5])) == [
-        "iter 1  loglik -1.500000  change -  0.50 s/iter"]
-    assert format_iteration(_info(7, [-1.2346, -1.234567], 3.21)) == [
-        "iter 7  loglik -1.234567  change 3.3e-05  3.21 s/iter"]
-    assert format_bar(12, 40, width=10) == "[###.......] 12/40 chunks"
-    stale = SimpleNamespace(index=1, n_iter=3, lower_bound=-1.0, lower_bounds=[-1.0],
-                            converged=True)
-    info = _info(5, [-2.0, -1.9], converged=True)
-    info.states.append(stale)
-    assert format_iteration(info) == [
-        "iter 5  init 0  loglik -1.900000  change 1.0e-01  0.50 s/iter  converged"]
-
-
-def _events(observer, *events):
-    """Deliver events the way a fit does (daskgmm.diagnostics.observers.notify)."""
-    from daskgmm.diagnostics import observers
-
-    with observers.observe(observer):
-        for name, *args in events:
-            observers.notify(name, *args)
-        return observers.wants("chunks_done")
-
-
-def test_progress_plain_live_and_quiet():
-    plain = io.StringIO()
-    obs = ProgressObserver(plain)
-    assert not obs.live
-    tracked = _events(obs, ("pass_started", "kmeans", 4), ("chunks_done", 4),
-                      ("pass_finished",), ("pass_started", "em", 4), ("chunks_done", 2),
-                      ("chunks_done", 2), ("pass_finished",),
-                      ("iteration_finished", _info(1, [-3.0])))
-    assert not tracked  # nothing drawn per chunk: the passes need not track chunks
-    text = plain.getvalue()
-    assert "\r" not in text
-    assert text.splitlines()[0].startswith("kmeans pass: 4 chunks in ")
-    assert text.splitlines()[1] == "iter 1  loglik -3.000000  change -  0.50 s/iter"
-
-    live = io.StringIO()
-    obs = ProgressObserver(live, live=True, min_redraw=0.0)
-    assert _events(obs, ("pass_started", "em", 40), ("chunks_done", 12))
-    assert "[#######.................] 12/40 chunks" in live.getvalue()
-    _events(obs, ("chunks_done", 28), ("pass_finished",),
-            ("iteration_finished", _info(2, [-3.0, -2.5])))
-    assert live.getvalue().endswith("\r\x1b[Kiter 2  loglik -2.500000  change 5.0e-01  "
-                                    "0.50 s/iter\n")
-
-    quiet = io.StringIO()
-    obs = ProgressObserver(quiet, quiet=True)
-    _events(obs, ("pass_started", "em", 2), ("chunks_done", 2), ("pass_finished",),
-            ("iteration_finished", _info(1, [-1.0])))
-    obs.message("hello")
-    assert quiet.getvalue() == ""

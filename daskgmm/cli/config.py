@@ -554,8 +554,9 @@ class ClusterConfig(_Section):
         ``$DASKGMM_CONNECT_TIMEOUT`` or 20).
     wait_for_workers : int >= 1
         Workers to wait for before the fit starts.
-    wait_timeout : float
-        Seconds to wait for them (a batch system may take a while to start them).
+    wait_timeout : float or None
+        Seconds to wait for them; None: ``connect_timeout`` for an existing scheduler,
+        600 for a ``factory`` (a batch system may take a while to start workers).
     stall_timeout : float or None
         Fail when every worker has been paused, or there has been no worker, for this
         many seconds during a run; None never gives up.
@@ -571,7 +572,7 @@ class ClusterConfig(_Section):
     tls: TLSConfig | None = None
     connect_timeout: Seconds | None = None
     wait_for_workers: Annotated[StrictIntType, Field(ge=1)] = 1
-    wait_timeout: Seconds = 300.0
+    wait_timeout: Seconds | None = None
     stall_timeout: Seconds | None = 120.0
 
     @model_validator(mode="after")
