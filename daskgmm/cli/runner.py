@@ -578,8 +578,12 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                  f"of {cluster_info['n_workers']} worker(s)")
         progress.expect(max_iter=int(getattr(gm, "max_iter", 0) or 0),
                         tol=float(getattr(gm, "tol", 0.0) or 0.0))
+        # During the fit the only files written are checkpoints.
+        fit_writes = (write_errors(("checkpoint.dir", checkpoint_dir))
+                      if checkpoint_dir is not None else contextlib.nullcontext())
         with MemoryMonitor(client) as monitor, worker_failures(cluster_info):
-            with _captured_warnings(log, warning_lines), observe(progress, recorder):
+            with _captured_warnings(log, warning_lines), observe(progress, recorder), \
+                    fit_writes:
                 recorder.start()
                 t_fit = time.perf_counter()
                 gm.fit(X)
