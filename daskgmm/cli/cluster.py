@@ -48,7 +48,8 @@ from daskgmm.errors import (
     WorkerDiedError,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "Watchdog", "connect", "describe_client", "worker_failures"]
+__all__ = ["DEFAULT_TIMEOUT", "Watchdog", "connect", "describe_client",
+           "quiet_library_logs", "worker_failures"]
 
 DEFAULT_TIMEOUT = 20.0
 """Seconds to wait for a scheduler to answer before giving up. The environment variable
@@ -240,7 +241,8 @@ def _interrupt_main_thread() -> None:
     """Raise KeyboardInterrupt in the main thread, waking it from a blocking wait."""
     import _thread
 
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
         # A real signal interrupts a blocking lock wait at once (EINTR).
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
     else:
@@ -326,6 +328,8 @@ class Watchdog:
                     limits = [int(w.get("memory_limit") or 0)
                               for w in info.get("workers", {}).values()]
                 self.reason = self._message(state, n_workers, [v for v in limits if v])
+                if self.interrupt is _interrupt_main_thread:
+                    quiet_library_logs()
                 self.interrupt()
                 if not self._stop.wait(self.grace):
                     _stderr(f"daskgmm: error: {self.reason}")
@@ -361,11 +365,18 @@ def _lost_connection(exc: BaseException, client: Any) -> bool:
     return False
 
 
+def quiet_library_logs() -> None:
+    """Silence the loggers of distributed, tornado and asyncio for the rest of the
+    process: a run that has failed (or was interrupted) is being torn down, and they
+    would print tracebacks of cancelled connections around the one-line message."""
+    for name in ("distributed", "distributed.client", "tornado", "tornado.application",
+                 "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 def _quiet_teardown() -> None:
-    """Silence distributed's loggers while a failed run's cluster is torn down (they
-    would print tracebacks of cancelled connections after the one-line message)."""
-    for name in ("distributed", "tornado", "asyncio"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    """:func:`quiet_library_logs` (a failed run's cluster is being torn down)."""
+    quiet_library_logs()
 
 
 @contextlib.contextmanager

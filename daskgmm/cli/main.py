@@ -350,6 +350,27 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _on_sigint(signum: int, frame: Any) -> None:
+    from daskgmm.cli.cluster import quiet_library_logs
+
+    quiet_library_logs()  # the run is ending: no tracebacks from the teardown
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_quiets() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt as usual, and silences the library loggers."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``daskgmm`` command line.
 
@@ -372,20 +393,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exc:  # --help, --version, usage errors (argparse's own exit codes)
         return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    try:
-        with _sigterm_raises():
-            return _COMMANDS[args.command](args)
-    except KeyboardInterrupt as exc:
-        _error(getattr(exc, "message", None) or "interrupted; nothing was written")
-        return EXIT_INTERRUPTED
-    except _Terminated:
-        _error("terminated")
-        return EXIT_TERMINATED
-    except Exception as exc:
-        if not is_user_error(exc):
-            raise
-        _error(_message(exc))
-        return EXIT_USAGE
+    from daskgmm.cli.log_gate import log_gate
+
+    with log_gate() as gate:
+        try:
+            with _sigterm_raises(), _sigint_quiets():
+                code = _COMMANDS[args.command](args)
+            gate.release("summary")
+            return code
+        except KeyboardInterrupt as exc:
+            gate.release("drop")
+            _error(getattr(exc, "message", None) or "interrupted; nothing was written")
+            return EXIT_INTERRUPTED
+        except _Terminated:
+            gate.release("drop")
+            _error("terminated")
+            return EXIT_TERMINATED
+        except Exception as exc:
+            if not is_user_error(exc):
+                gate.release("full")
+                raise
+            gate.release("drop")
+            _error(_message(exc))
+            return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover
