@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["assert_clean_error", "cli_env", "finish", "leftovers", "run_cli", "start_cli"]
+__all__ = ["assert_clean_error", "cli_env", "finish", "leftovers", "run_cli", "start_cli",
+           "tree_digest"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -69,3 +70,19 @@ def assert_clean_error(result: subprocess.CompletedProcess | tuple[int, str],
 def leftovers(parent: Path) -> list[str]:
     """Temporary siblings (``.NAME.tmp-*``, ``.NAME.old-*``) left in ``parent``."""
     return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def tree_digest(path: Path) -> str:
+    """SHA-256 over every file under ``path`` (relative names, sizes and bytes), or of
+    the file itself: equal digests mean byte-identical data."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        data = file.read_bytes()
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()

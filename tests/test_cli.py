@@ -28,7 +28,15 @@ from threadpoolctl import threadpool_limits
 from daskgmm.cli.main import main
 from daskgmm.io.readers import open_array
 from daskgmm.serialize.model_files import load_model
-from tests.cli_utils import assert_clean_error, cli_env, finish, leftovers, run_cli, start_cli
+from tests.cli_utils import (
+    assert_clean_error,
+    cli_env,
+    finish,
+    leftovers,
+    run_cli,
+    start_cli,
+    tree_digest,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -465,3 +473,205 @@ def test_help_and_version_in_a_real_process():
     assert result.returncode == 0 and result.stdout.startswith("daskgmm ")
     result = run_cli("fit")  # missing CONFIG: argparse's usage error
     assert result.returncode == 2 and "usage:" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# outputs never overlap inputs
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "relation"), [
+    ("data", "is the same location as data.path"),
+    ("parent", "contains data.path"),
+    ("inside", "lies inside data.path"),
+    ("link", "contains data.path"),
+    ("config", "contains the configuration file"),
+])
+def test_fit_refuses_an_output_over_its_inputs(tmp_path, small_zarr, where, relation):
+    import shutil
+
+    project = tmp_path / "project"
+    data = project / "data.zarr"
+    shutil.copytree(small_zarr, data)
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (tmp_path / "link").symlink_to(project)
+    out = {"data": data, "parent": project, "inside": data / "results",
+           "link": tmp_path / "link", "config": config_dir}[where]
+    config = write_config(config_dir / "c.yaml", data, out,
+                          output={"overwrite": True})
+    before = tree_digest(project), tree_digest(config_dir)
+    result = run_cli("fit", config)
+    assert_clean_error(result, relation, "writing there could destroy it")
+    assert (tree_digest(project), tree_digest(config_dir)) == before
+    assert not leftovers(tmp_path) and not leftovers(project)
+
+
+def test_fit_refuses_an_output_containing_the_checkpoints(tmp_path, small_zarr):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "runs",
+                          output={"overwrite": True},
+                          checkpoint={"dir": str(tmp_path / "runs" / "ckpt")})
+    assert_clean_error(run_cli("fit", config), "contains checkpoint.dir")
+
+
+def test_checkpoints_inside_the_data_are_refused(tmp_path, small_zarr):
+    import shutil
+
+    data = tmp_path / "data.zarr"
+    shutil.copytree(small_zarr, data)
+    before = tree_digest(data)
+    config = write_config(tmp_path / "c.yaml", data, tmp_path / "out",
+                          checkpoint={"dir": str(data / "ckpt")})
+    assert_clean_error(run_cli("fit", config), "checkpoint.dir", "lies inside data.path")
+    assert tree_digest(data) == before
+
+
+def test_predict_and_generate_refuse_outputs_over_their_inputs(tmp_path, fitted,
+                                                              small_zarr):
+    import shutil
+
+    data = tmp_path / "data.zarr"
+    shutil.copytree(small_zarr, data)
+    model = tmp_path / "model"
+    shutil.copytree(fitted.out / "model", model)
+    before = tree_digest(data), tree_digest(model)
+    for output, expected in ((data, "is the same location as --data"),
+                             (model / "labels.zarr", "lies inside --model"),
+                             (tmp_path, "contains --data")):
+        result = run_cli("predict", "--model", model, "--data", data, "--output", output,
+                         "--overwrite")
+        assert_clean_error(result, expected)
+    assert (tree_digest(data), tree_digest(model)) == before
+    # generate never replaces the directory it runs in (or one containing it)
+    work = tmp_path / "work.zarr"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    result = run_cli("generate", "--n-samples", 10, "--n-features", 2, "--n-components", 1,
+                     "--output", work, "--overwrite", cwd=work)
+    assert_clean_error(result, "is the same location as the current directory")
+    assert (work / "notes.txt").read_text() == "mine"
+
+
+def test_generate_messages_name_flags(tmp_path):
+    target = tmp_path / "x.zarr"
+    target.mkdir()
+    assert_clean_error(run_cli("generate", "--n-samples", 10, "--n-features", 2,
+                               "--n-components", 1, "--output", target),
+                       "already exists; pass --overwrite")
+    assert_clean_error(run_cli("generate", "--n-samples", 10**9, "--n-features", 10**6,
+                               "--n-components", 1, "--output", tmp_path / "y.zarr"),
+                       "--chunk-rows 100000: a chunk of", "use fewer rows per chunk")
+    result = run_cli("generate", "--n-samples", 0, "--n-features", 2, "--n-components", 1,
+                     "--output", tmp_path / "z.zarr")
+    assert result.returncode == 2 and "--n-samples: must be >= 1, got 0" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# what a run prints
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+def test_each_iteration_is_printed_once(tmp_path, small_zarr, verbose):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out",
+                          model={"verbose": verbose, "verbose_interval": 1,
+                                 "max_iter": 5, "tol": 0.0})
+    result = run_cli("fit", config)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    for i in range(1, 6):
+        assert sum(line.startswith(f"iter {i}/5 ") for line in lines) == 1, lines
+    assert not any(line.startswith(("Initialization", "  Iteration")) for line in lines)
+    timed = [line for line in lines if line.startswith("iter ") and " s/iter" in line]
+    init_lines = [line for line in lines if line.startswith(("kmeans pass", "init pass",
+                                                             "moments pass"))]
+    if verbose >= 2:
+        assert len(timed) == 5 and init_lines
+    else:
+        assert timed == [] and init_lines == []
+        assert any(line.startswith("initialised in ") for line in lines)
+
+
+def test_large_models_are_summarised_and_the_likelihood_matches_the_report(tmp_path):
+    data = tmp_path / "wide.zarr"
+    code, _ = call_main("generate", "--n-samples", 2000, "--n-features", 8,
+                        "--n-components", 6, "--output", data, "--seed", 3, "--quiet")
+    assert code == 0
+    config = write_config(tmp_path / "c.yaml", data, tmp_path / "out",
+                          model={"n_components": 6, "covariance_type": "diag"})
+    code, stdout = call_main("fit", config, "--quiet")
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "covariances:" not in stdout and "means:" not in stdout
+    assert "6 components of 8 features (diag covariances)" in stdout
+    table = stdout.split("6 components of 8 features", 1)[1].splitlines()[2:8]
+    rows = [line.split() for line in table]
+    assert [int(r[0]) for r in rows] == list(range(6))
+    model = load_model(tmp_path / "out" / "model")
+    np.testing.assert_allclose([float(r[1]) for r in rows], model.weights_, atol=1e-4)
+    assert sum(int(r[2].replace(",", "")) for r in rows) == pytest.approx(2000, abs=6)
+    mean_ll = report["fit"]["mean_log_likelihood"]
+    assert f"mean log-likelihood per sample of the final model {mean_ll:.4f}" in stdout
+
+
+def test_predict_writes_int64_labels(fitted, small_zarr, workdir):
+    target = workdir / "int64.zarr"
+    code, _ = call_main("predict", "--model", fitted.out, "--data", small_zarr,
+                        "--output", target, "--quiet")
+    assert code == 0
+    assert zarr.open_array(target, mode="r").dtype == np.int64
+
+
+# ---------------------------------------------------------------------------------------
+# Ctrl-C and --resume
+# ---------------------------------------------------------------------------------------
+
+
+def _fit_until(config: Path, line_prefix: str) -> subprocess.Popen:
+    proc = start_cli("fit", config, new_session=True)
+    for line in proc.stderr:
+        if line.startswith(line_prefix):
+            return proc
+    _, err = finish(proc, 30)
+    raise AssertionError(f"never saw {line_prefix!r}: {err}")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_ctrl_c_prints_one_line_and_resume_says_where(tmp_path, small_zarr):
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    config = write_config(tmp_path / "c.yaml", small_zarr, out,
+                          cluster={"n_workers": 2},
+                          model={"tol": 0.0, "max_iter": 100_000, "init_params": "random"},
+                          checkpoint={"dir": str(ckpt), "every": 1})
+    proc = _fit_until(config, "iter 3/")
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends Ctrl-C to the job
+        _, err = finish(proc, 60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    (line,) = [line for line in err.splitlines() if line.startswith("daskgmm: error")]
+    iteration = json.loads((ckpt / "checkpoint.json").read_text())["iteration"]
+    assert line == (f"daskgmm: error: interrupted; the last checkpoint is at iteration "
+                    f"{iteration} (in {ckpt}): resume with `daskgmm fit {config} --resume`")
+    assert not out.exists() and not leftovers(tmp_path)
+    result = run_cli("fit", config, "--resume", "--set", f"model.max_iter={iteration + 2}")
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from the checkpoint at iteration {iteration} in {ckpt}" in \
+        result.stderr
+
+
+def test_ctrl_c_without_checkpoints_says_so(tmp_path, small_zarr):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out",
+                          model={"tol": 0.0, "max_iter": 100_000, "init_params": "random"})
+    proc = _fit_until(config, "iter 2/")
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = finish(proc, 60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert_clean_error((proc.returncode, err), "interrupted; nothing was written, and "
+                       "there is no checkpoint to resume from", code=130)
