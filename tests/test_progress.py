@@ -102,7 +102,7 @@ def test_plain_lines():
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
     assert lines[0].startswith("initialised in ") and lines[0].endswith(
-        "s (2 passes: 2 kmeans)")
+        "s (2 passes over the data: 2 kmeans)")
     assert lines[1] == "iter 1/10  loglik -3.000000  change -  ETA 0:04"
     assert lines[2].startswith("outputs pass: 4 chunks in ")
     assert len(lines) == 3

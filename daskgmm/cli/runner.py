@@ -619,7 +619,9 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
             sample = result["rows"]
             plot_clusters(sample, gm.predict(sample) if len(sample) else sample[:, 0],
                           gm, tmp / "clusters.png",
-                          title=f"{name}: {len(sample):,} random rows of {n_samples:,}")
+                          title=(f"{name}: all {n_samples:,} rows" if len(sample) == n_samples
+                                 else f"{name}: {len(sample):,} random rows of "
+                                      f"{n_samples:,}"))
             plots = ["convergence.png", "clusters.png"]
 
         model_meta = {"data": {k: data_info[k] for k in ("path", "dataset", "shape", "dtype")},

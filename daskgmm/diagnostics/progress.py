@@ -381,14 +381,15 @@ class ProgressObserver:
         if self._kind in ("kmeans", "init", "moments"):
             self._init_passes.append((self._kind, seconds))
             if self.verbose >= 2:
-                self._print(f"{self._pass_label()}: {self._total} chunks in "
-                            f"{seconds:.2f} s")
+                chunks = f"{self._total} chunk{'s' if self._total != 1 else ''}"
+                self._print(f"{self._pass_label()}: {chunks} in {seconds:.2f} s")
             return
         if self._progress is not None and self._pass_task is not None:
             self._progress.update(self._pass_task, visible=False)
             self._pass_task = None
-        self._print(f"{_PASS_NAMES.get(self._kind, self._kind)} pass: {self._total} "
-                    f"chunks in {seconds:.2f} s")
+        chunks = f"{self._total} chunk{'s' if self._total != 1 else ''}"
+        self._print(f"{_PASS_NAMES.get(self._kind, self._kind)} pass: {chunks} in "
+                    f"{seconds:.2f} s")
 
     def _report_initialisation(self) -> None:
         self._init_reported = True
@@ -400,8 +401,8 @@ class ProgressObserver:
             kinds[kind] = kinds.get(kind, 0) + 1
         detail = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
         n = len(self._init_passes)
-        self._print(f"initialised in {seconds:.2f} s ({n} pass{'es' if n != 1 else ''}: "
-                    f"{detail})")
+        self._print(f"initialised in {seconds:.2f} s ({n} pass{'es' if n != 1 else ''} over "
+                    f"the data: {detail})")
 
     def iteration_finished(self, info: Any) -> None:
         """An EM iteration is done: print its line(s), update the fit's ETA."""
