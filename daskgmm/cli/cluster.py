@@ -30,6 +30,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -39,6 +40,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from daskgmm.cli.guards import WRITE_ERRNOS
 from daskgmm.errors import (
     ClusterConnectionError,
     ClusterLostError,
@@ -110,7 +112,16 @@ class _UserErrorLogFilter(logging.Filter):
             text = record.getMessage()
         except Exception:  # a record that cannot be formatted: keep it
             return True
-        return not any(f"{name}(" in text for name in _user_error_names())
+        if any(f"{name}(" in text for name in _user_error_names()):
+            return False
+        return _USER_OS_ERROR.search(text) is None
+
+
+# An OSError the user must fix (disk full, read-only, permission denied), as a worker's
+# "Compute Failed" record shows it: OSError(28, 'No space left on device').
+_USER_OS_ERROR = re.compile(
+    r"\b(?:OSError|PermissionError|FileExistsError)\((?:"
+    + "|".join(str(code) for code in sorted(WRITE_ERRNOS)) + r"),")
 
 
 def _user_error_names() -> tuple[str, ...]:

@@ -395,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     from daskgmm.cli.log_gate import log_gate
 
+    if args.command in ("fit", "predict"):
+        import distributed  # noqa: F401  (sets up its loggers, which the gate attaches to)
+
     with log_gate() as gate:
         try:
             with _sigterm_raises(), _sigint_quiets():
