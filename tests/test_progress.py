@@ -39,14 +39,17 @@ def _events(observer, *events):
 
 
 def test_format_iteration():
-    assert format_iteration(_info(1, [-1.5])) == ["iter 1  loglik -1.500000  change -"]
+    assert format_iteration(_info(1, [-1.5]), timing=False) == [
+        "iter 1  loglik -1.500000  change -"]
+    assert format_iteration(_info(1, [-1.5])) == ["iter 1  loglik -1.500000  change -  "
+                                                  "0.50 s/iter"]
     assert format_iteration(_info(7, [-1.2346, -1.234567], 3.21), max_iter=100, eta=41,
                             timing=True) == [
         "iter 7/100  loglik -1.234567  change 3.3e-05  3.21 s/iter  ETA 0:41"]
     stale = _state(3, [-1.0], converged=True, index=1)
     info = _info(5, [-2.0, -1.9], converged=True)
     info.states.append(stale)
-    assert format_iteration(info, max_iter=9, eta=10) == [
+    assert format_iteration(info, max_iter=9, eta=10, timing=False) == [
         "iter 5/9  init 0  loglik -1.900000  change 1.0e-01  converged"]
 
 

@@ -127,7 +127,7 @@ def fit_eta(states: Sequence[Any], iteration: int, max_iter: int, tol: float,
 
 
 def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | None = None,
-                     timing: bool = False) -> list[str]:
+                     timing: bool = True) -> list[str]:
     """The log lines for one finished EM iteration.
 
     Parameters
@@ -139,8 +139,8 @@ def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | Non
         Shown as ``iter 7/100``.
     eta : float, optional
         Seconds left in the fit, shown as ``ETA 0:41``.
-    timing : bool, default False
-        Append the iteration's seconds (``verbose >= 2``).
+    timing : bool, default True
+        Append the iteration's seconds (the CLI's display does so at ``verbose >= 2``).
 
     Returns
     -------
@@ -158,7 +158,7 @@ def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | Non
     >>> state = NS(index=0, n_iter=2, lower_bound=-1.5, lower_bounds=[-1.6, -1.5],
     ...            converged=False)
     >>> format_iteration(NS(iteration=2, states=[state], seconds=0.5), max_iter=10)
-    ['iter 2/10  loglik -1.500000  change 1.0e-01']
+    ['iter 2/10  loglik -1.500000  change 1.0e-01  0.50 s/iter']
     """
     states = list(getattr(info, "states", []))
     several = len(states) > 1
