@@ -675,3 +675,24 @@ def test_ctrl_c_without_checkpoints_says_so(tmp_path, small_zarr):
             os.killpg(proc.pid, signal.SIGKILL)
     assert_clean_error((proc.returncode, err), "interrupted; nothing was written, and "
                        "there is no checkpoint to resume from", code=130)
+
+
+# ---------------------------------------------------------------------------------------
+# generate on a full disk or a read-only location
+# ---------------------------------------------------------------------------------------
+
+
+def test_generate_on_a_full_or_read_only_disk(tmp_path):
+    from tests.mounts import Tmpfs
+
+    args = ("generate", "--n-samples", 200_000, "--n-features", 8, "--n-components", 3,
+            "--chunk-rows", 20_000)
+    with Tmpfs(tmp_path / "small", size="256k") as mount:
+        target = mount.path / "x.zarr"
+        result = run_cli(*args, "--output", target)
+        assert_clean_error(result, f"cannot write --output {target}: no space left on the "
+                                   "device")
+        assert not target.exists() and not leftovers(mount.path)
+    with Tmpfs(tmp_path / "ro", read_only=True) as mount:
+        result = run_cli(*args, "--output", mount.path / "x.h5")
+        assert_clean_error(result, "cannot write --output", "read-only")
