@@ -696,3 +696,16 @@ def test_generate_on_a_full_or_read_only_disk(tmp_path):
     with Tmpfs(tmp_path / "ro", read_only=True) as mount:
         result = run_cli(*args, "--output", mount.path / "x.h5")
         assert_clean_error(result, "cannot write --output", "read-only")
+
+
+@pytest.mark.slow  # 1,500 tasks per pass: the overhead the warning is about
+def test_tiny_chunks_are_warned_about_with_the_numbers(tmp_path, small_zarr):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out", chunk_rows=2,
+                          model={"max_iter": 0, "init_params": "random"})
+    result = run_cli("fit", config, "--quiet")
+    assert result.returncode == 0, result.stderr
+    expected = ("chunks of 2 rows hold only 48 bytes each (1,500 chunks): per-task "
+                "overhead will dominate")
+    assert f"daskgmm: warning: {expected}" in result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert any(expected in w for w in report["fit"]["warnings"])

@@ -126,7 +126,9 @@ def test_chunking_warnings_give_the_numbers():
     (many,) = chunking_warnings(100_000, 10, 4, 8)
     assert "100,000 chunks of 10 rows" in many and "data.chunk_rows" in many
     (tiny,) = chunking_warnings(5000, 100, 4, 8)
-    assert "hold only 3 KiB each (5,000 chunks)" in tiny
+    assert "hold only 3,200 bytes each (5,000 chunks)" in tiny
+    (tiny,) = chunking_warnings(5000, 1000, 4, 8)
+    assert "hold only 31 KiB each (5,000 chunks)" in tiny
     (big,) = chunking_warnings(10, 10_000_000, 16, 8, [2**30, 2**31])
     assert "is 1,221 MiB, more than 25% of a worker's memory limit (1,024 MiB)" in big
     assert "cluster.memory_limit" in big

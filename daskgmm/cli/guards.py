@@ -186,10 +186,12 @@ def chunking_warnings(n_chunks: int, chunk_rows: int, n_features: int, itemsize:
             f"pass runs more than {MAX_CHUNKS:,} tasks and the scheduler's overhead (about "
             "1 ms per task) dominates; use larger chunks (data.chunk_rows)")
     elif n_chunks > 1 and chunk_bytes < MIN_CHUNK_BYTES and n_chunks > 1000:
+        size = (f"{chunk_bytes:,} bytes" if chunk_bytes < 10 * 2**10
+                else f"{chunk_bytes / 2**10:,.0f} KiB")
         out.append(
-            f"chunks of {chunk_rows:,} rows hold only {chunk_bytes / 2**10:,.0f} KiB each "
-            f"({n_chunks:,} chunks): per-task overhead will dominate; use chunks of a few "
-            "MiB or more (data.chunk_rows)")
+            f"chunks of {chunk_rows:,} rows hold only {size} each ({n_chunks:,} chunks): "
+            "per-task overhead will dominate; use chunks of a few MiB or more "
+            "(data.chunk_rows)")
     limits = [m for m in worker_memory if m]
     if limits and chunk_bytes > MAX_CHUNK_FRACTION * min(limits):
         out.append(
