@@ -183,7 +183,7 @@ def _number(value: Any, spec: str) -> str:
 def _yaml(value: Any, indent: int = 2) -> list[str]:
     import yaml
 
-    text = yaml.safe_dump(value, sort_keys=False, default_flow_style=None, width=88)
+    text = yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=88)
     return [" " * indent + line for line in text.rstrip().splitlines()]
 
 
@@ -236,5 +236,10 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append(f"  worker peak memory: {peak / 2**20:.0f} MiB{share}")
     cluster = report["cluster"]
     lines.append(f"  cluster: {cluster.get('kind')}, {cluster.get('n_workers')} worker(s)")
-    lines += ["", "data:", *_yaml(report["data"]), "", "config:", *_yaml(report["config"])]
+    data = dict(report["data"])
+    rows = data.get("chunks_rows")
+    if isinstance(rows, list) and len(rows) > 8:
+        data["chunks_rows"] = (f"{len(rows):,} chunks of {rows[0]:,} rows"
+                               + (f" (the last {rows[-1]:,})" if rows[-1] != rows[0] else ""))
+    lines += ["", "data:", *_yaml(data), "", "config:", *_yaml(report["config"])]
     return "\n".join(lines)
