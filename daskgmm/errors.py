@@ -11,6 +11,8 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ClusterConnectionError",
+    "ClusterLostError",
+    "ClusterStalledError",
     "ConfigError",
     "DaskGMMError",
     "DataNotFoundError",
@@ -22,8 +24,12 @@ __all__ = [
     "MissingDependencyError",
     "ModelFormatError",
     "NonFiniteDataError",
+    "OutputExistsError",
+    "OutputWriteError",
     "PerformanceWarning",
+    "UnsafeOutputError",
     "UnsafeOverwriteError",
+    "UsageError",
     "WorkerDiedError",
 ]
 
@@ -77,6 +83,34 @@ class WorkerDiedError(DaskGMMError, RuntimeError):
     """Every Dask worker that tried a task died (usually by exceeding its memory limit)."""
 
 
+class OutputExistsError(DaskGMMError, FileExistsError):
+    """An output already exists and replacing it was not asked for."""
+
+
+class UnsafeOutputError(DaskGMMError, ValueError):
+    """An output location equals, contains or lies inside an input (the data, the model,
+    the configuration file, the checkpoint directory): writing it could destroy the
+    input, so it is refused before any work."""
+
+
+class OutputWriteError(DaskGMMError, OSError):
+    """An output or a checkpoint cannot be written: the disk is full, the location is
+    read-only, or permission is denied."""
+
+
+class ClusterStalledError(DaskGMMError, TimeoutError):
+    """Every worker of the cluster has been paused, or the cluster has had no worker,
+    for longer than the configured timeout."""
+
+
+class ClusterLostError(ClusterConnectionError):
+    """The connection to the Dask scheduler was lost during a run."""
+
+
+class UsageError(DaskGMMError, ValueError):
+    """A command-line argument is invalid (named by its flag, e.g. ``--chunk-rows``)."""
+
+
 class PerformanceWarning(UserWarning):
     """The data's chunking or the settings will make a fit much slower than it could be."""
 
@@ -91,5 +125,5 @@ class MissingDependencyError(DaskGMMError, ImportError):
     URLs) is not installed; the message names the extra to install."""
 
 
-class UnsafeOverwriteError(DaskGMMError, FileExistsError):
+class UnsafeOverwriteError(OutputExistsError):
     """An output location holds something daskgmm did not write, so it is not replaced."""

@@ -26,20 +26,21 @@ import zarr
 from threadpoolctl import threadpool_limits
 
 from daskgmm.cli.main import main
-from daskgmm.diagnostics.progress import ProgressObserver, format_bar, format_iteration
 from daskgmm.io.readers import open_array
 from daskgmm.serialize.model_files import load_model
+from tests.cli_utils import (
+    assert_clean_error,
+    cli_env,
+    finish,
+    leftovers,
+    run_cli,
+    start_cli,
+    tree_digest,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N, D, K, ROWS = 3000, 3, 3, 500
-
-
-def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess:
-    """``python -m daskgmm ARGS`` in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "daskgmm", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def call_main(*args: str) -> tuple[int, str]:
@@ -65,18 +66,6 @@ def write_config(path: Path, data_path: Path | str, out: Path,
         config.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "daskgmm: error: " in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
-
-
-def leftovers(parent: Path) -> list[str]:
-    return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,7 +168,7 @@ def test_labels_and_responsibilities_match_the_model(fitted, small_zarr):
     X = open_array(small_zarr, chunk_rows=ROWS)
     labels = zarr.open_array(fitted.out / "labels.zarr", mode="r")
     assert labels.shape == (N,) and labels.chunks == (X.chunks[0][0],)
-    assert labels.dtype == np.int32
+    assert labels.dtype == np.int64
     np.testing.assert_array_equal(labels[:], fitted.model.predict(X).compute())
     resp = zarr.open_array(fitted.out / "responsibilities.zarr", mode="r")
     assert resp.shape == (N, K) and resp.chunks == (ROWS, K)
@@ -192,10 +181,45 @@ def test_labels_and_responsibilities_match_the_model(fitted, small_zarr):
 def test_info_prints_model_and_report(fitted):
     code, out = call_main("info", fitted.out)
     assert code == 0
-    assert "covariance_type='diag'" in out and "K=3 components" in out
-    assert "BIC / AIC" in out and "worker peak" in out
+    assert "GaussianMixture: 3 components x 3 features, diag covariances" in out
+    assert "BIC / AIC" in out and "worker peak memory" in out
+    # a table of the components: one row each, with the weights of the model
+    rows = [line.split() for line in out.splitlines()
+            if line.strip()[:1].isdigit() and "[" in line]
+    assert [int(r[0]) for r in rows] == [0, 1, 2]
+    np.testing.assert_allclose([float(r[1]) for r in rows], fitted.model.weights_,
+                               atol=1e-4)
+    # the data and the configuration as YAML
+    data_yaml = out.split("\ndata:\n", 1)[1].split("\n\nconfig:\n", 1)
+    assert yaml.safe_load(data_yaml[0])["shape"] == [N, D]
+    assert yaml.safe_load(data_yaml[1])["model"]["covariance_type"] == "diag"
     code, out = call_main("info", fitted.out / "model")
-    assert code == 0 and "converged after" in out
+    assert code == 0 and "converged after" in out and "BIC" not in out
+
+
+def test_info_json(fitted):
+    code, out = call_main("info", fitted.out, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    model = summary["model"]
+    assert (model["n_components"], model["n_features"], model["covariance_type"]) == (
+        K, D, "diag")
+    np.testing.assert_allclose([c["weight"] for c in model["components"]],
+                               fitted.model.weights_, rtol=1e-12)
+    np.testing.assert_allclose([c["mean"] for c in model["components"]],
+                               fitted.model.means_, rtol=1e-12)
+    assert [c["expected_rows"] for c in model["components"]] == [
+        round(w * N) for w in fitted.model.weights_]
+    report = summary["report"]
+    assert report["fit"]["bic"] == fitted.report["fit"]["bic"]
+    assert report["config"] == fitted.report["config"]
+    assert summary["model_dir"] == str(fitted.out / "model")
+
+
+def test_info_of_a_missing_or_foreign_directory_is_a_clean_error(tmp_path):
+    assert_clean_error(run_cli("info", tmp_path / "nothing"), "no such directory")
+    (tmp_path / "foreign").mkdir()
+    assert_clean_error(run_cli("info", tmp_path / "foreign"), "no model.json")
 
 
 def test_predict_round_trip(fitted, small_zarr, workdir):
@@ -319,7 +343,7 @@ def test_fit_failing_midway_leaves_no_output(tmp_path):
 def test_unreachable_scheduler_exits_2(tmp_path, small_zarr):
     config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out",
                           cluster={"address": "tcp://127.0.0.1:9"})
-    env = {**os.environ, "DASKGMM_CONNECT_TIMEOUT": "1"}
+    env = cli_env(DASKGMM_CONNECT_TIMEOUT="1")
     result = subprocess.run([sys.executable, "-m", "daskgmm", "fit", str(config)],
                             capture_output=True, text=True, timeout=60, env=env)
     assert_clean_error(result, "could not connect to the Dask scheduler at "
@@ -337,8 +361,7 @@ def test_interrupted_fit_cleans_up_then_resumes(tmp_path, small_zarr):
     model = {"tol": 0.0, "max_iter": 100_000, "init_params": "random"}
     config = write_config(tmp_path / "c.yaml", small_zarr, out, model=model,
                           checkpoint={"dir": str(ckpt), "every": 1})
-    proc = subprocess.Popen([sys.executable, "-m", "daskgmm", "fit", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("fit", config)
     try:
         lines = []
         deadline = time.monotonic() + 90
@@ -347,11 +370,11 @@ def test_interrupted_fit_cleans_up_then_resumes(tmp_path, small_zarr):
             if not line:
                 break
             lines.append(line)
-            if line.startswith("iter 4 "):
+            if line.startswith("iter 4/"):
                 break
-        assert any(line.startswith("iter 4 ") for line in lines), "".join(lines)
+        assert any(line.startswith("iter 4/") for line in lines), "".join(lines)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        _, err = finish(proc, 60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -453,66 +476,236 @@ def test_help_and_version_in_a_real_process():
 
 
 # ---------------------------------------------------------------------------------------
-# progress display
+# outputs never overlap inputs
 # ---------------------------------------------------------------------------------------
 
 
-def _info(iteration, bounds, seconds=0.5, converged=False, index=0):
-    state = SimpleNamespace(index=index, n_iter=iteration, lower_bound=bounds[-1],
-                            lower_bounds=bounds, converged=converged)
-    return SimpleNamespace(iteration=iteration, states=[state], seconds=seconds)
+@pytest.mark.parametrize(("where", "relation"), [
+    ("data", "is the same location as data.path"),
+    ("parent", "contains data.path"),
+    ("inside", "lies inside data.path"),
+    ("link", "contains data.path"),
+    ("config", "contains the configuration file"),
+])
+def test_fit_refuses_an_output_over_its_inputs(tmp_path, small_zarr, where, relation):
+    import shutil
+
+    project = tmp_path / "project"
+    data = project / "data.zarr"
+    shutil.copytree(small_zarr, data)
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (tmp_path / "link").symlink_to(project)
+    out = {"data": data, "parent": project, "inside": data / "results",
+           "link": tmp_path / "link", "config": config_dir}[where]
+    config = write_config(config_dir / "c.yaml", data, out,
+                          output={"overwrite": True})
+    before = tree_digest(project), tree_digest(config_dir)
+    result = run_cli("fit", config)
+    assert_clean_error(result, relation, "writing there could destroy it")
+    assert (tree_digest(project), tree_digest(config_dir)) == before
+    assert not leftovers(tmp_path) and not leftovers(project)
 
 
-def test_format_iteration_and_bar():
-    assert format_iteration(_info(1, [-1.5])) == [
-        "iter 1  loglik -1.500000  change -  0.50 s/iter"]
-    assert format_iteration(_info(7, [-1.2346, -1.234567], 3.21)) == [
-        "iter 7  loglik -1.234567  change 3.3e-05  3.21 s/iter"]
-    assert format_bar(12, 40, width=10) == "[###.......] 12/40 chunks"
-    stale = SimpleNamespace(index=1, n_iter=3, lower_bound=-1.0, lower_bounds=[-1.0],
-                            converged=True)
-    info = _info(5, [-2.0, -1.9], converged=True)
-    info.states.append(stale)
-    assert format_iteration(info) == [
-        "iter 5  init 0  loglik -1.900000  change 1.0e-01  0.50 s/iter  converged"]
+def test_fit_refuses_an_output_containing_the_checkpoints(tmp_path, small_zarr):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "runs",
+                          output={"overwrite": True},
+                          checkpoint={"dir": str(tmp_path / "runs" / "ckpt")})
+    assert_clean_error(run_cli("fit", config), "contains checkpoint.dir")
 
 
-def _events(observer, *events):
-    """Deliver events the way a fit does (daskgmm.diagnostics.observers.notify)."""
-    from daskgmm.diagnostics import observers
+def test_checkpoints_inside_the_data_are_refused(tmp_path, small_zarr):
+    import shutil
 
-    with observers.observe(observer):
-        for name, *args in events:
-            observers.notify(name, *args)
-        return observers.wants("chunks_done")
+    data = tmp_path / "data.zarr"
+    shutil.copytree(small_zarr, data)
+    before = tree_digest(data)
+    config = write_config(tmp_path / "c.yaml", data, tmp_path / "out",
+                          checkpoint={"dir": str(data / "ckpt")})
+    assert_clean_error(run_cli("fit", config), "checkpoint.dir", "lies inside data.path")
+    assert tree_digest(data) == before
 
 
-def test_progress_plain_live_and_quiet():
-    plain = io.StringIO()
-    obs = ProgressObserver(plain)
-    assert not obs.live
-    tracked = _events(obs, ("pass_started", "kmeans", 4), ("chunks_done", 4),
-                      ("pass_finished",), ("pass_started", "em", 4), ("chunks_done", 2),
-                      ("chunks_done", 2), ("pass_finished",),
-                      ("iteration_finished", _info(1, [-3.0])))
-    assert not tracked  # nothing drawn per chunk: the passes need not track chunks
-    text = plain.getvalue()
-    assert "\r" not in text
-    assert text.splitlines()[0].startswith("kmeans pass: 4 chunks in ")
-    assert text.splitlines()[1] == "iter 1  loglik -3.000000  change -  0.50 s/iter"
+def test_predict_and_generate_refuse_outputs_over_their_inputs(tmp_path, fitted,
+                                                              small_zarr):
+    import shutil
 
-    live = io.StringIO()
-    obs = ProgressObserver(live, live=True, min_redraw=0.0)
-    assert _events(obs, ("pass_started", "em", 40), ("chunks_done", 12))
-    assert "[#######.................] 12/40 chunks" in live.getvalue()
-    _events(obs, ("chunks_done", 28), ("pass_finished",),
-            ("iteration_finished", _info(2, [-3.0, -2.5])))
-    assert live.getvalue().endswith("\r\x1b[Kiter 2  loglik -2.500000  change 5.0e-01  "
-                                    "0.50 s/iter\n")
+    data = tmp_path / "data.zarr"
+    shutil.copytree(small_zarr, data)
+    model = tmp_path / "model"
+    shutil.copytree(fitted.out / "model", model)
+    before = tree_digest(data), tree_digest(model)
+    for output, expected in ((data, "is the same location as --data"),
+                             (model / "labels.zarr", "lies inside --model"),
+                             (tmp_path, "contains --data")):
+        result = run_cli("predict", "--model", model, "--data", data, "--output", output,
+                         "--overwrite")
+        assert_clean_error(result, expected)
+    assert (tree_digest(data), tree_digest(model)) == before
+    # generate never replaces the directory it runs in (or one containing it)
+    work = tmp_path / "work.zarr"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    result = run_cli("generate", "--n-samples", 10, "--n-features", 2, "--n-components", 1,
+                     "--output", work, "--overwrite", cwd=work)
+    assert_clean_error(result, "is the same location as the current directory")
+    assert (work / "notes.txt").read_text() == "mine"
 
-    quiet = io.StringIO()
-    obs = ProgressObserver(quiet, quiet=True)
-    _events(obs, ("pass_started", "em", 2), ("chunks_done", 2), ("pass_finished",),
-            ("iteration_finished", _info(1, [-1.0])))
-    obs.message("hello")
-    assert quiet.getvalue() == ""
+
+def test_generate_messages_name_flags(tmp_path):
+    target = tmp_path / "x.zarr"
+    target.mkdir()
+    assert_clean_error(run_cli("generate", "--n-samples", 10, "--n-features", 2,
+                               "--n-components", 1, "--output", target),
+                       "already exists; pass --overwrite")
+    assert_clean_error(run_cli("generate", "--n-samples", 10**9, "--n-features", 10**6,
+                               "--n-components", 1, "--output", tmp_path / "y.zarr"),
+                       "--chunk-rows 100000: a chunk of", "use fewer rows per chunk")
+    result = run_cli("generate", "--n-samples", 0, "--n-features", 2, "--n-components", 1,
+                     "--output", tmp_path / "z.zarr")
+    assert result.returncode == 2 and "--n-samples: must be >= 1, got 0" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# what a run prints
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+def test_each_iteration_is_printed_once(tmp_path, small_zarr, verbose):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out",
+                          model={"verbose": verbose, "verbose_interval": 1,
+                                 "max_iter": 5, "tol": 0.0})
+    result = run_cli("fit", config)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    for i in range(1, 6):
+        assert sum(line.startswith(f"iter {i}/5 ") for line in lines) == 1, lines
+    assert not any(line.startswith(("Initialization", "  Iteration")) for line in lines)
+    timed = [line for line in lines if line.startswith("iter ") and " s/iter" in line]
+    init_lines = [line for line in lines if line.startswith(("kmeans pass", "init pass",
+                                                             "moments pass"))]
+    if verbose >= 2:
+        assert len(timed) == 5 and init_lines
+    else:
+        assert timed == [] and init_lines == []
+        assert any(line.startswith("initialised in ") for line in lines)
+
+
+def test_large_models_are_summarised_and_the_likelihood_matches_the_report(tmp_path):
+    data = tmp_path / "wide.zarr"
+    code, _ = call_main("generate", "--n-samples", 2000, "--n-features", 8,
+                        "--n-components", 6, "--output", data, "--seed", 3, "--quiet")
+    assert code == 0
+    config = write_config(tmp_path / "c.yaml", data, tmp_path / "out",
+                          model={"n_components": 6, "covariance_type": "diag"})
+    code, stdout = call_main("fit", config, "--quiet")
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "covariances:" not in stdout and "means:" not in stdout
+    assert "6 components of 8 features (diag covariances)" in stdout
+    table = stdout.split("6 components of 8 features", 1)[1].splitlines()[2:8]
+    rows = [line.split() for line in table]
+    assert [int(r[0]) for r in rows] == list(range(6))
+    model = load_model(tmp_path / "out" / "model")
+    np.testing.assert_allclose([float(r[1]) for r in rows], model.weights_, atol=1e-4)
+    assert sum(int(r[2].replace(",", "")) for r in rows) == pytest.approx(2000, abs=6)
+    mean_ll = report["fit"]["mean_log_likelihood"]
+    assert f"mean log-likelihood per sample of the final model {mean_ll:.4f}" in stdout
+
+
+def test_predict_writes_int64_labels(fitted, small_zarr, workdir):
+    target = workdir / "int64.zarr"
+    code, _ = call_main("predict", "--model", fitted.out, "--data", small_zarr,
+                        "--output", target, "--quiet")
+    assert code == 0
+    assert zarr.open_array(target, mode="r").dtype == np.int64
+
+
+# ---------------------------------------------------------------------------------------
+# Ctrl-C and --resume
+# ---------------------------------------------------------------------------------------
+
+
+def _fit_until(config: Path, line_prefix: str) -> subprocess.Popen:
+    proc = start_cli("fit", config, new_session=True)
+    for line in proc.stderr:
+        if line.startswith(line_prefix):
+            return proc
+    _, err = finish(proc, 30)
+    raise AssertionError(f"never saw {line_prefix!r}: {err}")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_ctrl_c_prints_one_line_and_resume_says_where(tmp_path, small_zarr):
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    config = write_config(tmp_path / "c.yaml", small_zarr, out,
+                          cluster={"n_workers": 2},
+                          model={"tol": 0.0, "max_iter": 100_000, "init_params": "random"},
+                          checkpoint={"dir": str(ckpt), "every": 1})
+    proc = _fit_until(config, "iter 3/")
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends Ctrl-C to the job
+        _, err = finish(proc, 60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    (line,) = [line for line in err.splitlines() if line.startswith("daskgmm: error")]
+    iteration = json.loads((ckpt / "checkpoint.json").read_text())["iteration"]
+    assert line == (f"daskgmm: error: interrupted; the last checkpoint is at iteration "
+                    f"{iteration} (in {ckpt}): resume with `daskgmm fit {config} --resume`")
+    assert not out.exists() and not leftovers(tmp_path)
+    result = run_cli("fit", config, "--resume", "--set", f"model.max_iter={iteration + 2}")
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from the checkpoint at iteration {iteration} in {ckpt}" in \
+        result.stderr
+
+
+def test_ctrl_c_without_checkpoints_says_so(tmp_path, small_zarr):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out",
+                          model={"tol": 0.0, "max_iter": 100_000, "init_params": "random"})
+    proc = _fit_until(config, "iter 2/")
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = finish(proc, 60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert_clean_error((proc.returncode, err), "interrupted; nothing was written, and "
+                       "there is no checkpoint to resume from", code=130)
+
+
+# ---------------------------------------------------------------------------------------
+# generate on a full disk or a read-only location
+# ---------------------------------------------------------------------------------------
+
+
+def test_generate_on_a_full_or_read_only_disk(tmp_path):
+    from tests.mounts import Tmpfs
+
+    args = ("generate", "--n-samples", 200_000, "--n-features", 8, "--n-components", 3,
+            "--chunk-rows", 20_000)
+    with Tmpfs(tmp_path / "small", size="256k") as mount:
+        target = mount.path / "x.zarr"
+        result = run_cli(*args, "--output", target)
+        assert_clean_error(result, f"cannot write --output {target}: no space left on the "
+                                   "device")
+        assert not target.exists() and not leftovers(mount.path)
+    with Tmpfs(tmp_path / "ro", read_only=True) as mount:
+        result = run_cli(*args, "--output", mount.path / "x.h5")
+        assert_clean_error(result, "cannot write --output", "read-only")
+
+
+@pytest.mark.slow  # 1,500 tasks per pass: the overhead the warning is about
+def test_tiny_chunks_are_warned_about_with_the_numbers(tmp_path, small_zarr):
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out", chunk_rows=2,
+                          model={"max_iter": 0, "init_params": "random"})
+    result = run_cli("fit", config, "--quiet")
+    assert result.returncode == 0, result.stderr
+    expected = ("chunks of 2 rows hold only 48 bytes each (1,500 chunks): per-task "
+                "overhead will dominate")
+    assert f"daskgmm: warning: {expected}" in result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert any(expected in w for w in report["fit"]["warnings"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -137,7 +138,7 @@ def test_memory_limit_values(value):
 
 
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:8786", "ucx://node-1:1234",
-                                     "tcp://[::1]:8786", "inproc://10.0.0.1/123/1"])
+                                     "tcp://[::1]:8786", "tcp://scheduler.example.org:1"])
 def test_cluster_addresses(address):
     assert parse_config(minimal(cluster={"address": address})).cluster.address == address
 
@@ -179,7 +180,7 @@ def test_random_state_upper_bound():
 
 def test_literal():
     assert problems(minimal(model={"covariance_type": "fll"})) == [
-        "model.covariance_type: must be one of 'full', 'tied', 'diag', 'spherical', "
+        "model.covariance_type: must be one of 'full', 'diag', 'spherical', 'tied', "
         "got 'fll'"]
     assert problems(minimal(model={"init_params": "kmean"})) == [
         "model.init_params: must be one of 'kmeans', 'k-means++', 'random', "
@@ -287,11 +288,20 @@ def test_bad_memory_limit(value):
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:8786", "tcp://127.0.0.1", "http://h:80",
-                                     "tcp://h:99999", "tcp://:8786", "inproc://"])
+                                     "tcp://h:99999", "tcp://:8786", "ws://h:80"])
 def test_bad_address(address):
     assert problems(minimal(cluster={"address": address})) == [
-        "cluster.address: must look like scheme://host:port with scheme tcp, tls, inproc, "
+        "cluster.address: must look like scheme://host:port with scheme tcp, tls, "
         f"ucx (e.g. 'tcp://127.0.0.1:8786'), got {address!r}"]
+
+
+@pytest.mark.parametrize("address", ["inproc://", "inproc://10.0.0.1/123/1",
+                                     "INPROC://x/1/2"])
+def test_inproc_address_is_refused_with_a_reason(address):
+    (line,) = problems(minimal(cluster={"address": address}))
+    assert line.startswith("cluster.address: inproc:// addresses exist only inside the "
+                           "Python process that created them")
+    assert line.endswith(f"got {address!r}")
 
 
 def test_address_and_scheduler_file_are_exclusive():
@@ -314,11 +324,11 @@ def test_several_problems_reported_together():
     assert set(lines) == {
         "data.chunk_rows: must be >= 1, got 0",
         "model.n_components: must be >= 1, got 0",
-        "model.covariance_type: must be one of 'full', 'tied', 'diag', 'spherical', "
+        "model.covariance_type: must be one of 'full', 'diag', 'spherical', 'tied', "
         "got 'fll'",
         "model.tol: must be a number, got 'abc'",
         "model.n_componets: unknown key (did you mean 'n_components'?)",
-        "cluster.address: must look like scheme://host:port with scheme tcp, tls, inproc, "
+        "cluster.address: must look like scheme://host:port with scheme tcp, tls, "
         "ucx (e.g. 'tcp://127.0.0.1:8786'), got 'nowhere'",
         "output: required key is missing",
         "outptu: unknown section (did you mean 'output'?)",
@@ -628,3 +638,321 @@ def test_cluster_example():
     assert config.cluster.address == "tcp://127.0.0.1:8786"
     assert config.cluster.tls is None
     assert config.data.path.endswith(".zarr")
+
+
+# --------------------------------------------------------------------------- YAML limits
+
+
+BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+data: {path: *i}
+output: {dir: o}
+"""
+
+
+def _one_line_error(path: Path, *fragments: str, seconds: float = 2.0) -> str:
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    elapsed = time.perf_counter() - t0
+    message = str(info.value)
+    assert elapsed < seconds, elapsed
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path):
+    assert len(BOMB) < 700
+    path = write(tmp_path / "bomb.yaml", BOMB)
+    _one_line_error(path, "bomb.yaml", "aliases would expand", "write the values out")
+    # The same bomb as a --set value.
+    config = write(tmp_path / "c.yaml", "data: {path: x}\noutput: {dir: o}\n")
+    inline = "[" + ", ".join(["&x0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"&x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]" for i in range(1, 9)]) + "]"
+    with pytest.raises(ConfigError, match="aliases would expand"):
+        load_config(config, [f"model.means_init={inline}"])
+
+
+def test_modest_aliases_are_fine(tmp_path):
+    path = write(tmp_path / "ok.yaml", "data: {path: &p x.npy}\noutput: {dir: *p}\n"
+                                       "model: {means_init: &m [[1, 2]], n_components: 1}\n")
+    config = load_config(path)
+    assert config.output.dir == config.data.path == str(tmp_path / "x.npy")
+
+
+@pytest.mark.parametrize("text", ["a: &a [*a]\ndata: {path: x}\noutput: {dir: o}\n",
+                                  "a: &a {b: *a}\ndata: {path: x}\noutput: {dir: o}\n",
+                                  "data: &d {path: x, again: *d}\noutput: {dir: o}\n"])
+def test_self_referencing_alias_is_refused(tmp_path, text):
+    path = write(tmp_path / "loop.yaml", text)
+    _one_line_error(path, "loop.yaml", "self-referencing anchor")
+
+
+def test_deep_nesting_is_refused_without_recursion_error(tmp_path):
+    path = write(tmp_path / "deep.yaml", "data: {path: " + "[" * 5000 + "]" * 5000
+                 + "}\noutput: {dir: o}\n")
+    _one_line_error(path, "deep.yaml", "nested more than 64 levels deep at line 1")
+
+
+def test_huge_value_is_truncated_in_the_message(tmp_path):
+    big = "model: {tol: [" + ", ".join(["1"] * 20_000) + "]}\ndata: {path: x}\n" \
+          "output: {dir: o}\n"
+    path = write(tmp_path / "big.yaml", big)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (line,) = str(info.value).splitlines()[1:]
+    assert line.startswith("  model.tol: must be a number, got [1, 1, 1, 1, 1, 1, ...]")
+    assert len(line) < 120
+
+
+@pytest.mark.parametrize(("text", "key", "line", "first"), [
+    ("data: {path: x}\noutput: {dir: o}\nmodel:\n  n_components: 2\n  tol: 0.1\n"
+     "  n_components: 3\n", "n_components", 6, 4),
+    ("data: {path: x}\noutput: {dir: o}\ndata: {path: y}\n", "data", 3, 1),
+    ("data: {path: x, path: y}\noutput: {dir: o}\n", "path", 1, 1),
+])
+def test_duplicate_keys_are_an_error(tmp_path, text, key, line, first):
+    path = write(tmp_path / "dup.yaml", text)
+    _one_line_error(path, f"dup.yaml: duplicate key {key!r} at line {line} "
+                          f"(first given at line {first})")
+
+
+def test_merge_keys_still_work(tmp_path):
+    path = write(tmp_path / "merge.yaml",
+                 "base: &base {n_components: 2, tol: 0.5}\ndata: {path: x}\n"
+                 "output: {dir: o}\nmodel:\n  <<: *base\n  tol: 0.25\n")
+    with pytest.raises(ConfigError, match="base: unknown section"):
+        load_config(path)  # (the anchor's own section is not a known one)
+    path.write_text("data: {path: x}\noutput: {dir: o}\nmodel:\n  <<: {n_components: 2, "
+                    "tol: 0.5}\n  tol: 0.25\n")
+    config = load_config(path)
+    assert (config.model.n_components, config.model.tol) == (2, 0.25)
+
+
+def test_override_with_duplicate_keys_is_an_error(tmp_path):
+    config = write(tmp_path / "c.yaml", "data: {path: x}\noutput: {dir: o}\n")
+    with pytest.raises(ConfigError, match=r"--set model: duplicate key 'tol'"):
+        load_config(config, ["model={tol: 1.0, tol: 2.0}"])
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@pytest.mark.parametrize("value", ["100MB", "255MiB", 100 * 2**20, "1kB"])
+def test_memory_limit_floor(value):
+    (line,) = problems(minimal(cluster={"memory_limit": value}))
+    assert line.startswith("cluster.memory_limit: must be at least 256 MiB per worker")
+    assert "pauses at 80% of its limit" in line
+
+
+@pytest.mark.parametrize(("value", "kept"), [
+    (":0", ":0"), (":8787", ":8787"), ("127.0.0.1:8787", "127.0.0.1:8787"),
+    ("localhost:0", "localhost:0"), (8787, ":8787"), (None, None)])
+def test_dashboard_addresses(value, kept):
+    config = parse_config(minimal(cluster={"dashboard_address": value}))
+    assert config.cluster.dashboard_address == kept
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0:8787", "10.1.2.3:0", "example.org:80"])
+def test_dashboard_on_other_interfaces_is_refused(value):
+    (line,) = problems(minimal(cluster={"dashboard_address": value}))
+    assert "listens on 127.0.0.1 only" in line and "SSH tunnel" in line
+
+
+@pytest.mark.parametrize("value", ["x", ":http", ":99999", [8787]])
+def test_bad_dashboard_address(value):
+    (line,) = problems(minimal(cluster={"dashboard_address": value}))
+    assert line.startswith("cluster.dashboard_address: must be ':PORT'")
+
+
+def test_factory_section():
+    raw = minimal(cluster={"factory": {"class": "dask_jobqueue.SLURMCluster",
+                                       "options": {"cores": 8, "memory": "32GiB"},
+                                       "adapt": {"maximum": 20}},
+                           "wait_for_workers": 2, "wait_timeout": 600})
+    config = parse_config(raw)
+    factory = config.cluster.factory
+    assert factory.class_ == "dask_jobqueue.SLURMCluster"
+    assert factory.options == {"cores": 8, "memory": "32GiB"}
+    assert (factory.adapt.minimum, factory.adapt.maximum, factory.scale) == (0, 20, None)
+    assert (config.cluster.wait_for_workers, config.cluster.wait_timeout) == (2, 600)
+    dumped = config.to_dict()
+    assert dumped["cluster"]["factory"]["class"] == "dask_jobqueue.SLURMCluster"
+    assert parse_config(dumped) == config
+
+
+@pytest.mark.parametrize(("factory", "expected"), [
+    ({"class": "SLURMCluster"}, "cluster.factory.class: must be a dotted class path"),
+    ({"options": {}}, "cluster.factory.class: required key is missing"),
+    ({"class": "a.B", "scale": 0}, "cluster.factory.scale: must be >= 1, got 0"),
+    ({"class": "a.B", "scale": 2, "adapt": {"maximum": 3}},
+     "cluster.factory.adapt: cannot be given together with cluster.factory.scale"),
+    ({"class": "a.B", "adapt": {"minimum": 4, "maximum": 3}},
+     "cluster.factory.adapt.minimum: must be <= maximum (3), got 4"),
+    ({"class": "a.B", "adapt": {"minimum": 1}},
+     "cluster.factory.adapt.maximum: required key is missing"),
+    ({"class": "a.B", "optoins": {}},
+     "cluster.factory.optoins: unknown key (did you mean 'options'?)"),
+])
+def test_bad_factory(factory, expected):
+    (line,) = problems(minimal(cluster={"factory": factory}))
+    assert line.startswith(expected), line
+
+
+def test_factory_excludes_address():
+    (line,) = problems(minimal(cluster={"factory": {"class": "a.B"},
+                                        "address": "tcp://h:1"}))
+    assert line.startswith("cluster.factory: cannot be given together with cluster.address")
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("stall_timeout", 0, "must be > 0, got 0"),
+    ("wait_timeout", -1, "must be > 0, got -1"),
+    ("wait_for_workers", 0, "must be >= 1, got 0"),
+    ("connect_timeout", "soon", "must be a number, got 'soon'"),
+])
+def test_cluster_timeouts(key, value, expected):
+    assert problems(minimal(cluster={key: value})) == [f"cluster.{key}: {expected}"]
+
+
+def test_stall_timeout_may_be_disabled():
+    assert parse_config(minimal(cluster={"stall_timeout": None})).cluster.stall_timeout is None
+
+
+# --------------------------------------------------------------------------- model schema
+
+
+def test_model_keys_and_defaults_come_from_the_estimator():
+    from daskgmm import GaussianMixture
+    from daskgmm.cli.model_schema import MANAGED_ELSEWHERE
+
+    model = parse_config(MINIMAL).model
+    defaults = GaussianMixture().get_params()
+    expected = {k: v for k, v in defaults.items() if k not in MANAGED_ELSEWHERE}
+    assert model.params == expected
+    assert model.kind == "gaussian" and model.estimator_class() is GaussianMixture
+
+
+@pytest.mark.parametrize("key", ["checkpoint_dir", "checkpoint_every", "chunk_rows"])
+def test_parameters_set_by_other_sections(key):
+    (line,) = problems(minimal(model={key: 1}))
+    assert line.startswith(f"model.{key}: not a model key here: set ")
+
+
+def _estimator_with_new_parameters():
+    """A GaussianMixture subclass with parameters this module has never heard of."""
+    from numbers import Real
+
+    from sklearn.utils._param_validation import Interval, StrOptions
+
+    from daskgmm import GaussianMixture
+
+    class Extended(GaussianMixture):
+        _parameter_constraints: ClassVar[dict] = {
+            **GaussianMixture._parameter_constraints,
+            "algorithm": [StrOptions({"batch", "incremental", "online"})],
+            "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+        }
+
+        def __init__(self, n_components=1, *, algorithm="batch", learning_decay=0.7,
+                     **kwargs):
+            super().__init__(n_components, **kwargs)
+            self.algorithm = algorithm
+            self.learning_decay = learning_decay
+
+        @classmethod
+        def _get_param_names(cls):
+            return sorted({*GaussianMixture._get_param_names(), "algorithm",
+                           "learning_decay"})
+
+    return Extended
+
+
+def test_new_estimator_parameters_appear_without_edits(monkeypatch):
+    from daskgmm.cli import model_schema
+
+    extended = _estimator_with_new_parameters()
+    monkeypatch.setattr(model_schema, "estimator_class",
+                        lambda kind: extended if kind == "gaussian" else None)
+    config = parse_config(minimal(model={"algorithm": "online", "learning_decay": "0.9"}))
+    assert config.model.algorithm == "online" and config.model.learning_decay == 0.9
+    assert parse_config(MINIMAL).model.algorithm == "batch"
+    assert problems(minimal(model={"algorithm": "onlin", "learning_decay": 0.3,
+                                   "learning_dekay": 1})) == [
+        "model.learning_dekay: unknown key (did you mean 'learning_decay'?)",
+        "model.algorithm: must be one of 'batch', 'incremental', 'online', got 'onlin'",
+        "model.learning_decay: must be > 0.5, got 0.3",
+    ]
+
+
+def test_kind_must_be_known_and_available():
+    assert problems(minimal(model={"kind": "dirichlet"})) == [
+        "model.kind: must be one of 'gaussian', 'bayesian', got 'dirichlet'"]
+    import daskgmm
+
+    if not hasattr(daskgmm, "BayesianGaussianMixture"):
+        (line,) = problems(minimal(model={"kind": "bayesian"}))
+        assert line.startswith("model.kind: 'bayesian' needs daskgmm.BayesianGaussianMixture")
+
+
+def test_the_estimator_has_the_last_word(monkeypatch):
+    """A constraint the translation does not understand is still enforced, by the
+    estimator's own _validate_params."""
+    from sklearn.utils._param_validation import HasMethods
+
+    from daskgmm import GaussianMixture
+    from daskgmm.cli import model_schema
+
+    class Picky(GaussianMixture):
+        _parameter_constraints: ClassVar[dict] = {
+            **GaussianMixture._parameter_constraints, "tol": [HasMethods(["fit"])]}
+
+    monkeypatch.setattr(model_schema, "estimator_class", lambda kind: Picky)
+    (line,) = problems(minimal(model={"tol": 0.5}))
+    assert line.startswith("model.tol: must be an object implementing 'fit'")
+
+
+@pytest.mark.parametrize(("sweep", "values"), [
+    ({"n_components": [2, 4, 8]}, {"n_components": [2, 4, 8]}),
+    ({"n_components": {"min": 1, "max": 4}}, {"n_components": [1, 2, 3, 4]}),
+    ({"covariance_type": ["full", "diag"]}, {"covariance_type": ["full", "diag"]}),
+    ({"n_components": [3], "covariance_type": ["tied"]},
+     {"n_components": [3], "covariance_type": ["tied"]}),
+])
+def test_sweeps_are_accepted_and_refused_when_fitting(sweep, values):
+    model = parse_config(minimal(model=sweep)).model
+    assert model.sweep == values
+    with pytest.raises(ConfigError, match="a sweep over several values is not supported yet"):
+        model.estimator_params()
+    assert parse_config(parse_config(minimal(model=sweep)).to_dict()).model.sweep == values
+
+
+@pytest.mark.parametrize(("sweep", "expected"), [
+    ({"n_components": [2, 0]}, "model.n_components[1]: must be >= 1, got 0"),
+    ({"n_components": []}, "model.n_components: must list at least one value, got []"),
+    ({"n_components": {"min": 5, "max": 2}},
+     "model.n_components: min must be <= max, got min 5 and max 2"),
+    ({"n_components": {"min": 0, "max": 2}}, "model.n_components: must be >= 1, got 0"),
+    ({"n_components": {"low": 1}}, "model.n_components: a range must be {min: A, max: B}"),
+    ({"covariance_type": ["full", "ful"]},
+     "model.covariance_type[1]: must be one of 'full', 'diag', 'spherical', 'tied', "
+     "got 'ful'"),
+    ({"n_components": [2, 3], "weights_init": [0.5, 0.5]},
+     "model.weights_init: cannot be given with a sweep over n_components"),
+    ({"n_init": [1, 2]}, "model.n_init: must be an integer, got [1, 2]"),
+])
+def test_bad_sweeps(sweep, expected):
+    (line,) = problems(minimal(model=sweep))
+    assert line.startswith(expected), line

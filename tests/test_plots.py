@@ -137,3 +137,38 @@ assert "matplotlib.pyplot" not in sys.modules
     assert result.returncode == 0, result.stderr
     assert_png(tmp_path / "c.png")
     assert_png(tmp_path / "v.png")
+
+
+def test_convergence_time_axis_fits_its_data():
+    from daskgmm.diagnostics.plots import convergence_figure
+
+    seconds = [0.5, 0.8, 0.6, 2.0, 0.7]
+    fig = convergence_figure([-3.0, -2.0, -1.5, -1.4, -1.39], seconds, title="t")
+    ax, ax_time = fig.axes
+    low, high = ax_time.get_ylim()
+    assert low == 0 and max(seconds) <= high <= 1.2 * max(seconds)
+    heights = [bar.get_height() for bar in ax_time.patches]
+    assert heights == seconds
+    assert ax.get_xlim() == ax_time.get_xlim() == (0.5, 5.5)
+    # A resumed fit: the early iterations have no timing and the panel says so.
+    fig = convergence_figure([-3.0, -2.0, -1.5], [None, None, 0.4])
+    ax_time = fig.axes[1]
+    assert [bar.get_height() for bar in ax_time.patches] == [0.4]
+    assert "ran before a resume" in ax_time.get_title(loc="right")
+    assert len(convergence_figure([-1.0], [None]).axes) == 1
+
+
+def test_clusters_plot_explains_its_annotations(blobs4):
+    from daskgmm.diagnostics.plots import clusters_figure
+
+    gm = fit(blobs4, "full")
+    fig = clusters_figure(blobs4, gm.predict(blobs4), gm, title="run: 1,200 rows")
+    (ax,) = fig.axes
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == sorted(f"{k}: {w:.2f}" for k, w in enumerate(gm.weights_))
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["component mean", "2-sigma ellipse",
+                      "k: w = component index k, weight w"]
+    assert fig._suptitle.get_text() == "run: 1,200 rows"
+    assert "2 standard deviations" in ax.get_title()
+    assert "most likely component" in ax.get_title()

@@ -64,12 +64,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from daskgmm.cli.yaml_input import load_yaml
 from daskgmm.errors import ConfigError
 
 __all__ = [
+    "MIN_MEMORY_LIMIT",
+    "AdaptConfig",
     "CheckpointConfig",
     "ClusterConfig",
     "DataConfig",
+    "FactoryConfig",
     "GenerateConfig",
     "ModelConfig",
     "OutputConfig",
@@ -88,7 +92,7 @@ _COMPLETE = "daskgmm_complete"
 
 # URLs (s3://...) and built-in example sources (sklearn:iris) are not file paths.
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|sklearn:)")
-_ADDRESS_SCHEMES = ("tcp", "tls", "inproc", "ucx")
+_ADDRESS_SCHEMES = ("tcp", "tls", "ucx")
 _ADDRESS_RE = re.compile(
     r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$"
@@ -113,15 +117,11 @@ _PATH_KEYS = frozenset({
 
 
 def _fmt(value: Any, limit: int = 60) -> str:
-    """Show a user-given value in an error message (YAML spelling for bools and null)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = repr(value)
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
+    """Show a user-given value in an error message (YAML spelling for bools and null),
+    with bounded work whatever the value's size (see :func:`model_schema.fmt`)."""
+    from daskgmm.cli.model_schema import fmt
+
+    return fmt(value, limit)
 
 
 def _complete(message: str, value: Any) -> PydanticCustomError:
@@ -194,33 +194,51 @@ def _check_nested_numbers(value: Any) -> Any:
     return value
 
 
+MIN_MEMORY_LIMIT = 256 * 2**20
+"""The smallest ``cluster.memory_limit`` accepted (bytes): an idle Dask worker process
+uses 60-100 MiB before it holds any data and pauses at 80% of its limit, so a smaller
+limit leaves a worker paused, waiting for memory that never frees."""
+
+
 def _check_memory_limit(value: Any) -> str | int:
-    """Accept ``'auto'``, a dask byte string (``'2GiB'``, ``'500MB'``) or bytes (0 = none)."""
+    """Accept ``'auto'``, a dask byte string (``'2GiB'``, ``'500MB'``) or bytes (0 = none),
+    of at least :data:`MIN_MEMORY_LIMIT`."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _complete("must be 'auto', a size such as '2GiB' or '500MB', or a number of "
                         "bytes", value)
     if isinstance(value, int):
         if value < 0:
             raise _complete("must be >= 0 bytes (0 means no limit)", value)
-        return value
-    if value.strip().lower() == "auto":
+        n_bytes = value
+    elif value.strip().lower() == "auto":
         return "auto"
-    from dask.utils import parse_bytes
+    else:
+        from dask.utils import parse_bytes
 
-    try:
-        n_bytes = parse_bytes(value)
-    except (ValueError, KeyError, TypeError):
-        n_bytes = None
-    if not value.strip() or n_bytes is None or n_bytes <= 0:
-        raise _complete("must be 'auto' or a size such as '2GiB' or '500MB'", value)
+        try:
+            n_bytes = parse_bytes(value)
+        except (ValueError, KeyError, TypeError):
+            n_bytes = None
+        if not value.strip() or n_bytes is None or n_bytes <= 0:
+            raise _complete("must be 'auto' or a size such as '2GiB' or '500MB'", value)
+    if 0 < n_bytes < MIN_MEMORY_LIMIT:
+        raise _complete(
+            f"must be at least {MIN_MEMORY_LIMIT // 2**20} MiB per worker (or 0 for no "
+            "limit): an idle Dask worker uses 60-100 MiB and pauses at 80% of its "
+            f"limit, so {n_bytes / 2**20:.0f} MiB would leave it paused with no room "
+            "for data", value)
     return value
 
 
 def _check_address(value: str) -> str:
-    """``scheme://host:port`` for tcp/tls/ucx; ``inproc://...`` for in-process clusters."""
+    """``scheme://host:port`` with scheme tcp, tls or ucx."""
     scheme = value.split("://", 1)[0].lower() if "://" in value else None
-    if scheme == "inproc" and len(value) > len("inproc://"):
-        return value
+    if scheme == "inproc":
+        raise _complete(
+            "inproc:// addresses exist only inside the Python process that created "
+            "them, so a run cannot connect to one: give the tcp:// or tls:// address of "
+            "a running scheduler, or leave cluster.address null for a local cluster",
+            value)
     match = _ADDRESS_RE.match(value)
     if scheme not in _ADDRESS_SCHEMES or match is None or not 0 < int(match["port"]) < 65536:
         raise _complete(
@@ -229,6 +247,32 @@ def _check_address(value: str) -> str:
             + " (e.g. 'tcp://127.0.0.1:8786')",
             value,
         )
+    return value
+
+
+_LOOPBACK = ("", "127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _check_dashboard(value: Any) -> str | None:
+    """``:PORT``, ``PORT`` or ``127.0.0.1:PORT`` (loopback only), or None."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f":{value}"
+    if not isinstance(value, str):
+        raise _complete("must be ':PORT' (e.g. ':8787', or ':0' for a free port) or null",
+                        value)
+    host, sep, port = value.strip().rpartition(":")
+    if not sep:
+        host, port = "", value.strip()
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise _complete("must be ':PORT' (e.g. ':8787', or ':0' for a free port) or null",
+                        value)
+    if host not in _LOOPBACK:
+        raise _complete(
+            "the embedded cluster's dashboard serves worker pages and logs without "
+            "authentication, so it listens on 127.0.0.1 only: give ':PORT' or "
+            "'127.0.0.1:PORT' and reach it from elsewhere through an SSH tunnel", value)
     return value
 
 
@@ -252,7 +296,9 @@ def _raise_problems(problems: list[tuple[str, str]]) -> None:
     if problems:
         raise PydanticCustomError(
             _PROBLEMS, "{summary}",
-            {"summary": "; ".join(f"{k}: {m}" for k, m in problems), "problems": problems},
+            {"summary": "; ".join(f"{_key(k if isinstance(k, tuple) else (k,))}: {m}"
+                                  for k, m in problems),
+             "problems": problems},
         )
 
 
@@ -299,64 +345,92 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """``model``: the parameters of :class:`daskgmm.GaussianMixture`.
+    """``model``: the estimator and its parameters.
 
-    Defaults are scikit-learn's ``GaussianMixture`` ones, plus ``split_every`` (fan-in of
-    the tree reductions), ``dtype`` (precision of the per-chunk E-step) and ``cache``
-    (keep the data in worker memory between EM iterations: ``'auto'``, true or false).
-    ``weights_init``, ``means_init`` and ``precisions_init`` are nested lists; their
-    shapes against the data are checked by the estimator.
+    ``kind`` chooses the estimator (``gaussian``: :class:`daskgmm.GaussianMixture`;
+    ``bayesian``: ``daskgmm.BayesianGaussianMixture`` when this daskgmm has it). Every
+    other key is a parameter of that estimator: the keys, their defaults and their
+    constraints come from the estimator itself (``get_params()`` and
+    ``_parameter_constraints``; see :mod:`daskgmm.cli.model_schema`), so the section
+    follows the estimator without edits here. ``weights_init``, ``means_init`` and
+    ``precisions_init`` are nested lists. ``n_components`` may be a list or
+    ``{min, max}`` and ``covariance_type`` a list (a sweep, for model selection).
+
+    Parameters are read as attributes (``config.model.n_components``).
     """
 
-    n_components: Annotated[StrictIntType, Field(ge=1)] = 1
-    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
-    tol: Annotated[FloatType, Field(ge=0)] = 1e-3
-    reg_covar: Annotated[FloatType, Field(ge=0)] = 1e-6
-    max_iter: Annotated[StrictIntType, Field(ge=0)] = 100
-    n_init: Annotated[StrictIntType, Field(ge=1)] = 1
-    init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans"
-    weights_init: list[Annotated[FloatType, Field(ge=0, le=1)]] | None = None
-    means_init: list[list[FloatType]] | None = None
-    precisions_init: Annotated[list[Any] | None, BeforeValidator(_check_nested_numbers)] = None
-    random_state: Annotated[StrictIntType, Field(ge=0, le=_RANDOM_STATE_MAX)] | None = None
-    warm_start: Annotated[bool, Strict()] = False
-    verbose: Annotated[StrictIntType, Field(ge=0)] = 0
-    verbose_interval: Annotated[StrictIntType, Field(ge=1)] = 10
-    split_every: Annotated[StrictIntType, Field(ge=2)] = 8
-    dtype: Literal["float64", "float32"] = "float64"
-    cache: Annotated[Literal["auto", True, False], BeforeValidator(_reject_non_literal)] = "auto"
+    model_config = ConfigDict(extra="allow")
 
-    @model_validator(mode="after")
-    def _check_initial_parameters(self) -> ModelConfig:
-        problems = []
-        k = self.n_components
-        if self.weights_init is not None and len(self.weights_init) != k:
-            problems.append(("weights_init", f"must have n_components = {k} entries, "
-                                             f"got {len(self.weights_init)}"))
-        if self.means_init is not None:
-            if len(self.means_init) != k:
-                problems.append(("means_init", f"must have n_components = {k} rows, "
-                                               f"got {len(self.means_init)}"))
-            lengths = sorted({len(row) for row in self.means_init})
-            if lengths and (len(lengths) > 1 or lengths[0] == 0):
-                problems.append(("means_init", "rows must be non-empty and of equal length, "
-                                               f"got lengths {lengths}"))
-        _raise_problems(problems)
-        return self
+    kind: str = "gaussian"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _against_the_estimator(cls, raw: Any) -> Any:
+        from daskgmm.cli.model_schema import _Problems, validate_model_section
+
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            return raw  # pydantic reports "must be a mapping of keys"
+        try:
+            return validate_model_section(raw)
+        except _Problems as exc:
+            _raise_problems(list(exc.problems))
+        return raw  # pragma: no cover - _raise_problems raised
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every estimator parameter of this section (sweeps as given)."""
+        return dict(self.__pydantic_extra__ or {})
+
+    @property
+    def sweep(self) -> dict[str, list[Any]]:
+        """The swept parameters and their values (empty for a single model)."""
+        from daskgmm.cli.model_schema import SWEEPABLE
+
+        out = {}
+        for key in SWEEPABLE:
+            value = self.params.get(key)
+            if isinstance(value, list):
+                out[key] = list(value)
+            elif isinstance(value, Mapping):
+                out[key] = list(range(value["min"], value["max"] + 1))
+        return out
+
+    def estimator_class(self) -> type:
+        """The estimator class that ``kind`` names."""
+        from daskgmm.cli.model_schema import estimator_class
+
+        found = estimator_class(self.kind)
+        assert found is not None  # checked when the section was validated
+        return found
 
     def estimator_params(self) -> dict[str, Any]:
-        """Keyword arguments for ``daskgmm.GaussianMixture(**params)``.
+        """Keyword arguments for the estimator (``estimator_class()(**params)``).
 
         Returns
         -------
         dict
-            Every field of this section; ``weights_init``, ``means_init`` and
-            ``precisions_init`` become float64 ndarrays when they are set.
+            Every parameter of this section; array parameters (nested lists) become
+            float64 ndarrays.
+
+        Raises
+        ------
+        ConfigError
+            When the section is a sweep (several ``n_components`` or covariance types):
+            fitting a sweep needs the model-selection estimator, which this daskgmm
+            does not have yet.
         """
-        params = self.model_dump()
-        for key in ("weights_init", "means_init", "precisions_init"):
-            if params[key] is not None:
-                params[key] = np.asarray(params[key], dtype=np.float64)
+        sweep = self.sweep
+        if sweep:
+            keys = ", ".join(f"model.{k}" for k in sweep)
+            raise ConfigError(
+                f"{keys}: a sweep over several values is not supported yet (it needs "
+                "daskgmm's model-selection estimator); give a single value")
+        params = self.params
+        for key, value in params.items():
+            if isinstance(value, list):
+                params[key] = np.asarray(value, dtype=np.float64)
         return params
 
 
@@ -381,36 +455,125 @@ class TLSConfig(_Section):
     require_encryption: Annotated[bool, Strict()] = True
 
 
+_DOTTED_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+
+
+def _check_dotted(value: str) -> str:
+    if not _DOTTED_RE.match(value):
+        raise _complete("must be a dotted class path such as dask_jobqueue.SLURMCluster",
+                        value)
+    return value
+
+
+class AdaptConfig(_Section):
+    """``cluster.factory.adapt``: let the cluster add and remove workers with the load.
+
+    Attributes
+    ----------
+    minimum, maximum : int
+        The fewest and the most workers (``0 <= minimum <= maximum``, ``maximum >= 1``).
+    """
+
+    minimum: Annotated[StrictIntType, Field(ge=0)] = 0
+    maximum: Annotated[StrictIntType, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptConfig:
+        if self.minimum > self.maximum:
+            _raise_problems([("minimum", f"must be <= maximum ({self.maximum}), got "
+                                         f"{self.minimum}")])
+        return self
+
+
+class FactoryConfig(_Section):
+    """``cluster.factory``: a cluster class to start, e.g. on an HPC or Kubernetes system.
+
+    Attributes
+    ----------
+    class : str
+        Dotted path of a :class:`distributed.deploy.Cluster` subclass:
+        ``dask_jobqueue.SLURMCluster``, ``dask_kubernetes.operator.KubeCluster``,
+        ``distributed.LocalCluster``...
+    options : dict
+        Keyword arguments of the class.
+    scale : int >= 1 or None
+        Ask for this many workers (``cluster.scale(n)``).
+    adapt : AdaptConfig or None
+        Or let the number of workers adapt (``cluster.adapt(minimum, maximum)``).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    class_: Annotated[str, AfterValidator(_check_dotted)] = Field(alias="class")
+    options: dict[str, Any] = Field(default_factory=dict)
+    scale: Annotated[StrictIntType, Field(ge=1)] | None = None
+    adapt: AdaptConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_sizing(self) -> FactoryConfig:
+        if self.scale is not None and self.adapt is not None:
+            _raise_problems([("adapt", "cannot be given together with cluster.factory.scale;"
+                                       " set only one of them")])
+        bad = [k for k in self.options if not isinstance(k, str)]
+        if bad:
+            _raise_problems([("options", f"keys must be strings, got {_fmt(bad[0])}")])
+        return self
+
+
+Seconds = Annotated[FloatType, Field(gt=0)]
+
+
 class ClusterConfig(_Section):
     """``cluster``: where the computation runs.
 
-    With neither ``address`` nor ``scheduler_file``, a local cluster is started with
+    Three ways, one at a time: an embedded local cluster (the default) with
     ``n_workers``, ``threads_per_worker``, ``memory_limit`` (per worker) and
-    ``dashboard_address`` (``null`` for no dashboard). Otherwise the run connects to the
-    existing scheduler and those four keys are ignored.
+    ``dashboard_address`` (``null`` for no HTTP server at all); an existing scheduler
+    (``address`` or ``scheduler_file``, with ``tls``); or a cluster class started from
+    ``factory`` (SLURM, Kubernetes...).
 
     Attributes
     ----------
     address : str or None
-        ``scheme://host:port`` with scheme ``tcp``, ``tls``, ``ucx`` (or ``inproc://...``).
+        ``scheme://host:port`` with scheme ``tcp``, ``tls`` or ``ucx``.
     scheduler_file : str or None
         A scheduler file written by ``dask scheduler --scheduler-file``; exclusive with
         ``address``. Need not exist yet.
+    factory : FactoryConfig or None
+        A cluster class to start; exclusive with ``address`` and ``scheduler_file``.
     n_workers, threads_per_worker : int >= 1
     memory_limit : str or int
-        ``'auto'``, a dask size string (``'2GiB'``, ``'500MB'``) or bytes (0 = no limit).
+        ``'auto'``, a dask size string (``'2GiB'``, ``'500MB'``) or bytes (0 = no limit);
+        at least 256 MiB.
     dashboard_address : str or None
+        ``':PORT'`` on 127.0.0.1 (``':0'``: a free port); None: no HTTP server.
     tls : TLSConfig or None
         Required when ``address`` starts with ``tls://``.
+    connect_timeout : float or None
+        Seconds to wait for the scheduler to answer (default
+        ``$DASKGMM_CONNECT_TIMEOUT`` or 20).
+    wait_for_workers : int >= 1
+        Workers to wait for before the fit starts.
+    wait_timeout : float or None
+        Seconds to wait for them; None: ``connect_timeout`` for an existing scheduler,
+        600 for a ``factory`` (a batch system may take a while to start workers).
+    stall_timeout : float or None
+        Fail when every worker has been paused, or there has been no worker, for this
+        many seconds during a run; None never gives up.
     """
 
     address: Annotated[str, AfterValidator(_check_address)] | None = None
     scheduler_file: PathStr | None = None
+    factory: FactoryConfig | None = None
     n_workers: Annotated[StrictIntType, Field(ge=1)] = 2
     threads_per_worker: Annotated[StrictIntType, Field(ge=1)] = 1
     memory_limit: Annotated[str | int, PlainValidator(_check_memory_limit)] = "2GiB"
-    dashboard_address: str | None = ":0"
+    dashboard_address: Annotated[str | None, PlainValidator(_check_dashboard)] = ":0"
     tls: TLSConfig | None = None
+    connect_timeout: Seconds | None = None
+    wait_for_workers: Annotated[StrictIntType, Field(ge=1)] = 1
+    wait_timeout: Seconds | None = None
+    stall_timeout: Seconds | None = 120.0
 
     @model_validator(mode="after")
     def _check_connection(self) -> ClusterConfig:
@@ -426,6 +589,10 @@ class ClusterConfig(_Section):
             elif self.tls is not None and not is_tls:
                 problems.append(("address", "must use tls:// when cluster.tls is "
                                  f"given, got {_fmt(self.address)}"))
+        if self.factory is not None and (self.address is not None
+                                         or self.scheduler_file is not None):
+            problems.append(("factory", "cannot be given together with cluster.address or "
+                                        "cluster.scheduler_file; set only one of them"))
         _raise_problems(problems)
         return self
 
@@ -516,7 +683,7 @@ class RunConfig(_Section):
             JSON-serialisable, for ``report.json``; ``parse_config(to_dict())`` gives an
             equal configuration.
         """
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -589,7 +756,8 @@ def _messages(error: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str
     ctx = error.get("ctx") or {}
     given = error.get("input")
     if kind == _PROBLEMS:
-        return [((*loc, field), message) for field, message in ctx["problems"]]
+        return [((*loc, *(field if isinstance(field, tuple) else (field,))), message)
+                for field, message in ctx["problems"]]
     if kind == _COMPLETE:
         return [(loc, ctx["detail"])]
     if kind == "missing":
@@ -663,7 +831,10 @@ def _parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], An
                             f"model.n_components, got {key!r}")
             continue
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text, f"--set {key.strip()}")
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
         except yaml.YAMLError as exc:
             problems.append(f"{item!r}: the value is not valid YAML "
                             f"({getattr(exc, 'problem', None) or exc})")
@@ -803,7 +974,7 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     except OSError as exc:
         raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text, source)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML{_yaml_where(exc)}") from None
 

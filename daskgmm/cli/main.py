@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -89,6 +90,30 @@ examples:
 """
 
 
+def _int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _separation(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30)
@@ -147,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--scheduler", metavar="ADDRESS", default=None,
                          help="compute on this Dask scheduler (tcp://host:port, or a "
                               "scheduler file) instead of a local cluster")
-    predict.add_argument("--chunk-rows", type=int, default=None, metavar="R",
+    predict.add_argument("--chunk-rows", type=_int_at_least(1), default=None, metavar="R",
                          help="rows per chunk (default: the storage's chunking)")
     predict.add_argument("--quiet", "-q", action="store_true",
                          help="no progress display on stderr")
@@ -157,21 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write samples of a random Gaussian mixture to a Zarr store (.zarr) "
                     "or an HDF5 file (.h5), block by block.",
         epilog=_GENERATE_EPILOG, formatter_class=_Formatter)
-    generate.add_argument("--n-samples", type=int, required=True, metavar="N")
-    generate.add_argument("--n-features", type=int, required=True, metavar="D")
-    generate.add_argument("--n-components", type=int, required=True, metavar="K")
+    generate.add_argument("--n-samples", type=_int_at_least(1), required=True, metavar="N")
+    generate.add_argument("--n-features", type=_int_at_least(1), required=True, metavar="D")
+    generate.add_argument("--n-components", type=_int_at_least(1), required=True,
+                          metavar="K")
     generate.add_argument("--output", required=True, metavar="PATH",
                           help="ending in .zarr or .h5/.hdf5")
-    generate.add_argument("--seed", type=int, default=0, metavar="S",
+    generate.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
                           help="seed of everything random (default 0)")
-    generate.add_argument("--chunk-rows", type=int, default=100_000, metavar="R",
+    generate.add_argument("--chunk-rows", type=_int_at_least(1), default=100_000, metavar="R",
                           help="rows per storage chunk (default 100000)")
     generate.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    generate.add_argument("--separation", type=float, default=4.0, metavar="S",
+    generate.add_argument("--separation", type=_separation, default=4.0, metavar="S",
                           help="smallest distance between two means, in standard "
                                "deviations (default 4)")
     generate.add_argument("--overwrite", action="store_true",
                           help="replace an existing dataset")
+    generate.add_argument("--quiet", "-q", action="store_true",
+                          help="no progress display on stderr")
 
     info = commands.add_parser(
         "info", help="describe a saved model",
@@ -179,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "directory, with the highlights of its report).",
         epilog=_INFO_EPILOG, formatter_class=_Formatter)
     info.add_argument("dir", metavar="DIR", help="a model or fit output directory")
+    info.add_argument("--json", action="store_true",
+                      help="print one JSON object (for machines) instead of the summary")
     return parser
 
 
@@ -219,13 +249,42 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+_GENERATE_SUFFIXES = (".zarr", ".h5", ".hdf5")
+_MAX_CHUNK_BYTES = 2**31 - 2**20  # a storage chunk of blosc or HDF5 holds a bit under 2 GiB
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from daskgmm.cli.guards import check_writable, refuse_overlap, write_errors
+    from daskgmm.diagnostics.observers import observe
+    from daskgmm.diagnostics.progress import ProgressObserver
+    from daskgmm.errors import OutputExistsError, UsageError
     from daskgmm.io.generate import generate_mixture
 
-    summary = generate_mixture(
-        args.output, args.n_samples, args.n_features, args.n_components, seed=args.seed,
-        chunk_rows=args.chunk_rows, dtype=args.dtype, separation=args.separation,
-        overwrite=args.overwrite)
+    output = os.path.abspath(args.output)
+    suffix = os.path.splitext(output.rstrip("/"))[1].lower()
+    if suffix not in _GENERATE_SUFFIXES:
+        raise UsageError(f"--output {args.output}: the format is chosen by the extension; "
+                         "use a path ending in .zarr (Zarr store) or .h5/.hdf5 (HDF5)")
+    chunk_rows = min(args.chunk_rows, args.n_samples)
+    itemsize = 4 if args.dtype == "float32" else 8
+    if chunk_rows * args.n_features * itemsize > _MAX_CHUNK_BYTES:
+        raise UsageError(
+            f"--chunk-rows {args.chunk_rows}: a chunk of {chunk_rows} rows x "
+            f"{args.n_features} features is {chunk_rows * args.n_features * itemsize:,} "
+            f"bytes, more than a storage chunk may hold ({_MAX_CHUNK_BYTES:,}); use fewer "
+            "rows per chunk")
+    refuse_overlap(output, "--output", [("the current directory", os.getcwd())],
+                   relations=("is", "contains"))
+    if os.path.lexists(output) and not args.overwrite:
+        raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it, "
+                                "or choose another --output")
+    check_writable(output, "--output")
+    with write_errors(("--output", output)), \
+            observe(ProgressObserver(quiet=args.quiet)):
+        summary = generate_mixture(
+            output, args.n_samples, args.n_features, args.n_components, seed=args.seed,
+            chunk_rows=args.chunk_rows, dtype=args.dtype, separation=args.separation,
+            overwrite=args.overwrite)
     shape = " x ".join(str(s) for s in summary["shape"])
     print(f"wrote {summary['path']} ({summary['format']}): {shape} {summary['dtype']} "
           f"in {summary['n_chunks']} chunks of {summary['chunk_rows']} rows, "
@@ -235,48 +294,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_lines(report_path: str) -> list[str]:
-    import json
-
-    try:
-        with open(report_path, encoding="utf-8") as f:
-            report = json.load(f)
-        fit, timing, memory = report["fit"], report["timing"], report["memory"]
-        lines = [f"run report {report_path}"]
-        if fit.get("bic") is not None:
-            lines.append(f"  BIC / AIC:     {fit['bic']:.6g} / {fit['aic']:.6g}")
-        lines.append(f"  wall time:     {timing['total_seconds']:.1f} s (init "
-                     f"{timing['init_seconds']:.1f} s, EM {timing['em_seconds']:.1f} s, "
-                     f"{timing['seconds_per_iteration']:.2f} s/iter)")
-        if memory.get("max_worker_peak_bytes"):
-            fraction = memory.get("max_peak_fraction_of_limit")
-            share = f" ({100 * fraction:.0f}% of its limit)" if fraction else ""
-            lines.append(f"  worker peak:   {memory['max_worker_peak_bytes'] / 2**20:.0f} MiB"
-                         + share)
-        cluster = report.get("cluster", {})
-        lines.append(f"  cluster:       {cluster.get('kind')}, "
-                     f"{cluster.get('n_workers')} worker(s)")
-        return lines
-    except (OSError, ValueError, KeyError, TypeError):
-        return [f"run report {report_path}: unreadable"]
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
-    from daskgmm.serialize.model_files import model_summary
+    from daskgmm.cli.info import describe, render_text
 
-    directory = args.dir
-    if not os.path.exists(directory):
-        raise FileNotFoundError(f"no such directory: {directory}")
-    model_dir = directory
-    report = None
-    if os.path.isdir(os.path.join(directory, "model")) and not os.path.exists(
-            os.path.join(directory, "model.json")):
-        model_dir = os.path.join(directory, "model")
-        candidate = os.path.join(directory, "report.json")
-        report = candidate if os.path.exists(candidate) else None
-    print(model_summary(model_dir))
-    if report is not None:
-        print("\n".join(_report_lines(report)))
+    summary = describe(args.dir)
+    if args.json:
+        import json
+
+        print(json.dumps(summary, indent=2, allow_nan=False))
+    else:
+        print(render_text(summary))
     return 0
 
 
@@ -323,6 +350,27 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _on_sigint(signum: int, frame: Any) -> None:
+    from daskgmm.cli.cluster import quiet_library_logs
+
+    quiet_library_logs()  # the run is ending: no tracebacks from the teardown
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_quiets() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt as usual, and silences the library loggers."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``daskgmm`` command line.
 
@@ -345,20 +393,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exc:  # --help, --version, usage errors (argparse's own exit codes)
         return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    try:
-        with _sigterm_raises():
-            return _COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return EXIT_INTERRUPTED
-    except _Terminated:
-        _error("terminated")
-        return EXIT_TERMINATED
-    except Exception as exc:
-        if not is_user_error(exc):
-            raise
-        _error(_message(exc))
-        return EXIT_USAGE
+    from daskgmm.cli.log_gate import log_gate
+
+    if args.command in ("fit", "predict"):
+        import distributed  # noqa: F401  (sets up its loggers, which the gate attaches to)
+
+    with log_gate() as gate:
+        try:
+            with _sigterm_raises(), _sigint_quiets():
+                code = _COMMANDS[args.command](args)
+            gate.release("summary")
+            return code
+        except KeyboardInterrupt as exc:
+            gate.release("drop")
+            _error(getattr(exc, "message", None) or "interrupted; nothing was written")
+            return EXIT_INTERRUPTED
+        except _Terminated:
+            gate.release("drop")
+            _error("terminated")
+            return EXIT_TERMINATED
+        except Exception as exc:
+            if not is_user_error(exc):
+                gate.release("full")
+                raise
+            gate.release("drop")
+            _error(_message(exc))
+            return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ writes everything into ``output.dir``::
                             timings, peak memory, cluster
         convergence.png     log-likelihood and seconds per EM iteration  (output.plots)
         clusters.png        a sample on its first two principal components  (output.plots)
-        labels.zarr         int32 label of every row, chunked like the data  (output.labels)
+        labels.zarr         int64 label of every row, chunked like the data  (output.labels)
         responsibilities.zarr   float64 (n_samples, K)  (output.responsibilities)
 
 The whole directory is assembled in a temporary sibling and renamed into place at the
@@ -37,7 +37,6 @@ import contextlib
 import datetime as _dt
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -46,10 +45,19 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from daskgmm.errors import ConfigError, DaskGMMError
+from daskgmm.cli.guards import (
+    WRITE_ERRNOS,
+    check_writable,
+    chunking_warnings,
+    free_space_warning,
+    refuse_overlap,
+    write_errors,
+)
+from daskgmm.errors import ConfigError, DaskGMMError, OutputExistsError
 
-__all__ = ["CHECKPOINT_FILE", "PLOT_SAMPLE_ROWS", "PRINT_LABELS_LIMIT", "run_fit",
-           "run_predict"]
+__all__ = ["CHECKPOINT_FILE", "PLOT_SAMPLE_ROWS", "PRINT_LABELS_LIMIT",
+           "PRINT_PARAMETERS_LIMIT", "RunInterrupted", "checkpoint_iteration",
+           "component_table", "is_user_error", "run_fit", "run_predict"]
 
 CHECKPOINT_FILE = "checkpoint.json"
 """The file a checkpoint directory holds when it has a checkpoint."""
@@ -59,6 +67,10 @@ PLOT_SAMPLE_ROWS = 5000
 
 PRINT_LABELS_LIMIT = 10_000
 """``daskgmm fit`` prints every label only for data with at most this many rows."""
+
+PRINT_PARAMETERS_LIMIT = 40
+"""``daskgmm fit`` prints the weights, means and covariances when n_components x
+n_features is at most this; a table of the components otherwise."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,9 +150,9 @@ def _output_pass(model: Any, X: Any, *, labels_path: Path | None, resp_path: Pat
     scores = model.score_samples(X).to_delayed().ravel()
     writes: list[list[Any]] = [[] for _ in blocks]
     if labels_path is not None:
-        target = _create_zarr(labels_path, (n,), row_chunk, "int32",
+        target = _create_zarr(labels_path, (n,), row_chunk, "int64",
                               {**attributes, "content": "labels"})
-        labels = model.predict(X).astype(np.int32).to_delayed().ravel()
+        labels = model.predict(X).astype(np.int64).to_delayed().ravel()
         for i, part in enumerate(labels):
             writes[i].append(dask.delayed(_write_rows, pure=False)(part, target, bounds[i]))
     if resp_path is not None:
@@ -194,22 +206,61 @@ class _Log:
 
     def warning(self, text: str) -> None:
         # Warnings are shown even with quiet=True.
-        self.progress._clear()
-        print(f"daskgmm: warning: {text}", file=sys.stderr, flush=True)
+        self.progress.warning(text)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with the one line the command prints about it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _check_output_dir(config: Any) -> Path:
     out = Path(config.output.dir)
     if os.path.lexists(out) and not config.output.overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"the output directory {out} already exists; pass --set output.overwrite=true "
             "to replace it, or choose another output.dir"
         )
     if os.path.lexists(out) and not out.is_dir():
-        raise FileExistsError(
+        raise OutputExistsError(
             f"output.dir {out} exists and is not a directory; choose another output.dir"
         )
     return out
+
+
+def checkpoint_iteration(directory: str | os.PathLike[str] | None) -> int | None:
+    """The iteration of the checkpoint in ``directory`` (None when there is none).
+
+    Reads only the ``iteration`` key of ``checkpoint.json`` (the engine is not
+    imported); an unreadable file counts as none.
+    """
+    if directory is None:
+        return None
+    import json
+
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle).get("iteration")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _interrupted_message(checkpoint_dir: str | None, source: str | None) -> str:
+    iteration = checkpoint_iteration(checkpoint_dir)
+    command = f"daskgmm fit {source} --resume" if source else "daskgmm fit CONFIG --resume"
+    if iteration is not None:
+        return (f"interrupted; the last checkpoint is at iteration {iteration} (in "
+                f"{checkpoint_dir}): resume with `{command}`")
+    if checkpoint_dir is not None:
+        return (f"interrupted before the first checkpoint was written to {checkpoint_dir}; "
+                "nothing was written")
+    return ("interrupted; nothing was written, and there is no checkpoint to resume from "
+            "(set checkpoint.dir to be able to resume)")
 
 
 def _checkpoint_dir(config: Any, resume: bool, log: _Log) -> str | None:
@@ -229,14 +280,21 @@ def _checkpoint_dir(config: Any, resume: bool, log: _Log) -> str | None:
             "atomically at the end of the run; put the checkpoints elsewhere (e.g. "
             f"{out.parent / (out.name + '-checkpoints')})"
         )
+    refuse_overlap(ckpt, "checkpoint.dir", [("data.path", config.data.path)],
+                   relations=("is", "lies inside"))
+    iteration = checkpoint_iteration(ckpt)
     has_checkpoint = (ckpt / CHECKPOINT_FILE).exists()
     if has_checkpoint and not resume:
+        where = f" at iteration {iteration}" if iteration is not None else ""
         raise ConfigError(
-            f"a checkpoint from an earlier run exists in {ckpt}; pass --resume to "
+            f"a checkpoint from an earlier run exists in {ckpt}{where}; pass --resume to "
             "continue it or delete the directory"
         )
     if resume and not has_checkpoint:
         log.info(f"no checkpoint in {ckpt} yet: starting the fit from the beginning")
+    elif resume:
+        where = f"iteration {iteration}" if iteration is not None else "its last iteration"
+        log.info(f"resuming from the checkpoint at {where} in {ckpt}")
     return str(ckpt)
 
 
@@ -258,27 +316,33 @@ def _maybe_generate(config: Any, path: str, log: _Log) -> dict[str, Any] | None:
     size = n_samples * n_features * np.dtype(dtype).itemsize
     log.info(f"generating {path}: {n_samples} x {n_features} {dtype} "
              f"({size / 2**30:.2f} GiB), since it does not exist yet")
+    from daskgmm.diagnostics.observers import observe
+
     t0 = time.perf_counter()
-    summary = generate_mixture(
-        path, n_samples, n_features, int(get("n_components", 1)),
-        seed=int(get("seed", 0)), chunk_rows=int(get("chunk_rows", 100_000)), dtype=dtype,
-        separation=float(get("separation", 4.0)),
-        dataset=config.data.dataset or "X", overwrite=False)
+    with observe(log.progress):
+        summary = generate_mixture(
+            path, n_samples, n_features, int(get("n_components", 1)),
+            seed=int(get("seed", 0)), chunk_rows=int(get("chunk_rows", 100_000)),
+            dtype=dtype, separation=float(get("separation", 4.0)),
+            dataset=config.data.dataset or "X", overwrite=False)
     log.info(f"generated {path} in {time.perf_counter() - t0:.1f} s")
     return summary
 
 
 def _estimator_params(config: Any, checkpoint_dir: str | None) -> dict[str, Any]:
-    from daskgmm.models.gaussian import GaussianMixture
-
+    """The estimator's keyword arguments: the model section, the checkpoint section, and
+    ``verbose=0`` (the command's own display shows the iterations, at ``model.verbose``).
+    """
     params = config.model.estimator_params()
-    supported = GaussianMixture().get_params()
+    supported = config.model.estimator_class()().get_params()
     if "checkpoint_dir" in supported:
         params["checkpoint_dir"] = checkpoint_dir
         params["checkpoint_every"] = int(getattr(config.checkpoint, "every", 1))
     elif checkpoint_dir is not None:
         raise ConfigError("checkpoint.dir is set, but this daskgmm's estimator does not "
                           "support checkpoints yet; set checkpoint.dir to null")
+    if "verbose" in supported:
+        params["verbose"] = 0
     return {k: v for k, v in params.items() if k in supported}
 
 
@@ -326,13 +390,28 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _print_result(model: Any, labels: np.ndarray | None, n_samples: int,
-                  labels_file: Path | None, report_path: Path, out: TextIO) -> None:
-    """The fitted parameters, as scikit-learn's iris example prints them."""
+def component_table(weights: np.ndarray, means: np.ndarray, n_samples: int
+                    ) -> list[str]:
+    """One line per component: index, weight, expected rows (weight x n) and mean norm."""
+    lines = [f"{'component':>9}  {'weight':>8}  {'rows (expected)':>15}  {'|mean|':>10}"]
+    norms = np.linalg.norm(np.asarray(means, dtype=np.float64), axis=1)
+    for k, (w, norm) in enumerate(zip(np.asarray(weights, dtype=np.float64), norms,
+                                      strict=True)):
+        lines.append(f"{k:>9}  {w:>8.4f}  {round(w * n_samples):>15,}  {norm:>10.4g}")
+    return lines
+
+
+def _print_result(model: Any, mean_ll: float | None, labels: np.ndarray | None,
+                  n_samples: int, labels_file: Path | None, report_path: Path,
+                  out: TextIO) -> None:
+    """The fitted parameters, as scikit-learn's iris example prints them; a table of
+    the components instead of the arrays for a large model (K x D over
+    :data:`PRINT_PARAMETERS_LIMIT`)."""
+    status = "converged" if model.converged_ else "did NOT converge"
+    shown = f"{mean_ll:.4f}" if mean_ll is not None else "not finite"
+    print(f"{status} after {model.n_iter_} iterations; mean log-likelihood per sample "
+          f"of the final model {shown}", file=out)
     with np.printoptions(precision=3, suppress=True):
-        status = "converged" if model.converged_ else "did NOT converge"
-        print(f"{status} after {model.n_iter_} iterations; mean log-likelihood per sample "
-              f"{model.lower_bound_:.4f}", file=out)
         if labels is not None:
             print("labels:\n", labels, file=out)
         elif labels_file is not None:
@@ -340,9 +419,17 @@ def _print_result(model: Any, labels: np.ndarray | None, n_samples: int,
         else:
             print(f"labels: not printed for {n_samples:,} samples (set output.labels: true "
                   "to write them to labels.zarr)", file=out)
-        print("weights:\n", model.weights_, file=out)
-        print("means:\n", model.means_, file=out)
-        print("covariances:\n", model.covariances_, file=out)
+        k, d = np.shape(model.means_)
+        if k * d <= PRINT_PARAMETERS_LIMIT:
+            print("weights:\n", model.weights_, file=out)
+            print("means:\n", model.means_, file=out)
+            print("covariances:\n", model.covariances_, file=out)
+        else:
+            print(f"{k} components of {d} features ({model.covariance_type} covariances); "
+                  "the full parameters are in the model directory and report.json:",
+                  file=out)
+            for line in component_table(model.weights_, model.means_, n_samples):
+                print(line, file=out)
     print(f"report written to {report_path}", file=out)
     out.flush()
 
@@ -376,11 +463,20 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
 
     Raises
     ------
-    FileExistsError
+    daskgmm.errors.UnsafeOutputError
+        ``output.dir`` equals, contains or lies inside the data, the checkpoint
+        directory or the configuration file (before any work, whatever
+        ``output.overwrite`` says).
+    daskgmm.errors.OutputExistsError
         ``output.dir`` exists and ``output.overwrite`` is false (before any work).
+    daskgmm.errors.OutputWriteError
+        An output or checkpoint location is read-only, forbidden or full (checked with
+        a probe before any work, and reported if a write fails later).
     daskgmm.errors.ConfigError
         A checkpoint exists and ``resume`` is false; ``resume`` without
-        ``checkpoint.dir``; ``checkpoint.dir`` inside ``output.dir``.
+        ``checkpoint.dir``; ``checkpoint.dir`` inside ``output.dir``; a sweep.
+    RunInterrupted
+        Ctrl-C (a KeyboardInterrupt whose message says where the last checkpoint is).
     daskgmm.errors.DaskGMMError
         The data cannot be opened (:class:`~daskgmm.errors.DataSourceError`...), the
         cluster cannot be reached
@@ -392,10 +488,47 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     Nothing is left in ``output.dir`` unless the run succeeds. The checkpoint of a
     successful run is deleted once the outputs are in place.
     """
+    from daskgmm.diagnostics.progress import ProgressObserver
+
+    started = time.perf_counter()
+    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    verbose = int(getattr(config.model, "verbose", 0) or 0)
+    progress = ProgressObserver(quiet=quiet, verbose=verbose)
+    log = _Log(progress, quiet)
+
+    # Pre-flight: everything that can be refused is refused before any work.
+    path = str(config.data.path)
+    source = getattr(config, "source", None)
+    config_file = source if source and os.path.isfile(source) else None
+    refuse_overlap(config.output.dir, "output.dir",
+                   [("data.path", path), ("checkpoint.dir", config.checkpoint.dir),
+                    ("the configuration file", config_file)])
+    out_dir = _check_output_dir(config)
+    checkpoint_dir = _checkpoint_dir(config, resume, log)
+    params = _estimator_params(config, checkpoint_dir)
+    check_writable(out_dir, "output.dir")
+    if checkpoint_dir is not None:
+        check_writable(Path(checkpoint_dir) / CHECKPOINT_FILE, "checkpoint.dir")
+    if getattr(config.data, "generate", None) is not None and not os.path.exists(path):
+        check_writable(path, "data.path")
+
+    try:
+        return _fit(config, quiet=quiet, stdout=stdout, started=started, created=created,
+                    progress=progress, log=log, out_dir=out_dir, path=path,
+                    checkpoint_dir=checkpoint_dir, params=params)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, RunInterrupted):
+            raise
+        progress.close()
+        raise RunInterrupted(_interrupted_message(checkpoint_dir, source)) from None
+
+
+def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, created: str,
+         progress: Any, log: _Log, out_dir: Path, path: str, checkpoint_dir: str | None,
+         params: dict[str, Any]) -> dict[str, Any]:
     from daskgmm.cli.cluster import connect, worker_failures
     from daskgmm.diagnostics.memory import MemoryMonitor
     from daskgmm.diagnostics.observers import observe
-    from daskgmm.diagnostics.progress import ProgressObserver
     from daskgmm.diagnostics.report import (
         REPORT_FORMAT_VERSION,
         FitRecorder,
@@ -406,39 +539,51 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     )
     from daskgmm.io.atomic import atomic_directory, write_json_atomic
     from daskgmm.io.readers import describe_array, get_reader, open_array
-    from daskgmm.models.gaussian import GaussianMixture
     from daskgmm.serialize.model_files import save_model
 
-    started = time.perf_counter()
-    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    progress = ProgressObserver(quiet=quiet)
-    log = _Log(progress, quiet)
-
-    out_dir = _check_output_dir(config)
-    checkpoint_dir = _checkpoint_dir(config, resume, log)
-    params = _estimator_params(config, checkpoint_dir)
-    path = str(config.data.path)
-    generated = _maybe_generate(config, path, log)
+    with write_errors(("data.path", path)):
+        generated = _maybe_generate(config, path, log)
     X = open_array(path, config.data.dataset, config.data.chunk_rows)
     data_info = {"path": path, "dataset": config.data.dataset,
                  "format": getattr(get_reader(path), "name", None), **describe_array(X)}
     if generated is not None:
         data_info["generated"] = _json_ready(generated)
     n_samples = int(X.shape[0])
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     warning_lines: list[str] = []
+    needed = (n_samples * 8 if config.output.labels else 0) + (
+        n_samples * _n_components(config) * 8 if config.output.responsibilities else 0)
+    space = free_space_warning(out_dir, "output.dir", needed)
+    if space is not None:
+        warning_lines.append(space)
+        log.warning(space)
+    with write_errors(("output.dir", out_dir)):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    with atomic_directory(out_dir, overwrite=config.output.overwrite) as tmp, \
+    writes = write_errors(("output.dir", out_dir), ("checkpoint.dir", checkpoint_dir))
+    with writes, atomic_directory(out_dir, overwrite=config.output.overwrite) as tmp, \
             connect(config.cluster, log=log.info) as (client, cluster_info):
         tmp = Path(tmp)
-        gm = GaussianMixture(**params)
+        estimator = config.model.estimator_class()
+        gm = estimator(**params)
         recorder = FitRecorder()
+        for text in chunking_warnings(
+                int(X.numblocks[0]), int(max(X.chunks[0])), int(X.shape[1]),
+                int(X.dtype.itemsize),
+                list(cluster_info.get("worker_memory_limits", {}).values())):
+            warning_lines.append(text)
+            log.warning(text)
         log.info(f"fitting {config.model.n_components} components "
                  f"({config.model.covariance_type}) to {n_samples:,} rows x {X.shape[1]} "
                  f"features in {X.npartitions} chunks on a {cluster_info['kind']} cluster "
                  f"of {cluster_info['n_workers']} worker(s)")
+        progress.expect(max_iter=int(getattr(gm, "max_iter", 0) or 0),
+                        tol=float(getattr(gm, "tol", 0.0) or 0.0))
+        # During the fit the only files written are checkpoints.
+        fit_writes = (write_errors(("checkpoint.dir", checkpoint_dir))
+                      if checkpoint_dir is not None else contextlib.nullcontext())
         with MemoryMonitor(client) as monitor, worker_failures(cluster_info):
-            with _captured_warnings(log, warning_lines), observe(progress, recorder):
+            with _captured_warnings(log, warning_lines), observe(progress, recorder), \
+                    fit_writes:
                 recorder.start()
                 t_fit = time.perf_counter()
                 gm.fit(X)
@@ -474,8 +619,9 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
             sample = result["rows"]
             plot_clusters(sample, gm.predict(sample) if len(sample) else sample[:, 0],
                           gm, tmp / "clusters.png",
-                          title=f"{name}: {len(sample):,} random rows of {n_samples:,}, "
-                                "2-sigma ellipses")
+                          title=(f"{name}: all {n_samples:,} rows" if len(sample) == n_samples
+                                 else f"{name}: {len(sample):,} random rows of "
+                                      f"{n_samples:,}"))
             plots = ["convergence.png", "clusters.png"]
 
         model_meta = {"data": {k: data_info[k] for k in ("path", "dataset", "shape", "dtype")},
@@ -526,10 +672,15 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
         write_json_atomic(tmp / "report.json", report, indent=2)
     _remove_checkpoint(checkpoint_dir)
     if stdout is not None:
-        _print_result(gm, printed_labels, n_samples,
+        _print_result(gm, report["fit"]["mean_log_likelihood"], printed_labels, n_samples,
                       out_dir / "labels.zarr" if config.output.labels else None,
                       out_dir / "report.json", stdout)
     return report
+
+
+def _n_components(config: Any) -> int:
+    value = getattr(config.model, "n_components", 1)
+    return int(max(value) if isinstance(value, list) else value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -553,7 +704,7 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
     dataset : str or None
         Array inside an HDF5 file or Zarr group.
     output : path-like
-        The Zarr array to create (e.g. ``labels.zarr``): ``(n_samples,)`` int32 labels,
+        The Zarr array to create (e.g. ``labels.zarr``): ``(n_samples,)`` int64 labels,
         or ``(n_samples, n_components)`` float64 responsibilities with ``proba``; row
         chunks equal to the data's.
     proba : bool, default False
@@ -575,8 +726,14 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
 
     Raises
     ------
-    FileExistsError
+    daskgmm.errors.UnsafeOutputError
+        ``output`` equals, contains or lies inside the data or the model.
+    daskgmm.errors.OutputExistsError
         ``output`` exists and ``overwrite`` is False (checked before any work).
+    daskgmm.errors.OutputWriteError
+        ``output`` cannot be written (read-only, forbidden, disk full).
+    RunInterrupted
+        Ctrl-C.
     daskgmm.errors.ModelFormatError, daskgmm.errors.DataSourceError,
     daskgmm.errors.InvalidDataError
         The model or the data cannot be used (e.g. the feature counts differ).
@@ -596,11 +753,15 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
     if (model_path / "model").is_dir() and not (model_path / "model.json").exists():
         model_path = model_path / "model"
     target = Path(os.path.abspath(os.fspath(output)))
+    refuse_overlap(target, "--output", [("--data", os.fspath(data)),
+                                        ("--model", os.fspath(model_dir)),
+                                        ("the model", model_path)])
     if os.path.lexists(target) and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
     if os.path.lexists(target) and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory; choose another "
-                              "output path")
+        raise OutputExistsError(f"{target} exists and is not a directory; choose another "
+                                "--output")
+    check_writable(target, "--output")
     gm = load_model(model_path)
     X = open_array(os.fspath(data), dataset, chunk_rows)
     if X.shape[1] != gm.n_features_in_:
@@ -608,19 +769,26 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
             f"the data has {X.shape[1]} features but the model in {model_path} was fitted "
             f"on {gm.n_features_in_}"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
     content = "responsibilities" if proba else "labels"
     attributes = {"model": str(model_path.resolve()), "data": os.fspath(data),
                   "dataset": dataset}
-    with atomic_directory(target, overwrite=overwrite) as tmp, \
-            connect(cluster_config, log=log.info) as (client, cluster_info):
-        # The (empty) temporary directory becomes the array's root.
-        with observe(progress), worker_failures(cluster_info):
-            _output_pass(gm, X, sample_idx=np.empty(0, dtype=np.int64),
-                         attributes=attributes, client=client,
-                         labels_path=None if proba else Path(tmp),
-                         resp_path=Path(tmp) if proba else None)
+    try:
+        with write_errors(("--output", target)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_directory(target, overwrite=overwrite) as tmp, \
+                    connect(cluster_config, log=log.info) as (client, cluster_info):
+                # The (empty) temporary directory becomes the array's root.
+                with observe(progress), worker_failures(cluster_info):
+                    _output_pass(gm, X, sample_idx=np.empty(0, dtype=np.int64),
+                                 attributes=attributes, client=client,
+                                 labels_path=None if proba else Path(tmp),
+                                 resp_path=Path(tmp) if proba else None)
+                progress.close()
+    except KeyboardInterrupt as exc:
         progress.close()
+        if isinstance(exc, RunInterrupted):
+            raise
+        raise RunInterrupted(f"interrupted; nothing was written to {target}") from None
     shape = [int(X.shape[0])] + ([int(gm.n_components)] if proba else [])
     return {
         "output": str(target),
@@ -634,6 +802,13 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a user mistake the CLI reports in one line (exit code 2)."""
-    return isinstance(exc, DaskGMMError | FileExistsError | FileNotFoundError |
-                      NotADirectoryError | IsADirectoryError | PermissionError | ValueError)
+    """Whether ``exc`` is a user mistake the CLI reports in one line (exit code 2).
+
+    Only daskgmm's own errors (:class:`~daskgmm.errors.DaskGMMError` and its
+    subclasses) and the operating system's write failures that the user must fix
+    (disk full, quota exceeded, read-only file system, permission denied) are. Any
+    other exception, ``ValueError`` included, is a bug and shows its traceback.
+    """
+    if isinstance(exc, DaskGMMError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["expand_covariances", "plot_clusters", "plot_convergence", "project_gaussians",
-           "sample_rows"]
+__all__ = ["clusters_figure", "convergence_figure", "expand_covariances", "plot_clusters",
+           "plot_convergence", "project_gaussians", "sample_rows"]
 
 _DPI = 100
 
@@ -55,6 +55,58 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> str:
     return target
 
 
+def convergence_figure(lower_bounds: Sequence[float], seconds: Sequence[float | None],
+                       *, title: str | None = None) -> Any:
+    """The figure of :func:`plot_convergence` (a :class:`matplotlib.figure.Figure`).
+
+    Two panels share the iteration axis: the mean log-likelihood per sample (top), and
+    the seconds each iteration took (bottom, bars, on an axis from 0 to a little above
+    the slowest iteration, so the bars use the panel's height).
+    """
+    bounds = np.asarray([float(v) for v in lower_bounds], dtype=np.float64)
+    iterations = np.arange(1, len(bounds) + 1)
+    times = np.full(len(bounds), np.nan)
+    for i, value in enumerate(list(seconds)[: len(bounds)]):
+        if value is not None:
+            times[i] = float(value)
+    timed = bool(np.isfinite(times).any())
+    fig = _new_figure(7.0, 5.6 if timed else 4.2)
+    if timed:
+        ax, ax_time = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
+    else:
+        ax, ax_time = fig.add_subplot(), None
+    fig.suptitle(title or "Convergence")
+    ax.set_ylabel("mean log-likelihood\nper sample")
+    (ax_time or ax).set_xlabel("EM iteration")
+    if len(bounds) == 0:
+        ax.text(0.5, 0.5, "no EM iterations were run", ha="center", va="center",
+                transform=ax.transAxes)
+        return fig
+    finite = np.isfinite(bounds)
+    ax.plot(iterations[finite], bounds[finite], marker="o", markersize=3, color="C0")
+    if finite.any():
+        last = int(np.flatnonzero(finite)[-1])
+        ax.annotate(f"{bounds[last]:.6g}", (iterations[last], bounds[last]),
+                    textcoords="offset points", xytext=(-4, -6), ha="right", va="top",
+                    fontsize=9)
+    ax.grid(True, alpha=0.3)
+    if ax_time is not None:
+        shown = np.isfinite(times)
+        ax_time.bar(iterations[shown], times[shown], width=0.7, color="0.6")
+        ax_time.set_ylim(0, float(np.nanmax(times)) * 1.15 or 1e-9)
+        ax_time.set_ylabel("seconds per\niteration")
+        ax_time.grid(True, axis="y", alpha=0.3)
+        mean = float(np.nanmean(times))
+        note = f"{mean:.3g} s per iteration on average"
+        if not shown.all():
+            note += f"; iterations 1-{int(np.flatnonzero(shown)[0])} ran before a resume"
+        ax_time.set_title(note, fontsize=9, color="0.3", loc="right")
+    (ax_time or ax).set_xlim(0.5, len(bounds) + 0.5)
+    if len(bounds) <= 20:
+        (ax_time or ax).set_xticks(iterations)
+    return fig
+
+
 def plot_convergence(lower_bounds: Sequence[float], seconds: Sequence[float | None],
                      path: str | os.PathLike[str], *, title: str | None = None) -> str:
     """Plot the mean log-likelihood per EM iteration and the seconds per iteration.
@@ -76,43 +128,7 @@ def plot_convergence(lower_bounds: Sequence[float], seconds: Sequence[float | No
     str
         The absolute path written.
     """
-    bounds = np.asarray([float(v) for v in lower_bounds], dtype=np.float64)
-    iterations = np.arange(1, len(bounds) + 1)
-    fig = _new_figure(7.0, 4.2)
-    ax = fig.add_subplot()
-    ax.set_xlabel("EM iteration")
-    ax.set_ylabel("mean log-likelihood per sample")
-    ax.set_title(title or "Convergence")
-    if len(bounds) == 0:
-        ax.text(0.5, 0.5, "no EM iterations were run", ha="center", va="center",
-                transform=ax.transAxes)
-        return _save(fig, path)
-
-    times = np.full(len(bounds), np.nan)
-    for i, value in enumerate(list(seconds)[: len(bounds)]):
-        if value is not None:
-            times[i] = float(value)
-    if np.isfinite(times).any():
-        ax2 = ax.twinx()
-        ax2.bar(iterations, np.nan_to_num(times), width=0.6, color="0.85", zorder=0,
-                label="seconds / iteration")
-        ax2.set_ylabel("seconds per iteration")
-        ax2.set_ylim(0, max(1e-9, np.nanmax(times)) * 3)  # keep the bars in the lower third
-        ax.set_zorder(ax2.get_zorder() + 1)
-        ax.patch.set_visible(False)
-        mean = float(np.nanmean(times))
-        ax.text(0.99, 0.02, f"{mean:.3g} s/iter on average", ha="right", va="bottom",
-                transform=ax.transAxes, fontsize=9, color="0.3")
-    finite = np.isfinite(bounds)
-    ax.plot(iterations[finite], bounds[finite], marker="o", markersize=3, color="C0",
-            label="log-likelihood")
-    ax.annotate(f"{bounds[-1]:.6g}", (iterations[-1], bounds[-1]),
-                textcoords="offset points", xytext=(-4, -6), ha="right", va="top",
-                fontsize=9)
-    if len(bounds) <= 20:
-        ax.set_xticks(iterations)
-    ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return _save(convergence_figure(lower_bounds, seconds, title=title), path)
 
 
 def expand_covariances(covariances: np.ndarray, covariance_type: str, n_components: int,
@@ -206,8 +222,8 @@ def _ellipse(mean: np.ndarray, cov: np.ndarray, n_sigma: float = 2.0
     return width, height, angle
 
 
-def plot_clusters(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
-                  path: str | os.PathLike[str], *, title: str | None = None) -> str:
+def clusters_figure(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any, *,
+                    title: str | None = None) -> Any:
     """Scatter a sample on its first two principal components, with 2-sigma ellipses.
 
     The principal components are computed from the sample (NumPy SVD). Each component
@@ -223,16 +239,17 @@ def plot_clusters(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
     model : GaussianMixture
         A fitted mixture (``means_``, ``covariances_``, ``weights_``,
         ``covariance_type``).
-    path : str or os.PathLike
-        The PNG file to write.
     title : str, optional
-        Figure title.
+        Figure title (what the sample is); a subtitle says what is drawn.
 
     Returns
     -------
-    str
-        The absolute path written.
+    matplotlib.figure.Figure
+        Points coloured by their component; for each component its mean (a cross),
+        its 2-sigma ellipse and a label ``k: w`` with its index ``k`` and weight ``w``;
+        a legend and a subtitle that say so.
     """
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Ellipse
 
     X = np.asarray(sample_X, dtype=np.float64)
@@ -264,16 +281,39 @@ def plot_clusters(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
         ax.add_patch(Ellipse(tuple(means_2d[k]), width, height, angle=angle, fill=False,
                              edgecolor=colours[k], linewidth=2))
         ax.plot(*means_2d[k], marker="x", color="black", markersize=7)
-        ax.annotate(f"{k} ({weights[k]:.2f})", tuple(means_2d[k]),
-                    textcoords="offset points", xytext=(5, 5), fontsize=9)
+        ax.annotate(f"{k}: {weights[k]:.2f}", tuple(means_2d[k]),
+                    textcoords="offset points", xytext=(5, 5), fontsize=9,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7,
+                          "lw": 0})
     ax.set_xlabel(f"PC 1 ({100 * shares[0]:.1f}% of variance)")
     ax.set_ylabel(f"PC 2 ({100 * shares[1]:.1f}% of variance)" if D > 1 else "(one feature)")
-    ax.set_title(title or f"{len(X)} sampled rows, {K} components "
-                          f"({model.covariance_type}), 2-sigma ellipses")
+    fig.suptitle(title or f"{len(X):,} rows, {K} components ({model.covariance_type})")
+    ax.set_title("points coloured by their most likely component, on the sample's first "
+                 "two principal components;\nellipses: 2 standard deviations of each "
+                 "component projected on that plane", fontsize=8, color="0.3")
+    legend = [
+        Line2D([], [], marker="x", color="black", linestyle="", label="component mean"),
+        Line2D([], [], color="0.3", linewidth=2, label="2-sigma ellipse"),
+        Line2D([], [], linestyle="", label="k: w = component index k, weight w"),
+    ]
+    ax.legend(handles=legend, loc="best", fontsize=8, framealpha=0.8)
     ax.set_aspect("equal", adjustable="datalim")
     ax.autoscale_view()
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return fig
+
+
+def plot_clusters(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
+                  path: str | os.PathLike[str], *, title: str | None = None) -> str:
+    """Scatter a sample on its first two principal components, with 2-sigma ellipses
+    (see :func:`clusters_figure`) and write the PNG to ``path``.
+
+    Returns
+    -------
+    str
+        The absolute path written.
+    """
+    return _save(clusters_figure(sample_X, sample_labels, model, title=title), path)
 
 
 def sample_rows(X: Any, n: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

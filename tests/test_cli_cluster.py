@@ -1,0 +1,250 @@
+"""Tests of daskgmm.cli.cluster on real clusters: where the embedded cluster listens,
+the watchdog that stops a run that cannot progress, and clusters started from a
+``cluster.factory`` section."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from daskgmm.cli.config import parse_config
+from daskgmm.cli.main import main
+from daskgmm.io.generate import generate_mixture
+from tests.cli_utils import assert_clean_error, cli_env, finish, start_cli
+from tests.clusterproc import ProcessCluster
+
+pytestmark = pytest.mark.slow
+
+_LISTENING = r'''
+import json, sys, urllib.request
+import psutil
+from daskgmm.cli.config import parse_config
+from daskgmm.cli.cluster import connect
+
+def listening():
+    procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
+    return [[p.pid, c.laddr.ip, c.laddr.port] for p in procs
+            for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+
+cfg = parse_config({"data": {"path": "x"}, "output": {"dir": "o"},
+                    "cluster": {"n_workers": 2, "memory_limit": "1GiB",
+                                "dashboard_address": json.loads(sys.argv[1])}}).cluster
+with connect(cfg, log=None, watch=False) as (client, info):
+    result = {"info": info, "listening": listening(),
+              "scheduler_services": client.scheduler_info()["services"],
+              "worker_services": client.run(
+                  lambda dask_worker: sorted(dask_worker.services))}
+    port = result["scheduler_services"].get("dashboard")
+    if port:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+            result["health"] = r.read().decode()
+print(json.dumps(result))
+'''
+
+
+def _embedded(dashboard: object) -> dict:
+    out = subprocess.run([sys.executable, "-c", _LISTENING, json.dumps(dashboard)],
+                         capture_output=True, text=True, timeout=120, env=cli_env())
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_embedded_dashboard_listens_on_loopback_only():
+    result = _embedded(":0")
+    assert result["health"] == "ok"
+    assert result["info"]["dashboard_link"].startswith("http://127.0.0.1:")
+    assert result["listening"], result
+    assert {ip for _, ip, _ in result["listening"]} == {"127.0.0.1"}, result["listening"]
+
+
+def test_no_dashboard_means_no_http_server_at_all():
+    result = _embedded(None)
+    assert result["info"]["dashboard_link"] is None
+    assert result["scheduler_services"] == {}
+    assert all(services == [] for services in result["worker_services"].values())
+    # the scheduler's port, and one port per nanny and per worker: nothing else
+    assert len(result["listening"]) == 1 + 2 * 2, result["listening"]
+    assert {ip for _, ip, _ in result["listening"]} == {"127.0.0.1"}
+
+
+# ---------------------------------------------------------------------------------------
+# the watchdog
+# ---------------------------------------------------------------------------------------
+
+
+def _watch(cluster, timeout: float, seconds: float):
+    from distributed import Client
+
+    from daskgmm.cli.cluster import Watchdog
+
+    fired = threading.Event()
+    with Client(cluster) as client, Watchdog(client, timeout, interval=0.2,
+                                             interrupt=fired.set) as dog:
+        fired.wait(seconds)
+        return dog.reason
+
+
+def test_watchdog_stops_a_cluster_whose_workers_are_paused():
+    import dask
+    from distributed import LocalCluster
+
+    # Workers pause above 5% of their limit: at once, as a real worker with a memory
+    # limit far too small would (the threshold reaches the worker processes through
+    # the nanny's copy of the configuration).
+    with dask.config.set({"distributed.worker.memory.pause": 0.05}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GiB",
+                         dashboard_address=None) as cluster:
+        t0 = time.monotonic()
+        reason = _watch(cluster, 2.0, 30)
+    assert reason is not None and time.monotonic() - t0 < 20
+    assert reason.startswith("every one of the 2 Dask worker(s) (memory limit 1024 MiB) "
+                             "has been paused for 2 s")
+    assert "cluster.memory_limit" in reason
+
+
+def test_watchdog_stops_a_cluster_without_workers():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, dashboard_address=None) as cluster:
+        reason = _watch(cluster, 1.0, 30)
+    assert reason is not None and reason.startswith(
+        "the cluster has had no workers for 1 s")
+
+
+def test_watchdog_leaves_a_healthy_cluster_alone():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, dashboard_address=None, memory_limit="1GiB") as cluster:
+        assert _watch(cluster, 0.5, 3) is None
+
+
+# ---------------------------------------------------------------------------------------
+# the command line: stalls and lost workers
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cluster-data") / "x.zarr"
+    generate_mixture(path, 20_000, 3, 3, seed=2, chunk_rows=1000)
+    return path
+
+
+def _config(path: Path, data: Path, out: Path, cluster: dict, **model) -> Path:
+    raw = {"data": {"path": str(data), "dataset": "X"},
+           "model": {"n_components": 3, "random_state": 0, **model},
+           "cluster": cluster,
+           "output": {"dir": str(out), "plots": False}}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_fit_on_paused_workers_stops_with_one_line(tmp_path, data):
+    config = _config(tmp_path / "c.yaml", data, tmp_path / "out",
+                     {"n_workers": 1, "memory_limit": "1GiB", "dashboard_address": None,
+                      "stall_timeout": 3})
+    env = cli_env(DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE="0.05")
+    t0 = time.monotonic()
+    proc = start_cli("fit", config, env=env)
+    _, err = finish(proc, 90)
+    assert_clean_error((proc.returncode, err), "every one of the 1 Dask worker(s)",
+                       "has been paused for 3 s", "cluster.memory_limit")
+    assert time.monotonic() - t0 < 60
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_whose_workers_all_die_stops_with_one_line(tmp_path, data):
+    with ProcessCluster(tmp_path / "procs") as procs:
+        address = procs.start_scheduler()
+        worker = procs.start_worker()
+        config = _config(tmp_path / "c.yaml", data, tmp_path / "out",
+                         {"address": address, "stall_timeout": 3}, tol=0.0, max_iter=10**6,
+                         init_params="random")
+        proc = start_cli("fit", config)
+        try:
+            for line in proc.stderr:
+                if line.startswith("iter 2/"):
+                    break
+            procs.kill_pid(worker.pid)
+            _, err = finish(proc, 90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert_clean_error((proc.returncode, err), "the cluster has had no workers for 3 s")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# cluster.factory
+# ---------------------------------------------------------------------------------------
+
+
+def test_fit_on_a_cluster_started_by_a_factory(tmp_path, data, capsys):
+    factory = {"class": "distributed.LocalCluster",
+               "options": {"n_workers": 0, "threads_per_worker": 1, "processes": True,
+                           "memory_limit": "1GiB", "dashboard_address": None},
+               "scale": 2}
+    config = _config(tmp_path / "c.yaml", data, tmp_path / "out",
+                     {"factory": factory, "wait_for_workers": 2, "wait_timeout": 60})
+    assert main(["fit", str(config), "--quiet"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["cluster"]["kind"] == "factory"
+    assert report["cluster"]["n_workers"] == 2
+    assert report["config"]["cluster"]["factory"]["class"] == "distributed.LocalCluster"
+    assert report["fit"]["converged"]
+
+
+def test_factory_with_adapt_and_too_few_workers(tmp_path, data):
+    factory = {"class": "distributed.LocalCluster",
+               "options": {"n_workers": 0, "processes": True, "memory_limit": "1GiB",
+                           "dashboard_address": None},
+               "adapt": {"minimum": 1, "maximum": 1}}
+    config = _config(tmp_path / "c.yaml", data, tmp_path / "out",
+                     {"factory": factory, "wait_for_workers": 3, "wait_timeout": 5})
+    proc = start_cli("fit", config)
+    _, err = finish(proc, 120)
+    assert_clean_error((proc.returncode, err), "only 1 of the 3 Dask worker(s) asked for "
+                                               "(cluster.wait_for_workers)",
+                       "within 5 s (cluster.wait_timeout)")
+
+
+@pytest.mark.parametrize(("factory", "expected"), [
+    ({"class": "dask_jobqueue.SLURMCluster", "scale": 2},
+     "the module dask_jobqueue is not installed; install it with `pip install "
+     "dask-jobqueue`"),
+    ({"class": "dask_kubernetes.operator.KubeCluster"},
+     "install it with `pip install dask-kubernetes`"),
+    ({"class": "collections.OrderedDict"}, "not a Dask cluster class"),
+    ({"class": "distributed.NoSuchCluster"}, "distributed has no 'NoSuchCluster'"),
+    ({"class": "distributed.SpecCluster", "options": {"n_wrkers": 2}},
+     "cluster.factory.options: distributed.SpecCluster refused them"),
+])
+def test_factory_mistakes_are_one_line(tmp_path, data, factory, expected):
+    config = _config(tmp_path / "c.yaml", data, tmp_path / "out", {"factory": factory})
+    proc = start_cli("fit", config)
+    _, err = finish(proc, 120)
+    assert_clean_error((proc.returncode, err), expected)
+    assert not (tmp_path / "out").exists()
+
+
+def test_inproc_scheduler_is_refused_on_the_command_line(tmp_path, data):
+    proc = start_cli("predict", "--model", tmp_path, "--data", data, "--output",
+                     tmp_path / "l.zarr", "--scheduler", "inproc://10.0.0.1/1/2")
+    _, err = finish(proc, 60)
+    assert_clean_error((proc.returncode, err), "inproc:// addresses exist only inside")
+
+
+def test_parse_config_keeps_factory_options_as_given():
+    raw = {"data": {"path": "x"}, "output": {"dir": "o"},
+           "cluster": {"factory": {"class": "dask_jobqueue.SLURMCluster",
+                                   "options": {"cores": 4, "job_extra_directives":
+                                               ["--qos=low"]}, "scale": 3}}}
+    factory = parse_config(raw).cluster.factory
+    assert factory.options == {"cores": 4, "job_extra_directives": ["--qos=low"]}

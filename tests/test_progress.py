@@ -1,0 +1,172 @@
+"""Tests of daskgmm.diagnostics.progress: the lines, the ETAs and the three displays."""
+
+from __future__ import annotations
+
+import io
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from daskgmm.diagnostics import observers
+from daskgmm.diagnostics.progress import (
+    ProgressObserver,
+    fit_eta,
+    format_bar,
+    format_clock,
+    format_iteration,
+    iterations_left,
+)
+
+
+def _state(iteration, bounds, converged=False, index=0, active=True):
+    return SimpleNamespace(index=index, n_iter=iteration, lower_bound=bounds[-1],
+                           lower_bounds=list(bounds), converged=converged, active=active)
+
+
+def _info(iteration, bounds, seconds=0.5, converged=False, index=0):
+    return SimpleNamespace(iteration=iteration, states=[_state(iteration, bounds, converged,
+                                                                index)],
+                           seconds=seconds)
+
+
+def _events(observer, *events):
+    """Deliver events the way a fit does (daskgmm.diagnostics.observers.notify)."""
+    with observers.observe(observer):
+        for name, *args in events:
+            observers.notify(name, *args)
+        return observers.wants("chunks_done")
+
+
+def test_format_iteration():
+    assert format_iteration(_info(1, [-1.5]), timing=False) == [
+        "iter 1  loglik -1.500000  change -"]
+    assert format_iteration(_info(1, [-1.5])) == ["iter 1  loglik -1.500000  change -  "
+                                                  "0.50 s/iter"]
+    assert format_iteration(_info(7, [-1.2346, -1.234567], 3.21), max_iter=100, eta=41,
+                            timing=True) == [
+        "iter 7/100  loglik -1.234567  change 3.3e-05  3.21 s/iter  ETA 0:41"]
+    stale = _state(3, [-1.0], converged=True, index=1)
+    info = _info(5, [-2.0, -1.9], converged=True)
+    info.states.append(stale)
+    assert format_iteration(info, max_iter=9, eta=10, timing=False) == [
+        "iter 5/9  init 0  loglik -1.900000  change 1.0e-01  converged"]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0:00"), (41.4, "0:41"), (61, "1:01"),
+                                                (3723, "1:02:03"), (None, "?"),
+                                                (math.inf, "?"), (-1, "?")])
+def test_format_clock(seconds, text):
+    assert format_clock(seconds) == text
+
+
+def test_format_bar():
+    assert format_bar(12, 40, width=10) == "[###.......] 12/40 chunks"
+    assert format_bar(0, 0, width=4) == "[####] 0/0 chunks"
+
+
+@pytest.mark.parametrize(("gains", "tol", "iteration", "max_iter", "left"), [
+    ([1e-1, 1e-2, 1e-3], 1e-6, 3, 100, 3),      # factor 10 per iteration: 3 more
+    ([1e-1, 5e-2, 2.5e-2], 1e-3, 3, 100, 5),    # factor 2: 25e-3 -> below 1e-3 in 5
+    ([1e-1, 1e-2, 1e-3], 1e-6, 98, 100, 2),     # capped by max_iter
+    ([1e-1, 2e-1], 1e-6, 2, 10, 8),             # growing gains: no trend
+    ([1e-1, 1e-2], 0.0, 2, 10, 8),              # tol 0 never converges
+    ([1e-3], 1e-6, 1, 10, 9),                   # too few gains
+    ([1e-2, -1e-3], 1e-6, 2, 10, 8),            # a negative gain: no trend
+    ([1e-2, 1e-7], 1e-6, 2, 10, 0),             # already below tol
+])
+def test_iterations_left(gains, tol, iteration, max_iter, left):
+    assert iterations_left(gains, tol, iteration, max_iter) == left
+
+
+def test_fit_eta_takes_the_slowest_active_restart():
+    fast = _state(3, [-3.0, -2.9, -2.89, -2.889])            # gains 1e-1, 1e-2, 1e-3
+    slow = _state(3, [-3.0, -2.0, -1.5, -1.25], index=1)     # gains 1, .5, .25
+    done = _state(3, [-9.0, -1.0], converged=True, index=2)
+    assert fit_eta([fast], 3, 100, 1e-6, 2.0) == 3 * 2.0
+    assert fit_eta([fast, slow, done], 3, 100, 1e-3, 2.0) == \
+        iterations_left([1, 0.5, 0.25], 1e-3, 3, 100) * 2.0
+    assert fit_eta([fast], 3, 0, 1e-3, 2.0) is None
+    assert fit_eta([done], 3, 100, 1e-3, 2.0) == 0
+
+
+def test_plain_lines():
+    plain = io.StringIO()
+    obs = ProgressObserver(plain)
+    obs.expect(max_iter=10, tol=1e-3)
+    assert not obs.live
+    tracked = _events(obs, ("pass_started", "kmeans", 4), ("chunks_done", 4),
+                      ("pass_finished",), ("pass_started", "kmeans", 4), ("pass_finished",),
+                      ("pass_started", "em", 4), ("chunks_done", 2), ("chunks_done", 2),
+                      ("pass_finished",), ("iteration_finished", _info(1, [-3.0])),
+                      ("pass_started", "outputs", 4), ("pass_finished",))
+    assert not tracked  # nothing drawn per chunk: the passes need not track chunks
+    text = plain.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    assert lines[0].startswith("initialised in ") and lines[0].endswith(
+        "s (2 passes over the data: 2 kmeans)")
+    assert lines[1] == "iter 1/10  loglik -3.000000  change -  ETA 0:04"
+    assert lines[2].startswith("outputs pass: 4 chunks in ")
+    assert len(lines) == 3
+
+
+def test_verbose_2_numbers_the_initialisation_passes_and_times_iterations():
+    plain = io.StringIO()
+    obs = ProgressObserver(plain, verbose=2)
+    _events(obs, ("pass_started", "moments", 4), ("pass_finished",),
+            ("pass_started", "kmeans", 4), ("pass_finished",),
+            ("pass_started", "kmeans", 4), ("pass_finished",),
+            ("pass_started", "em", 4), ("pass_finished",),
+            ("iteration_finished", _info(1, [-3.0], seconds=0.25)))
+    lines = plain.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == [
+        "moments pass 1", "kmeans pass 1", "kmeans pass 2"]
+    assert all(" chunks in " in line for line in lines[:3])
+    assert lines[3] == "iter 1  loglik -3.000000  change -  0.25 s/iter"
+
+
+def test_live_display_shows_passes_iterations_and_etas():
+    live = io.StringIO()
+    obs = ProgressObserver(live, live=True)
+    obs.expect(max_iter=50, tol=1e-3)
+    assert _events(obs, ("pass_started", "kmeans", 40), ("chunks_done", 12))
+    obs._progress.refresh()
+    screen = live.getvalue()
+    assert "kmeans pass 1" in screen and "12/40 chunks" in screen
+    _events(obs, ("chunks_done", 28), ("pass_finished",), ("pass_started", "em", 40),
+            ("chunks_done", 10))
+    obs._progress.refresh()
+    assert "em iteration 1/50" in live.getvalue()
+    _events(obs, ("chunks_done", 30), ("pass_finished",),
+            ("iteration_finished", _info(1, [-3.0])), ("pass_started", "em", 40),
+            ("chunks_done", 20))
+    obs._progress.refresh()
+    screen = live.getvalue()
+    assert "iter 1/50  loglik -3.000000  change -  ETA" in screen
+    assert "1/50 iter" in screen and "em iteration 2/50" in screen and "ETA" in screen
+    obs.close()
+    assert obs._progress is None
+
+
+def test_quiet_prints_nothing_but_warnings():
+    quiet = io.StringIO()
+    obs = ProgressObserver(quiet, quiet=True)
+    _events(obs, ("pass_started", "em", 2), ("chunks_done", 2), ("pass_finished",),
+            ("iteration_finished", _info(1, [-1.0])))
+    obs.message("hello")
+    assert quiet.getvalue() == ""
+    obs.warning("disk nearly full")
+    assert quiet.getvalue() == "daskgmm: warning: disk nearly full\n"
+
+
+def test_generate_pass_is_shown():
+    plain = io.StringIO()
+    _events(ProgressObserver(plain), ("pass_started", "generate", 8), ("pass_finished",))
+    assert plain.getvalue().startswith("generate pass: 8 chunks in ")
+    live = io.StringIO()
+    obs = ProgressObserver(live, live=True)
+    _events(obs, ("pass_started", "generate", 8), ("chunks_done", 3))
+    obs._progress.refresh()
+    assert "generate" in live.getvalue() and "3/8 chunks" in live.getvalue()
+    obs.close()
