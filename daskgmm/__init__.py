@@ -17,7 +17,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 _LAZY = {
     "GaussianMixture": "daskgmm.models.gaussian",
-    "load": "daskgmm.serialize.model_files",
+    "load": "daskgmm.models.registry",
     "open_array": "daskgmm.io.readers",
     "generate_mixture": "daskgmm.io.generate",
     "observe": "daskgmm.diagnostics.observers",
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from daskgmm.io.generate import generate_mixture
     from daskgmm.io.readers import open_array
     from daskgmm.models.gaussian import GaussianMixture
-    from daskgmm.serialize.model_files import load
+    from daskgmm.models.registry import load
 
 
 def __getattr__(name: str) -> Any:

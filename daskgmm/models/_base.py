@@ -44,7 +44,12 @@ from daskgmm.engine.em import (
 )
 from daskgmm.engine.initialize import Group, initial_states
 from daskgmm.engine.passes import RowChunks
-from daskgmm.errors import CheckpointError, DegenerateComponentError, InvalidDataError
+from daskgmm.errors import (
+    CheckpointError,
+    DegenerateComponentError,
+    InvalidDataError,
+    InvalidParameterError,
+)
 
 #: daskgmm's own estimator parameters, after scikit-learn's.
 OWN_CONSTRAINTS: dict[str, list] = {
@@ -340,7 +345,163 @@ class BaseMixture(DensityMixin, BaseEstimator):
         return self.to_sklearn().sample(n_samples)
 
     # ----------------------------------------------------------------------------------
-    # scikit-learn interop, state
+    # saving and loading: the state dict
+    # ----------------------------------------------------------------------------------
+    #: Parameters that may hold arrays (stored in arrays.npz).
+    _array_params: ClassVar[tuple[str, ...]] = ()
+
+    def save(self, path: Any, *, overwrite: bool = False,
+             extra_metadata: dict | None = None,
+             storage_options: dict | None = None) -> Any:
+        """Save the fitted model to a directory (local path or URL): arrays and JSON
+        metadata, never pickle. Load it back with :func:`daskgmm.load`.
+
+        Only a daskgmm model directory (or an empty one) is ever replaced, and only with
+        ``overwrite=True``. See :mod:`daskgmm.serialize.model_files` for the format.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        daskgmm.errors.InvalidParameterError
+            ``n_components`` or ``covariance_type`` were changed after fitting (the file
+            could not be loaded back): set them back or refit.
+        FileExistsError
+            The target exists and may not be replaced.
+        """
+        from daskgmm.serialize.model_files import write_model
+
+        return write_model(self._to_saved(), path, overwrite=overwrite,
+                           extra_metadata=extra_metadata, storage_options=storage_options)
+
+    def _to_saved(self) -> Any:
+        """The state dict (:class:`~daskgmm.serialize.model_files.SavedModel`)."""
+        from daskgmm.serialize.model_files import SavedModel
+
+        check_is_fitted(self)
+        self._check_saveable()
+        params: dict[str, Any] = {}
+        notes: list[str] = []
+        for name, value in self.get_params(deep=False).items():
+            if name in self._array_params and value is not None:
+                try:
+                    params[name] = np.array(value, dtype=np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"Cannot save parameter {name!r}: it is not "
+                                    f"convertible to a float64 array ({exc}).") from exc
+            elif name == "random_state" and not (value is None or isinstance(
+                    value, bool | Integral)):
+                notes.append(
+                    f"random_state was a {type(value).__name__} instance, which cannot be "
+                    "saved without pickle; it was stored as null (a refit will not be "
+                    "reproducible).")
+                params[name] = None
+            elif name == "checkpoint_dir":
+                params[name] = None  # a saved model never resumes somebody's run
+            elif isinstance(value, os.PathLike):
+                params[name] = os.fspath(value)
+            elif isinstance(value, Integral) and not isinstance(value, bool):
+                params[name] = int(value)
+            else:
+                params[name] = value
+        fitted: dict[str, Any] = {
+            "converged_": bool(self.converged_), "n_iter_": int(self.n_iter_),
+            "lower_bound_": float(self.lower_bound_),
+            "n_features_in_": int(self.n_features_in_),
+            "covariance_type": str(self.covariance_type),
+            "n_components": len(np.atleast_1d(self.weights_)),
+            **self._extra_fitted_scalars(),
+        }
+        if hasattr(self, "feature_names_in_"):
+            fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
+        arrays = {name: np.array(getattr(self, name), dtype=np.float64)
+                  for name in self._saved_arrays()}
+        return SavedModel(type(self).__name__, params, fitted, arrays, notes)
+
+    def _saved_arrays(self) -> tuple[str, ...]:
+        return (*self._fitted_arrays, "lower_bounds_")
+
+    def _extra_fitted_scalars(self) -> dict[str, Any]:
+        return {}
+
+    def _check_saveable(self) -> None:
+        """Refuse to write a model whose parameters contradict its fitted arrays."""
+        from daskgmm.engine import covariance as cov_types
+
+        K = len(np.atleast_1d(self.weights_))
+        if self.n_components != K:
+            raise InvalidParameterError(
+                f"n_components is {self.n_components} but the fitted model has {K} "
+                f"components (it was changed after fitting); set it back with "
+                f"set_params(n_components={K}) or refit before saving."
+            )
+        cov = cov_types.get(self.covariance_type)
+        shape = cov.shape(K, self.n_features_in_)
+        if np.shape(self.covariances_) != shape:
+            raise InvalidParameterError(
+                f"covariance_type is {self.covariance_type!r} but the fitted covariances_ "
+                f"have shape {np.shape(self.covariances_)}, not {shape} (it was changed "
+                "after fitting); set it back or refit before saving."
+            )
+
+    @classmethod
+    def _saved_array_names(cls, fitted: dict[str, Any]) -> set[str]:
+        """The arrays a saved model of this class holds (checked before reading them)."""
+        return {*cls._fitted_arrays, "lower_bounds_"}
+
+    @classmethod
+    def _from_saved(cls, saved: Any, where: Any) -> BaseMixture:
+        """Rebuild a fitted estimator from a checked state dict; every problem is a
+        :class:`~daskgmm.errors.ModelFormatError` naming ``where``."""
+        from daskgmm.serialize.model_files import failure
+
+        defaults = cls().get_params(deep=False)
+        unknown = sorted(set(saved.params) - set(defaults))
+        if unknown:
+            raise failure(where, f"model.json has parameters this daskgmm does not know: "
+                                 f"{unknown}", "It was probably written by a newer "
+                                 "daskgmm; upgrade daskgmm to load it.")
+        params = dict(saved.params)
+        if "checkpoint_dir" in params:
+            params["checkpoint_dir"] = None  # never a path chosen by the file's author
+        model = cls(**params)
+        try:
+            model._validate_params()
+        except (TypeError, ValueError) as exc:
+            raise failure(where, f"model.json holds invalid parameters ({exc})") from exc
+        fitted = saved.fitted
+        for key in ("n_components", "covariance_type"):
+            if params.get(key, defaults[key]) != fitted[key]:
+                raise failure(where, f"parameter {key} = {params.get(key)!r} contradicts "
+                                     f"the fitted value {fitted[key]!r}")
+        names = fitted.get("feature_names_in_")
+        if names is not None and (not isinstance(names, list)
+                                  or len(names) != fitted["n_features_in_"]):
+            raise failure(where, "fitted feature_names_in_ is not a list of "
+                                 "n_features_in_ strings")
+        problem = model._check_saved_arrays(saved.arrays, fitted)
+        if problem:
+            raise failure(where, problem)
+        for name in cls._fitted_arrays:
+            setattr(model, name, saved.arrays[name])
+        model.lower_bounds_ = [float(v) for v in saved.arrays["lower_bounds_"]]
+        for name in cls._fitted_scalars:
+            setattr(model, name, fitted[name])
+        model._set_extra_fitted_scalars(fitted)
+        if names is not None:
+            model.feature_names_in_ = np.asarray(names, dtype=object)
+        return model
+
+    def _set_extra_fitted_scalars(self, fitted: dict[str, Any]) -> None:
+        """Class-specific fitted scalars from a saved model."""
+
+    def _check_saved_arrays(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]
+                            ) -> str | None:
+        """Why a saved model's arrays are not a valid fitted model (None if they are)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------
+    # scikit-learn interop
     # ----------------------------------------------------------------------------------
     def to_sklearn(self) -> Any:
         """An equivalent fitted scikit-learn estimator."""

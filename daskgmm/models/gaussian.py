@@ -259,6 +259,8 @@ class GaussianMixture(BaseMixture):
     _sklearn_class = _SklearnGaussianMixture
     _fitted_arrays: ClassVar[tuple[str, ...]] = (
         "weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+    _array_params: ClassVar[tuple[str, ...]] = ("weights_init", "means_init",
+                                                "precisions_init")
 
     def __init__(
         self,
@@ -395,6 +397,24 @@ class GaussianMixture(BaseMixture):
     def _n_parameters(self) -> int:
         K, D = np.shape(self.means_)
         return GaussianModel(K, self.covariance_type, self.reg_covar).n_parameters(D)
+
+    def _check_saved_arrays(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]
+                            ) -> str | None:
+        cov = cov_types.get(fitted["covariance_type"])
+        K, D = fitted["n_components"], fitted["n_features_in_"]
+        shapes = {"weights_": (K,), "means_": (K, D), "covariances_": cov.shape(K, D),
+                  "precisions_": cov.shape(K, D), "precisions_cholesky_": cov.shape(K, D)}
+        for name, shape in shapes.items():
+            if arrays[name].shape != shape:
+                return (f"{name} has shape {arrays[name].shape}, but a {cov.name!r} model "
+                        f"with n_components={K} and n_features={D} needs {shape}")
+        if arrays["lower_bounds_"].ndim != 1:
+            return "lower_bounds_ is not one-dimensional"
+        weights = arrays["weights_"]
+        if weights.min() < 0.0 or not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-6):
+            return "weights_ are not non-negative numbers summing to 1"
+        return cov.check_consistency(arrays["covariances_"], arrays["precisions_cholesky_"],
+                                     arrays["precisions_"])
 
     def _checkpoint_config(self) -> dict[str, Any]:
         return {"weights_init": self.weights_init, "means_init": self.means_init,
