@@ -6,6 +6,7 @@ import os
 
 import dask.array as da
 import numpy as np
+import psutil
 import pytest
 
 from daskgmm import GaussianMixture
@@ -61,6 +62,7 @@ def test_fit_zarr_four_times_larger_than_worker_memory(tmp_path):
                       memory_limit=WORKER_LIMIT, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         pids_before = client.run(os.getpid)
+        driver_before = psutil.Process().memory_info().rss
         with MemoryMonitor(client, interval=0.2) as monitor:
             gm = GaussianMixture(2, covariance_type="full", random_state=0, max_iter=20,
                                  tol=1e-4).fit(X)
@@ -74,8 +76,9 @@ def test_fit_zarr_four_times_larger_than_worker_memory(tmp_path):
     for address, peak in monitor.worker_peak.items():
         # The worker pauses at 80% of its limit; stay well clear of it.
         assert peak < 0.8 * WORKER_LIMIT, (address, peak / 2**20)
-    # The driver never held the data: its peak stays far below the array's size.
-    assert monitor.driver_peak < X.nbytes / 4
+    # The driver never held the data: it grew by far less than the array's size (the
+    # test process's own size depends on the tests that ran before).
+    assert monitor.driver_peak - driver_before < X.nbytes / 16
 
     assert gm.converged_
     order = np.argsort(gm.means_[:, 0])
