@@ -16,6 +16,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 _LAZY = {
+    "BayesianGaussianMixture": "daskgmm.models.bayesian",
     "GaussianMixture": "daskgmm.models.gaussian",
     "load": "daskgmm.models.registry",
     "open_array": "daskgmm.io.readers",
@@ -23,13 +24,14 @@ _LAZY = {
     "observe": "daskgmm.diagnostics.observers",
 }
 
-__all__ = ["GaussianMixture", "__version__", "generate_mixture", "load", "observe",
-           "open_array"]
+__all__ = ["BayesianGaussianMixture", "GaussianMixture", "__version__", "generate_mixture",
+           "load", "observe", "open_array"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from daskgmm.diagnostics.observers import observe
     from daskgmm.io.generate import generate_mixture
     from daskgmm.io.readers import open_array
+    from daskgmm.models.bayesian import BayesianGaussianMixture
     from daskgmm.models.gaussian import GaussianMixture
     from daskgmm.models.registry import load
 

@@ -3,11 +3,14 @@
 Importing this package registers every estimator class for :func:`load`.
 """
 
+from daskgmm.models.bayesian import BayesianGaussianMixture
 from daskgmm.models.gaussian import GaussianMixture
 from daskgmm.models.registry import ESTIMATORS, load, model_summary, register
 
-__all__ = ["ESTIMATORS", "GaussianMixture", "load", "model_summary", "register",
-           "save_model"]
+__all__ = ["ESTIMATORS", "BayesianGaussianMixture", "GaussianMixture", "load",
+           "model_summary", "register", "save_model"]
+
+register(BayesianGaussianMixture)
 
 
 def save_model(model, path, **kwargs):

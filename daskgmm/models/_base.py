@@ -96,7 +96,10 @@ class BaseMixture(DensityMixin, BaseEstimator):
     """Shared surface of daskgmm's mixture estimators (see the module docstring)."""
 
     _sklearn_class: ClassVar[type]
+    #: Fitted arrays (cast to float32 after a float32 fit, saved, copied to scikit-learn).
     _fitted_arrays: ClassVar[tuple[str, ...]]
+    #: Other fitted attributes copied to the scikit-learn estimator.
+    _fitted_other: ClassVar[tuple[str, ...]] = ()
     _fitted_scalars: ClassVar[tuple[str, ...]] = (
         "converged_", "n_iter_", "lower_bound_", "n_features_in_")
 
@@ -250,6 +253,23 @@ class BaseMixture(DensityMixin, BaseEstimator):
         self._prepare(RowChunks(np.asarray(X, dtype=np.float64)))
         model = self._make_model(X.shape[1], resp.shape[1])
         state = state_from_responsibilities(model, X, resp)
+        self._set_attributes(self._with_user_init(state, model))
+
+    def _check_parameters(self, X: Any) -> None:
+        """scikit-learn's hook: validate the parameters against in-memory ``X`` (and
+        resolve what depends on the data, e.g. the Bayesian mixture's priors)."""
+        X = np.asarray(X)
+        self._validate_params()
+        self._check_initial_parameters(X.shape[1], X.dtype)
+        self._prepare(RowChunks(np.asarray(X, dtype=np.float64)))
+
+    def _initialize_parameters(self, X: Any, random_state: Any) -> None:
+        """scikit-learn's hook: initial parameters of in-memory ``X`` (one restart)."""
+        chunks = RowChunks(np.asarray(X, dtype=np.float64))
+        model = self._make_model(chunks.shape[1], self.n_components)
+        group = Group(model, 1, check_random_state(random_state))
+        state = initial_states(chunks, [group], self.init_params,
+                               split_every=self.split_every)[0][0]
         self._set_attributes(self._with_user_init(state, model))
 
     # -- hooks with defaults -----------------------------------------------------------
@@ -508,7 +528,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         names = self._sklearn_class().get_params(deep=False)
         sk = self._sklearn_class(**{p: getattr(self, p) for p in names})
-        for attr in (*self._fitted_arrays, *self._fitted_scalars, "lower_bounds_"):
+        for attr in (*self._fitted_arrays, *self._fitted_scalars, *self._fitted_other,
+                     "lower_bounds_"):
             setattr(sk, attr, getattr(self, attr))
         return sk
 

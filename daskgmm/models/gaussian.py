@@ -70,6 +70,23 @@ class GaussianParams:
                 "covariances_cholesky": self.covariances_cholesky}
 
 
+def gaussian_estimates(cov: CovarianceType, reg_covar: float, stats: Stats,
+                       centre: np.ndarray, state: Any
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's ``_estimate_gaussian_parameters`` from reduced statistics: soft
+    counts (with ``10 eps``), means and covariances (with ``reg_covar``).
+
+    ``state`` holds the means and covariance factors the E-step used (``'full'``
+    statistics are whitened with them), or the reference points of an initialisation.
+    """
+    nk_raw = np.asarray(stats["nk"], dtype=np.float64)
+    nk = nk_raw + EPS10
+    means = (stats["sx"] + nk_raw[:, None] * centre) / nk[:, None]
+    scatter = cov.scatter(stats["s2"], nk_raw, stats["sx"], means, centre,
+                          np.asarray(state.means), state.covariances_cholesky)
+    return nk, means, cov.empirical_covariances(scatter, nk, reg_covar)
+
+
 class GaussianModel:
     """One Gaussian-mixture candidate, as the EM driver sees it.
 
@@ -96,21 +113,10 @@ class GaussianModel:
         return Components.gaussian(self.covariance, state.weights, state.means,
                                    state.precisions_cholesky)
 
-    def estimate(self, stats: Stats, centre: np.ndarray, state: Any
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """scikit-learn's ``_estimate_gaussian_parameters`` from reduced statistics:
-        soft counts (with ``10 eps``), means and covariances (with ``reg_covar``)."""
-        cov = self.covariance
-        nk_raw = np.asarray(stats["nk"], dtype=np.float64)
-        nk = nk_raw + EPS10
-        means = (stats["sx"] + nk_raw[:, None] * centre) / nk[:, None]
-        scatter = cov.scatter(stats["s2"], nk_raw, stats["sx"], means, centre,
-                              np.asarray(state.means), state.covariances_cholesky)
-        return nk, means, cov.empirical_covariances(scatter, nk, self.reg_covar)
-
     def m_step(self, stats: Stats, centre: np.ndarray, state: Any) -> GaussianParams:
         """New parameters from the statistics the E-step computed with ``state``."""
-        nk, means, covariances = self.estimate(stats, centre, state)
+        nk, means, covariances = gaussian_estimates(self.covariance, self.reg_covar, stats,
+                                                    centre, state)
         chol, prec_chol = self.covariance.factorise(covariances)
         return GaussianParams(self.covariance, nk / nk.sum(), means, covariances, prec_chol,
                               chol)
@@ -415,10 +421,6 @@ class GaussianMixture(BaseMixture):
             return "weights_ are not non-negative numbers summing to 1"
         return cov.check_consistency(arrays["covariances_"], arrays["precisions_cholesky_"],
                                      arrays["precisions_"])
-
-    def _checkpoint_config(self) -> dict[str, Any]:
-        return {"weights_init": self.weights_init, "means_init": self.means_init,
-                "precisions_init": self.precisions_init}
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray | None:

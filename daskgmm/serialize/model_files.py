@@ -221,12 +221,12 @@ def write_model(saved: SavedModel, path: str | os.PathLike[str], *,
     for name, value in saved.params.items():
         if isinstance(value, np.ndarray):
             key = PARAM_PREFIX + name
-            arrays[key] = np.ascontiguousarray(value, dtype=np.float64)
+            arrays[key] = np.array(value, dtype=np.float64, order="C")
             params[name] = {"array": key}
         else:
             params[name] = _scalar_to_json(f"parameter {name}", value)
     for name, value in saved.arrays.items():
-        arrays[name] = np.ascontiguousarray(value, dtype=np.float64)
+        arrays[name] = np.array(value, dtype=np.float64, order="C")  # 0-d stays 0-d
     fitted = {name: _scalar_to_json(name, value) for name, value in saved.fitted.items()}
     meta: dict[str, Any] = {
         "format": FORMAT,
