@@ -171,7 +171,8 @@ def _from_pandas(X: Any, columns: list | None) -> tuple[np.ndarray, OutputWrappe
     sub = frame[chosen]
     _refuse_non_numeric(chosen, list(sub.dtypes), "DataFrame")
     values = sub.to_numpy(dtype=_float_dtype(list(sub.dtypes)), na_value=np.nan)
-    return values, OutputWrapper("pandas", len(frame), frame.index, (len(frame),))
+    return values, OutputWrapper("pandas", len(frame), frame.index, (len(frame),),
+                                 extra={"columns": chosen})
 
 
 def _from_dask_dataframe(X: Any, columns: list | None) -> tuple[da.Array, OutputWrapper]:
@@ -259,7 +260,7 @@ def as_array(X: Any, *, sample_dim: str | None = None,
         return _from_xarray(X, sample_dim)
     if sample_dim is not None:
         raise TypeError("sample_dim applies to xarray.DataArray input only")
-    return X, OutputWrapper("numpy", int(np.shape(X)[0]) if np.ndim(X) else None)
+    return X, OutputWrapper("numpy")
 
 
 def _write_part(out_location: Any, index: int, labels: np.ndarray, ids: Any,

@@ -106,23 +106,30 @@ class BaseMixture(DensityMixin, BaseEstimator):
     # ----------------------------------------------------------------------------------
     # fitting
     # ----------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseMixture:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+            sample_dim: str | None = None) -> BaseMixture:
         """Estimate the parameters with EM.
 
         Parameters
         ----------
-        X : array-like or dask.array.Array of shape (n_samples, n_features)
-            The samples. A Dask array is processed chunk by chunk and never loaded.
+        X : array-like, dask.array.Array, pandas or dask DataFrame, or xarray.DataArray
+            The samples, ``(n_samples, n_features)``. A Dask array (or a Dask-backed
+            DataFrame or DataArray) is processed chunk by chunk and never loaded.
+            DataFrames contribute their numeric columns.
         y : Ignored
-        sample_weight : array-like or dask.array.Array of shape (n_samples,), optional
+        sample_weight : array-like, dask array or Series of shape (n_samples,), optional
             Non-negative weight of every sample; integer weights give the model of the
             data with every row repeated that many times.
+        sample_dim : str, optional
+            For an ``xarray.DataArray``: the sample dimension (default: its first); the
+            other dimensions are the features. Remembered for ``predict``.
 
         Returns
         -------
         self
         """
         self._validate_params()
+        self._sample_dim = sample_dim
         chunks = self._chunks(X, reset=True, sample_weight=sample_weight)
         n_samples, n_features = chunks.shape
         if n_samples < self.n_components:
@@ -173,12 +180,13 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 )
             setattr(self, name, value.astype(dtype, copy=False))
 
-    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+                    sample_dim: str | None = None) -> Any:
         """Fit, then return the most probable component of each sample.
 
         Equals ``fit(X).predict(X)``; lazy for Dask input.
         """
-        return self.fit(X, sample_weight=sample_weight).predict(X)
+        return self.fit(X, sample_weight=sample_weight, sample_dim=sample_dim).predict(X)
 
     def _run(self, chunks: RowChunks) -> Candidate:
         from daskgmm.serialize.checkpoint import Checkpointer
@@ -315,30 +323,36 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _out_dtype(self, X_dtype: np.dtype) -> str:
         return str(np.result_type(X_dtype, np.asarray(self.means_).dtype))
 
-    def predict(self, X: Any) -> Any:
-        """Most probable component of each sample (lazy Dask array for Dask input)."""
-        chunks = self._fitted_chunks(X)
-        return chunks.map_rows(estep.predict_block, self._plan(), n_columns=None,
-                               dtype=np.int64)
+    def predict(self, X: Any, *, sample_dim: str | None = None) -> Any:
+        """Most probable component of each sample (int64): lazy for Dask input, a Series
+        or DataArray with the input's index for DataFrame or DataArray input."""
+        chunks, wrap = self._fitted_chunks(X, sample_dim)
+        return wrap.labels(chunks.map_rows(estep.predict_block, self._plan(),
+                                           n_columns=None, dtype=np.int64))
 
-    def predict_proba(self, X: Any) -> Any:
+    def predict_proba(self, X: Any, *, sample_dim: str | None = None) -> Any:
         """Posterior probability of each component for each sample, shape (n, K)."""
-        chunks = self._fitted_chunks(X)
+        chunks, wrap = self._fitted_chunks(X, sample_dim)
         out = self._out_dtype(chunks.data.dtype)
-        return chunks.map_rows(estep.predict_proba_block, self._plan(), out,
-                               n_columns=len(self.means_), dtype=out)
+        return wrap.responsibilities(chunks.map_rows(
+            estep.predict_proba_block, self._plan(), out, n_columns=len(self.means_),
+            dtype=out))
 
-    def score_samples(self, X: Any) -> Any:
+    def score_samples(self, X: Any, *, sample_dim: str | None = None) -> Any:
         """Log-likelihood of each sample under the model."""
-        chunks = self._fitted_chunks(X)
+        chunks, wrap = self._fitted_chunks(X, sample_dim)
         out = self._out_dtype(chunks.data.dtype)
-        return chunks.map_rows(estep.score_samples_block, self._plan(), out,
-                               n_columns=None, dtype=out)
+        return wrap.scores(chunks.map_rows(estep.score_samples_block, self._plan(), out,
+                                           n_columns=None, dtype=out))
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """(Weighted) mean per-sample log-likelihood of ``X`` (computed, even for Dask
         input)."""
-        scores = self.score_samples(X)
+        chunks, _ = self._fitted_chunks(X, None)
+        out = self._out_dtype(chunks.data.dtype)
+        scores = chunks.map_rows(estep.score_samples_block, self._plan(), out,
+                                 n_columns=None, dtype=out)
+        sample_weight = _as_weights(sample_weight)
         if sample_weight is None:
             value = scores.mean()
         else:
@@ -541,17 +555,32 @@ class BaseMixture(DensityMixin, BaseEstimator):
     # ----------------------------------------------------------------------------------
     # input validation
     # ----------------------------------------------------------------------------------
-    def _chunks(self, X: Any, *, reset: bool, sample_weight: Any = None) -> RowChunks:
-        if isinstance(X, da.Array):
-            X = self._validate_dask(X, reset=reset)
-        else:
-            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                              ensure_min_samples=2 if reset else 1)
-        return RowChunks(X, self.chunk_rows, weights=sample_weight)
+    def _chunks(self, X: Any, *, reset: bool, sample_weight: Any = None,
+                sample_dim: str | None = None) -> RowChunks:
+        return self._input(X, reset=reset, sample_weight=sample_weight,
+                           sample_dim=sample_dim)[0]
 
-    def _fitted_chunks(self, X: Any) -> RowChunks:
+    def _input(self, X: Any, *, reset: bool, sample_weight: Any = None,
+               sample_dim: str | None = None) -> tuple[RowChunks, Any]:
+        """The validated row chunks of an input, and how to wrap per-row outputs."""
+        from daskgmm.io.frames import as_array
+
+        if sample_dim is None:
+            sample_dim = getattr(self, "_sample_dim", None)
+        array, wrap = as_array(X, sample_dim=sample_dim if _is_xarray(X) else None)
+        if wrap.kind == "pandas" and hasattr(X, "columns"):
+            # scikit-learn records the feature names of DataFrames (and checks them).
+            array = X[wrap.extra["columns"]]
+        if isinstance(array, da.Array):
+            array = self._validate_dask(array, reset=reset)
+        else:
+            array = validate_data(self, array, reset=reset, dtype=[np.float64, np.float32],
+                                  ensure_min_samples=2 if reset else 1)
+        return RowChunks(array, self.chunk_rows, weights=_as_weights(sample_weight)), wrap
+
+    def _fitted_chunks(self, X: Any, sample_dim: str | None) -> tuple[RowChunks, Any]:
         check_is_fitted(self)
-        return self._chunks(X, reset=False)
+        return self._input(X, reset=False, sample_dim=sample_dim)
 
     def _validate_dask(self, X: da.Array, *, reset: bool) -> da.Array:
         if X.ndim != 2:
@@ -591,6 +620,21 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input."
             )
         return X
+
+
+def _is_xarray(X: Any) -> bool:
+    return type(X).__module__.split(".")[0] == "xarray"
+
+
+def _as_weights(sample_weight: Any) -> Any:
+    """Sample weights as a NumPy or Dask array (from Series too)."""
+    if sample_weight is None or isinstance(sample_weight, da.Array):
+        return sample_weight
+    if hasattr(sample_weight, "to_dask_array"):  # a dask Series
+        return sample_weight.to_dask_array(lengths=True)
+    if hasattr(sample_weight, "to_numpy"):  # a pandas Series
+        return sample_weight.to_numpy()
+    return sample_weight
 
 
 def _centre(state: Any) -> np.ndarray:
