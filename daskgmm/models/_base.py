@@ -22,7 +22,7 @@ import hashlib
 import math
 import os
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import dask.array as da
@@ -59,6 +59,10 @@ OWN_CONSTRAINTS: dict[str, list] = {
     "cache": [StrOptions({"auto"}), "boolean"],
     "checkpoint_dir": [str, os.PathLike, None],
     "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+    "algorithm": [StrOptions({"batch", "incremental", "online"})],
+    "batch_chunks": [Interval(Integral, 1, None, closed="left"), None],
+    "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+    "learning_offset": [Interval(Real, 0.0, None, closed="left")],
 }
 
 #: Parameters that do not change what a fit computes (a checkpoint may be resumed with
@@ -140,7 +144,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         self._check_initial_parameters(n_features, chunks.data.dtype)
         out_dtype = np.dtype(chunks.data.dtype)
         info = FitInfo(self.max_iter, self._n_candidates(), chunks.n_chunks, n_samples,
-                       getattr(self, "algorithm", "batch"), self._labels())
+                       self.algorithm, self._labels(), self.tol)
         printer = self._verbose_printer()
         with observers.observe(*([printer] if printer is not None else [])):
             observers.notify("fit_started", info)
@@ -217,9 +221,46 @@ class BaseMixture(DensityMixin, BaseEstimator):
         centre = _centre(states[0])
         candidates = [Candidate(i, model, s, centre, labels[min(i, len(labels) - 1)],
                                 lower_bound=start) for i, s in enumerate(states)]
-        run_em(chunks, candidates, options, record_digest=checkpointer is not None,
-               callback=checkpointer)
+        if self.algorithm != "batch":
+            self._run_stepwise(chunks, candidates, options, checkpointer, None)
+        else:
+            run_em(chunks, candidates, options, record_digest=checkpointer is not None,
+                   callback=checkpointer)
         return best_candidate(candidates, self.max_iter)
+
+    def _stepwise_options(self, seed: int | None = None) -> Any:
+        from daskgmm.engine.stepwise import StepwiseOptions, default_batch_chunks
+
+        if seed is None:
+            rs = self.random_state
+            seed = (int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool)
+                    else int(check_random_state(rs).randint(2**31 - 1)))
+        return StepwiseOptions(self.algorithm, self.batch_chunks or default_batch_chunks(),
+                               self.learning_decay, self.learning_offset, seed)
+
+    def _run_stepwise(self, chunks: RowChunks, candidates: list[Candidate],
+                      options: EMOptions, checkpointer: Any, resumed: Any) -> None:
+        from daskgmm.engine.stepwise import run_stepwise, total_weight_of
+
+        state = None if resumed is None else resumed.stepwise
+        stepwise = self._stepwise_options(None if state is None else state.seed)
+        if state is not None and stepwise.batch_chunks != state.batch_chunks:
+            raise CheckpointError(
+                f"the checkpoint in {self.checkpoint_dir} walks the data in groups of "
+                f"{state.batch_chunks} chunks, this fit in groups of "
+                f"{stepwise.batch_chunks}: set batch_chunks={state.batch_chunks} to resume, "
+                "or delete the checkpoint to start afresh.")
+        if state is not None:
+            n_groups = -(-chunks.n_chunks // state.batch_chunks)
+            if (sorted(state.order) != list(range(n_groups)) and state.position > 0) or any(
+                    len(row) != n_groups for row in state.groups):
+                raise CheckpointError(
+                    f"the checkpoint in {self.checkpoint_dir} is damaged (its groups do not "
+                    "match the data's chunks); delete it to start afresh.")
+            checkpointer.verify_chunks(chunks, state.digests, self.split_every)
+        run_stepwise(chunks, candidates, options, stepwise, state=state,
+                     callback=checkpointer, total_weight=total_weight_of(chunks),
+                     record_digests=checkpointer is not None)
 
     def _resume(self, chunks: RowChunks, resumed: Any, options: EMOptions,
                 checkpointer: Any) -> Candidate:
@@ -230,12 +271,85 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 "at least that to resume, or delete the checkpoint to start afresh."
             )
         candidates = resumed.candidates
+        if self.algorithm != "batch":
+            self._run_stepwise(chunks, candidates, options, checkpointer, resumed)
+            return best_candidate(candidates, self.max_iter)
         if any(c.active for c in candidates) and resumed.iteration < self.max_iter:
             run_em(chunks, candidates, options, start_iteration=resumed.iteration,
                    expected_digest=resumed.digest, callback=checkpointer)
         else:
             checkpointer.verify_data(chunks, resumed.digest, self.split_every)
         return best_candidate(candidates, self.max_iter)
+
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+                    sample_dim: str | None = None) -> BaseMixture:
+        """One online-EM update from a batch of samples (NumPy or Dask).
+
+        The first call initialises the mixture from that batch (``init_params`` applied
+        to it, one restart); every call then runs an E-step on the batch and updates
+        per-sample running statistics with step ``(t + learning_offset) **
+        -learning_decay`` (the first step replaces them), followed by an M-step on them
+        scaled to the total weight seen so far. For streams of arrays arriving over time;
+        see :mod:`daskgmm.engine.stepwise`. The running statistics live in the estimator
+        (they are not saved with it: a loaded model starts a new stream).
+
+        Returns
+        -------
+        self
+        """
+        from daskgmm.engine.stats import scale
+        from daskgmm.engine.stepwise import (
+            canonical_statistics,
+            m_step_canonical,
+            online_step,
+        )
+
+        self._validate_params()
+        first = not hasattr(self, "_stream")
+        if not first:
+            check_is_fitted(self)
+        self._sample_dim = sample_dim if sample_dim is not None else getattr(
+            self, "_sample_dim", None)
+        chunks = self._chunks(X, reset=first, sample_weight=sample_weight)
+        n_samples, n_features = chunks.shape
+        model = self._make_model(n_features, self.n_components)
+        if first:
+            if n_samples < self.n_components:
+                raise InvalidDataError(
+                    f"Expected n_samples >= n_components in the first batch but got "
+                    f"n_components = {self.n_components}, n_samples = {n_samples}")
+            self._check_initial_parameters(n_features, chunks.data.dtype)
+            self._prepare(chunks)
+            model = self._make_model(n_features, self.n_components)
+            group = Group(model, 1, check_random_state(self.random_state))
+            state = initial_states(chunks, [group], self.init_params,
+                                   split_every=self.split_every)[0][0]
+            state = self._with_user_init(state, model)
+            self._stream = {"centre": _centre(state), "running": None, "updates": 0,
+                            "weight": 0.0}
+            self.lower_bounds_ = []
+        else:
+            state = self._state_from_attributes()
+        stream = self._stream
+        candidate = Candidate(0, model, state, stream["centre"])
+        plan = estep.make_plan([model.components(state)], [stream["centre"]],
+                               dtype=self.dtype, entropy=True)
+        fresh = chunks.map_reduce(estep.estep_statistics, plan,
+                                  split_every=self.split_every, kind="group").stats[0]
+        stream["running"] = online_step(stream["running"],
+                                        canonical_statistics(fresh, candidate),
+                                        stream["updates"], self.learning_decay,
+                                        self.learning_offset)
+        stream["updates"] += 1
+        stream["weight"] += float(fresh["n"])
+        m_step_canonical(candidate, scale(stream["running"], stream["weight"]))
+        self._set_attributes(candidate.state)
+        self._cast_attributes(np.dtype(chunks.data.dtype))
+        self.n_iter_ = stream["updates"]
+        self.lower_bound_ = float(fresh["ll"] / fresh["n"])
+        self.lower_bounds_ = [*self.lower_bounds_, self.lower_bound_]
+        self.converged_ = False
+        return self
 
     def _fingerprint(self, chunks: RowChunks) -> dict[str, Any]:
         params = {k: _token(v) for k, v in sorted(self.get_params(deep=False).items())

@@ -283,6 +283,9 @@ default='dirichlet_process'
         scikit-learn's meanings.
     chunk_rows, split_every, dtype, cache, checkpoint_dir, checkpoint_every :
         As for :class:`daskgmm.GaussianMixture`.
+    algorithm, batch_chunks, learning_decay, learning_offset :
+        As for :class:`daskgmm.GaussianMixture`: batch, incremental or online EM (for
+        the variational bound, the incremental bound is the one batch EM reports).
 
     Attributes
     ----------
@@ -341,6 +344,10 @@ default='dirichlet_process'
         cache: bool | str = "auto",
         checkpoint_dir: Any = None,
         checkpoint_every: int = 1,
+        algorithm: str = "batch",
+        batch_chunks: int | None = None,
+        learning_decay: float = 0.7,
+        learning_offset: float = 10.0,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -365,6 +372,10 @@ default='dirichlet_process'
         self.cache = cache
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.algorithm = algorithm
+        self.batch_chunks = batch_chunks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # -- priors ------------------------------------------------------------------------
     def _check_initial_parameters(self, n_features: int, dtype: np.dtype) -> None:

@@ -9,6 +9,7 @@ adds scikit-learn's API on top (:class:`~daskgmm.models._base.BaseMixture`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -125,6 +126,24 @@ class GaussianModel:
         """The (weighted) mean per-sample log-likelihood under the E-step's parameters."""
         return float(stats["ll"] / stats["n"])
 
+    def free_energy(self, stats: Stats, centre: np.ndarray, state: GaussianParams) -> float:
+        """``F(q, θ) / n = (E_q[log p(x, z | θ)] + H(q)) / n`` for the responsibilities
+        ``q`` the canonical statistics ``stats`` (about ``centre``, with ``ent``) hold and
+        the parameters ``state``: the bound incremental EM increases at every step; it
+        equals the mean log-likelihood when ``q`` is the posterior under ``state``."""
+        cov = self.covariance
+        K, D = state.means.shape
+        nk = np.asarray(stats["nk"], dtype=np.float64)
+        refs = np.broadcast_to(centre, (K, D))
+        scatter = cov.scatter(stats["s2"], nk, stats["sx"], state.means, centre, refs, None)
+        trace = np.sum(cov.precision_trace(scatter, state.precisions(), D))
+        with np.errstate(divide="ignore"):
+            log_weights = np.where(nk > 0, np.log(state.weights), 0.0)
+        log_det = cov.log_det_cholesky(state.precisions_cholesky, D)
+        energy = (np.sum(nk * (log_weights + log_det - 0.5 * D * math.log(2 * math.pi)))
+                  - 0.5 * trace - float(stats["ent"]))
+        return float(energy / stats["n"])
+
     def n_parameters(self, n_features: int) -> int:
         """Free parameters: covariances, means and weights."""
         K = self.n_components
@@ -229,7 +248,24 @@ class GaussianMixture(BaseMixture):
         :mod:`daskgmm.serialize.checkpoint`). A checkpoint written for other data or
         other settings is refused.
     checkpoint_every : int, default=1
-        Iterations between two checkpoints.
+        Iterations between two checkpoints (group updates for the stepwise algorithms,
+        so that a checkpoint holds mid-pass state).
+    algorithm : {'batch', 'incremental', 'online'}, default='batch'
+        ``'batch'``: an M-step after every pass (scikit-learn's EM). ``'incremental'``:
+        incremental EM (Neal and Hinton, 1998), an M-step after every group of
+        ``batch_chunks`` chunks with the group's fresh statistics replacing its old
+        ones; it reaches batch EM's answer in a fraction of the passes. ``'online'``:
+        online EM (Cappé and Moulines, 2009), running statistics updated with step
+        ``(t + learning_offset) ** -learning_decay`` after every group; for streams and
+        quick approximate fits. See :mod:`daskgmm.engine.stepwise`. ``max_iter`` counts
+        passes over the data for all three.
+    batch_chunks : int, default=None
+        Chunks per group of the stepwise algorithms; one per worker thread when None.
+    learning_decay : float, default=0.7
+        Online EM's step-size exponent, in (0.5, 1] (the name follows scikit-learn's
+        ``LatentDirichletAllocation``).
+    learning_offset : float, default=10.0
+        Online EM's step-size offset (down-weights the first updates).
 
     Attributes
     ----------
@@ -291,6 +327,10 @@ class GaussianMixture(BaseMixture):
         cache: bool | str = "auto",
         checkpoint_dir: Any = None,
         checkpoint_every: int = 1,
+        algorithm: str = "batch",
+        batch_chunks: int | None = None,
+        learning_decay: float = 0.7,
+        learning_offset: float = 10.0,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -312,6 +352,10 @@ class GaussianMixture(BaseMixture):
         self.cache = cache
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.algorithm = algorithm
+        self.batch_chunks = batch_chunks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # -- hooks of BaseMixture ----------------------------------------------------------
     def _make_model(self, n_features: int, n_components: int) -> GaussianModel:

@@ -288,6 +288,24 @@ class CovarianceType(ABC):
             (``'full'`` only; ``ref_chol`` None means no whitening).
         """
 
+    def canonical(self, s2: np.ndarray, nk_raw: np.ndarray, sx: np.ndarray,
+                  centre: np.ndarray, ref_means: np.ndarray, ref_chol: np.ndarray | None
+                  ) -> np.ndarray:
+        """The second-order statistic about ``centre``, unwhitened.
+
+        Statistics computed with different parameters (the groups of incremental EM,
+        the mini-batches of online EM) add up only in a frame that does not depend on
+        the parameters: this one. The types that accumulate about the centre already
+        are in it; ``'full'`` converts its whitened statistic.
+        """
+        return s2
+
+    @abstractmethod
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> np.ndarray | float:
+        """``sum_i r_ik (x_i - m_k)ᵀ P_k (x_i - m_k)`` per component (a total for
+        ``'tied'``) from the :meth:`scatter` about ``m_k`` and the precisions."""
+
     def empirical_covariances(self, scatter: np.ndarray, nk: np.ndarray,
                               reg_covar: float) -> np.ndarray:
         """scikit-learn's covariance estimate: ``scatter / nk`` plus ``reg_covar`` on the

@@ -144,6 +144,10 @@ class Diag(CovarianceType):
         e = means - c0
         return s2 - 2.0 * e * sx + nk_raw[:, None] * e * e
 
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> np.ndarray:
+        return (precisions * scatter).sum(axis=1)
+
     def add_to_diagonal(self, cov: np.ndarray, value: float) -> np.ndarray:
         cov += value
         return cov

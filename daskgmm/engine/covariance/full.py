@@ -191,6 +191,21 @@ class Full(CovarianceType):
         out += nk_raw[:, None, None] * e[:, :, None] * e[:, None, :]
         return out
 
+    def canonical(self, s2: np.ndarray, nk_raw: np.ndarray, sx: np.ndarray,
+                  centre: np.ndarray, ref_means: np.ndarray, ref_chol: np.ndarray | None
+                  ) -> np.ndarray:
+        about_ref = s2 if ref_chol is None else ref_chol @ s2 @ ref_chol.transpose(0, 2, 1)
+        e = ref_means - centre
+        s_ref = sx - nk_raw[:, None] * e
+        cross = s_ref[:, :, None] * e[:, None, :]
+        out = about_ref + cross + cross.transpose(0, 2, 1)
+        out += nk_raw[:, None, None] * e[:, :, None] * e[:, None, :]
+        return out
+
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> np.ndarray:
+        return np.einsum("kij,kij->k", precisions, scatter)
+
     def add_to_diagonal(self, cov: np.ndarray, value: float) -> np.ndarray:
         idx = np.arange(cov.shape[-1])
         cov[..., idx, idx] += value

@@ -118,6 +118,11 @@ class Spherical(CovarianceType):
         total = s2 - 2.0 * np.einsum("kd,kd->k", e, sx) + nk_raw * np.einsum("kd,kd->k", e, e)
         return total / means.shape[1]
 
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> np.ndarray:
+        # The spherical scatter is the mean over the features of the diagonal one.
+        return precisions * scatter * n_features
+
     def add_to_diagonal(self, cov: np.ndarray, value: float) -> np.ndarray:
         cov += value
         return cov

@@ -127,6 +127,10 @@ class Tied(CovarianceType):
         cross = sx.T @ e
         return s2 - cross - cross.T + (nk_raw[:, None] * e).T @ e
 
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> float:
+        return float(np.einsum("ij,ij->", precisions, scatter))
+
     def empirical_covariances(self, scatter: np.ndarray, nk: np.ndarray,
                               reg_covar: float) -> np.ndarray:
         return self.add_to_diagonal(scatter / nk.sum(), reg_covar)
