@@ -45,6 +45,7 @@ from daskgmm.engine.em import (
 from daskgmm.engine.initialize import Group, initial_states
 from daskgmm.engine.passes import RowChunks
 from daskgmm.errors import (
+    ArrayNamespaceError,
     CheckpointError,
     DegenerateComponentError,
     InvalidDataError,
@@ -679,6 +680,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         """The validated row chunks of an input, and how to wrap per-row outputs."""
         from daskgmm.io.frames import as_array
 
+        _refuse_other_namespaces(X)
         if sample_dim is None:
             sample_dim = getattr(self, "_sample_dim", None)
         array, wrap = as_array(X, sample_dim=sample_dim if _is_xarray(X) else None)
@@ -734,6 +736,25 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input."
             )
         return X
+
+
+def _refuse_other_namespaces(X: Any) -> None:
+    """With scikit-learn's ``array_api_dispatch`` on, outputs should stay in the input's
+    namespace, which daskgmm (NumPy and Dask) cannot do: refuse clearly."""
+    import sklearn
+
+    if (not sklearn.get_config().get("array_api_dispatch")
+            or isinstance(X, np.ndarray | da.Array) or not hasattr(X, "__array_namespace__")):
+        return
+    namespace = getattr(X.__array_namespace__(), "__name__", type(X).__module__)
+    if namespace.split(".")[-1] == "numpy":
+        return
+    raise ArrayNamespaceError(
+        f"daskgmm computes with NumPy and Dask arrays, so {namespace} arrays are not "
+        "supported while scikit-learn's array_api_dispatch is enabled. Convert the data "
+        "with numpy.asarray(X), or disable array_api_dispatch (the data are then "
+        "converted, and the outputs are NumPy arrays)."
+    )
 
 
 def _is_xarray(X: Any) -> bool:
