@@ -142,8 +142,8 @@ def _points_statistics(points: np.ndarray, weights: np.ndarray | None,
 
 def identity_plan(sets: Sequence[tuple[cov_types.CovarianceType, np.ndarray]],
                    centre: np.ndarray):
-    """A plan whose distances are squared Euclidean distances to the given centres
-    (``centre``: one point for all sets, or one per set)."""
+    """A plan whose log-densities are minus half the squared Euclidean distances to the
+    given centres (``centre``: one point for all sets, or one per set)."""
     D = np.shape(centre)[-1]
     comps = []
     for cov, centres in sets:

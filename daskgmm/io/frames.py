@@ -24,6 +24,7 @@ per input chunk, next to an id column carried over from the input.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -243,7 +244,9 @@ def as_array(X: Any, *, sample_dim: str | None = None,
     """
     module = type(X).__module__.split(".")[0]
     if isinstance(X, da.Array):
-        return X, OutputWrapper("dask", int(X.shape[0]) if X.ndim else None)
+        rows = X.shape[0] if X.ndim else None
+        known = rows is not None and not math.isnan(rows)
+        return X, OutputWrapper("dask", int(rows) if known else None)
     if module == "pandas":
         return _from_pandas(X, columns)
     if module in ("dask", "dask_expr") and hasattr(X, "to_dask_array"):
