@@ -558,9 +558,14 @@ def test_generate_messages_name_flags(tmp_path):
     assert_clean_error(run_cli("generate", "--n-samples", 10, "--n-features", 2,
                                "--n-components", 1, "--output", target),
                        "already exists; pass --overwrite")
+    assert_clean_error(run_cli("generate", "--n-samples", 10**9, "--n-features", 5000,
+                               "--n-components", 1, "--output", tmp_path / "y.zarr",
+                               "--chunk-rows", 100_000),
+                       "--chunk-rows 100000: a chunk of", "use fewer rows per chunk")
     assert_clean_error(run_cli("generate", "--n-samples", 10**9, "--n-features", 10**6,
                                "--n-components", 1, "--output", tmp_path / "y.zarr"),
-                       "--chunk-rows 100000: a chunk of", "use fewer rows per chunk")
+                       "--n-features 1000000 with --n-components 1", "GiB of memory")
+    assert not (tmp_path / "y.zarr").exists()
     result = run_cli("generate", "--n-samples", 0, "--n-features", 2, "--n-components", 1,
                      "--output", tmp_path / "z.zarr")
     assert result.returncode == 2 and "--n-samples: must be >= 1, got 0" in result.stderr
