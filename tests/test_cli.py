@@ -714,3 +714,25 @@ def test_tiny_chunks_are_warned_about_with_the_numbers(tmp_path, small_zarr):
     assert f"daskgmm: warning: {expected}" in result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert any(expected in w for w in report["fit"]["warnings"])
+
+
+def test_generate_chunks_default_to_the_default_chunk_size(tmp_path):
+    """Without --chunk-rows, a storage chunk holds DEFAULT_CHUNK_BYTES of rows (here
+    8,388 rows of 1,000 float64 features), not a fixed number of rows."""
+    from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
+
+    path = tmp_path / "wide.zarr"
+    code, out = call_main("generate", "--n-samples", 9000, "--n-features", 1000,
+                          "--n-components", 2, "--output", path, "--quiet")
+    assert code == 0
+    rows = DEFAULT_CHUNK_BYTES // (1000 * 8)
+    assert rows == 8388 and f"in 2 chunks of {rows} rows" in out
+    assert zarr.open_group(path, mode="r")["X"].chunks == (rows, 1000)
+
+
+def test_storage_options_flag_errors_do_not_echo_the_value(tmp_path):
+    for value in ('{"secret": "abc-123"', '["secret-abc-123"]', "@" + str(tmp_path / "no")):
+        result = run_cli("predict", "--model", "m", "--data", "d", "--output",
+                         tmp_path / "o.zarr", "--storage-options", value)
+        assert result.returncode == 2 and "--storage-options" in result.stderr
+        assert "abc-123" not in result.stderr and "Traceback" not in result.stderr

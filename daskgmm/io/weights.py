@@ -36,14 +36,16 @@ def _check_length(n: int, n_samples: int, shown: str) -> None:
 
 
 def _from_parquet(loc: Location, column: str, chunks: tuple[int, ...]) -> da.Array:
-    from daskgmm.io.parquet_tables import _numeric, parquet_layout, read_parquet_column
+    from daskgmm.io.parquet_tables import parquet_layout, read_parquet_column
 
-    layout = parquet_layout(loc, [column])
-    field = layout.schema.field(column)
-    if not _numeric(field.type):
+    try:
+        layout = parquet_layout(loc, [column])
+    except InvalidDataError as exc:
+        if "not numeric" not in str(exc):
+            raise
         raise InvalidDataError(
-            f"{where(loc, None)}: the sample-weight column {column!r} is {field.type}, not "
-            "numbers; choose an integer or float column.")
+            f"{where(loc, None)}: the sample-weight column {column!r} is not numbers; "
+            "choose an integer or float column.") from None
     _check_length(int(sum(layout.chunks)), int(sum(chunks)),
                   f"column {column!r} of {loc.display!r}")
     weights = read_parquet_column(layout, column)
