@@ -182,3 +182,14 @@ def test_check_writable_at_urls(s3_server):
     assert s3_server.secret not in str(info.value)
     with pytest.raises(OutputWriteError, match="http:// locations cannot be written"):
         check_writable("http://127.0.0.1:1/run", "--output")
+
+
+def test_process_local_filesystems_are_refused():
+    from daskgmm.cli.guards import refuse_process_local
+    from daskgmm.errors import UsageError
+
+    refuse_process_local(("data.path", "s3://b/x.zarr"), ("output.dir", "/tmp/x"),
+                         ("checkpoint.dir", None))
+    with pytest.raises(UsageError, match=r"output\.dir memory://x/run: a memory:// "
+                                         r"location exists only inside one Python process"):
+        refuse_process_local(("data.path", "/d"), ("output.dir", "memory://x/run"))

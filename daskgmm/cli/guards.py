@@ -31,7 +31,7 @@ from typing import Any
 from daskgmm.errors import DaskGMMError, OutputWriteError, UnsafeOutputError
 
 __all__ = ["WRITE_ERRNOS", "check_writable", "chunking_warnings", "free_space_warning",
-           "is_local_path", "refuse_overlap", "write_errors"]
+           "is_local_path", "refuse_overlap", "refuse_process_local", "write_errors"]
 
 WRITE_ERRNOS = {
     errno.ENOSPC: "no space left on the device: free some space or choose another "
@@ -117,6 +117,37 @@ def refuse_overlap(output: str | os.PathLike[str], output_key: str,
         raise UnsafeOutputError(
             f"{where}: writing there could destroy it, so daskgmm refuses (whatever the "
             f"overwrite setting); choose an {output_key} outside {key}")
+
+
+_PROCESS_LOCAL = ("memory",)
+
+
+def refuse_process_local(*locations: tuple[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse ``memory://`` (or any filesystem that lives inside one process) for the
+    data, outputs and checkpoints of a command, whose workers are other processes.
+
+    Parameters
+    ----------
+    *locations : (str, path-like or None)
+        ``(how the user named it, path or URL)``; None is skipped.
+
+    Raises
+    ------
+    UsageError
+        Naming the key and what to use instead.
+    """
+    from daskgmm.errors import UsageError
+    from daskgmm.io.locations import is_url
+
+    for key, path in locations:
+        if path is None or not is_url(os.fspath(path)):
+            continue
+        protocol = os.fspath(path).split("::")[0].split("://", 1)[0].lower()
+        if protocol in _PROCESS_LOCAL:
+            raise UsageError(
+                f"{key} {os.fspath(path)}: a {protocol}:// location exists only inside one "
+                "Python process, so the Dask workers (and later runs) cannot see it; use "
+                "a local path or an object store (s3://, gs://, az:// ...)")
 
 
 def _existing_ancestor(path: Path) -> Path:

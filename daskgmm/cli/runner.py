@@ -54,6 +54,7 @@ from daskgmm.cli.guards import (
     chunking_warnings,
     free_space_warning,
     refuse_overlap,
+    refuse_process_local,
     write_errors,
 )
 from daskgmm.errors import ConfigError, DaskGMMError, OutputExistsError
@@ -139,6 +140,13 @@ def _check_output_dir(config: Any) -> str:
     return _check_output_location(str(config.output.dir), "output.dir",
                                   bool(config.output.overwrite), _output_options(config),
                                   "--set output.overwrite=true")
+
+
+def _is_local(path: str) -> bool:
+    """Whether ``path`` is a local path (``file://`` included; not ``sklearn:NAME``)."""
+    from daskgmm.io.locations import parse_location
+
+    return not path.startswith("sklearn:") and parse_location(path).is_local
 
 
 def _shown(url: str | os.PathLike[str] | None, storage_options: dict | None = None) -> str:
@@ -251,7 +259,12 @@ def _checkpoint_dir(config: Any, resume: bool, log: _Log) -> str | None:
 def _maybe_generate(config: Any, path: str, log: _Log) -> dict[str, Any] | None:
     """Write the synthetic dataset of ``data.generate`` if ``data.path`` is missing."""
     spec = getattr(config.data, "generate", None)
-    if spec is None or os.path.exists(path):
+    if spec is None or not _is_local(path):
+        return None
+    from daskgmm.io.locations import parse_location
+
+    path = parse_location(path).path  # a file:// URL as a path
+    if os.path.exists(path):
         return None
     from daskgmm.io.generate import generate_mixture
 
@@ -459,6 +472,10 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     path = str(config.data.path)
     source = getattr(config, "source", None)
     config_file = source if source and os.path.isfile(source) else None
+    weight = getattr(config.data, "sample_weight", None)
+    refuse_process_local(("data.path", path), ("output.dir", config.output.dir),
+                         ("checkpoint.dir", config.checkpoint.dir),
+                         ("data.sample_weight.path", getattr(weight, "path", None)))
     refuse_overlap(config.output.dir, "output.dir",
                    [("data.path", path), ("checkpoint.dir", config.checkpoint.dir),
                     ("the configuration file", config_file)])
@@ -471,16 +488,17 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
 
         check_writable(parse_location(checkpoint_dir).join(CHECKPOINT_FILE).url,
                        "checkpoint.dir", storage_options=_checkpoint_options(config))
-    if getattr(config.data, "generate", None) is not None:
-        from daskgmm.io.locations import parse_location
-
-        if not parse_location(path).is_local:
-            raise ConfigError(
-                f"data.generate writes local files only, and data.path is the URL "
-                f"{_shown(path)}; generate the data locally (daskgmm generate) and upload "
-                "it, or remove data.generate")
+    if getattr(config.data, "generate", None) is not None and _is_local(path):
         if not os.path.exists(path):
             check_writable(path, "data.path")
+    elif getattr(config.data, "generate", None) is not None:
+        from daskgmm.io.storage import exists
+
+        if not exists(path, getattr(config.data, "storage_options", None)):
+            raise ConfigError(
+                f"data.generate writes local files only, and data.path is the URL "
+                f"{_shown(path)}, where nothing is yet; generate the data locally "
+                "(daskgmm generate) and upload it, or remove data.generate")
 
     try:
         return _fit(config, quiet=quiet, stdout=stdout, started=started, created=created,
@@ -795,6 +813,7 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
     started = time.perf_counter()
     progress = ProgressObserver(quiet=quiet)
     log = _Log(progress, quiet)
+    refuse_process_local(("--model", model_dir), ("--data", data), ("--output", output))
     model_loc = _model_location(model_dir, model_storage_options)
     output = os.fspath(output)
     refuse_overlap(output, "--output", [("--data", os.fspath(data)),
