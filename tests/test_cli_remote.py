@@ -282,7 +282,8 @@ def test_parquet_input_with_weights_and_labels_as_parquet(table, cluster, tmp_pa
     config = write_config(tmp_path / "p.yaml",
                           {"path": str(root), "chunk_rows": None,
                            "sample_weight": {"column": "w"}},
-                          {"dir": str(out), "labels": True, "id_column": "id"}, cluster)
+                          {"dir": str(out), "labels": True, "id_column": "id",
+                           "responsibilities": True}, cluster)
     code, _ = call_main("fit", config, "--quiet")
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -299,6 +300,10 @@ def test_parquet_input_with_weights_and_labels_as_parquet(table, cluster, tmp_pa
     np.testing.assert_array_equal(written.id.to_numpy(), frame.id.to_numpy())
     np.testing.assert_array_equal(written.label.to_numpy(), expected.predict(features))
     assert len(list((out / "labels.parquet").glob("*.parquet"))) == X.npartitions
+    # Responsibilities are still Zarr, with regular chunks (the table's are not).
+    resp = zarr.open_array(out / "responsibilities.zarr", mode="r")
+    assert len(set(X.chunks[0])) > 1 and resp.chunks == (max(X.chunks[0]), K)
+    np.testing.assert_allclose(resp[...], expected.predict_proba(features), rtol=1e-10)
 
     # predict writes Parquet labels for Parquet data, next to the id column.
     labels_out = tmp_path / "predicted"
@@ -308,6 +313,13 @@ def test_parquet_input_with_weights_and_labels_as_parquet(table, cluster, tmp_pa
     assert code == 0 and "Parquet" in stdout
     again = pd.read_parquet(labels_out)
     pd.testing.assert_frame_equal(again, written)
+    # ... and Zarr labels when asked for by the name.
+    code, _ = call_main("predict", "--model", out, "--data", root, "--columns", "f0,f1,f2",
+                        "--output", tmp_path / "labels.zarr", "--quiet",
+                        "--scheduler", cluster.scheduler_address)
+    assert code == 0
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "labels.zarr")[...],
+                                  written.label.to_numpy())
 
 
 def test_sample_weight_in_each_form(local_zarr, reference, cluster, tmp_path):
