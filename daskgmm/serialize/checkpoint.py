@@ -282,8 +282,8 @@ def read_checkpoint_bytes(directory: Any, storage_options: dict | None = None
             with open(loc.path, "rb") as handle:
                 return handle.read(MAX_JSON_BYTES + 1)
         except OSError as exc:
-            raise CheckpointError(f"{shown} cannot be read ({exc.strerror or exc}); fix its "
-                                  "permissions or delete it to start afresh.") from None
+            raise CheckpointError(f"{shown} is damaged or unreadable ({exc.strerror or exc}); "
+                                  "delete it to start the fit afresh.") from None
     try:
         size = loc.info().get("size")
         if isinstance(size, int) and size > MAX_JSON_BYTES:
