@@ -47,6 +47,35 @@ def test_resume_equals_uninterrupted(tmp_path, blobs):
     assert len(resumed.lower_bounds_) == 25
 
 
+@pytest.mark.parametrize("where", ["memory", "s3"])
+def test_checkpoint_at_a_url_resumes(request, blobs, where):
+    """checkpoint_dir as a URL (a StoragePath carrying its storage options): written
+    through the object store, refused for other data, resumed to the very same model."""
+    from daskgmm.io.locations import StoragePath, parse_location
+
+    if where == "s3":
+        server = request.getfixturevalue("s3_server")
+        url, options = server.url() + "/ckpt", server.storage_options
+    else:
+        import uuid
+
+        url, options = f"memory://ckpt-tests/{uuid.uuid4().hex}", {}
+    directory = StoragePath(url, options)
+    clean = _fit(blobs, max_iter=25)
+    _fit(blobs, max_iter=10, checkpoint_dir=directory)
+    loc = parse_location(directory).join("checkpoint.json")
+    saved = json.loads(loc.fs.cat_file(loc.path))
+    assert saved["iteration"] == 10
+    assert not [p for p in loc.fs.find(parse_location(directory).path) if "tmp" in p]
+    with pytest.raises(CheckpointError, match="other data"):
+        _fit(blobs[::-1].copy(), max_iter=25, checkpoint_dir=directory)
+    resumed = _fit(blobs, max_iter=25, checkpoint_dir=directory)
+    _assert_identical(resumed, clean)
+    if where == "s3":  # the secret reaches the filesystem, never a message or a repr
+        assert server.secret not in repr(directory)
+        assert server.secret not in repr(GaussianMixture(checkpoint_dir=directory))
+
+
 def test_checkpoint_every(tmp_path, blobs):
     seen = []
 

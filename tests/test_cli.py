@@ -558,9 +558,14 @@ def test_generate_messages_name_flags(tmp_path):
     assert_clean_error(run_cli("generate", "--n-samples", 10, "--n-features", 2,
                                "--n-components", 1, "--output", target),
                        "already exists; pass --overwrite")
+    assert_clean_error(run_cli("generate", "--n-samples", 10**9, "--n-features", 5000,
+                               "--n-components", 1, "--output", tmp_path / "y.zarr",
+                               "--chunk-rows", 100_000),
+                       "--chunk-rows 100000: a chunk of", "use fewer rows per chunk")
     assert_clean_error(run_cli("generate", "--n-samples", 10**9, "--n-features", 10**6,
                                "--n-components", 1, "--output", tmp_path / "y.zarr"),
-                       "--chunk-rows 100000: a chunk of", "use fewer rows per chunk")
+                       "--n-features 1000000 with --n-components 1", "GiB of memory")
+    assert not (tmp_path / "y.zarr").exists()
     result = run_cli("generate", "--n-samples", 0, "--n-features", 2, "--n-components", 1,
                      "--output", tmp_path / "z.zarr")
     assert result.returncode == 2 and "--n-samples: must be >= 1, got 0" in result.stderr
@@ -709,3 +714,25 @@ def test_tiny_chunks_are_warned_about_with_the_numbers(tmp_path, small_zarr):
     assert f"daskgmm: warning: {expected}" in result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert any(expected in w for w in report["fit"]["warnings"])
+
+
+def test_generate_chunks_default_to_the_default_chunk_size(tmp_path):
+    """Without --chunk-rows, a storage chunk holds DEFAULT_CHUNK_BYTES of rows (here
+    8,388 rows of 1,000 float64 features), not a fixed number of rows."""
+    from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
+
+    path = tmp_path / "wide.zarr"
+    code, out = call_main("generate", "--n-samples", 9000, "--n-features", 1000,
+                          "--n-components", 2, "--output", path, "--quiet")
+    assert code == 0
+    rows = DEFAULT_CHUNK_BYTES // (1000 * 8)
+    assert rows == 8388 and f"in 2 chunks of {rows} rows" in out
+    assert zarr.open_group(path, mode="r")["X"].chunks == (rows, 1000)
+
+
+def test_storage_options_flag_errors_do_not_echo_the_value(tmp_path):
+    for value in ('{"secret": "abc-123"', '["secret-abc-123"]', "@" + str(tmp_path / "no")):
+        result = run_cli("predict", "--model", "m", "--data", "d", "--output",
+                         tmp_path / "o.zarr", "--storage-options", value)
+        assert result.returncode == 2 and "--storage-options" in result.stderr
+        assert "abc-123" not in result.stderr and "Traceback" not in result.stderr

@@ -146,3 +146,50 @@ def test_os_write_errors_are_user_errors_and_value_errors_are_not():
     assert not is_user_error(FileNotFoundError(errno.ENOENT, "gone"))
     assert not is_user_error(KeyError("x"))
     assert not is_user_error(OSError(errno.EIO, "I/O error"))
+
+
+@pytest.mark.parametrize(("output", "data", "relation"), [
+    ("s3://bucket/run/x.zarr", "s3://bucket/run/x.zarr", "is the same location as"),
+    ("s3://bucket/run", "s3a://bucket/run/x.zarr", "contains"),
+    ("s3://bucket/run/x.zarr/out", "s3://bucket/run/x.zarr/", "lies inside"),
+    ("memory://b/a", "memory://b/a/c", "contains"),
+])
+def test_overlap_of_urls_is_refused(output, data, relation):
+    with pytest.raises(UnsafeOutputError) as info:
+        refuse_overlap(output, "output.dir", [("data.path", data)])
+    assert f"{relation} data.path" in str(info.value)
+
+
+def test_urls_that_do_not_overlap(tmp_path):
+    for output, data in [("s3://bucket/run", "s3://bucket/run2/x.zarr"),
+                         ("s3://bucket/run", "s3://other/run/x.zarr"),
+                         ("s3://bucket/run", "gs://bucket/run/x.zarr"),
+                         (str(tmp_path / "run"), "s3://bucket" + str(tmp_path / "run"))]:
+        refuse_overlap(output, "output.dir", [("data.path", data)])
+    with pytest.raises(UnsafeOutputError, match=r"contains data\.path"):  # file:// is local
+        refuse_overlap(tmp_path, "output.dir", [("data.path", f"file://{tmp_path}/x.zarr")])
+
+
+def test_check_writable_at_urls(s3_server):
+    check_writable(s3_server.url() + "/run", "output.dir",
+                   storage_options=s3_server.storage_options)
+    fs = s3_server.fs()
+    assert not [p for p in fs.find(s3_server.bucket) if "probe" in p]  # nothing left
+    with pytest.raises(OutputWriteError) as info:
+        check_writable("s3://no-such-bucket-xyz/run", "output.dir",
+                       storage_options=s3_server.storage_options)
+    assert "cannot write output.dir s3://no-such-bucket-xyz/run" in str(info.value)
+    assert s3_server.secret not in str(info.value)
+    with pytest.raises(OutputWriteError, match="http:// locations cannot be written"):
+        check_writable("http://127.0.0.1:1/run", "--output")
+
+
+def test_process_local_filesystems_are_refused():
+    from daskgmm.cli.guards import refuse_process_local
+    from daskgmm.errors import UsageError
+
+    refuse_process_local(("data.path", "s3://b/x.zarr"), ("output.dir", "/tmp/x"),
+                         ("checkpoint.dir", None))
+    with pytest.raises(UsageError, match=r"output\.dir memory://x/run: a memory:// "
+                                         r"location exists only inside one Python process"):
+        refuse_process_local(("data.path", "/d"), ("output.dir", "memory://x/run"))

@@ -957,3 +957,87 @@ def test_sweeps_are_accepted_and_refused_when_fitting(sweep, values):
 def test_bad_sweeps(sweep, expected):
     (line,) = problems(minimal(model=sweep))
     assert line.startswith(expected), line
+
+
+# --------------------------------------------------------------------------- data where it lives
+
+
+def test_storage_options_columns_and_weights(tmp_path):
+    so = {"key": "AKIA-ID", "secret": "hidden-value", "client_kwargs": {
+        "endpoint_url": "http://127.0.0.1:9000", "session_token": "tok-123"}}
+    raw = minimal(data={"path": "s3://bucket/t.parquet", "columns": ["a", "b"],
+                        "storage_options": so, "allow_missing_chunks": True,
+                        "sample_weight": {"column": "w"}},
+                  output={"dir": "s3://bucket/runs/x", "storage_options": so,
+                          "id_column": "id", "labels": True},
+                  checkpoint={"dir": "s3://bucket/ckpt", "storage_options": {"anon": True}})
+    config = parse_config(raw, base_dir=tmp_path)
+    assert config.data.storage_options == so and config.data.columns == ["a", "b"]
+    assert config.data.allow_missing_chunks is True
+    assert config.data.sample_weight.column == "w" and config.data.sample_weight.path is None
+    assert config.output.id_column == "id" and config.checkpoint.storage_options == {
+        "anon": True}
+    assert parse_config(config.to_dict()) == config
+    shown = config.to_dict(redact=True)
+    text = json.dumps(shown)
+    for secret in ("hidden-value", "tok-123", "AKIA-ID"):
+        assert secret not in text
+    assert shown["data"]["storage_options"]["client_kwargs"]["endpoint_url"] == (
+        "http://127.0.0.1:9000")
+
+
+def test_redacted_config_masks_passwords_in_urls(tmp_path):
+    raw = minimal(data={"path": "https://alice:pa55@example.org/x.npy"})
+    shown = parse_config(raw, base_dir=tmp_path).to_dict(redact=True)
+    assert shown["data"]["path"] == "https://alice:***@example.org/x.npy"
+
+
+def test_sample_weight_forms(tmp_path):
+    def weight(value):
+        return parse_config(minimal(data={"path": "d.zarr", "sample_weight": value}),
+                            base_dir=tmp_path).data.sample_weight
+
+    short = weight("w.npy")
+    assert short.path == str(tmp_path / "w.npy") and short.dataset is None
+    other = weight({"path": "s3://b/w.h5", "dataset": "w", "storage_options": {"anon": True}})
+    assert (other.path, other.dataset, other.storage_options) == ("s3://b/w.h5", "w",
+                                                                  {"anon": True})
+    same = weight({"dataset": "w"})
+    assert same.path is None and same.dataset == "w"
+    assert weight({"column": "w"}).column == "w"
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ({"sample_weight": {"column": "w", "dataset": "w"}},
+     "data.sample_weight.column: cannot be given together with dataset"),
+    ({"sample_weight": {}}, "data.sample_weight.path: give path (a file of weights)"),
+    ({"sample_weight": {"colum": "w"}},
+     "data.sample_weight.colum: unknown key (did you mean 'column'?)"),
+    ({"columns": ["a", "a"]}, "data.columns: has duplicates"),
+    ({"columns": []}, "data.columns:"),
+    ({"columns": ["a", "w"], "sample_weight": {"column": "w"}},
+     "data.sample_weight.column: 'w' is also one of data.columns"),
+    ({"storage_options": ["anon"]}, "data.storage_options: must be a mapping"),
+    ({"allow_missing_chunks": "yes"}, "data.allow_missing_chunks: must be true or false"),
+])
+def test_bad_data_sections(section, expected):
+    found = problems(minimal(data={"path": "x.parquet", **section}))
+    assert any(line.startswith(expected) for line in found), found
+
+
+def test_storage_option_values_are_not_quoted_in_errors():
+    found = problems(minimal(output={"dir": "o", "storage_options": "secret-in-a-string"}))
+    assert found and all("secret-in-a-string" not in line for line in found)
+
+
+def test_weight_path_override_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    path = write(tmp_path / "cfg" / "run.yaml", yaml.safe_dump(MINIMAL))
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, ["data.sample_weight=w.npy"])
+    assert config.data.sample_weight.path == str(tmp_path / "w.npy")
+
+
+def test_generate_chunk_rows_default_to_the_default_chunk_size():
+    raw = minimal(data={"path": "x.zarr", "generate": {
+        "n_samples": 10, "n_features": 2, "n_components": 1}})
+    assert parse_config(raw).data.generate.chunk_rows is None

@@ -214,3 +214,40 @@ def test_unknown_protocol():
 
     with pytest.raises(DataSourceError, match="no filesystem for the protocol 'nope'"):
         open_array("nope://x/y.zarr")
+
+
+# --------------------------------------------------------------------------------------
+# StoragePath and relation
+# --------------------------------------------------------------------------------------
+
+
+def test_storage_path_carries_its_options():
+    import copy
+    import pickle
+
+    from daskgmm.io.locations import StoragePath
+
+    path = StoragePath("memory://sp/x", {"secret": "s-123", "anon": False})
+    assert path == "memory://sp/x" and isinstance(path, str)
+    assert "s-123" not in repr(path) and "***" in repr(path)
+    for clone in (pickle.loads(pickle.dumps(path)), copy.deepcopy(path)):
+        assert clone.storage_options == {"secret": "s-123", "anon": False}
+    assert parse_location(path).storage_options == {"secret": "s-123", "anon": False}
+    assert parse_location(path, {"anon": True}).storage_options == {"anon": True}
+
+
+def test_relation_of_locations(tmp_path):
+    from daskgmm.io.locations import relation
+
+    def rel(a, b):
+        return relation(parse_location(a), parse_location(b))
+
+    assert rel("s3://b/x", "s3://b/x/") == "is"
+    assert rel("s3://b/x", "s3://b/x/y") == "contains"
+    assert rel("s3://b/x/y", "s3://b/x") == "lies inside"
+    assert rel("s3://b/x", "s3://b/xy") is None
+    assert rel("s3a://b/x", "s3://b/x/y") == "contains"
+    assert rel("s3://b/x", "memory://b/x") is None
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert rel(str(tmp_path / "link"), f"file://{tmp_path}/real/z") == "contains"

@@ -78,6 +78,7 @@ __all__ = [
     "ModelConfig",
     "OutputConfig",
     "RunConfig",
+    "SampleWeightConfig",
     "TLSConfig",
     "apply_overrides",
     "load_config",
@@ -102,6 +103,8 @@ _RANDOM_STATE_MAX = 2**32 - 1
 # Keys holding filesystem paths (resolved against the config file's directory).
 _PATH_KEYS = frozenset({
     ("data", "path"),
+    ("data", "sample_weight"),
+    ("data", "sample_weight", "path"),
     ("output", "dir"),
     ("checkpoint", "dir"),
     ("cluster", "scheduler_file"),
@@ -288,6 +291,28 @@ PathStr = Annotated[str, Field(min_length=1), AfterValidator(_resolve_path)]
 ExistingFile = Annotated[PathStr, AfterValidator(_must_be_file)]
 
 
+def _check_storage_options(value: Any) -> dict[str, Any] | None:
+    """A mapping with string keys (its values go to the filesystem as they are)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError(
+            _COMPLETE, "{detail}",
+            {"detail": "must be a mapping of filesystem options (e.g. {anon: true} or "
+                       "{client_kwargs: {endpoint_url: 'http://...'}}), got a "
+                       f"{type(value).__name__}"})
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise PydanticCustomError(_COMPLETE, "{detail}",
+                                  {"detail": "keys must be strings"})
+    return dict(value)
+
+
+StorageOptions = Annotated[dict[str, Any] | None, PlainValidator(_check_storage_options)]
+"""``storage_options`` of an fsspec filesystem: a mapping, or None. Its values are never
+shown in messages (they may hold credentials)."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -310,16 +335,70 @@ def _raise_problems(problems: list[tuple[str, str]]) -> None:
 class GenerateConfig(_Section):
     """``data.generate``: write a synthetic mixture to ``data.path`` if it is missing.
 
-    The same settings as ``daskgmm generate`` (see :func:`daskgmm.generate_mixture`).
+    The same settings as ``daskgmm generate`` (see :func:`daskgmm.generate_mixture`);
+    ``chunk_rows`` defaults (null) to the rows of
+    :data:`daskgmm.io.chunking.DEFAULT_CHUNK_BYTES` (64 MiB).
     """
 
     n_samples: Annotated[StrictIntType, Field(ge=1)]
     n_features: Annotated[StrictIntType, Field(ge=1)]
     n_components: Annotated[StrictIntType, Field(ge=1)]
     seed: Annotated[StrictIntType, Field(ge=0)] = 0
-    chunk_rows: Annotated[StrictIntType, Field(ge=1)] = 100_000
+    chunk_rows: Annotated[StrictIntType, Field(ge=1)] | None = None
     dtype: Literal["float64", "float32"] = "float64"
     separation: Annotated[FloatType, Field(gt=0)] = 4.0
+
+
+def _weight_shorthand(value: Any) -> Any:
+    """``sample_weight: PATH`` is ``sample_weight: {path: PATH}``."""
+    return {"path": value} if isinstance(value, str) else value
+
+
+class SampleWeightConfig(_Section):
+    """``data.sample_weight``: one weight per row of the data (``fit(X, sample_weight=)``).
+
+    Four forms::
+
+        sample_weight: weights.npy          # a file of its own (shorthand for path:)
+        sample_weight: {path: w.h5, dataset: w}   # an array in another Zarr/HDF5 file
+        sample_weight: {dataset: w}         # an array of the data's own Zarr/HDF5 store
+        sample_weight: {column: w}          # a column of the data's own Parquet table
+                                            # (or of path:, another Parquet table)
+
+    The weights are a 1-D array (or one column) with as many rows as the data; they
+    are read lazily, chunked like the data. With ``column`` and no ``data.columns``,
+    the weight column is not used as a feature.
+
+    Attributes
+    ----------
+    path : str or None
+        A ``.npy`` file, HDF5 file, Zarr store or Parquet table, local or a URL; None:
+        the data's own ``data.path``.
+    dataset : str or None
+        The array inside a Zarr group or HDF5 file.
+    column : str or None
+        The column of a Parquet table.
+    storage_options : dict or None
+        Filesystem options of ``path`` (default: ``data.storage_options``).
+    """
+
+    path: PathStr | None = None
+    dataset: NonEmptyStr | None = None
+    column: NonEmptyStr | None = None
+    storage_options: StorageOptions = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SampleWeightConfig:
+        problems = []
+        if self.column is not None and self.dataset is not None:
+            problems.append(("column", "cannot be given together with dataset (a column "
+                                       "is for Parquet tables, a dataset for Zarr/HDF5)"))
+        if self.path is None and self.dataset is None and self.column is None:
+            problems.append(("path", "give path (a file of weights), dataset (an array of "
+                                     "the data's store) or column (a column of the data's "
+                                     "Parquet table)"))
+        _raise_problems(problems)
+        return self
 
 
 class DataConfig(_Section):
@@ -328,20 +407,52 @@ class DataConfig(_Section):
     Attributes
     ----------
     path : str
-        A ``.npy`` file, an HDF5 file, a Zarr store or a URL. Need not exist when the
-        configuration is validated.
+        A ``.npy`` file, an HDF5 file, a Zarr store, a Parquet file or directory of
+        Parquet files, local or a URL (``s3://``, ``gs://``, ``az://``, ``http(s)://``
+        ...). Need not exist when the configuration is validated.
     dataset : str or None
         The dataset (HDF5) or array (Zarr group) inside ``path``.
     chunk_rows : int >= 1 or None
         Rows per Dask chunk; ``None`` keeps the storage chunking.
+    columns : list of str or None
+        Parquet input: the feature columns (default: every integer or float column,
+        except ``output.id_column`` and a ``sample_weight.column``).
+    storage_options : dict or None
+        Options of the URL's filesystem (endpoint, credentials, ``anon: true`` ...).
+        Never written to the report or shown in messages; credentials are better left
+        to each filesystem's usual environment variables or configuration files.
+    allow_missing_chunks : bool
+        Accept a Zarr or HDF5 store whose chunks are fewer than its chunk grid (a store
+        written with ``write_empty_chunks=False``); refused by default.
+    sample_weight : SampleWeightConfig or None
+        Weights of the rows.
     generate : GenerateConfig or None
-        If set and ``path`` does not exist, a synthetic mixture is written there first.
+        If set and ``path`` does not exist, a synthetic mixture is written there first
+        (local paths only).
     """
 
     path: PathStr
     dataset: NonEmptyStr | None = None
     chunk_rows: Annotated[StrictIntType, Field(ge=1)] | None = None
+    columns: Annotated[list[NonEmptyStr], Field(min_length=1)] | None = None
+    storage_options: StorageOptions = None
+    allow_missing_chunks: Annotated[bool, Strict()] = False
+    sample_weight: Annotated[SampleWeightConfig | None,
+                             BeforeValidator(_weight_shorthand)] = None
     generate: GenerateConfig | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        problems = []
+        if self.columns is not None and len(set(self.columns)) != len(self.columns):
+            problems.append(("columns", f"has duplicates, got {_fmt(self.columns)}"))
+        weight = self.sample_weight
+        if (weight is not None and weight.column is not None and self.columns is not None
+                and weight.path is None and weight.column in self.columns):
+            problems.append(("sample_weight.column", f"{weight.column!r} is also one of "
+                                                     "data.columns (a feature)"))
+        _raise_problems(problems)
+        return self
 
 
 class ModelConfig(_Section):
@@ -603,13 +714,22 @@ class OutputConfig(_Section):
     Attributes
     ----------
     dir : str
-        Output directory (model, ``report.json``, plots).
+        Output directory (model, ``report.json``, plots), a local path or a URL
+        (``s3://bucket/runs/x``): at a URL everything is written under a temporary
+        prefix and copied into place with the marker (``report.json``) last.
     labels, responsibilities : bool
-        Also write per-sample labels / responsibilities (as large as the data).
+        Also write per-sample labels / responsibilities (as large as the data). Labels
+        of Parquet input are a Parquet directory (``labels.parquet/``, with
+        ``id_column``); otherwise Zarr (``labels.zarr``).
     plots : bool
         Write diagnostic plots.
     overwrite : bool
-        Allow writing into a non-empty ``dir``.
+        Allow replacing an existing ``dir`` that daskgmm wrote (never anything else).
+    id_column : str or None
+        Parquet input: a column copied next to the labels (e.g. a primary key); it is
+        not used as a feature unless ``data.columns`` names it.
+    storage_options : dict or None
+        Options of the URL's filesystem (never written to the report).
     """
 
     dir: PathStr
@@ -617,6 +737,8 @@ class OutputConfig(_Section):
     responsibilities: Annotated[bool, Strict()] = False
     plots: Annotated[bool, Strict()] = True
     overwrite: Annotated[bool, Strict()] = False
+    id_column: NonEmptyStr | None = None
+    storage_options: StorageOptions = None
 
 
 class CheckpointConfig(_Section):
@@ -625,13 +747,16 @@ class CheckpointConfig(_Section):
     Attributes
     ----------
     dir : str or None
-        Checkpoint directory; ``None`` disables checkpoints.
+        Checkpoint directory, a local path or a URL; ``None`` disables checkpoints.
     every : int >= 1
         Write a checkpoint every this many EM iterations.
+    storage_options : dict or None
+        Options of the URL's filesystem (default: ``output.storage_options``).
     """
 
     dir: PathStr | None = None
     every: Annotated[StrictIntType, Field(ge=1)] = 1
+    storage_options: StorageOptions = None
 
 
 _SECTIONS = ("data", "model", "cluster", "output", "checkpoint")
@@ -674,16 +799,38 @@ class RunConfig(_Section):
         """Where the configuration came from (file name or ``source`` argument)."""
         return self._source
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
         """The resolved configuration (defaults filled in, paths absolute).
+
+        Parameters
+        ----------
+        redact : bool, default False
+            Mask every secret (for ``report.json`` and messages): secret-looking
+            values of the ``storage_options`` sections and passwords or signed query
+            parameters of URLs become ``***``.
 
         Returns
         -------
         dict
-            JSON-serialisable, for ``report.json``; ``parse_config(to_dict())`` gives an
+            JSON-serialisable; without ``redact``, ``parse_config(to_dict())`` gives an
             equal configuration.
         """
-        return self.model_dump(mode="json", by_alias=True)
+        raw = self.model_dump(mode="json", by_alias=True)
+        return _redact(raw) if redact else raw
+
+
+def _redact(value: Any, key: str | None = None) -> Any:
+    from daskgmm.io.locations import redact_options, redact_url
+
+    if isinstance(value, dict):
+        if key == "storage_options":
+            return redact_options(value)
+        return {k: _redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------

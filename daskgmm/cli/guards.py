@@ -3,9 +3,11 @@
 * :func:`refuse_overlap` -- an output that equals, contains or lies inside one of the
   run's inputs (the data, the model, the configuration file, the checkpoint directory)
   is refused, whatever ``--overwrite`` says: replacing it could destroy the input.
-  Paths are compared after resolving symbolic links.
+  Local paths are compared after resolving symbolic links; URLs by protocol and path
+  (``s3://b/run`` contains ``s3://b/run/data.zarr``).
 * :func:`check_writable` -- the directory an output will be created in can be written
-  (not read-only, not forbidden), found out with a probe file before the fit starts.
+  (not read-only, not forbidden), found out with a probe file (or, at a URL, a probe
+  object, which also checks the credentials) before the fit starts.
 * :func:`free_space_warning` -- the space an output may need against what is free.
 * :func:`chunking_warnings` -- a task count or chunk size far outside the sensible
   range, from the opened array's chunking and the workers' memory.
@@ -29,7 +31,7 @@ from typing import Any
 from daskgmm.errors import DaskGMMError, OutputWriteError, UnsafeOutputError
 
 __all__ = ["WRITE_ERRNOS", "check_writable", "chunking_warnings", "free_space_warning",
-           "is_local_path", "refuse_overlap", "write_errors"]
+           "is_local_path", "refuse_overlap", "refuse_process_local", "write_errors"]
 
 WRITE_ERRNOS = {
     errno.ENOSPC: "no space left on the device: free some space or choose another "
@@ -55,18 +57,20 @@ def is_local_path(path: str | os.PathLike[str] | None) -> bool:
     return "://" not in text and not text.startswith("sklearn:")
 
 
-def _real(path: str | os.PathLike[str]) -> Path:
-    return Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
+def _location(path: str | os.PathLike[str] | None) -> Any:
+    """The Location of a local path or URL; None for ``sklearn:NAME``, None, or a URL
+    whose filesystem cannot be set up here (opening it will say why)."""
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if text.startswith("sklearn:"):
+        return None
+    from daskgmm.io.locations import parse_location
 
-
-def _relation(output: Path, other: Path) -> str | None:
-    if output == other:
-        return "is"
-    if output in other.parents:
-        return "contains"
-    if other in output.parents:
-        return "lies inside"
-    return None
+    try:
+        return parse_location(path)
+    except DaskGMMError:
+        return None
 
 
 def refuse_overlap(output: str | os.PathLike[str], output_key: str,
@@ -81,8 +85,9 @@ def refuse_overlap(output: str | os.PathLike[str], output_key: str,
     output_key : str
         How the user named it: ``'output.dir'``, ``'--output'``.
     inputs : sequence of (str, path-like or None)
-        ``(how the user named it, path)`` of every input; URLs, ``sklearn:`` sources
-        and None are skipped.
+        ``(how the user named it, path or URL)`` of every input; ``sklearn:`` sources
+        and None are skipped. A local path and a URL never overlap (except ``file://``
+        URLs, which are local paths).
     relations : sequence of str
         Which overlaps are refused: ``'is'`` (the same location), ``'contains'`` (the
         output contains the input) and ``'lies inside'`` (the output is inside the
@@ -93,21 +98,56 @@ def refuse_overlap(output: str | os.PathLike[str], output_key: str,
     UnsafeOutputError
         Naming both locations and what to do.
     """
-    if not is_local_path(output):
+    from daskgmm.io.locations import relation as overlap
+
+    target = _location(output)
+    if target is None:
         return
-    target = _real(output)
+    shown = os.path.realpath(target.path) if target.is_local else target.display
     for key, path in inputs:
-        if not is_local_path(path):
+        other = _location(path)
+        if other is None:
             continue
-        other = _real(path)
-        relation = _relation(target, other)
+        relation = overlap(target, other)
         if relation is None or relation not in relations:
             continue
-        where = (f"{output_key} {target} {relation} {key} {other}" if relation != "is"
-                 else f"{output_key} {target} is the same location as {key}")
+        other_shown = os.path.realpath(other.path) if other.is_local else other.display
+        where = (f"{output_key} {shown} {relation} {key} {other_shown}" if relation != "is"
+                 else f"{output_key} {shown} is the same location as {key}")
         raise UnsafeOutputError(
             f"{where}: writing there could destroy it, so daskgmm refuses (whatever the "
             f"overwrite setting); choose an {output_key} outside {key}")
+
+
+_PROCESS_LOCAL = ("memory",)
+
+
+def refuse_process_local(*locations: tuple[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse ``memory://`` (or any filesystem that lives inside one process) for the
+    data, outputs and checkpoints of a command, whose workers are other processes.
+
+    Parameters
+    ----------
+    *locations : (str, path-like or None)
+        ``(how the user named it, path or URL)``; None is skipped.
+
+    Raises
+    ------
+    UsageError
+        Naming the key and what to use instead.
+    """
+    from daskgmm.errors import UsageError
+    from daskgmm.io.locations import is_url
+
+    for key, path in locations:
+        if path is None or not is_url(os.fspath(path)):
+            continue
+        protocol = os.fspath(path).split("::")[0].split("://", 1)[0].lower()
+        if protocol in _PROCESS_LOCAL:
+            raise UsageError(
+                f"{key} {os.fspath(path)}: a {protocol}:// location exists only inside one "
+                "Python process, so the Dask workers (and later runs) cannot see it; use "
+                "a local path or an object store (s3://, gs://, az:// ...)")
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -121,20 +161,65 @@ def _advice(code: int | None) -> str:
     return WRITE_ERRNOS.get(code or -1, os.strerror(code) if code else "write failed")
 
 
-def check_writable(output: str | os.PathLike[str], key: str) -> None:
+def _check_remote_writable(output: str | os.PathLike[str], key: str,
+                           storage_options: dict | None) -> None:
+    import secrets
+
+    from daskgmm.io.locations import parse_location
+
+    try:
+        target = parse_location(output, storage_options)
+    except DaskGMMError as exc:
+        raise OutputWriteError(f"cannot write {key}: {exc}") from None
+    if not target.listable:
+        raise OutputWriteError(
+            f"cannot write {key} {target.display}: {target.protocol}:// locations cannot "
+            "be written by daskgmm (no way to list or replace a directory there); choose "
+            "a local path or an object store (s3://, gs://, az:// ...)")
+    probe = target.parent.join(f".daskgmm-probe-{secrets.token_hex(6)}")
+    try:
+        probe.fs.pipe_file(probe.path, b"")
+    except ImportError as exc:
+        raise target.missing_dependency(exc) from None
+    except Exception as exc:
+        raise OutputWriteError(
+            f"cannot write {key} {target.display}: {type(exc).__name__}: "
+            f"{target.scrub(str(exc)) or 'write refused'}; check the location, the "
+            "credentials and the storage options") from None
+    with contextlib.suppress(Exception):
+        probe.fs.rm_file(probe.path)
+
+
+def check_writable(output: str | os.PathLike[str], key: str, *,
+                   storage_options: dict | None = None) -> None:
     """Make sure the directory that will hold ``output`` can be written.
 
     The nearest existing ancestor of ``output``'s parent directory receives a probe
-    file (created and deleted at once); nothing else is created.
+    file (created and deleted at once); nothing else is created. At a URL a probe
+    object is written next to ``output`` and deleted, which also checks the credentials
+    and the endpoint.
 
     Raises
     ------
     OutputWriteError
         When the probe fails with a read-only file system, permission denied or a full
-        disk, naming ``key`` (``output.dir``, ``--output``, ``checkpoint.dir``).
+        disk (or, at a URL, with any error of the object store), naming ``key``
+        (``output.dir``, ``--output``, ``checkpoint.dir``).
     """
-    if not is_local_path(output):
+    text = os.fspath(output)
+    if text.startswith("sklearn:"):
         return
+    if not is_local_path(output):
+        from daskgmm.io.locations import parse_location
+
+        try:
+            loc = parse_location(output, storage_options)
+        except DaskGMMError:
+            loc = None
+        if loc is None or not loc.is_local:
+            _check_remote_writable(output, key, storage_options)
+            return
+        output = loc.path
     target = Path(os.path.abspath(os.fspath(output)))
     directory = _existing_ancestor(target.parent)
     if not directory.is_dir():

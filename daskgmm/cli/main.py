@@ -4,7 +4,8 @@
 
     daskgmm fit CONFIG.yaml [--set key=value ...] [--quiet] [--resume]
     daskgmm predict --model DIR --data PATH [--dataset NAME] --output OUT.zarr [--proba]
-                    [--overwrite] [--scheduler ADDRESS]
+                    [--overwrite] [--scheduler ADDRESS] [--storage-options JSON]
+                    [--columns A,B] [--id-column NAME]
     daskgmm generate --n-samples N --n-features D --n-components K --output PATH [...]
     daskgmm info DIR
     daskgmm --version
@@ -65,11 +66,26 @@ examples:
   daskgmm predict --model runs/iris --data sklearn:iris --output iris-labels.zarr
   daskgmm predict --model runs/big/model --data data/big.zarr --dataset X \\
       --output runs/big/proba.zarr --proba --scheduler tcp://10.0.0.5:8786
+  daskgmm predict --model s3://bucket/runs/x --data s3://bucket/data/x.zarr \\
+      --output s3://bucket/runs/x-labels.zarr \\
+      --storage-options '{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}'
+  daskgmm predict --model runs/t --data tables/events/ --columns f1,f2,f3 \\
+      --id-column event_id --output runs/t-labels
 
-The output is a Zarr array chunked like the data's rows: int32 labels of shape
+The output is a Zarr array chunked like the data's rows: int64 labels of shape
 (n_samples,), or float64 responsibilities of shape (n_samples, n_components) with
---proba. It is written by the Dask workers (so with --scheduler it must be on a file
-system they share) into a temporary sibling and renamed into place when complete.
+--proba. For Parquet data the labels are a directory of Parquet files instead (one per
+chunk of the input, a "label" column next to --id-column), unless --output ends in
+.zarr. --model, --data and --output may be URLs (s3://, gs://, az://, http(s):// for
+--data and --model ...). The output is written by the Dask workers (so with
+--scheduler it must be on a file system they share, or an object store) into a
+temporary sibling or prefix and appears, with its marker, only when complete.
+
+Storage options are JSON objects of fsspec filesystem options, or @FILE to read the
+JSON from a file (better for secrets than the command line, which other users of the
+machine can see). Credentials are best left to the filesystem's own configuration
+(for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ~/.aws/...).
+They are never printed.
 """
 
 _GENERATE_EPILOG = """\
@@ -80,7 +96,9 @@ examples:
 
 The data array is called X; the true labels and parameters are stored next to it
 (labels, true_weights, true_means, true_covariances). Memory use stays at a few blocks
-of --chunk-rows rows, whatever --n-samples is.
+of --chunk-rows rows, whatever --n-samples is. The default chunk is daskgmm's default
+chunk size, 64 MiB of rows (1,048,576 rows of 8 float64 features). The same --seed
+gives the same rows whatever --chunk-rows is.
 """
 
 _INFO_EPILOG = """\
@@ -102,6 +120,41 @@ def _int_at_least(minimum: int) -> Any:
 
     parse.__name__ = "integer"
     return parse
+
+
+def _storage_options(text: str) -> dict[str, Any]:
+    """A JSON object, or ``@FILE`` holding one (the text is never echoed: it may hold
+    secrets)."""
+    import json
+
+    source = "the JSON"
+    if text.startswith("@"):
+        source = f"the file {text[1:]}"
+        try:
+            with open(os.path.expanduser(text[1:]), encoding="utf-8") as handle:
+                text = handle.read(1 << 20)
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(
+                f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+            f"{exc.colno}); give an object such as '{{\"anon\": true}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"{source} must be a JSON object of filesystem options, got a "
+            f"{type(value).__name__}")
+    return value
+
+
+def _column_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected column names separated by commas, got {text!r}")
+    return names
 
 
 def _separation(text: str) -> float:
@@ -157,13 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "row of a dataset under a fitted model to a Zarr array.",
         epilog=_PREDICT_EPILOG, formatter_class=_Formatter)
     predict.add_argument("--model", required=True, metavar="DIR",
-                         help="a saved model, or a `daskgmm fit` output directory")
+                         help="a saved model, or a `daskgmm fit` output directory (a "
+                              "path or URL)")
     predict.add_argument("--data", required=True, metavar="PATH",
-                         help="the samples: Zarr, HDF5, .npy or sklearn:NAME")
+                         help="the samples: Zarr, HDF5, .npy, Parquet (a path or URL) or "
+                              "sklearn:NAME")
     predict.add_argument("--dataset", metavar="NAME", default=None,
                          help="the array inside an HDF5 file or Zarr group")
     predict.add_argument("--output", required=True, metavar="OUT.zarr",
-                         help="the Zarr array to write")
+                         help="the Zarr array (or, for Parquet data, the Parquet "
+                              "directory) to write, a path or URL")
     predict.add_argument("--proba", action="store_true",
                          help="write responsibilities (n_samples x n_components) instead "
                               "of labels")
@@ -174,6 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
                               "scheduler file) instead of a local cluster")
     predict.add_argument("--chunk-rows", type=_int_at_least(1), default=None, metavar="R",
                          help="rows per chunk (default: the storage's chunking)")
+    predict.add_argument("--columns", type=_column_names, action="append", default=None,
+                         metavar="A,B",
+                         help="Parquet data: the feature columns (default: every numeric "
+                              "column except --id-column)")
+    predict.add_argument("--id-column", metavar="NAME", default=None,
+                         help="Parquet data: a column written next to the labels")
+    predict.add_argument("--allow-missing-chunks", action="store_true",
+                         help="accept a Zarr/HDF5 store with chunks that were never "
+                              "written (written with write_empty_chunks=False)")
+    predict.add_argument("--storage-options", type=_storage_options, default=None,
+                         metavar="JSON",
+                         help="filesystem options for every URL (--model, --data, "
+                              "--output), as a JSON object or @FILE")
+    for name in ("data", "output", "model"):
+        predict.add_argument(f"--{name}-storage-options", type=_storage_options,
+                             default=None, metavar="JSON",
+                             help=f"filesystem options for --{name} only (instead of "
+                                  "--storage-options)")
     predict.add_argument("--quiet", "-q", action="store_true",
                          help="no progress display on stderr")
 
@@ -190,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="ending in .zarr or .h5/.hdf5")
     generate.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
                           help="seed of everything random (default 0)")
-    generate.add_argument("--chunk-rows", type=_int_at_least(1), default=100_000, metavar="R",
-                          help="rows per storage chunk (default 100000)")
+    generate.add_argument("--chunk-rows", type=_int_at_least(1), default=None, metavar="R",
+                          help="rows per storage chunk (default: 64 MiB of rows, daskgmm's "
+                               "default chunk size)")
     generate.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     generate.add_argument("--separation", type=_separation, default=4.0, metavar="S",
                           help="smallest distance between two means, in standard "
@@ -239,18 +314,31 @@ def _scheduler_config(scheduler: str | None) -> Any:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from daskgmm.cli.runner import run_predict
 
+    def options(name: str) -> dict | None:
+        given = getattr(args, f"{name}_storage_options")
+        return given if given is not None else args.storage_options
+
+    columns = ([c for group in args.columns for c in group] if args.columns is not None
+               else None)
     summary = run_predict(args.model, args.data, args.dataset, args.output, args.proba,
                           _scheduler_config(args.scheduler), overwrite=args.overwrite,
-                          chunk_rows=args.chunk_rows, quiet=args.quiet)
+                          chunk_rows=args.chunk_rows, quiet=args.quiet,
+                          data_storage_options=options("data"),
+                          output_storage_options=options("output"),
+                          model_storage_options=options("model"), columns=columns,
+                          id_column=args.id_column,
+                          allow_missing_chunks=args.allow_missing_chunks)
     shape = " x ".join(str(s) for s in summary["shape"])
-    print(f"wrote {summary['content']} of shape {shape} in chunks of "
-          f"{summary['chunks_rows']} rows to {summary['output']} "
+    what = ("a Parquet directory of one file per chunk" if summary["format"] == "parquet"
+            else f"chunks of {summary['chunks_rows']} rows")
+    print(f"wrote {summary['content']} of shape {shape} in {what} to {summary['output']} "
           f"({summary['seconds']:.1f} s)")
     return 0
 
 
 _GENERATE_SUFFIXES = (".zarr", ".h5", ".hdf5")
 _MAX_CHUNK_BYTES = 2**31 - 2**20  # a storage chunk of blosc or HDF5 holds a bit under 2 GiB
+_MAX_PARAMETER_BYTES = 2**30  # the true parameters are drawn in memory
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -265,8 +353,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if suffix not in _GENERATE_SUFFIXES:
         raise UsageError(f"--output {args.output}: the format is chosen by the extension; "
                          "use a path ending in .zarr (Zarr store) or .h5/.hdf5 (HDF5)")
-    chunk_rows = min(args.chunk_rows, args.n_samples)
     itemsize = 4 if args.dtype == "float32" else 8
+    parameter_bytes = 3 * args.n_components * args.n_features**2 * 8
+    if parameter_bytes > _MAX_PARAMETER_BYTES:
+        raise UsageError(
+            f"--n-features {args.n_features} with --n-components {args.n_components}: the "
+            f"mixture's covariance matrices (and their factors) alone would take "
+            f"{parameter_bytes / 2**30:,.1f} GiB of memory; use fewer features or "
+            "components")
+    if args.chunk_rows is None:
+        from daskgmm.io.chunking import default_chunk_rows
+
+        args.chunk_rows = default_chunk_rows(args.n_features, itemsize)
+    chunk_rows = min(args.chunk_rows, args.n_samples)
     if chunk_rows * args.n_features * itemsize > _MAX_CHUNK_BYTES:
         raise UsageError(
             f"--chunk-rows {args.chunk_rows}: a chunk of {chunk_rows} rows x "

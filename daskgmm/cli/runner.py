@@ -1,34 +1,37 @@
 """Batch runs: ``daskgmm fit CONFIG.yaml`` and ``daskgmm predict``.
 
 :func:`run_fit` takes a validated :class:`~daskgmm.cli.config.RunConfig`, starts or joins
-the Dask cluster, fits a :class:`~daskgmm.models.gaussian.GaussianMixture` out of core and
-writes everything into ``output.dir``::
+the Dask cluster, fits the estimator of ``model.kind`` out of core and writes everything
+into ``output.dir``::
 
     output.dir/
-        model/              the fitted model (daskgmm.serialize.model_files.save_model)
-        report.json         configuration, versions, data, iterations, BIC/AIC,
-                            timings, peak memory, cluster
-        convergence.png     log-likelihood and seconds per EM iteration  (output.plots)
+        model/              the fitted model (daskgmm.serialize.model_files)
+        report.json         configuration (secrets masked), versions, data, iterations,
+                            BIC/AIC, timings, peak memory, cluster
+        convergence.png     lower bound and seconds per EM iteration  (output.plots)
         clusters.png        a sample on its first two principal components  (output.plots)
         labels.zarr         int64 label of every row, chunked like the data  (output.labels)
+        labels.parquet/     instead, for Parquet input: label (and output.id_column)
         responsibilities.zarr   float64 (n_samples, K)  (output.responsibilities)
 
-The whole directory is assembled in a temporary sibling and renamed into place at the
-end (:func:`daskgmm.io.atomic.atomic_directory`): a run that fails or is interrupted leaves
-no partial output, and an existing ``output.dir`` is refused before anything is
-computed unless ``output.overwrite`` is true.
+``output.dir`` may be a local path or a URL (``s3://bucket/runs/x`` with
+``output.storage_options``). The whole directory is assembled aside -- a temporary
+sibling renamed into place locally, a temporary prefix copied into place with
+``report.json`` last on an object store (:func:`daskgmm.io.storage.atomic_output_directory`)
+-- so a run that fails or is interrupted leaves no partial output, and an existing
+``output.dir`` is refused before anything is computed unless ``output.overwrite`` is
+true (and even then, only one daskgmm wrote is replaced).
 
-After the fit a single pass over the data computes everything else at once: the
-log-likelihood of the final parameters (for BIC and AIC), the labels and
-responsibilities (written by the workers straight into the Zarr arrays, one chunk per
-task, so nothing as large as the data goes through the driver) and a random sample of
-a few thousand rows for the cluster plot.
+The data (``data.path``, with ``data.storage_options``, ``data.columns``,
+``data.sample_weight``...) is opened by :mod:`daskgmm.cli.inputs`; after the fit one
+pass over it (:func:`daskgmm.cli.outputs.output_pass`) computes everything else at once,
+the workers writing labels and responsibilities straight to ``output.dir``.
 
-:func:`run_predict` loads a saved model and writes the labels (or the responsibilities)
-of a dataset to a new Zarr array, out of core and atomically.
+:func:`run_predict` loads a saved model (local or URL) and writes the labels (or the
+responsibilities) of a dataset, out of core and atomically, to a local path or a URL.
 
-Labels and responsibilities are written by the Dask workers: with a remote cluster the
-output directory must be on a file system the workers share with the client.
+With a remote cluster, the data and ``output.dir`` must be where the workers can reach
+them: a shared file system, or an object store.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from daskgmm.cli.guards import (
     chunking_warnings,
     free_space_warning,
     refuse_overlap,
+    refuse_process_local,
     write_errors,
 )
 from daskgmm.errors import ConfigError, DaskGMMError, OutputExistsError
@@ -71,121 +75,6 @@ PRINT_LABELS_LIMIT = 10_000
 PRINT_PARAMETERS_LIMIT = 40
 """``daskgmm fit`` prints the weights, means and covariances when n_components x
 n_features is at most this; a table of the components otherwise."""
-
-
-# ---------------------------------------------------------------------------------------
-# The output pass (its task functions run on the workers; keep this module's imports light)
-# ---------------------------------------------------------------------------------------
-
-
-def _write_rows(values: np.ndarray, path: str, row_start: int) -> int:
-    """Write one chunk's rows into the Zarr array at ``path`` (whole Zarr chunks)."""
-    import zarr
-
-    zarr.open_array(path, mode="r+")[row_start : row_start + len(values)] = values
-    return len(values)
-
-
-def _chunk_summary(log_likelihoods: np.ndarray, rows: np.ndarray, *written: int
-                   ) -> dict[str, Any]:
-    """What one chunk sends back: its log-likelihood sum, row count and sampled rows."""
-    return {"ll": math.fsum(np.asarray(log_likelihoods, dtype=np.float64).tolist()),
-            "n": len(log_likelihoods), "rows": np.asarray(rows, dtype=np.float64)}
-
-
-def _take(block: np.ndarray, local_idx: np.ndarray) -> np.ndarray:
-    return np.asarray(block[local_idx], dtype=np.float64)
-
-
-def _create_zarr(path: Path, shape: tuple[int, ...], row_chunk: int, dtype: str,
-                 attributes: dict[str, Any]) -> str:
-    import zarr
-
-    chunks = (row_chunk, *shape[1:])
-    names = ("sample", "component")[: len(shape)]
-    zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype,
-                      fill_value=-1 if dtype.startswith("int") else np.nan,
-                      attributes=attributes, dimension_names=names, zarr_format=3)
-    return str(path)
-
-
-def _regular_rows(X: Any) -> Any:
-    """``X`` with equal row chunks (the last may be shorter), as Zarr chunks must be."""
-    rows = X.chunks[0]
-    if len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
-        X = X.rechunk({0: max(rows), 1: -1})
-    elif len(X.chunks[1]) > 1:
-        X = X.rechunk({1: -1})
-    return X
-
-
-def _output_pass(model: Any, X: Any, *, labels_path: Path | None, resp_path: Path | None,
-                 sample_idx: np.ndarray, attributes: dict[str, Any],
-                 client: Any = None) -> dict[str, Any]:
-    """One pass over ``X`` for everything that follows a fit.
-
-    Computes, reading every chunk once: the log-likelihood of every row under the final
-    parameters (summed, for BIC/AIC), the labels and responsibilities (written by the
-    workers straight into Zarr arrays chunked like ``X``'s rows) and the rows at
-    ``sample_idx``. It uses the estimator's lazy ``predict``, ``predict_proba`` and
-    ``score_samples`` on the Dask array, so the workers run the same NumPy kernels as a
-    fit (and never import scikit-learn). Observers see it as a pass of kind
-    ``'outputs'``. With a ``distributed.Client`` the chunks are followed as futures;
-    without one the active Dask scheduler computes them.
-
-    Returns
-    -------
-    dict
-        ``ll`` (sum of the log-likelihoods), ``n`` (rows) and ``rows`` (the sample).
-    """
-    import dask
-
-    from daskgmm.diagnostics import observers
-
-    X = _regular_rows(X)
-    bounds = np.cumsum((0, *X.chunks[0])).tolist()
-    row_chunk = int(X.chunks[0][0])
-    n = int(X.shape[0])
-    blocks = X.to_delayed().ravel()
-    scores = model.score_samples(X).to_delayed().ravel()
-    writes: list[list[Any]] = [[] for _ in blocks]
-    if labels_path is not None:
-        target = _create_zarr(labels_path, (n,), row_chunk, "int64",
-                              {**attributes, "content": "labels"})
-        labels = model.predict(X).astype(np.int64).to_delayed().ravel()
-        for i, part in enumerate(labels):
-            writes[i].append(dask.delayed(_write_rows, pure=False)(part, target, bounds[i]))
-    if resp_path is not None:
-        target = _create_zarr(resp_path, (n, int(model.n_components)), row_chunk, "float64",
-                              {**attributes, "content": "responsibilities"})
-        resp = model.predict_proba(X).to_delayed().ravel()
-        for i, part in enumerate(resp):
-            writes[i].append(dask.delayed(_write_rows, pure=False)(part, target, bounds[i]))
-    idx = np.asarray(sample_idx, dtype=np.int64)
-    parts = []
-    for i, block in enumerate(blocks):
-        inside = idx[(idx >= bounds[i]) & (idx < bounds[i + 1])] - bounds[i]
-        rows = dask.delayed(_take)(block, inside)
-        parts.append(dask.delayed(_chunk_summary)(scores[i], rows, *writes[i]))
-
-    observers.notify("pass_started", "outputs", len(parts))
-    if client is not None:
-        from distributed import as_completed
-
-        futures = client.compute(parts)
-        if observers.wants("chunks_done"):
-            for _ in as_completed(futures):
-                observers.notify("chunks_done", 1)
-        results = client.gather(futures)
-    else:
-        results = list(dask.compute(*parts))
-    observers.notify("pass_finished")
-    return {
-        "ll": math.fsum(r["ll"] for r in results),
-        "n": sum(r["n"] for r in results),
-        "rows": (np.concatenate([r["rows"] for r in results]) if results
-                 else np.empty((0, X.shape[1]))),
-    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,53 +106,114 @@ class RunInterrupted(KeyboardInterrupt):
         self.message = message
 
 
-def _check_output_dir(config: Any) -> Path:
-    out = Path(config.output.dir)
-    if os.path.lexists(out) and not config.output.overwrite:
-        raise OutputExistsError(
-            f"the output directory {out} already exists; pass --set output.overwrite=true "
-            "to replace it, or choose another output.dir"
-        )
-    if os.path.lexists(out) and not out.is_dir():
-        raise OutputExistsError(
-            f"output.dir {out} exists and is not a directory; choose another output.dir"
-        )
-    return out
+def _output_options(config: Any) -> dict | None:
+    return getattr(config.output, "storage_options", None)
 
 
-def checkpoint_iteration(directory: str | os.PathLike[str] | None) -> int | None:
+def _checkpoint_options(config: Any) -> dict | None:
+    options = getattr(config.checkpoint, "storage_options", None)
+    return options if options is not None else _output_options(config)
+
+
+def _check_output_location(url: str, key: str, overwrite: bool,
+                           storage_options: dict | None, flag: str) -> str:
+    """Refuse an existing output (without ``overwrite``) or one that daskgmm did not
+    write (with it), before any work. Returns the output's local path or URL."""
+    from daskgmm.io.locations import parse_location
+    from daskgmm.io.storage import check_replaceable, exists
+
+    loc = parse_location(url, storage_options)
+    if not exists(loc):
+        return loc.path if loc.is_local else url
+    if not overwrite:
+        raise OutputExistsError(
+            f"the {key} {loc.display} already exists; pass {flag} to replace it, or choose "
+            f"another {key}")
+    if loc.is_local and not os.path.isdir(loc.path):
+        raise OutputExistsError(
+            f"{key} {loc.display} exists and is not a directory; choose another {key}")
+    check_replaceable(loc)
+    return loc.path if loc.is_local else url
+
+
+def _check_output_dir(config: Any) -> str:
+    return _check_output_location(str(config.output.dir), "output.dir",
+                                  bool(config.output.overwrite), _output_options(config),
+                                  "--set output.overwrite=true")
+
+
+def _is_local(path: str) -> bool:
+    """Whether ``path`` is a local path (``file://`` included; not ``sklearn:NAME``)."""
+    from daskgmm.io.locations import parse_location
+
+    return not path.startswith("sklearn:") and parse_location(path).is_local
+
+
+def _shown(url: str | os.PathLike[str] | None, storage_options: dict | None = None) -> str:
+    """A path or URL as the user may see it (credentials masked)."""
+    if url is None:
+        return "None"
+    from daskgmm.io.locations import parse_location
+
+    text = os.fspath(url)
+    if text.startswith("sklearn:"):
+        return text
+    try:
+        return parse_location(url, storage_options).display
+    except DaskGMMError:
+        from daskgmm.io.locations import redact_url
+
+        return redact_url(text)
+
+
+def checkpoint_iteration(directory: str | os.PathLike[str] | None,
+                         storage_options: dict | None = None) -> int | None:
     """The iteration of the checkpoint in ``directory`` (None when there is none).
 
     Reads only the ``iteration`` key of ``checkpoint.json`` (the engine is not
-    imported); an unreadable file counts as none.
+    imported), locally or at a URL; an unreadable file counts as none.
     """
     if directory is None:
         return None
-    import json
+    from daskgmm.io.locations import parse_location
+    from daskgmm.serialize.schema import parse_json
 
-    path = Path(directory) / CHECKPOINT_FILE
     try:
-        with open(path, encoding="utf-8") as handle:
-            value = json.load(handle).get("iteration")
-    except (OSError, ValueError, AttributeError, RecursionError):
+        loc = parse_location(directory, storage_options).join(CHECKPOINT_FILE)
+        with loc.open("rb") as handle:
+            value = parse_json(handle.read(1 << 28)).get("iteration")
+    except Exception:
         return None
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _interrupted_message(checkpoint_dir: str | None, source: str | None) -> str:
+def _has_checkpoint(directory: Any) -> bool:
+    from daskgmm.io.locations import parse_location
+
+    loc = parse_location(directory).join(CHECKPOINT_FILE)
+    return os.path.lexists(loc.path) if loc.is_local else loc.exists()
+
+
+def _interrupted_message(checkpoint_dir: Any, source: str | None) -> str:
     iteration = checkpoint_iteration(checkpoint_dir)
     command = f"daskgmm fit {source} --resume" if source else "daskgmm fit CONFIG --resume"
+    shown = _shown(checkpoint_dir)
     if iteration is not None:
         return (f"interrupted; the last checkpoint is at iteration {iteration} (in "
-                f"{checkpoint_dir}): resume with `{command}`")
+                f"{shown}): resume with `{command}`")
     if checkpoint_dir is not None:
-        return (f"interrupted before the first checkpoint was written to {checkpoint_dir}; "
+        return (f"interrupted before the first checkpoint was written to {shown}; "
                 "nothing was written")
     return ("interrupted; nothing was written, and there is no checkpoint to resume from "
             "(set checkpoint.dir to be able to resume)")
 
 
 def _checkpoint_dir(config: Any, resume: bool, log: _Log) -> str | None:
+    """The checkpoint directory: a local path, or a URL carrying its storage options
+    (:class:`~daskgmm.io.locations.StoragePath`, which the estimator passes on)."""
+    from daskgmm.io.locations import StoragePath, parse_location
+    from daskgmm.io.locations import relation as overlap
+
     directory = getattr(config.checkpoint, "dir", None)
     if directory is None:
         if resume:
@@ -272,36 +222,49 @@ def _checkpoint_dir(config: Any, resume: bool, log: _Log) -> str | None:
                 "configuration (or with --set checkpoint.dir=PATH)"
             )
         return None
-    ckpt = Path(directory).resolve()
-    out = Path(config.output.dir).resolve()
-    if ckpt == out or out in ckpt.parents:
+    options = _checkpoint_options(config)
+    ckpt_loc = parse_location(str(directory), options)
+    if ckpt_loc.is_local:
+        ckpt: str = str(Path(ckpt_loc.path).resolve())
+        ckpt_loc = parse_location(ckpt)
+    else:
+        ckpt = StoragePath(str(directory), options)
+    out_loc = parse_location(str(config.output.dir), _output_options(config))
+    if overlap(ckpt_loc, out_loc) in ("is", "lies inside"):
+        out = out_loc.display
         raise ConfigError(
-            f"checkpoint.dir {ckpt} is inside output.dir {out}, which is written "
-            "atomically at the end of the run; put the checkpoints elsewhere (e.g. "
-            f"{out.parent / (out.name + '-checkpoints')})"
+            f"checkpoint.dir {ckpt_loc.display} is inside output.dir {out}, which is "
+            "written atomically at the end of the run; put the checkpoints elsewhere (e.g. "
+            f"{out.rstrip('/')}-checkpoints)"
         )
     refuse_overlap(ckpt, "checkpoint.dir", [("data.path", config.data.path)],
                    relations=("is", "lies inside"))
     iteration = checkpoint_iteration(ckpt)
-    has_checkpoint = (ckpt / CHECKPOINT_FILE).exists()
+    has_checkpoint = _has_checkpoint(ckpt)
+    shown = ckpt_loc.display
     if has_checkpoint and not resume:
         where = f" at iteration {iteration}" if iteration is not None else ""
         raise ConfigError(
-            f"a checkpoint from an earlier run exists in {ckpt}{where}; pass --resume to "
+            f"a checkpoint from an earlier run exists in {shown}{where}; pass --resume to "
             "continue it or delete the directory"
         )
     if resume and not has_checkpoint:
-        log.info(f"no checkpoint in {ckpt} yet: starting the fit from the beginning")
+        log.info(f"no checkpoint in {shown} yet: starting the fit from the beginning")
     elif resume:
         where = f"iteration {iteration}" if iteration is not None else "its last iteration"
-        log.info(f"resuming from the checkpoint at {where} in {ckpt}")
-    return str(ckpt)
+        log.info(f"resuming from the checkpoint at {where} in {shown}")
+    return ckpt
 
 
 def _maybe_generate(config: Any, path: str, log: _Log) -> dict[str, Any] | None:
     """Write the synthetic dataset of ``data.generate`` if ``data.path`` is missing."""
     spec = getattr(config.data, "generate", None)
-    if spec is None or os.path.exists(path):
+    if spec is None or not _is_local(path):
+        return None
+    from daskgmm.io.locations import parse_location
+
+    path = parse_location(path).path  # a file:// URL as a path
+    if os.path.exists(path):
         return None
     from daskgmm.io.generate import generate_mixture
 
@@ -318,11 +281,13 @@ def _maybe_generate(config: Any, path: str, log: _Log) -> dict[str, Any] | None:
              f"({size / 2**30:.2f} GiB), since it does not exist yet")
     from daskgmm.diagnostics.observers import observe
 
+    chunk_rows = get("chunk_rows", None)
     t0 = time.perf_counter()
     with observe(log.progress):
         summary = generate_mixture(
             path, n_samples, n_features, int(get("n_components", 1)),
-            seed=int(get("seed", 0)), chunk_rows=int(get("chunk_rows", 100_000)),
+            seed=int(get("seed", 0)),
+            chunk_rows=int(chunk_rows) if chunk_rows is not None else None,
             dtype=dtype, separation=float(get("separation", 4.0)),
             dataset=config.data.dataset or "X", overwrite=False)
     log.info(f"generated {path} in {time.perf_counter() - t0:.1f} s")
@@ -350,10 +315,17 @@ def _remove_checkpoint(directory: str | None) -> None:
     """Delete the checkpoint of a run whose outputs are complete."""
     if directory is None:
         return
+    from daskgmm.io.locations import parse_location
+
+    loc = parse_location(directory)
+    if not loc.is_local:
+        with contextlib.suppress(FileNotFoundError):
+            loc.fs.rm_file(loc.join(CHECKPOINT_FILE).path)
+        return
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(directory, CHECKPOINT_FILE))
+        os.unlink(os.path.join(loc.path, CHECKPOINT_FILE))
     with contextlib.suppress(OSError):
-        os.rmdir(directory)  # only if now empty
+        os.rmdir(loc.path)  # only if now empty
 
 
 @contextlib.contextmanager
@@ -402,7 +374,7 @@ def component_table(weights: np.ndarray, means: np.ndarray, n_samples: int
 
 
 def _print_result(model: Any, mean_ll: float | None, labels: np.ndarray | None,
-                  n_samples: int, labels_file: Path | None, report_path: Path,
+                  n_samples: int, labels_file: str | None, report_path: str,
                   out: TextIO) -> None:
     """The fitted parameters, as scikit-learn's iris example prints them; a table of
     the components instead of the arrays for a large model (K x D over
@@ -500,17 +472,33 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     path = str(config.data.path)
     source = getattr(config, "source", None)
     config_file = source if source and os.path.isfile(source) else None
+    weight = getattr(config.data, "sample_weight", None)
+    refuse_process_local(("data.path", path), ("output.dir", config.output.dir),
+                         ("checkpoint.dir", config.checkpoint.dir),
+                         ("data.sample_weight.path", getattr(weight, "path", None)))
     refuse_overlap(config.output.dir, "output.dir",
                    [("data.path", path), ("checkpoint.dir", config.checkpoint.dir),
                     ("the configuration file", config_file)])
     out_dir = _check_output_dir(config)
     checkpoint_dir = _checkpoint_dir(config, resume, log)
     params = _estimator_params(config, checkpoint_dir)
-    check_writable(out_dir, "output.dir")
+    check_writable(out_dir, "output.dir", storage_options=_output_options(config))
     if checkpoint_dir is not None:
-        check_writable(Path(checkpoint_dir) / CHECKPOINT_FILE, "checkpoint.dir")
-    if getattr(config.data, "generate", None) is not None and not os.path.exists(path):
-        check_writable(path, "data.path")
+        from daskgmm.io.locations import parse_location
+
+        check_writable(parse_location(checkpoint_dir).join(CHECKPOINT_FILE).url,
+                       "checkpoint.dir", storage_options=_checkpoint_options(config))
+    if getattr(config.data, "generate", None) is not None and _is_local(path):
+        if not os.path.exists(path):
+            check_writable(path, "data.path")
+    elif getattr(config.data, "generate", None) is not None:
+        from daskgmm.io.storage import exists
+
+        if not exists(path, getattr(config.data, "storage_options", None)):
+            raise ConfigError(
+                f"data.generate writes local files only, and data.path is the URL "
+                f"{_shown(path)}, where nothing is yet; generate the data locally "
+                "(daskgmm generate) and upload it, or remove data.generate")
 
     try:
         return _fit(config, quiet=quiet, stdout=stdout, started=started, created=created,
@@ -523,10 +511,28 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
         raise RunInterrupted(_interrupted_message(checkpoint_dir, source)) from None
 
 
+def _open_data(config: Any) -> Any:
+    from daskgmm.cli.inputs import open_input
+
+    data = config.data
+    id_column = getattr(config.output, "id_column", None)
+    return open_input(str(data.path), dataset=data.dataset, chunk_rows=data.chunk_rows,
+                      columns=getattr(data, "columns", None),
+                      storage_options=getattr(data, "storage_options", None),
+                      allow_missing_chunks=bool(getattr(data, "allow_missing_chunks", False)),
+                      sample_weight=getattr(data, "sample_weight", None),
+                      id_column=id_column)
+
+
+def _labels_name(run_input: Any) -> str:
+    return "labels.parquet" if run_input.is_parquet else "labels.zarr"
+
+
 def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, created: str,
-         progress: Any, log: _Log, out_dir: Path, path: str, checkpoint_dir: str | None,
+         progress: Any, log: _Log, out_dir: str, path: str, checkpoint_dir: str | None,
          params: dict[str, Any]) -> dict[str, Any]:
     from daskgmm.cli.cluster import connect, worker_failures
+    from daskgmm.cli.outputs import LabelsTarget, output_pass, write_figure, write_json
     from daskgmm.diagnostics.memory import MemoryMonitor
     from daskgmm.diagnostics.observers import observe
     from daskgmm.diagnostics.report import (
@@ -537,18 +543,22 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
         library_versions,
         memory_summary,
     )
-    from daskgmm.io.atomic import atomic_directory, write_json_atomic
-    from daskgmm.io.readers import describe_array, get_reader, open_array
+    from daskgmm.io.locations import parse_location
+    from daskgmm.io.storage import atomic_output_directory
     from daskgmm.models import save_model
 
+    out_options = _output_options(config)
+    out_loc = parse_location(out_dir, out_options)
+    out_shown = out_loc.display
     with write_errors(("data.path", path)):
         generated = _maybe_generate(config, path, log)
-    X = open_array(path, config.data.dataset, config.data.chunk_rows)
-    data_info = {"path": path, "dataset": config.data.dataset,
-                 "format": getattr(get_reader(path), "name", None), **describe_array(X)}
+    run_input = _open_data(config)
+    X = run_input.X
+    data_info = dict(run_input.info)
     if generated is not None:
         data_info["generated"] = _json_ready(generated)
     n_samples = int(X.shape[0])
+    labels_name = _labels_name(run_input)
     warning_lines: list[str] = []
     needed = (n_samples * 8 if config.output.labels else 0) + (
         n_samples * _n_components(config) * 8 if config.output.responsibilities else 0)
@@ -556,13 +566,12 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
     if space is not None:
         warning_lines.append(space)
         log.warning(space)
-    with write_errors(("output.dir", out_dir)):
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
 
     writes = write_errors(("output.dir", out_dir), ("checkpoint.dir", checkpoint_dir))
-    with writes, atomic_directory(out_dir, overwrite=config.output.overwrite) as tmp, \
+    with writes, atomic_output_directory(out_dir, kind="run",
+                                         overwrite=config.output.overwrite,
+                                         storage_options=out_options) as out, \
             connect(config.cluster, log=log.info) as (client, cluster_info):
-        tmp = Path(tmp)
         estimator = config.model.estimator_class()
         gm = estimator(**params)
         recorder = FitRecorder()
@@ -572,10 +581,11 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                 list(cluster_info.get("worker_memory_limits", {}).values())):
             warning_lines.append(text)
             log.warning(text)
+        weighted = " (weighted)" if run_input.weights is not None else ""
         log.info(f"fitting {config.model.n_components} components "
                  f"({config.model.covariance_type}) to {n_samples:,} rows x {X.shape[1]} "
-                 f"features in {X.npartitions} chunks on a {cluster_info['kind']} cluster "
-                 f"of {cluster_info['n_workers']} worker(s)")
+                 f"features{weighted} in {X.npartitions} chunks on a {cluster_info['kind']} "
+                 f"cluster of {cluster_info['n_workers']} worker(s)")
         progress.expect(max_iter=int(getattr(gm, "max_iter", 0) or 0),
                         tol=float(getattr(gm, "tol", 0.0) or 0.0))
         # During the fit the only files written are checkpoints.
@@ -586,49 +596,60 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                     fit_writes:
                 recorder.start()
                 t_fit = time.perf_counter()
-                gm.fit(X)
+                if run_input.weights is not None:
+                    gm.fit(X, sample_weight=run_input.weights)
+                else:
+                    gm.fit(X)
                 fit_seconds = time.perf_counter() - t_fit
             # One more pass: final log-likelihood, labels, responsibilities, plot sample.
             t_out = time.perf_counter()
             sample_idx = (_sample_indices(n_samples, PLOT_SAMPLE_ROWS, config.model.random_state)
                           if config.output.plots else np.empty(0, dtype=np.int64))
-            attributes = {"model": str(out_dir / "model"), "data": path,
+            attributes = {"model": out_loc.join("model").display, "data": run_input.display,
                           "dataset": config.data.dataset}
+            labels = None
+            if config.output.labels:
+                labels = LabelsTarget(out.child_location(labels_name),
+                                      "parquet" if run_input.is_parquet else "zarr",
+                                      run_input.ids, getattr(config.output, "id_column", None))
             with _captured_warnings(log, warning_lines), observe(progress):
-                result = _output_pass(
+                result = output_pass(
                     gm, X, sample_idx=sample_idx, attributes=attributes, client=client,
-                    labels_path=tmp / "labels.zarr" if config.output.labels else None,
-                    resp_path=(tmp / "responsibilities.zarr"
-                               if config.output.responsibilities else None))
+                    labels=labels, weights=run_input.weights,
+                    responsibilities=(out.child_location("responsibilities.zarr")
+                                      if config.output.responsibilities else None))
             printed_labels = None
             if stdout is not None and n_samples <= PRINT_LABELS_LIMIT:
                 printed_labels = np.asarray(gm.predict(X).compute())
             output_pass_seconds = time.perf_counter() - t_out
         progress.close()
 
-        mean_ll = result["ll"] / result["n"]
-        criteria = information_criteria(mean_ll, n_samples, gm._n_parameters())
+        mean_ll = result["ll"] / result["weight"] if result["weight"] > 0 else float("nan")
+        # With weights, the sample size of BIC is their sum (integer weights count as
+        # repeated rows).
+        effective_n = result["weight"] if run_input.weights is not None else n_samples
+        criteria = information_criteria(mean_ll, effective_n, gm._n_parameters())
         plots: list[str] = []
         if config.output.plots:
-            from daskgmm.diagnostics.plots import plot_clusters, plot_convergence
+            from daskgmm.diagnostics.plots import clusters_figure, convergence_figure
 
             table_seconds = [recorder.seconds.get(i) for i in range(1, gm.n_iter_ + 1)]
-            name = config.name or os.path.basename(str(out_dir))
-            plot_convergence(gm.lower_bounds_, table_seconds, tmp / "convergence.png",
-                             title=f"{name}: convergence")
+            name = config.name or out_loc.name
+            write_figure(out, "convergence.png", convergence_figure(
+                gm.lower_bounds_, table_seconds, title=f"{name}: convergence"))
             sample = result["rows"]
-            plot_clusters(sample, gm.predict(sample) if len(sample) else sample[:, 0],
-                          gm, tmp / "clusters.png",
-                          title=(f"{name}: all {n_samples:,} rows" if len(sample) == n_samples
-                                 else f"{name}: {len(sample):,} random rows of "
-                                      f"{n_samples:,}"))
+            write_figure(out, "clusters.png", clusters_figure(
+                sample, gm.predict(sample) if len(sample) else sample[:, 0], gm,
+                title=(f"{name}: all {n_samples:,} rows" if len(sample) == n_samples
+                       else f"{name}: {len(sample):,} random rows of {n_samples:,}")))
             plots = ["convergence.png", "clusters.png"]
 
         model_meta = {"data": {k: data_info[k] for k in ("path", "dataset", "shape", "dtype")},
                       "run": config.name, "bic": criteria["bic"], "aic": criteria["aic"]}
         if "checkpoint_dir" in gm.get_params():
             gm.set_params(checkpoint_dir=None)  # a loaded model should not resume this run
-        save_model(gm, tmp / "model", extra_metadata=_json_ready(model_meta))
+        save_model(gm, out.child("model"), extra_metadata=_json_ready(model_meta),
+                   storage_options=out.storage_options or None)
 
         timing = recorder.timing(fit_seconds)
         timing["outputs_seconds"] = round(output_pass_seconds, 4)
@@ -641,10 +662,11 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
             "name": config.name,
             "created": created,
             "config_file": getattr(config, "source", None),
-            "config": config.to_dict(),
+            "config": config.to_dict(redact=True),
             "versions": library_versions(),
             "data": data_info,
             "fit": {
+                "estimator": type(gm).__name__,
                 "converged": bool(gm.converged_),
                 "n_iter": int(gm.n_iter_),
                 "lower_bound": _json_ready(float(gm.lower_bound_)),
@@ -652,6 +674,9 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                 "iterations": iteration_table(list(gm.lower_bounds_), recorder.seconds),
                 "passes": {kind: sum(1 for p in recorder.passes if p["kind"] == kind)
                            for kind in sorted({p["kind"] for p in recorder.passes})},
+                "weighted": run_input.weights is not None,
+                "sum_of_weights": (result["weight"] if run_input.weights is not None
+                                   else None),
                 **criteria,
                 "warnings": warning_lines,
             },
@@ -659,22 +684,22 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
             "memory": memory_summary(monitor),
             "cluster": cluster_info,
             "outputs": {
-                "dir": str(out_dir),
+                "dir": out_shown,
                 "model": "model",
                 "report": "report.json",
                 "plots": plots,
-                "labels": "labels.zarr" if config.output.labels else None,
+                "labels": labels_name if config.output.labels else None,
                 "responsibilities": ("responsibilities.zarr"
                                      if config.output.responsibilities else None),
             },
         }
         report = _json_ready(report)
-        write_json_atomic(tmp / "report.json", report, indent=2)
+        write_json(out, "report.json", report)  # the run's marker: on object stores, last
     _remove_checkpoint(checkpoint_dir)
     if stdout is not None:
         _print_result(gm, report["fit"]["mean_log_likelihood"], printed_labels, n_samples,
-                      out_dir / "labels.zarr" if config.output.labels else None,
-                      out_dir / "report.json", stdout)
+                      out_loc.join(labels_name).display if config.output.labels else None,
+                      out_loc.join("report.json").display, stdout)
     return report
 
 
@@ -688,50 +713,87 @@ def _n_components(config: Any) -> int:
 # ---------------------------------------------------------------------------------------
 
 
+def _model_location(model_dir: str | os.PathLike[str], storage_options: dict | None
+                    ) -> Any:
+    """The saved model's Location: ``model_dir`` itself, or its ``model/`` when it is a
+    ``daskgmm fit`` output directory."""
+    from daskgmm.io.locations import parse_location
+
+    loc = parse_location(model_dir, storage_options)
+    inner = loc.join("model")
+    if loc.is_local:
+        if os.path.isdir(inner.path) and not os.path.exists(loc.join("model.json").path):
+            return inner
+        return loc
+    if not loc.join("model.json").exists() and inner.join("model.json").exists():
+        return inner
+    return loc
+
+
 def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
                 dataset: str | None, output: str | os.PathLike[str], proba: bool = False,
                 cluster_config: Any = None, *, overwrite: bool = False,
-                chunk_rows: int | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Write the labels (or responsibilities) of a dataset under a saved model to Zarr.
+                chunk_rows: int | None = None, quiet: bool = False,
+                data_storage_options: dict | None = None,
+                output_storage_options: dict | None = None,
+                model_storage_options: dict | None = None,
+                columns: list[str] | None = None, id_column: str | None = None,
+                allow_missing_chunks: bool = False) -> dict[str, Any]:
+    """Write the labels (or responsibilities) of a dataset under a saved model.
 
     Parameters
     ----------
-    model_dir : path-like
-        A model saved by :func:`daskgmm.serialize.model_files.save_model`, or a
-        ``daskgmm fit`` output directory (its ``model/`` is used).
+    model_dir : path-like or str
+        A model saved by an estimator's ``save`` (local or URL), or a ``daskgmm fit``
+        output directory (its ``model/`` is used).
     data : path-like or str
-        The samples (any format :func:`daskgmm.io.readers.open_array` reads).
+        The samples (any format :func:`daskgmm.io.readers.open_array` reads, local or
+        URL).
     dataset : str or None
         Array inside an HDF5 file or Zarr group.
-    output : path-like
-        The Zarr array to create (e.g. ``labels.zarr``): ``(n_samples,)`` int64 labels,
-        or ``(n_samples, n_components)`` float64 responsibilities with ``proba``; row
-        chunks equal to the data's.
+    output : path-like or str
+        Where to write, a local path or URL: a Zarr array (e.g. ``labels.zarr``) of
+        ``(n_samples,)`` int64 labels, or ``(n_samples, n_components)`` float64
+        responsibilities with ``proba``, with row chunks equal to the data's. For
+        Parquet data the labels are a Parquet directory (``label`` next to
+        ``id_column``, one file per chunk of the input) unless ``output`` ends in
+        ``.zarr``.
     proba : bool, default False
         Write responsibilities instead of labels.
     cluster_config : daskgmm.cli.config.ClusterConfig, optional
         Where to compute; a local cluster with the default settings when None.
     overwrite : bool, default False
-        Replace an existing ``output``.
+        Replace an existing ``output`` (only one daskgmm wrote).
     chunk_rows : int, optional
         Rows per chunk (default: the storage's chunking).
     quiet : bool, default False
         No progress on stderr.
+    data_storage_options, output_storage_options, model_storage_options : dict, optional
+        Filesystem options of each URL.
+    columns : list of str, optional
+        Parquet data: the feature columns (default: every numeric column but
+        ``id_column``).
+    id_column : str, optional
+        Parquet data: the column copied next to the labels.
+    allow_missing_chunks : bool, default False
+        Accept a Zarr/HDF5 store with chunks that were never written.
 
     Returns
     -------
     dict
-        ``output``, ``content`` (``'labels'`` or ``'responsibilities'``), ``shape``,
-        ``chunks_rows``, ``model``, ``data`` and ``seconds``.
+        ``output``, ``content`` (``'labels'`` or ``'responsibilities'``), ``format``
+        (``'zarr'`` or ``'parquet'``), ``shape``, ``chunks_rows``, ``model``, ``data``
+        and ``seconds`` (locations without credentials).
 
     Raises
     ------
     daskgmm.errors.UnsafeOutputError
         ``output`` equals, contains or lies inside the data or the model.
     daskgmm.errors.OutputExistsError
-        ``output`` exists and ``overwrite`` is False (checked before any work).
+        ``output`` exists and ``overwrite`` is False (checked before any work), or it
+        holds something daskgmm did not write.
     daskgmm.errors.OutputWriteError
-        ``output`` cannot be written (read-only, forbidden, disk full).
+        ``output`` cannot be written (read-only, forbidden, disk full, credentials).
     RunInterrupted
         Ctrl-C.
     daskgmm.errors.ModelFormatError, daskgmm.errors.DataSourceError,
@@ -739,64 +801,77 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
         The model or the data cannot be used (e.g. the feature counts differ).
     """
     from daskgmm.cli.cluster import connect, worker_failures
+    from daskgmm.cli.inputs import InputKeys, open_input
+    from daskgmm.cli.outputs import LabelsTarget, output_pass, regular_rows
     from daskgmm.diagnostics.observers import observe
     from daskgmm.diagnostics.progress import ProgressObserver
     from daskgmm.errors import InvalidDataError
-    from daskgmm.io.atomic import atomic_directory
-    from daskgmm.io.readers import open_array
+    from daskgmm.io.locations import parse_location
+    from daskgmm.io.storage import atomic_output_directory
     from daskgmm.models import load as load_model
 
     started = time.perf_counter()
     progress = ProgressObserver(quiet=quiet)
     log = _Log(progress, quiet)
-    model_path = Path(model_dir)
-    if (model_path / "model").is_dir() and not (model_path / "model.json").exists():
-        model_path = model_path / "model"
-    target = Path(os.path.abspath(os.fspath(output)))
-    refuse_overlap(target, "--output", [("--data", os.fspath(data)),
+    refuse_process_local(("--model", model_dir), ("--data", data), ("--output", output))
+    model_loc = _model_location(model_dir, model_storage_options)
+    output = os.fspath(output)
+    refuse_overlap(output, "--output", [("--data", os.fspath(data)),
                                         ("--model", os.fspath(model_dir)),
-                                        ("the model", model_path)])
-    if os.path.lexists(target) and not overwrite:
-        raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
-    if os.path.lexists(target) and not target.is_dir():
-        raise OutputExistsError(f"{target} exists and is not a directory; choose another "
-                                "--output")
-    check_writable(target, "--output")
-    gm = load_model(model_path)
-    X = open_array(os.fspath(data), dataset, chunk_rows)
+                                        ("the model", model_loc.url)])
+    target = _check_output_location(output, "--output", overwrite, output_storage_options,
+                                    "--overwrite")
+    target_loc = parse_location(target, output_storage_options)
+    check_writable(target, "--output", storage_options=output_storage_options)
+    gm = load_model(model_loc.url, storage_options=model_loc.storage_options or None)
+    keys = InputKeys(path="--data", columns="--columns", id_column="--id-column",
+                     sample_weight="--sample-weight")
+    run_input = open_input(os.fspath(data), dataset=dataset, chunk_rows=chunk_rows,
+                           columns=columns, storage_options=data_storage_options,
+                           allow_missing_chunks=allow_missing_chunks, id_column=id_column,
+                           keys=keys)
+    X = run_input.X
     if X.shape[1] != gm.n_features_in_:
         raise InvalidDataError(
-            f"the data has {X.shape[1]} features but the model in {model_path} was fitted "
-            f"on {gm.n_features_in_}"
+            f"the data has {X.shape[1]} features but the model in {model_loc.display} was "
+            f"fitted on {gm.n_features_in_}"
         )
     content = "responsibilities" if proba else "labels"
-    attributes = {"model": str(model_path.resolve()), "data": os.fspath(data),
-                  "dataset": dataset}
+    fmt = ("parquet" if run_input.is_parquet and not proba
+           and not target_loc.path.rstrip("/").endswith(".zarr") else "zarr")
+    if id_column is not None and fmt != "parquet":
+        raise ConfigError("--id-column goes with labels of Parquet data written as Parquet "
+                          "(not with --proba, nor with an --output ending in .zarr)")
+    attributes = {"model": model_loc.display, "data": run_input.display, "dataset": dataset}
     try:
-        with write_errors(("--output", target)):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_directory(target, overwrite=overwrite) as tmp, \
-                    connect(cluster_config, log=log.info) as (client, cluster_info):
-                # The (empty) temporary directory becomes the array's root.
-                with observe(progress), worker_failures(cluster_info):
-                    _output_pass(gm, X, sample_idx=np.empty(0, dtype=np.int64),
-                                 attributes=attributes, client=client,
-                                 labels_path=None if proba else Path(tmp),
-                                 resp_path=Path(tmp) if proba else None)
-                progress.close()
+        with write_errors(("--output", target)), \
+                atomic_output_directory(target, kind=content, overwrite=overwrite,
+                                        storage_options=output_storage_options) as out, \
+                connect(cluster_config, log=log.info) as (client, cluster_info):
+            # The (empty) temporary directory becomes the array's (or table's) root.
+            with observe(progress), worker_failures(cluster_info):
+                output_pass(gm, X, attributes=attributes, client=client,
+                            labels=(None if proba else
+                                    LabelsTarget(out.location, fmt, run_input.ids,
+                                                 id_column)),
+                            responsibilities=out.location if proba else None)
+            progress.close()
     except KeyboardInterrupt as exc:
         progress.close()
         if isinstance(exc, RunInterrupted):
             raise
-        raise RunInterrupted(f"interrupted; nothing was written to {target}") from None
+        raise RunInterrupted(f"interrupted; nothing was written to {target_loc.display}") \
+            from None
     shape = [int(X.shape[0])] + ([int(gm.n_components)] if proba else [])
+    chunks = X if fmt == "parquet" else regular_rows(X)
     return {
-        "output": str(target),
+        "output": target_loc.display,
         "content": content,
+        "format": fmt,
         "shape": shape,
-        "chunks_rows": int(_regular_rows(X).chunks[0][0]),
-        "model": str(model_path),
-        "data": os.fspath(data),
+        "chunks_rows": int(chunks.chunks[0][0]),
+        "model": model_loc.display,
+        "data": run_input.display,
         "seconds": round(time.perf_counter() - started, 3),
     }
 

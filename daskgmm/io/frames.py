@@ -24,7 +24,6 @@ per input chunk, next to an id column carried over from the input.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,9 +243,9 @@ def as_array(X: Any, *, sample_dim: str | None = None,
     """
     module = type(X).__module__.split(".")[0]
     if isinstance(X, da.Array):
-        rows = X.shape[0] if X.ndim else None
-        known = rows is not None and not math.isnan(rows)
-        return X, OutputWrapper("dask", int(rows) if known else None)
+        # With unknown chunk sizes the row count is NaN; the estimator says what to do.
+        known = X.ndim and not np.isnan(X.shape[0])
+        return X, OutputWrapper("dask", int(X.shape[0]) if known else None)
     if module == "pandas":
         return _from_pandas(X, columns)
     if module in ("dask", "dask_expr") and hasattr(X, "to_dask_array"):

@@ -200,7 +200,8 @@ class HDF5Reader(Reader):
         return super().matches_extension(location)
 
     def locate(self, location: Location, dataset: str | None, *,
-               allow_missing_chunks: bool = False) -> ArraySource:
+               allow_missing_chunks: bool = False,
+               ndims: tuple[int, ...] = (2,)) -> ArraySource:
         import h5py
 
         loc = location
@@ -251,9 +252,9 @@ class HDF5Reader(Reader):
             dtype = obj.dtype
             chunks = obj.chunks
             name = obj.name  # absolute path inside the file
-            validate_shape(shape, where(loc, dataset))  # say these first
+            validate_shape(shape, where(loc, dataset), ndims)  # say these first
             output_dtype(dtype, where(loc, dataset))
-            if len(shape) == 2 and 0 not in shape:
+            if len(shape) in ndims and 0 not in shape:
                 allocated, expected = hdf5_allocated_chunks(obj)
                 check_hdf5_complete(allocated, expected, where(loc, dataset),
                                     obj.fillvalue, allow_missing_chunks=allow_missing_chunks)

@@ -31,6 +31,7 @@ from daskgmm.errors import DataSourceError, MissingDependencyError
 
 __all__ = [
     "Location",
+    "StoragePath",
     "is_url",
     "parse_location",
     "redact_options",
@@ -394,6 +395,77 @@ class Location:
         return self._call("open", self.path, mode, **kwargs)
 
 
+class StoragePath(str):
+    """A URL (or path) string that carries its ``storage_options``.
+
+    It is a ``str`` (it prints, compares and validates as the plain URL), so it can be
+    given where only a string is accepted -- an estimator parameter such as
+    ``checkpoint_dir`` -- and still reach the filesystem with its options:
+    :func:`parse_location` uses them when no other ``storage_options`` are given. Its
+    ``repr`` masks secrets; it pickles and copies with its options.
+
+    Examples
+    --------
+    >>> p = StoragePath("s3://bucket/ckpt", {"key": "K", "secret": "S"})
+    >>> p == "s3://bucket/ckpt", p.storage_options["key"]
+    (True, 'K')
+    >>> p
+    StoragePath('s3://bucket/ckpt', storage_options={'key': '***', 'secret': '***'})
+    """
+
+    storage_options: dict[str, Any]
+
+    def __new__(cls, url: str | os.PathLike[str],
+                storage_options: Mapping[str, Any] | None = None) -> StoragePath:
+        self = super().__new__(cls, os.fspath(url))
+        self.storage_options = dict(storage_options or {})
+        return self
+
+    def __reduce__(self) -> tuple:
+        return (StoragePath, (str(self), self.storage_options))
+
+    def __repr__(self) -> str:
+        shown = redact_url(str(self))
+        if not self.storage_options:
+            return f"StoragePath({shown!r})"
+        return f"StoragePath({shown!r}, storage_options={redact_options(self.storage_options)})"
+
+
+def relation(output: Location, other: Location) -> str | None:
+    """How ``output`` and ``other`` overlap: ``"is"`` (the same place), ``"contains"``
+    (``other`` is inside ``output``), ``"lies inside"`` (``output`` is inside ``other``)
+    or None (disjoint, or on different file systems).
+
+    Local paths are compared after resolving symbolic links; URLs by protocol and path
+    (``s3://b/x`` contains ``s3://b/x/y.zarr``; the options, e.g. the endpoint, are not
+    compared, so two buckets of the same name on different servers count as one: the
+    safe side).
+    """
+    if output.is_local != other.is_local:
+        return None
+    if output.is_local:
+        a = os.path.realpath(output.path)
+        b = os.path.realpath(other.path)
+        sep = os.sep
+    else:
+        if _family(output.protocol) != _family(other.protocol):
+            return None
+        a, b, sep = output.path.rstrip("/"), other.path.rstrip("/"), "/"
+    if a == b:
+        return "is"
+    if b.startswith(a.rstrip(sep) + sep):
+        return "contains"
+    if a.startswith(b.rstrip(sep) + sep):
+        return "lies inside"
+    return None
+
+
+def _family(protocol: str) -> str:
+    """Protocols that name the same storage (s3/s3a, gs/gcs, az/abfs/abfss)."""
+    return {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az",
+            "https": "http"}.get(protocol, protocol)
+
+
 def parse_location(path: str | os.PathLike[str] | Location,
                    storage_options: Mapping[str, Any] | None = None) -> Location:
     """The :class:`Location` of a path or URL.
@@ -404,6 +476,7 @@ def parse_location(path: str | os.PathLike[str] | Location,
         A local path, or a URL of any fsspec protocol.
     storage_options : dict, optional
         Options of the filesystem (credentials, endpoint, ...); ignored for local paths.
+        When None and ``path`` is a :class:`StoragePath`, its options are used.
 
     Raises
     ------
@@ -423,4 +496,6 @@ def parse_location(path: str | os.PathLike[str] | Location,
     if storage_options is not None and not isinstance(storage_options, Mapping):
         raise TypeError(
             f"storage_options must be a dict, got {type(storage_options).__name__}")
-    return Location(os.fspath(path), storage_options)
+    if storage_options is None and isinstance(path, StoragePath):
+        storage_options = path.storage_options
+    return Location(str(os.fspath(path)), storage_options)

@@ -239,7 +239,8 @@ class NpyReader(Reader):
         return super().matches_extension(location)
 
     def locate(self, location: Location, dataset: str | None, *,
-               allow_missing_chunks: bool = False) -> ArraySource:
+               allow_missing_chunks: bool = False,
+               ndims: tuple[int, ...] = (2,)) -> ArraySource:
         loc = location
         if dataset:
             raise DataSourceError(

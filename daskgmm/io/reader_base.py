@@ -145,8 +145,16 @@ def output_dtype(dtype: np.dtype, where: str) -> np.dtype:
     )
 
 
-def validate_shape(shape: tuple[int, ...], where: str) -> None:
+def validate_shape(shape: tuple[int, ...], where: str, ndims: tuple[int, ...] = (2,)
+                   ) -> None:
+    """Refuse an array that is not 2-D (or of one of ``ndims`` dimensions) or is empty."""
     ndim = len(shape)
+    if ndims != (2,):
+        if ndim not in ndims or 0 in shape:
+            raise InvalidDataError(
+                f"{where} has shape {tuple(shape)}; expected a non-empty array of "
+                + " or ".join(f"{d}" for d in ndims) + " dimensions.")
+        return
     if ndim != 2:
         if ndim == 1:
             hint = ("reshape it to (n_samples, n_features), e.g. x.reshape(-1, 1) for a "
@@ -300,11 +308,13 @@ class Reader:
         return self.sniff(loc) or self.matches_extension(loc)
 
     def locate(self, location: Location, dataset: str | None, *,
-               allow_missing_chunks: bool = False) -> ArraySource:
+               allow_missing_chunks: bool = False,
+               ndims: tuple[int, ...] = (2,)) -> ArraySource:
         """Find the array at ``location``/``dataset`` and describe it (metadata only).
 
         Raises :class:`~daskgmm.errors.IncompleteStoreError` when chunks of the array
-        were never written, unless ``allow_missing_chunks``.
+        were never written, unless ``allow_missing_chunks``. ``ndims``: the numbers of
+        dimensions accepted (2 for data; ``(1, 2)`` for a column of sample weights).
         """
         raise NotImplementedError
 

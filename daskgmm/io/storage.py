@@ -43,6 +43,7 @@ from daskgmm.io.locations import Location, parse_location
 __all__ = [
     "OutputDirectory",
     "atomic_output_directory",
+    "check_replaceable",
     "create_zarr_array",
     "exists",
     "is_daskgmm_output",
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 _ROOT_METADATA = ("zarr.json", ".zattrs", ".zarray", ".zgroup")
+# Files that complete an output nested in a directory (copied after everything else).
+_NESTED_MARKERS = frozenset({*_ROOT_METADATA, atomic.MARKER_FILE, "model.json",
+                             "report.json"})
 
 
 class OutputDirectory:
@@ -197,6 +201,27 @@ def _check_remote_replaceable(target: Location) -> None:
             "yourself.")
 
 
+def check_replaceable(url: str | os.PathLike[str] | Location,
+                      storage_options: dict | None = None) -> None:
+    """Refuse (before any work) to replace what is at ``url`` unless daskgmm wrote it.
+
+    Nothing there, an empty directory (prefix) or a complete daskgmm output (it has its
+    marker) may be replaced with ``overwrite``; anything else raises.
+
+    Raises
+    ------
+    UnsafeOverwriteError
+        Naming the location and what to do.
+    """
+    loc = parse_location(url, storage_options)
+    if loc.is_local:
+        if os.path.lexists(loc.path):
+            atomic._check_replaceable(Path(loc.path))
+        return
+    if exists(loc):
+        _check_remote_replaceable(loc)
+
+
 def _write_remote_marker(tmp: Location, kind: str) -> str:
     """Put the marker into the temporary prefix; returns the key to copy last."""
     if read_output_marker(tmp) is not None:  # a model.json / report.json says it already
@@ -234,8 +259,12 @@ def _commit_remote(tmp: Location, target: Location, marker_key: str) -> None:
         if rest:
             fs.rm(rest)
     keys = [k for k in _remote_keys(tmp) if k != marker_key]
-    if keys:
-        fs.copy([tmp.join(k).path for k in keys], [target.join(k).path for k in keys])
+    # Copies may run concurrently: the data objects first, then the markers of nested
+    # outputs (a model's model.json, a Zarr array's zarr.json), then the target's own.
+    nested = [k for k in keys if k.rsplit("/", 1)[-1] in _NESTED_MARKERS]
+    for batch in ([k for k in keys if k not in nested], nested):
+        if batch:
+            fs.copy([tmp.join(k).path for k in batch], [target.join(k).path for k in batch])
     fs.copy(tmp.join(marker_key).path, target.join(marker_key).path)  # the marker, last
     fs.rm(tmp.path, recursive=True)
 

@@ -109,7 +109,8 @@ class _ZarrReaderBase(Reader):
         raise NotImplementedError
 
     def locate(self, location: Location, dataset: str | None, *,
-               allow_missing_chunks: bool = False) -> ArraySource:
+               allow_missing_chunks: bool = False,
+               ndims: tuple[int, ...] = (2,)) -> ArraySource:
         import zarr
         from zarr.errors import NodeNotFoundError
 
@@ -167,7 +168,7 @@ class _ZarrReaderBase(Reader):
         shown = where(loc, dataset)
         native = arr.shards if getattr(arr, "shards", None) else arr.chunks
         native_rows = int(native[0]) if native and len(native) >= 1 else None
-        validate_shape(tuple(int(n) for n in arr.shape), shown)  # say these first
+        validate_shape(tuple(int(n) for n in arr.shape), shown, ndims)  # say these first
         output_dtype(arr.dtype, shown)
         try:
             state = self._state(loc, dataset, arr)

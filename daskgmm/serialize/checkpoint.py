@@ -1,7 +1,11 @@
 """Checkpoints of a running fit, so that a killed run resumes where it stopped.
 
-A checkpoint is one JSON file, ``checkpoint.json``, written atomically (temporary file,
-then ``os.replace``) every ``checkpoint_every`` EM iterations and after the last one. It
+A checkpoint is one JSON file, ``checkpoint.json``, written atomically every
+``checkpoint_every`` EM iterations and after the last one: locally to a temporary file
+then ``os.replace``; at a URL (``s3://bucket/run/ckpt`` ...) as a single PUT, which object
+stores make visible whole or not at all (:func:`daskgmm.io.storage.write_file_atomic`).
+The directory may be a :class:`~daskgmm.io.locations.StoragePath`, a URL string carrying
+its ``storage_options`` (the estimators take ``checkpoint_dir`` as a string). It
 holds every candidate's parameters and EM state (iteration, lower-bound history,
 convergence), the centre the passes use and a digest of the data, with floats written
 exactly (Python's shortest round-trip representation), so a resumed fit computes the very
@@ -25,9 +29,9 @@ naming the file and what to do, anything damaged, foreign, oversized or inconsis
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,12 +41,14 @@ from daskgmm.engine.estep import chunk_digest
 from daskgmm.engine.passes import RowChunks
 from daskgmm.engine.stats import PassResult, data_digest
 from daskgmm.errors import CheckpointError
-from daskgmm.io.atomic import write_text_atomic
+from daskgmm.io.locations import Location, parse_location
+from daskgmm.io.storage import write_file_atomic
 from daskgmm.serialize.schema import (
+    MAX_JSON_BYTES,
     array_from_json,
     decode_float,
     encode_float,
-    read_json,
+    parse_json,
 )
 
 FILENAME = "checkpoint.json"
@@ -84,29 +90,39 @@ class Checkpointer:
 
     Parameters
     ----------
-    directory : path-like
-        The checkpoint directory (created when the first checkpoint is written).
+    directory : path-like, URL or Location
+        The checkpoint directory (created when the first checkpoint is written), local
+        or at a URL.
     fingerprint : dict
         What a checkpoint must match (see the module docstring).
     every : int
         Write every this many iterations (and after the last).
+    storage_options : dict, optional
+        Options of the URL's filesystem (default: those of a
+        :class:`~daskgmm.io.locations.StoragePath` ``directory``).
     """
 
-    def __init__(self, directory: Any, fingerprint: dict[str, Any], every: int) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: Any, fingerprint: dict[str, Any], every: int, *,
+                 storage_options: dict | None = None) -> None:
+        self.location: Location = parse_location(directory, storage_options)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # as it will read back
         self.every = int(every)
         self._digest: str | None = None
-        if self.directory.exists() and not self.directory.is_dir():
+        if self.location.isfile():
             raise CheckpointError(
-                f"checkpoint_dir {self.directory} is a file, not a directory; give a "
-                "directory path."
+                f"checkpoint_dir {self.location.display} is a file, not a directory; give "
+                "a directory path."
             )
 
     @property
-    def path(self) -> Path:
-        """The checkpoint file."""
-        return self.directory / FILENAME
+    def directory(self) -> str:
+        """The checkpoint directory (a local path, or the URL without credentials)."""
+        return self.location.display
+
+    @property
+    def path(self) -> str:
+        """The checkpoint file (a local path, or the URL without credentials)."""
+        return self.location.join(FILENAME).display
 
     # -- writing -----------------------------------------------------------------------
     def __call__(self, info: IterationInfo) -> None:
@@ -120,7 +136,7 @@ class Checkpointer:
             self.save(info.iteration, info.states, info.stepwise)
 
     def save(self, iteration: int, candidates: list[Candidate], stepwise: Any = None
-             ) -> Path:
+             ) -> str:
         """Write the checkpoint of ``candidates`` after ``iteration`` iterations (passes)
         and, for the stepwise algorithms, where they stand within the next pass."""
         body = {
@@ -133,8 +149,11 @@ class Checkpointer:
         }
         if stepwise is not None:
             body["stepwise"] = _stepwise_to_json(stepwise)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        return write_text_atomic(self.path, json.dumps(body))
+        target = self.location.join(FILENAME)
+        if target.is_local:
+            os.makedirs(self.location.path, exist_ok=True)
+        write_file_atomic(target, json.dumps(body).encode("utf-8"))
+        return self.path
 
     # -- reading -----------------------------------------------------------------------
     def load(self, model_for: Callable[[int], Any]) -> Resumed | None:
@@ -147,11 +166,12 @@ class Checkpointer:
         CheckpointError
             If the file is damaged, foreign, or written for other data or settings.
         """
-        if not self.path.exists() and not self.path.is_symlink():
+        found = read_checkpoint_bytes(self.location)
+        if found is None:
             return None
         where = f"checkpoint {self.path}"
         try:
-            body = read_json(self.path)
+            body = parse_json(found)
         except (OSError, ValueError) as exc:
             raise CheckpointError(
                 f"{where} is damaged ({exc}); delete it to start the fit afresh."
@@ -337,12 +357,57 @@ def _differences(saved: Any, current: Any) -> str:
     return "; ".join(parts) or "differs"
 
 
-def checkpoint_iteration(directory: Any) -> int | None:
-    """The iteration of the checkpoint in ``directory`` (None if there is none or it
-    cannot be read); never raises."""
+def read_checkpoint_bytes(directory: Any, storage_options: dict | None = None
+                          ) -> bytes | None:
+    """The bytes of the checkpoint file in ``directory`` (local or URL), or None when
+    there is none.
+
+    Raises
+    ------
+    CheckpointError
+        The file exists but cannot be read, or is larger than the JSON limit.
+    """
+    loc = parse_location(directory, storage_options).join(FILENAME)
+    shown = f"checkpoint {loc.display}"
+    if loc.is_local:
+        if not os.path.lexists(loc.path):
+            return None
+        try:
+            size = os.path.getsize(loc.path)
+            if size > MAX_JSON_BYTES:
+                raise CheckpointError(f"{shown} is damaged (it is {size:,} bytes, more than "
+                                      f"the {MAX_JSON_BYTES:,} accepted); delete it to start "
+                                      "the fit afresh.")
+            with open(loc.path, "rb") as handle:
+                return handle.read(MAX_JSON_BYTES + 1)
+        except OSError as exc:
+            raise CheckpointError(f"{shown} is damaged or unreadable ({exc.strerror or exc}); "
+                                  "delete it to start the fit afresh.") from None
     try:
-        body = read_json(Path(directory) / FILENAME)
+        size = loc.info().get("size")
+        if isinstance(size, int) and size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{shown} is damaged (it is {size:,} bytes, more than the "
+                                  f"{MAX_JSON_BYTES:,} accepted); delete it to start the fit "
+                                  "afresh.")
+        with loc.open("rb") as handle:
+            return handle.read(MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{shown} cannot be read ({type(exc).__name__}: "
+                              f"{loc.scrub(str(exc))}); check the storage options and the "
+                              "permissions, or delete it to start afresh.") from None
+
+
+def checkpoint_iteration(directory: Any, storage_options: dict | None = None) -> int | None:
+    """The iteration of the checkpoint in ``directory`` (local or URL; None if there is
+    none or it cannot be read); never raises."""
+    try:
+        raw = read_checkpoint_bytes(directory, storage_options)
+        body = parse_json(raw) if raw is not None else None
         value = body.get("iteration") if isinstance(body, dict) else None
         return value if isinstance(value, int) and not isinstance(value, bool) else None
-    except (OSError, ValueError):
+    except Exception:
         return None

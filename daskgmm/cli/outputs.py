@@ -1,0 +1,220 @@
+"""What a batch run writes, and the one pass over the data that follows a fit.
+
+:func:`output_pass` reads every chunk of the data once more after a fit and computes,
+in the same tasks: the log-likelihood of every row under the final parameters (summed,
+weighted when the fit was, for BIC/AIC), the labels and responsibilities, and a random
+sample of rows for the cluster plot. Labels and responsibilities are written by the
+workers themselves, chunk by chunk, straight to where they go -- a local directory or
+an object store (``s3://`` ...) -- so nothing as large as the data passes through the
+driver:
+
+* Zarr v3 arrays (:func:`daskgmm.io.storage.create_zarr_array`, chunked like the data's
+  rows, so that no two tasks write the same chunk);
+* for Parquet input, labels as a Parquet directory, one file per input chunk, next to
+  an id column of the input (:func:`daskgmm.io.frames.write_labels_parquet`'s layout).
+
+The files of a run directory (report, plots, model) are written through the same
+:class:`~daskgmm.io.storage.OutputDirectory`, so that a run directory at a URL is
+assembled under a temporary prefix and appears with its marker last.
+
+The task functions here run on the workers; keep this module's imports light.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LabelsTarget", "output_pass", "regular_rows", "write_figure", "write_json"]
+
+
+@dataclass
+class LabelsTarget:
+    """Where per-row results go.
+
+    Attributes
+    ----------
+    location : daskgmm.io.locations.Location
+        The Zarr array's root, or the Parquet directory.
+    format : str
+        ``"zarr"`` or ``"parquet"`` (labels of Parquet input only).
+    ids : dask.array.Array or None
+        Parquet: the id column, chunked like the data.
+    id_column : str or None
+        Parquet: its name.
+    """
+
+    location: Any
+    format: str = "zarr"
+    ids: Any = None
+    id_column: str | None = None
+
+
+def _write_rows(values: np.ndarray, array: Any, row_start: int) -> int:
+    """Write one chunk's rows into a Zarr array (whole Zarr chunks)."""
+    array[row_start : row_start + len(values)] = values
+    return len(values)
+
+
+def _chunk_summary(log_likelihoods: np.ndarray, rows: np.ndarray, weights: Any,
+                   *written: int) -> dict[str, Any]:
+    """What one chunk sends back: its (weighted) log-likelihood sum, row count, weight
+    sum and sampled rows."""
+    ll = np.asarray(log_likelihoods, dtype=np.float64)
+    if weights is None:
+        total, weight = math.fsum(ll.tolist()), float(len(ll))
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        # Rows of weight 0 do not count, whatever their likelihood.
+        total = math.fsum(np.multiply(w, ll, out=np.zeros_like(ll), where=w > 0).tolist())
+        weight = math.fsum(w.tolist())
+    return {"ll": total, "n": len(ll), "weight": weight,
+            "rows": np.asarray(rows, dtype=np.float64)}
+
+
+def _take(block: np.ndarray, local_idx: np.ndarray) -> np.ndarray:
+    return np.asarray(block[local_idx], dtype=np.float64)
+
+
+def regular_rows(X: Any) -> Any:
+    """``X`` with equal row chunks (the last may be shorter), as Zarr chunks must be."""
+    rows = X.chunks[0]
+    if len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
+        X = X.rechunk({0: max(rows), 1: -1})
+    elif len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})
+    return X
+
+
+def _create_zarr(location: Any, shape: tuple[int, ...], row_chunk: int, dtype: str,
+                 attributes: dict[str, Any]) -> Any:
+    from daskgmm.io.storage import create_zarr_array
+
+    names = ("sample", "component")[: len(shape)]
+    return create_zarr_array(location, shape, (row_chunk, *shape[1:]), dtype,
+                             fill_value=-1 if dtype.startswith("int") else np.nan,
+                             attributes=attributes, dimension_names=names)
+
+
+def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
+                responsibilities: Any = None, sample_idx: np.ndarray | None = None,
+                attributes: dict[str, Any] | None = None, weights: Any = None,
+                client: Any = None) -> dict[str, Any]:
+    """One pass over ``X`` for everything that follows a fit.
+
+    Uses the estimator's lazy ``predict``, ``predict_proba`` and ``score_samples`` on
+    the Dask array, so the workers run the same NumPy kernels as a fit. Observers see it
+    as a pass of kind ``'outputs'``. With a ``distributed.Client`` the chunks are
+    followed as futures; without one the active Dask scheduler computes them.
+
+    Parameters
+    ----------
+    model : fitted daskgmm estimator
+    X : dask.array.Array
+    labels : LabelsTarget, optional
+        Write the int64 label of every row there.
+    responsibilities : Location, optional
+        Write the float64 ``(n_samples, n_components)`` responsibilities there (Zarr).
+    sample_idx : ndarray of int, optional
+        Rows to bring back (sorted), for the cluster plot.
+    attributes : dict, optional
+        Attributes of the Zarr arrays (no credentials).
+    weights : dask.array.Array, optional
+        Sample weights chunked like ``X``: the log-likelihood is then weighted.
+    client : distributed.Client, optional
+
+    Returns
+    -------
+    dict
+        ``ll`` (sum of the (weighted) log-likelihoods), ``n`` (rows), ``weight`` (sum
+        of the weights, ``n`` without weights) and ``rows`` (the sample).
+    """
+    import dask
+
+    from daskgmm.diagnostics import observers
+    from daskgmm.io.frames import _write_part
+
+    attributes = dict(attributes or {})
+    zarr_labels = labels is not None and labels.format == "zarr"
+    Xz = regular_rows(X) if (zarr_labels or responsibilities is not None) else X
+    bounds = np.cumsum((0, *Xz.chunks[0])).tolist()
+    row_chunk = int(Xz.chunks[0][0])
+    n = int(Xz.shape[0])
+    blocks = Xz.to_delayed().ravel()
+    scores = model.score_samples(Xz).to_delayed().ravel()
+    if weights is not None:
+        w_blocks = weights.rechunk({0: Xz.chunks[0]}).to_delayed().ravel()
+    else:
+        w_blocks = [None] * len(blocks)
+    writes: list[list[Any]] = [[] for _ in blocks]
+    if zarr_labels:
+        target = _create_zarr(labels.location, (n,), row_chunk, "int64",
+                              {**attributes, "content": "labels"})
+        for i, part in enumerate(model.predict(Xz).astype(np.int64).to_delayed().ravel()):
+            writes[i].append(dask.delayed(_write_rows, pure=False)(part, target, bounds[i]))
+    if responsibilities is not None:
+        target = _create_zarr(responsibilities, (n, int(model.n_components)), row_chunk,
+                              "float64", {**attributes, "content": "responsibilities"})
+        for i, part in enumerate(model.predict_proba(Xz).to_delayed().ravel()):
+            writes[i].append(dask.delayed(_write_rows, pure=False)(part, target, bounds[i]))
+    idx = np.asarray(sample_idx if sample_idx is not None else [], dtype=np.int64)
+    parts = []
+    for i, block in enumerate(blocks):
+        inside = idx[(idx >= bounds[i]) & (idx < bounds[i + 1])] - bounds[i]
+        rows = dask.delayed(_take)(block, inside)
+        parts.append(dask.delayed(_chunk_summary)(scores[i], rows, w_blocks[i], *writes[i]))
+    extra = []
+    if labels is not None and labels.format == "parquet":
+        # One file per chunk of the input table (its own chunks, not Xz's).
+        lab_blocks = model.predict(X).astype(np.int64).to_delayed().ravel()
+        id_blocks = (labels.ids.to_delayed().ravel() if labels.ids is not None
+                     else [None] * len(lab_blocks))
+        extra = [dask.delayed(_write_part, pure=False)(labels.location, i, lb, ib,
+                                                       labels.id_column, "label")
+                 for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
+
+    observers.notify("pass_started", "outputs", len(parts) + len(extra))
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute([*parts, *extra])
+        if observers.wants("chunks_done"):
+            for _ in as_completed(futures):
+                observers.notify("chunks_done", 1)
+        results = client.gather(futures)
+    else:
+        results = list(dask.compute(*parts, *extra))
+    observers.notify("pass_finished")
+    results = results[: len(parts)]
+    return {
+        "ll": math.fsum(r["ll"] for r in results),
+        "n": sum(r["n"] for r in results),
+        "weight": math.fsum(r["weight"] for r in results),
+        "rows": (np.concatenate([r["rows"] for r in results]) if results
+                 else np.empty((0, X.shape[1]))),
+    }
+
+
+def write_json(out: Any, name: str, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``name`` inside an OutputDirectory, atomically
+    (a temporary file renamed locally; one PUT on object stores)."""
+    import json
+
+    from daskgmm.io.storage import write_file_atomic
+
+    text = json.dumps(obj, indent=2, allow_nan=False)
+    write_file_atomic(out.child_location(name), (text + "\n").encode("utf-8"))
+
+
+def write_figure(out: Any, name: str, figure: Any) -> None:
+    """Render a matplotlib figure as PNG to ``name`` inside an OutputDirectory."""
+    import io
+
+    from daskgmm.io.storage import write_file_atomic
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_file_atomic(out.child_location(name), buffer.getvalue())
