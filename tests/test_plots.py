@@ -172,3 +172,14 @@ def test_clusters_plot_explains_its_annotations(blobs4):
     assert fig._suptitle.get_text() == "run: 1,200 rows"
     assert "2 standard deviations" in ax.get_title()
     assert "most likely component" in ax.get_title()
+
+
+def test_convergence_plot_names_its_objective():
+    from daskgmm import BayesianGaussianMixture
+    from daskgmm.diagnostics.plots import convergence_figure
+
+    label = BayesianGaussianMixture._objective_description
+    fig = convergence_figure([-2.0, -1.5], [0.1, 0.1], objective=label)
+    assert fig.axes[0].get_ylabel() == "variational lower bound\nper sample"
+    fig = convergence_figure([-2.0, -1.5], [0.1, 0.1])
+    assert fig.axes[0].get_ylabel() == "mean log-likelihood\nper sample"

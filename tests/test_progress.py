@@ -170,3 +170,21 @@ def test_generate_pass_is_shown():
     obs._progress.refresh()
     assert "generate" in live.getvalue() and "3/8 chunks" in live.getvalue()
     obs.close()
+
+
+def test_a_bayesian_fit_shows_its_bound_not_a_log_likelihood():
+    from daskgmm import BayesianGaussianMixture, GaussianMixture
+
+    lines = []
+
+    class Lines:
+        def iteration_finished(self, info):
+            lines.extend(format_iteration(info, timing=False))
+
+    import numpy as np
+
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    with observers.observe(Lines()):
+        BayesianGaussianMixture(n_components=2, max_iter=2, random_state=0).fit(X)
+        GaussianMixture(n_components=2, max_iter=2, random_state=0).fit(X)
+    assert [line.split()[2] for line in lines] == ["bound", "bound", "loglik", "loglik"]

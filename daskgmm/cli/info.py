@@ -196,8 +196,10 @@ def render_text(summary: dict[str, Any]) -> str:
         f"model {summary['model_dir']}",
         f"  {model['class']}: {model['n_components']} components x {model['n_features']} "
         f"features, {model['covariance_type']} covariances",
-        f"  {status}; lower bound {_number(model['lower_bound'], '.6g')} (mean "
-        "log-likelihood per sample at the last EM iteration)",
+        f"  {status}; lower bound {_number(model['lower_bound'], '.6g')} ("
+        + ("variational lower bound" if "Bayesian" in model["class"] else
+           "mean log-likelihood")
+        + " per sample at the last EM iteration)",
         "",
         "components (weight; expected rows = weight x n_samples; |mean|; sd = root mean "
         "variance per feature):",

@@ -636,7 +636,8 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
             table_seconds = [recorder.seconds.get(i) for i in range(1, gm.n_iter_ + 1)]
             name = config.name or out_loc.name
             write_figure(out, "convergence.png", convergence_figure(
-                gm.lower_bounds_, table_seconds, title=f"{name}: convergence"))
+                gm.lower_bounds_, table_seconds, title=f"{name}: convergence",
+                objective=type(gm)._objective_description))
             sample = result["rows"]
             write_figure(out, "clusters.png", clusters_figure(
                 sample, gm.predict(sample) if len(sample) else sample[:, 0], gm,

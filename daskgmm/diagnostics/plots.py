@@ -56,10 +56,12 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> str:
 
 
 def convergence_figure(lower_bounds: Sequence[float], seconds: Sequence[float | None],
-                       *, title: str | None = None) -> Any:
+                       *, title: str | None = None,
+                       objective: str = "mean log-likelihood per sample") -> Any:
     """The figure of :func:`plot_convergence` (a :class:`matplotlib.figure.Figure`).
 
-    Two panels share the iteration axis: the mean log-likelihood per sample (top), and
+    Two panels share the iteration axis: the objective (top; by default the mean
+    log-likelihood per sample, a Bayesian mixture's is its variational lower bound), and
     the seconds each iteration took (bottom, bars, on an axis from 0 to a little above
     the slowest iteration, so the bars use the panel's height).
     """
@@ -76,7 +78,7 @@ def convergence_figure(lower_bounds: Sequence[float], seconds: Sequence[float | 
     else:
         ax, ax_time = fig.add_subplot(), None
     fig.suptitle(title or "Convergence")
-    ax.set_ylabel("mean log-likelihood\nper sample")
+    ax.set_ylabel(objective.replace(" per ", "\nper ", 1))
     (ax_time or ax).set_xlabel("EM iteration")
     if len(bounds) == 0:
         ax.text(0.5, 0.5, "no EM iterations were run", ha="center", va="center",

@@ -173,7 +173,8 @@ def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | Non
         line = f"iter {counter}"
         if several:
             line += f"  init {state.index}"
-        line += f"  loglik {state.lower_bound:.6f}  change {_format_change(change)}"
+        objective = getattr(getattr(state, "model", None), "objective", "loglik")
+        line += f"  {objective} {state.lower_bound:.6f}  change {_format_change(change)}"
         if timing:
             line += f"  {float(info.seconds):.2f} s/iter"
         if state.converged:

@@ -41,6 +41,10 @@ class MixtureModel(Protocol):
     covariance: CovarianceType
     #: Whether the lower bound needs the responsibilities' entropy (``stats['ent']``).
     wants_entropy: bool
+    #: What :meth:`lower_bound` measures, for people: a short name for progress lines
+    #: and a description for plots and reports.
+    objective: str
+    objective_description: str
 
     def components(self, state: Any) -> Components:
         """The Gaussian components the E-step evaluates."""

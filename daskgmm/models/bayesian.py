@@ -116,6 +116,8 @@ class BayesianModel:
     """One variational-mixture candidate, as the EM driver sees it."""
 
     wants_entropy = True
+    objective = "bound"
+    objective_description = "variational lower bound per sample"
 
     def __init__(self, n_components: int, covariance: str | CovarianceType,
                  reg_covar: float, prior_type: str, priors: Priors) -> None:
@@ -432,6 +434,9 @@ default='dirichlet_process'
                       np.asarray(self.mean_prior_, dtype=np.float64),
                       float(self.degrees_of_freedom_prior_),
                       np.asarray(self.covariance_prior_, dtype=np.float64))
+
+    #: What ``lower_bounds_`` hold, for plots and reports.
+    _objective_description = BayesianModel.objective_description
 
     # -- hooks of BaseMixture ----------------------------------------------------------
     def _make_model(self, n_features: int, n_components: int) -> BayesianModel:

@@ -99,6 +99,8 @@ class GaussianModel:
     """
 
     wants_entropy = False
+    objective = "loglik"
+    objective_description = "mean log-likelihood per sample"
 
     def __init__(self, n_components: int, covariance: str | CovarianceType,
                  reg_covar: float) -> None:
@@ -356,6 +358,9 @@ class GaussianMixture(BaseMixture):
         self.batch_chunks = batch_chunks
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+
+    #: What ``lower_bounds_`` hold, for plots and reports.
+    _objective_description = GaussianModel.objective_description
 
     # -- hooks of BaseMixture ----------------------------------------------------------
     def _make_model(self, n_features: int, n_components: int) -> GaussianModel:
