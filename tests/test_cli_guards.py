@@ -135,7 +135,7 @@ def test_chunking_warnings_give_the_numbers():
 
 
 def test_os_write_errors_are_user_errors_and_value_errors_are_not():
-    from daskgmm.cli.runner import is_user_error
+    from daskgmm.cli.guards import is_user_error
     from daskgmm.errors import ConfigError, InvalidDataError
 
     assert is_user_error(ConfigError("x")) and is_user_error(InvalidDataError("x"))

@@ -474,7 +474,7 @@ def connect(cluster_config: Any = None, *, timeout: float | None = None,
                     "command (a fit with checkpoint.dir continues with --resume)"
                 ) from exc
             if not isinstance(exc, ClusterConnectionError):
-                from daskgmm.cli.runner import is_user_error
+                from daskgmm.cli.guards import is_user_error
 
                 if is_user_error(exc):
                     _quiet_teardown()

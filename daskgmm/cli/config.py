@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -139,13 +138,6 @@ def _reject_bool_number(value: Any) -> Any:
     return value
 
 
-def _reject_non_literal(value: Any) -> Any:
-    """Refuse numbers for ``cache`` (pydantic would read 1 as true)."""
-    if not isinstance(value, (str, bool)):
-        raise PydanticCustomError("literal_error", "Input should be 'auto', true or false")
-    return value
-
-
 def _base_dir(info: ValidationInfo) -> Path:
     context = info.context if isinstance(info.context, Mapping) else {}
     base = context.get("base_dir")
@@ -167,33 +159,6 @@ def _must_be_file(value: str) -> str:
         raise PydanticCustomError(_COMPLETE, "{detail}", {"detail": f"file not found: {value}"})
     if not os.path.isfile(value):
         raise PydanticCustomError(_COMPLETE, "{detail}", {"detail": f"not a file: {value}"})
-    return value
-
-
-def _check_nested_numbers(value: Any) -> Any:
-    """``precisions_init``: a rectangular nested list of finite numbers, 1 to 3 levels."""
-    if value is None:
-        return value
-    if not isinstance(value, list):
-        raise PydanticCustomError("list_type", "Input should be a valid list")
-
-    def leaves(item: Any) -> None:
-        if isinstance(item, list):
-            for sub in item:
-                leaves(sub)
-        elif isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise _complete("must be a nested list of numbers", item)
-        elif not math.isfinite(item):
-            raise _complete("must hold finite numbers only", item)
-
-    leaves(value)
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except ValueError:
-        raise _complete("must be a rectangular nested list (all rows of equal length)",
-                        value) from None
-    if not 1 <= array.ndim <= 3:
-        raise _complete("must be a list nested 1 to 3 levels deep", value)
     return value
 
 

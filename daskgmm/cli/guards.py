@@ -30,8 +30,17 @@ from typing import Any
 
 from daskgmm.errors import DaskGMMError, OutputWriteError, UnsafeOutputError
 
-__all__ = ["WRITE_ERRNOS", "check_writable", "chunking_warnings", "free_space_warning",
-           "is_local_path", "refuse_overlap", "refuse_process_local", "write_errors"]
+__all__ = [
+    "WRITE_ERRNOS",
+    "check_writable",
+    "chunking_warnings",
+    "free_space_warning",
+    "is_local_path",
+    "is_user_error",
+    "refuse_overlap",
+    "refuse_process_local",
+    "write_errors",
+]
 
 WRITE_ERRNOS = {
     errno.ENOSPC: "no space left on the device: free some space or choose another "
@@ -335,3 +344,16 @@ def write_errors(default: tuple[str, str | os.PathLike[str]],
                 key, location = other_key, other
                 break
         raise _write_error(exc, key, os.fspath(location)) from exc
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a user mistake the CLI reports in one line (exit code 2).
+
+    Only daskgmm's own errors (:class:`~daskgmm.errors.DaskGMMError` and its
+    subclasses) and the operating system's write failures that the user must fix
+    (disk full, quota exceeded, read-only file system, permission denied) are. Any
+    other exception, ``ValueError`` included, is a bug and shows its traceback.
+    """
+    if isinstance(exc, DaskGMMError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS

@@ -485,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ``daskgmm: error: ...``), 130 when interrupted. Internal errors propagate
         (a traceback, exit code 1).
     """
-    from daskgmm.cli.runner import is_user_error
+    from daskgmm.cli.guards import is_user_error
 
     parser = build_parser()
     try:

@@ -49,7 +49,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from daskgmm.cli.guards import (
-    WRITE_ERRNOS,
     check_writable,
     chunking_warnings,
     free_space_warning,
@@ -61,7 +60,7 @@ from daskgmm.errors import ConfigError, DaskGMMError, OutputExistsError
 
 __all__ = ["CHECKPOINT_FILE", "PLOT_SAMPLE_ROWS", "PRINT_LABELS_LIMIT",
            "PRINT_PARAMETERS_LIMIT", "RunInterrupted", "checkpoint_iteration",
-           "component_table", "is_user_error", "run_fit", "run_predict"]
+           "component_table", "run_fit", "run_predict"]
 
 CHECKPOINT_FILE = "checkpoint.json"
 """The file a checkpoint directory holds when it has a checkpoint."""
@@ -877,14 +876,3 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
     }
 
 
-def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a user mistake the CLI reports in one line (exit code 2).
-
-    Only daskgmm's own errors (:class:`~daskgmm.errors.DaskGMMError` and its
-    subclasses) and the operating system's write failures that the user must fix
-    (disk full, quota exceeded, read-only file system, permission denied) are. Any
-    other exception, ``ValueError`` included, is a bug and shows its traceback.
-    """
-    if isinstance(exc, DaskGMMError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS

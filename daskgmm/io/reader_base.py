@@ -413,8 +413,3 @@ class ReadGuard:
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc)
         return self.location.scrub(text) if self.location is not None else text
-
-
-def array_size(shape: tuple[int, ...]) -> int:
-    """Number of elements of ``shape``."""
-    return math.prod(shape)
