@@ -474,7 +474,7 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
         a probe before any work, and reported if a write fails later).
     daskgmm.errors.ConfigError
         A checkpoint exists and ``resume`` is false; ``resume`` without
-        ``checkpoint.dir``; ``checkpoint.dir`` inside ``output.dir``; a sweep.
+        ``checkpoint.dir``; ``checkpoint.dir`` inside ``output.dir``.
     RunInterrupted
         Ctrl-C (a KeyboardInterrupt whose message says where the last checkpoint is).
     daskgmm.errors.DaskGMMError
@@ -488,12 +488,12 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     Nothing is left in ``output.dir`` unless the run succeeds. The checkpoint of a
     successful run is deleted once the outputs are in place.
     """
-    from daskgmm.diagnostics.progress import ProgressObserver
+    from daskgmm.cli.selection import make_estimator, progress_observer
 
     started = time.perf_counter()
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     verbose = int(getattr(config.model, "verbose", 0) or 0)
-    progress = ProgressObserver(quiet=quiet, verbose=verbose)
+    progress = progress_observer(config, quiet=quiet, verbose=verbose)
     log = _Log(progress, quiet)
 
     # Pre-flight: everything that can be refused is refused before any work.
@@ -506,6 +506,7 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     out_dir = _check_output_dir(config)
     checkpoint_dir = _checkpoint_dir(config, resume, log)
     params = _estimator_params(config, checkpoint_dir)
+    make_estimator(config, params)  # a sweep the selector refuses fails before any work
     check_writable(out_dir, "output.dir")
     if checkpoint_dir is not None:
         check_writable(Path(checkpoint_dir) / CHECKPOINT_FILE, "checkpoint.dir")
@@ -526,6 +527,7 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
 def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, created: str,
          progress: Any, log: _Log, out_dir: Path, path: str, checkpoint_dir: str | None,
          params: dict[str, Any]) -> dict[str, Any]:
+    from daskgmm.cli import selection
     from daskgmm.cli.cluster import connect, worker_failures
     from daskgmm.diagnostics.memory import MemoryMonitor
     from daskgmm.diagnostics.observers import observe
@@ -563,8 +565,7 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
     with writes, atomic_directory(out_dir, overwrite=config.output.overwrite) as tmp, \
             connect(config.cluster, log=log.info) as (client, cluster_info):
         tmp = Path(tmp)
-        estimator = config.model.estimator_class()
-        gm = estimator(**params)
+        gm = selection.make_estimator(config, params)
         recorder = FitRecorder()
         for text in chunking_warnings(
                 int(X.numblocks[0]), int(max(X.chunks[0])), int(X.shape[1]),
@@ -572,8 +573,8 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                 list(cluster_info.get("worker_memory_limits", {}).values())):
             warning_lines.append(text)
             log.warning(text)
-        log.info(f"fitting {config.model.n_components} components "
-                 f"({config.model.covariance_type}) to {n_samples:,} rows x {X.shape[1]} "
+        log.info(f"fitting {selection.describe_model(config)} to {n_samples:,} rows x "
+                 f"{X.shape[1]} "
                  f"features in {X.npartitions} chunks on a {cluster_info['kind']} cluster "
                  f"of {cluster_info['n_workers']} worker(s)")
         progress.expect(max_iter=int(getattr(gm, "max_iter", 0) or 0),
@@ -588,6 +589,8 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                 t_fit = time.perf_counter()
                 gm.fit(X)
                 fit_seconds = time.perf_counter() - t_fit
+            # A sweep writes its best model as a single fit would, and its table.
+            sweep, gm = selection.split_fitted(gm)
             # One more pass: final log-likelihood, labels, responsibilities, plot sample.
             t_out = time.perf_counter()
             sample_idx = (_sample_indices(n_samples, PLOT_SAMPLE_ROWS, config.model.random_state)
@@ -623,6 +626,10 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                                  else f"{name}: {len(sample):,} random rows of "
                                       f"{n_samples:,}"))
             plots = ["convergence.png", "clusters.png"]
+        if sweep is not None:
+            plots += selection.write_selection(
+                sweep, tmp, plots=config.output.plots,
+                title=f"{config.name or os.path.basename(str(out_dir))}: model selection")
 
         model_meta = {"data": {k: data_info[k] for k in ("path", "dataset", "shape", "dtype")},
                       "run": config.name, "bic": criteria["bic"], "aic": criteria["aic"]}
@@ -668,9 +675,14 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                                      if config.output.responsibilities else None),
             },
         }
+        if sweep is not None:
+            report["selection"] = selection.selection_report(sweep)
+            report["outputs"]["selection"] = selection.SELECTION_FILE
         report = _json_ready(report)
         write_json_atomic(tmp / "report.json", report, indent=2)
     _remove_checkpoint(checkpoint_dir)
+    if stdout is not None and sweep is not None:
+        selection.print_winner(sweep, stdout)
     if stdout is not None:
         _print_result(gm, report["fit"]["mean_log_likelihood"], printed_labels, n_samples,
                       out_dir / "labels.zarr" if config.output.labels else None,
@@ -679,8 +691,9 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
 
 
 def _n_components(config: Any) -> int:
-    value = getattr(config.model, "n_components", 1)
-    return int(max(value) if isinstance(value, list) else value)
+    """The largest number of components the run may write responsibilities for."""
+    swept = config.model.sweep.get("n_components")
+    return int(max(swept)) if swept else int(getattr(config.model, "n_components", 1))
 
 
 # ---------------------------------------------------------------------------------------

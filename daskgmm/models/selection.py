@@ -58,7 +58,7 @@ from daskgmm.engine.estep import estep_statistics, make_plan
 from daskgmm.engine.initialize import Group, initial_states
 from daskgmm.engine.passes import RowChunks
 from daskgmm.errors import CheckpointError, InvalidDataError, InvalidParameterError
-from daskgmm.models._base import OWN_CONSTRAINTS, BaseMixture, _centre
+from daskgmm.models._base import OWN_CONSTRAINTS, BaseMixture, _centre, _token
 
 __all__ = ["CRITERIA", "EARLY_STOPPING_SAFETY", "EARLY_STOPPING_WINDOW", "MODELS",
            "GaussianMixtureSelector", "cannot_win", "criterion_values"]
@@ -334,10 +334,9 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
 
     _parameter_constraints: ClassVar[dict] = _selector_constraints()
 
-    # The input validation and checkpoint fingerprint of the mixture estimators.
+    # The input validation and verbose output of the mixture estimators.
     _chunks = BaseMixture._chunks
     _validate_dask = BaseMixture._validate_dask
-    _fingerprint = BaseMixture._fingerprint
     _verbose_printer = BaseMixture._verbose_printer
 
     def __init__(
@@ -408,6 +407,17 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
         ks = _component_values(self.n_components)
         types = _covariance_values(self.covariance_types)
         return [(k, cov) for cov in types for k in ks]
+
+    def _fingerprint(self, chunks: RowChunks) -> dict[str, Any]:
+        """What a checkpoint of this sweep must match: the mixtures' fingerprint, with
+        the candidates and the model's own parameters spelt out."""
+        fingerprint = BaseMixture._fingerprint(self, chunks)
+        config = fingerprint["config"]
+        config["n_components"] = [k for k, _ in self.candidates()]
+        config["covariance_types"] = [cov for _, cov in self.candidates()]
+        config["model_params"] = {name: _token(value) for name, value
+                                  in sorted((self.model_params or {}).items())}
+        return fingerprint
 
     def _model_class(self) -> type:
         module, name = MODELS[self.model]
@@ -510,6 +520,12 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
                 f"n_components is {largest} and n_samples = {n_samples}; try fewer "
                 "components."
             )
+        if warm is not None and estimators[0].n_features_in_ != n_features:
+            raise InvalidDataError(
+                f"X has {n_features} features, but the candidates to continue "
+                f"(warm_start=True) were fitted on {estimators[0].n_features_in_}; set "
+                "warm_start=False to start afresh."
+            )
         out_dtype = np.dtype(chunks.data.dtype)
         for est in estimators:
             est.n_features_in_ = n_features
@@ -575,6 +591,9 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
         options = EMOptions(self.tol, self.max_iter, self.split_every, self.dtype)
 
         def model_for(index: int) -> Any:
+            if index >= len(owner):
+                raise ValueError(f"{index + 1} candidates or more, the sweep has "
+                                 f"{len(owner)}")
             model = models[owner[index]]
             if self.early_stopping and self.criterion == "icl":
                 return _EntropyOfLastEStep(model)
