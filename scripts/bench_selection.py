@@ -245,7 +245,7 @@ def _worker_peak(X_path: str, args: argparse.Namespace, what: str,
 
     with cluster() as client:
         warm = max(client.run(_warm, args.n_features).values())
-        X = daskgmm.open_array(X_path, dataset="X")
+        X = daskgmm.open_array(X_path, dataset="X", chunk_rows=args.chunk_rows)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if what == "sweep":
@@ -422,8 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     specs = [(k, cov) for cov in args.types for k in range(1, args.k_max + 1)]
     data_bytes = args.n_samples * args.n_features * 8
     with cluster() as client:
-        X = daskgmm.open_array(path, dataset="X")
+        X = daskgmm.open_array(path, dataset="X", chunk_rows=args.chunk_rows)
         n_chunks = int(X.numblocks[0])
+        # Warm the workers up (imports, first reads) so that the measured runs read
+        # only what they need.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            daskgmm.GaussianMixture(1, max_iter=1, cache=False).fit(X)
         log(f"sweep of {len(specs)} candidates on {args.n_samples:,} x {args.n_features} "
             f"({n_chunks} chunks)")
         sweep = run_sweep(X, client, args, early=False)
