@@ -16,24 +16,26 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 _LAZY = {
+    "BayesianGaussianMixture": "daskgmm.models.bayesian",
     "GaussianMixture": "daskgmm.models.gaussian",
     "GaussianMixtureSelector": "daskgmm.models.selection",
-    "load": "daskgmm.serialize.model_files",
+    "load": "daskgmm.models.registry",
     "open_array": "daskgmm.io.readers",
     "generate_mixture": "daskgmm.io.generate",
     "observe": "daskgmm.diagnostics.observers",
 }
 
-__all__ = ["GaussianMixture", "GaussianMixtureSelector", "__version__", "generate_mixture",
-           "load", "observe", "open_array"]
+__all__ = ["BayesianGaussianMixture", "GaussianMixture", "GaussianMixtureSelector",
+           "__version__", "generate_mixture", "load", "observe", "open_array"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from daskgmm.diagnostics.observers import observe
     from daskgmm.io.generate import generate_mixture
     from daskgmm.io.readers import open_array
+    from daskgmm.models.bayesian import BayesianGaussianMixture
     from daskgmm.models.gaussian import GaussianMixture
+    from daskgmm.models.registry import load
     from daskgmm.models.selection import GaussianMixtureSelector
-    from daskgmm.serialize.model_files import load
 
 
 def __getattr__(name: str) -> Any:

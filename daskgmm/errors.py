@@ -9,6 +9,7 @@ Messages say what was wrong, where, and what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "ArrayNamespaceError",
     "CheckpointError",
     "ClusterConnectionError",
     "ClusterLostError",
@@ -127,3 +128,8 @@ class MissingDependencyError(DaskGMMError, ImportError):
 
 class UnsafeOverwriteError(OutputExistsError):
     """An output location holds something daskgmm did not write, so it is not replaced."""
+
+
+class ArrayNamespaceError(DaskGMMError, NotImplementedError):
+    """An array of an array-API namespace daskgmm does not compute with (it computes with
+    NumPy and Dask), given while scikit-learn's ``array_api_dispatch`` is enabled."""

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from daskgmm.cli.main import main
 from daskgmm.io.readers import open_array
-from daskgmm.serialize.model_files import load_model
+from daskgmm.models import load as load_model
 from tests.cli_utils import (
     assert_clean_error,
     cli_env,

@@ -16,7 +16,7 @@ from daskgmm import GaussianMixtureSelector
 from daskgmm.cli.config import load_config
 from daskgmm.cli.selection import describe_model, format_sweep_iteration
 from daskgmm.io.readers import open_array
-from daskgmm.serialize.model_files import load_model
+from daskgmm.models import load as load_model
 from tests.test_cli import PNG_MAGIC, call_main, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,3 +139,21 @@ def test_select_config_is_an_out_of_core_sweep():
     assert config.model.params["cache"] is False and config.output.plots is True
     assert describe_model(config).startswith(
         f"{len(config.model.sweep['n_components']) * 4} candidates")
+
+
+def test_a_bayesian_sweep_becomes_a_selector_of_bayesian_candidates(tmp_path):
+    from daskgmm.cli.config import parse_config
+    from daskgmm.cli.runner import _estimator_params
+    from daskgmm.cli.selection import make_estimator
+
+    config = parse_config({
+        "data": {"path": str(tmp_path / "x.zarr")}, "output": {"dir": str(tmp_path / "o")},
+        "model": {"kind": "bayesian", "n_components": [2, 3], "covariance_type": "diag",
+                  "weight_concentration_prior_type": "dirichlet_distribution"},
+        "selection": {"criterion": "aic"}})
+    selector = make_estimator(config, _estimator_params(config, None))
+    assert isinstance(selector, GaussianMixtureSelector)
+    assert selector.model == "bayesian" and selector.criterion == "aic"
+    assert selector.candidates() == [(2, "diag"), (3, "diag")]
+    assert selector.model_params["weight_concentration_prior_type"] == \
+        "dirichlet_distribution"

@@ -84,7 +84,8 @@ def test_estimator_params_defaults_match_scikit_learn():
     sk = GaussianMixture().get_params()
     for key, value in sk.items():
         assert params[key] == value, key
-    assert set(params) - set(sk) == {"split_every", "dtype", "cache"}
+    assert set(params) - set(sk) == {"split_every", "dtype", "cache", "algorithm",
+                                     "batch_chunks", "learning_decay", "learning_offset"}
 
 
 def test_full_config(tmp_path):

@@ -18,8 +18,9 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from daskgmm.errors import ModelFormatError
+from daskgmm.models import load as load_model
+from daskgmm.models import model_summary, save_model
 from daskgmm.models.gaussian import GaussianMixture
-from daskgmm.serialize.model_files import load_model, model_summary, save_model
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -105,7 +106,7 @@ def test_arrays_are_plain_float64_npz(saved):
         assert all(npz[name].dtype == np.float64 for name in npz.files)
     meta = json.loads((saved / "model.json").read_text())
     assert meta["format"] == "daskgmm-model"
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["class"] == "GaussianMixture"
     assert meta["fitted"]["covariance_type"] == "full"
     assert meta["fitted"]["n_components"] == 2
@@ -158,7 +159,7 @@ def test_extra_metadata_and_summary(tmp_path, fitted):
     text = model_summary(path)
     model = fitted["diag"]
     assert str(path) in text
-    assert "daskgmm-model v1" in text
+    assert "daskgmm-model v2" in text
     assert "covariance_type='diag'" in text
     assert "K=2" in text and "D=3" in text
     assert f"after {model.n_iter_} iterations" in text
@@ -312,8 +313,10 @@ DAMAGES = {
     "foreign format": (lambda p: edit_meta(p, _set("format", "sklearn-onnx")),
                        "foreign directory"),
     "no format": (lambda p: edit_meta(p, _delete("format")), "foreign directory"),
-    "newer format": (lambda p: edit_meta(p, _set("format_version", 2)),
+    "newer format": (lambda p: edit_meta(p, _set("format_version", 3)),
                      "newer daskgmm.*[Uu]pgrade"),
+    "older format": (lambda p: edit_meta(p, _set("format_version", 1)),
+                     "format version 1.*save it again"),
     "bad format_version": (lambda p: edit_meta(p, _set("format_version", "1")),
                            "invalid format_version"),
     "other class": (lambda p: edit_meta(p, _set("class", "KMeans")),
@@ -451,7 +454,8 @@ def test_pickle_file_is_never_unpickled(saved, tmp_path):
 SAVE_LOOP = textwrap.dedent(
     """
     import sys
-    from daskgmm.serialize.model_files import load_model, save_model
+    from daskgmm.models import load as load_model
+    from daskgmm.models import save_model
 
     model = load_model(sys.argv[1])
     print("started", flush=True)
@@ -491,3 +495,110 @@ def test_killed_save_leaves_a_complete_model_or_none(tmp_path, saved, fitted, X,
     for entry in tmp_path.iterdir():
         assert entry.name in ("model", "out") or ".tmp-" in entry.name \
             or ".old-" in entry.name
+
+
+# --------------------------------------------------------------------------------------
+# trust: what cannot be read is never written; what is inconsistent never loads
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("change", "match"), [
+    ({"n_components": 5}, r"n_components is 5 but the fitted model has 2 components"),
+    ({"covariance_type": "diag"}, r"covariance_type is 'diag' but the fitted covariances_"),
+])
+def test_parameters_changed_after_fitting_are_refused_at_save_time(tmp_path, fitted,
+                                                                   change, match):
+    from daskgmm.errors import InvalidParameterError
+
+    model = GaussianMixture(**fitted["full"].get_params())
+    model.__dict__.update({k: v for k, v in fitted["full"].__dict__.items()
+                           if k.endswith("_")})
+    model.set_params(**change)
+    with pytest.raises(InvalidParameterError, match=match):
+        model.save(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _spd_break(cov):
+    bad = cov.copy()
+    bad[0] = -np.eye(3)
+    return bad
+
+
+CONSISTENCY = {
+    "covariance not positive definite": (
+        lambda p: rewrite_arrays(p, covariances_=_spd_break(arrays(p)["covariances_"])),
+        "not positive definite"),
+    "cholesky not triangular": (
+        lambda p: rewrite_arrays(p, precisions_cholesky_=arrays(p)["precisions_cholesky_"]
+                                 + np.tril(np.ones((3, 3)), -1)),
+        "not upper triangular"),
+    "cholesky does not match": (
+        lambda p: rewrite_arrays(p, precisions_cholesky_=arrays(p)["precisions_cholesky_"]
+                                 * 1.5),
+        "do not equal precisions_cholesky_"),
+    "precisions do not invert covariances": (
+        lambda p: rewrite_arrays(p, covariances_=arrays(p)["covariances_"] * 2.0),
+        "not the inverses of covariances_"),
+    "negative weights": (lambda p: rewrite_arrays(p, weights_=np.array([1.5, -0.5])),
+                         "summing to 1"),
+}
+
+
+def arrays(path: Path) -> dict:
+    with np.load(path / "arrays.npz") as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+@pytest.mark.parametrize("case", list(CONSISTENCY))
+def test_inconsistent_model_with_valid_checksums_is_refused(saved, case):
+    damage, match = CONSISTENCY[case]
+    damage(saved)
+    with pytest.raises(ModelFormatError, match=match):
+        load_model(saved)
+
+
+def test_loaded_model_carries_no_checkpoint_directory(saved):
+    edit_meta(saved, _set("params", "checkpoint_dir", "/somewhere/the/author/chose"))
+    assert load_model(saved).checkpoint_dir is None
+
+
+def _npz_with_a_bomb(path: Path, name: str, n_values: int) -> None:
+    """Rewrite arrays.npz with ``name`` a deflated array of ``n_values`` zeros, streamed
+    (never held in memory): a few hundred kB that inflate to 8 bytes per value."""
+    import zipfile
+
+    with np.load(path / "arrays.npz") as npz:
+        keep = {k: npz[k] for k in npz.files if k != name}
+    with zipfile.ZipFile(path / "arrays.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, value in keep.items():
+            with archive.open(key + ".npy", "w") as member:
+                np.lib.format.write_array(member, value)
+        with archive.open(name + ".npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {
+                "descr": "<f8", "fortran_order": False, "shape": (n_values,)})
+            zeros = bytes(2**22)
+            for _ in range(n_values * 8 // len(zeros)):
+                member.write(zeros)
+
+
+def test_compressed_bomb_declared_in_model_json_is_refused_before_reading(saved):
+    import time
+
+    _npz_with_a_bomb(saved, "lower_bounds_", 2**28)  # 2 GiB once inflated
+    assert (saved / "arrays.npz").stat().st_size < 4 * 2**20
+    edit_meta(saved, _set("arrays", "lower_bounds_", "shape", [2**28]))
+    started = time.perf_counter()
+    with pytest.raises(ModelFormatError, match="larger than any array of a model"):
+        load_model(saved)
+    assert time.perf_counter() - started < 5
+
+
+def test_compressed_bomb_behind_a_small_declared_shape_is_refused(saved):
+    _npz_with_a_bomb(saved, "lower_bounds_", 2**28)
+    with pytest.raises(ModelFormatError, match=r"'lower_bounds_' in arrays\.npz has shape"):
+        load_model(saved)
+
+
+def test_deeply_nested_model_json_is_refused(saved):
+    (saved / "model.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ModelFormatError, match="nested more than"):
+        load_model(saved)

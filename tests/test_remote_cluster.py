@@ -25,7 +25,7 @@ import zarr
 from daskgmm import GaussianMixture
 from daskgmm.io.generate import generate_mixture
 from daskgmm.io.readers import open_array
-from daskgmm.serialize.model_files import load_model
+from daskgmm.models import load as load_model
 
 pytestmark = pytest.mark.slow
 

@@ -203,6 +203,41 @@ def test_dask_candidates_equal_separate_fits_with_the_reads_of_one(client, monke
     assert sweep.chunks_read() == max(alone_reads) + n_chunks
 
 
+def test_bayesian_candidates_equal_separate_fits_with_one_moments_pass(blobs):
+    from daskgmm import BayesianGaussianMixture
+
+    counter = PassCounter()
+    with daskgmm.observe(counter), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sel = GaussianMixtureSelector(
+            n_components=[2, 4], covariance_types=["full", "diag", "spherical"],
+            model="bayesian", random_state=0, chunk_rows=1000, max_iter=50,
+            model_params={"weight_concentration_prior_type": "dirichlet_distribution"},
+        ).fit(blobs)
+    assert counter.kinds()["moments"] == 1  # the priors' pass, shared by the candidates
+    for i, est in enumerate(sel.estimators_):
+        assert isinstance(est, BayesianGaussianMixture)
+        assert est.weight_concentration_prior_type == "dirichlet_distribution"
+        alone = separate_fit(blobs, est)
+        assert_same_fit(est, alone, blobs)
+        assert rel(est.weight_concentration_, alone.weight_concentration_) <= 1e-10
+        assert rel(sel.results_["bic"][i], alone.bic(blobs)) <= 1e-10
+
+
+@pytest.mark.parametrize("algorithm", ["incremental", "online"])
+def test_stepwise_candidates_equal_separate_fits(blobs, algorithm):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sel = GaussianMixtureSelector(n_components=[2, 3], covariance_types=["full", "tied"],
+                                      algorithm=algorithm, batch_chunks=2, random_state=0,
+                                      chunk_rows=500, max_iter=15).fit(blobs)
+    for est in sel.estimators_:
+        assert est.algorithm == algorithm
+        assert_same_fit(est, separate_fit(blobs, est), blobs)
+    with pytest.raises(InvalidParameterError, match="early_stopping=True needs"):
+        sel.set_params(early_stopping=True).fit(blobs)
+
+
 # ---------------------------------------------------------------------------------------
 # the criteria
 # ---------------------------------------------------------------------------------------
@@ -319,8 +354,6 @@ def test_warm_start_continues_every_candidate(blobs):
 # the best estimator's methods; scikit-learn conventions
 # ---------------------------------------------------------------------------------------
 def test_methods_delegate_to_the_best_estimator(five, tmp_path):
-    from daskgmm.serialize.model_files import load_model, save_model
-
     sel = GaussianMixtureSelector(n_components=[4, 5], covariance_types=["full"],
                                   random_state=0).fit(five)
     best = sel.best_estimator_
@@ -333,7 +366,8 @@ def test_methods_delegate_to_the_best_estimator(five, tmp_path):
     assert rel(sel.bic(five), sel.best_score_) <= 1e-10
     assert sel.n_features_in_ == 3
     assert best.get_params()["checkpoint_dir"] is None
-    loaded = load_model(save_model(best, tmp_path / "model"))
+    best.save(tmp_path / "model")
+    loaded = daskgmm.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict(five), best.predict(five))
     labels = sel.predict(da.from_array(five, chunks=1000))
     assert isinstance(labels, da.Array)

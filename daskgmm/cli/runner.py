@@ -541,7 +541,7 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
     )
     from daskgmm.io.atomic import atomic_directory, write_json_atomic
     from daskgmm.io.readers import describe_array, get_reader, open_array
-    from daskgmm.serialize.model_files import save_model
+    from daskgmm.models import save_model
 
     with write_errors(("data.path", path)):
         generated = _maybe_generate(config, path, log)
@@ -757,7 +757,7 @@ def run_predict(model_dir: str | os.PathLike[str], data: str | os.PathLike[str],
     from daskgmm.errors import InvalidDataError
     from daskgmm.io.atomic import atomic_directory
     from daskgmm.io.readers import open_array
-    from daskgmm.serialize.model_files import load_model
+    from daskgmm.models import load as load_model
 
     started = time.perf_counter()
     progress = ProgressObserver(quiet=quiet)

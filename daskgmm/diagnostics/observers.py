@@ -36,18 +36,23 @@ class FitObserver(Protocol):
     def fit_started(self, info: Any) -> None:
         """A fit starts. ``info`` has ``max_iter`` (int), ``n_candidates`` (int: restarts
         times candidate models), ``n_chunks`` (int), ``n_samples`` (int),
-        ``algorithm`` (``'batch'``, ``'incremental'`` or ``'online'``) and ``labels``
-        (one short description per candidate, e.g. ``'K=3 full #0'``)."""
+        ``tol``, ``algorithm`` (``'batch'``, ``'incremental'`` or ``'online'``) and
+        ``labels`` (one short description per candidate, e.g. ``'K=3 full #0'``)."""
 
     def pass_started(self, kind: str, n_chunks: int) -> None:
         """A pass over ``n_chunks`` chunks starts; ``kind`` says what it computes
-        (``'moments'``, ``'kmeans'``, ``'init'``, ``'em'``, ``'score'``, ``'outputs'``)."""
+        (``'moments'``, ``'kmeans'``, ``'init'``, ``'em'``, ``'group'`` (a group of
+        chunks of incremental or online EM), ``'score'``, ``'verify'``, ``'outputs'``)."""
 
     def chunks_done(self, count: int) -> None:
         """``count`` more chunks of the current pass are done."""
 
     def pass_finished(self) -> None:
         """The current pass is done."""
+
+    def update_finished(self, number: int, position: int, n_groups: int) -> None:
+        """Incremental or online EM updated the model after the ``position``-th of the
+        ``n_groups`` groups of chunks of pass ``number``."""
 
     def iteration_finished(self, info: Any) -> None:
         """An EM iteration (a pass over the data) is done.

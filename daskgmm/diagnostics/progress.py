@@ -230,6 +230,7 @@ class ProgressObserver:
         self.max_iter = 0
         self.tol = 0.0
         self._kind = ""
+        self._group = (0, 0)
         self._total = 0
         self._done = 0
         self._started = 0.0
@@ -305,6 +306,12 @@ class ProgressObserver:
 
     def _pass_label(self) -> str:
         name = _PASS_NAMES.get(self._kind, self._kind)
+        if self._kind == "group":  # incremental and online EM: a group of chunks
+            counter = f"{self._iteration + 1}/{self.max_iter}" if self.max_iter else \
+                f"{self._iteration + 1}"
+            done, total = self._group
+            return f"em pass {counter}, group {done + 1}/{total}" if total else \
+                f"em pass {counter}"
         if self._kind == "em":
             counter = f"{self._iteration + 1}/{self.max_iter}" if self.max_iter else \
                 f"{self._iteration + 1}"
@@ -360,7 +367,10 @@ class ProgressObserver:
         """A pass over ``n_chunks`` chunks starts."""
         self._kind, self._total, self._done = kind, int(n_chunks), 0
         self._started = time.perf_counter()
-        if kind != "em":
+        if kind == "group":
+            if not self._init_reported:
+                self._report_initialisation()
+        elif kind != "em":
             self._pass_numbers[kind] = self._pass_numbers.get(kind, 0) + 1
         elif not self._init_reported:
             self._report_initialisation()
@@ -376,8 +386,8 @@ class ProgressObserver:
         """The current pass is done."""
         seconds = time.perf_counter() - self._started
         self._done = self._total
-        if self._kind == "em":
-            return  # the iteration line follows
+        if self._kind in ("em", "group"):
+            return  # the iteration line follows (after the pass's last group)
         if self._kind in ("kmeans", "init", "moments"):
             self._init_passes.append((self._kind, seconds))
             if self.verbose >= 2:
@@ -403,6 +413,11 @@ class ProgressObserver:
         n = len(self._init_passes)
         self._print(f"initialised in {seconds:.2f} s ({n} pass{'es' if n != 1 else ''} over "
                     f"the data: {detail})")
+
+    def update_finished(self, number: int, position: int, n_groups: int) -> None:
+        """Incremental or online EM updated the model after group ``position`` of
+        ``n_groups`` of pass ``number``."""
+        self._group = (position, n_groups)
 
     def iteration_finished(self, info: Any) -> None:
         """An EM iteration is done: print its line(s), update the fit's ETA."""

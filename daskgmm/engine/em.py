@@ -87,6 +87,7 @@ class FitInfo:
     n_samples: int
     algorithm: str
     labels: list[str]
+    tol: float = 0.0
 
 
 @dataclass
@@ -99,6 +100,9 @@ class IterationInfo:
     seconds: float
     #: The digest of the data, once the pass that computes it has run (else None).
     digest: str | None = None
+    #: Incremental and online EM: where the fit stands within its passes
+    #: (:class:`daskgmm.engine.stepwise.StepwiseState`).
+    stepwise: Any = None
 
 
 @dataclass

@@ -42,6 +42,9 @@ MIN_TILE_ROWS = 256
 #: A batch of candidates may use this many times a tile's workspace.
 BATCH_TILES = 8
 _LOG_2PI = math.log(2.0 * math.pi)
+#: Logarithm of just above the smallest normal number of each compute dtype.
+_LOG_TINY = {np.dtype(t).char: math.log(float(np.finfo(t).tiny)) + 1.0
+             for t in (np.float32, np.float64)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,14 +98,11 @@ class PlanGroup:
     batch : Batch
     centre : ndarray of shape (D,)
         ``c0``: every tile is centred on it (float64) before anything else.
-    constant : ndarray of shape (K, 1)
-        The candidates' ``log_constant`` concatenated, in the compute dtype.
     tile_rows : int
     """
 
     batch: Batch
     centre: np.ndarray
-    constant: np.ndarray
     tile_rows: int
 
 
@@ -181,22 +181,20 @@ def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
         c0 = np.ascontiguousarray(centres[members[key][0]])
         with np.errstate(over="ignore", invalid="ignore"):
             batch = cov.operands([p.means - c0 for p in parts],
-                                 [p.precisions_cholesky for p in parts], dtype)
-            constant = np.ascontiguousarray(
-                np.concatenate([p.log_constant for p in parts])[:, None], dtype=dtype)
-        _check_operands(batch, constant, dtype)
+                                 [p.precisions_cholesky for p in parts],
+                                 [p.log_constant for p in parts], dtype)
+        _check_operands(batch, dtype)
         rows = max(MIN_TILE_ROWS,
                    tile_bytes // max(1, cov.row_bytes(K, len(c0), dtype.itemsize)))
-        groups.append(PlanGroup(batch, c0, constant, rows))
+        groups.append(PlanGroup(batch, c0, rows))
         for position, i in enumerate(members[key]):
             slots[i] = (g, position * K, (position + 1) * K)
     return EStepPlan(dtype, tuple(groups), tuple(slots), entropy, digest)
 
 
-def _check_operands(batch: Batch, constant: np.ndarray, dtype: np.dtype) -> None:
+def _check_operands(batch: Batch, dtype: np.dtype) -> None:
     """Refuse parameters whose products overflow the compute dtype."""
-    arrays = [constant, *(a for v in batch.arrays.values()
-                          for a in (v if isinstance(v, list) else [v]))]
+    arrays = [a for v in batch.arrays.values() for a in (v if isinstance(v, list) else [v])]
     if all(np.isfinite(a).all() for a in arrays):
         return
     raise DegenerateComponentError(
@@ -240,33 +238,35 @@ def check_weights_block(w: np.ndarray, row_start: int) -> None:
     )
 
 
-def _centred_tile(X: np.ndarray, sl: slice, centre: np.ndarray, dtype: np.dtype,
-                  ws: Workspace, row_start: int) -> np.ndarray:
-    """Rows ``sl`` of the chunk ``X`` minus ``centre``, in the compute dtype (subtracted
-    in float64). Non-finite values anywhere in the tile raise
-    :class:`NonFiniteDataError` naming the chunk's rows."""
+def _affine_tile(X: np.ndarray, sl: slice, centre: np.ndarray, dtype: np.dtype,
+                 ws: Workspace, row_start: int) -> np.ndarray:
+    """Rows ``sl`` of the chunk ``X`` minus ``centre``, transposed, with a last row of
+    ones: ``(D + 1, n)`` in the compute dtype (see :meth:`CovarianceType.project`).
+
+    The difference is computed in the wider of the data's and the centre's (float64)
+    precision and rounded once to the compute dtype, so a large common offset never meets
+    float32 rounding. Non-finite values anywhere in the tile raise
+    :class:`NonFiniteDataError` naming the chunk's rows; values beyond the compute
+    dtype's range after centring raise :class:`InvalidDataError`."""
     tile = X[sl]
     n, D = tile.shape
-    xc64 = ws.get("xc" if dtype == np.float64 else "xc64", (n, D), np.float64)
+    xt = ws.get("xt", (D + 1, n), dtype)
+    xc = xt[:D]
     with np.errstate(over="ignore", invalid="ignore"):
-        np.subtract(tile, centre, out=xc64)
+        np.subtract(tile.T, centre[:, None], out=xc, casting="same_kind")
         # NaN and infinities reach the sum; a sum that overflowed is checked exactly.
-        suspicious = not np.isfinite(xc64.sum())
+        suspicious = not np.isfinite(xc.sum())
     if suspicious:
         check_finite_block(np.asarray(X), row_start)
-    if dtype == np.float64:
-        return xc64
-    xc = ws.get("xc", (n, D), dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        xc[...] = xc64
-        overflow = not np.isfinite(xc.sum()) and not np.isfinite(xc).all()
-    if overflow:
-        raise InvalidDataError(
-            f"rows {row_start + sl.start}..{row_start + sl.stop - 1} hold values too large "
-            f"for {dtype} products (beyond {np.finfo(dtype).max:.3g} after "
-            "centring): scale the data, or fit with dtype='float64'."
-        )
-    return xc
+        if not np.isfinite(xc).all():
+            raise InvalidDataError(
+                f"rows {row_start + sl.start}..{row_start + sl.stop - 1} hold values too "
+                f"large for {dtype} products (beyond {np.finfo(dtype).max:.3g} after "
+                "centring): scale the data"
+                + (", or fit with dtype='float64'." if dtype != np.float64 else ".")
+            )
+    xt[D] = 1.0
+    return xt
 
 
 def _weights_tile(weights: np.ndarray | None, sl: slice, dtype: np.dtype, ws: Workspace
@@ -283,24 +283,34 @@ def _softmax(wlp: np.ndarray, ws: Workspace, keep_log: bool
     """Normalise one candidate's weighted log-probabilities ``(K, n)`` into
     responsibilities, in place. Returns ``log p(x)`` (float64) and, if asked, the negative
     entropy of each row's responsibilities."""
-    top = wlp.max(axis=0)
+    n = wlp.shape[1]
+    top = ws.get("softmax.top", (n,), wlp.dtype)
+    np.max(wlp, axis=0, out=top)
     top[~np.isfinite(top)] = 0.0
     wlp -= top
+    # Responsibilities below the smallest normal number become that number: subnormal
+    # operands make the GEMMs that follow several times slower (6x measured for
+    # float32), and a responsibility of 1e-38 weighs nothing next to the 10 eps every
+    # soft count receives.
+    np.maximum(wlp, _LOG_TINY[wlp.dtype.char], out=wlp)
     shifted = None
     if keep_log:
         shifted = ws.get("softmax.shifted", wlp.shape, wlp.dtype)
         shifted[...] = wlp
     np.exp(wlp, out=wlp)
-    total = wlp.sum(axis=0)
+    total = ws.get("softmax.total", (n,), wlp.dtype)
+    np.sum(wlp, axis=0, out=total)
+    log_total = np.log(total, dtype=np.float64)
+    log_norm = log_total + top
     with np.errstate(divide="ignore", invalid="ignore"):
-        wlp /= total
-        log_norm = np.log(total, dtype=np.float64) + top
+        np.divide(1.0, total, out=total)
+    wlp *= total
     neg_entropy = None
     if keep_log:
         # sum_k r log r = sum_k r (a_k - top) - log(total), with a the log-probabilities.
         with np.errstate(invalid="ignore"):
             neg_entropy = (np.einsum("kn,kn->n", wlp, shifted).astype(np.float64)
-                           - np.log(total, dtype=np.float64))
+                           - log_total)
     return log_norm, neg_entropy
 
 
@@ -333,8 +343,9 @@ def assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: 
     initialisation passes.
 
     ``responsibilities(c, block, xc, sl)`` (when given) overwrites candidate ``c``'s rows
-    ``block`` of its group's ``(K, n)`` distances with its responsibilities for the tile
-    ``sl`` (``xc`` is the centred tile); without it they are the posterior.
+    ``block`` of its group's ``(K, n)`` weighted log-densities with its responsibilities
+    for the tile ``sl`` (``xc`` is the centred tile, ``(n, D)``); without it they are the
+    posterior.
     """
     ws = workspace()
     D = X.shape[1]
@@ -353,16 +364,14 @@ def assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: 
         acc = {"nk": np.zeros(batch.n_components), "sx": np.zeros((batch.n_components, D)),
                "s2": None}
         for sl in _tiles(len(X), group.tile_rows):
-            xc = _centred_tile(X, sl, group.centre, plan.dtype, ws, row_start)
+            xt = _affine_tile(X, sl, group.centre, plan.dtype, ws, row_start)
             w = _weights_tile(weights, sl, plan.dtype, ws)
-            wlp = batch.cov.project(xc, batch, ws)
+            wlp = batch.cov.project(xt, batch, ws)
             for c, start, stop in cands:
                 block = wlp[start:stop]
                 if responsibilities is not None:
-                    responsibilities(c, block, xc, sl)
+                    responsibilities(c, block, xt[:D].T, sl)
                     continue
-                block *= -0.5
-                block += group.constant[start:stop]
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                     log_norm, neg_ent = _softmax(block, ws, plan.entropy)
                 _check_log_likelihood(log_norm, row_start + sl.start, len(log_norm))
@@ -371,10 +380,13 @@ def assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: 
                     ent[c] += float(neg_ent.sum() if w is None else neg_ent @ w)
             if w is not None:
                 wlp *= w
-            acc["nk"] += wlp.sum(axis=1, dtype=np.float64)
-            sx, s2 = batch.cov.accumulate(xc, wlp, w, batch, ws)
+            nk, sx, s2 = batch.cov.accumulate(xt, wlp, w, batch, ws)
+            acc["nk"] += nk
             acc["sx"] += sx
-            acc["s2"] = s2.astype(np.float64) if acc["s2"] is None else acc["s2"] + s2
+            if acc["s2"] is None:
+                acc["s2"] = s2.astype(np.float64)
+            else:
+                np.add(acc["s2"], s2, out=acc["s2"])
         per_group.append(acc)
     stats: list[Stats] = []
     for c, (g, start, stop) in enumerate(plan.slots):
@@ -417,7 +429,7 @@ def estep_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
 # initialisation: statistics of responsibilities given by a rule
 # --------------------------------------------------------------------------------------
 def _one_hot_nearest(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
-    labels = block.argmin(axis=0)
+    labels = block.argmax(axis=0)
     block[...] = 0.0
     block[labels, np.arange(block.shape[1])] = 1.0
 
@@ -451,7 +463,7 @@ def random_assignment_statistics(X: np.ndarray, weights: np.ndarray | None,
 # --------------------------------------------------------------------------------------
 def lloyd_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
                      centres: Sequence[np.ndarray], reference: np.ndarray) -> list[Stats]:
-    """One Lloyd step's statistics for several sets of centres.
+    """One Lloyd step's statistics for several sets of centres, tile by tile.
 
     Returns
     -------
@@ -460,41 +472,50 @@ def lloyd_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
         ``inertia``.
     """
     check_finite_block(X, row_start)
-    Xc = np.asarray(X, dtype=np.float64) - reference
-    w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    if w is not None:
-        check_weights_block(w, row_start)
-    norms = np.einsum("nd,nd->n", Xc, Xc)
-    # Weighted coordinates, one contiguous row per feature, for the per-cluster sums.
-    columns = np.ascontiguousarray((Xc if w is None else Xc * w[:, None]).T)
-    out = []
-    for centres_set in centres:
-        cc = np.asarray(centres_set, dtype=np.float64) - reference
-        d2 = Xc @ (-2.0 * cc.T)
-        d2 += np.einsum("kd,kd->k", cc, cc)
-        labels = d2.argmin(axis=1)
-        best = np.maximum(d2[np.arange(len(Xc)), labels] + norms, 0.0)
-        K = len(cc)
-        counts = np.bincount(labels, weights=w, minlength=K).astype(np.float64)
-        # bincount adds in row order, as np.add.at does, several times faster.
-        sums = np.stack([np.bincount(labels, weights=col, minlength=K) for col in columns],
-                        axis=1)
-        out.append({"counts": counts, "sums": sums,
-                    "inertia": np.float64(best.sum() if w is None else best @ w)})
+    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w_all is not None:
+        check_weights_block(w_all, row_start)
+    sets = [np.asarray(c, dtype=np.float64) - reference for c in centres]
+    D = X.shape[1]
+    out = [{"counts": np.zeros(len(c)), "sums": np.zeros((len(c), D)),
+            "inertia": np.float64(0.0)} for c in sets]
+    widest = max(len(c) for c in sets) + D
+    for sl in _tiles(len(X), max(MIN_TILE_ROWS, TILE_BYTES // (8 * widest))):
+        Xc = np.asarray(X[sl], dtype=np.float64) - reference
+        w = None if w_all is None else w_all[sl]
+        weighted = Xc if w is None else Xc * w[:, None]
+        norms = np.einsum("nd,nd->n", Xc, Xc)
+        rows = np.arange(len(Xc))
+        for cc, acc in zip(sets, out, strict=True):
+            d2 = Xc @ (-2.0 * cc.T)
+            d2 += np.einsum("kd,kd->k", cc, cc)
+            labels = d2.argmin(axis=1)
+            best = np.maximum(d2[rows, labels] + norms, 0.0)
+            one_hot = np.zeros((len(Xc), len(cc)))
+            one_hot[rows, labels] = 1.0
+            acc["counts"] += one_hot.sum(axis=0) if w is None else w @ one_hot
+            acc["sums"] += one_hot.T @ weighted
+            acc["inertia"] += best.sum() if w is None else best @ w
     return out
 
 
 def moment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
                       reference: np.ndarray) -> Stats:
     """Weighted count, first moment and scatter about ``reference`` of a chunk (for the
-    Bayesian mixture's priors)."""
+    Bayesian mixture's priors), tile by tile."""
     check_finite_block(X, row_start)
-    Xc = np.asarray(X, dtype=np.float64) - reference
-    if weights is None:
-        return {"n": np.float64(len(Xc)), "sum": Xc.sum(axis=0), "scatter": Xc.T @ Xc}
-    w = np.asarray(weights, dtype=np.float64)
-    check_weights_block(w, row_start)
-    return {"n": np.float64(w.sum()), "sum": w @ Xc, "scatter": (Xc * w[:, None]).T @ Xc}
+    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w_all is not None:
+        check_weights_block(w_all, row_start)
+    D = X.shape[1]
+    stats = {"n": np.float64(0.0), "sum": np.zeros(D), "scatter": np.zeros((D, D))}
+    for sl in _tiles(len(X), max(MIN_TILE_ROWS, TILE_BYTES // (8 * D))):
+        Xc = np.asarray(X[sl], dtype=np.float64) - reference
+        weighted = Xc if w_all is None else Xc * w_all[sl, None]
+        stats["n"] += len(Xc) if w_all is None else w_all[sl].sum()
+        stats["sum"] += weighted.sum(axis=0)
+        stats["scatter"] += weighted.T @ Xc
+    return stats
 
 
 # --------------------------------------------------------------------------------------
@@ -508,11 +529,8 @@ def _weighted_log_prob(X: np.ndarray, row_start: int, plan: EStepPlan) -> np.nda
     group = plan.groups[0]
     out = np.empty((len(X), group.batch.n_components))
     for sl in _tiles(len(X), group.tile_rows):
-        xc = _centred_tile(X, sl, group.centre, plan.dtype, ws, row_start)
-        wlp = group.batch.cov.project(xc, group.batch, ws)
-        wlp *= -0.5
-        wlp += group.constant
-        out[sl] = wlp.T
+        xt = _affine_tile(X, sl, group.centre, plan.dtype, ws, row_start)
+        out[sl] = group.batch.cov.project(xt, group.batch, ws).T
     return out
 
 

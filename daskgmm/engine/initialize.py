@@ -42,6 +42,7 @@ from daskgmm.engine.estep import (
     Components,
     assignment_statistics,
     check_finite_block,
+    check_weights_block,
     hard_assignment_statistics,
     lloyd_statistics,
     make_plan,
@@ -105,6 +106,14 @@ def _gather(chunks: RowChunks, indices: np.ndarray) -> tuple[np.ndarray, np.ndar
     if w is not None:
         weights = np.empty(len(indices))
         weights[order] = w
+    if weights is not None and not (np.isfinite(weights) & (weights >= 0)).all():
+        # Name the chunk of the first bad sampled weight, as a pass over it would.
+        position = int(np.argmin(np.isfinite(weights) & (weights >= 0)))
+        first = int(indices[position])
+        start, stop = next(b for b in chunks.row_bounds if b[0] <= first < b[1])
+        block = np.ones(stop - start)
+        block[first - start] = weights[position]
+        check_weights_block(block, start)
     finite = np.isfinite(rows).all(axis=1)
     if not finite.all():
         # Name the chunk of the first bad sampled row, as a pass over it would.
@@ -133,8 +142,8 @@ def _points_statistics(points: np.ndarray, weights: np.ndarray | None,
 
 def identity_plan(sets: Sequence[tuple[cov_types.CovarianceType, np.ndarray]],
                    centre: np.ndarray):
-    """A plan whose distances are squared Euclidean distances to the given centres
-    (``centre``: one point for all sets, or one per set)."""
+    """A plan whose log-densities are minus half the squared Euclidean distances to the
+    given centres (``centre``: one point for all sets, or one per set)."""
     D = np.shape(centre)[-1]
     comps = []
     for cov, centres in sets:
@@ -302,10 +311,10 @@ def _states_from_assignment(chunks: RowChunks, groups: Sequence[Group],
     return _regroup(groups, flat)
 
 
-def state_from_responsibilities(model: MixtureModel, X: np.ndarray,
-                                resp: np.ndarray) -> Any:
+def state_from_responsibilities(model: MixtureModel, X: np.ndarray, resp: np.ndarray,
+                                sample_weight: np.ndarray | None = None) -> Any:
     """Parameters from given responsibilities of in-memory data (scikit-learn's
-    ``_initialize(X, resp)``)."""
+    ``_initialize(X, resp)``), the rows weighted by ``sample_weight``."""
     X = np.asarray(X, dtype=np.float64)
     resp = np.asarray(resp, dtype=np.float64)
     centre = X.mean(axis=0)
@@ -315,7 +324,8 @@ def state_from_responsibilities(model: MixtureModel, X: np.ndarray,
     def given(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
         block[...] = resp[sl].T
 
-    stats = assignment_statistics(X, None, 0, plan, given).stats[0]
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    stats = assignment_statistics(X, weights, 0, plan, given).stats[0]
     return model.m_step(stats, centre, Reference(refs))
 
 

@@ -235,13 +235,25 @@ class RowChunks:
         w = self.weights
         return float(w.sum().compute() if isinstance(w, da.Array) else w.sum())
 
+    def select(self, indices: Sequence[int]) -> RowChunks:
+        """The chunks at ``indices`` (a group of a stepwise pass), sharing the data."""
+        part = RowChunks.__new__(RowChunks)
+        part.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_selected"})
+        part.row_bounds = [self.row_bounds[i] for i in indices]
+        part._selected = [int(i) for i in indices]
+        if self.is_dask:  # the parent's blocks, built once for all the groups
+            part.__dict__["_blocks"] = [self._blocks[i] for i in indices]
+        return part
+
     @functools.cached_property
     def _blocks(self) -> list[tuple[Any, Any]]:
         blocks = self.data.to_delayed().ravel()
         weights: Sequence[Any] = [None] * len(blocks)
         if self.weights is not None:
             weights = self.weights.to_delayed().ravel()
-        return list(zip(blocks, weights, strict=True))
+        pairs = list(zip(blocks, weights, strict=True))
+        selected = self.__dict__.get("_selected")
+        return pairs if selected is None else [pairs[i] for i in selected]
 
     def map_reduce(self, kernel: Callable[..., Any], *args: Any, split_every: int = 8,
                    combine: Callable[..., Any] = combine_results, kind: str = "pass") -> Any:

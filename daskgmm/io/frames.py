@@ -24,6 +24,7 @@ per input chunk, next to an id column carried over from the input.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,7 +172,8 @@ def _from_pandas(X: Any, columns: list | None) -> tuple[np.ndarray, OutputWrappe
     sub = frame[chosen]
     _refuse_non_numeric(chosen, list(sub.dtypes), "DataFrame")
     values = sub.to_numpy(dtype=_float_dtype(list(sub.dtypes)), na_value=np.nan)
-    return values, OutputWrapper("pandas", len(frame), frame.index, (len(frame),))
+    return values, OutputWrapper("pandas", len(frame), frame.index, (len(frame),),
+                                 extra={"columns": chosen})
 
 
 def _from_dask_dataframe(X: Any, columns: list | None) -> tuple[da.Array, OutputWrapper]:
@@ -242,7 +244,9 @@ def as_array(X: Any, *, sample_dim: str | None = None,
     """
     module = type(X).__module__.split(".")[0]
     if isinstance(X, da.Array):
-        return X, OutputWrapper("dask", int(X.shape[0]) if X.ndim else None)
+        rows = X.shape[0] if X.ndim else None
+        known = rows is not None and not math.isnan(rows)
+        return X, OutputWrapper("dask", int(rows) if known else None)
     if module == "pandas":
         return _from_pandas(X, columns)
     if module in ("dask", "dask_expr") and hasattr(X, "to_dask_array"):
@@ -259,7 +263,7 @@ def as_array(X: Any, *, sample_dim: str | None = None,
         return _from_xarray(X, sample_dim)
     if sample_dim is not None:
         raise TypeError("sample_dim applies to xarray.DataArray input only")
-    return X, OutputWrapper("numpy", int(np.shape(X)[0]) if np.ndim(X) else None)
+    return X, OutputWrapper("numpy")
 
 
 def _write_part(out_location: Any, index: int, labels: np.ndarray, ids: Any,

@@ -22,7 +22,7 @@ import hashlib
 import math
 import os
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import dask.array as da
@@ -44,7 +44,13 @@ from daskgmm.engine.em import (
 )
 from daskgmm.engine.initialize import Group, initial_states
 from daskgmm.engine.passes import RowChunks
-from daskgmm.errors import CheckpointError, DegenerateComponentError, InvalidDataError
+from daskgmm.errors import (
+    ArrayNamespaceError,
+    CheckpointError,
+    DegenerateComponentError,
+    InvalidDataError,
+    InvalidParameterError,
+)
 
 #: daskgmm's own estimator parameters, after scikit-learn's.
 OWN_CONSTRAINTS: dict[str, list] = {
@@ -54,6 +60,10 @@ OWN_CONSTRAINTS: dict[str, list] = {
     "cache": [StrOptions({"auto"}), "boolean"],
     "checkpoint_dir": [str, os.PathLike, None],
     "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+    "algorithm": [StrOptions({"batch", "incremental", "online"})],
+    "batch_chunks": [Interval(Integral, 1, None, closed="left"), None],
+    "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+    "learning_offset": [Interval(Real, 0.0, None, closed="left")],
 }
 
 #: Parameters that do not change what a fit computes (a checkpoint may be resumed with
@@ -91,30 +101,40 @@ class BaseMixture(DensityMixin, BaseEstimator):
     """Shared surface of daskgmm's mixture estimators (see the module docstring)."""
 
     _sklearn_class: ClassVar[type]
+    #: Fitted arrays (cast to float32 after a float32 fit, saved, copied to scikit-learn).
     _fitted_arrays: ClassVar[tuple[str, ...]]
+    #: Other fitted attributes copied to the scikit-learn estimator.
+    _fitted_other: ClassVar[tuple[str, ...]] = ()
     _fitted_scalars: ClassVar[tuple[str, ...]] = (
         "converged_", "n_iter_", "lower_bound_", "n_features_in_")
 
     # ----------------------------------------------------------------------------------
     # fitting
     # ----------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseMixture:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+            sample_dim: str | None = None) -> BaseMixture:
         """Estimate the parameters with EM.
 
         Parameters
         ----------
-        X : array-like or dask.array.Array of shape (n_samples, n_features)
-            The samples. A Dask array is processed chunk by chunk and never loaded.
+        X : array-like, dask.array.Array, pandas or dask DataFrame, or xarray.DataArray
+            The samples, ``(n_samples, n_features)``. A Dask array (or a Dask-backed
+            DataFrame or DataArray) is processed chunk by chunk and never loaded.
+            DataFrames contribute their numeric columns.
         y : Ignored
-        sample_weight : array-like or dask.array.Array of shape (n_samples,), optional
+        sample_weight : array-like, dask array or Series of shape (n_samples,), optional
             Non-negative weight of every sample; integer weights give the model of the
             data with every row repeated that many times.
+        sample_dim : str, optional
+            For an ``xarray.DataArray``: the sample dimension (default: its first); the
+            other dimensions are the features. Remembered for ``predict``.
 
         Returns
         -------
         self
         """
         self._validate_params()
+        self._sample_dim = sample_dim
         chunks = self._chunks(X, reset=True, sample_weight=sample_weight)
         n_samples, n_features = chunks.shape
         if n_samples < self.n_components:
@@ -125,7 +145,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         self._check_initial_parameters(n_features, chunks.data.dtype)
         out_dtype = np.dtype(chunks.data.dtype)
         info = FitInfo(self.max_iter, self._n_candidates(), chunks.n_chunks, n_samples,
-                       getattr(self, "algorithm", "batch"), self._labels())
+                       self.algorithm, self._labels(), self.tol)
         printer = self._verbose_printer()
         with observers.observe(*([printer] if printer is not None else [])):
             observers.notify("fit_started", info)
@@ -165,12 +185,13 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 )
             setattr(self, name, value.astype(dtype, copy=False))
 
-    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+                    sample_dim: str | None = None) -> Any:
         """Fit, then return the most probable component of each sample.
 
         Equals ``fit(X).predict(X)``; lazy for Dask input.
         """
-        return self.fit(X, sample_weight=sample_weight).predict(X)
+        return self.fit(X, sample_weight=sample_weight, sample_dim=sample_dim).predict(X)
 
     def _run(self, chunks: RowChunks) -> Candidate:
         from daskgmm.serialize.checkpoint import Checkpointer
@@ -201,9 +222,46 @@ class BaseMixture(DensityMixin, BaseEstimator):
         centre = _centre(states[0])
         candidates = [Candidate(i, model, s, centre, labels[min(i, len(labels) - 1)],
                                 lower_bound=start) for i, s in enumerate(states)]
-        run_em(chunks, candidates, options, record_digest=checkpointer is not None,
-               callback=checkpointer)
+        if self.algorithm != "batch":
+            self._run_stepwise(chunks, candidates, options, checkpointer, None)
+        else:
+            run_em(chunks, candidates, options, record_digest=checkpointer is not None,
+                   callback=checkpointer)
         return best_candidate(candidates, self.max_iter)
+
+    def _stepwise_options(self, seed: int | None = None) -> Any:
+        from daskgmm.engine.stepwise import StepwiseOptions, default_batch_chunks
+
+        if seed is None:
+            rs = self.random_state
+            seed = (int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool)
+                    else int(check_random_state(rs).randint(2**31 - 1)))
+        return StepwiseOptions(self.algorithm, self.batch_chunks or default_batch_chunks(),
+                               self.learning_decay, self.learning_offset, seed)
+
+    def _run_stepwise(self, chunks: RowChunks, candidates: list[Candidate],
+                      options: EMOptions, checkpointer: Any, resumed: Any) -> None:
+        from daskgmm.engine.stepwise import run_stepwise, total_weight_of
+
+        state = None if resumed is None else resumed.stepwise
+        stepwise = self._stepwise_options(None if state is None else state.seed)
+        if state is not None and stepwise.batch_chunks != state.batch_chunks:
+            raise CheckpointError(
+                f"the checkpoint in {self.checkpoint_dir} walks the data in groups of "
+                f"{state.batch_chunks} chunks, this fit in groups of "
+                f"{stepwise.batch_chunks}: set batch_chunks={state.batch_chunks} to resume, "
+                "or delete the checkpoint to start afresh.")
+        if state is not None:
+            n_groups = -(-chunks.n_chunks // state.batch_chunks)
+            if (sorted(state.order) != list(range(n_groups)) and state.position > 0) or any(
+                    len(row) != n_groups for row in state.groups):
+                raise CheckpointError(
+                    f"the checkpoint in {self.checkpoint_dir} is damaged (its groups do not "
+                    "match the data's chunks); delete it to start afresh.")
+            checkpointer.verify_chunks(chunks, state.digests, self.split_every)
+        run_stepwise(chunks, candidates, options, stepwise, state=state,
+                     callback=checkpointer, total_weight=total_weight_of(chunks),
+                     record_digests=checkpointer is not None)
 
     def _resume(self, chunks: RowChunks, resumed: Any, options: EMOptions,
                 checkpointer: Any) -> Candidate:
@@ -214,12 +272,85 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 "at least that to resume, or delete the checkpoint to start afresh."
             )
         candidates = resumed.candidates
+        if self.algorithm != "batch":
+            self._run_stepwise(chunks, candidates, options, checkpointer, resumed)
+            return best_candidate(candidates, self.max_iter)
         if any(c.active for c in candidates) and resumed.iteration < self.max_iter:
             run_em(chunks, candidates, options, start_iteration=resumed.iteration,
                    expected_digest=resumed.digest, callback=checkpointer)
         else:
             checkpointer.verify_data(chunks, resumed.digest, self.split_every)
         return best_candidate(candidates, self.max_iter)
+
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+                    sample_dim: str | None = None) -> BaseMixture:
+        """One online-EM update from a batch of samples (NumPy or Dask).
+
+        The first call initialises the mixture from that batch (``init_params`` applied
+        to it, one restart); every call then runs an E-step on the batch and updates
+        per-sample running statistics with step ``(t + learning_offset) **
+        -learning_decay`` (the first step replaces them), followed by an M-step on them
+        scaled to the total weight seen so far. For streams of arrays arriving over time;
+        see :mod:`daskgmm.engine.stepwise`. The running statistics live in the estimator
+        (they are not saved with it: a loaded model starts a new stream).
+
+        Returns
+        -------
+        self
+        """
+        from daskgmm.engine.stats import scale
+        from daskgmm.engine.stepwise import (
+            canonical_statistics,
+            m_step_canonical,
+            online_step,
+        )
+
+        self._validate_params()
+        first = not hasattr(self, "_stream")
+        if not first:
+            check_is_fitted(self)
+        self._sample_dim = sample_dim if sample_dim is not None else getattr(
+            self, "_sample_dim", None)
+        chunks = self._chunks(X, reset=first, sample_weight=sample_weight)
+        n_samples, n_features = chunks.shape
+        model = self._make_model(n_features, self.n_components)
+        if first:
+            if n_samples < self.n_components:
+                raise InvalidDataError(
+                    f"Expected n_samples >= n_components in the first batch but got "
+                    f"n_components = {self.n_components}, n_samples = {n_samples}")
+            self._check_initial_parameters(n_features, chunks.data.dtype)
+            self._prepare(chunks)
+            model = self._make_model(n_features, self.n_components)
+            group = Group(model, 1, check_random_state(self.random_state))
+            state = initial_states(chunks, [group], self.init_params,
+                                   split_every=self.split_every)[0][0]
+            state = self._with_user_init(state, model)
+            self._stream = {"centre": _centre(state), "running": None, "updates": 0,
+                            "weight": 0.0}
+            self.lower_bounds_ = []
+        else:
+            state = self._state_from_attributes()
+        stream = self._stream
+        candidate = Candidate(0, model, state, stream["centre"])
+        plan = estep.make_plan([model.components(state)], [stream["centre"]],
+                               dtype=self.dtype, entropy=True)
+        fresh = chunks.map_reduce(estep.estep_statistics, plan,
+                                  split_every=self.split_every, kind="group").stats[0]
+        stream["running"] = online_step(stream["running"],
+                                        canonical_statistics(fresh, candidate),
+                                        stream["updates"], self.learning_decay,
+                                        self.learning_offset)
+        stream["updates"] += 1
+        stream["weight"] += float(fresh["n"])
+        m_step_canonical(candidate, scale(stream["running"], stream["weight"]))
+        self._set_attributes(candidate.state)
+        self._cast_attributes(np.dtype(chunks.data.dtype))
+        self.n_iter_ = stream["updates"]
+        self.lower_bound_ = float(fresh["ll"] / fresh["n"])
+        self.lower_bounds_ = [*self.lower_bounds_, self.lower_bound_]
+        self.converged_ = False
+        return self
 
     def _fingerprint(self, chunks: RowChunks) -> dict[str, Any]:
         params = {k: _token(v) for k, v in sorted(self.get_params(deep=False).items())
@@ -245,6 +376,23 @@ class BaseMixture(DensityMixin, BaseEstimator):
         self._prepare(RowChunks(np.asarray(X, dtype=np.float64)))
         model = self._make_model(X.shape[1], resp.shape[1])
         state = state_from_responsibilities(model, X, resp)
+        self._set_attributes(self._with_user_init(state, model))
+
+    def _check_parameters(self, X: Any) -> None:
+        """scikit-learn's hook: validate the parameters against in-memory ``X`` (and
+        resolve what depends on the data, e.g. the Bayesian mixture's priors)."""
+        X = np.asarray(X)
+        self._validate_params()
+        self._check_initial_parameters(X.shape[1], X.dtype)
+        self._prepare(RowChunks(np.asarray(X, dtype=np.float64)))
+
+    def _initialize_parameters(self, X: Any, random_state: Any) -> None:
+        """scikit-learn's hook: initial parameters of in-memory ``X`` (one restart)."""
+        chunks = RowChunks(np.asarray(X, dtype=np.float64))
+        model = self._make_model(chunks.shape[1], self.n_components)
+        group = Group(model, 1, check_random_state(random_state))
+        state = initial_states(chunks, [group], self.init_params,
+                               split_every=self.split_every)[0][0]
         self._set_attributes(self._with_user_init(state, model))
 
     # -- hooks with defaults -----------------------------------------------------------
@@ -290,30 +438,36 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _out_dtype(self, X_dtype: np.dtype) -> str:
         return str(np.result_type(X_dtype, np.asarray(self.means_).dtype))
 
-    def predict(self, X: Any) -> Any:
-        """Most probable component of each sample (lazy Dask array for Dask input)."""
-        chunks = self._fitted_chunks(X)
-        return chunks.map_rows(estep.predict_block, self._plan(), n_columns=None,
-                               dtype=np.int64)
+    def predict(self, X: Any, *, sample_dim: str | None = None) -> Any:
+        """Most probable component of each sample (int64): lazy for Dask input, a Series
+        or DataArray with the input's index for DataFrame or DataArray input."""
+        chunks, wrap = self._fitted_chunks(X, sample_dim)
+        return wrap.labels(chunks.map_rows(estep.predict_block, self._plan(),
+                                           n_columns=None, dtype=np.int64))
 
-    def predict_proba(self, X: Any) -> Any:
+    def predict_proba(self, X: Any, *, sample_dim: str | None = None) -> Any:
         """Posterior probability of each component for each sample, shape (n, K)."""
-        chunks = self._fitted_chunks(X)
+        chunks, wrap = self._fitted_chunks(X, sample_dim)
         out = self._out_dtype(chunks.data.dtype)
-        return chunks.map_rows(estep.predict_proba_block, self._plan(), out,
-                               n_columns=len(self.means_), dtype=out)
+        return wrap.responsibilities(chunks.map_rows(
+            estep.predict_proba_block, self._plan(), out, n_columns=len(self.means_),
+            dtype=out))
 
-    def score_samples(self, X: Any) -> Any:
+    def score_samples(self, X: Any, *, sample_dim: str | None = None) -> Any:
         """Log-likelihood of each sample under the model."""
-        chunks = self._fitted_chunks(X)
+        chunks, wrap = self._fitted_chunks(X, sample_dim)
         out = self._out_dtype(chunks.data.dtype)
-        return chunks.map_rows(estep.score_samples_block, self._plan(), out,
-                               n_columns=None, dtype=out)
+        return wrap.scores(chunks.map_rows(estep.score_samples_block, self._plan(), out,
+                                           n_columns=None, dtype=out))
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """(Weighted) mean per-sample log-likelihood of ``X`` (computed, even for Dask
         input)."""
-        scores = self.score_samples(X)
+        chunks, _ = self._fitted_chunks(X, None)
+        out = self._out_dtype(chunks.data.dtype)
+        scores = chunks.map_rows(estep.score_samples_block, self._plan(), out,
+                                 n_columns=None, dtype=out)
+        sample_weight = _as_weights(sample_weight)
         if sample_weight is None:
             value = scores.mean()
         else:
@@ -340,14 +494,171 @@ class BaseMixture(DensityMixin, BaseEstimator):
         return self.to_sklearn().sample(n_samples)
 
     # ----------------------------------------------------------------------------------
-    # scikit-learn interop, state
+    # saving and loading: the state dict
+    # ----------------------------------------------------------------------------------
+    #: Parameters that may hold arrays (stored in arrays.npz).
+    _array_params: ClassVar[tuple[str, ...]] = ()
+
+    def save(self, path: Any, *, overwrite: bool = False,
+             extra_metadata: dict | None = None,
+             storage_options: dict | None = None) -> Any:
+        """Save the fitted model to a directory (local path or URL): arrays and JSON
+        metadata, never pickle. Load it back with :func:`daskgmm.load`.
+
+        Only a daskgmm model directory (or an empty one) is ever replaced, and only with
+        ``overwrite=True``. See :mod:`daskgmm.serialize.model_files` for the format.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        daskgmm.errors.InvalidParameterError
+            ``n_components`` or ``covariance_type`` were changed after fitting (the file
+            could not be loaded back): set them back or refit.
+        FileExistsError
+            The target exists and may not be replaced.
+        """
+        from daskgmm.serialize.model_files import write_model
+
+        return write_model(self._to_saved(), path, overwrite=overwrite,
+                           extra_metadata=extra_metadata, storage_options=storage_options)
+
+    def _to_saved(self) -> Any:
+        """The state dict (:class:`~daskgmm.serialize.model_files.SavedModel`)."""
+        from daskgmm.serialize.model_files import SavedModel
+
+        check_is_fitted(self)
+        self._check_saveable()
+        params: dict[str, Any] = {}
+        notes: list[str] = []
+        for name, value in self.get_params(deep=False).items():
+            if name in self._array_params and value is not None:
+                try:
+                    params[name] = np.array(value, dtype=np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"Cannot save parameter {name!r}: it is not "
+                                    f"convertible to a float64 array ({exc}).") from exc
+            elif name == "random_state" and not (value is None or isinstance(
+                    value, bool | Integral)):
+                notes.append(
+                    f"random_state was a {type(value).__name__} instance, which cannot be "
+                    "saved without pickle; it was stored as null (a refit will not be "
+                    "reproducible).")
+                params[name] = None
+            elif name == "checkpoint_dir":
+                params[name] = None  # a saved model never resumes somebody's run
+            elif isinstance(value, os.PathLike):
+                params[name] = os.fspath(value)
+            elif isinstance(value, Integral) and not isinstance(value, bool):
+                params[name] = int(value)
+            else:
+                params[name] = value
+        fitted: dict[str, Any] = {
+            "converged_": bool(self.converged_), "n_iter_": int(self.n_iter_),
+            "lower_bound_": float(self.lower_bound_),
+            "n_features_in_": int(self.n_features_in_),
+            "covariance_type": str(self.covariance_type),
+            "n_components": len(np.atleast_1d(self.weights_)),
+            **self._extra_fitted_scalars(),
+        }
+        if hasattr(self, "feature_names_in_"):
+            fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
+        arrays = {name: np.array(getattr(self, name), dtype=np.float64)
+                  for name in self._saved_arrays()}
+        return SavedModel(type(self).__name__, params, fitted, arrays, notes)
+
+    def _saved_arrays(self) -> tuple[str, ...]:
+        return (*self._fitted_arrays, "lower_bounds_")
+
+    def _extra_fitted_scalars(self) -> dict[str, Any]:
+        return {}
+
+    def _check_saveable(self) -> None:
+        """Refuse to write a model whose parameters contradict its fitted arrays."""
+        from daskgmm.engine import covariance as cov_types
+
+        K = len(np.atleast_1d(self.weights_))
+        if self.n_components != K:
+            raise InvalidParameterError(
+                f"n_components is {self.n_components} but the fitted model has {K} "
+                f"components (it was changed after fitting); set it back with "
+                f"set_params(n_components={K}) or refit before saving."
+            )
+        cov = cov_types.get(self.covariance_type)
+        shape = cov.shape(K, self.n_features_in_)
+        if np.shape(self.covariances_) != shape:
+            raise InvalidParameterError(
+                f"covariance_type is {self.covariance_type!r} but the fitted covariances_ "
+                f"have shape {np.shape(self.covariances_)}, not {shape} (it was changed "
+                "after fitting); set it back or refit before saving."
+            )
+
+    @classmethod
+    def _saved_array_names(cls, fitted: dict[str, Any]) -> set[str]:
+        """The arrays a saved model of this class holds (checked before reading them)."""
+        return {*cls._fitted_arrays, "lower_bounds_"}
+
+    @classmethod
+    def _from_saved(cls, saved: Any, where: Any) -> BaseMixture:
+        """Rebuild a fitted estimator from a checked state dict; every problem is a
+        :class:`~daskgmm.errors.ModelFormatError` naming ``where``."""
+        from daskgmm.serialize.model_files import failure
+
+        defaults = cls().get_params(deep=False)
+        unknown = sorted(set(saved.params) - set(defaults))
+        if unknown:
+            raise failure(where, f"model.json has parameters this daskgmm does not know: "
+                                 f"{unknown}", "It was probably written by a newer "
+                                 "daskgmm; upgrade daskgmm to load it.")
+        params = dict(saved.params)
+        if "checkpoint_dir" in params:
+            params["checkpoint_dir"] = None  # never a path chosen by the file's author
+        model = cls(**params)
+        try:
+            model._validate_params()
+        except (TypeError, ValueError) as exc:
+            raise failure(where, f"model.json holds invalid parameters ({exc})") from exc
+        fitted = saved.fitted
+        for key in ("n_components", "covariance_type"):
+            if params.get(key, defaults[key]) != fitted[key]:
+                raise failure(where, f"parameter {key} = {params.get(key)!r} contradicts "
+                                     f"the fitted value {fitted[key]!r}")
+        names = fitted.get("feature_names_in_")
+        if names is not None and (not isinstance(names, list)
+                                  or len(names) != fitted["n_features_in_"]):
+            raise failure(where, "fitted feature_names_in_ is not a list of "
+                                 "n_features_in_ strings")
+        problem = model._check_saved_arrays(saved.arrays, fitted)
+        if problem:
+            raise failure(where, problem)
+        for name in cls._fitted_arrays:
+            setattr(model, name, saved.arrays[name])
+        model.lower_bounds_ = [float(v) for v in saved.arrays["lower_bounds_"]]
+        for name in cls._fitted_scalars:
+            setattr(model, name, fitted[name])
+        model._set_extra_fitted_scalars(fitted)
+        if names is not None:
+            model.feature_names_in_ = np.asarray(names, dtype=object)
+        return model
+
+    def _set_extra_fitted_scalars(self, fitted: dict[str, Any]) -> None:
+        """Class-specific fitted scalars from a saved model."""
+
+    def _check_saved_arrays(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]
+                            ) -> str | None:
+        """Why a saved model's arrays are not a valid fitted model (None if they are)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------
+    # scikit-learn interop
     # ----------------------------------------------------------------------------------
     def to_sklearn(self) -> Any:
         """An equivalent fitted scikit-learn estimator."""
         check_is_fitted(self)
         names = self._sklearn_class().get_params(deep=False)
         sk = self._sklearn_class(**{p: getattr(self, p) for p in names})
-        for attr in (*self._fitted_arrays, *self._fitted_scalars, "lower_bounds_"):
+        for attr in (*self._fitted_arrays, *self._fitted_scalars, *self._fitted_other,
+                     "lower_bounds_"):
             setattr(sk, attr, getattr(self, attr))
         return sk
 
@@ -359,17 +670,33 @@ class BaseMixture(DensityMixin, BaseEstimator):
     # ----------------------------------------------------------------------------------
     # input validation
     # ----------------------------------------------------------------------------------
-    def _chunks(self, X: Any, *, reset: bool, sample_weight: Any = None) -> RowChunks:
-        if isinstance(X, da.Array):
-            X = self._validate_dask(X, reset=reset)
-        else:
-            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                              ensure_min_samples=2 if reset else 1)
-        return RowChunks(X, self.chunk_rows, weights=sample_weight)
+    def _chunks(self, X: Any, *, reset: bool, sample_weight: Any = None,
+                sample_dim: str | None = None) -> RowChunks:
+        return self._input(X, reset=reset, sample_weight=sample_weight,
+                           sample_dim=sample_dim)[0]
 
-    def _fitted_chunks(self, X: Any) -> RowChunks:
+    def _input(self, X: Any, *, reset: bool, sample_weight: Any = None,
+               sample_dim: str | None = None) -> tuple[RowChunks, Any]:
+        """The validated row chunks of an input, and how to wrap per-row outputs."""
+        from daskgmm.io.frames import as_array
+
+        _refuse_other_namespaces(X)
+        if sample_dim is None:
+            sample_dim = getattr(self, "_sample_dim", None)
+        array, wrap = as_array(X, sample_dim=sample_dim if _is_xarray(X) else None)
+        if wrap.kind == "pandas" and hasattr(X, "columns"):
+            # scikit-learn records the feature names of DataFrames (and checks them).
+            array = X[wrap.extra["columns"]]
+        if isinstance(array, da.Array):
+            array = self._validate_dask(array, reset=reset)
+        else:
+            array = validate_data(self, array, reset=reset, dtype=[np.float64, np.float32],
+                                  ensure_min_samples=2 if reset else 1)
+        return RowChunks(array, self.chunk_rows, weights=_as_weights(sample_weight)), wrap
+
+    def _fitted_chunks(self, X: Any, sample_dim: str | None) -> tuple[RowChunks, Any]:
         check_is_fitted(self)
-        return self._chunks(X, reset=False)
+        return self._input(X, reset=False, sample_dim=sample_dim)
 
     def _validate_dask(self, X: da.Array, *, reset: bool) -> da.Array:
         if X.ndim != 2:
@@ -409,6 +736,40 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input."
             )
         return X
+
+
+def _refuse_other_namespaces(X: Any) -> None:
+    """With scikit-learn's ``array_api_dispatch`` on, outputs should stay in the input's
+    namespace, which daskgmm (NumPy and Dask) cannot do: refuse clearly."""
+    import sklearn
+
+    if (not sklearn.get_config().get("array_api_dispatch")
+            or isinstance(X, np.ndarray | da.Array) or not hasattr(X, "__array_namespace__")):
+        return
+    namespace = getattr(X.__array_namespace__(), "__name__", type(X).__module__)
+    if namespace.split(".")[-1] == "numpy":
+        return
+    raise ArrayNamespaceError(
+        f"daskgmm computes with NumPy and Dask arrays, so {namespace} arrays are not "
+        "supported while scikit-learn's array_api_dispatch is enabled. Convert the data "
+        "with numpy.asarray(X), or disable array_api_dispatch (the data are then "
+        "converted, and the outputs are NumPy arrays)."
+    )
+
+
+def _is_xarray(X: Any) -> bool:
+    return type(X).__module__.split(".")[0] == "xarray"
+
+
+def _as_weights(sample_weight: Any) -> Any:
+    """Sample weights as a NumPy or Dask array (from Series too)."""
+    if sample_weight is None or isinstance(sample_weight, da.Array):
+        return sample_weight
+    if hasattr(sample_weight, "to_dask_array"):  # a dask Series
+        return sample_weight.to_dask_array(lengths=True)
+    if hasattr(sample_weight, "to_numpy"):  # a pandas Series
+        return sample_weight.to_numpy()
+    return sample_weight
 
 
 def _centre(state: Any) -> np.ndarray:

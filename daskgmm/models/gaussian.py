@@ -9,6 +9,7 @@ adds scikit-learn's API on top (:class:`~daskgmm.models._base.BaseMixture`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -70,6 +71,23 @@ class GaussianParams:
                 "covariances_cholesky": self.covariances_cholesky}
 
 
+def gaussian_estimates(cov: CovarianceType, reg_covar: float, stats: Stats,
+                       centre: np.ndarray, state: Any
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's ``_estimate_gaussian_parameters`` from reduced statistics: soft
+    counts (with ``10 eps``), means and covariances (with ``reg_covar``).
+
+    ``state`` holds the means and covariance factors the E-step used (``'full'``
+    statistics are whitened with them), or the reference points of an initialisation.
+    """
+    nk_raw = np.asarray(stats["nk"], dtype=np.float64)
+    nk = nk_raw + EPS10
+    means = (stats["sx"] + nk_raw[:, None] * centre) / nk[:, None]
+    scatter = cov.scatter(stats["s2"], nk_raw, stats["sx"], means, centre,
+                          np.asarray(state.means), state.covariances_cholesky)
+    return nk, means, cov.empirical_covariances(scatter, nk, reg_covar)
+
+
 class GaussianModel:
     """One Gaussian-mixture candidate, as the EM driver sees it.
 
@@ -96,21 +114,10 @@ class GaussianModel:
         return Components.gaussian(self.covariance, state.weights, state.means,
                                    state.precisions_cholesky)
 
-    def estimate(self, stats: Stats, centre: np.ndarray, state: Any
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """scikit-learn's ``_estimate_gaussian_parameters`` from reduced statistics:
-        soft counts (with ``10 eps``), means and covariances (with ``reg_covar``)."""
-        cov = self.covariance
-        nk_raw = np.asarray(stats["nk"], dtype=np.float64)
-        nk = nk_raw + EPS10
-        means = (stats["sx"] + nk_raw[:, None] * centre) / nk[:, None]
-        scatter = cov.scatter(stats["s2"], nk_raw, stats["sx"], means, centre,
-                              np.asarray(state.means), state.covariances_cholesky)
-        return nk, means, cov.empirical_covariances(scatter, nk, self.reg_covar)
-
     def m_step(self, stats: Stats, centre: np.ndarray, state: Any) -> GaussianParams:
         """New parameters from the statistics the E-step computed with ``state``."""
-        nk, means, covariances = self.estimate(stats, centre, state)
+        nk, means, covariances = gaussian_estimates(self.covariance, self.reg_covar, stats,
+                                                    centre, state)
         chol, prec_chol = self.covariance.factorise(covariances)
         return GaussianParams(self.covariance, nk / nk.sum(), means, covariances, prec_chol,
                               chol)
@@ -118,6 +125,24 @@ class GaussianModel:
     def lower_bound(self, stats: Stats, state: GaussianParams) -> float:
         """The (weighted) mean per-sample log-likelihood under the E-step's parameters."""
         return float(stats["ll"] / stats["n"])
+
+    def free_energy(self, stats: Stats, centre: np.ndarray, state: GaussianParams) -> float:
+        """``F(q, θ) / n = (E_q[log p(x, z | θ)] + H(q)) / n`` for the responsibilities
+        ``q`` the canonical statistics ``stats`` (about ``centre``, with ``ent``) hold and
+        the parameters ``state``: the bound incremental EM increases at every step; it
+        equals the mean log-likelihood when ``q`` is the posterior under ``state``."""
+        cov = self.covariance
+        K, D = state.means.shape
+        nk = np.asarray(stats["nk"], dtype=np.float64)
+        refs = np.broadcast_to(centre, (K, D))
+        scatter = cov.scatter(stats["s2"], nk, stats["sx"], state.means, centre, refs, None)
+        trace = np.sum(cov.precision_trace(scatter, state.precisions(), D))
+        with np.errstate(divide="ignore"):
+            log_weights = np.where(nk > 0, np.log(state.weights), 0.0)
+        log_det = cov.log_det_cholesky(state.precisions_cholesky, D)
+        energy = (np.sum(nk * (log_weights + log_det - 0.5 * D * math.log(2 * math.pi)))
+                  - 0.5 * trace - float(stats["ent"]))
+        return float(energy / stats["n"])
 
     def n_parameters(self, n_features: int) -> int:
         """Free parameters: covariances, means and weights."""
@@ -223,7 +248,24 @@ class GaussianMixture(BaseMixture):
         :mod:`daskgmm.serialize.checkpoint`). A checkpoint written for other data or
         other settings is refused.
     checkpoint_every : int, default=1
-        Iterations between two checkpoints.
+        Iterations between two checkpoints (group updates for the stepwise algorithms,
+        so that a checkpoint holds mid-pass state).
+    algorithm : {'batch', 'incremental', 'online'}, default='batch'
+        ``'batch'``: an M-step after every pass (scikit-learn's EM). ``'incremental'``:
+        incremental EM (Neal and Hinton, 1998), an M-step after every group of
+        ``batch_chunks`` chunks with the group's fresh statistics replacing its old
+        ones; it reaches batch EM's answer in a fraction of the passes. ``'online'``:
+        online EM (Cappé and Moulines, 2009), running statistics updated with step
+        ``(t + learning_offset) ** -learning_decay`` after every group; for streams and
+        quick approximate fits. See :mod:`daskgmm.engine.stepwise`. ``max_iter`` counts
+        passes over the data for all three.
+    batch_chunks : int, default=None
+        Chunks per group of the stepwise algorithms; one per worker thread when None.
+    learning_decay : float, default=0.7
+        Online EM's step-size exponent, in (0.5, 1] (the name follows scikit-learn's
+        ``LatentDirichletAllocation``).
+    learning_offset : float, default=10.0
+        Online EM's step-size offset (down-weights the first updates).
 
     Attributes
     ----------
@@ -259,6 +301,8 @@ class GaussianMixture(BaseMixture):
     _sklearn_class = _SklearnGaussianMixture
     _fitted_arrays: ClassVar[tuple[str, ...]] = (
         "weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+    _array_params: ClassVar[tuple[str, ...]] = ("weights_init", "means_init",
+                                                "precisions_init")
 
     def __init__(
         self,
@@ -283,6 +327,10 @@ class GaussianMixture(BaseMixture):
         cache: bool | str = "auto",
         checkpoint_dir: Any = None,
         checkpoint_every: int = 1,
+        algorithm: str = "batch",
+        batch_chunks: int | None = None,
+        learning_decay: float = 0.7,
+        learning_offset: float = 10.0,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -304,6 +352,10 @@ class GaussianMixture(BaseMixture):
         self.cache = cache
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.algorithm = algorithm
+        self.batch_chunks = batch_chunks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # -- hooks of BaseMixture ----------------------------------------------------------
     def _make_model(self, n_features: int, n_components: int) -> GaussianModel:
@@ -396,9 +448,23 @@ class GaussianMixture(BaseMixture):
         K, D = np.shape(self.means_)
         return GaussianModel(K, self.covariance_type, self.reg_covar).n_parameters(D)
 
-    def _checkpoint_config(self) -> dict[str, Any]:
-        return {"weights_init": self.weights_init, "means_init": self.means_init,
-                "precisions_init": self.precisions_init}
+    def _check_saved_arrays(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]
+                            ) -> str | None:
+        cov = cov_types.get(fitted["covariance_type"])
+        K, D = fitted["n_components"], fitted["n_features_in_"]
+        shapes = {"weights_": (K,), "means_": (K, D), "covariances_": cov.shape(K, D),
+                  "precisions_": cov.shape(K, D), "precisions_cholesky_": cov.shape(K, D)}
+        for name, shape in shapes.items():
+            if arrays[name].shape != shape:
+                return (f"{name} has shape {arrays[name].shape}, but a {cov.name!r} model "
+                        f"with n_components={K} and n_features={D} needs {shape}")
+        if arrays["lower_bounds_"].ndim != 1:
+            return "lower_bounds_ is not one-dimensional"
+        weights = arrays["weights_"]
+        if weights.min() < 0.0 or not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-6):
+            return "weights_ are not non-negative numbers summing to 1"
+        return cov.check_consistency(arrays["covariances_"], arrays["precisions_cholesky_"],
+                                     arrays["precisions_"])
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray | None:

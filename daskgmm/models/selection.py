@@ -85,7 +85,8 @@ EARLY_STOPPING_SAFETY = 10.0
 _SHARED = ("tol", "reg_covar", "max_iter", "n_init", "init_params", "weights_init",
            "means_init", "precisions_init", "random_state", "warm_start", "verbose",
            "verbose_interval", "chunk_rows", "split_every", "dtype", "cache",
-           "checkpoint_dir", "checkpoint_every")
+           "checkpoint_dir", "checkpoint_every", "algorithm", "batch_chunks",
+           "learning_decay", "learning_offset")
 
 
 def _selector_constraints() -> dict[str, list]:
@@ -255,6 +256,38 @@ class _EntropyOfLastEStep:
         return self._model.lower_bound(stats, state)
 
 
+class _SharedPasses:
+    """The data as the candidates' ``_prepare`` hooks see them: a pass asked for again
+    with the same kernel, arguments and reduction is not run again (e.g. the moments
+    pass of the Bayesian mixture's priors, the same for every candidate). Everything
+    else is the wrapped :class:`~daskgmm.engine.passes.RowChunks`."""
+
+    def __init__(self, chunks: RowChunks) -> None:
+        self._chunks = chunks
+        self._results: dict[Any, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chunks, name)
+
+    def map_reduce(self, kernel: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            key = (kernel, tuple(_identity(a) for a in args),
+                   tuple(sorted((k, _identity(v)) for k, v in kwargs.items())))
+            hash(key)
+        except TypeError:
+            return self._chunks.map_reduce(kernel, *args, **kwargs)
+        if key not in self._results:
+            self._results[key] = self._chunks.map_reduce(kernel, *args, **kwargs)
+        return self._results[key]
+
+
+def _identity(value: Any) -> Any:
+    """A hashable stand-in for a pass argument (arrays by content)."""
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    return value
+
+
 # ---------------------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------------------
@@ -283,8 +316,11 @@ class GaussianMixtureSelector(DensityMixin, BaseEstimator):
         :func:`cannot_win`). Saves passes when slow candidates are far behind; the
         stopped candidates are marked in ``results_['stopped_early']``.
     tol, reg_covar, max_iter, n_init, init_params, random_state, verbose, \
-verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
-        As for :class:`daskgmm.GaussianMixture`, applied to every candidate.
+verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every, algorithm, \
+batch_chunks, learning_decay, learning_offset
+        As for :class:`daskgmm.GaussianMixture`, applied to every candidate (with
+        ``algorithm='incremental'`` or ``'online'`` the candidates share every group
+        of chunks).
         ``random_state`` seeds each candidate's initialisation afresh: with an integer,
         every candidate equals a separate ``GaussianMixture`` fit with that seed.
     weights_init, means_init, precisions_init : array-like, default=None
@@ -334,10 +370,13 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
 
     _parameter_constraints: ClassVar[dict] = _selector_constraints()
 
-    # The input validation and verbose output of the mixture estimators.
+    # The input validation, verbose output and stepwise EM of the mixture estimators.
     _chunks = BaseMixture._chunks
+    _input = BaseMixture._input
     _validate_dask = BaseMixture._validate_dask
     _verbose_printer = BaseMixture._verbose_printer
+    _run_stepwise = BaseMixture._run_stepwise
+    _stepwise_options = BaseMixture._stepwise_options
 
     def __init__(
         self,
@@ -365,6 +404,10 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
         cache: bool | str = "auto",
         checkpoint_dir: Any = None,
         checkpoint_every: int = 1,
+        algorithm: str = "batch",
+        batch_chunks: int | None = None,
+        learning_decay: float = 0.7,
+        learning_offset: float = 10.0,
         model_params: dict[str, Any] | None = None,
     ) -> None:
         self.n_components = n_components
@@ -390,6 +433,10 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
         self.cache = cache
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.algorithm = algorithm
+        self.batch_chunks = batch_chunks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
         self.model_params = model_params
 
     # ----------------------------------------------------------------------------------
@@ -482,19 +529,22 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
     # ----------------------------------------------------------------------------------
     # fitting
     # ----------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None
-            ) -> GaussianMixtureSelector:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+            sample_dim: str | None = None) -> GaussianMixtureSelector:
         """Fit every candidate in shared passes and keep the one with the lowest
         criterion.
 
         Parameters
         ----------
-        X : array-like or dask.array.Array of shape (n_samples, n_features)
-            The samples. A Dask array is processed chunk by chunk and never loaded.
+        X : array-like, dask.array.Array, pandas or dask DataFrame, or xarray.DataArray
+            The samples, ``(n_samples, n_features)``, as ``GaussianMixture.fit`` takes
+            them. A Dask array is processed chunk by chunk and never loaded.
         y : Ignored
-        sample_weight : array-like or dask.array.Array of shape (n_samples,), optional
+        sample_weight : array-like, dask array or Series of shape (n_samples,), optional
             Non-negative weight of every sample (they weight every candidate's fit and
             the criteria: weighted log-likelihood, ``n`` = the sum of the weights).
+        sample_dim : str, optional
+            For an ``xarray.DataArray``: the sample dimension (default: its first).
 
         Returns
         -------
@@ -503,6 +553,12 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
         self._validate_params()
         specs = self.candidates()
         self._check_user_init(specs)
+        if self.early_stopping and self.algorithm != "batch":
+            raise InvalidParameterError(
+                f"early_stopping=True needs algorithm='batch' (EM by whole passes), got "
+                f"algorithm={self.algorithm!r}."
+            )
+        self._sample_dim = sample_dim
         cls = self._model_class()
         warm = self._warm_estimators(specs)
         if warm is not None:
@@ -529,26 +585,28 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
         out_dtype = np.dtype(chunks.data.dtype)
         for est in estimators:
             est.n_features_in_ = n_features
+            est._sample_dim = sample_dim
             if hasattr(self, "feature_names_in_"):
                 est.feature_names_in_ = self.feature_names_in_
             elif hasattr(est, "feature_names_in_"):
                 del est.feature_names_in_
             est._check_initial_parameters(n_features, chunks.data.dtype)
-        models = [est._make_model(n_features, k) for est, (k, _) in zip(estimators, specs,
-                                                                         strict=True)]
         counts = [1 if warm is not None or not est._needs_data_for_init() else self.n_init
                   for est in estimators]
         labels = [f"K={k} {cov} #{r}" for (k, cov), c in zip(specs, counts, strict=True)
                   for r in range(c)]
-        info = FitInfo(self.max_iter, len(labels), chunks.n_chunks, n_samples, "batch",
-                       labels)
+        info = FitInfo(self.max_iter, len(labels), chunks.n_chunks, n_samples,
+                       self.algorithm, labels, self.tol)
         printer = self._verbose_printer()
         with observers.observe(*([printer] if printer is not None else [])):
             observers.notify("fit_started", info)
             try:
                 with chunks.cached(self.cache) as cached:
+                    shared = _SharedPasses(cached)
                     for est in estimators:
-                        est._prepare(cached)
+                        est._prepare(shared)
+                    models = [est._make_model(n_features, k)
+                              for est, (k, _) in zip(estimators, specs, strict=True)]
                     total = cached.total_weight
                     n = float(n_samples if total is None else total)
                     groups, stopped = self._run(cached, estimators, models, counts, labels,
@@ -629,7 +687,9 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
                     f"{resumed.iteration}, beyond max_iter={self.max_iter}; raise max_iter "
                     "to at least that to resume, or delete the checkpoint to start afresh."
                 )
-            if any(c.active for c in candidates) and resumed.iteration < self.max_iter:
+            if self.algorithm != "batch":
+                self._run_stepwise(chunks, candidates, options, checkpointer, resumed)
+            elif any(c.active for c in candidates) and resumed.iteration < self.max_iter:
                 run_em(chunks, candidates, options, start_iteration=resumed.iteration,
                        expected_digest=resumed.digest, callback=callback)
             else:
@@ -644,8 +704,11 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
                     index = len(candidates)
                     candidates.append(Candidate(index, model_for(index), state, centre,
                                                 labels[index], lower_bound=start))
-            run_em(chunks, candidates, options, record_digest=checkpointer is not None,
-                   callback=callback if (stopping or checkpointer) else None)
+            if self.algorithm != "batch":
+                self._run_stepwise(chunks, candidates, options, checkpointer, None)
+            else:
+                run_em(chunks, candidates, options, record_digest=checkpointer is not None,
+                       callback=callback if (stopping or checkpointer) else None)
         groups: list[list[Candidate]] = [[] for _ in estimators]
         for cand in candidates:
             groups[owner[cand.index]].append(cand)
@@ -725,18 +788,18 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
         check_is_fitted(self, "best_estimator_")
         return self.best_estimator_
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: Any, *, sample_dim: str | None = None) -> Any:
         """Most probable component of each sample under the best model (lazy Dask array
         for Dask input)."""
-        return self._best().predict(X)
+        return self._best().predict(X, sample_dim=sample_dim)
 
-    def predict_proba(self, X: Any) -> Any:
+    def predict_proba(self, X: Any, *, sample_dim: str | None = None) -> Any:
         """Posterior probability of each component of the best model, shape (n, K)."""
-        return self._best().predict_proba(X)
+        return self._best().predict_proba(X, sample_dim=sample_dim)
 
-    def score_samples(self, X: Any) -> Any:
+    def score_samples(self, X: Any, *, sample_dim: str | None = None) -> Any:
         """Log-likelihood of each sample under the best model."""
-        return self._best().score_samples(X)
+        return self._best().score_samples(X, sample_dim=sample_dim)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """(Weighted) mean per-sample log-likelihood of ``X`` under the best model."""
@@ -750,10 +813,11 @@ verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every
         """Akaike information criterion of the best model on ``X`` (lower is better)."""
         return self._best().aic(X)
 
-    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None, *,
+                    sample_dim: str | None = None) -> Any:
         """Fit, then return the most probable component of each sample under the best
         model (lazy for Dask input)."""
-        return self.fit(X, sample_weight=sample_weight).predict(X)
+        return self.fit(X, sample_weight=sample_weight, sample_dim=sample_dim).predict(X)
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the best model."""

@@ -57,6 +57,7 @@ class Resumed:
     iteration: int
     candidates: list[Candidate]
     digest: str | None
+    stepwise: Any = None
 
 
 def _state_to_json(cand: Candidate) -> dict[str, Any]:
@@ -109,15 +110,19 @@ class Checkpointer:
 
     # -- writing -----------------------------------------------------------------------
     def __call__(self, info: IterationInfo) -> None:
-        """Observer of the EM loop: write the checkpoint when it is due."""
+        """Observer of the EM loop: write the checkpoint when it is due (every ``every``
+        iterations, or group updates for the stepwise algorithms, and after the last)."""
         if info.digest is not None:
             self._digest = info.digest
         last = info.iteration == info.max_iter or not any(c.active for c in info.states)
-        if last or info.iteration % self.every == 0:
-            self.save(info.iteration, info.states)
+        count = info.iteration if info.stepwise is None else info.stepwise.updates
+        if last or count % self.every == 0:
+            self.save(info.iteration, info.states, info.stepwise)
 
-    def save(self, iteration: int, candidates: list[Candidate]) -> Path:
-        """Write the checkpoint of ``candidates`` after ``iteration`` iterations."""
+    def save(self, iteration: int, candidates: list[Candidate], stepwise: Any = None
+             ) -> Path:
+        """Write the checkpoint of ``candidates`` after ``iteration`` iterations (passes)
+        and, for the stepwise algorithms, where they stand within the next pass."""
         body = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -126,6 +131,8 @@ class Checkpointer:
             "digest": self._digest,
             "states": [_state_to_json(c) for c in candidates],
         }
+        if stepwise is not None:
+            body["stepwise"] = _stepwise_to_json(stepwise)
         self.directory.mkdir(parents=True, exist_ok=True)
         return write_text_atomic(self.path, json.dumps(body))
 
@@ -176,7 +183,8 @@ class Checkpointer:
 
     def _parse(self, body: dict[str, Any], model_for: Callable[[int], Any]) -> Resumed:
         iteration = body["iteration"]
-        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 1:
+        least = 0 if "stepwise" in body else 1  # mid-first-pass stepwise checkpoints: 0
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < least:
             raise ValueError(f"iteration {iteration!r}")
         D = self.fingerprint["data"]["shape"][1]
         digest = body.get("digest")
@@ -212,7 +220,12 @@ class Checkpointer:
                                         str(raw.get("label", "")), lower_bound, bounds,
                                         n_iter, raw["converged"], raw["active"]))
         self._digest = digest
-        return Resumed(iteration, candidates, digest)
+        stepwise = None
+        if "stepwise" in body:
+            stepwise = _stepwise_from_json(body["stepwise"], candidates, D)
+            if stepwise.passes != iteration:
+                raise ValueError("stepwise passes differ from the iteration")
+        return Resumed(iteration, candidates, digest, stepwise)
 
     def verify_data(self, chunks: RowChunks, digest: str | None, split_every: int) -> None:
         """Read the data once and refuse it if it is not the checkpoint's (used when a
@@ -226,6 +239,92 @@ class Checkpointer:
                 "now differ from the data of the interrupted fit. Resume with the original "
                 "data, or delete the checkpoint to start afresh."
             )
+
+
+    def verify_chunks(self, chunks: RowChunks, digests: dict[int, int],
+                      split_every: int) -> None:
+        """Refuse data whose chunks differ from the digests a stepwise checkpoint holds
+        (one digest-only pass over those chunks)."""
+        indices = [i for i, (start, _) in enumerate(chunks.row_bounds) if start in digests]
+        if not indices:
+            return
+        result = chunks.select(indices).map_reduce(_digest_only, split_every=split_every,
+                                                   kind="verify")
+        if any(result.digests.get(start) != digests[start]
+               for start, _ in (chunks.row_bounds[i] for i in indices)):
+            raise CheckpointError(
+                f"the checkpoint {self.path} was written for other data: the data read "
+                "now differ from the data of the interrupted fit. Resume with the original "
+                "data, or delete the checkpoint to start afresh."
+            )
+
+
+_STATS_KEYS = ("n", "ll", "ent", "nk", "sx", "s2")
+
+
+def _stats_to_json(stats: Any) -> Any:
+    if stats is None:
+        return None
+    return {key: np.asarray(value, dtype=np.float64).tolist() for key, value in stats.items()}
+
+
+def _stats_from_json(raw: Any, model: Any, n_features: int) -> Any:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != set(_STATS_KEYS):
+        raise ValueError("statistics with unexpected entries")
+    K, cov = model.n_components, model.covariance
+    shapes = {"n": (), "ll": (), "ent": (), "nk": (K,), "sx": (K, n_features),
+              "s2": cov.zero_statistic(K, n_features).shape}
+    stats = {}
+    for key, shape in shapes.items():
+        value = array_from_json(raw[key], key)
+        if value.shape != shape:
+            raise ValueError(f"statistic {key} of shape {value.shape}, expected {shape}")
+        stats[key] = value
+    return stats
+
+
+def _stepwise_to_json(state: Any) -> dict[str, Any]:
+    return {
+        "passes": state.passes, "position": state.position, "order": list(state.order),
+        "updates": state.updates, "batch_chunks": state.batch_chunks, "seed": state.seed,
+        "totals": [_stats_to_json(s) for s in state.totals],
+        "groups": [[_stats_to_json(s) for s in row] for row in state.groups],
+        "running": [_stats_to_json(s) for s in state.running],
+        "pass_ll": [float(v) for v in state.pass_ll],
+        "pass_n": [float(v) for v in state.pass_n],
+        "digests": {str(k): int(v) for k, v in state.digests.items()},
+    }
+
+
+def _stepwise_from_json(raw: Any, candidates: list[Candidate], n_features: int) -> Any:
+    from daskgmm.engine.stepwise import StepwiseState
+
+    ints = {}
+    for key in ("passes", "position", "updates", "batch_chunks", "seed"):
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"stepwise {key} {value!r}")
+        ints[key] = value
+    C = len(candidates)
+    models = [c.model for c in candidates]
+    groups = raw["groups"]
+    if (len(raw["totals"]) != C or len(raw["running"]) != C or len(groups) != C
+            or len(raw["pass_ll"]) != C or len(raw["pass_n"]) != C):
+        raise ValueError("stepwise state for another number of candidates")
+    order = [int(g) for g in raw["order"]]
+    return StepwiseState(
+        **ints, order=order,
+        totals=[_stats_from_json(s, m, n_features) for s, m in zip(raw["totals"], models,
+                                                                  strict=True)],
+        groups=[[_stats_from_json(s, m, n_features) for s in row]
+                for row, m in zip(groups, models, strict=True)],
+        running=[_stats_from_json(s, m, n_features) for s, m in zip(raw["running"], models,
+                                                                    strict=True)],
+        pass_ll=[float(v) for v in raw["pass_ll"]], pass_n=[float(v) for v in raw["pass_n"]],
+        digests={int(k): int(v) for k, v in raw["digests"].items()},
+    )
 
 
 def _differences(saved: Any, current: Any) -> str:

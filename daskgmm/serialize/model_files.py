@@ -1,27 +1,36 @@
-"""Save and load fitted :class:`~daskgmm.models.gaussian.GaussianMixture` models without pickle.
+"""Saved models: a directory of arrays and JSON, never pickle.
 
-A saved model is a directory::
+A saved model is a directory (a local path, or any fsspec URL)::
 
     model/
         arrays.npz    the fitted arrays (float64), written with numpy.savez, no pickle
-        model.json    format, versions, parameters, fitted scalars, array checksums
+        model.json    format, versions, class, parameters, fitted scalars, array checksums
 
 ``model.json`` is written last and is the completion marker: a directory without it is
-refused. The whole directory is built in a temporary sibling and renamed into place
-(:func:`daskgmm.io.atomic.atomic_directory`), so a writer killed at any moment leaves the
-previous complete model or none.
+refused. The directory is built aside and appears complete or not at all
+(:func:`daskgmm.io.storage.atomic_output_directory`).
+
+This module knows files, not estimators: it writes and reads a :class:`SavedModel` (the
+class name, parameters, fitted scalars and arrays an estimator's state dict holds) and
+checks everything that does not depend on the estimator: the format, JSON that is bounded
+in size and nesting, arrays whose declared shape and dtype match what the archive holds
+(read member by member, so a compressed archive cannot inflate beyond what its
+``model.json`` declares), their checksums, finiteness, the common fitted scalars. The
+estimator class checks the rest when it is rebuilt from the state
+(:func:`daskgmm.models.load`): shapes against the number of components and features, the
+mathematical consistency of the parameters, its parameter table.
 
 ``model.json`` holds::
 
     {
       "format": "daskgmm-model",
-      "format_version": 1,
+      "format_version": 2,
       "daskgmm_version": "0.1.0",
       "class": "GaussianMixture",
-      "created": "2025-01-01T12:00:00+00:00",
-      "params": {...get_params(); init arrays as {"array": "init_means"}...},
+      "created": "2026-12-01T12:00:00+00:00",
+      "params": {...get_params(); arrays as {"array": "param:means_init"}...},
       "fitted": {"converged_": true, "n_iter_": 12, "lower_bound_": -4.2,
-                 "n_features_in_": 3, "covariance_type": "full", "n_components": 2},
+                 "n_features_in_": 3, "covariance_type": "full", "n_components": 2, ...},
       "arrays": {"means_": {"shape": [2, 3], "dtype": "<f8", "sha256": "..."}, ...},
       "notes": [...],
       "metadata": {...extra_metadata...}
@@ -29,10 +38,6 @@ previous complete model or none.
 
 Non-finite floats (e.g. ``lower_bound_ = -inf`` after ``max_iter=0``) are stored as
 ``{"float": "-inf"}`` so the file stays strict JSON.
-
-:func:`load_model` never unpickles anything (``numpy.load(..., allow_pickle=False)``)
-and checks everything it reads: a damaged, incomplete, foreign or too-new directory
-raises :class:`~daskgmm.errors.ModelFormatError` saying what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -43,68 +48,74 @@ import hashlib
 import json
 import math
 import os
-from numbers import Integral, Real
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.engine.covariance import COVARIANCE_TYPES
 from daskgmm.errors import ModelFormatError
-from daskgmm.io.atomic import atomic_directory, write_bytes_atomic
+from daskgmm.serialize.schema import (
+    MAX_JSON_BYTES,
+    decode_float,
+    encode_float,
+    npy_header_shape,
+    parse_json,
+    read_json,
+)
 
-if TYPE_CHECKING:  # pragma: no cover
-    from daskgmm.models.gaussian import GaussianMixture
-
-__all__ = [
-    "ARRAYS_FILE",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "METADATA_FILE",
-    "load",
-    "load_model",
-    "model_summary",
-    "save_model",
-]
+__all__ = ["ARRAYS_FILE", "FORMAT", "FORMAT_VERSION", "METADATA_FILE", "SavedModel",
+           "failure", "read_model", "write_model"]
 
 FORMAT = "daskgmm-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"
+#: Prefix of the names of array-valued parameters in arrays.npz.
+PARAM_PREFIX = "param:"
+#: Fitted scalars every daskgmm mixture has.
+COMMON_FITTED = ("converged_", "n_iter_", "lower_bound_", "n_features_in_",
+                 "covariance_type", "n_components")
 
-# Fitted arrays, in the order they are written.
-_FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_",
-                  "precisions_cholesky_", "lower_bounds_")
-# Constructor parameters that may hold arrays, and their names in arrays.npz.
-_INIT_ARRAYS = {"weights_init": "init_weights", "means_init": "init_means",
-                "precisions_init": "init_precisions"}
-_FITTED_SCALARS = ("converged_", "n_iter_", "lower_bound_", "n_features_in_",
-                   "covariance_type", "n_components")
+
+@dataclass
+class SavedModel:
+    """A model as its files hold it.
+
+    Attributes
+    ----------
+    class_name : str
+        The estimator class (e.g. ``'GaussianMixture'``).
+    params : dict
+        Constructor parameters: plain values, arrays as float64 ndarrays.
+    fitted : dict
+        Fitted scalars (JSON values; non-finite floats decoded), at least
+        :data:`COMMON_FITTED`.
+    arrays : dict
+        Fitted arrays, float64.
+    notes : list of str
+        What could not be stored as it was (e.g. a ``RandomState`` instance).
+    metadata : dict or None
+        ``extra_metadata`` given to the writer.
+    info : dict
+        What the file says about itself: ``format_version``, ``daskgmm_version``,
+        ``created``.
+    """
+
+    class_name: str
+    params: dict[str, Any]
+    fitted: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    notes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
 # JSON helpers
 # --------------------------------------------------------------------------------------
-def _encode_float(value: float) -> float | dict[str, str]:
-    value = float(value)
-    if math.isfinite(value):
-        return value
-    return {"float": repr(value)}  # 'inf', '-inf' or 'nan'
-
-
-def _decode_float(value: Any) -> float | None:
-    """The float a JSON value stands for, or None if it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, dict) and set(value) == {"float"} and value["float"] in (
-            "inf", "-inf", "nan"):
-        return float(value["float"])
-    return None
-
-
 def _json_default(value: Any) -> Any:
     """Convert NumPy scalars and arrays, paths and sets for ``json.dumps``."""
     if isinstance(value, np.bool_):
@@ -127,15 +138,22 @@ def _checksum(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def _expected_shapes(covariance_type: str, k: int, d: int) -> dict[str, tuple[int, ...]]:
-    cov = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
-        covariance_type]
-    return {"weights_": (k,), "means_": (k, d), "covariances_": cov, "precisions_": cov,
-            "precisions_cholesky_": cov}
+def _scalar_to_json(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return encode_float(float(value))
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise TypeError(f"Cannot save {name}={value!r}: not a plain value.")
 
 
 # --------------------------------------------------------------------------------------
-# saving
+# writing
 # --------------------------------------------------------------------------------------
 def _is_model_directory(path: Path) -> bool:
     """Whether ``path`` is a directory whose model.json declares the daskgmm format."""
@@ -146,140 +164,82 @@ def _is_model_directory(path: Path) -> bool:
     return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
-def _param_to_json(name: str, value: Any, arrays: dict[str, np.ndarray],
-                   notes: list[str]) -> Any:
-    if name in _INIT_ARRAYS and value is not None:
-        try:
-            array = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"Cannot save parameter {name!r}: it is not convertible to a float64 "
-                f"array ({exc})."
-            ) from exc
-        key = _INIT_ARRAYS[name]
-        arrays[key] = array
-        return {"array": key}
-    if name == "random_state":
-        if value is None or isinstance(value, bool | Integral):
-            return None if value is None else int(value)
-        notes.append(
-            f"random_state was a {type(value).__name__} instance, which cannot be saved "
-            "without pickle; it was stored as null (a refit will not be reproducible)."
+def _check_local_target(target: Path, overwrite: bool) -> None:
+    if not os.path.lexists(target):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{target} already exists; refusing to overwrite it. Pass overwrite=True "
+            "to replace the model saved there, or choose another path."
         )
-        return None
-    if value is None or isinstance(value, str | bool):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Integral):
-        return int(value)
-    if isinstance(value, Real):
-        return _encode_float(float(value))
-    raise TypeError(
-        f"Cannot save parameter {name}={value!r}: only None, bool, int, float, str and "
-        "path values (and arrays for the *_init parameters) can be stored in model.json."
-    )
+    is_empty_dir = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
+    if not (is_empty_dir or (target.is_dir() and _is_model_directory(target))):
+        raise FileExistsError(
+            f"{target} exists and is not a daskgmm model directory; refusing to replace "
+            "it even with overwrite=True. Remove it yourself or choose another path."
+        )
 
 
-def save_model(model: GaussianMixture, path: str | os.PathLike[str], *,
-               overwrite: bool = False,
-               extra_metadata: dict[str, Any] | None = None) -> Path:
-    """Save a fitted :class:`~daskgmm.models.gaussian.GaussianMixture` to a directory.
+def write_model(saved: SavedModel, path: str | os.PathLike[str], *,
+                overwrite: bool = False, extra_metadata: dict[str, Any] | None = None,
+                storage_options: dict[str, Any] | None = None) -> Path | str:
+    """Write a model directory (see the module docstring).
 
     Parameters
     ----------
-    model : GaussianMixture
-        A fitted daskgmm estimator.
-    path : str or os.PathLike
-        The directory to create. Its parent must exist.
-    overwrite : bool, default=False
-        Replace an existing model directory at ``path``. Even then, only a daskgmm model
-        directory (or an empty directory) is replaced, never another file or directory.
+    saved : SavedModel
+        What to write (an estimator's state dict: ``BaseMixture._to_saved``).
+    path : path-like or str
+        The directory to create: a local path (its parent must exist) or a URL.
+    overwrite : bool
+        Replace an existing model there (never anything that is not a daskgmm model
+        directory, nor a non-empty directory).
     extra_metadata : dict, optional
-        JSON-serialisable information stored under ``"metadata"`` in ``model.json`` and
-        shown by :func:`model_summary` (e.g. ``{"data_shape": [10**9, 8]}``). NumPy
-        scalars and arrays are converted to plain numbers and lists.
+        JSON-serialisable information stored under ``"metadata"``.
+    storage_options : dict, optional
+        For URLs: the filesystem's options (credentials are never written).
 
     Returns
     -------
-    pathlib.Path
-        The absolute path of the saved model directory.
+    pathlib.Path or str
+        The absolute path (or the URL) written.
 
     Raises
     ------
-    sklearn.exceptions.NotFittedError
-        If ``model`` has not been fitted.
-    TypeError
-        If ``model`` is not a daskgmm ``GaussianMixture``, or a parameter or
-        ``extra_metadata`` cannot be stored as JSON.
     FileExistsError
-        If ``path`` exists and ``overwrite`` is False, or if ``path`` exists but is not a
-        daskgmm model directory.
-
-    Notes
-    -----
-    The arrays are written with :func:`numpy.savez` (``allow_pickle=False``), then
-    ``model.json``, the completion marker, last; the directory is built aside and
-    renamed into place (:func:`daskgmm.io.atomic.atomic_directory`).
+        The target exists and may not be replaced.
+    TypeError
+        A parameter or ``extra_metadata`` cannot be stored as JSON.
     """
     from daskgmm import __version__
-    from daskgmm.models.gaussian import GaussianMixture
-
-    if not isinstance(model, GaussianMixture):
-        raise TypeError(
-            f"save_model expects a daskgmm.GaussianMixture, got {type(model).__name__}."
-        )
-    check_is_fitted(model)
-
-    target = Path(os.path.abspath(os.fspath(path)))
-    if os.path.lexists(target):
-        if not overwrite:
-            raise FileExistsError(
-                f"{target} already exists; refusing to overwrite it. Pass overwrite=True "
-                "to replace the model saved there, or choose another path."
-            )
-        is_empty_dir = (target.is_dir() and not target.is_symlink()
-                        and not any(target.iterdir()))
-        if not (is_empty_dir or (target.is_dir() and _is_model_directory(target))):
-            raise FileExistsError(
-                f"{target} exists and is not a daskgmm model directory; refusing to "
-                "replace it even with overwrite=True. Remove it yourself or choose "
-                "another path."
-            )
+    from daskgmm.io.locations import is_url
+    from daskgmm.io.storage import atomic_output_directory
 
     # Everything is converted and serialised before anything touches the disk.
     arrays: dict[str, np.ndarray] = {}
-    notes: list[str] = []
-    params = {name: _param_to_json(name, value, arrays, notes)
-              for name, value in model.get_params(deep=False).items()}
-    for name in _FITTED_ARRAYS:
-        arrays[name] = np.array(getattr(model, name), dtype=np.float64)
-
-    fitted: dict[str, Any] = {
-        "converged_": bool(model.converged_),
-        "n_iter_": int(model.n_iter_),
-        "lower_bound_": _encode_float(model.lower_bound_),
-        "n_features_in_": int(model.n_features_in_),
-        "covariance_type": str(model.covariance_type),
-        "n_components": int(model.n_components),
-    }
-    if hasattr(model, "feature_names_in_"):
-        fitted["feature_names_in_"] = [str(name) for name in model.feature_names_in_]
-
+    params: dict[str, Any] = {}
+    for name, value in saved.params.items():
+        if isinstance(value, np.ndarray):
+            key = PARAM_PREFIX + name
+            arrays[key] = np.array(value, dtype=np.float64, order="C")
+            params[name] = {"array": key}
+        else:
+            params[name] = _scalar_to_json(f"parameter {name}", value)
+    for name, value in saved.arrays.items():
+        arrays[name] = np.array(value, dtype=np.float64, order="C")  # 0-d stays 0-d
+    fitted = {name: _scalar_to_json(name, value) for name, value in saved.fitted.items()}
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "daskgmm_version": __version__,
-        "class": "GaussianMixture",
+        "class": saved.class_name,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "params": params,
         "fitted": fitted,
         "arrays": {name: {"shape": list(array.shape), "dtype": array.dtype.str,
                           "sha256": _checksum(array)}
                    for name, array in arrays.items()},
-        "notes": notes,
+        "notes": list(saved.notes),
     }
     if extra_metadata is not None:
         if not isinstance(extra_metadata, dict):
@@ -294,23 +254,41 @@ def save_model(model: GaussianMixture, path: str | os.PathLike[str], *,
             f"Cannot save the model: extra_metadata is not JSON-serialisable ({exc})."
         ) from exc
 
-    with atomic_directory(target, overwrite=overwrite) as tmp:
-        with open(tmp / ARRAYS_FILE, "wb") as handle:
+    if is_url(path):
+        target: Path | str = os.fspath(path)
+    else:
+        target = Path(os.path.abspath(os.fspath(path)))
+        _check_local_target(target, overwrite)
+    with atomic_output_directory(target, kind="model", overwrite=overwrite,
+                                 storage_options=storage_options) as out:
+        with out.open(ARRAYS_FILE, "wb") as handle:
             np.savez(handle, allow_pickle=False, **arrays)
             handle.flush()
-            os.fsync(handle.fileno())
-        write_bytes_atomic(tmp / METADATA_FILE, text.encode("utf-8"))  # the marker, last
+            if hasattr(handle, "fileno"):
+                try:
+                    os.fsync(handle.fileno())
+                except (OSError, ValueError):
+                    pass
+        out.write_bytes(METADATA_FILE, text.encode("utf-8"))  # the marker, last
     return target
 
 
 # --------------------------------------------------------------------------------------
-# loading
+# reading
 # --------------------------------------------------------------------------------------
 class _Reader:
-    """Reads and validates one model directory; every failure is a ModelFormatError."""
+    """Reads and checks one model directory; every failure is a ModelFormatError."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(os.path.abspath(os.fspath(path)))
+    def __init__(self, path: str | os.PathLike[str],
+                 storage_options: dict[str, Any] | None = None,
+                 expected_arrays: Any = None) -> None:
+        self.expected_arrays = expected_arrays
+        from daskgmm.io.locations import is_url, parse_location
+
+        self.remote = is_url(path)
+        self.location = parse_location(os.fspath(path), storage_options)
+        self.path = (self.location.display if self.remote
+                     else Path(os.path.abspath(os.fspath(path))))
 
     def fail(self, what: str, hint: str) -> ModelFormatError:
         return ModelFormatError(f"Cannot load a daskgmm model from {self.path}: {what}. "
@@ -324,9 +302,15 @@ class _Reader:
             what, "daskgmm never writes pickled data and refuses to load it, since "
             "unpickling can run arbitrary code; do not trust this directory.")
 
-    # -- model.json --------------------------------------------------------------------
-    def read_metadata(self) -> dict[str, Any]:
-        path = self.path
+    # -- the directory -----------------------------------------------------------------
+    def _check_directory(self) -> None:
+        if self.remote:
+            if not self.location.join(METADATA_FILE).exists():
+                raise self.fail(
+                    "no model.json there (not a daskgmm model, or an incomplete copy)",
+                    "Check the URL; save the model again if it was interrupted.")
+            return
+        path = Path(self.path)
         if not os.path.lexists(path):
             hint = "Check the path."
             leftovers = sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"))
@@ -338,31 +322,38 @@ class _Reader:
             raise self.fail(
                 "it is not a directory",
                 "A daskgmm model is a directory holding model.json and arrays.npz, as "
-                "written by GaussianMixture.save.",
+                "written by GaussianMixture.save (or another daskgmm estimator's).",
             )
-        meta_path = path / METADATA_FILE
-        if not meta_path.is_file():
+        if not (path / METADATA_FILE).is_file():
             raise self.fail(
                 "not a daskgmm model directory (no model.json)",
-                "Was it written by GaussianMixture.save? A directory without model.json "
-                "may also be an incomplete copy; copy or save it again.",
+                "Was it written by GaussianMixture.save (or another daskgmm estimator's)? "
+                "A directory without model.json may also be an incomplete copy; copy or "
+                "save it again.",
             )
+
+    def _read_json(self) -> Any:
+        if self.remote:
+            with self.location.join(METADATA_FILE).open("rb") as handle:
+                return parse_json(handle.read(MAX_JSON_BYTES + 1))
+        return read_json(Path(self.path) / METADATA_FILE)
+
+    def read_metadata(self) -> dict[str, Any]:
+        self._check_directory()
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise self.damaged(f"model.json is not UTF-8 text ({exc})") from exc
-        except json.JSONDecodeError as exc:
-            raise self.damaged(f"model.json is not valid JSON ({exc})") from exc
+            meta = self._read_json()
         except OSError as exc:
             raise self.fail(f"model.json cannot be read ({exc})",
                             "Check the file's permissions.") from exc
+        except ValueError as exc:
+            raise self.damaged(f"model.json: {exc}") from exc
         if not isinstance(meta, dict):
             raise self.damaged("model.json does not hold a JSON object")
         fmt = meta.get("format")
         if fmt != FORMAT:
             raise self.fail(
                 f"foreign directory: model.json declares format {fmt!r}, not {FORMAT!r}",
-                "This directory was not written by daskgmm's GaussianMixture.save.",
+                "This directory was not written by a daskgmm estimator's save().",
             )
         version = meta.get("format_version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -373,9 +364,13 @@ class _Reader:
                 f"format version {version}; this daskgmm reads up to {FORMAT_VERSION})",
                 "Upgrade daskgmm to load it.",
             )
-        if meta.get("class") != "GaussianMixture":
-            raise self.fail(f"unsupported model class {meta.get('class')!r}",
-                            "Only GaussianMixture models can be loaded.")
+        if version < FORMAT_VERSION:
+            raise self.fail(
+                f"it was written in format version {version} by daskgmm "
+                f"{meta.get('daskgmm_version')!r}; this daskgmm reads version "
+                f"{FORMAT_VERSION}", "Load it with that daskgmm and save it again.")
+        if not isinstance(meta.get("class"), str):
+            raise self.damaged("model.json names no estimator class")
         for key in ("params", "fitted", "arrays"):
             if not isinstance(meta.get(key), dict):
                 raise self.damaged(f"model.json has no {key!r} object")
@@ -383,38 +378,38 @@ class _Reader:
 
     def read_fitted(self, meta: dict[str, Any]) -> dict[str, Any]:
         fitted = meta["fitted"]
-        missing = [key for key in _FITTED_SCALARS if key not in fitted]
+        missing = [key for key in COMMON_FITTED if key not in fitted]
         if missing:
             raise self.damaged(f"model.json lacks the fitted values {missing}")
         out: dict[str, Any] = {}
-        if not isinstance(fitted["converged_"], bool):
+        for key, value in fitted.items():
+            decoded = decode_float(value) if isinstance(value, dict) else value
+            if isinstance(value, dict) and decoded is None:
+                raise self.damaged(f"fitted {key} = {str(value)[:60]!r} is not a value")
+            if isinstance(decoded, list) and not all(isinstance(v, str) for v in decoded):
+                raise self.damaged(f"fitted {key} is not a list of strings")
+            out[key] = decoded
+        if not isinstance(out["converged_"], bool):
             raise self.damaged("fitted converged_ is not a boolean")
-        out["converged_"] = fitted["converged_"]
         for key, minimum in (("n_iter_", 0), ("n_features_in_", 1), ("n_components", 1)):
-            value = fitted[key]
+            value = out[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise self.damaged(f"fitted {key} = {value!r} is not an integer >= {minimum}")
-            out[key] = value
-        lower_bound = _decode_float(fitted["lower_bound_"])
-        if lower_bound is None:
-            raise self.damaged(f"fitted lower_bound_ = {fitted['lower_bound_']!r} is not "
+        if isinstance(out["lower_bound_"], bool) or not isinstance(out["lower_bound_"],
+                                                                   int | float):
+            raise self.damaged(f"fitted lower_bound_ = {out['lower_bound_']!r} is not "
                                "a number")
-        out["lower_bound_"] = lower_bound
-        if fitted["covariance_type"] not in COVARIANCE_TYPES:
-            raise self.damaged(f"unknown covariance_type {fitted['covariance_type']!r}")
-        out["covariance_type"] = fitted["covariance_type"]
-        if "feature_names_in_" in fitted:
-            names = fitted["feature_names_in_"]
-            if (not isinstance(names, list) or len(names) != out["n_features_in_"]
-                    or not all(isinstance(name, str) for name in names)):
-                raise self.damaged("fitted feature_names_in_ is not a list of "
-                                   "n_features_in_ strings")
-            out["feature_names_in_"] = np.asarray(names, dtype=object)
+        out["lower_bound_"] = float(out["lower_bound_"])
+        if out["covariance_type"] not in COVARIANCE_TYPES:
+            raise self.damaged(f"unknown covariance_type {out['covariance_type']!r}")
         return out
 
     # -- arrays.npz --------------------------------------------------------------------
-    def read_arrays(self, meta: dict[str, Any], required: set[str]) -> dict[str, np.ndarray]:
+    def read_arrays(self, meta: dict[str, Any], required: set[str],
+                    max_elements: int) -> dict[str, np.ndarray]:
         declared = meta["arrays"]
+        if required is None:  # no class to ask: what model.json declares
+            required = set(declared)
         missing = sorted(required - set(declared))
         if missing:
             raise self.damaged(f"model.json declares no entry for the arrays {missing}")
@@ -428,15 +423,23 @@ class _Reader:
                     or not isinstance(spec.get("dtype"), str)
                     or not isinstance(spec.get("sha256"), str)):
                 raise self.damaged(f"model.json has an invalid entry for array {name!r}")
-
-        npz_path = self.path / ARRAYS_FILE
-        if not npz_path.is_file():
+            if math.prod(spec["shape"]) > max_elements:
+                raise self.damaged(
+                    f"model.json declares array {name!r} of shape {tuple(spec['shape'])}, "
+                    f"larger than any array of a model with its number of components and "
+                    f"features ({max_elements:,} values at most)")
+        location = self.location.join(ARRAYS_FILE)
+        try:
+            present = location.isfile()
+        except OSError:
+            present = False
+        if not present:
             raise self.fail(
                 "arrays.npz is missing",
                 "The model directory is incomplete or damaged; save the model again.",
             )
         try:
-            with open(npz_path, "rb") as handle:
+            with location.open("rb") as handle:
                 magic = handle.read(6)
         except OSError as exc:
             raise self.fail(f"arrays.npz cannot be read ({exc})",
@@ -448,236 +451,130 @@ class _Reader:
                                ".npy array)")
         if magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
             raise self.damaged("arrays.npz is not an .npz (zip) archive")
-        arrays: dict[str, np.ndarray] = {}
         try:
-            loaded = np.load(npz_path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise self.damaged("arrays.npz is not an .npz archive (it holds a single "
-                                   "array or other data)")
-            with loaded as npz:
-                stored = set(npz.files)
-                if stored != required:
-                    parts = []
-                    if required - stored:
-                        parts.append(f"missing {sorted(required - stored)}")
-                    if stored - required:
-                        parts.append(f"unexpected {sorted(stored - required)}")
-                    raise self.damaged(
-                        "arrays.npz does not hold the arrays model.json declares ("
-                        + ", ".join(parts) + ")"
-                    )
-                for name in sorted(required):
-                    arrays[name] = npz[name]
+            with location.open("rb") as handle, zipfile.ZipFile(handle) as archive:
+                arrays = self._read_members(archive, declared, required)
         except ModelFormatError:
             raise
-        except ValueError as exc:
-            if "pickle" in str(exc).lower():
-                raise self._pickled("arrays.npz holds pickled (object) arrays") from exc
-            raise self.damaged(f"arrays.npz cannot be read ({exc})") from exc
         except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
             raise self.damaged(
                 f"arrays.npz cannot be read ({type(exc).__name__}: {exc})") from exc
-
         for name, array in arrays.items():
-            spec = declared[name]
-            if array.dtype.kind not in "fiu":
-                raise self.damaged(f"array {name!r} has the non-numeric dtype {array.dtype}")
-            if array.dtype.str != spec["dtype"] or list(array.shape) != spec["shape"]:
-                raise self.damaged(
-                    f"array {name!r} in arrays.npz has shape {array.shape} and dtype "
-                    f"{array.dtype.str}, but model.json declares shape "
-                    f"{tuple(spec['shape'])} and dtype {spec['dtype']}"
-                )
-            if _checksum(array) != spec["sha256"]:
+            if _checksum(array) != declared[name]["sha256"]:
                 raise self.fail(
                     f"damaged: arrays.npz does not match the checksums in model.json "
                     f"(array {name!r})",
                     "The files were modified or corrupted; save the model again.",
                 )
+            if not np.isfinite(array).all():
+                raise self.damaged(f"{name} holds NaN or infinite values")
         return {name: array.astype(np.float64, copy=False) for name, array in arrays.items()}
 
-    def check_values(self, fitted: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        cov, k, d = fitted["covariance_type"], fitted["n_components"], fitted["n_features_in_"]
-        for name, shape in _expected_shapes(cov, k, d).items():
-            if arrays[name].shape != shape:
-                raise self.damaged(
-                    f"{name} has shape {arrays[name].shape}, but a {cov!r} model with "
-                    f"n_components={k} and n_features={d} needs {shape}"
-                )
-            if not np.isfinite(arrays[name]).all():
-                raise self.damaged(f"{name} holds NaN or infinite values")
-        if arrays["lower_bounds_"].ndim != 1:
-            raise self.damaged("lower_bounds_ is not one-dimensional")
-        for name in _INIT_ARRAYS.values():
-            if name in arrays and not np.isfinite(arrays[name]).all():
-                raise self.damaged(f"{name} holds NaN or infinite values")
-        weights = arrays["weights_"]
-        if weights.min() < 0.0 or not math.isclose(weights.sum(), 1.0, abs_tol=1e-6):
-            raise self.damaged("weights_ are not non-negative numbers summing to 1")
-        pc = arrays["precisions_cholesky_"]
-        diagonal = {"full": lambda: np.diagonal(pc, axis1=1, axis2=2),
-                    "tied": lambda: np.diagonal(pc)}.get(cov, lambda: pc)()
-        if not (diagonal > 0.0).all():
-            raise self.damaged("precisions_cholesky_ has non-positive diagonal entries")
+    def _read_members(self, archive: zipfile.ZipFile, declared: dict[str, Any],
+                      required: set[str]) -> dict[str, np.ndarray]:
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        stored = set(members)
+        if stored != required:
+            parts = []
+            if required - stored:
+                parts.append(f"missing {sorted(required - stored)}")
+            if stored - required:
+                parts.append(f"unexpected {sorted(stored - required)}")
+            raise self.damaged("arrays.npz does not hold the arrays model.json declares ("
+                               + ", ".join(parts) + ")")
+        arrays = {}
+        for name in sorted(required):
+            spec = declared[name]
+            with archive.open(members[name]) as member:
+                try:
+                    shape, dtype = npy_header_shape(member)
+                except ValueError as exc:
+                    if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+                        raise self._pickled("arrays.npz holds pickled (object) arrays") \
+                            from exc
+                    raise self.damaged(f"arrays.npz member {name!r} is not an array ({exc})"
+                                       ) from exc
+                if dtype.hasobject:
+                    raise self._pickled("arrays.npz holds pickled (object) arrays")
+                if dtype.kind not in "fiu":
+                    raise self.damaged(f"array {name!r} has the non-numeric dtype {dtype}")
+                if dtype.str != spec["dtype"] or list(shape) != spec["shape"]:
+                    raise self.damaged(
+                        f"array {name!r} in arrays.npz has shape {shape} and dtype "
+                        f"{dtype.str}, but model.json declares shape "
+                        f"{tuple(spec['shape'])} and dtype {spec['dtype']}")
+                # Read exactly the declared bytes: nothing can inflate beyond them.
+                size = math.prod(shape) * dtype.itemsize
+                data = member.read(size)
+                if len(data) != size or member.read(1):
+                    raise self.damaged(f"array {name!r} in arrays.npz does not hold the "
+                                       "bytes its header declares")
+            arrays[name] = np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+        return arrays
 
-    def read_params(self, meta: dict[str, Any], valid_names: set[str]) -> dict[str, Any]:
-        params = meta["params"]
-        unknown = sorted(set(params) - valid_names)
-        if unknown:
-            raise self.fail(
-                f"model.json has parameters this daskgmm does not know: {unknown}",
-                "It was probably written by a newer daskgmm; upgrade daskgmm to load it.",
-            )
-        return dict(params)
-
-    def read(self) -> tuple[dict[str, Any], GaussianMixture, dict[str, Any],
-                            dict[str, np.ndarray]]:
-        """Validate the directory; return (metadata, model, fitted values, arrays)."""
-        from daskgmm.models.gaussian import GaussianMixture
-
+    def read(self) -> SavedModel:
         meta = self.read_metadata()
-        params = self.read_params(meta, set(GaussianMixture().get_params(deep=False)))
         fitted = self.read_fitted(meta)
-
-        required = set(_FITTED_ARRAYS)
-        for name, key in _INIT_ARRAYS.items():
-            value = params.get(name)
-            if value is None:
-                continue
-            if value != {"array": key}:
-                raise self.damaged(f"parameter {name} = {value!r} is neither null nor "
-                                   f"{{'array': {key!r}}}")
-            required.add(key)
-        for name, value in params.items():
-            if name in _INIT_ARRAYS:
-                continue
-            if isinstance(value, dict):
-                decoded = _decode_float(value)
+        params: dict[str, Any] = {}
+        if self.expected_arrays is not None:
+            required = set(self.expected_arrays(meta["class"], fitted))
+        else:
+            required = {k for k in meta["arrays"] if not k.startswith(PARAM_PREFIX)}
+        for name, value in meta["params"].items():
+            if isinstance(value, dict) and set(value) == {"array"}:
+                if value["array"] != PARAM_PREFIX + name:
+                    raise self.damaged(f"parameter {name} = {value!r} names another array")
+                required.add(value["array"])
+                params[name] = value
+            elif isinstance(value, dict):
+                decoded = decode_float(value)
                 if decoded is None:
-                    raise self.damaged(f"parameter {name} = {value!r} is not a plain value")
+                    raise self.damaged(f"parameter {name} = {str(value)[:60]!r} is not a "
+                                       "plain value")
                 params[name] = decoded
             elif isinstance(value, list):
-                raise self.damaged(f"parameter {name} = {value!r} is not a plain value")
-        for key in ("n_components", "covariance_type"):
-            if params.get(key, getattr(GaussianMixture(), key)) != fitted[key]:
-                raise self.damaged(
-                    f"parameter {key} = {params.get(key)!r} contradicts the fitted "
-                    f"value {fitted[key]!r}"
-                )
-
-        arrays = self.read_arrays(meta, required)
-        self.check_values(fitted, arrays)
-        for name, key in _INIT_ARRAYS.items():
-            if key in arrays:
-                params[name] = arrays[key]
-
-        model = GaussianMixture(**params)
-        try:
-            model._validate_params()
-        except (TypeError, ValueError) as exc:
-            raise self.damaged(f"model.json holds invalid parameters ({exc})") from exc
-        for name in _FITTED_ARRAYS[:-1]:
-            setattr(model, name, arrays[name])
-        model.lower_bounds_ = [float(value) for value in arrays["lower_bounds_"]]
-        for name in ("converged_", "n_iter_", "lower_bound_", "n_features_in_"):
-            setattr(model, name, fitted[name])
-        if "feature_names_in_" in fitted:
-            model.feature_names_in_ = fitted["feature_names_in_"]
-        return meta, model, fitted, arrays
+                raise self.damaged(f"parameter {name} = {str(value)[:60]!r} is not a "
+                                   "plain value")
+            else:
+                params[name] = value
+        K, D = fitted["n_components"], fitted["n_features_in_"]
+        bound = (K + 1) * (D + 1) ** 2 + fitted["n_iter_"] + 1
+        arrays = self.read_arrays(meta, required, bound)
+        for name, value in list(params.items()):
+            if isinstance(value, dict):
+                params[name] = arrays.pop(value["array"])
+        metadata = meta.get("metadata")
+        notes = meta.get("notes") if isinstance(meta.get("notes"), list) else []
+        return SavedModel(meta["class"], params, fitted, arrays,
+                          [str(n) for n in notes],
+                          metadata if isinstance(metadata, dict) else None,
+                          {"format_version": meta["format_version"],
+                           "daskgmm_version": meta.get("daskgmm_version"),
+                           "created": meta.get("created")})
 
 
-def load_model(path: str | os.PathLike[str]) -> GaussianMixture:
-    """Load a model saved by :func:`save_model` (``GaussianMixture.save``).
+def read_model(path: str | os.PathLike[str],
+               storage_options: dict[str, Any] | None = None, *,
+               expected_arrays: Any = None) -> SavedModel:
+    """Read and check a model directory (local path or URL).
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The model directory.
-
-    Returns
-    -------
-    GaussianMixture
-        A fitted estimator whose ``predict``, ``predict_proba`` and ``score_samples``
-        give results identical, bit for bit, to the saved model's.
+    ``expected_arrays(class_name, fitted)``, when given, names the fitted arrays the
+    estimator class needs: the arrays model.json declares must be those (checked before
+    anything is read from arrays.npz).
 
     Raises
     ------
     daskgmm.errors.ModelFormatError
         If the directory is missing, incomplete (no ``model.json``), foreign, written by
-        a newer daskgmm, damaged (invalid JSON, missing or unexpected arrays, checksum
-        mismatch, wrong shapes, non-finite values), or holds pickled data. The message
-        names the directory, the problem and what to do.
-
-    Notes
-    -----
-    The arrays are read with ``numpy.load(..., allow_pickle=False)``: loading never
-    runs code from the files.
+        another daskgmm version, damaged (invalid or oversized JSON, missing, unexpected
+        or oversized arrays, checksum mismatch, non-finite values), or holds pickled
+        data. The message names the directory, the problem and what to do.
     """
-    _meta, model, _fitted, _arrays = _Reader(path).read()
-    return model
+    return _Reader(path, storage_options, expected_arrays).read()
 
 
-#: Alias of :func:`load_model`, exported as ``daskgmm.load``.
-load = load_model
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_format_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        decoded = _decode_float(value)
-        if decoded is not None:
-            return f"{decoded:.6g}"
-        return "{" + ", ".join(f"{k}: {_format_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def model_summary(path: str | os.PathLike[str], *, max_weights: int = 12) -> str:
-    """A short human-readable description of a saved model (``daskgmm info DIR``).
-
-    The directory is fully validated first, as by :func:`load_model`.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The model directory.
-    max_weights : int, default=12
-        At most this many mixture weights are listed.
-
-    Returns
-    -------
-    str
-        A few lines, without a trailing newline.
-
-    Raises
-    ------
-    daskgmm.errors.ModelFormatError
-        As :func:`load_model`.
-    """
-    reader = _Reader(path)
-    meta, _model, fitted, arrays = reader.read()
-    k, d = fitted["n_components"], fitted["n_features_in_"]
-    weights = arrays["weights_"]
-    shown = " ".join(f"{w:.4f}" for w in weights[:max_weights])
-    if len(weights) > max_weights:
-        shown += f" ... ({len(weights) - max_weights} more)"
-    status = "converged" if fitted["converged_"] else "did not converge"
-    lines = [
-        f"daskgmm model {reader.path}",
-        f"  format:        {FORMAT} v{meta['format_version']}, written by daskgmm "
-        f"{meta.get('daskgmm_version', '?')} on {meta.get('created', '?')}",
-        f"  model:         GaussianMixture, covariance_type={fitted['covariance_type']!r}, "
-        f"K={k} components, D={d} features",
-        f"  fit:           {status} after {fitted['n_iter_']} iterations, "
-        f"lower bound {fitted['lower_bound_']:.6g} per sample",
-        f"  weights:       {shown}",
-    ]
-    for note in meta.get("notes") or []:
-        lines.append(f"  note:          {note}")
-    extra = meta.get("metadata")
-    if isinstance(extra, dict):
-        for key, value in extra.items():
-            lines.append(f"  {key + ':':<14} {_format_value(value)}")
-    return "\n".join(lines)
+def failure(path: str | os.PathLike[str], what: str, hint: str = "The model directory is "
+            "damaged; save the model again.") -> ModelFormatError:
+    """The error of a model that the estimator class refuses (see :func:`read_model`)."""
+    where = path if isinstance(path, str) and "://" in path else os.path.abspath(path)
+    return ModelFormatError(f"Cannot load a daskgmm model from {where}: {what}. {hint}")

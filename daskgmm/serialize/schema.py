@@ -66,23 +66,18 @@ def _depth(text: str, limit: int) -> int:
     return deepest
 
 
-def read_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES,
-              max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse a JSON file, refusing oversized or too deeply nested content.
+def parse_json(raw: bytes, *, max_bytes: int = MAX_JSON_BYTES,
+               max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse JSON bytes, refusing oversized or too deeply nested content.
 
     Raises
     ------
-    OSError
-        The file cannot be read.
     ValueError
-        The file is larger than ``max_bytes``, nested deeper than ``max_depth``, not UTF-8
+        The text is larger than ``max_bytes``, nested deeper than ``max_depth``, not UTF-8
         or not JSON.
     """
-    size = os.path.getsize(path)
-    if size > max_bytes:
-        raise ValueError(f"it is {size:,} bytes, more than the {max_bytes:,} accepted")
-    with open(path, "rb") as handle:
-        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"it is more than the {max_bytes:,} bytes accepted")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -93,6 +88,25 @@ def read_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES,
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"it is not valid JSON ({exc})") from None
+
+
+def read_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES,
+              max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a JSON file with the limits of :func:`parse_json`.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    ValueError
+        As :func:`parse_json`.
+    """
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ValueError(f"it is {size:,} bytes, more than the {max_bytes:,} accepted")
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    return parse_json(raw, max_bytes=max_bytes, max_depth=max_depth)
 
 
 def array_from_json(value: Any, name: str, ndim: int | None = None) -> np.ndarray:

@@ -207,7 +207,7 @@ class CovarianceType(ABC):
     # ----------------------------------------------------------------------------------
     @abstractmethod
     def operands(self, means_c: list[np.ndarray], precisions_cholesky: list[np.ndarray],
-                 dtype: np.dtype) -> Batch:
+                 log_constants: list[np.ndarray], dtype: np.dtype) -> Batch:
         """The batch of the given candidates' components.
 
         Parameters
@@ -216,30 +216,42 @@ class CovarianceType(ABC):
             Each candidate's means minus the pass's centre ``c0``.
         precisions_cholesky : list of ndarray
             Each candidate's precision Cholesky factors.
+        log_constants : list of ndarray of shape (K_c,)
+            Each component's weighted log-density less ``-0.5`` times its squared
+            Mahalanobis distance (see :class:`daskgmm.engine.estep.Components`); folded
+            into the operands wherever a product can carry it.
         dtype : numpy.dtype
             The compute dtype.
         """
 
     @abstractmethod
     def row_bytes(self, n_components: int, n_features: int, itemsize: int) -> int:
-        """Bytes of workspace one row of a tile needs (to size the tiles)."""
+        """Bytes of workspace one row of a tile needs: the arrays :meth:`project` and
+        :meth:`accumulate` really build (the tiles are sized from it)."""
 
     @abstractmethod
-    def project(self, xc: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
-        """Squared Mahalanobis distances of the tile's rows, shape ``(K, n)``.
+    def project(self, xt: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
+        """Weighted log-densities ``log w_k + log N(x_i | k)`` of the tile's rows, shape
+        ``(K, n)`` (for a Bayesian mixture, its variational counterparts).
 
-        ``xc`` is the tile minus ``c0``, in the compute dtype. The result lives in the
-        workspace ``ws`` (it is overwritten by the next tile).
+        ``xt`` is the *affine* tile in the compute dtype, laid out features by rows,
+        ``(D + 1, n)`` C-contiguous: the rows minus ``c0``, transposed, and a last row of
+        ones, through which a GEMM adds per-component constants for free. (With the
+        sample axis innermost the element-wise passes run along contiguous memory, and
+        every GEMM takes C-ordered operands: with few components, a transposed operand
+        makes this environment's GEMM about twice as slow.) The result lives in the
+        workspace ``ws`` (overwritten by the next tile).
         """
 
     @abstractmethod
-    def accumulate(self, xc: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
-                   ws: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The tile's first and second moments, after :meth:`project` on the same tile.
+    def accumulate(self, xt: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
+                   ws: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tile's weighted moments, after :meth:`project` on the same tile.
 
         Parameters
         ----------
-        xc : ndarray of shape (n, D)
+        xt : ndarray of shape (D + 1, n)
+            The affine tile.
         wr : ndarray of shape (K, n)
             Responsibilities times sample weights; may be overwritten.
         w : ndarray of shape (n,) or None
@@ -247,12 +259,24 @@ class CovarianceType(ABC):
 
         Returns
         -------
+        nk : ndarray of shape (K,)
+            ``sum_i wr_ki`` (one GEMM with the column of ones gives it with ``sx``).
         sx : ndarray of shape (K, D)
             ``sum_i wr_ki (x_i - c0)``.
         s2 : ndarray
             The second-order statistic of the batch (type-specific shape), in the
             compute dtype; :meth:`split` cuts it into the candidates' parts.
         """
+
+    @staticmethod
+    def first_moments(xt: np.ndarray, wr: np.ndarray, batch: Batch, ws: Any
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """``nk`` and ``sx`` of a tile: ``wr xtᵀ``, one candidate's slice at a time."""
+        D = len(xt) - 1
+        moments = ws.get("moments", (len(wr), D + 1), xt.dtype)
+        for part in batch.slices:
+            np.matmul(wr[part], xt.T, out=moments[part])
+        return moments[:, D], moments[:, :D]
 
     @abstractmethod
     def split(self, s2: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
@@ -287,6 +311,24 @@ class CovarianceType(ABC):
             The means and covariance Cholesky factors the statistic was whitened with
             (``'full'`` only; ``ref_chol`` None means no whitening).
         """
+
+    def canonical(self, s2: np.ndarray, nk_raw: np.ndarray, sx: np.ndarray,
+                  centre: np.ndarray, ref_means: np.ndarray, ref_chol: np.ndarray | None
+                  ) -> np.ndarray:
+        """The second-order statistic about ``centre``, unwhitened.
+
+        Statistics computed with different parameters (the groups of incremental EM,
+        the mini-batches of online EM) add up only in a frame that does not depend on
+        the parameters: this one. The types that accumulate about the centre already
+        are in it; ``'full'`` converts its whitened statistic.
+        """
+        return s2
+
+    @abstractmethod
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> np.ndarray | float:
+        """``sum_i r_ik (x_i - m_k)ᵀ P_k (x_i - m_k)`` per component (a total for
+        ``'tied'``) from the :meth:`scatter` about ``m_k`` and the precisions."""
 
     def empirical_covariances(self, scatter: np.ndarray, nk: np.ndarray,
                               reg_covar: float) -> np.ndarray:

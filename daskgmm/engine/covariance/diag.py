@@ -1,9 +1,9 @@
 """``'diag'``: every component has its own diagonal covariance (a variance per feature).
 
-E-step. The tile is laid out once as ``Z = [x - c0, (x - c0)²]`` (``n x 2D``). One GEMM with
-``[-2 (m_k - c0) p_k, p_k]`` (``p_k`` the precisions) gives every squared Mahalanobis
-distance up to a per-component constant, and one GEMM ``(w r)ᵀ Z`` gives both the first
-moments and the second moments about ``c0``.
+E-step. The tile is laid out once as ``Z = [x - c0, 1, (x - c0)²]ᵀ`` (``(2D + 1) x n``). One
+GEMM with ``[p_k e_k, a_k - ½ Σ p_k e_k², -½ p_k]`` (``p_k`` the precisions, ``e_k = m_k - c0``,
+``a_k`` the component's log-constant) gives every weighted log-density, and one GEMM
+``(w r) Zᵀ`` gives the soft counts, the first moments and the second moments about ``c0``.
 """
 
 from __future__ import annotations
@@ -98,38 +98,36 @@ class Diag(CovarianceType):
 
     # -- E-step ------------------------------------------------------------------------
     def operands(self, means_c: list[np.ndarray], precisions_cholesky: list[np.ndarray],
-                 dtype: np.dtype) -> Batch:
-        m = np.concatenate(means_c)
+                 log_constants: list[np.ndarray], dtype: np.dtype) -> Batch:
+        e = np.concatenate(means_c)
         prec = np.concatenate(precisions_cholesky) ** 2
-        weights = np.concatenate([-2.0 * m * prec, prec], axis=1)
-        constant = (m * m * prec).sum(axis=1)
+        constant = np.concatenate(log_constants) - 0.5 * (e * e * prec).sum(axis=1)
+        weights = np.concatenate([e * prec, constant[:, None], -0.5 * prec], axis=1)
         return Batch(self, tuple(len(x) for x in means_c),
-                     {"W": np.ascontiguousarray(weights, dtype=dtype),
-                      "constant": np.ascontiguousarray(constant[:, None], dtype=dtype)})
+                     {"W": np.ascontiguousarray(weights, dtype=dtype)})
 
     def row_bytes(self, n_components: int, n_features: int, itemsize: int) -> int:
-        return (2 * n_features + 2 * n_components) * itemsize
+        return (3 * n_features + 2 + n_components) * itemsize
 
-    def project(self, xc: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
+    def project(self, xt: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
         W = batch.arrays["W"]
-        n, D = xc.shape
-        Z = ws.get("diag.Z", (n, 2 * D), xc.dtype)
-        Z[:, :D] = xc
-        np.multiply(xc, xc, out=Z[:, D:])
-        maha = ws.get("maha", (len(W), n), xc.dtype)
+        D, n = len(xt) - 1, xt.shape[1]
+        Z = ws.get("diag.Z", (2 * D + 1, n), xt.dtype)
+        Z[:D + 1] = xt
+        np.multiply(xt[:D], xt[:D], out=Z[D + 1:])
+        wlp = ws.get("wlp", (len(W), n), xt.dtype)
         for part in batch.slices:
-            np.matmul(W[part], Z.T, out=maha[part])
-        maha += batch.arrays["constant"]
-        return maha
+            np.matmul(W[part], Z, out=wlp[part])
+        return wlp
 
-    def accumulate(self, xc: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
-                   ws: Any) -> tuple[np.ndarray, np.ndarray]:
-        n, D = xc.shape
-        Z = ws.get("diag.Z", (n, 2 * D), xc.dtype)
-        moments = ws.get("diag.moments", (len(wr), 2 * D), xc.dtype)
+    def accumulate(self, xt: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
+                   ws: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        D, n = len(xt) - 1, xt.shape[1]
+        Z = ws.get("diag.Z", (2 * D + 1, n), xt.dtype)
+        moments = ws.get("diag.moments", (len(wr), 2 * D + 1), xt.dtype)
         for part in batch.slices:
-            np.matmul(wr[part], Z, out=moments[part])
-        return moments[:, :D], moments[:, D:]
+            np.matmul(wr[part], Z.T, out=moments[part])
+        return moments[:, D], moments[:, :D], moments[:, D + 1:]
 
     def split(self, s2: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
         return np.split(s2, np.cumsum(sizes)[:-1])
@@ -143,6 +141,10 @@ class Diag(CovarianceType):
                 ) -> np.ndarray:
         e = means - c0
         return s2 - 2.0 * e * sx + nk_raw[:, None] * e * e
+
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> np.ndarray:
+        return (precisions * scatter).sum(axis=1)
 
     def add_to_diagonal(self, cov: np.ndarray, value: float) -> np.ndarray:
         cov += value

@@ -1,8 +1,9 @@
 """``'spherical'``: every component has a single variance, ``(K,)``.
 
-E-step. The squared norms ``|x - c0|²`` of the tile's rows are computed once; one GEMM with
-``-2 (m_k - c0) p_k`` gives the cross terms. The second-order statistic is ``(w r)ᵀ |x - c0|²``,
-a matrix-vector product.
+E-step. The tile is laid out once as ``Z = [x - c0, 1, |x - c0|²]ᵀ`` (``(D + 2) x n``); one GEMM
+with ``[p_k e_k, a_k - ½ p_k |e_k|², -½ p_k]`` (``e_k = m_k - c0``, ``a_k`` the log-constant)
+gives every weighted log-density, and one GEMM ``(w r) Zᵀ`` the soft counts, the first
+moments and the second-order statistic ``sum_i w_i r_ik |x_i - c0|²``.
 """
 
 from __future__ import annotations
@@ -65,43 +66,37 @@ class Spherical(CovarianceType):
 
     # -- E-step ------------------------------------------------------------------------
     def operands(self, means_c: list[np.ndarray], precisions_cholesky: list[np.ndarray],
-                 dtype: np.dtype) -> Batch:
-        m = np.concatenate(means_c)
+                 log_constants: list[np.ndarray], dtype: np.dtype) -> Batch:
+        e = np.concatenate(means_c)
         prec = np.concatenate(precisions_cholesky) ** 2
-        return Batch(self, tuple(len(x) for x in means_c), {
-            "W": np.ascontiguousarray(-2.0 * m * prec[:, None], dtype=dtype),
-            "prec": np.ascontiguousarray(prec[:, None], dtype=dtype),
-            "constant": np.ascontiguousarray(((m * m).sum(axis=1) * prec)[:, None],
-                                             dtype=dtype),
-        })
+        constant = np.concatenate(log_constants) - 0.5 * (e * e).sum(axis=1) * prec
+        weights = np.concatenate([e * prec[:, None], constant[:, None], -0.5 * prec[:, None]],
+                                 axis=1)
+        return Batch(self, tuple(len(x) for x in means_c),
+                     {"W": np.ascontiguousarray(weights, dtype=dtype)})
 
     def row_bytes(self, n_components: int, n_features: int, itemsize: int) -> int:
-        return (n_features + 2 * n_components + 1) * itemsize
+        return (2 * n_features + 3 + n_components) * itemsize
 
-    def project(self, xc: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
+    def project(self, xt: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
         W = batch.arrays["W"]
-        n = len(xc)
-        norms = ws.get("spherical.norms", (n,), xc.dtype)
-        np.einsum("nd,nd->n", xc, xc, out=norms)
-        maha = ws.get("maha", (len(W), n), xc.dtype)
+        D, n = len(xt) - 1, xt.shape[1]
+        Z = ws.get("spherical.Z", (D + 2, n), xt.dtype)
+        Z[:D + 1] = xt
+        np.einsum("dn,dn->n", xt[:D], xt[:D], out=Z[D + 1])
+        wlp = ws.get("wlp", (len(W), n), xt.dtype)
         for part in batch.slices:
-            np.matmul(W[part], xc.T, out=maha[part])
-        scaled = ws.get("spherical.scaled", (len(W), n), xc.dtype)
-        np.multiply(batch.arrays["prec"], norms, out=scaled)
-        maha += scaled
-        maha += batch.arrays["constant"]
-        return maha
+            np.matmul(W[part], Z, out=wlp[part])
+        return wlp
 
-    def accumulate(self, xc: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
-                   ws: Any) -> tuple[np.ndarray, np.ndarray]:
-        K, D = len(wr), xc.shape[1]
-        sx = ws.get("sx", (K, D), xc.dtype)
-        s2 = ws.get("spherical.s2", (K,), xc.dtype)
-        norms = ws.get("spherical.norms", (len(xc),), xc.dtype)
+    def accumulate(self, xt: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
+                   ws: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        D, n = len(xt) - 1, xt.shape[1]
+        Z = ws.get("spherical.Z", (D + 2, n), xt.dtype)
+        moments = ws.get("spherical.moments", (len(wr), D + 2), xt.dtype)
         for part in batch.slices:
-            np.matmul(wr[part], xc, out=sx[part])
-            np.matmul(wr[part], norms, out=s2[part])
-        return sx, s2
+            np.matmul(wr[part], Z.T, out=moments[part])
+        return moments[:, D], moments[:, :D], moments[:, D + 1]
 
     def split(self, s2: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
         return np.split(s2, np.cumsum(sizes)[:-1])
@@ -117,6 +112,11 @@ class Spherical(CovarianceType):
         e = means - c0
         total = s2 - 2.0 * np.einsum("kd,kd->k", e, sx) + nk_raw * np.einsum("kd,kd->k", e, e)
         return total / means.shape[1]
+
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> np.ndarray:
+        # The spherical scatter is the mean over the features of the diagonal one.
+        return precisions * scatter * n_features
 
     def add_to_diagonal(self, cov: np.ndarray, value: float) -> np.ndarray:
         cov += value

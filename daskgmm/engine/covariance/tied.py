@@ -1,10 +1,12 @@
 """``'tied'``: all components of a mixture share one covariance matrix, ``(D, D)``.
 
-E-step. The tile is projected once per mixture on the shared precision Cholesky factor
-``L`` (one batched GEMM for all the mixtures of a batch); the distances to every mean are
-then ``|y|² - 2 y·b_k + |b_k|²`` with ``b_k = (m_k - c0) L``, one GEMM per mixture. The
-second-order statistic, ``sum_i w_i (x_i - c0)(x_i - c0)ᵀ``, does not depend on the
-responsibilities: one GEMM per tile serves every mixture of the batch.
+E-step. The affine tile ``[x - c0, 1]`` is projected once per mixture on its shared precision
+Cholesky factor ``L`` (extended by a 1 so that the ones survive; one batched GEMM for all the
+mixtures of a batch) into ``[y, 1]``; the weighted log-densities are then
+``[b_k, a_k - ½|b_k|²]·[y, 1] - ½|y|²`` with ``b_k = (m_k - c0) L`` and ``a_k`` the
+log-constant, one GEMM per mixture. The second-order statistic,
+``sum_i w_i (x_i - c0)(x_i - c0)ᵀ``, does not depend on the responsibilities: one GEMM per tile
+serves every mixture of the batch.
 """
 
 from __future__ import annotations
@@ -72,46 +74,49 @@ class Tied(CovarianceType):
 
     # -- E-step ------------------------------------------------------------------------
     def operands(self, means_c: list[np.ndarray], precisions_cholesky: list[np.ndarray],
-                 dtype: np.dtype) -> Batch:
-        L = np.stack(precisions_cholesky)
-        b = [m @ pc for m, pc in zip(means_c, precisions_cholesky, strict=True)]
-        return Batch(self, tuple(len(m) for m in means_c), {
-            "L": np.ascontiguousarray(L, dtype=dtype),
-            "B": [np.ascontiguousarray(-2.0 * x, dtype=dtype) for x in b],
-            "constant": [np.ascontiguousarray((x * x).sum(axis=1)[:, None], dtype=dtype)
-                         for x in b],
-        })
+                 log_constants: list[np.ndarray], dtype: np.dtype) -> Batch:
+        D = len(precisions_cholesky[0])
+        LT = np.zeros((len(precisions_cholesky), D + 1, D + 1))
+        LT[:, :D, :D] = np.transpose(precisions_cholesky, (0, 2, 1))
+        LT[:, D, D] = 1.0
+        B = []
+        for m, pc, a in zip(means_c, precisions_cholesky, log_constants, strict=True):
+            b = m @ pc
+            B.append(np.ascontiguousarray(
+                np.concatenate([b, (a - 0.5 * (b * b).sum(axis=1))[:, None]], axis=1),
+                dtype=dtype))
+        return Batch(self, tuple(len(m) for m in means_c),
+                     {"LT": np.ascontiguousarray(LT, dtype=dtype), "B": B})
 
     def row_bytes(self, n_components: int, n_features: int, itemsize: int) -> int:
-        return (2 * n_features + 2 * n_components + 1) * itemsize
+        return (3 * n_features + 3 + n_components) * itemsize
 
-    def project(self, xc: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
-        L = batch.arrays["L"]
-        n, D = xc.shape
-        Y = ws.get("tied.Y", (len(L), n, D), xc.dtype)
-        np.matmul(xc[None], L, out=Y)
-        norms = ws.get("tied.norms", (len(L), n), xc.dtype)
-        np.einsum("cnd,cnd->cn", Y, Y, out=norms)
-        maha = ws.get("maha", (batch.n_components, n), xc.dtype)
+    def project(self, xt: np.ndarray, batch: Batch, ws: Any) -> np.ndarray:
+        LT = batch.arrays["LT"]
+        D, n = len(xt) - 1, xt.shape[1]
+        Y = ws.get("tied.Y", (len(LT), D + 1, n), xt.dtype)
+        np.matmul(LT, xt, out=Y)
+        half_norms = ws.get("tied.norms", (len(LT), n), xt.dtype)
+        np.einsum("cdn,cdn->cn", Y[:, :D], Y[:, :D], out=half_norms)
+        half_norms *= 0.5
+        wlp = ws.get("wlp", (batch.n_components, n), xt.dtype)
         for c, part in enumerate(batch.slices):
-            np.matmul(batch.arrays["B"][c], Y[c].T, out=maha[part])
-            maha[part] += norms[c]
-            maha[part] += batch.arrays["constant"][c]
-        return maha
+            np.matmul(batch.arrays["B"][c], Y[c], out=wlp[part])
+            wlp[part] -= half_norms[c]
+        return wlp
 
-    def accumulate(self, xc: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
-                   ws: Any) -> tuple[np.ndarray, np.ndarray]:
-        n, D = xc.shape
-        sx = ws.get("sx", (len(wr), D), xc.dtype)
-        for part in batch.slices:
-            np.matmul(wr[part], xc, out=sx[part])
+    def accumulate(self, xt: np.ndarray, wr: np.ndarray, w: np.ndarray | None, batch: Batch,
+                   ws: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        D, n = len(xt) - 1, xt.shape[1]
+        nk, sx = self.first_moments(xt, wr, batch, ws)
+        xc = xt[:D]
         weighted = xc
         if w is not None:
-            weighted = ws.get("tied.weighted", (n, D), xc.dtype)
-            np.multiply(xc, w[:, None], out=weighted)
-        T = ws.get("tied.T", (D, D), xc.dtype)
-        np.matmul(weighted.T, xc, out=T)
-        return sx, T
+            weighted = ws.get("tied.weighted", (D, n), xt.dtype)
+            np.multiply(xc, w, out=weighted)
+        T = ws.get("tied.T", (D, D), xt.dtype)
+        np.matmul(weighted, xc.T, out=T)
+        return nk, sx, T
 
     def split(self, s2: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
         return [s2] * len(sizes)
@@ -126,6 +131,10 @@ class Tied(CovarianceType):
         e = means - c0
         cross = sx.T @ e
         return s2 - cross - cross.T + (nk_raw[:, None] * e).T @ e
+
+    def precision_trace(self, scatter: np.ndarray, precisions: np.ndarray,
+                        n_features: int) -> float:
+        return float(np.einsum("ij,ij->", precisions, scatter))
 
     def empirical_covariances(self, scatter: np.ndarray, nk: np.ndarray,
                               reg_covar: float) -> np.ndarray:

@@ -1,0 +1,141 @@
+"""Incremental and online EM, and ``partial_fit``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from daskgmm import BayesianGaussianMixture, GaussianMixture
+from daskgmm.diagnostics.observers import observe
+from daskgmm.errors import CheckpointError
+
+COV_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _separated(n=6000, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0, 0.0], [0.0, 8.0, 0.0], [8.0, 0.0, 0.0]])  # in order
+    labels = rng.integers(3, size=n)
+    return centres[labels] + rng.normal(size=(n, 3)) * np.array([1.0, 0.5, 0.8]), centres
+
+
+def _sorted_means(model):
+    """The means in a fixed order: by their rounded coordinates."""
+    means = np.asarray(model.means_)
+    return means[np.lexsort(np.round(means, 0).T[::-1])]
+
+
+@pytest.fixture(scope="module")
+def overlapping():
+    from .conftest import make_blobs
+
+    return make_blobs(8000, d=3, k=3)
+
+
+@pytest.mark.parametrize("cov", COV_TYPES)
+@pytest.mark.parametrize("estimator", [GaussianMixture, BayesianGaussianMixture])
+def test_incremental_bound_never_decreases(cov, estimator, overlapping):
+    kw = dict(covariance_type=cov, random_state=0, tol=0.0, max_iter=8, chunk_rows=500,
+              algorithm="incremental", batch_chunks=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = (GaussianMixture(3, **kw) if estimator is GaussianMixture
+                 else BayesianGaussianMixture(n_components=3, **kw)).fit(overlapping)
+    assert len(model.lower_bounds_) == 8
+    steps = np.diff(model.lower_bounds_)
+    assert np.all(steps >= -1e-9 * np.abs(model.lower_bounds_[1:])), steps
+
+
+def test_incremental_reaches_batch_ems_answer(overlapping):
+    kw = dict(covariance_type="full", random_state=0, tol=1e-9, max_iter=500, chunk_rows=400)
+    batch = GaussianMixture(3, **kw).fit(overlapping)
+    incremental = GaussianMixture(3, algorithm="incremental", batch_chunks=2,
+                                  **kw).fit(overlapping)
+    assert incremental.lower_bound_ == pytest.approx(batch.lower_bound_, abs=1e-7)
+    np.testing.assert_allclose(_sorted_means(incremental), _sorted_means(batch), atol=1e-4)
+    assert incremental.n_iter_ < batch.n_iter_
+
+
+@pytest.mark.parametrize("algorithm", ["batch", "incremental", "online"])
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_every_algorithm_finds_the_components(algorithm, cov):
+    X, centres = _separated()
+    gm = GaussianMixture(3, covariance_type=cov, random_state=0, algorithm=algorithm,
+                         chunk_rows=300, batch_chunks=2, max_iter=20, tol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(X)
+    np.testing.assert_allclose(_sorted_means(gm), centres, atol=0.1)
+
+
+@pytest.mark.parametrize("algorithm", ["incremental", "online"])
+def test_stepwise_with_sample_weights_restarts_and_a_cluster(algorithm, client):
+    X, centres = _separated(4000)
+    w = np.random.default_rng(1).integers(1, 3, size=len(X)).astype(float)
+    gm = GaussianMixture(3, random_state=0, algorithm=algorithm, n_init=2, max_iter=15,
+                         tol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(da.from_array(X, chunks=(250, 3)), sample_weight=da.from_array(w, chunks=250))
+    np.testing.assert_allclose(_sorted_means(gm), centres, atol=0.1)
+
+
+def test_partial_fit_over_the_chunks_is_close_to_fit():
+    X, _ = _separated(20000)
+    full = GaussianMixture(3, random_state=0).fit(X)
+    stream = GaussianMixture(3, random_state=0)
+    for _ in range(3):
+        for start in range(0, len(X), 1000):
+            stream.partial_fit(X[start : start + 1000])
+    np.testing.assert_allclose(_sorted_means(stream), _sorted_means(full), atol=1e-2)
+    assert stream.n_iter_ == 60
+    # A Dask batch works the same way, and a mismatched batch is refused.
+    stream.partial_fit(da.from_array(X[:2000], chunks=500))
+    with pytest.raises(ValueError, match="features"):
+        stream.partial_fit(X[:100, :2])
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("algorithm", ["incremental", "online"])
+def test_checkpoint_mid_pass_resumes_identically(algorithm, tmp_path, overlapping):
+    kw = dict(covariance_type="full", random_state=0, tol=0.0, max_iter=4, chunk_rows=500,
+              algorithm=algorithm, batch_chunks=3, n_init=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clean = GaussianMixture(3, **kw).fit(overlapping)
+
+        class CrashMidPass:
+            """Simulates a killed run: stops the fit in the middle of the second pass."""
+
+            def update_finished(self, number, position, n_groups):
+                if number == 2 and position == 3:
+                    raise _Crash
+
+        with observe(CrashMidPass()), pytest.raises(_Crash):
+            GaussianMixture(3, checkpoint_dir=tmp_path, **kw).fit(overlapping)
+        saved = json.loads((tmp_path / "checkpoint.json").read_text())
+        assert saved["iteration"] == 1 and saved["stepwise"]["position"] == 3
+        resumed = GaussianMixture(3, checkpoint_dir=tmp_path, **kw).fit(overlapping)
+    np.testing.assert_array_equal(resumed.means_, clean.means_)
+    np.testing.assert_array_equal(resumed.covariances_, clean.covariances_)
+    assert resumed.lower_bounds_ == clean.lower_bounds_
+
+    other = overlapping.copy()
+    other[4321, 1] += 1e-9
+    with pytest.raises(CheckpointError, match="other data"):
+        GaussianMixture(3, checkpoint_dir=tmp_path, **kw).fit(other)
+
+
+def test_bad_stepwise_parameters_are_refused(overlapping):
+    with pytest.raises(ValueError, match="learning_decay"):
+        GaussianMixture(2, algorithm="online", learning_decay=0.4).fit(overlapping)
+    with pytest.raises(ValueError, match="algorithm"):
+        GaussianMixture(2, algorithm="stochastic").fit(overlapping)
