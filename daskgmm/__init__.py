@@ -18,14 +18,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 _LAZY = {
     "BayesianGaussianMixture": "daskgmm.models.bayesian",
     "GaussianMixture": "daskgmm.models.gaussian",
+    "GaussianMixtureSelector": "daskgmm.models.selection",
     "load": "daskgmm.models.registry",
     "open_array": "daskgmm.io.readers",
     "generate_mixture": "daskgmm.io.generate",
     "observe": "daskgmm.diagnostics.observers",
 }
 
-__all__ = ["BayesianGaussianMixture", "GaussianMixture", "__version__", "generate_mixture",
-           "load", "observe", "open_array"]
+__all__ = ["BayesianGaussianMixture", "GaussianMixture", "GaussianMixtureSelector",
+           "__version__", "generate_mixture", "load", "observe", "open_array"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from daskgmm.diagnostics.observers import observe
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from daskgmm.models.bayesian import BayesianGaussianMixture
     from daskgmm.models.gaussian import GaussianMixture
     from daskgmm.models.registry import load
+    from daskgmm.models.selection import GaussianMixtureSelector
 
 
 def __getattr__(name: str) -> Any:

@@ -213,7 +213,7 @@ def test_unknown_top_level_section():
         "modle: unknown section (did you mean 'model'?)"]
     lines = problems(minimal(extras={}))
     assert lines == ["extras: unknown section (expected name, data, model, cluster, output, "
-                     "checkpoint)"]
+                     "checkpoint, selection)"]
 
 
 def test_missing():
@@ -604,7 +604,8 @@ def test_to_dict_is_json_serialisable_and_round_trips(tmp_path):
     config = parse_config(raw, base_dir=tmp_path)
     data = config.to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert set(data) == {"name", "data", "model", "cluster", "output", "checkpoint"}
+    assert set(data) == {"name", "data", "model", "cluster", "output", "checkpoint",
+                         "selection"}
     assert data["model"]["means_init"] == [[0.0, 1.0], [2.0, 3.0]]
     assert data["model"]["cache"] is True and data["cluster"]["memory_limit"] == 10**9
     assert parse_config(data) == config
@@ -932,12 +933,25 @@ def test_the_estimator_has_the_last_word(monkeypatch):
     ({"n_components": [3], "covariance_type": ["tied"]},
      {"n_components": [3], "covariance_type": ["tied"]}),
 ])
-def test_sweeps_are_accepted_and_refused_when_fitting(sweep, values):
+def test_sweeps_are_accepted_with_their_values(sweep, values):
     model = parse_config(minimal(model=sweep)).model
     assert model.sweep == values
-    with pytest.raises(ConfigError, match="a sweep over several values is not supported yet"):
-        model.estimator_params()
+    params = model.estimator_params()
+    for key, expected in values.items():
+        assert params[key] == expected
     assert parse_config(parse_config(minimal(model=sweep)).to_dict()).model.sweep == values
+
+
+def test_selection_section():
+    config = parse_config(minimal())
+    assert (config.selection.criterion, config.selection.early_stopping) == ("bic", False)
+    config = parse_config(minimal(selection={"criterion": "icl", "early_stopping": True}))
+    assert (config.selection.criterion, config.selection.early_stopping) == ("icl", True)
+    assert config.to_dict()["selection"] == {"criterion": "icl", "early_stopping": True}
+    (line,) = problems(minimal(selection={"criterion": "bicc"}))
+    assert line.startswith("selection.criterion: must be one of 'bic', 'aic', 'icl'"), line
+    (line,) = problems(minimal(selection={"early_stop": True}))
+    assert line.startswith("selection.early_stop: unknown key"), line
 
 
 @pytest.mark.parametrize(("sweep", "expected"), [
@@ -953,6 +967,8 @@ def test_sweeps_are_accepted_and_refused_when_fitting(sweep, values):
     ({"n_components": [2, 3], "weights_init": [0.5, 0.5]},
      "model.weights_init: cannot be given with a sweep over n_components"),
     ({"n_init": [1, 2]}, "model.n_init: must be an integer, got [1, 2]"),
+    ({"covariance_type": ["full", "diag"], "precisions_init": [1.0, 2.0]},
+     "model.precisions_init: cannot be given with a sweep over covariance_type"),
 ])
 def test_bad_sweeps(sweep, expected):
     (line,) = problems(minimal(model=sweep))

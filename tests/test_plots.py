@@ -183,3 +183,33 @@ def test_convergence_plot_names_its_objective():
     assert fig.axes[0].get_ylabel() == "variational lower bound\nper sample"
     fig = convergence_figure([-2.0, -1.5], [0.1, 0.1])
     assert fig.axes[0].get_ylabel() == "mean log-likelihood\nper sample"
+
+
+def test_selection_plot_draws_a_line_per_type_and_circles_the_best(tmp_path):
+    from daskgmm.diagnostics.plots import plot_selection, selection_figure
+
+    results = {
+        "n_components": [1, 2, 3, 1, 2, 3],
+        "covariance_type": ["full", "full", "full", "diag", "diag", "diag"],
+        "bic": [30.0, 10.0, 12.0, 40.0, 20.0, None],
+        "stopped_early": [False, False, True, False, False, False],
+    }
+    fig = selection_figure(results, "bic", title="sweep")
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_array_equal(lines["full"].get_xdata(), [1, 2, 3])
+    np.testing.assert_array_equal(lines["full"].get_ydata(), [30.0, 10.0, 12.0])
+    np.testing.assert_array_equal(lines["diag"].get_xdata(), [1, 2])  # None left out
+    circled = [line for line in ax.get_lines() if line.get_markersize() == 16]
+    assert len(circled) == 1
+    assert (circled[0].get_xdata()[0], circled[0].get_ydata()[0]) == (2, 10.0)
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "best: K=2 full" in texts
+    assert ax.get_ylabel() == "BIC (lower is better)"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["full", "diag", "lowest BIC", "stopped early"]
+    path = tmp_path / "selection.png"
+    assert plot_selection(results, "bic", path) == str(path)
+    assert_png(path)
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        selection_figure(results, "bogus")

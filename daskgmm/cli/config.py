@@ -14,6 +14,8 @@ required; the others have defaults)::
       dir: ../runs/iris
     checkpoint:                # optional EM checkpoints
       dir: null
+    selection:                 # how a sweep (several n_components or types) chooses
+      criterion: bic
 
 The file is read with :func:`yaml.safe_load` and validated with pydantic models that
 forbid unknown keys. Every user mistake -- a missing file, bad YAML, an unknown or
@@ -78,6 +80,7 @@ __all__ = [
     "OutputConfig",
     "RunConfig",
     "SampleWeightConfig",
+    "SelectionConfig",
     "TLSConfig",
     "apply_overrides",
     "load_config",
@@ -488,26 +491,38 @@ class ModelConfig(_Section):
         -------
         dict
             Every parameter of this section; array parameters (nested lists) become
-            float64 ndarrays.
-
-        Raises
-        ------
-        ConfigError
-            When the section is a sweep (several ``n_components`` or covariance types):
-            fitting a sweep needs the model-selection estimator, which this daskgmm
-            does not have yet.
+            float64 ndarrays. Swept parameters are lists of their values (a
+            ``{min, max}`` range expanded); :func:`daskgmm.cli.selection.make_estimator`
+            turns a sweep into a :class:`daskgmm.GaussianMixtureSelector`.
         """
-        sweep = self.sweep
-        if sweep:
-            keys = ", ".join(f"model.{k}" for k in sweep)
-            raise ConfigError(
-                f"{keys}: a sweep over several values is not supported yet (it needs "
-                "daskgmm's model-selection estimator); give a single value")
         params = self.params
+        sweep = self.sweep
         for key, value in params.items():
-            if isinstance(value, list):
+            if key in sweep:
+                params[key] = sweep[key]
+            elif isinstance(value, list):
                 params[key] = np.asarray(value, dtype=np.float64)
         return params
+
+
+class SelectionConfig(_Section):
+    """``selection``: how a sweep chooses its model.
+
+    A run is a sweep when ``model.n_components`` is a list or ``{min, max}`` or
+    ``model.covariance_type`` is a list (see :mod:`daskgmm.cli.selection`); for a single
+    model this section is not used.
+
+    Attributes
+    ----------
+    criterion : {'bic', 'aic', 'icl'}
+        The information criterion to minimise.
+    early_stopping : bool
+        Stop candidates that cannot win before they converge
+        (:func:`daskgmm.models.selection.cannot_win`).
+    """
+
+    criterion: Literal["bic", "aic", "icl"] = "bic"
+    early_stopping: Annotated[bool, Strict()] = False
 
 
 class TLSConfig(_Section):
@@ -724,7 +739,7 @@ class CheckpointConfig(_Section):
     storage_options: StorageOptions = None
 
 
-_SECTIONS = ("data", "model", "cluster", "output", "checkpoint")
+_SECTIONS = ("data", "model", "cluster", "output", "checkpoint", "selection")
 
 
 class RunConfig(_Section):
@@ -740,6 +755,7 @@ class RunConfig(_Section):
     cluster : ClusterConfig
     output : OutputConfig
     checkpoint : CheckpointConfig
+    selection : SelectionConfig
     """
 
     name: NonEmptyStr | None = None
@@ -748,6 +764,7 @@ class RunConfig(_Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     output: OutputConfig
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
     _source: str = PrivateAttr(default="<config>")
 

@@ -478,6 +478,9 @@ def validate_model_section(raw: Mapping[str, Any]) -> dict[str, Any]:
             if spec["per_component"] and checked.get(key) is not None:
                 problems.append(((key,), "cannot be given with a sweep over n_components "
                                          "(its length depends on n_components)"))
+    if "covariance_type" in swept and checked.get("precisions_init") is not None:
+        problems.append((("precisions_init",), "cannot be given with a sweep over "
+                         "covariance_type (its shape depends on the type)"))
     if problems:
         raise _Problems(problems)
 

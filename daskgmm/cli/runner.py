@@ -445,7 +445,7 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
         a probe before any work, and reported if a write fails later).
     daskgmm.errors.ConfigError
         A checkpoint exists and ``resume`` is false; ``resume`` without
-        ``checkpoint.dir``; ``checkpoint.dir`` inside ``output.dir``; a sweep.
+        ``checkpoint.dir``; ``checkpoint.dir`` inside ``output.dir``.
     RunInterrupted
         Ctrl-C (a KeyboardInterrupt whose message says where the last checkpoint is).
     daskgmm.errors.DaskGMMError
@@ -459,12 +459,12 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     Nothing is left in ``output.dir`` unless the run succeeds. The checkpoint of a
     successful run is deleted once the outputs are in place.
     """
-    from daskgmm.diagnostics.progress import ProgressObserver
+    from daskgmm.cli.selection import make_estimator, progress_observer
 
     started = time.perf_counter()
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     verbose = int(getattr(config.model, "verbose", 0) or 0)
-    progress = ProgressObserver(quiet=quiet, verbose=verbose)
+    progress = progress_observer(config, quiet=quiet, verbose=verbose)
     log = _Log(progress, quiet)
 
     # Pre-flight: everything that can be refused is refused before any work.
@@ -481,6 +481,7 @@ def run_fit(config: Any, *, quiet: bool = False, resume: bool = False,
     out_dir = _check_output_dir(config)
     checkpoint_dir = _checkpoint_dir(config, resume, log)
     params = _estimator_params(config, checkpoint_dir)
+    make_estimator(config, params)  # a sweep the selector refuses fails before any work
     check_writable(out_dir, "output.dir", storage_options=_output_options(config))
     if checkpoint_dir is not None:
         from daskgmm.io.locations import parse_location
@@ -530,6 +531,7 @@ def _labels_name(run_input: Any) -> str:
 def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, created: str,
          progress: Any, log: _Log, out_dir: str, path: str, checkpoint_dir: str | None,
          params: dict[str, Any]) -> dict[str, Any]:
+    from daskgmm.cli import selection
     from daskgmm.cli.cluster import connect, worker_failures
     from daskgmm.cli.outputs import LabelsTarget, output_pass, write_figure, write_json
     from daskgmm.diagnostics.memory import MemoryMonitor
@@ -571,8 +573,7 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                                          overwrite=config.output.overwrite,
                                          storage_options=out_options) as out, \
             connect(config.cluster, log=log.info) as (client, cluster_info):
-        estimator = config.model.estimator_class()
-        gm = estimator(**params)
+        gm = selection.make_estimator(config, params)
         recorder = FitRecorder()
         for text in chunking_warnings(
                 int(X.numblocks[0]), int(max(X.chunks[0])), int(X.shape[1]),
@@ -581,10 +582,9 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
             warning_lines.append(text)
             log.warning(text)
         weighted = " (weighted)" if run_input.weights is not None else ""
-        log.info(f"fitting {config.model.n_components} components "
-                 f"({config.model.covariance_type}) to {n_samples:,} rows x {X.shape[1]} "
-                 f"features{weighted} in {X.npartitions} chunks on a {cluster_info['kind']} "
-                 f"cluster of {cluster_info['n_workers']} worker(s)")
+        log.info(f"fitting {selection.describe_model(config)} to {n_samples:,} rows x "
+                 f"{X.shape[1]} features{weighted} in {X.npartitions} chunks on a "
+                 f"{cluster_info['kind']} cluster of {cluster_info['n_workers']} worker(s)")
         progress.expect(max_iter=int(getattr(gm, "max_iter", 0) or 0),
                         tol=float(getattr(gm, "tol", 0.0) or 0.0))
         # During the fit the only files written are checkpoints.
@@ -600,6 +600,8 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                 else:
                     gm.fit(X)
                 fit_seconds = time.perf_counter() - t_fit
+            # A sweep writes its best model as a single fit would, and its table.
+            sweep, gm = selection.split_fitted(gm)
             # One more pass: final log-likelihood, labels, responsibilities, plot sample.
             t_out = time.perf_counter()
             sample_idx = (_sample_indices(n_samples, PLOT_SAMPLE_ROWS, config.model.random_state)
@@ -643,6 +645,10 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                 title=(f"{name}: all {n_samples:,} rows" if len(sample) == n_samples
                        else f"{name}: {len(sample):,} random rows of {n_samples:,}")))
             plots = ["convergence.png", "clusters.png"]
+        if sweep is not None:
+            plots += selection.write_selection(
+                sweep, out, plots=config.output.plots,
+                title=f"{config.name or out_loc.name}: model selection")
 
         model_meta = {"data": {k: data_info[k] for k in ("path", "dataset", "shape", "dtype")},
                       "run": config.name, "bic": criteria["bic"], "aic": criteria["aic"]}
@@ -693,9 +699,14 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
                                      if config.output.responsibilities else None),
             },
         }
+        if sweep is not None:
+            report["selection"] = selection.selection_report(sweep)
+            report["outputs"]["selection"] = selection.SELECTION_FILE
         report = _json_ready(report)
         write_json(out, "report.json", report)  # the run's marker: on object stores, last
     _remove_checkpoint(checkpoint_dir)
+    if stdout is not None and sweep is not None:
+        selection.print_winner(sweep, stdout)
     if stdout is not None:
         _print_result(gm, report["fit"]["mean_log_likelihood"], printed_labels, n_samples,
                       out_loc.join(labels_name).display if config.output.labels else None,
@@ -704,8 +715,9 @@ def _fit(config: Any, *, quiet: bool, stdout: TextIO | None, started: float, cre
 
 
 def _n_components(config: Any) -> int:
-    value = getattr(config.model, "n_components", 1)
-    return int(max(value) if isinstance(value, list) else value)
+    """The largest number of components the run may write responsibilities for."""
+    swept = config.model.sweep.get("n_components")
+    return int(max(swept)) if swept else int(getattr(config.model, "n_components", 1))
 
 
 # ---------------------------------------------------------------------------------------

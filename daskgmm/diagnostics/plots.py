@@ -3,8 +3,10 @@
 :func:`plot_convergence` shows the mean log-likelihood per EM iteration and the time
 each iteration took. :func:`plot_clusters` shows a sample of the data projected on its
 first two principal components, coloured by component, with each component's 2-sigma
-ellipse. :func:`sample_rows` draws that sample from a Dask array without loading the
-array.
+ellipse. :func:`plot_selection` shows the information criterion of every candidate of a
+model-selection sweep against its number of components, one line per covariance type,
+with the best marked. :func:`sample_rows` draws that sample from a Dask array without
+loading the array.
 
 The figures are built with :class:`matplotlib.figure.Figure` and a
 :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg` directly, so importing or
@@ -17,13 +19,14 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = ["clusters_figure", "convergence_figure", "expand_covariances", "plot_clusters",
-           "plot_convergence", "project_gaussians", "sample_rows"]
+           "plot_convergence", "plot_selection", "project_gaussians", "sample_rows",
+           "selection_figure"]
 
 _DPI = 100
 
@@ -316,6 +319,104 @@ def plot_clusters(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
         The absolute path written.
     """
     return _save(clusters_figure(sample_X, sample_labels, model, title=title), path)
+
+
+_CRITERION_NAMES = {"bic": "BIC", "aic": "AIC", "icl": "ICL"}
+_TYPE_MARKERS = {"full": "o", "tied": "s", "diag": "^", "spherical": "D"}
+
+
+def selection_figure(results: Mapping[str, Sequence[Any]], criterion: str = "bic", *,
+                     title: str | None = None) -> Any:
+    """The figure of :func:`plot_selection` (a :class:`matplotlib.figure.Figure`).
+
+    One line per covariance type joins its candidates' criterion values in order of
+    the number of components (the picture mclust draws, in scikit-learn's sign
+    convention: lower is better). The lowest value is circled and named. Candidates
+    stopped early are drawn hollow; values that are not finite are left out.
+    """
+    from matplotlib.lines import Line2D
+
+    if criterion not in _CRITERION_NAMES:
+        raise ValueError(f"criterion must be one of {', '.join(_CRITERION_NAMES)}, "
+                         f"got {criterion!r}")
+    ks = np.asarray(results["n_components"], dtype=np.int64)
+    types = [str(t) for t in results["covariance_type"]]
+    values = np.asarray([np.nan if v is None else float(v) for v in results[criterion]],
+                        dtype=np.float64)
+    stopped = np.asarray(results.get("stopped_early", [False] * len(ks)), dtype=bool)
+    name = _CRITERION_NAMES[criterion]
+    fig = _new_figure(7.0, 5.0)
+    ax = fig.add_subplot()
+    finite = np.isfinite(values)
+    order = list(dict.fromkeys(types))
+    for i, cov in enumerate(order):
+        rows = np.flatnonzero((np.asarray(types) == cov) & finite)
+        rows = rows[np.argsort(ks[rows], kind="stable")]
+        if not len(rows):
+            continue
+        colour, marker = f"C{i % 10}", _TYPE_MARKERS.get(cov, "o")
+        ax.plot(ks[rows], values[rows], color=colour, marker=marker, label=cov,
+                markersize=6, linewidth=1.5)
+        hollow = rows[stopped[rows]]
+        if len(hollow):
+            ax.plot(ks[hollow], values[hollow], linestyle="", marker=marker,
+                    markersize=6, markerfacecolor="white", markeredgecolor=colour)
+    handles, _ = ax.get_legend_handles_labels()
+    if finite.any():
+        best = int(np.flatnonzero(finite)[np.argmin(values[finite])])
+        ax.plot(ks[best], values[best], linestyle="", marker="o", markersize=16,
+                markerfacecolor="none", markeredgecolor="black", markeredgewidth=2)
+        ax.annotate(f"best: K={ks[best]} {types[best]}\n{name} {values[best]:,.6g}",
+                    (ks[best], values[best]), textcoords="offset points", xytext=(12, 12),
+                    fontsize=9, bbox={"boxstyle": "round,pad=0.2", "fc": "white",
+                                      "alpha": 0.8, "lw": 0})
+        handles.append(Line2D([], [], linestyle="", marker="o", markersize=10,
+                              markerfacecolor="none", markeredgecolor="black",
+                              markeredgewidth=2, label=f"lowest {name}"))
+    else:
+        ax.text(0.5, 0.5, f"no finite {name} value", ha="center", va="center",
+                transform=ax.transAxes)
+    if stopped.any():
+        handles.append(Line2D([], [], linestyle="", marker="o", markerfacecolor="white",
+                              markeredgecolor="0.3", label="stopped early"))
+    if handles:
+        ax.legend(handles=handles, title="covariance type", fontsize=8, title_fontsize=8,
+                  loc="best", framealpha=0.8)
+    if len(ks):
+        distinct = np.unique(ks)
+        if len(distinct) <= 25:
+            ax.set_xticks(distinct)
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel(f"{name} (lower is better)")
+    ax.grid(True, alpha=0.3)
+    fig.suptitle(title or f"Model selection by {name}")
+    ax.set_title(f"{len(ks)} candidates; {name} of each fitted model against its number "
+                 "of components", fontsize=8, color="0.3")
+    return fig
+
+
+def plot_selection(results: Mapping[str, Sequence[Any]], criterion: str,
+                   path: str | os.PathLike[str], *, title: str | None = None) -> str:
+    """Plot a model-selection sweep's criterion against the number of components, one
+    line per covariance type, the best circled (see :func:`selection_figure`).
+
+    Parameters
+    ----------
+    results : mapping of lists
+        ``results_`` of a fitted :class:`daskgmm.GaussianMixtureSelector` (or the
+        ``results`` of a ``selection.json``): ``n_components``, ``covariance_type``,
+        the criterion's values and, optionally, ``stopped_early``.
+    criterion : {'bic', 'aic', 'icl'}
+    path : str or os.PathLike
+        The PNG file to write.
+    title : str, optional
+
+    Returns
+    -------
+    str
+        The absolute path written.
+    """
+    return _save(selection_figure(results, criterion, title=title), path)
 
 
 def sample_rows(X: Any, n: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
