@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rows of the K=128, D=64 dataset (default 100,000; --quick 4,000)")
     p.add_argument("--bigk-chunks", default=None,
                    help="comma-separated chunk sizes for bigk (default 10000,50000)")
+    p.add_argument("--chunk-counts", default="10,100,1000",
+                   help="numbers of chunks of the 'chunks' section (default 10,100,1000)")
     p.add_argument("--data-dir", default="bench-data")
     p.add_argument("--out", default="bench-out")
     p.add_argument("--quick", action="store_true", help="shrink everything")
@@ -98,8 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.bigk_chunks = sorted({int(s) for s in str(args.bigk_chunks).split(",")
                                    if s.strip()})
+        args.chunk_counts = sorted({int(s) for s in str(args.chunk_counts).split(",")
+                                    if s.strip()})
     except ValueError:
-        p.error("--bigk-chunks must list integers")
+        p.error("--bigk-chunks and --chunk-counts must list integers")
+    if len(args.chunk_counts) < 2 or min(args.chunk_counts) < 1:
+        p.error("--chunk-counts must list at least two positive integers")
     for name in ("n_samples", "n_features", "n_components", "chunk_rows", "iters", "repeats",
                  "shape_repeats", "bigk_samples"):
         if getattr(args, name) < 1:

@@ -26,7 +26,7 @@ def start_cluster(stack: contextlib.ExitStack, n_workers: int, threads: int,
         log(f"starting LocalCluster(n_workers={n_workers}, threads_per_worker={threads})")
     cluster = stack.enter_context(LocalCluster(
         n_workers=n_workers, threads_per_worker=threads, processes=True,
-        dashboard_address=None, silence_logs=logging.ERROR))
+        dashboard_address=":0", silence_logs=logging.ERROR))
     client = stack.enter_context(Client(cluster, set_as_default=False))
     client.wait_for_workers(n_workers)
     return client
