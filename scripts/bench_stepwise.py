@@ -1,0 +1,285 @@
+"""Passes over out-of-core data: batch EM against incremental and online EM.
+
+Run from the repository root with the project's virtualenv (on a quiet machine)::
+
+    python scripts/bench_stepwise.py            # N=2,000,000, D=16, K=8 and K=32
+    python scripts/bench_stepwise.py --quick    # tiny, for the tests
+
+For each K, a Zarr dataset (N rows, D features, a K-component mixture, ``--chunk-rows``
+rows per chunk) is fitted out of core on a LocalCluster (2 worker processes x 1 thread) by
+``GaussianMixture(algorithm='batch' | 'incremental' | 'online')``, full covariances, all
+three from the same cold start (``means_init`` = K random rows, equal weights, every
+precision the inverse of the data's covariance; from a 50,000-row sample). Incremental and
+online EM walk the chunks in groups of ``--batch-chunks`` chunks (one per worker: a group
+is one parallel step), so a pass has ``n_chunks / batch_chunks`` M-steps.
+
+The curve: the mean log-likelihood per sample of all N rows under the parameters held
+after each pass (pass 0: the initial parameters). For incremental and online EM it is
+computed by scoring the data (``GaussianMixture.score``, one extra pass, not counted) with
+the parameters an observer recorded at the end of the pass. For batch EM it is the lower
+bound batch EM reports at the next iteration, which is exactly that number (the mean
+log-likelihood under the parameters the E-step uses); the final parameters are scored.
+The engine's own per-pass bounds (incremental: the free energy; online: the estimate of
+the pass's groups) are kept in the JSON too.
+
+Batch EM runs until its bound changes by less than ``--batch-tol`` in a pass (or
+``--batch-max-passes``); its final value is the reference. Figures: the passes each
+algorithm needs to come within 1e-3 (batch, incremental) or 1e-2 (online) of it; targets:
+incremental ≤ 25% of batch EM's passes, online ≤ 3 passes.
+
+Output: ``OUT/stepwise.json``, ``OUT/stepwise.md`` (the table) and ``OUT/stepwise.png``
+(the gap to batch EM's final value against the pass, log scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from benchlib import cluster, data
+from benchlib.fits import Recorder
+from benchlib.report import simple_table
+from benchlib.util import json_default, log, machine_info, versions
+
+FULL = dict(n_samples=2_000_000, chunk_rows=25_000, batch_max_passes=300,
+            stepwise_passes=10)
+QUICK = dict(n_samples=20_000, chunk_rows=1_000, batch_max_passes=40, stepwise_passes=4)
+TOL_INCREMENTAL = 1e-3
+TOL_ONLINE = 1e-2
+TARGET_INCREMENTAL_SHARE = 0.25
+TARGET_ONLINE_PASSES = 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n-samples", type=int, default=None)
+    p.add_argument("--n-features", type=int, default=16)
+    p.add_argument("--components", default="8,32", help="comma-separated K (default 8,32)")
+    p.add_argument("--chunk-rows", type=int, default=None,
+                   help="rows per chunk (default 25,000: 80 chunks of 2M rows)")
+    p.add_argument("--batch-chunks", type=int, default=2,
+                   help="chunks per group of incremental/online EM (default 2: one per "
+                        "worker)")
+    p.add_argument("--batch-max-passes", type=int, default=None)
+    p.add_argument("--batch-tol", type=float, default=1e-6,
+                   help="batch EM stops when its bound changes less than this in a pass")
+    p.add_argument("--stepwise-passes", type=int, default=None,
+                   help="passes of incremental and online EM (default 10; --quick 4)")
+    p.add_argument("--data-dir", default="bench-data")
+    p.add_argument("--out", default="bench-out")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    try:
+        args.components = [int(s) for s in args.components.split(",") if s.strip()]
+    except ValueError:
+        p.error("--components must list integers")
+    for name in ("n_samples", "n_features", "chunk_rows", "batch_chunks", "batch_max_passes",
+                 "stepwise_passes"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not args.components or min(args.components) < 1:
+        p.error("--components must list positive integers")
+    return args
+
+
+def fit(X: Any, client: Any, k: int, init: dict[str, np.ndarray], algorithm: str,
+        max_iter: int, tol: float, batch_chunks: int) -> tuple[Recorder, Any, float]:
+    from sklearn.exceptions import ConvergenceWarning
+
+    from daskgmm import GaussianMixture
+    from daskgmm.diagnostics.observers import observe
+
+    recorder = Recorder(keep_states=True)
+    gm = GaussianMixture(k, covariance_type="full", max_iter=max_iter, tol=tol, cache=False,
+                         algorithm=algorithm, batch_chunks=batch_chunks, **init)
+    with client.as_current(), observe(recorder), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        gm.fit(X)
+        wall = time.perf_counter() - t0
+    return recorder, gm, wall
+
+
+def score(X: Any, client: Any, weights: np.ndarray, means: np.ndarray,
+          precisions_cholesky: np.ndarray) -> float:
+    """Mean log-likelihood per sample of ``X`` under the given parameters (one pass)."""
+    from daskgmm import GaussianMixture
+
+    precisions = precisions_cholesky @ precisions_cholesky.transpose(0, 2, 1)
+    gm = GaussianMixture(len(means), covariance_type="full", max_iter=0,
+                         weights_init=weights, means_init=means, precisions_init=precisions)
+    with client.as_current(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm.fit(X[: len(means) + 1])  # max_iter=0: takes the given parameters, no pass
+        return float(gm.score(X))
+
+
+def passes_within(curve: list[float], reference: float, tol: float) -> int | None:
+    """First pass whose value is within ``tol`` below ``reference`` (None: never)."""
+    for p, value in enumerate(curve):
+        if reference - value <= tol:
+            return p
+    return None
+
+
+def run_k(args: argparse.Namespace, client: Any, k: int) -> dict[str, Any]:
+    d = args.n_features
+    ds = data.ensure_dataset(Path(args.data_dir), args.n_samples, d, k, args.chunk_rows)
+    X = data.open_zarr(ds["path"])
+    sample = data.sample_rows(ds["path"], data.INIT_SAMPLE_ROWS, data.SEED)
+    init = data.cold_start_parameters(sample, k)
+    n_chunks = int(X.npartitions)
+    pc0 = np.linalg.cholesky(init["precisions_init"][:, ::-1, ::-1])[:, ::-1, ::-1]
+    ll0 = score(X, client, init["weights_init"], init["means_init"], pc0)
+    out: dict[str, Any] = {"dataset": ds, "n_chunks": n_chunks,
+                           "groups_per_pass": math.ceil(n_chunks / args.batch_chunks),
+                           "initial_ll": ll0}
+    log(f"K={k}: {n_chunks} chunks of {args.chunk_rows:,} rows, groups of "
+        f"{args.batch_chunks} chunks; initial mean ll {ll0:.5f}")
+    for algorithm in ("batch", "incremental", "online"):
+        batch = algorithm == "batch"
+        log(f"K={k}: {algorithm}")
+        rec, gm, wall = fit(X, client, k, init, algorithm,
+                            args.batch_max_passes if batch else args.stepwise_passes,
+                            args.batch_tol if batch else 0.0, args.batch_chunks)
+        last = rec.states[-1]
+        final = score(X, client, last["weights"], last["means"], last["precisions_cholesky"])
+        if batch:
+            # bounds[p] is the mean ll under the parameters after pass p (p >= 1).
+            curve = [ll0, *rec.bounds[1:], final]
+            how = "bounds of the next iteration; the last pass scored"
+        else:
+            curve = [ll0] + [score(X, client, s["weights"], s["means"],
+                                   s["precisions_cholesky"]) for s in rec.states[:-1]]
+            curve.append(final)
+            how = "scored after every pass"
+        out[algorithm] = {"passes": len(rec.states), "wall_s": wall,
+                          "pass_seconds": rec.iteration_seconds, "curve": curve,
+                          "curve_method": how, "engine_bounds": rec.bounds,
+                          "converged": bool(gm.converged_)}
+    reference = out["batch"]["curve"][-1]
+    out["reference_ll"] = reference
+    out["batch_passes_to_1e-3"] = passes_within(out["batch"]["curve"], reference,
+                                                TOL_INCREMENTAL)
+    out["incremental_passes_to_1e-3"] = passes_within(out["incremental"]["curve"],
+                                                      reference, TOL_INCREMENTAL)
+    out["online_passes_to_1e-2"] = passes_within(out["online"]["curve"], reference,
+                                                 TOL_ONLINE)
+    b, i = out["batch_passes_to_1e-3"], out["incremental_passes_to_1e-3"]
+    out["incremental_share"] = None if b in (None, 0) or i is None else i / b
+    out["incremental_met"] = (out["incremental_share"] is not None
+                              and out["incremental_share"] <= TARGET_INCREMENTAL_SHARE)
+    o = out["online_passes_to_1e-2"]
+    out["online_met"] = o is not None and o <= TARGET_ONLINE_PASSES
+    return out
+
+
+def markdown(args: argparse.Namespace, results: dict[str, Any]) -> str:
+    def count(value: int | None, run: int) -> str:
+        return f"> {run}" if value is None else str(value)
+
+    body = []
+    for k, r in results.items():
+        body.append([k, f"{r['reference_ll']:.5f}", f"{r['batch']['passes']}",
+                     count(r["batch_passes_to_1e-3"], r["batch"]["passes"]),
+                     count(r["incremental_passes_to_1e-3"], r["incremental"]["passes"]),
+                     "n/a" if r["incremental_share"] is None
+                     else f"{r['incremental_share']:.0%}",
+                     "yes" if r["incremental_met"] else "**NO**",
+                     count(r["online_passes_to_1e-2"], r["online"]["passes"]),
+                     "yes" if r["online_met"] else "**NO**"])
+    head = (f"# Incremental and online EM against batch EM\n\n- N={args.n_samples:,}, "
+            f"D={args.n_features}, full covariances, out of core (Zarr, cache=False) on a "
+            f"LocalCluster 2 processes x 1 thread; {args.chunk_rows:,}-row chunks, groups of "
+            f"{args.batch_chunks} chunks ("
+            + ", ".join(f"K={k}: {r['n_chunks']} chunks, {r['groups_per_pass']} groups per "
+                        "pass" for k, r in results.items())
+            + f")\n- batch EM until its bound changes < {args.batch_tol:g} per pass (at most "
+            f"{args.batch_max_passes}); incremental and online EM "
+            f"{args.stepwise_passes} passes; same cold start for all three\n"
+            "- passes counted from the initial parameters (pass 0) to the first pass within "
+            "the tolerance of batch EM's final mean log-likelihood per sample\n\n")
+    table = simple_table(
+        ["K", "batch final mean ll", "batch passes run", "batch passes to 1e-3",
+         "incremental passes to 1e-3", "incremental ÷ batch", f"≤ "
+         f"{TARGET_INCREMENTAL_SHARE:.0%}?", "online passes to 1e-2",
+         f"≤ {TARGET_ONLINE_PASSES}?"], body)
+    curves = []
+    for k, r in results.items():
+        curves.append(f"\nK={k}, mean log-likelihood after each pass:\n")
+        n = max(len(r[a]["curve"]) for a in ("incremental", "online"))
+        rows = [[p] + [f"{r[a]['curve'][p]:.5f}" if p < len(r[a]["curve"]) else ""
+                       for a in ("batch", "incremental", "online")] for p in range(n)]
+        curves.append(simple_table(["pass", "batch", "incremental", "online"], rows))
+    return head + table + "\n" + "\n".join(curves) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, (k, r) in zip(axes[0], results.items(), strict=True):
+        ref = r["reference_ll"]
+        for algorithm in ("batch", "incremental", "online"):
+            gap = np.maximum(ref - np.asarray(r[algorithm]["curve"]), 1e-7)
+            ax.semilogy(range(len(gap)), gap, marker="o", markersize=3, label=algorithm)
+        for tol, style in ((TOL_INCREMENTAL, ":"), (TOL_ONLINE, "--")):
+            ax.axhline(tol, color="grey", linestyle=style, linewidth=0.8)
+        ax.set_title(f"K={k}")
+        ax.set_xlabel("pass over the data")
+        ax.set_ylabel("batch EM's final mean ll minus mean ll")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    meta = {"machine": machine_info(), "versions": versions()}
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        client = cluster.start_cluster(stack, 2, 1)
+        for k in args.components:
+            results[str(k)] = run_k(args, client, k)
+    meta["seconds_total"] = round(time.perf_counter() - started, 1)
+    doc = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+           "command": [sys.executable, *sys.argv], **meta, "params": vars(args),
+           "targets": {"incremental_share_of_batch_passes": TARGET_INCREMENTAL_SHARE,
+                       "incremental_tol": TOL_INCREMENTAL, "online_passes": TARGET_ONLINE_PASSES,
+                       "online_tol": TOL_ONLINE},
+           "results": results}
+    tmp = out_dir / "stepwise.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / "stepwise.json")
+    text = markdown(args, results)
+    (out_dir / "stepwise.md").write_text(text, encoding="utf-8")
+    plot(results, out_dir / "stepwise.png")
+    print(text)
+    log(f"wrote {out_dir}/stepwise.json, stepwise.md, stepwise.png "
+        f"({meta['seconds_total']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
