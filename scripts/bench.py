@@ -22,6 +22,10 @@ tiles     tile-size sweep of the kernel (make_plan(tile_bytes=...))
 ooc       out of core from Zarr vs bare read + in-memory iteration
 memory    worker memory flat in N (N vs 4N out of core, fresh clusters)
 bigk      K=128, D=64 out of core at several chunk sizes: worker memory
+selection a sweep of K x covariance types vs separate fits and scikit-learn's loop
+          (runs scripts/bench_selection.py)
+stepwise  batch vs incremental vs online EM: passes to batch EM's answer
+          (runs scripts/bench_stepwise.py)
 
 Every timed fit runs ``--iters`` EM iterations (``tol=0``) from given initial parameters;
 the time of one iteration is the median of the per-iteration times of all fits of a

@@ -55,3 +55,13 @@ def test_bench_stepwise_quick(tmp_path):
     assert "| pass | batch | incremental | online |" in md
     png = (tmp_path / "stepwise.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+    # The rows scripts/bench.py --only stepwise makes of this report.
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from benchlib.sections import stepwise
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    rows = stepwise.rows(doc)
+    assert [r["met"] for r in rows] == [r["incremental_met"], r["online_met"]]
+    assert rows[0]["target"] == "≤ 25%" and rows[1]["target"] == "≤ 3"

@@ -17,10 +17,12 @@ from benchlib.sections import (
     out_of_core,
     profile,
     restarts,
+    selection,
     shapes,
+    stepwise,
     tile_sweep,
 )
 
 SECTIONS = (gemm, cluster_vs_numpy, shapes, float32, restarts, chunk_overhead, profile,
-            tile_sweep, out_of_core, memory_flat, big_k)
+            tile_sweep, out_of_core, memory_flat, big_k, selection, stepwise)
 BY_ID = {s.ID: s for s in SECTIONS}
