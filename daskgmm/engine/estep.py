@@ -34,13 +34,21 @@ from daskgmm.engine.stats import PassResult, Stats
 from daskgmm.engine.workspace import Workspace, workspace
 from daskgmm.errors import DegenerateComponentError, InvalidDataError, NonFiniteDataError
 
-#: Workspace bytes one tile of a batch may take. Small enough that a tile's arrays stay in
-#: the CPU caches (see the tile sweep of ``scripts/bench.py``).
-TILE_BYTES = 1 * 2**20
+#: Workspace bytes one tile of a candidate may take: the best size of the tile sweep of
+#: ``scripts/bench.py`` for three of its four shapes (the fourth, full D=64 K=16, is 7%
+#: faster at 8 MiB); 1 MiB tiles were 4-10% slower on one thread, and with two threads
+#: in one process (NumPy input) an iteration took 0.75 s instead of 0.52 s (full D=16
+#: K=8, N=2M): a tile's many short NumPy calls contend for the GIL.
+TILE_BYTES = 4 * 2**20
 #: Fewest rows in a tile.
 MIN_TILE_ROWS = 256
-#: A batch of candidates may use this many times a tile's workspace.
+#: At most this many candidates with the same centre, type and K share a group
+#: (batched products).
 BATCH_TILES = 8
+#: Workspace bytes one tile of a whole group may take (its candidates' products side by
+#: side): a group of many candidates gets tiles of fewer rows, so that the working
+#: memory of a task stays bounded whatever the number of candidates.
+BATCH_BYTES = 8 * 2**20
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Logarithm of just above the smallest normal number of each compute dtype.
 _LOG_TINY = {np.dtype(t).char: math.log(float(np.finfo(t).tiny)) + 1.0
@@ -152,9 +160,11 @@ def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
     dtype, entropy, digest :
         See :class:`EStepPlan`.
     tile_bytes : int, optional
-        Workspace per tile of one candidate (default :data:`TILE_BYTES`); tiles hold at
-        least :data:`MIN_TILE_ROWS` rows. Up to :data:`BATCH_TILES` candidates with the
-        same centre, type and number of components share a group (batched products).
+        Workspace per tile of one candidate (default :data:`TILE_BYTES`; a group of
+        several candidates at most :data:`BATCH_BYTES`, or ``tile_bytes`` if larger);
+        tiles hold at least :data:`MIN_TILE_ROWS` rows. Up to :data:`BATCH_TILES`
+        candidates with the same centre, type and number of components share a group
+        (batched products).
     """
     dtype = np.dtype(dtype)
     tile_bytes = TILE_BYTES if tile_bytes is None else int(tile_bytes)
@@ -184,8 +194,10 @@ def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
                                  [p.precisions_cholesky for p in parts],
                                  [p.log_constant for p in parts], dtype)
         _check_operands(batch, dtype)
-        rows = max(MIN_TILE_ROWS,
-                   tile_bytes // max(1, cov.row_bytes(K, len(c0), dtype.itemsize)))
+        per_candidate = tile_bytes // max(1, cov.row_bytes(K, len(c0), dtype.itemsize))
+        per_group = (max(tile_bytes, BATCH_BYTES)
+                     // max(1, cov.row_bytes(K * len(parts), len(c0), dtype.itemsize)))
+        rows = max(MIN_TILE_ROWS, min(per_candidate, per_group))
         groups.append(PlanGroup(batch, c0, rows))
         for position, i in enumerate(members[key]):
             slots[i] = (g, position * K, (position + 1) * K)
