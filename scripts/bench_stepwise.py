@@ -8,8 +8,10 @@ Run from the repository root with the project's virtualenv (on a quiet machine):
 For each K, a Zarr dataset (N rows, D features, a K-component mixture, ``--chunk-rows``
 rows per chunk) is fitted out of core on a LocalCluster (2 worker processes x 1 thread) by
 ``GaussianMixture(algorithm='batch' | 'incremental' | 'online')``, full covariances, all
-three from the same cold start (``means_init`` = K random rows, equal weights, every
-precision the inverse of the data's covariance; from a 50,000-row sample). Incremental and
+three from the same start, computed from a 50,000-row sample: with ``--start kmeans`` (the
+default) the start a default fit gets (k-means centres, the clusters' shares and the
+inverses of their covariances); with ``--start cold``, K random rows as means, equal
+weights and every precision the inverse of the data's covariance. Incremental and
 online EM walk the chunks in groups of ``--batch-chunks`` chunks (one per worker: a group
 is one parallel step), so a pass has ``n_chunks / batch_chunks`` M-steps.
 
@@ -76,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="batch EM stops when its bound changes less than this in a pass")
     p.add_argument("--stepwise-passes", type=int, default=None,
                    help="passes of incremental and online EM (default 10; --quick 4)")
+    p.add_argument("--start", choices=("kmeans", "cold"), default="kmeans",
+                   help="initial parameters of all three algorithms (default kmeans)")
     p.add_argument("--data-dir", default="bench-data")
     p.add_argument("--out", default="bench-out")
     p.add_argument("--quick", action="store_true")
@@ -141,7 +145,8 @@ def run_k(args: argparse.Namespace, client: Any, k: int) -> dict[str, Any]:
     ds = data.ensure_dataset(Path(args.data_dir), args.n_samples, d, k, args.chunk_rows)
     X = data.open_zarr(ds["path"])
     sample = data.sample_rows(ds["path"], data.INIT_SAMPLE_ROWS, data.SEED)
-    init = data.cold_start_parameters(sample, k)
+    init = (data.kmeans_start_parameters(sample, k) if args.start == "kmeans"
+            else data.cold_start_parameters(sample, k))
     n_chunks = int(X.npartitions)
     pc0 = np.linalg.cholesky(init["precisions_init"][:, ::-1, ::-1])[:, ::-1, ::-1]
     ll0 = score(X, client, init["weights_init"], init["means_init"], pc0)
@@ -210,7 +215,7 @@ def markdown(args: argparse.Namespace, results: dict[str, Any]) -> str:
                         "pass" for k, r in results.items())
             + f")\n- batch EM until its bound changes < {args.batch_tol:g} per pass (at most "
             f"{args.batch_max_passes}); incremental and online EM "
-            f"{args.stepwise_passes} passes; same cold start for all three\n"
+            f"{args.stepwise_passes} passes; the same start for all three ({args.start})\n"
             "- passes counted from the initial parameters (pass 0) to the first pass within "
             "the tolerance of batch EM's final mean log-likelihood per sample\n\n")
     table = simple_table(

@@ -118,6 +118,27 @@ def cold_start_parameters(sample: np.ndarray, k: int, seed: int = SEED
             "precisions_init": np.broadcast_to(precision, (k, *precision.shape)).copy()}
 
 
+def kmeans_start_parameters(sample: np.ndarray, k: int, seed: int = SEED
+                            ) -> dict[str, np.ndarray]:
+    """The start a default fit gets, from a sample: k-means centres as means, the
+    clusters' shares as weights and the inverses of their covariances (plus 1e-6 on the
+    diagonal, scikit-learn's reg_covar) as precisions."""
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(k, n_init=1, random_state=seed).fit_predict(sample)
+    d = sample.shape[1]
+    means, weights, precisions = [], [], []
+    for j in range(k):
+        rows = sample[labels == j]
+        means.append(rows.mean(axis=0))
+        weights.append(len(rows) / len(sample))
+        cov = (np.cov(rows, rowvar=False) if len(rows) > 1 else np.zeros((d, d)))
+        precision = np.linalg.inv(cov + 1e-6 * np.eye(d))
+        precisions.append(0.5 * (precision + precision.T))
+    return {"weights_init": np.asarray(weights), "means_init": np.asarray(means),
+            "precisions_init": np.asarray(precisions)}
+
+
 def truth_parameters(path: str) -> dict[str, np.ndarray]:
     """The generating mixture's parameters as an initialisation."""
     from daskgmm.io.generate import load_truth
