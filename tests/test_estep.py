@@ -301,3 +301,21 @@ def test_degenerate_component_is_named():
         cov_types.get("full").precisions_cholesky(cov)
     with pytest.raises(DegenerateComponentError, match="increase reg_covar"):
         cov_types.get("spherical").precisions_cholesky(np.array([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("n_features", [16, 63, 64, 130])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_affine_tile_is_the_centred_transpose_with_a_row_of_ones(n_features, dtype):
+    """Narrow rows are transposed in one call, wide ones block by block (a last block
+    shorter than the others included): the same numbers either way."""
+    from daskgmm.engine.estep import _affine_tile
+
+    rng = np.random.default_rng(n_features)
+    X = rng.normal(size=(1000, n_features)) + 1e3
+    centre = X.mean(axis=0)
+    sl = slice(37, 37 + 301)
+    xt = _affine_tile(X, sl, centre, np.dtype(dtype), workspace(), 0)
+    expected = (X[sl] - centre).T.astype(dtype)
+    assert xt.shape == (n_features + 1, 301) and xt.dtype == dtype
+    np.testing.assert_array_equal(xt[:n_features], expected)
+    np.testing.assert_array_equal(xt[n_features], 1.0)

