@@ -10,13 +10,16 @@ value), unless ``allow_missing_chunks``.
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 import numpy as np
 
 from daskgmm.errors import DataNotFoundError, DataSourceError, MissingDependencyError
-from daskgmm.io.integrity import check_hdf5_complete, hdf5_allocated_chunks
+from daskgmm.io.integrity import (
+    check_hdf5_complete,
+    hdf5_allocated_chunks,
+    remote_file_token,
+)
 from daskgmm.io.locations import Location, parse_location, redact_url
 from daskgmm.io.reader_base import (
     ArraySource,
@@ -78,19 +81,6 @@ def _h5_attrs(obj: Any) -> dict:
     return out
 
 
-def _remote_token(loc: Location) -> tuple:
-    """ETag / modification time and size of a remote file, or a fresh token."""
-    try:
-        info = loc.info()
-    except Exception:
-        info = {}
-    for name in ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified",
-                 "mtime", "updated", "created"):
-        if info.get(name) is not None:
-            return (name, str(info[name]), info.get("size"))
-    return ("fresh", uuid.uuid4().hex)
-
-
 class HDF5Slicer(ShapedArray):
     """Picklable, read-only view of an HDF5 dataset that opens the file on each read.
 
@@ -136,7 +126,7 @@ class HDF5Slicer(ShapedArray):
 
     def __dask_tokenize__(self) -> tuple:
         loc = parse_location(self.filename, self.storage_options)
-        version = stat_token(loc.path) if loc.is_local else _remote_token(loc)
+        version = stat_token(loc.path) if loc.is_local else remote_file_token(loc)
         return ("HDF5Slicer", loc, self.dataset, self.shape, self.dtype.str, version)
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -268,5 +258,5 @@ class HDF5Reader(Reader):
             dtype=np.dtype(dtype),
             where=where(loc, dataset),
             native_row_chunk=int(chunks[0]) if chunks else None,
-            token=stat_token(loc.path) if loc.is_local else _remote_token(loc),
+            token=stat_token(loc.path) if loc.is_local else remote_file_token(loc),
         )

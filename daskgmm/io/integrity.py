@@ -132,6 +132,18 @@ def _stamp(info: dict[str, Any]) -> Any:
     return ("size", info.get("size"))
 
 
+def remote_file_token(loc: Location) -> tuple:
+    """What identifies the content of one remote file: its ETag (or generation, or
+    modification time) and size, or a fresh token when the store tells none of them (so
+    that a name never outlives a rewrite it cannot see)."""
+    try:
+        info = loc.info()
+    except Exception:
+        info = {}
+    stamp = _stamp(info)
+    return ("fresh", uuid.uuid4().hex) if stamp[0] == "size" else stamp
+
+
 def _remote_listing(loc: Location) -> dict[str, Any] | None:
     """Every object below ``loc`` as ``relative/key -> stamp``, or None if unlistable."""
     if not loc.listable:

@@ -9,7 +9,6 @@ one range per column for Fortran-ordered files).
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from daskgmm.errors import (
     InvalidDataError,
     MissingDependencyError,
 )
+from daskgmm.io.integrity import remote_file_token
 from daskgmm.io.locations import Location, parse_location, redact_url
 from daskgmm.io.reader_base import (
     ArraySource,
@@ -209,18 +209,6 @@ def _read_remote_header(loc: Location) -> tuple[int, tuple[int, ...], np.dtype, 
     return int(offset), tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran)
 
 
-def _remote_token(loc: Location) -> tuple:
-    try:
-        info = loc.info()
-    except Exception:
-        info = {}
-    for name in ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified",
-                 "mtime", "updated", "created"):
-        if info.get(name) is not None:
-            return (name, str(info[name]), info.get("size"))
-    return ("fresh", uuid.uuid4().hex)
-
-
 class NpyReader(Reader):
     """NumPy ``.npy`` files: memory-mapped locally, byte ranges at a URL."""
 
@@ -309,5 +297,5 @@ class NpyReader(Reader):
             dtype=dtype,
             where=where(loc, None),
             native_row_chunk=None,
-            token=_remote_token(loc),
+            token=remote_file_token(loc),
         )

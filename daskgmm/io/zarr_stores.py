@@ -207,17 +207,9 @@ class ZarrDirectoryReader(_ZarrReaderBase):
         return super().matches_extension(location)
 
     def _store(self, loc: Location) -> Any:
-        if loc.is_local:
-            from zarr.storage import LocalStore
+        from daskgmm.io.storage import zarr_store
 
-            return LocalStore(loc.path, read_only=True)
-        from zarr.storage import FsspecStore
-
-        try:
-            return FsspecStore.from_url(loc.url, storage_options=loc.storage_options or None,
-                                        read_only=True)
-        except ImportError as exc:
-            raise loc.missing_dependency(exc) from None
+        return zarr_store(loc, read_only=True)
 
     def _state(self, loc: Location, dataset: str | None, arr: Any) -> Any:
         return zarr_store_state(arr, loc.join(dataset or ""))
