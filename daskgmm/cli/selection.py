@@ -19,7 +19,12 @@ from __future__ import annotations
 import math
 from typing import Any, TextIO
 
-from daskgmm.diagnostics.progress import ProgressObserver, fit_eta, format_clock
+from daskgmm.diagnostics.progress import (
+    ProgressObserver,
+    fit_eta,
+    format_clock,
+    was_updated,
+)
 
 __all__ = ["SELECTION_FILE", "SELECTION_FORMAT", "SELECTION_PLOT", "SweepProgress",
            "describe_model", "format_sweep_iteration", "is_sweep", "make_estimator",
@@ -108,8 +113,14 @@ def progress_observer(config: Any, *, quiet: bool, verbose: int) -> ProgressObse
 
 
 def format_sweep_iteration(info: Any, *, max_iter: int | None = None,
-                           eta: float | None = None, timing: bool = False) -> str:
+                           eta: float | None = None, timing: bool = False,
+                           n_candidates: int | None = None) -> str:
     """The log line of one EM iteration of a sweep.
+
+    ``n_candidates`` is the sweep's number of candidates: those not in EM yet (their
+    k-means still running) are counted as initialising. An iteration is a pass of the
+    sweep; a candidate that started EM late may end after ``max_iter`` of them (each
+    candidate runs at most ``max_iter`` iterations).
 
     Examples
     --------
@@ -119,17 +130,24 @@ def format_sweep_iteration(info: Any, *, max_iter: int | None = None,
     ...           NS(label="K=3 full #0", n_iter=3, converged=True, active=False)]
     >>> format_sweep_iteration(NS(iteration=3, states=states, seconds=0.5), max_iter=100)
     'iter 3/100  running 1/3  converged now: K=3 full #0'
+    >>> format_sweep_iteration(NS(iteration=3, states=states, seconds=0.5), max_iter=100,
+    ...                        n_candidates=5)
+    'iter 3/100  running 1/5  initialising 2  converged now: K=3 full #0'
     """
     states = list(getattr(info, "states", []))
     iteration = int(info.iteration)
-    counter = f"{iteration}/{max_iter}" if max_iter else f"{iteration}"
+    counter = (f"{iteration}/{max_iter}" if max_iter and iteration <= max_iter
+               else f"{iteration}")
+    total = max(len(states), n_candidates or 0)
     running = sum(1 for s in states if getattr(s, "active", False))
-    line = f"iter {counter}  running {running}/{len(states)}"
+    line = f"iter {counter}  running {running}/{total}"
+    if total > len(states):
+        line += f"  initialising {total - len(states)}"
     stopped = sum(1 for s in states
                   if not getattr(s, "active", True) and not getattr(s, "converged", False))
     if stopped:
         line += f"  stopped early {stopped}"
-    done = [s.label for s in states if s.n_iter == iteration and s.converged]
+    done = [s.label for s in states if was_updated(info, s) and s.converged]
     if done:
         shown = ", ".join(done[:6]) + (f" and {len(done) - 6} more" if len(done) > 6 else "")
         line += f"  converged now: {shown}"
@@ -145,6 +163,13 @@ class SweepProgress(ProgressObserver):
     the candidates still running (:func:`format_sweep_iteration`), instead of a line
     per candidate."""
 
+    _n_candidates: int | None = None
+
+    def fit_started(self, info: Any) -> None:
+        """A sweep starts: also take its number of candidates."""
+        super().fit_started(info)
+        self._n_candidates = getattr(info, "n_candidates", None)
+
     def iteration_finished(self, info: Any) -> None:
         """An EM iteration of the sweep is done: print its line, update the ETA."""
         self._iteration = int(info.iteration)
@@ -154,7 +179,8 @@ class SweepProgress(ProgressObserver):
         self._eta = fit_eta(list(getattr(info, "states", [])), self._iteration, max_iter,
                             self.tol, sum(recent) / len(recent))
         self._print(format_sweep_iteration(info, max_iter=max_iter or None, eta=self._eta,
-                                           timing=self.verbose >= 2))
+                                           timing=self.verbose >= 2,
+                                           n_candidates=self._n_candidates))
         self._update_fit()
 
 

@@ -126,6 +126,14 @@ def fit_eta(states: Sequence[Any], iteration: int, max_iter: int, tol: float,
     return left * seconds_per_iteration
 
 
+def was_updated(info: Any, state: Any) -> bool:
+    """Whether the EM iteration ``info`` updated the candidate ``state``
+    (:meth:`daskgmm.engine.em.IterationInfo.was_updated`; without it, whether the
+    candidate's ``n_iter`` is the iteration's number)."""
+    check = getattr(info, "was_updated", None)
+    return bool(check(state)) if check is not None else state.n_iter == int(info.iteration)
+
+
 def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | None = None,
                      timing: bool = True) -> list[str]:
     """The log lines for one finished EM iteration.
@@ -166,7 +174,7 @@ def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | Non
     counter = f"{iteration}/{max_iter}" if max_iter else f"{iteration}"
     lines = []
     for state in states:
-        if state.n_iter != iteration:
+        if not was_updated(info, state):
             continue
         bounds = list(state.lower_bounds)
         change = bounds[-1] - bounds[-2] if len(bounds) > 1 else math.nan
@@ -181,7 +189,7 @@ def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | Non
             line += "  converged"
         lines.append(line)
     if lines and eta is not None and not all(s.converged for s in states
-                                            if s.n_iter == iteration):
+                                            if was_updated(info, s)):
         lines[-1] += f"  ETA {format_clock(eta)}"
     return lines
 
@@ -298,12 +306,14 @@ class ProgressObserver:
         if self.quiet or not self.live or not self.max_iter:
             return
         progress = self._display()
-        count = f"{self._iteration}/{self.max_iter} iter"
+        # A sweep's candidate that started EM late may run past pass max_iter.
+        done = min(self._iteration, self.max_iter)
+        count = f"{done}/{self.max_iter} iter"
         eta = f"ETA {format_clock(self._eta)}" if self._eta is not None else ""
         if self._fit_task is None:
             self._fit_task = progress.add_task("fit", total=self.max_iter, count=count,
                                                eta=eta)
-        progress.update(self._fit_task, completed=self._iteration, count=count, eta=eta)
+        progress.update(self._fit_task, completed=done, count=count, eta=eta)
 
     def _pass_label(self) -> str:
         name = _PASS_NAMES.get(self._kind, self._kind)

@@ -8,6 +8,11 @@ selection sweep), and applies scikit-learn's rules: a candidate stops when its l
 changes by less than ``tol``; the best of several restarts is the first with the highest
 final lower bound.
 
+Other work can share EM's reads (:class:`Companion`): a selection sweep's candidates still
+in their k-means initialisation, which join EM when ready, and the criteria of candidates
+that have finished. Each candidate counts its own iterations, so one that joined late
+still runs up to ``max_iter`` of them.
+
 Checkpoints, progress and reports are observers (:mod:`daskgmm.diagnostics.observers`);
 the driver only tells them what happened.
 """
@@ -25,7 +30,7 @@ import numpy as np
 from daskgmm.diagnostics import observers
 from daskgmm.engine.covariance import CovarianceType
 from daskgmm.engine.estep import Components, estep_statistics, make_plan
-from daskgmm.engine.passes import RowChunks
+from daskgmm.engine.passes import PassPart, RowChunks
 from daskgmm.engine.stats import Stats, data_digest
 from daskgmm.errors import CheckpointError
 
@@ -107,6 +112,16 @@ class IterationInfo:
     #: Incremental and online EM: where the fit stands within its passes
     #: (:class:`daskgmm.engine.stepwise.StepwiseState`).
     stepwise: Any = None
+    #: The indices of the candidates this iteration updated (None: every candidate
+    #: whose ``n_iter`` equals ``iteration``). Candidates that joined EM late (a
+    #: selection sweep) have run fewer iterations than the pass's number.
+    updated: list[int] | None = None
+
+    def was_updated(self, candidate: Any) -> bool:
+        """Whether this iteration updated ``candidate``."""
+        if self.updated is not None:
+            return candidate.index in self.updated
+        return candidate.n_iter == self.iteration
 
 
 @dataclass
@@ -119,19 +134,35 @@ class EMOptions:
     dtype: str = "float64"
 
 
-def run_em(chunks: RowChunks, candidates: Sequence[Candidate], options: EMOptions, *,
+class Companion(Protocol):
+    """Work that shares EM's passes: candidates still initialising (they join EM when
+    ready), or statistics of candidates that have finished."""
+
+    def parts(self, candidates: Sequence[Candidate]) -> list[PassPart]:
+        """What the next pass computes for it, given the candidates (empty: nothing
+        now; EM ends when no candidate is running and no companion has parts)."""
+
+    def receive(self, results: Sequence[Any]) -> list[Candidate]:
+        """The results of its parts; returns candidates that join EM from the next
+        pass."""
+
+
+def run_em(chunks: RowChunks, candidates: list[Candidate], options: EMOptions, *,
            start_iteration: int = 0,
            expected_digest: str | None = None, record_digest: bool = False,
-           callback: Callable[[IterationInfo], None] | None = None) -> str | None:
-    """Run EM on every active candidate until each converges or ``max_iter`` is reached.
+           callback: Callable[[IterationInfo], None] | None = None,
+           companions: Sequence[Companion] = ()) -> str | None:
+    """Run EM on every active candidate until each converges or has run ``max_iter``
+    iterations.
 
-    The candidates are updated in place.
+    The candidates are updated in place; candidates that companions start are appended
+    to ``candidates``.
 
     Parameters
     ----------
     chunks : RowChunks
         The data (and sample weights).
-    candidates : sequence of Candidate
+    candidates : list of Candidate
     options : EMOptions
     start_iteration : int
         Iterations already done (a resumed fit).
@@ -143,6 +174,10 @@ def run_em(chunks: RowChunks, candidates: Sequence[Candidate], options: EMOption
         Digest the chunks in the first pass (and return the digest).
     callback : callable, optional
         Called with an :class:`IterationInfo` after every iteration (before observers).
+    companions : sequence of Companion
+        Work done in the same reads as the E-steps (:class:`Companion`). A pass with
+        no E-step (only companions' parts) is not an iteration: observers and
+        ``callback`` hear of EM iterations only.
 
     Returns
     -------
@@ -151,44 +186,67 @@ def run_em(chunks: RowChunks, candidates: Sequence[Candidate], options: EMOption
     """
     digest = None
     want_digest = record_digest or expected_digest is not None
-    for iteration in range(start_iteration + 1, options.max_iter + 1):
-        active = [c for c in candidates if c.active]
-        if not active:
+    iteration = start_iteration
+    while True:
+        active = [c for c in candidates if c.active and c.n_iter < options.max_iter]
+        extra = [(comp, comp.parts(candidates)) for comp in companions]
+        extra = [(comp, parts) for comp, parts in extra if parts]
+        if not active and not extra:
             break
         t0 = time.perf_counter()
-        entropy = any(c.model.wants_entropy for c in active)
-        plan = make_plan([c.model.components(c.state) for c in active],
-                         [c.centre for c in active],
-                         dtype=options.dtype, entropy=entropy,
-                         digest=want_digest and digest is None)
-        result = chunks.map_reduce(estep_statistics, plan, split_every=options.split_every,
-                                   kind="em")
-        if plan.digest:
-            digest = data_digest(result.digests, chunks.row_bounds)
+        parts: list[PassPart] = []
+        plan = None
+        if active:
+            entropy = any(c.model.wants_entropy for c in active)
+            plan = make_plan([c.model.components(c.state) for c in active],
+                             [c.centre for c in active],
+                             dtype=options.dtype, entropy=entropy,
+                             digest=want_digest and digest is None)
+            parts.append(PassPart(estep_statistics, (plan,), kind="em"))
+        for _, more in extra:
+            parts.extend(more)
+        results = chunks.map_reduce_many(parts, split_every=options.split_every)
+        if plan is not None and plan.digest:
+            digest = data_digest(results[0].digests, chunks.row_bounds)
             if expected_digest is not None and digest != expected_digest:
                 raise CheckpointError(
                     "the checkpoint was written for other data: the data read now differ "
                     "from the data of the interrupted fit (their digests differ). Resume "
                     "with the original data, or delete the checkpoint to start afresh."
                 )
-        for cand, st in zip(active, result.stats, strict=True):
-            previous = cand.lower_bound
-            cand.state = cand.model.m_step(st, cand.centre, cand.state)
-            cand.lower_bound = float(cand.model.lower_bound(st, cand.state))
-            cand.lower_bounds.append(cand.lower_bound)
-            cand.n_iter = iteration
-            if abs(cand.lower_bound - previous) < options.tol:
-                cand.converged = True
-                cand.active = False
+        joining: list[Candidate] = []
+        position = 1 if active else 0
+        for comp, more in extra:
+            joining.extend(comp.receive(results[position : position + len(more)]))
+            position += len(more)
+        if plan is not None:
+            iteration += 1
+            _update(active, results[0].stats, options.tol)
+        candidates.extend(joining)
+        if plan is None:
+            continue
         seconds = time.perf_counter() - t0
         for cand in active:
             cand.seconds += seconds / len(active)
         info = IterationInfo(iteration, options.max_iter, list(candidates), seconds,
-                             digest)
+                             digest, updated=[c.index for c in active])
         if callback is not None:
             callback(info)
         observers.notify("iteration_finished", info)
     return digest
+
+
+def _update(active: Sequence[Candidate], stats: Sequence[Stats], tol: float) -> None:
+    """Every candidate's M-step, lower bound and convergence after an E-step."""
+    for cand, st in zip(active, stats, strict=True):
+        previous = cand.lower_bound
+        cand.state = cand.model.m_step(st, cand.centre, cand.state)
+        cand.lower_bound = float(cand.model.lower_bound(st, cand.state))
+        cand.lower_bounds.append(cand.lower_bound)
+        cand.n_iter += 1
+        if abs(cand.lower_bound - previous) < tol:
+            cand.converged = True
+            cand.active = False
 
 
 def best_candidate(candidates: Sequence[Candidate], max_iter: int) -> Candidate:

@@ -20,9 +20,11 @@ Sample weights weight the k-means on the sample, the Lloyd passes and every stat
 
 Initialisation works on *groups* of candidates: each group is one model (a number of
 components and a covariance type) with its restarts, seeded by its own random state. The
-groups share every read: one gather of the sample rows, one Lloyd pass per round for all
-the sets of centres, one pass for the statistics of all the assignments. A group seeded
-with an integer draws exactly what a separate fit with that seed would draw.
+groups share every read: one gather of the sample rows, then passes that each carry the
+Lloyd steps of the sets of centres still moving and the assignment statistics of those
+that have settled (:class:`KMeansStarts`; a selection sweep also runs the E-steps of the
+candidates already started in them). A group seeded with an integer draws exactly what a
+separate fit with that seed would draw.
 
 Nothing here grows with the number of rows: samples are drawn in O(sample size)
 (:func:`sample_indices`).
@@ -48,7 +50,7 @@ from daskgmm.engine.estep import (
     make_plan,
     random_assignment_statistics,
 )
-from daskgmm.engine.passes import RowChunks
+from daskgmm.engine.passes import PassPart, RowChunks
 from daskgmm.engine.stats import Stats
 
 #: Rows in the in-memory sample used to seed k-means.
@@ -169,9 +171,10 @@ def _sample(chunks: RowChunks, groups: Sequence[Group]
     return out
 
 
-def _kmeans_centres(chunks: RowChunks, groups: Sequence[Group], split_every: int
-                    ) -> tuple[list[list[np.ndarray]], list[np.ndarray]]:
-    """Every group's k-means centres (per restart), and the mean of its sample."""
+def _kmeans_seeds(chunks: RowChunks, groups: Sequence[Group]
+                  ) -> tuple[list[list[np.ndarray]], list[np.ndarray], np.ndarray]:
+    """Every group's k-means centres on its sample (per restart), the mean of each
+    sample, and the first group's sample rows."""
     from sklearn.cluster import KMeans
 
     samples = _sample(chunks, groups)
@@ -185,31 +188,86 @@ def _kmeans_centres(chunks: RowChunks, groups: Sequence[Group], split_every: int
         centres.append(sets)
     means = [rows.mean(axis=0) if w is None else np.average(rows, axis=0, weights=w)
              for rows, w in samples]
-    rows0 = samples[0][0]
-    if len(rows0) == chunks.shape[0]:
-        return centres, means  # the sample is the whole array: k-means ran on all of it
-    reference = means[0]
-    threshold = LLOYD_TOL * float(np.mean(np.var(rows0, axis=0)))
-    flat = [(gi, r) for gi, sets in enumerate(centres) for r in range(len(sets))]
-    active = list(flat)
-    for _ in range(LLOYD_MAX_PASSES):
-        stats = chunks.map_reduce(lloyd_statistics, [centres[gi][r] for gi, r in active],
-                                  reference, split_every=split_every, kind="kmeans",
-                                  combine=_add_lists)
-        still = []
-        for (gi, r), st in zip(active, stats, strict=True):
-            counts = st["counts"]
-            new = centres[gi][r].copy()
-            filled = counts > 0
-            new[filled] = reference + st["sums"][filled] / counts[filled, None]
-            shift = float(((new - centres[gi][r]) ** 2).sum())
-            centres[gi][r] = new
-            if shift > threshold:
-                still.append((gi, r))
-        active = still
-        if not active:
-            break
-    return centres, means
+    return centres, means, samples[0][0]
+
+
+class KMeansStarts:
+    """``init_params='kmeans'`` for several groups, as parts of passes over the data.
+
+    Every restart of every group goes through its own stages: Lloyd passes over all the
+    chunks until its centres move less than the tolerance (at most
+    :data:`LLOYD_MAX_PASSES`), then one pass for the statistics of the hard assignment,
+    whose M-step gives its initial parameters. :meth:`parts` says what the next pass
+    must compute for the restarts still initialising, :meth:`receive` takes the results
+    and returns the restarts that became ready. A restart's numbers do not depend on the
+    others, so the passes can carry other work too: the EM driver runs the E-steps of
+    the restarts already started in the same reads
+    (:func:`daskgmm.engine.em.run_em`'s ``companions``), and :func:`initial_states` runs
+    them alone.
+    """
+
+    def __init__(self, chunks: RowChunks, groups: Sequence[Group]) -> None:
+        self.groups = list(groups)
+        self.centres, self.references, rows0 = _kmeans_seeds(chunks, self.groups)
+        self._reference = self.references[0]
+        self._threshold = LLOYD_TOL * float(np.mean(np.var(rows0, axis=0)))
+        units = [(gi, r) for gi, g in enumerate(self.groups) for r in range(g.n_init)]
+        # The sample is the whole array: k-means ran on all of it, no Lloyd pass.
+        whole = len(rows0) == chunks.shape[0]
+        self._lloyd: list[tuple[int, int]] = [] if whole else units
+        self._assign: list[tuple[int, int]] = units if whole else []
+        self._passes = dict.fromkeys(units, 0)
+        self._asked: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
+
+    def pending(self) -> bool:
+        """Whether some restart still needs a pass."""
+        return bool(self._lloyd or self._assign)
+
+    def parts(self, candidates: Sequence[Any] = ()) -> list[PassPart]:
+        """What the next pass computes for the restarts still initialising."""
+        self._asked = (list(self._lloyd), list(self._assign))
+        out = []
+        if self._lloyd:
+            sets = [self.centres[gi][r] for gi, r in self._lloyd]
+            out.append(PassPart(lloyd_statistics, (sets, self._reference), _add_lists,
+                                "kmeans"))
+        if self._assign:
+            plan = identity_plan(
+                [(self.groups[gi].model.covariance, self.centres[gi][r])
+                 for gi, r in self._assign],
+                np.stack([self.references[gi] for gi, _ in self._assign]))
+            out.append(PassPart(hard_assignment_statistics, (plan,), kind="init"))
+        return out
+
+    def receive(self, results: Sequence[Any]) -> list[tuple[int, int, Any]]:
+        """Take a pass's results (in the order of :meth:`parts`); return ``(group,
+        restart, initial state)`` of every restart that became ready."""
+        lloyd, assign = self._asked
+        results = list(results)
+        ready = []
+        if assign:
+            result = results.pop()
+            for (gi, r), st in zip(assign, result.stats, strict=True):
+                g = self.groups[gi]
+                state = g.model.m_step(st, self.references[gi],
+                                       Reference(np.asarray(self.centres[gi][r])))
+                ready.append((gi, r, state))
+            self._assign = [u for u in self._assign if u not in assign]
+        if lloyd:
+            (stats,) = results
+            for unit, st in zip(lloyd, stats, strict=True):
+                gi, r = unit
+                counts = st["counts"]
+                new = self.centres[gi][r].copy()
+                filled = counts > 0
+                new[filled] = self._reference + st["sums"][filled] / counts[filled, None]
+                shift = float(((new - self.centres[gi][r]) ** 2).sum())
+                self.centres[gi][r] = new
+                self._passes[unit] += 1
+                if shift <= self._threshold or self._passes[unit] >= LLOYD_MAX_PASSES:
+                    self._lloyd.remove(unit)
+                    self._assign.append(unit)
+        return ready
 
 
 def _canonical_order(centres: np.ndarray) -> np.ndarray:
@@ -238,11 +296,13 @@ def initial_states(chunks: RowChunks, groups: Sequence[Group], init_params: str,
         Per group, one model state per restart.
     """
     if init_params == "kmeans":
-        centres, references = _kmeans_centres(chunks, groups, split_every)
-        sets = [(g.model.covariance, c) for g, cs in zip(groups, centres, strict=True)
-                for c in cs]
-        refs = [r for g, r in zip(groups, references, strict=True) for _ in range(g.n_init)]
-        return _states_from_assignment(chunks, groups, sets, refs, split_every)
+        starts = KMeansStarts(chunks, groups)
+        states: list[list[Any]] = [[None] * g.n_init for g in groups]
+        while starts.pending():
+            results = chunks.map_reduce_many(starts.parts(), split_every=split_every)
+            for gi, r, state in starts.receive(results):
+                states[gi][r] = state
+        return states
     if init_params == "k-means++":
         from sklearn.cluster import kmeans_plusplus
 
@@ -294,21 +354,6 @@ def _regroup(groups: Sequence[Group], flat: list[Any]) -> list[list[Any]]:
         out.append(flat[start : start + g.n_init])
         start += g.n_init
     return out
-
-
-def _states_from_assignment(chunks: RowChunks, groups: Sequence[Group],
-                            sets: list[tuple[cov_types.CovarianceType, np.ndarray]],
-                            references: list[np.ndarray], split_every: int
-                            ) -> list[list[Any]]:
-    """One pass: the statistics of assigning every row to its nearest centre, for every
-    set of centres (each about its group's sample mean); then each model's M-step."""
-    plan = identity_plan(sets, np.stack(references))
-    result = chunks.map_reduce(hard_assignment_statistics, plan, split_every=split_every,
-                               kind="init")
-    flat = [g.model.m_step(st, ref, Reference(np.asarray(c)))
-            for g, (_, c), ref, st in zip(_expand(groups), sets, references, result.stats,
-                                           strict=True)]
-    return _regroup(groups, flat)
 
 
 def state_from_responsibilities(model: MixtureModel, X: np.ndarray, resp: np.ndarray,

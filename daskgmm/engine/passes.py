@@ -29,6 +29,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -162,6 +163,33 @@ def _check_weights(weights: Any, n: int) -> np.ndarray | da.Array:
     return w
 
 
+@dataclass(frozen=True)
+class PassPart:
+    """One computation of a pass that may share its reads with others
+    (:meth:`RowChunks.map_reduce_many`): ``kernel(block, weights, row_start, *args)`` per
+    chunk, reduced with ``combine``; ``kind`` names it for observers."""
+
+    kernel: Callable[..., Any]
+    args: tuple[Any, ...]
+    combine: Callable[..., Any] = combine_results
+    kind: str = "pass"
+
+
+def _several_kernels(block: np.ndarray, weights: np.ndarray | None, row_start: int,
+                     parts: tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...]
+                     ) -> tuple[Any, ...]:
+    """Every part's kernel on one chunk (read once)."""
+    return tuple(kernel(block, weights, row_start, *args) for kernel, args in parts)
+
+
+def _combine_several(combines: tuple[Callable[..., Any], ...], *results: tuple[Any, ...]
+                     ) -> tuple[Any, ...]:
+    """Each part's combine over the parts' results of several chunks."""
+    return tuple(combine(*items)
+                 for combine, items in zip(combines, zip(*results, strict=True),
+                                           strict=True))
+
+
 class RowChunks:
     """A 2-D array split into row chunks that each hold every feature (and its weights).
 
@@ -269,6 +297,24 @@ class RowChunks:
             result = self._map_reduce_numpy(kernel, args, split_every, combine)
         observers.notify("pass_finished")
         return result
+
+    def map_reduce_many(self, parts: Sequence[PassPart], *, split_every: int = 8,
+                        kind: str | None = None) -> list[Any]:
+        """Several passes' computations in one read of every chunk: the result of each
+        part, as :meth:`map_reduce` would return it (the same numbers: every part sees
+        the same chunks and the same reduction tree). ``kind`` defaults to the first
+        part's."""
+        if not parts:
+            raise ValueError("a pass needs at least one part")
+        kind = parts[0].kind if kind is None else kind
+        if len(parts) == 1:
+            p = parts[0]
+            return [self.map_reduce(p.kernel, *p.args, split_every=split_every,
+                                    combine=p.combine, kind=kind)]
+        kernels = tuple((p.kernel, tuple(p.args)) for p in parts)
+        combine = functools.partial(_combine_several, tuple(p.combine for p in parts))
+        return list(self.map_reduce(_several_kernels, kernels, split_every=split_every,
+                                    combine=combine, kind=kind))
 
     def _map_reduce_numpy(self, kernel, args, split_every, combine):
         X, W = self.data, self.weights

@@ -162,13 +162,18 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
+        self._adopt(best, out_dtype)
+        return self
+
+    def _adopt(self, best: Candidate, dtype: np.dtype) -> None:
+        """Take the fitted parameters and EM record of ``best`` (the kept restart), as
+        attributes of ``dtype``."""
         self._set_attributes(best.state)
-        self._cast_attributes(out_dtype)
+        self._cast_attributes(dtype)
         self.converged_ = best.converged
         self.n_iter_ = best.n_iter
         self.lower_bound_ = best.lower_bound if self.max_iter > 0 else -math.inf
         self.lower_bounds_ = list(best.lower_bounds)
-        return self
 
     def _cast_attributes(self, dtype: np.dtype) -> None:
         """Give the fitted arrays the input's dtype (float32 input: float32 attributes, as

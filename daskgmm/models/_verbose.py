@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from daskgmm.diagnostics.progress import was_updated
+
 
 class VerbosePrinter:
     """Prints a fit's progress on ``stream`` (standard output by default)."""
@@ -43,14 +45,14 @@ class VerbosePrinter:
 
     def iteration_finished(self, info: Any) -> None:
         for state in info.states:
-            if state.n_iter != info.iteration:
+            if not was_updated(info, state):
                 continue
-            stopped = state.converged or info.iteration == info.max_iter
-            if info.iteration % self.interval and not stopped:
+            stopped = state.converged or state.n_iter == info.max_iter
+            if state.n_iter % self.interval and not stopped:
                 continue
             bounds = state.lower_bounds
             change = bounds[-1] - bounds[-2] if len(bounds) > 1 else math.nan
-            line = (f"  Iteration {info.iteration}  {state.label}  lower bound "
+            line = (f"  Iteration {state.n_iter}  {state.label}  lower bound "
                     f"{state.lower_bound:.6f}  change {change:.3g}")
             if self.verbose >= 2:
                 line += f"  time lapse {info.seconds:.3f} s"
@@ -62,3 +64,4 @@ class VerbosePrinter:
     def fit_finished(self) -> None:
         if self.verbose >= 2:
             self._print(f"Fit finished in {time.perf_counter() - self._started:.2f} s")
+

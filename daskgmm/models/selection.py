@@ -4,12 +4,17 @@
 restarts) and keeps the one with the lowest information criterion. The candidates never
 cost a pass each: the EM driver (:func:`daskgmm.engine.em.run_em`) advances all of them in
 lock-step, so one read of every chunk per iteration serves every candidate still running,
-and a candidate leaves the passes when it converges. The initialisation is shared the same
-way (:func:`daskgmm.engine.initialize.initial_states`: one gather of the seeding sample,
-Lloyd passes for all the sets of centres, one assignment pass), and one last pass computes
-the log-likelihood and the responsibilities' entropy of every fitted candidate together
-(the criteria). A sweep therefore reads the data about as often as its slowest candidate
-alone would.
+and a candidate leaves the passes when it converges. The initialisation shares the reads
+too: one gather of the seeding sample, and Lloyd passes for all the sets of centres
+(:class:`daskgmm.engine.initialize.KMeansStarts`); a candidate whose k-means has converged
+gets its assignment statistics and starts EM in the next pass, in the same reads as the
+Lloyd steps of the candidates still initialising. The criteria of a candidate (its
+log-likelihood and responsibilities' entropy under the fitted parameters) are computed in
+the pass after it finishes, alongside the E-steps of those still running. A sweep
+therefore reads the data at most once more than its slowest candidate alone would (the
+criteria of the last to finish). This holds for ``init_params='kmeans'`` without
+checkpoints or warm start; otherwise every candidate is initialised before EM starts (a
+checkpoint holds the EM state of every candidate).
 
 Sharing passes changes the cost, never the answer: a candidate's statistics depend only on
 its own parameters, centre and tiles (see :mod:`daskgmm.engine.estep`), and each candidate
@@ -55,8 +60,8 @@ from daskgmm.diagnostics import observers
 from daskgmm.engine.covariance import COVARIANCE_TYPES
 from daskgmm.engine.em import Candidate, EMOptions, FitInfo, best_candidate, run_em
 from daskgmm.engine.estep import estep_statistics, make_plan
-from daskgmm.engine.initialize import Group, initial_states
-from daskgmm.engine.passes import RowChunks
+from daskgmm.engine.initialize import Group, KMeansStarts, initial_states
+from daskgmm.engine.passes import PassPart, RowChunks
 from daskgmm.errors import CheckpointError, InvalidDataError, InvalidParameterError
 from daskgmm.models._base import OWN_CONSTRAINTS, BaseMixture, _centre, _token
 
@@ -279,6 +284,84 @@ class _SharedPasses:
         if key not in self._results:
             self._results[key] = self._chunks.map_reduce(kernel, *args, **kwargs)
         return self._results[key]
+
+
+class _StartsJoiningEM:
+    """EM companion (:class:`daskgmm.engine.em.Companion`): the candidates' k-means
+    initialisation, in the same passes as the EM of the candidates already started.
+
+    A restart joins EM as soon as its initial state is ready, except that every restart
+    of a model uses the centre of that model's first restart (as a separate fit does),
+    so later restarts wait for the first one's state.
+    """
+
+    def __init__(self, starts: KMeansStarts,
+                 make: Any) -> None:
+        self._starts = starts
+        self._make = make
+        self._held: dict[int, list[tuple[int, Any]]] = {}
+        self._centres: dict[int, np.ndarray] = {}
+
+    def parts(self, candidates: Sequence[Candidate]) -> list[PassPart]:
+        return self._starts.parts() if self._starts.pending() else []
+
+    def receive(self, results: Sequence[Any]) -> list[Candidate]:
+        joining = []
+        for gi, r, state in self._starts.receive(results):
+            if r == 0:
+                self._centres[gi] = _centre(state)
+            self._held.setdefault(gi, []).append((r, state))
+            if gi in self._centres:
+                for r_, state_ in sorted(self._held.pop(gi), key=lambda item: item[0]):
+                    joining.append(self._make(gi, r_, state_, self._centres[gi]))
+        return joining
+
+
+class _CriteriaAlongside:
+    """EM companion: the criteria of every model whose restarts have all finished, in
+    the next pass (shared with the E-steps of the candidates still running), so that
+    only the models finishing last need a pass of their own."""
+
+    def __init__(self, selector: Any, estimators: list[Any], owner: list[int],
+                 counts: list[int], dtype: np.dtype) -> None:
+        self._selector = selector
+        self._dtype = dtype
+        self._estimators = estimators
+        self._owner = owner
+        self._counts = counts
+        self._max_iter = selector.max_iter
+        self._found: dict[int, dict[str, float]] = {}
+        self._asked: list[int] = []
+
+    @property
+    def scores(self) -> list[dict[str, float]]:
+        return [self._found[i] for i in range(len(self._estimators))]
+
+    def parts(self, candidates: Sequence[Candidate]) -> list[PassPart]:
+        groups: dict[int, list[Candidate]] = {}
+        for cand in candidates:
+            groups.setdefault(self._owner[cand.index], []).append(cand)
+        ready = [gi for gi, group in sorted(groups.items())
+                 if gi not in self._found and len(group) == self._counts[gi]
+                 and not any(c.active and c.n_iter < self._max_iter for c in group)]
+        self._asked = ready
+        if not ready:
+            return []
+        bests = [self._selector._finish(self._estimators[gi],
+                                        sorted(groups[gi], key=lambda c: c.index),
+                                        self._dtype)
+                 for gi in ready]
+        plan = make_plan([self._estimators[gi]._components() for gi in ready],
+                         np.stack([b.centre for b in bests]), entropy=True)
+        return [PassPart(estep_statistics, (plan,), kind="score")]
+
+    def receive(self, results: Sequence[Any]) -> list[Candidate]:
+        (result,) = results
+        for gi, stats in zip(self._asked, result.stats, strict=True):
+            self._found[gi] = criterion_values(
+                float(stats["ll"]), float(stats["ent"]), float(stats["n"]),
+                self._estimators[gi]._n_parameters())
+        return []
 
 
 def _identity(value: Any) -> Any:
@@ -609,18 +692,12 @@ batch_chunks, learning_decay, learning_offset
                               for est, (k, _) in zip(estimators, specs, strict=True)]
                     total = cached.total_weight
                     n = float(n_samples if total is None else total)
-                    groups, stopped = self._run(cached, estimators, models, counts, labels,
-                                                warm is not None, n)
-                    bests = [best_candidate(g, self.max_iter) for g in groups]
-                    for est, best in zip(estimators, bests, strict=True):
-                        est._set_attributes(best.state)
-                        est._cast_attributes(out_dtype)
-                        est.converged_ = best.converged
-                        est.n_iter_ = best.n_iter
-                        est.lower_bound_ = (best.lower_bound if self.max_iter > 0
-                                            else -math.inf)
-                        est.lower_bounds_ = list(best.lower_bounds)
-                    scores = self._criteria(cached, estimators, bests)
+                    groups, stopped, scores = self._run(cached, estimators, models, counts,
+                                                        labels, warm is not None, n)
+                    bests = [self._finish(est, g, out_dtype)
+                             for est, g in zip(estimators, groups, strict=True)]
+                    if scores is None:
+                        scores = self._criteria(cached, estimators, bests)
             finally:
                 observers.notify("fit_finished")
         self._record(specs, estimators, groups, scores, stopped)
@@ -635,13 +712,21 @@ batch_chunks, learning_decay, learning_offset
             )
         return self
 
+    def _finish(self, est: Any, group: list[Candidate], dtype: np.dtype) -> Candidate:
+        """Give a candidate's estimator the parameters of its best restart (attributes
+        of the data's ``dtype``)."""
+        best = best_candidate(group, self.max_iter)
+        est._adopt(best, dtype)
+        return best
+
     def _run(self, chunks: RowChunks, estimators: list[Any], models: list[Any],
              counts: list[int], labels: list[str], warm: bool, n: float
-             ) -> tuple[list[list[Candidate]], set[int]]:
+             ) -> tuple[list[list[Candidate]], set[int], list[dict[str, float]] | None]:
         """Initialise (or resume) every candidate and run EM on all of them at once.
 
-        Returns the candidates of each model (its restarts) and the indices of the
-        candidates early stopping stopped.
+        Returns the candidates of each model (its restarts), the indices of the
+        candidates early stopping stopped, and the criteria when they were computed in
+        EM's passes (None: they need a pass of their own).
         """
         from daskgmm.serialize.checkpoint import Checkpointer
 
@@ -673,6 +758,7 @@ batch_chunks, learning_decay, learning_offset
             if checkpointer is not None:
                 checkpointer(info)
 
+        scores = None
         resumed = checkpointer.load(model_for) if checkpointer and not warm else None
         if resumed is not None:
             candidates = resumed.candidates
@@ -695,26 +781,53 @@ batch_chunks, learning_decay, learning_offset
             else:
                 checkpointer.verify_data(chunks, resumed.digest, self.split_every)
         else:
-            states = self._initial_states(chunks, estimators, models, warm)
+            first = [owner.index(i) for i in range(len(estimators))]
+            criteria = None
+            companions: list[Any] = []
+            if self.algorithm == "batch":
+                criteria = _CriteriaAlongside(self, estimators, owner, counts,
+                                              np.dtype(chunks.data.dtype))
+                companions.append(criteria)
+            staggered = (self.algorithm == "batch" and checkpointer is None and not warm
+                         and self.init_params == "kmeans"
+                         and all(est._needs_data_for_init() for est in estimators))
             candidates = []
-            for i, group_states in enumerate(states):
-                centre = _centre(group_states[0])
-                start = estimators[i].lower_bound_ if warm else -math.inf
-                for state in group_states:
-                    index = len(candidates)
-                    candidates.append(Candidate(index, model_for(index), state, centre,
-                                                labels[index], lower_bound=start))
+            if staggered:
+                # Candidates whose k-means has converged start EM while the others are
+                # still in Lloyd passes (one read serves both).
+                groups_ = [Group(m, self.n_init, check_random_state(self.random_state))
+                           for m in models]
+
+                def make(gi: int, r: int, state: Any, centre: np.ndarray) -> Candidate:
+                    index = first[gi] + r
+                    state = estimators[gi]._with_user_init(state, models[gi])
+                    return Candidate(index, model_for(index), state, centre, labels[index])
+
+                companions.insert(0, _StartsJoiningEM(KMeansStarts(chunks, groups_), make))
+            else:
+                states = self._initial_states(chunks, estimators, models, warm)
+                for i, group_states in enumerate(states):
+                    centre = _centre(group_states[0])
+                    start = estimators[i].lower_bound_ if warm else -math.inf
+                    for state in group_states:
+                        index = len(candidates)
+                        candidates.append(Candidate(index, model_for(index), state, centre,
+                                                    labels[index], lower_bound=start))
             if self.algorithm != "batch":
                 self._run_stepwise(chunks, candidates, options, checkpointer, None)
             else:
                 run_em(chunks, candidates, options, record_digest=checkpointer is not None,
-                       callback=callback if (stopping or checkpointer) else None)
+                       callback=callback if (stopping or checkpointer) else None,
+                       companions=companions)
+            candidates.sort(key=lambda c: c.index)
+            if criteria is not None:
+                scores = criteria.scores
         groups: list[list[Candidate]] = [[] for _ in estimators]
         for cand in candidates:
             groups[owner[cand.index]].append(cand)
         stopped = ({c.index for c in candidates if not c.active and not c.converged}
                    if self.early_stopping else set())
-        return groups, stopped
+        return groups, stopped, scores
 
     def _initial_states(self, chunks: RowChunks, estimators: list[Any], models: list[Any],
                         warm: bool) -> list[list[Any]]:

@@ -1,0 +1,90 @@
+"""Passes over row chunks: several computations sharing one read of every chunk."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+import daskgmm
+from daskgmm.engine import covariance as cov_types
+from daskgmm.engine.estep import (
+    Components,
+    estep_statistics,
+    hard_assignment_statistics,
+    lloyd_statistics,
+    make_plan,
+)
+from daskgmm.engine.initialize import _add_lists, identity_plan
+from daskgmm.engine.passes import PassPart, RowChunks
+
+from .conftest import make_blobs
+
+
+class Reads:
+    """Observer: passes started and chunk tasks done."""
+
+    def __init__(self) -> None:
+        self.passes: list[str] = []
+        self.chunks = 0
+
+    def pass_started(self, kind: str, n_chunks: int) -> None:
+        self.passes.append(kind)
+
+    def chunks_done(self, count: int) -> None:
+        self.chunks += count
+
+
+def _parts(X: np.ndarray) -> list[PassPart]:
+    centre = X.mean(axis=0)
+    centres = X[[0, 400, 800]] + 0.05
+    K, D = centres.shape
+    gauss = Components(cov_types.get("diag"), centres, np.ones((K, D)), np.zeros(K))
+    estep = make_plan([gauss], centre, entropy=True)
+    assign = identity_plan([(cov_types.get("full"), centres)], centre)
+    return [PassPart(estep_statistics, (estep,), kind="em"),
+            PassPart(lloyd_statistics, ([centres, centres[:2]], centre), _add_lists,
+                     "kmeans"),
+            PassPart(hard_assignment_statistics, (assign,), kind="init")]
+
+
+def _same(a, b) -> None:
+    """Bit-for-bit equality of nested pass results."""
+    if hasattr(a, "stats"):
+        _same(a.stats, b.stats)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    else:
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _same(x, y)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_parts_of_one_pass_equal_their_own_passes_with_one_read(kind):
+    X = make_blobs(1200, 4, 3, seed=2)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(X))
+    data = X if kind == "numpy" else da.from_array(X, chunks=(250, 4))
+    chunks = RowChunks(data, chunk_rows=250 if kind == "numpy" else None, weights=w)
+    parts = _parts(X)
+    with dask.config.set(scheduler="threads"):
+        reads = Reads()
+        with daskgmm.observe(reads):
+            together = chunks.map_reduce_many(parts, split_every=2)
+        assert reads.passes == ["em"] and reads.chunks == chunks.n_chunks == 5
+        alone = [chunks.map_reduce(p.kernel, *p.args, split_every=2, combine=p.combine)
+                 for p in parts]
+    assert len(together) == 3
+    _same(together, alone)
+    # Each part is really its own computation (not three copies of one result).
+    assert together[1][1]["counts"].shape == (2,)
+    assert float(together[0].stats[0]["n"]) == pytest.approx(w.sum())
+
+
+def test_a_pass_needs_a_part():
+    chunks = RowChunks(make_blobs(100, 2, 2))
+    with pytest.raises(ValueError, match="at least one part"):
+        chunks.map_reduce_many([])
