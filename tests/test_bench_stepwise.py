@@ -42,8 +42,8 @@ def test_bench_stepwise_quick(tmp_path):
     # Batch EM's curve is its own reported bounds: never decreasing.
     batch = r["batch"]["curve"]
     assert all(b >= a - 1e-9 for a, b in itertools.pairwise(batch))
-    # Incremental EM's first pass is a batch step: the same parameters, the same score.
-    assert r["incremental"]["curve"][1] == pytest.approx(batch[1], abs=1e-9)
+    # Incremental EM's first pass steps after every group: better than one batch step.
+    assert r["incremental"]["curve"][1] > batch[1]
     assert r["reference_ll"] == batch[-1]
     for key in ("batch_passes_to_1e-3", "incremental_passes_to_1e-3",
                 "online_passes_to_1e-2"):

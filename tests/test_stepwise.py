@@ -61,6 +61,21 @@ def test_incremental_reaches_batch_ems_answer(overlapping):
     assert incremental.n_iter_ < batch.n_iter_
 
 
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_incremental_first_pass_improves_group_by_group(cov, overlapping):
+    """The first pass of incremental EM steps after every group (on the statistics
+    seen so far, scaled to the data), so after one pass its model is better than batch
+    EM's after one iteration from the same start (it was the same model when the first
+    pass only collected statistics)."""
+    kw = dict(covariance_type=cov, random_state=0, tol=0.0, max_iter=1, chunk_rows=500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        batch = GaussianMixture(3, **kw).fit(overlapping)
+        incremental = GaussianMixture(3, algorithm="incremental", batch_chunks=2,
+                                      **kw).fit(overlapping)
+    assert incremental.score(overlapping) > batch.score(overlapping) + 1e-4
+
+
 @pytest.mark.parametrize("algorithm", ["batch", "incremental", "online"])
 @pytest.mark.parametrize("cov", COV_TYPES)
 def test_every_algorithm_finds_the_components(algorithm, cov):

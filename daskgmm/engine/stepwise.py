@@ -7,9 +7,12 @@ over the data and ``tol`` applies per pass.
 
 Incremental EM (Neal and Hinton, "A view of the EM algorithm that justifies incremental,
 sparse, and other variants", 1998)
-    The first pass is a batch E-step, group by group, that keeps each group's statistics;
-    from then on, each group's fresh statistics replace its old ones in the totals,
-    followed by an M-step on the totals. Every step increases the free energy
+    In the first pass each group's statistics are kept and added to the totals, and an
+    M-step runs on the totals scaled to the whole data (the groups seen so far stand for
+    all of it, as in online EM with step ``1/t``), so the first pass already improves
+    the parameters group by group instead of once at its end. From then on, each
+    group's fresh statistics replace its old ones in the totals, followed by an M-step
+    on the totals. From the end of the first pass, every step increases the free energy
     ``F(q, θ) = E_q[log p(x, z | θ)] + H(q)`` of the responsibilities held, a lower
     bound of the log-likelihood that equals it when the responsibilities are the
     posterior. The bound reported per pass is ``F / n`` after the pass's last M-step
@@ -222,6 +225,9 @@ def run_stepwise(chunks: RowChunks, candidates: list[Any], options: Any,
                     state.totals[i] = total
                     if not first_pass:
                         m_step_canonical(cand, total)
+                    elif float(total["n"]) > 0:
+                        # The groups seen so far stand for the whole data.
+                        m_step_canonical(cand, scale(total, total_weight / float(total["n"])))
                 else:
                     state.running[i] = online_step(state.running[i], canon, state.updates,
                                                    stepwise.learning_decay,
