@@ -28,12 +28,20 @@ def run_cli(*args: object, timeout: float = 120, cwd: Path | None = None,
                           env=env or cli_env())
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C as a terminal's job has it (the default action),
+    whatever the test process inherited or was left with (an ignored SIGINT is
+    inherited through exec, and ``daskgmm`` rightly keeps ignoring it then)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args: object, env: dict[str, str] | None = None,
               new_session: bool = False) -> subprocess.Popen:
     """Start ``python -m daskgmm ARGS`` with piped output (text)."""
     return subprocess.Popen([sys.executable, "-m", "daskgmm", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or cli_env(), start_new_session=new_session)
+                            env=env or cli_env(), start_new_session=new_session,
+                            preexec_fn=_default_sigint)
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
