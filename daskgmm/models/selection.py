@@ -286,6 +286,21 @@ class _SharedPasses:
         return self._results[key]
 
 
+def _criteria_part(estimators: Sequence[Any], bests: Sequence[Candidate]) -> PassPart:
+    """The pass part computing the log-likelihood and the responsibilities' entropy of
+    fitted candidates (their estimators already hold the best restart's parameters)."""
+    plan = make_plan([est._components() for est in estimators],
+                     np.stack([b.centre for b in bests]), entropy=True)
+    return PassPart(estep_statistics, (plan,), kind="score")
+
+
+def _criteria_of(estimators: Sequence[Any], result: Any) -> list[dict[str, float]]:
+    """Every candidate's criteria from the statistics of :func:`_criteria_part`."""
+    return [criterion_values(float(st["ll"]), float(st["ent"]), float(st["n"]),
+                             est._n_parameters())
+            for est, st in zip(estimators, result.stats, strict=True)]
+
+
 class _StartsJoiningEM:
     """EM companion (:class:`daskgmm.engine.em.Companion`): the candidates' k-means
     initialisation, in the same passes as the EM of the candidates already started.
@@ -295,15 +310,14 @@ class _StartsJoiningEM:
     so later restarts wait for the first one's state.
     """
 
-    def __init__(self, starts: KMeansStarts,
-                 make: Any) -> None:
+    def __init__(self, starts: KMeansStarts, make: Any) -> None:
         self._starts = starts
         self._make = make
         self._held: dict[int, list[tuple[int, Any]]] = {}
         self._centres: dict[int, np.ndarray] = {}
 
     def parts(self, candidates: Sequence[Candidate]) -> list[PassPart]:
-        return self._starts.parts() if self._starts.pending() else []
+        return self._starts.parts()
 
     def receive(self, results: Sequence[Any]) -> list[Candidate]:
         joining = []
@@ -322,14 +336,15 @@ class _CriteriaAlongside:
     the next pass (shared with the E-steps of the candidates still running), so that
     only the models finishing last need a pass of their own."""
 
-    def __init__(self, selector: Any, estimators: list[Any], owner: list[int],
-                 counts: list[int], dtype: np.dtype) -> None:
-        self._selector = selector
-        self._dtype = dtype
+    def __init__(self, estimators: list[Any], owner: list[int], counts: list[int],
+                 max_iter: int, finish: Any) -> None:
         self._estimators = estimators
         self._owner = owner
         self._counts = counts
-        self._max_iter = selector.max_iter
+        self._max_iter = max_iter
+        #: ``finish(model index, its candidates)``: the estimator takes its best
+        #: restart's parameters, which is returned.
+        self._finish = finish
         self._found: dict[int, dict[str, float]] = {}
         self._asked: list[int] = []
 
@@ -347,20 +362,14 @@ class _CriteriaAlongside:
         self._asked = ready
         if not ready:
             return []
-        bests = [self._selector._finish(self._estimators[gi],
-                                        sorted(groups[gi], key=lambda c: c.index),
-                                        self._dtype)
+        bests = [self._finish(gi, sorted(groups[gi], key=lambda c: c.index))
                  for gi in ready]
-        plan = make_plan([self._estimators[gi]._components() for gi in ready],
-                         np.stack([b.centre for b in bests]), entropy=True)
-        return [PassPart(estep_statistics, (plan,), kind="score")]
+        return [_criteria_part([self._estimators[gi] for gi in ready], bests)]
 
     def receive(self, results: Sequence[Any]) -> list[Candidate]:
         (result,) = results
-        for gi, stats in zip(self._asked, result.stats, strict=True):
-            self._found[gi] = criterion_values(
-                float(stats["ll"]), float(stats["ent"]), float(stats["n"]),
-                self._estimators[gi]._n_parameters())
+        scores = _criteria_of([self._estimators[gi] for gi in self._asked], result)
+        self._found.update(zip(self._asked, scores, strict=True))
         return []
 
 
@@ -781,12 +790,14 @@ batch_chunks, learning_decay, learning_offset
             else:
                 checkpointer.verify_data(chunks, resumed.digest, self.split_every)
         else:
-            first = [owner.index(i) for i in range(len(estimators))]
+            first = [0, *itertools.accumulate(counts)]  # each model's first candidate
             criteria = None
             companions: list[Any] = []
             if self.algorithm == "batch":
-                criteria = _CriteriaAlongside(self, estimators, owner, counts,
-                                              np.dtype(chunks.data.dtype))
+                dtype = np.dtype(chunks.data.dtype)
+                criteria = _CriteriaAlongside(
+                    estimators, owner, counts, self.max_iter,
+                    lambda gi, group: self._finish(estimators[gi], group, dtype))
                 companions.append(criteria)
             staggered = (self.algorithm == "batch" and checkpointer is None and not warm
                          and self.init_params == "kmeans"
@@ -853,16 +864,9 @@ batch_chunks, learning_decay, learning_offset
                   ) -> list[dict[str, float]]:
         """One pass: the log-likelihood and the responsibilities' entropy of every
         fitted candidate, hence its criteria."""
-        plan = make_plan([est._components() for est in estimators],
-                         np.stack([b.centre for b in bests]), entropy=True)
-        result = chunks.map_reduce(estep_statistics, plan, split_every=self.split_every,
-                                   kind="score")
-        out = []
-        for est, stats in zip(estimators, result.stats, strict=True):
-            values = criterion_values(float(stats["ll"]), float(stats["ent"]),
-                                      float(stats["n"]), est._n_parameters())
-            out.append(values)
-        return out
+        (result,) = chunks.map_reduce_many([_criteria_part(estimators, bests)],
+                                           split_every=self.split_every)
+        return _criteria_of(estimators, result)
 
     def _record(self, specs: list[tuple[int, str]], estimators: list[Any],
                 groups: list[list[Candidate]], scores: list[dict[str, float]],
