@@ -63,10 +63,10 @@ def test_incremental_reaches_batch_ems_answer(overlapping):
 
 @pytest.mark.parametrize("cov", COV_TYPES)
 def test_incremental_first_pass_improves_group_by_group(cov, overlapping):
-    """The first pass of incremental EM steps after every group (on the statistics
-    seen so far, scaled to the data), so after one pass its model is better than batch
-    EM's after one iteration from the same start (it was the same model when the first
-    pass only collected statistics)."""
+    """The first pass of incremental EM steps after every group (on weighted statistics
+    of the groups seen so far, scaled to the data), so after one pass its model is
+    better than batch EM's after one iteration from the same start (it was the same
+    model when the first pass only collected statistics)."""
     kw = dict(covariance_type=cov, random_state=0, tol=0.0, max_iter=1, chunk_rows=500)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -74,6 +74,46 @@ def test_incremental_first_pass_improves_group_by_group(cov, overlapping):
         incremental = GaussianMixture(3, algorithm="incremental", batch_chunks=2,
                                       **kw).fit(overlapping)
     assert incremental.score(overlapping) > batch.score(overlapping) + 1e-4
+
+
+def test_first_pass_weights_group_t_by_a_polynomial_of_degree_eta():
+    """After T groups the first-pass statistics are the groups' per-sample statistics
+    weighted ∝ (t+1)(t+2)...(t+η) (Shamir and Zhang's polynomial-decay averaging)."""
+    from daskgmm.engine.stepwise import FIRST_PASS_DECAY, first_pass_step
+
+    rng = np.random.default_rng(0)
+    groups = [{"n": np.float64(n), "ll": np.float64(n * v), "ent": np.float64(0.0),
+               "nk": np.array([n * v]), "sx": np.array([[n]]), "s2": np.array([[[n]]])}
+              for n, v in zip(rng.integers(5, 50, size=12), rng.normal(size=12),
+                              strict=True)]
+    running = None
+    for t, group in enumerate(groups):
+        running = first_pass_step(running, group, t)
+    t = np.arange(len(groups))
+    weights = np.prod([t + m for m in range(1, FIRST_PASS_DECAY + 1)], axis=0)
+    expected = sum(w * g["ll"] / g["n"] for w, g in zip(weights, groups, strict=True))
+    assert float(running["ll"]) == pytest.approx(expected / weights.sum(), rel=1e-12)
+    assert float(running["n"]) == pytest.approx(1.0)
+    empty = {key: np.zeros_like(value) for key, value in groups[0].items()}
+    assert first_pass_step(running, empty, 12) is running  # no weight: no change
+
+
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_first_pass_weighting_beats_the_plain_average(cov, overlapping, monkeypatch):
+    """Down-weighting the first groups' statistics (computed with the parameters
+    furthest from the answer) gives a better model after one pass than the plain
+    average of the groups seen so far (η = 0)."""
+    import daskgmm.engine.stepwise as stepwise
+
+    kw = dict(covariance_type=cov, random_state=0, tol=0.0, max_iter=1, chunk_rows=500,
+              algorithm="incremental", batch_chunks=1)
+    scores = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for eta in (0, stepwise.FIRST_PASS_DECAY):
+            monkeypatch.setattr(stepwise, "FIRST_PASS_DECAY", eta)
+            scores[eta] = GaussianMixture(3, **kw).fit(overlapping).score(overlapping)
+    assert scores[stepwise.FIRST_PASS_DECAY] > scores[0] + 1e-5, scores
 
 
 @pytest.mark.parametrize("algorithm", ["batch", "incremental", "online"])
