@@ -88,3 +88,32 @@ def test_a_pass_needs_a_part():
     chunks = RowChunks(make_blobs(100, 2, 2))
     with pytest.raises(ValueError, match="at least one part"):
         chunks.map_reduce_many([])
+
+
+@pytest.mark.parametrize("shared_bytes", [None, 0])
+def test_a_pass_over_prefetched_chunks_on_a_cluster_equals_a_graph(client, monkeypatch,
+                                                                   shared_bytes):
+    """Prefetched chunks (the groups of incremental and online EM) are read ahead on the
+    workers, and a pass over them (a task per chunk, reduced on the driver) gives the
+    graph's numbers bit for bit, with the same progress, whether its arguments go with
+    every task or once (``shared_bytes=0``)."""
+    import daskgmm.engine.passes as passes
+
+    if shared_bytes is not None:
+        monkeypatch.setattr(passes, "SHARED_ARGUMENT_BYTES", shared_bytes)
+    X = make_blobs(1200, 4, 3, seed=3)
+    w = np.random.default_rng(1).uniform(0.5, 2.0, len(X))
+    chunks = RowChunks(da.from_array(X, chunks=(100, 4)), weights=da.from_array(w, 100))
+    (part,) = _parts(X)[:1]
+    group = [7, 2, 9]
+    ahead = chunks.prefetch(group)
+    assert ahead.__dict__.get("_loaded") is not None  # the reads were submitted
+    reads = Reads()
+    with daskgmm.observe(reads):
+        fetched = ahead.map_reduce(part.kernel, *part.args, split_every=2, kind="group")
+    assert reads.passes == ["group"] and reads.chunks == 3
+    graph = chunks.select(group).map_reduce(part.kernel, *part.args, split_every=2)
+    assert chunks.select(group).__dict__.get("_loaded") is None
+    _same(fetched, graph)
+    assert float(fetched.stats[0]["n"]) == pytest.approx(
+        sum(w[i * 100:(i + 1) * 100].sum() for i in group))

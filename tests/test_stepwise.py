@@ -194,3 +194,19 @@ def test_bad_stepwise_parameters_are_refused(overlapping):
         GaussianMixture(2, algorithm="online", learning_decay=0.4).fit(overlapping)
     with pytest.raises(ValueError, match="algorithm"):
         GaussianMixture(2, algorithm="stochastic").fit(overlapping)
+
+
+@pytest.mark.parametrize("algorithm", ["incremental", "online"])
+def test_stepwise_on_a_cluster_equals_the_same_fit_in_process(algorithm, client, overlapping):
+    """On a cluster each group's chunks are read ahead and its E-step runs as one task
+    per chunk reduced on the driver: the same numbers as NumPy input in this process."""
+    kw = dict(covariance_type="full", random_state=0, tol=0.0, max_iter=3,
+              algorithm=algorithm, batch_chunks=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        local = GaussianMixture(3, chunk_rows=1000, **kw).fit(overlapping)
+        remote = GaussianMixture(3, **kw).fit(da.from_array(overlapping, chunks=(1000, 3)))
+    np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(remote.covariances_, local.covariances_, rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(remote.lower_bounds_, local.lower_bounds_, rtol=1e-12)

@@ -81,6 +81,11 @@ def active_client() -> Any:
     return owner if isinstance(owner, Client) else None
 
 
+#: Most chunks :meth:`RowChunks.prefetch` holds in the workers' memory ahead of a pass.
+PREFETCH_CHUNKS = 64
+#: Arguments of a pass over prefetched chunks larger than this (pickled) are sent once.
+SHARED_ARGUMENT_BYTES = 256 * 2**10
+
 _BLAS_LIMITED = False
 
 
@@ -104,6 +109,16 @@ def _chunk_task(kernel: Callable[..., Any], block: np.ndarray, weights: np.ndarr
     """One chunk of a pass, as a Dask task."""
     _one_blas_thread_in_worker()
     return kernel(block, weights, row_start, *args)
+
+
+def _itself(value: Any) -> Any:
+    return value
+
+
+def _pickled_size(value: Any) -> int:
+    import pickle
+
+    return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _call_with_row_start(func: Callable[..., Any], block: np.ndarray, *args: Any,
@@ -266,12 +281,53 @@ class RowChunks:
     def select(self, indices: Sequence[int]) -> RowChunks:
         """The chunks at ``indices`` (a group of a stepwise pass), sharing the data."""
         part = RowChunks.__new__(RowChunks)
-        part.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_selected"})
+        part.__dict__.update({k: v for k, v in self.__dict__.items()
+                              if k not in ("_selected", "_loaded")})
         part.row_bounds = [self.row_bounds[i] for i in indices]
         part._selected = [int(i) for i in indices]
         if self.is_dask:  # the parent's blocks, built once for all the groups
             part.__dict__["_blocks"] = [self._blocks[i] for i in indices]
         return part
+
+    def prefetch(self, indices: Sequence[int]) -> RowChunks:
+        """The chunks at ``indices`` as :meth:`select` gives them, with their reads
+        started now on a distributed cluster whose workers are other processes (for the
+        small groups of incremental and online EM, at most 64 chunks; elsewhere, or for
+        more chunks, the same as :meth:`select`).
+
+        A pass over them then submits one task per chunk, next to its data, and reduces
+        the results here in the tree a graph would use (the same numbers, with fewer
+        round trips to the scheduler than a graph of reads, tasks and combines). The
+        chunks stay in the workers' memory until the returned object is dropped."""
+        part = self.select(indices)
+        if not self.is_dask or _in_process_scheduler() or part.n_chunks > PREFETCH_CHUNKS:
+            return part
+        client = active_client()
+        blocks = client.compute([b for b, _ in part._blocks])
+        weights = ([None] * len(blocks) if self.weights is None
+                   else client.compute([w for _, w in part._blocks]))
+        part.__dict__["_loaded"] = list(zip(blocks, weights, strict=True))
+        return part
+
+    def _map_reduce_loaded(self, loaded, kernel, args, split_every, combine):
+        """A pass over prefetched chunks: a task per chunk, the tree reduced here."""
+        from distributed import as_completed as distributed_as_completed
+
+        client = active_client()
+        task = functools.partial(_chunk_task, kernel)
+        # A large argument travels to the cluster once, as a task's result, not per task.
+        args = tuple(client.submit(_itself, a, pure=False)
+                     if len(self.row_bounds) > 1 and _pickled_size(a) > SHARED_ARGUMENT_BYTES
+                     else a for a in args)
+        futures = [client.submit(task, block, weights, start, *args, pure=False)
+                   for (block, weights), (start, _) in zip(loaded, self.row_bounds,
+                                                           strict=True)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        for future, result in distributed_as_completed(futures, with_results=True):
+            results[index[future.key]] = result
+            observers.notify("chunks_done", 1)
+        return tree_reduce(results, combine, split_every)
 
     @functools.cached_property
     def _blocks(self) -> list[tuple[Any, Any]]:
@@ -339,6 +395,9 @@ class RowChunks:
         return tree_reduce(parts, combine, split_every)
 
     def _map_reduce_dask(self, kernel, args, split_every, combine):
+        loaded = self.__dict__.get("_loaded")
+        if loaded is not None and not _in_process_scheduler():
+            return self._map_reduce_loaded(loaded, kernel, args, split_every, combine)
         # Each argument becomes one key in the graph, shared by every chunk task.
         shared = [dask.delayed(a, traverse=False) for a in args]
         task = dask.delayed(functools.partial(_chunk_task, kernel), pure=True)

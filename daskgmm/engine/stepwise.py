@@ -39,6 +39,12 @@ models", 2009)
     parameters it was read with (the variational bound of the running statistics for the
     Bayesian mixture).
 
+On a distributed cluster the next group's chunks are read while a group's E-step runs
+(:meth:`~daskgmm.engine.passes.RowChunks.prefetch`), and a group's E-step is one task per
+chunk, next to its data, reduced on the driver: one scheduler round trip per step instead
+of a graph of reads, tasks and combines (the same numbers). The round trip remains: with
+small chunks a pass costs more than a pass of batch EM (see the README's figures).
+
 Statistics of different steps are added in a frame that does not depend on the
 parameters: second moments about the candidate's centre, unwhitened
 (:meth:`daskgmm.engine.covariance.CovarianceType.canonical`).
@@ -228,13 +234,18 @@ def run_stepwise(chunks: RowChunks, candidates: list[Any], options: Any,
                            np.random.default_rng([stepwise.seed, number]).permutation(
                                len(groups))]
         t0 = time.perf_counter()
+        ahead = None
         while state.position < len(groups):
             g = state.order[state.position]
+            # The next group's chunks are read while this group's E-step runs.
+            current = ahead if ahead is not None else chunks.prefetch(groups[g])
+            ahead = (chunks.prefetch(groups[state.order[state.position + 1]])
+                     if state.position + 1 < len(groups) else None)
             plan = make_plan([candidates[i].model.components(candidates[i].state)
                               for i in active],
                              [candidates[i].centre for i in active], dtype=options.dtype,
                              entropy=True, digest=record_digests and state.passes == 0)
-            result = chunks.select(groups[g]).map_reduce(
+            result = current.map_reduce(
                 estep_statistics, plan, split_every=options.split_every, kind="group")
             state.digests.update(result.digests)
             first_pass = incremental and state.passes == 0
