@@ -49,6 +49,13 @@ def test_bench_stepwise_quick(tmp_path):
                 "online_passes_to_1e-2"):
         assert r[key] is None or isinstance(r[key], int)
     assert isinstance(r["incremental_met"], bool) and isinstance(r["online_met"], bool)
+    # The second reading: a batch fit stopped by the default tol, from the same curve.
+    d = r["default_tol"]
+    if d is not None:
+        i = d["batch_passes"]
+        moves = [abs(b - a) for a, b in itertools.pairwise(batch)]
+        assert moves[i - 2] < 1e-3 and all(m >= 1e-3 for m in moves[: i - 2])
+        assert d["reference_ll"] == batch[i]
 
     md = (tmp_path / "stepwise.md").read_text(encoding="utf-8")
     assert "| K | batch final mean ll |" in md
@@ -63,5 +70,23 @@ def test_bench_stepwise_quick(tmp_path):
     finally:
         sys.path.remove(str(SCRIPT.parent))
     rows = stepwise.rows(doc)
-    assert [r["met"] for r in rows] == [r["incremental_met"], r["online_met"]]
+    met = [r["incremental_met"], r["online_met"]]
+    if d is not None:
+        met.append(d["incremental_met"])
+        assert "Second reading" in md
+    assert [row["met"] for row in rows] == met
     assert rows[0]["target"] == "≤ 25%" and rows[1]["target"] == "≤ 3"
+
+
+def test_default_tol_reading_stops_where_scikit_learns_rule_would():
+    """Iteration i's bound is the mean ll after pass i - 1; the fit stops at the first
+    i >= 2 whose bound moved less than tol and holds the parameters after pass i."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from bench_stepwise import default_tol_fit
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    curve = [-30.0, -27.0, -26.5, -26.4995, -26.4993, -26.4992]
+    assert default_tol_fit(curve) == (4, -26.4993)
+    assert default_tol_fit(curve[:4]) is None  # it stops at 4: pass 4 not in the curve
+    assert default_tol_fit([-30.0, -29.9995, -29.9]) == (2, -29.9)

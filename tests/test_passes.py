@@ -117,3 +117,24 @@ def test_a_pass_over_prefetched_chunks_on_a_cluster_equals_a_graph(client, monke
     _same(fetched, graph)
     assert float(fetched.stats[0]["n"]) == pytest.approx(
         sum(w[i * 100:(i + 1) * 100].sum() for i in group))
+
+
+def test_a_prefetched_group_is_read_one_chunk_per_worker_thread(client):
+    """The chunks of a group are read where the slots say (by default one per worker
+    thread), so the group's tasks run side by side; without the placement the
+    scheduler tended to put both reads, and then both tasks, on the worker that was
+    free first."""
+    from distributed import wait
+
+    from daskgmm.engine.passes import worker_slots
+
+    slots = worker_slots()
+    assert sorted(slots) == sorted(client.scheduler_info()["workers"]) and len(slots) == 2
+    chunks = RowChunks(da.from_array(make_blobs(1200, 4, 3), chunks=(100, 4)))
+    a, b = slots
+    for group, placed in (([0, 1], [a, b]), ([5, 3], [b, a]), ([11, 2], [a, a])):
+        part = chunks.prefetch(group, placed)
+        blocks = [block for block, _, _ in part._loaded]
+        wait(blocks)
+        who_has = client.who_has(blocks)
+        assert [tuple(who_has[block.key]) for block in blocks] == [(w,) for w in placed]

@@ -159,8 +159,10 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.parametrize("crash_pass", [1, 2])
 @pytest.mark.parametrize("algorithm", ["incremental", "online"])
-def test_checkpoint_mid_pass_resumes_identically(algorithm, tmp_path, overlapping):
+def test_checkpoint_mid_pass_resumes_identically(algorithm, crash_pass, tmp_path,
+                                                 overlapping):
     kw = dict(covariance_type="full", random_state=0, tol=0.0, max_iter=4, chunk_rows=500,
               algorithm=algorithm, batch_chunks=3, n_init=2)
     with warnings.catch_warnings():
@@ -168,16 +170,17 @@ def test_checkpoint_mid_pass_resumes_identically(algorithm, tmp_path, overlappin
         clean = GaussianMixture(3, **kw).fit(overlapping)
 
         class CrashMidPass:
-            """Simulates a killed run: stops the fit in the middle of the second pass."""
+            """Simulates a killed run: stops the fit in the middle of a pass."""
 
             def update_finished(self, number, position, n_groups):
-                if number == 2 and position == 3:
+                if number == crash_pass and position == 3:
                     raise _Crash
 
         with observe(CrashMidPass()), pytest.raises(_Crash):
             GaussianMixture(3, checkpoint_dir=tmp_path, **kw).fit(overlapping)
         saved = json.loads((tmp_path / "checkpoint.json").read_text())
-        assert saved["iteration"] == 1 and saved["stepwise"]["position"] == 3
+        assert saved["iteration"] == crash_pass - 1
+        assert saved["stepwise"]["position"] == 3
         resumed = GaussianMixture(3, checkpoint_dir=tmp_path, **kw).fit(overlapping)
     np.testing.assert_array_equal(resumed.means_, clean.means_)
     np.testing.assert_array_equal(resumed.covariances_, clean.covariances_)

@@ -129,6 +129,21 @@ def _call_with_row_start(func: Callable[..., Any], block: np.ndarray, *args: Any
     return func(block, row_start, *args)
 
 
+def worker_slots() -> list[str]:
+    """The addresses of the active cluster's workers, each once per thread of it,
+    interleaved (``[a, b, a, b]`` for two workers of two threads); empty without one."""
+    client = active_client()
+    if client is None:
+        return []
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    threads = {address: int(info.get("nthreads") or 1)
+               for address, info in sorted(workers.items())}
+    slots = []
+    for round_ in range(max(threads.values(), default=0)):
+        slots.extend(a for a, n in threads.items() if n > round_)
+    return slots
+
+
 def _scheduler_memory() -> int:
     """Memory the active scheduler can hold data in (bytes)."""
     client = active_client()
@@ -289,27 +304,38 @@ class RowChunks:
             part.__dict__["_blocks"] = [self._blocks[i] for i in indices]
         return part
 
-    def prefetch(self, indices: Sequence[int]) -> RowChunks:
+    def prefetch(self, indices: Sequence[int], slots: Sequence[str] | None = None
+                 ) -> RowChunks:
         """The chunks at ``indices`` as :meth:`select` gives them, with their reads
         started now on a distributed cluster whose workers are other processes (for the
         small groups of incremental and online EM, at most 64 chunks; elsewhere, or for
         more chunks, the same as :meth:`select`).
 
-        A pass over them then submits one task per chunk, next to its data, and reduces
-        the results here in the tree a graph would use (the same numbers, with fewer
-        round trips to the scheduler than a graph of reads, tasks and combines). The
-        chunks stay in the workers' memory until the returned object is dropped."""
+        Chunk ``j`` of the group is read on ``slots[j % len(slots)]`` (worker addresses,
+        one per worker thread: :func:`worker_slots`, by default asked of the scheduler
+        now), so that the group's tasks run side by side rather than wherever the reads
+        happened to land. A pass over them then submits one task per chunk, next to its
+        data, and reduces the results here in the tree a graph would use (the same
+        numbers, with fewer round trips to the scheduler than a graph of reads, tasks and
+        combines). The chunks stay in the workers' memory until the returned object is
+        dropped."""
         part = self.select(indices)
         if not self.is_dask or _in_process_scheduler() or part.n_chunks > PREFETCH_CHUNKS:
             return part
         client = active_client()
-        blocks = client.compute([b for b, _ in part._blocks])
-        weights = ([None] * len(blocks) if self.weights is None
-                   else client.compute([w for _, w in part._blocks]))
-        part.__dict__["_loaded"] = list(zip(blocks, weights, strict=True))
+        slots = list(worker_slots() if slots is None else slots) or [None]
+        loaded = []
+        for j, (block, weights) in enumerate(part._blocks):
+            where = slots[j % len(slots)]
+            placement = ({} if where is None
+                         else {"workers": [where], "allow_other_workers": True})
+            loaded.append((client.compute(block, **placement),
+                           None if weights is None else client.compute(weights, **placement),
+                           placement))
+        part.__dict__["_loaded"] = loaded
         return part
 
-    def _map_reduce_loaded(self, loaded, kernel, args, split_every, combine):
+    def _map_reduce_loaded(self, loaded, kernel, args, split_every, combine, meanwhile):
         """A pass over prefetched chunks: a task per chunk, the tree reduced here."""
         from distributed import as_completed as distributed_as_completed
 
@@ -319,9 +345,13 @@ class RowChunks:
         args = tuple(client.submit(_itself, a, pure=False)
                      if len(self.row_bounds) > 1 and _pickled_size(a) > SHARED_ARGUMENT_BYTES
                      else a for a in args)
-        futures = [client.submit(task, block, weights, start, *args, pure=False)
-                   for (block, weights), (start, _) in zip(loaded, self.row_bounds,
-                                                           strict=True)]
+        futures = [client.submit(task, block, weights, start, *args, pure=False,
+                                 **placement)
+                   for (block, weights, placement), (start, _) in zip(loaded,
+                                                                      self.row_bounds,
+                                                                      strict=True)]
+        if meanwhile is not None:
+            meanwhile()
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
         for future, result in distributed_as_completed(futures, with_results=True):
@@ -340,17 +370,28 @@ class RowChunks:
         return pairs if selected is None else [pairs[i] for i in selected]
 
     def map_reduce(self, kernel: Callable[..., Any], *args: Any, split_every: int = 8,
-                   combine: Callable[..., Any] = combine_results, kind: str = "pass") -> Any:
+                   combine: Callable[..., Any] = combine_results, kind: str = "pass",
+                   meanwhile: Callable[[], Any] | None = None) -> Any:
         """One pass: ``combine`` over chunks of ``kernel(block, weights, row_start, *args)``.
 
         Active observers (:mod:`daskgmm.diagnostics.observers`) are told when the pass
         starts, as chunks finish, and when it ends; ``kind`` names the pass for them.
+        ``meanwhile`` is called once while the pass runs on a cluster, after its tasks
+        were submitted (so that work it submits, such as :meth:`prefetch`, queues behind
+        them); elsewhere before the pass.
         """
         observers.notify("pass_started", kind, self.n_chunks)
-        if self.is_dask:
-            result = self._map_reduce_dask(kernel, args, split_every, combine)
+        loaded = self.__dict__.get("_loaded")
+        if loaded is not None and not _in_process_scheduler():
+            result = self._map_reduce_loaded(loaded, kernel, args, split_every, combine,
+                                             meanwhile)
         else:
-            result = self._map_reduce_numpy(kernel, args, split_every, combine)
+            if meanwhile is not None:
+                meanwhile()
+            if self.is_dask:
+                result = self._map_reduce_dask(kernel, args, split_every, combine)
+            else:
+                result = self._map_reduce_numpy(kernel, args, split_every, combine)
         observers.notify("pass_finished")
         return result
 
@@ -395,9 +436,6 @@ class RowChunks:
         return tree_reduce(parts, combine, split_every)
 
     def _map_reduce_dask(self, kernel, args, split_every, combine):
-        loaded = self.__dict__.get("_loaded")
-        if loaded is not None and not _in_process_scheduler():
-            return self._map_reduce_loaded(loaded, kernel, args, split_every, combine)
         # Each argument becomes one key in the graph, shared by every chunk task.
         shared = [dask.delayed(a, traverse=False) for a in args]
         task = dask.delayed(functools.partial(_chunk_task, kernel), pure=True)

@@ -39,8 +39,9 @@ models", 2009)
     parameters it was read with (the variational bound of the running statistics for the
     Bayesian mixture).
 
-On a distributed cluster the next group's chunks are read while a group's E-step runs
-(:meth:`~daskgmm.engine.passes.RowChunks.prefetch`), and a group's E-step is one task per
+On a distributed cluster the next group's chunks are read right after a group's E-step
+(:meth:`~daskgmm.engine.passes.RowChunks.prefetch`), while the driver runs the M-step,
+and a group's E-step is one task per
 chunk, next to its data, reduced on the driver: one scheduler round trip per step instead
 of a graph of reads, tasks and combines (the same numbers). The round trip remains: with
 small chunks a pass costs more than a pass of batch EM (see the README's figures).
@@ -63,7 +64,7 @@ import numpy as np
 from daskgmm.diagnostics import observers
 from daskgmm.engine.estep import estep_statistics, make_plan
 from daskgmm.engine.initialize import Reference
-from daskgmm.engine.passes import RowChunks, active_client
+from daskgmm.engine.passes import RowChunks, active_client, worker_slots
 from daskgmm.engine.stats import Stats, add, scale, subtract
 from daskgmm.errors import InvalidParameterError
 
@@ -234,19 +235,27 @@ def run_stepwise(chunks: RowChunks, candidates: list[Any], options: Any,
                            np.random.default_rng([stepwise.seed, number]).permutation(
                                len(groups))]
         t0 = time.perf_counter()
-        ahead = None
+        ahead: list[RowChunks] = []
+        slots = worker_slots()  # where each group's chunks are read, once per pass
         while state.position < len(groups):
             g = state.order[state.position]
-            # The next group's chunks are read while this group's E-step runs.
-            current = ahead if ahead is not None else chunks.prefetch(groups[g])
-            ahead = (chunks.prefetch(groups[state.order[state.position + 1]])
-                     if state.position + 1 < len(groups) else None)
+            current = ahead.pop() if ahead else chunks.prefetch(groups[g], slots)
+            following = (groups[state.order[state.position + 1]]
+                         if state.position + 1 < len(groups) else None)
+
+            def read_ahead(indices: list[int] | None = following,
+                           into: list[RowChunks] = ahead, where: list[str] = slots) -> None:
+                """The next group's chunks are read after this group's E-step."""
+                if indices is not None:
+                    into.append(chunks.prefetch(indices, where))
+
             plan = make_plan([candidates[i].model.components(candidates[i].state)
                               for i in active],
                              [candidates[i].centre for i in active], dtype=options.dtype,
                              entropy=True, digest=record_digests and state.passes == 0)
             result = current.map_reduce(
-                estep_statistics, plan, split_every=options.split_every, kind="group")
+                estep_statistics, plan, split_every=options.split_every, kind="group",
+                meanwhile=read_ahead)
             state.digests.update(result.digests)
             first_pass = incremental and state.passes == 0
             for i, fresh in zip(active, result.stats, strict=True):

@@ -35,4 +35,15 @@ def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             ID, f"K={k}: online EM passes to within {t['online_tol']:g}",
             str(o) if o is not None else f"> {r['online']['passes']}",
             f"≤ {t['online_passes']}", bool(r["online_met"]), raw=o))
+        d = r.get("default_tol")
+        if d is not None:
+            i = d["incremental_passes_to_1e-3"]
+            out.append(row(
+                ID, f"K={k}: the same against a batch fit stopped by tol={d['tol']:g}, "
+                    "incremental / batch",
+                f"{i if i is not None else '> ' + str(r['incremental']['passes'])} / "
+                f"{d['batch_passes']}" + ("" if d["incremental_share"] is None
+                                          else f" = {d['incremental_share']:.0%}"),
+                f"≤ {t['incremental_share_of_batch_passes']:.0%}",
+                bool(d["incremental_met"]), raw=d["incremental_share"]))
     return out
