@@ -164,36 +164,29 @@ def default_tol_fit(curve: list[float], tol: float = DEFAULT_TOL) -> tuple[int, 
     return None
 
 
+def targets(out: dict[str, Any], reference: float, batch_passes: int | None
+            ) -> dict[str, Any]:
+    """Where incremental and online EM stand against one reading of the targets: batch
+    EM's value ``reference``, reached in ``batch_passes`` passes."""
+    inc = passes_within(out["incremental"]["curve"], reference, TOL_INCREMENTAL)
+    onl = passes_within(out["online"]["curve"], reference, TOL_ONLINE)
+    share = None if batch_passes in (None, 0) or inc is None else inc / batch_passes
+    return {"incremental_passes_to_1e-3": inc, "incremental_share": share,
+            "incremental_met": share is not None and share <= TARGET_INCREMENTAL_SHARE,
+            "online_passes_to_1e-2": onl,
+            "online_met": onl is not None and onl <= TARGET_ONLINE_PASSES}
+
+
 def readings(out: dict[str, Any]) -> None:
     """Add both readings of the targets to one K's results (from its curves)."""
-    reference = out["batch"]["curve"][-1]
-    out["reference_ll"] = reference
-    out["batch_passes_to_1e-3"] = passes_within(out["batch"]["curve"], reference,
-                                                TOL_INCREMENTAL)
-    out["incremental_passes_to_1e-3"] = passes_within(out["incremental"]["curve"],
-                                                      reference, TOL_INCREMENTAL)
-    out["online_passes_to_1e-2"] = passes_within(out["online"]["curve"], reference,
-                                                 TOL_ONLINE)
-    b, i = out["batch_passes_to_1e-3"], out["incremental_passes_to_1e-3"]
-    out["incremental_share"] = None if b in (None, 0) or i is None else i / b
-    out["incremental_met"] = (out["incremental_share"] is not None
-                              and out["incremental_share"] <= TARGET_INCREMENTAL_SHARE)
-    o = out["online_passes_to_1e-2"]
-    out["online_met"] = o is not None and o <= TARGET_ONLINE_PASSES
-    stopped = default_tol_fit(out["batch"]["curve"])
-    if stopped is None:
-        out["default_tol"] = None
-        return
-    passes, value = stopped
-    inc = passes_within(out["incremental"]["curve"], value, TOL_INCREMENTAL)
-    onl = passes_within(out["online"]["curve"], value, TOL_ONLINE)
-    share = None if inc is None else inc / passes
-    out["default_tol"] = {
-        "tol": DEFAULT_TOL, "batch_passes": passes, "reference_ll": value,
-        "incremental_passes_to_1e-3": inc, "incremental_share": share,
-        "incremental_met": share is not None and share <= TARGET_INCREMENTAL_SHARE,
-        "online_passes_to_1e-2": onl,
-        "online_met": onl is not None and onl <= TARGET_ONLINE_PASSES}
+    curve = out["batch"]["curve"]
+    out["reference_ll"] = curve[-1]
+    out["batch_passes_to_1e-3"] = passes_within(curve, curve[-1], TOL_INCREMENTAL)
+    out.update(targets(out, curve[-1], out["batch_passes_to_1e-3"]))
+    stopped = default_tol_fit(curve)
+    out["default_tol"] = None if stopped is None else {
+        "tol": DEFAULT_TOL, "batch_passes": stopped[0], "reference_ll": stopped[1],
+        **targets(out, stopped[1], stopped[0])}
 
 
 def run_k(args: argparse.Namespace, client: Any, k: int) -> dict[str, Any]:
@@ -236,20 +229,28 @@ def run_k(args: argparse.Namespace, client: Any, k: int) -> dict[str, Any]:
     return out
 
 
+def count(value: int | None, run: int) -> str:
+    """Passes to a target, or ``> run`` when the run never got there."""
+    return f"> {run}" if value is None else str(value)
+
+
+def target_cells(reading: dict[str, Any], r: dict[str, Any]) -> list[str]:
+    """The table cells of one reading (:func:`targets`) of one K's results ``r``."""
+    return [count(reading["incremental_passes_to_1e-3"], r["incremental"]["passes"]),
+            "n/a" if reading["incremental_share"] is None
+            else f"{reading['incremental_share']:.0%}",
+            "yes" if reading["incremental_met"] else "**NO**",
+            count(reading["online_passes_to_1e-2"], r["online"]["passes"]),
+            "yes" if reading["online_met"] else "**NO**"]
+
+
 def markdown(args: argparse.Namespace, results: dict[str, Any]) -> str:
-    def count(value: int | None, run: int) -> str:
-        return f"> {run}" if value is None else str(value)
 
     body = []
     for k, r in results.items():
         body.append([k, f"{r['reference_ll']:.5f}", f"{r['batch']['passes']}",
                      count(r["batch_passes_to_1e-3"], r["batch"]["passes"]),
-                     count(r["incremental_passes_to_1e-3"], r["incremental"]["passes"]),
-                     "n/a" if r["incremental_share"] is None
-                     else f"{r['incremental_share']:.0%}",
-                     "yes" if r["incremental_met"] else "**NO**",
-                     count(r["online_passes_to_1e-2"], r["online"]["passes"]),
-                     "yes" if r["online_met"] else "**NO**"])
+                     *target_cells(r, r)])
     head = (f"# Incremental and online EM against batch EM\n\n- N={args.n_samples:,}, "
             f"D={args.n_features}, full covariances, out of core (Zarr, cache=False) on a "
             f"LocalCluster 2 processes x 1 thread; {args.chunk_rows:,}-row chunks, groups of "
@@ -273,12 +274,7 @@ def markdown(args: argparse.Namespace, results: dict[str, Any]) -> str:
             second.append([k, "did not stop", "", "", "", "", "", ""])
             continue
         second.append([k, f"{d['reference_ll']:.5f}", str(d["batch_passes"]),
-                       count(d["incremental_passes_to_1e-3"], r["incremental"]["passes"]),
-                       "n/a" if d["incremental_share"] is None
-                       else f"{d['incremental_share']:.0%}",
-                       "yes" if d["incremental_met"] else "**NO**",
-                       count(d["online_passes_to_1e-2"], r["online"]["passes"]),
-                       "yes" if d["online_met"] else "**NO**"])
+                       *target_cells(d, r)])
     table += (f"\n\nSecond reading: batch EM as a fit with the default tol={DEFAULT_TOL:g} "
               "stops (its passes and final value from the same curve):\n\n"
               + simple_table(

@@ -381,8 +381,8 @@ class RowChunks:
         them); elsewhere before the pass.
         """
         observers.notify("pass_started", kind, self.n_chunks)
-        loaded = self.__dict__.get("_loaded")
-        if loaded is not None and not _in_process_scheduler():
+        loaded = self.__dict__.get("_loaded")  # set by prefetch, on a cluster only
+        if loaded is not None:
             result = self._map_reduce_loaded(loaded, kernel, args, split_every, combine,
                                              meanwhile)
         else:

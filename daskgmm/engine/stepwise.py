@@ -53,6 +53,7 @@ parameters: second moments about the candidate's centre, unwhitened
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -171,7 +172,7 @@ def first_pass_step(running: Stats | None, fresh: Stats, position: int) -> Stats
     if not float(fresh["n"]) > 0:  # a group without weight changes nothing
         return running
     per_sample = scale(fresh, 1.0 / float(fresh["n"]))
-    if running is None or position == 0:
+    if running is None:
         return per_sample
     step = (FIRST_PASS_DECAY + 1) / (position + FIRST_PASS_DECAY + 1)
     return add(scale(running, 1.0 - step), scale(per_sample, step))
@@ -240,15 +241,9 @@ def run_stepwise(chunks: RowChunks, candidates: list[Any], options: Any,
         while state.position < len(groups):
             g = state.order[state.position]
             current = ahead.pop() if ahead else chunks.prefetch(groups[g], slots)
-            following = (groups[state.order[state.position + 1]]
-                         if state.position + 1 < len(groups) else None)
-
-            def read_ahead(indices: list[int] | None = following,
-                           into: list[RowChunks] = ahead, where: list[str] = slots) -> None:
-                """The next group's chunks are read after this group's E-step."""
-                if indices is not None:
-                    into.append(chunks.prefetch(indices, where))
-
+            # The next group's chunks are read after this group's E-step.
+            read_ahead = (None if state.position + 1 == len(groups) else functools.partial(
+                _read_ahead, ahead, chunks, groups[state.order[state.position + 1]], slots))
             plan = make_plan([candidates[i].model.components(candidates[i].state)
                               for i in active],
                              [candidates[i].centre for i in active], dtype=options.dtype,
@@ -322,6 +317,11 @@ def run_stepwise(chunks: RowChunks, candidates: list[Any], options: Any,
             callback(info)
         observers.notify("iteration_finished", info)
     return state
+
+
+def _read_ahead(into: list[RowChunks], chunks: RowChunks, indices: list[int],
+                slots: list[str]) -> None:
+    into.append(chunks.prefetch(indices, slots))
 
 
 def total_weight_of(chunks: RowChunks) -> float:
