@@ -309,3 +309,13 @@ def test_overflow_raises_documented_error_without_runtime_warning(X, covariance_
                            match=r"overflowed|variance|covariance|too large for"):
             GaussianMixture(2, covariance_type=covariance_type, reg_covar=0.0,
                             max_iter=5, dtype=dtype, random_state=0).fit(X)
+
+
+def test_float32_second_moments_that_overflow_are_a_documented_error():
+    """Found by the property test above: two rows 1e-8 apart and reg_covar=0 give a
+    precision whose operands fit float32 but whose whitened second moments overflow it;
+    the fit must refuse with the documented error, not a RuntimeWarning."""
+    check_fit({"n": 2, "D": 2, "K": 1, "covariance_type": "full",
+               "init_params": "k-means++", "n_init": 1, "max_iter": 1, "reg_covar": 0.0,
+               "dtype": "float32", "duplicates": 0, "constant_columns": 1, "scale": 1e-08,
+               "offset": 0.0, "data_dtype": "float64", "dask_chunks": None, "seed": 2})

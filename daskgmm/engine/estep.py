@@ -207,6 +207,12 @@ def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
 def _check_operands(batch: Batch, dtype: np.dtype) -> None:
     """Refuse parameters whose products overflow the compute dtype."""
     arrays = [a for v in batch.arrays.values() for a in (v if isinstance(v, list) else [v])]
+    _check_products(*arrays, dtype=dtype)
+
+
+def _check_products(*arrays: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse operands or statistics that overflowed the compute dtype: a precision too
+    large for it (the whitened second moments of a tile overflow before the operands do)."""
     if all(np.isfinite(a).all() for a in arrays):
         return
     raise DegenerateComponentError(
@@ -406,7 +412,9 @@ def assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: 
                     ent[c] += float(neg_ent.sum() if w is None else neg_ent @ w)
             if w is not None:
                 wlp *= w
-            nk, sx, s2 = batch.cov.accumulate(xt, wlp, w, batch, ws)
+            with np.errstate(over="ignore", invalid="ignore"):
+                nk, sx, s2 = batch.cov.accumulate(xt, wlp, w, batch, ws)
+            _check_products(s2, dtype=plan.dtype)
             acc["nk"] += nk
             acc["sx"] += sx
             if acc["s2"] is None:
