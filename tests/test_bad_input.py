@@ -146,10 +146,11 @@ def test_random_init_kernel_checks_the_chunk(X):
 
 
 def test_non_finite_row_outside_the_kmeans_sample(X, monkeypatch):
-    """When the bad row is not in k-means' in-memory sample, the Lloyd pass finds it."""
-    import daskgmm.engine.initialize
+    """When the bad row is not in the start's in-memory sample, the first pass (which
+    gathers the sample) still checks every row of every chunk."""
+    import daskgmm.engine.starts
 
-    monkeypatch.setattr(daskgmm.engine.initialize, "SAMPLE_ROWS", 200)
+    monkeypatch.setattr(daskgmm.engine.starts, "SAMPLE_ROWS", 200)
     bad = da.from_array(_with(X, 1234, np.nan), chunks=(CHUNK, D))
     with dask.config.set(scheduler="synchronous"), \
             pytest.raises(NonFiniteDataError, match=r"chunk of rows 1000\.\.1499 \(first at "

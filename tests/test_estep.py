@@ -26,8 +26,8 @@ from daskgmm.engine.estep import (
     score_samples_block,
     score_statistics,
 )
-from daskgmm.engine.initialize import Reference
 from daskgmm.engine.passes import tree_reduce
+from daskgmm.engine.starts import Reference
 from daskgmm.engine.stats import combine
 from daskgmm.engine.workspace import workspace
 from daskgmm.models.gaussian import GaussianModel, GaussianParams
@@ -280,7 +280,7 @@ def test_hard_assignment_statistics_give_sklearn_kmeans_initialisation(cov):
     """The one-hot statistics of the nearest centres, through the M-step, equal
     scikit-learn's _estimate_gaussian_parameters of the same labels."""
     from daskgmm.engine.estep import hard_assignment_statistics
-    from daskgmm.engine.initialize import identity_plan
+    from daskgmm.engine.starts import identity_plan
 
     X = make_blobs(700)
     centres = X[[3, 300, 600]] + 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 
 import dask
 import dask.array as da
@@ -12,6 +13,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import GaussianMixture as SkGM
 
+import daskgmm
 from daskgmm import GaussianMixture
 from daskgmm.errors import InvalidDataError
 
@@ -163,23 +165,46 @@ def test_init_methods_fit_well_and_reproducibly(init, cov, blobs):
     assert a.lower_bound_ > ref.lower_bound_ - 0.01 * abs(ref.lower_bound_)
 
 
-def test_kmeans_init_uses_distributed_lloyd_on_large_data(monkeypatch):
-    """With more rows than the sample, Lloyd passes run over all chunks."""
-    import daskgmm.engine.initialize as init_mod
-    from daskgmm.engine import estep
+class ChunkReads:
+    """A Dask array whose chunk reads are counted, and an observer that notes the reads
+    made before the first EM pass."""
 
-    calls = []
-    real = estep.lloyd_statistics
+    def __init__(self, data: np.ndarray, chunk_rows: int) -> None:
+        self.count = 0
+        self.before_em: int | None = None
+        self.lock = threading.Lock()
+        self.X = da.from_array(data, chunks=(chunk_rows, data.shape[1])).map_blocks(
+            self._read, dtype=data.dtype, meta=np.empty((0, 0), data.dtype))
+        self.n_chunks = self.X.numblocks[0]
 
-    def counting(*args, **kwargs):
-        calls.append(len(args[0]))
-        return real(*args, **kwargs)
+    def _read(self, block: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.count += 1
+        return block
 
-    monkeypatch.setattr(init_mod, "SAMPLE_ROWS", 500)
-    monkeypatch.setattr(init_mod, "lloyd_statistics", counting)
-    X = make_blobs(4000)
-    gm = GaussianMixture(3, random_state=0, chunk_rows=1000).fit(X)
-    assert calls and sum(calls) % 4000 == 0  # every pass covers every row
+    def pass_started(self, kind: str, n_chunks: int) -> None:
+        if kind == "em" and self.before_em is None:
+            self.before_em = self.count
+
+
+@pytest.mark.parametrize("init, passes", [("kmeans", 2), ("robust", 1)])
+def test_a_fit_reads_the_data_at_most_twice_before_em(monkeypatch, init, passes):
+    """With more rows than the start's sample, ``'kmeans'`` reads every chunk twice
+    before its first EM iteration (the survey gathering the sample, then the hard
+    assignment), ``'robust'`` once (the survey), and each EM iteration once; the passes
+    by phase are reported in ``passes_``."""
+    import daskgmm.engine.starts as starts
+
+    monkeypatch.setattr(starts, "SAMPLE_ROWS", 500)
+    data = ChunkReads(make_blobs(4000), 500)
+    with daskgmm.observe(data):
+        gm = GaussianMixture(3, random_state=0, init_params=init, cache=False).fit(data.X)
+    assert data.before_em == passes * data.n_chunks
+    assert data.count == (passes + gm.n_iter_) * data.n_chunks
+    expected = {"survey": 1.0, "em": float(gm.n_iter_)}
+    if passes == 2:
+        expected["init"] = 1.0
+    assert gm.passes_ == expected
     assert gm.converged_
 
 
@@ -232,5 +257,5 @@ def test_verbose_2_adds_passes_and_timing(blobs, capsys):
     GaussianMixture(3, random_state=0, verbose=2, verbose_interval=1, max_iter=2,
                     tol=0, chunk_rows=1000).fit(blobs)
     out = capsys.readouterr().out
-    assert "init pass:" in out  # the hard-assignment pass of the k-means initialisation
+    assert "survey pass:" in out  # the first pass: the sample for the k-means start
     assert out.count("time lapse") == 2 and "Fit finished in" in out

@@ -12,8 +12,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGM
 
 from daskgmm import BayesianGaussianMixture, GaussianMixture
-from daskgmm.engine.initialize import state_from_responsibilities
 from daskgmm.engine.passes import RowChunks
+from daskgmm.engine.starts import state_from_responsibilities
+from daskgmm.engine.survey import survey
 from daskgmm.errors import InvalidDataError
 
 from .conftest import make_blobs
@@ -77,7 +78,8 @@ def test_bayesian_integer_weights_equal_repeated_rows(cov, data):
         """Priors of the (weighted) data, then the parameters of responsibilities r."""
         est = BayesianGaussianMixture(**kw)
         est._validate_params()
-        est._prepare(RowChunks(Z, weights=weights))
+        est._resolve(survey(RowChunks(Z, weights=weights), indices=None, moments=True,
+                            digest=False, split_every=8)[0])
         model = est._make_model(3, 3)
         est._set_attributes(state_from_responsibilities(model, Z, r, weights))
         est.converged_, est.lower_bound_, est.n_features_in_ = False, -np.inf, 3

@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import daskgmm
 from daskgmm import GaussianMixture, GaussianMixtureSelector
-from daskgmm.engine import initialize
+from daskgmm.engine import starts
 from daskgmm.errors import CheckpointError, InvalidDataError, InvalidParameterError
 from daskgmm.models import selection
 from daskgmm.models.selection import cannot_win, criterion_values
@@ -116,7 +116,8 @@ def test_results_are_a_table(five):
     table = pd.DataFrame(sel.results_)
     assert list(table.columns) == [
         "n_components", "covariance_type", "bic", "aic", "icl", "lower_bound", "n_iter",
-        "converged", "n_parameters", "seconds", "stopped_early"]
+        "converged", "n_parameters", "seconds", "stopped_early", "degenerate",
+        "degenerate_restarts"]
     assert len(table) == 4 == len(sel.estimators_)
     assert table["n_components"].tolist() == [2, 5, 2, 5]
     assert table["covariance_type"].tolist() == ["full", "full", "diag", "diag"]
@@ -175,14 +176,15 @@ def test_dask_candidates_equal_separate_fits_with_the_reads_of_one(client, monke
     """On a 2-process LocalCluster: every candidate (all four types) equals its separate
     fit, and the sweep reads the data at most as often as its slowest candidate alone,
     plus one pass for the criteria."""
-    monkeypatch.setattr(initialize, "SAMPLE_ROWS", 800)  # so k-means needs Lloyd passes
+    monkeypatch.setattr(starts, "SAMPLE_ROWS", 800)  # so k-means needs a pass
     X = da.from_array(make_blobs(3000, 3, 3, seed=1), chunks=(600, 3))
     sweep = PassCounter()
     with daskgmm.observe(sweep):
         sel = GaussianMixtureSelector(n_components=[1, 3], covariance_types=TYPES,
-                                      n_init=2, random_state=0).fit(X)
+                                      n_init=2, init_params="kmeans",
+                                      random_state=0).fit(X)
     n_chunks = X.numblocks[0]
-    alone_reads, alone_kinds = [], []
+    alone_reads = []
     for i, est in enumerate(sel.estimators_):
         counter = PassCounter()
         with daskgmm.observe(counter):
@@ -190,21 +192,19 @@ def test_dask_candidates_equal_separate_fits_with_the_reads_of_one(client, monke
         assert_same_fit(est, alone, X)
         assert rel(sel.results_["bic"][i], alone.bic(X)) <= 1e-10
         alone_reads.append(counter.chunks_read())
-        alone_kinds.append(counter.kinds())
+        assert counter.kinds()["survey"] == counter.kinds()["init"] == 1
     assert sweep.labels == [f"K={k} {t} #{r}" for t in TYPES for k in (1, 3) for r in (0, 1)]
     kinds = sweep.kinds()
-    # Every pass reads every chunk once, whatever the number of candidates.
+    # Every pass reads every chunk once, whatever the number of candidates: one survey
+    # gathering every candidate's sample, one pass for all the k-means assignments, the
+    # EM iterations, and one pass for the criteria of the candidates finishing last
+    # (the others' rode the EM passes of those still running).
     assert all(announced == done == n_chunks for _, announced, done in sweep.passes)
-    # No pass of its own for what can share one: candidates whose k-means has converged
-    # run EM in the reads of others' Lloyd passes (so fewer passes are Lloyd-only than a
-    # separate fit's Lloyd passes), and the criteria of candidates that have finished
-    # ride the passes of those still running. The sweep reads the data at most as often
-    # as its slowest candidate alone, plus one pass for the criteria of the last.
-    assert 0 < kinds["kmeans"] < max(k["kmeans"] for k in alone_kinds)
-    assert kinds["score"] <= 1
-    assert set(kinds) <= {"kmeans", "init", "em", "score"}
-    assert kinds["em"] >= max(sel.results_["n_iter"])
+    assert kinds["survey"] == kinds["init"] == 1 and kinds["score"] <= 1
+    assert set(kinds) <= {"survey", "init", "em", "score"}
+    assert kinds["em"] == max(sel.results_["n_iter"])
     assert sweep.chunks_read() <= max(alone_reads) + n_chunks
+    assert sel.best_estimator_.passes_["criteria"] <= 1
 
 
 class IterationLog:
@@ -221,25 +221,27 @@ class IterationLog:
                 self.updates.setdefault(state.index, []).append(info.iteration)
 
 
-def test_candidates_join_em_when_their_kmeans_has_converged(monkeypatch):
-    """Candidates whose k-means converges early start EM while others are still in
-    Lloyd passes: they join the iterations late, each runs its own count of iterations
-    (max_iter applies to each), and iteration reports name exactly the candidates they
-    updated."""
-    monkeypatch.setattr(initialize, "SAMPLE_ROWS", 800)  # so k-means needs Lloyd passes
-    X = make_blobs(4000, 3, 4, seed=3)
+def test_candidates_whose_start_needs_a_pass_join_em_in_the_reads_of_others(monkeypatch):
+    """A candidate whose k-means start needs a pass over the data (more rows than its
+    sample) joins EM one pass after those that started from their sample (here the
+    large K, whose sample is the whole data): that pass is their first EM iteration.
+    Each then runs its own count of iterations (max_iter applies to each), iteration
+    reports name exactly the candidates they updated, and each equals its separate fit."""
+    monkeypatch.setattr(starts, "SAMPLE_ROWS", 800)
+    X = make_blobs(3000, 3, 4, seed=3)
     log = IterationLog()
-    with daskgmm.observe(log), warnings.catch_warnings():
+    sweep = PassCounter()
+    with daskgmm.observe(log, sweep), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        sel = GaussianMixtureSelector(n_components=[1, 4, 6], covariance_types=["full"],
-                                      random_state=0, chunk_rows=500, max_iter=6,
-                                      tol=0.0).fit(X)
+        sel = GaussianMixtureSelector(n_components=[4, 80], covariance_types=["full"],
+                                      init_params="kmeans", random_state=0,
+                                      chunk_rows=500, max_iter=6, tol=0.0).fit(X)
     firsts = {index: its[0] for index, its in log.updates.items()}
-    assert len(firsts) == 3 and len(set(firsts.values())) > 1  # not all joined at once
-    assert log.sizes[0] < 3 == log.sizes[-1]
+    assert firsts == {1: 1, 0: 2}  # K=80 from its sample, K=4 after its pass
+    assert sweep.kinds()["init"] == 0 and sweep.kinds()["survey"] == 1
+    assert log.sizes[-1] == 2
     for index, its in log.updates.items():
         est = sel.estimators_[index]
-        # Consecutive iterations from the one it joined, max_iter of them.
         assert its == list(range(its[0], its[0] + 6)) and est.n_iter_ == 6
         assert len(est.lower_bounds_) == 6
     for est in sel.estimators_:
@@ -257,7 +259,8 @@ def test_bayesian_candidates_equal_separate_fits_with_one_moments_pass(blobs):
             model="bayesian", random_state=0, chunk_rows=1000, max_iter=50,
             model_params={"weight_concentration_prior_type": "dirichlet_distribution"},
         ).fit(blobs)
-    assert counter.kinds()["moments"] == 1  # the priors' pass, shared by the candidates
+    # The priors' moments ride the first pass, which also gathers the samples.
+    assert counter.kinds()["survey"] == 1 and "moments" not in counter.kinds()
     for i, est in enumerate(sel.estimators_):
         assert isinstance(est, BayesianGaussianMixture)
         assert est.weight_concentration_prior_type == "dirichlet_distribution"
@@ -358,7 +361,7 @@ def test_early_stopping_keeps_the_choice_and_saves_passes(criterion):
 # ---------------------------------------------------------------------------------------
 def test_a_sweep_resumes_from_its_checkpoint(blobs, tmp_path):
     params = dict(n_components=[2, 3], covariance_types=["full", "spherical"], n_init=2,
-                  random_state=0, tol=1e-6, chunk_rows=1000)
+                  random_state=0, tol=1e-6, chunk_rows=1000, init_params="kmeans")
     whole = GaussianMixtureSelector(max_iter=40, **params).fit(blobs)
     with pytest.warns(ConvergenceWarning):
         GaussianMixtureSelector(max_iter=3, checkpoint_dir=tmp_path, **params).fit(blobs)
@@ -379,7 +382,8 @@ def test_a_sweep_resumes_from_its_checkpoint(blobs, tmp_path):
 
 def test_warm_start_continues_every_candidate(blobs):
     sel = GaussianMixtureSelector(n_components=[2, 3], covariance_types=["diag"],
-                                  random_state=0, max_iter=2, warm_start=True, tol=1e-8)
+                                  random_state=0, max_iter=2, warm_start=True, tol=1e-8,
+                                  init_params="kmeans")
     with pytest.warns(ConvergenceWarning):
         sel.fit(blobs)
     first = [est.lower_bound_ for est in sel.estimators_]

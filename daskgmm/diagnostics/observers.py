@@ -93,3 +93,14 @@ def notify(event: str, *args: Any) -> None:
         method = getattr(observer, event, None)
         if method is not None:
             method(*args)
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """No observer hears the fits run inside the ``with`` block (work on a sample in
+    memory that is part of a fit's start, not of its passes)."""
+    token = _OBSERVERS.set(())
+    try:
+        yield
+    finally:
+        _OBSERVERS.reset(token)

@@ -396,22 +396,23 @@ class RowChunks:
         return result
 
     def map_reduce_many(self, parts: Sequence[PassPart], *, split_every: int = 8,
-                        kind: str | None = None) -> list[Any]:
+                        kind: str | None = None,
+                        meanwhile: Callable[[], Any] | None = None) -> list[Any]:
         """Several passes' computations in one read of every chunk: the result of each
         part, as :meth:`map_reduce` would return it (the same numbers: every part sees
         the same chunks and the same reduction tree). ``kind`` defaults to the first
-        part's."""
+        part's; ``meanwhile`` as for :meth:`map_reduce`."""
         if not parts:
             raise ValueError("a pass needs at least one part")
         kind = parts[0].kind if kind is None else kind
         if len(parts) == 1:
             p = parts[0]
             return [self.map_reduce(p.kernel, *p.args, split_every=split_every,
-                                    combine=p.combine, kind=kind)]
+                                    combine=p.combine, kind=kind, meanwhile=meanwhile)]
         kernels = tuple((p.kernel, tuple(p.args)) for p in parts)
         combine = functools.partial(_combine_several, tuple(p.combine for p in parts))
         return list(self.map_reduce(_several_kernels, kernels, split_every=split_every,
-                                    combine=combine, kind=kind))
+                                    combine=combine, kind=kind, meanwhile=meanwhile))
 
     def _map_reduce_numpy(self, kernel, args, split_every, combine):
         X, W = self.data, self.weights

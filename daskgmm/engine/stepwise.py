@@ -56,16 +56,14 @@ from __future__ import annotations
 import functools
 import math
 import os
-import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from daskgmm.diagnostics import observers
-from daskgmm.engine.estep import estep_statistics, make_plan
-from daskgmm.engine.initialize import Reference
 from daskgmm.engine.passes import RowChunks, active_client, worker_slots
+from daskgmm.engine.starts import Reference
 from daskgmm.engine.stats import Stats, add, scale, subtract
 from daskgmm.errors import InvalidParameterError
 
@@ -178,7 +176,7 @@ def first_pass_step(running: Stats | None, fresh: Stats, position: int) -> Stats
     return add(scale(running, 1.0 - step), scale(per_sample, step))
 
 
-def check_budget(n_groups: int, candidates: list[Any], n_features: int) -> None:
+def check_budget(n_groups: int, candidates: Sequence[Any], n_features: int) -> None:
     """Refuse incremental EM whose group statistics would not fit the budget."""
     size = sum(c.model.n_components * (n_features**2 + n_features + 1)
                for c in candidates) * 8 * n_groups
@@ -191,132 +189,186 @@ def check_budget(n_groups: int, candidates: list[Any], n_features: int) -> None:
         )
 
 
-def run_stepwise(chunks: RowChunks, candidates: list[Any], options: Any,
-                 stepwise: StepwiseOptions, *, state: StepwiseState | None = None,
-                 callback: Any = None, total_weight: float,
-                 record_digests: bool = False) -> StepwiseState:
-    """Run incremental or online EM on the candidates (updated in place).
+class _Stepwise:
+    """What incremental and online EM share: groups of chunks in a shuffled order per
+    pass, read ahead on a cluster, and the state they save with checkpoints."""
 
-    Parameters
-    ----------
-    chunks : RowChunks
-    candidates : list of Candidate
-    options : EMOptions
-        ``max_iter`` (passes), ``tol`` (per pass), ``split_every``, ``dtype``.
-    stepwise : StepwiseOptions
-    state : StepwiseState, optional
-        Where a resumed fit stands.
-    callback : callable, optional
-        Called after every group update with an
-        :class:`~daskgmm.engine.em.IterationInfo` whose ``stepwise`` is the state.
-    total_weight : float
-        The data's total sample weight (rows without weights).
-    record_digests : bool
-        Digest every chunk read in the first pass (for checkpoints).
-    """
-    from daskgmm.engine.em import IterationInfo
+    whole_passes = False
+    pass_kind = "group"
+    wants_entropy = True
+    name = ""
 
-    groups = partition(chunks.n_chunks, stepwise.batch_chunks)
-    if state is None:
-        C = len(candidates)
-        state = StepwiseState(batch_chunks=stepwise.batch_chunks, seed=stepwise.seed,
-                              totals=[None] * C,
-                              groups=[[None] * len(groups) for _ in range(C)],
-                              running=[None] * C, pass_ll=[0.0] * C, pass_n=[0.0] * C)
-    if stepwise.algorithm == "incremental":
-        check_budget(len(groups), candidates, chunks.shape[1])
-    incremental = stepwise.algorithm == "incremental"
-    while state.passes < options.max_iter:
-        active = [i for i, c in enumerate(candidates) if c.active]
-        if not active:
-            break
-        number = state.passes + 1
+    def __init__(self, options: StepwiseOptions, total_weight: float,
+                 state: StepwiseState | None = None) -> None:
+        self.options = options
+        self.total_weight = float(total_weight)
+        self.state = state
+        self._groups: list[list[int]] = []
+        self._number = 0
+
+    @property
+    def n_groups(self) -> int:
+        """Groups of chunks in a pass."""
+        return len(self._groups)
+
+    def begin(self, chunks: RowChunks, candidates: Sequence[Any]) -> None:
+        self._groups = partition(chunks.n_chunks, self.options.batch_chunks)
+        if self.state is None:
+            C = len(candidates)
+            self.state = StepwiseState(
+                batch_chunks=self.options.batch_chunks, seed=self.options.seed,
+                totals=[None] * C, groups=[[None] * len(self._groups) for _ in range(C)],
+                running=[None] * C, pass_ll=[0.0] * C, pass_n=[0.0] * C)
+
+    def walk(self, chunks: RowChunks, number: int) -> Iterator[tuple[int, RowChunks, Any]]:
+        state = self.state
+        self._number = number
         if state.position == 0:
-            state.order = [int(g) for g in
-                           np.random.default_rng([stepwise.seed, number]).permutation(
-                               len(groups))]
-        t0 = time.perf_counter()
+            state.order = [int(g) for g in np.random.default_rng(
+                [self.options.seed, number]).permutation(len(self._groups))]
         ahead: list[RowChunks] = []
         slots = worker_slots()  # where each group's chunks are read, once per pass
-        while state.position < len(groups):
-            g = state.order[state.position]
-            current = ahead.pop() if ahead else chunks.prefetch(groups[g], slots)
+        while state.position < len(self._groups):
+            position = state.position
+            g = state.order[position]
+            current = ahead.pop() if ahead else chunks.prefetch(self._groups[g], slots)
             # The next group's chunks are read after this group's E-step.
-            read_ahead = (None if state.position + 1 == len(groups) else functools.partial(
-                _read_ahead, ahead, chunks, groups[state.order[state.position + 1]], slots))
-            plan = make_plan([candidates[i].model.components(candidates[i].state)
-                              for i in active],
-                             [candidates[i].centre for i in active], dtype=options.dtype,
-                             entropy=True, digest=record_digests and state.passes == 0)
-            result = current.map_reduce(
-                estep_statistics, plan, split_every=options.split_every, kind="group",
-                meanwhile=read_ahead)
-            state.digests.update(result.digests)
-            first_pass = incremental and state.passes == 0
-            for i, fresh in zip(active, result.stats, strict=True):
-                cand = candidates[i]
-                canon = canonical_statistics(fresh, cand)
-                state.pass_ll[i] += float(fresh["ll"])
-                state.pass_n[i] += float(fresh["n"])
-                if incremental:
-                    old = state.groups[i][g]
-                    state.groups[i][g] = canon
-                    total = state.totals[i]
-                    total = canon if total is None else (
-                        add(total, canon) if old is None else add(subtract(total, old), canon))
-                    state.totals[i] = total
-                    if not first_pass:
-                        m_step_canonical(cand, total)
-                    else:
-                        state.running[i] = first_pass_step(state.running[i], canon,
-                                                           state.position)
-                        if state.running[i] is not None:
-                            m_step_canonical(cand, scale(state.running[i], total_weight))
-                else:
-                    state.running[i] = online_step(state.running[i], canon, state.updates,
-                                                   stepwise.learning_decay,
-                                                   stepwise.learning_offset)
-                    m_step_canonical(cand, scale(state.running[i], total_weight))
-            state.updates += 1
-            state.position += 1
-            if callback is not None and state.position < len(groups):
-                callback(IterationInfo(state.passes, options.max_iter, list(candidates),
-                                       time.perf_counter() - t0, stepwise=state))
-            observers.notify("update_finished", number, state.position, len(groups))
-        # The pass is complete.
-        for i in active:
-            cand = candidates[i]
-            if incremental:
-                # Re-add the groups (no drift from a pass of additions and subtractions).
-                total = add(*state.groups[i])
-                state.totals[i] = total
-                if state.passes == 0:
-                    m_step_canonical(cand, total)
-                    state.running[i] = None  # only the first pass uses it
-                bound = _bound(cand, total)
-            elif hasattr(cand.model, "free_energy"):
-                bound = state.pass_ll[i] / state.pass_n[i]
-            else:
-                bound = _bound(cand, scale(state.running[i], total_weight))
-            previous = cand.lower_bound
-            cand.lower_bound = bound
-            cand.lower_bounds.append(bound)
-            cand.n_iter = number
-            if abs(bound - previous) < options.tol:
-                cand.converged = True
-                cand.active = False
-            state.pass_ll[i], state.pass_n[i] = 0.0, 0.0
-        state.passes = number
+            read_ahead = (None if position + 1 == len(self._groups) else functools.partial(
+                _read_ahead, ahead, chunks, self._groups[state.order[position + 1]], slots))
+            yield position, current, read_ahead
+
+    def on_group(self, active: Sequence[Any], stats: Sequence[Stats], position: int
+                 ) -> None:
+        state = self.state
+        g = state.order[position]
+        for cand, fresh in zip(active, stats, strict=True):
+            i = cand.index
+            state.pass_ll[i] += float(fresh["ll"])
+            state.pass_n[i] += float(fresh["n"])
+            self._step(cand, canonical_statistics(fresh, cand), g, position)
+        state.updates += 1
+        state.position += 1
+
+    def end_pass(self, active: Sequence[Any]) -> list[float]:
+        state = self.state
+        bounds = [self._bound_of_pass(cand) for cand in active]
+        for cand in active:
+            state.pass_ll[cand.index], state.pass_n[cand.index] = 0.0, 0.0
+        state.passes = self._number
         state.position = 0
-        seconds = time.perf_counter() - t0
-        for i in active:
-            candidates[i].seconds += seconds / len(active)
-        info = IterationInfo(number, options.max_iter, list(candidates), seconds,
-                             stepwise=state)
-        if callback is not None:
-            callback(info)
-        observers.notify("iteration_finished", info)
-    return state
+        return bounds
+
+    def _step(self, cand: Any, canon: Stats, group: int, position: int) -> None:
+        raise NotImplementedError
+
+    def _bound_of_pass(self, cand: Any) -> float:
+        raise NotImplementedError
+
+
+class Incremental(_Stepwise):
+    """Incremental EM (see the module docstring): every group's statistics are kept;
+    a group's fresh statistics replace its old ones in the totals, then an M-step."""
+
+    name = "incremental"
+
+    def begin(self, chunks: RowChunks, candidates: Sequence[Any]) -> None:
+        super().begin(chunks, candidates)
+        check_budget(len(self._groups), candidates, chunks.shape[1])
+
+    def _step(self, cand: Any, canon: Stats, group: int, position: int) -> None:
+        state, i = self.state, cand.index
+        old = state.groups[i][group]
+        state.groups[i][group] = canon
+        total = state.totals[i]
+        total = canon if total is None else (
+            add(total, canon) if old is None else add(subtract(total, old), canon))
+        state.totals[i] = total
+        if state.passes > 0:
+            m_step_canonical(cand, total)
+            return
+        state.running[i] = first_pass_step(state.running[i], canon, position)
+        if state.running[i] is not None:
+            m_step_canonical(cand, scale(state.running[i], self.total_weight))
+
+    def _bound_of_pass(self, cand: Any) -> float:
+        state, i = self.state, cand.index
+        # Re-add the groups (no drift from a pass of additions and subtractions).
+        total = add(*state.groups[i])
+        state.totals[i] = total
+        if state.passes == 0:
+            m_step_canonical(cand, total)
+            state.running[i] = None  # only the first pass uses it
+        return _bound(cand, total)
+
+
+class Online(_Stepwise):
+    """Online EM (see the module docstring): running per-sample statistics and an
+    M-step after every group."""
+
+    name = "online"
+
+    def _step(self, cand: Any, canon: Stats, group: int, position: int) -> None:
+        state, i = self.state, cand.index
+        state.running[i] = online_step(state.running[i], canon, state.updates,
+                                       self.options.learning_decay,
+                                       self.options.learning_offset)
+        m_step_canonical(cand, scale(state.running[i], self.total_weight))
+
+    def _bound_of_pass(self, cand: Any) -> float:
+        state, i = self.state, cand.index
+        if hasattr(cand.model, "free_energy"):
+            return state.pass_ll[i] / state.pass_n[i]
+        return _bound(cand, scale(state.running[i], self.total_weight))
+
+
+@dataclass
+class StreamState:
+    """Where a stream of ``partial_fit`` batches stands: running per-sample statistics,
+    the updates so far and the total weight seen."""
+
+    running: Stats | None = None
+    updates: int = 0
+    weight: float = 0.0
+
+
+class Stream:
+    """``partial_fit``: one online step on each batch given (the whole batch is one
+    group), with step ``(t + learning_offset) ** -learning_decay`` and an M-step on the
+    running statistics scaled to the total weight seen so far."""
+
+    name = "stream"
+    whole_passes = True
+    pass_kind = "group"
+    wants_entropy = True
+    state = None
+
+    def __init__(self, stream: StreamState, learning_decay: float, learning_offset: float
+                 ) -> None:
+        self.stream = stream
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self._bounds: list[float] = []
+
+    def begin(self, chunks: RowChunks, candidates: Sequence[Any]) -> None:
+        pass
+
+    def walk(self, chunks: RowChunks, number: int) -> Iterator[tuple[int, RowChunks, Any]]:
+        yield 0, chunks, None
+
+    def on_group(self, active: Sequence[Any], stats: Sequence[Stats], position: int
+                 ) -> None:
+        (cand,), (fresh,) = active, stats
+        stream = self.stream
+        stream.running = online_step(stream.running, canonical_statistics(fresh, cand),
+                                     stream.updates, self.learning_decay,
+                                     self.learning_offset)
+        stream.updates += 1
+        stream.weight += float(fresh["n"])
+        m_step_canonical(cand, scale(stream.running, stream.weight))
+        self._bounds = [float(fresh["ll"] / fresh["n"])]
+
+    def end_pass(self, active: Sequence[Any]) -> list[float]:
+        return self._bounds
 
 
 def _read_ahead(into: list[RowChunks], chunks: RowChunks, indices: list[int],

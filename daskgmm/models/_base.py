@@ -1,19 +1,29 @@
-"""``BaseMixture``: the estimator surface shared by daskgmm's mixtures.
+"""``BaseMixture``: scikit-learn's estimator surface over the fit plan.
 
-Validation, the fit (initialisation, checkpoints, the EM driver, the choice among
-restarts), prediction and scoring (lazy for Dask input), ``to_sklearn`` and the state dict
-that saved models are made of. A mixture subclass supplies its EM model and a few hooks:
+The estimators validate, describe their fit to the engine and adopt what it found; the
+fit itself (survey, starts, resume, EM, the choice among restarts) is
+:func:`daskgmm.engine.plan.run_plan`, which the selection sweep calls too. The two
+public functions :func:`describe_fit` and :func:`adopt_fit` are how a fit is described
+and adopted, by the estimator's own ``fit`` and by the selector for its candidates.
 
-``_make_model(n_features)``
+A mixture subclass supplies these hooks (abstract methods below):
+
+``_make_model(n_features, n_components)``
     the :class:`~daskgmm.engine.em.MixtureModel` of one candidate;
 ``_set_attributes(state)`` / ``_state_from_attributes()``
     between a model state and the fitted attributes;
 ``_components()``
     the Gaussian components prediction evaluates;
 ``_n_parameters()``
-    free parameters (for BIC/AIC).
-Optional: ``_check_initial_parameters``, ``_prepare`` (a pass before the initialisation,
-e.g. the Bayesian mixture's priors), ``_with_user_init``, ``_checkpoint_config``.
+    free parameters (for BIC/AIC);
+``_check_saved_arrays(arrays, fitted)``
+    why saved arrays are not a valid model of the class.
+
+and may override: ``_check_initial_parameters`` (checks against the data's shape),
+``_resolve(survey)`` with ``_needs_moments()`` (parameters that default to the data's
+moments, e.g. the Bayesian mixture's priors), ``_needs_data_for_init``,
+``_initial_state_without_data``, ``_with_user_init`` (user-given initial values) and
+``_label``.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import hashlib
 import math
 import os
 import warnings
+from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -35,22 +46,20 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from daskgmm.diagnostics import observers
 from daskgmm.engine import estep
-from daskgmm.engine.em import (
-    Candidate,
-    EMOptions,
-    FitInfo,
-    best_candidate,
-    run_em,
-)
-from daskgmm.engine.initialize import Group, initial_states
+from daskgmm.engine.em import Batch, Candidate, EMOptions, FitInfo
 from daskgmm.engine.passes import RowChunks
+from daskgmm.engine.plan import FitPlan, ModelSpec, PlanResult, run_plan
+from daskgmm.engine.starts import INIT_METHODS, centre_of
+from daskgmm.engine.survey import Survey, survey
 from daskgmm.errors import (
     ArrayNamespaceError,
-    CheckpointError,
     DegenerateComponentError,
     InvalidDataError,
     InvalidParameterError,
 )
+
+__all__ = ["OWN_CONSTRAINTS", "BaseMixture", "MixtureInput", "adopt_fit", "describe_fit",
+           "fit_fingerprint", "parameter_token", "sklearn_constraints"]
 
 #: daskgmm's own estimator parameters, after scikit-learn's.
 OWN_CONSTRAINTS: dict[str, list] = {
@@ -68,16 +77,18 @@ OWN_CONSTRAINTS: dict[str, list] = {
 
 #: Parameters that do not change what a fit computes (a checkpoint may be resumed with
 #: other values).
-_RESUMABLE_WITH_OTHER = frozenset({"max_iter", "verbose", "verbose_interval", "cache",
-                                   "checkpoint_dir", "checkpoint_every", "warm_start"})
+RESUMABLE_WITH_OTHER = frozenset({"max_iter", "verbose", "verbose_interval", "cache",
+                                  "checkpoint_dir", "checkpoint_every", "warm_start"})
 
 
 def sklearn_constraints(sklearn_class: type) -> dict[str, list]:
-    """scikit-learn's parameter table of ``sklearn_class`` extended with ours."""
-    return {**sklearn_class._parameter_constraints, **OWN_CONSTRAINTS}
+    """scikit-learn's parameter table of ``sklearn_class`` extended with ours (and
+    daskgmm's starts for ``init_params``)."""
+    return {**sklearn_class._parameter_constraints, **OWN_CONSTRAINTS,
+            "init_params": [StrOptions(set(INIT_METHODS))]}
 
 
-def _token(value: Any) -> Any:
+def parameter_token(value: Any) -> Any:
     """A JSON-safe value that identifies a parameter (for checkpoint fingerprints);
     the same in every process for equal settings."""
     if value is None or isinstance(value, bool | int | float | str):
@@ -97,7 +108,170 @@ def _token(value: Any) -> Any:
             "shape": list(array.shape)}
 
 
-class BaseMixture(DensityMixin, BaseEstimator):
+def fit_fingerprint(estimator: str, params: dict[str, Any], chunks: RowChunks
+                    ) -> dict[str, Any]:
+    """What a checkpoint must match: the estimator, the data's shape, dtype, row chunks
+    and weighting, and every parameter that changes what a fit computes."""
+    n, d = chunks.shape
+    bounds = hashlib.sha256(repr(chunks.row_bounds).encode()).hexdigest()
+    return {
+        "estimator": estimator,
+        "data": {"shape": [n, d], "dtype": str(chunks.data.dtype), "row_chunks": bounds,
+                 "weighted": chunks.weights is not None},
+        "config": {k: parameter_token(v) for k, v in sorted(params.items())
+                   if k not in RESUMABLE_WITH_OTHER},
+    }
+
+
+class MixtureInput:
+    """What the estimators and the selector share around a fit: input validation,
+    EM options, the algorithm, the checkpointer and verbose output."""
+
+    # -- input validation --------------------------------------------------------------
+    def _chunks(self, X: Any, *, reset: bool, sample_weight: Any = None,
+                sample_dim: str | None = None) -> RowChunks:
+        return self._input(X, reset=reset, sample_weight=sample_weight,
+                           sample_dim=sample_dim)[0]
+
+    def _input(self, X: Any, *, reset: bool, sample_weight: Any = None,
+               sample_dim: str | None = None) -> tuple[RowChunks, Any]:
+        """The validated row chunks of an input, and how to wrap per-row outputs."""
+        from daskgmm.io.frames import as_array
+
+        _refuse_other_namespaces(X)
+        if sample_dim is None:
+            sample_dim = getattr(self, "_sample_dim", None)
+        array, wrap = as_array(X, sample_dim=sample_dim if _is_xarray(X) else None)
+        if wrap.kind == "pandas" and hasattr(X, "columns"):
+            # scikit-learn records the feature names of DataFrames (and checks them).
+            array = X[wrap.extra["columns"]]
+        if isinstance(array, da.Array):
+            array = self._validate_dask(array, reset=reset)
+        else:
+            array = validate_data(self, array, reset=reset, dtype=[np.float64, np.float32],
+                                  ensure_min_samples=2 if reset else 1)
+        return RowChunks(array, self.chunk_rows, weights=_as_weights(sample_weight)), wrap
+
+    def _validate_dask(self, X: da.Array, *, reset: bool) -> da.Array:
+        if X.ndim != 2:
+            raise InvalidDataError(
+                f"Expected a 2-D array of shape (n_samples, n_features), got a {X.ndim}-D "
+                f"array of shape {X.shape}. Reshape it: "
+                + ("X.reshape(-1, 1) for one feature." if X.ndim < 2
+                   else "X.reshape(len(X), -1) to flatten the trailing axes.")
+            )
+        if np.isnan(X.shape[0]):
+            raise InvalidDataError(
+                "The dask array has unknown chunk sizes; call X.compute_chunk_sizes() first."
+            )
+        kind = X.dtype.kind
+        if kind not in "biuf":
+            raise InvalidDataError(
+                f"Expected a numeric (integer or float) array, got dtype {X.dtype}. Convert "
+                "the data with X.astype('float64') if the values are numbers."
+            )
+        if kind != "f" or X.dtype.itemsize not in (4, 8):
+            X = X.astype(np.float64)
+        n_samples, n_features = X.shape
+        minimum = 2 if reset else 1
+        if n_samples < minimum or n_features < 1:
+            raise InvalidDataError(
+                f"Found array with {n_samples} sample(s) and {n_features} feature(s) "
+                f"(shape={X.shape}) while a minimum of {minimum} sample(s) and 1 feature "
+                "is required."
+            )
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise InvalidDataError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X
+
+    # -- the plan's settings -----------------------------------------------------------
+    def _em_options(self) -> EMOptions:
+        return EMOptions(self.tol, self.max_iter, self.split_every, self.dtype)
+
+    def _algorithm(self) -> Any:
+        """``algorithm(total_weight, resumed_state) -> Algorithm`` for the plan."""
+        if self.algorithm == "batch":
+            return _batch
+        from daskgmm.engine import stepwise
+
+        cls = stepwise.Incremental if self.algorithm == "incremental" else stepwise.Online
+        directory = self.checkpoint_dir
+
+        def make(total_weight: float, state: Any) -> Any:
+            options = self._stepwise_options(None if state is None else state.seed)
+            if state is not None:
+                _check_stepwise_state(state, options, directory)
+            return cls(options, total_weight, state)
+
+        return make
+
+    def _stepwise_options(self, seed: int | None = None) -> Any:
+        from daskgmm.engine.stepwise import StepwiseOptions, default_batch_chunks
+
+        if seed is None:
+            rs = self.random_state
+            seed = (int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool)
+                    else int(check_random_state(rs).randint(2**31 - 1)))
+        return StepwiseOptions(self.algorithm, self.batch_chunks or default_batch_chunks(),
+                               self.learning_decay, self.learning_offset, seed)
+
+    def _checkpointer(self, chunks: RowChunks) -> Any:
+        if self.checkpoint_dir is None:
+            return None
+        from daskgmm.serialize.checkpoint import Checkpointer
+
+        return Checkpointer(self.checkpoint_dir, self._fingerprint(chunks),
+                            self.checkpoint_every)
+
+    def _fingerprint(self, chunks: RowChunks) -> dict[str, Any]:
+        return fit_fingerprint(type(self).__name__, self.get_params(deep=False), chunks)
+
+    def _verbose_printer(self) -> Any:
+        if not self.verbose:
+            return None
+        from daskgmm.models._verbose import VerbosePrinter
+
+        return VerbosePrinter(self.verbose, self.verbose_interval)
+
+    def _run(self, chunks: RowChunks, plan: FitPlan, info: FitInfo) -> PlanResult:
+        """Run ``plan`` with the observers of a fit (verbose output, and whatever the
+        caller made active)."""
+        printer = self._verbose_printer()
+        with observers.observe(*([printer] if printer is not None else [])):
+            observers.notify("fit_started", info)
+            try:
+                with chunks.cached(self.cache) as cached:
+                    result = run_plan(cached, plan)
+            finally:
+                observers.notify("fit_finished")
+        self.passes_ = dict(result.passes)
+        return result
+
+
+def _batch(total_weight: float, state: Any) -> Batch:
+    return Batch()
+
+
+def _check_stepwise_state(state: Any, options: Any, directory: Any) -> None:
+    """Refuse a stepwise checkpoint that walks the data in other groups."""
+    from daskgmm.errors import CheckpointError
+
+    if options.batch_chunks != state.batch_chunks:
+        raise CheckpointError(
+            f"the checkpoint in {directory} walks the data in groups of "
+            f"{state.batch_chunks} chunks, this fit in groups of {options.batch_chunks}: "
+            f"set batch_chunks={state.batch_chunks} to resume, or delete the checkpoint to "
+            "start afresh.")
+
+
+class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
     """Shared surface of daskgmm's mixture estimators (see the module docstring)."""
 
     _sklearn_class: ClassVar[type]
@@ -142,38 +316,21 @@ class BaseMixture(DensityMixin, BaseEstimator):
                 f"Expected n_samples >= n_components but got n_components = "
                 f"{self.n_components}, n_samples = {n_samples}"
             )
-        self._check_initial_parameters(n_features, chunks.data.dtype)
-        out_dtype = np.dtype(chunks.data.dtype)
-        info = FitInfo(self.max_iter, self._n_candidates(), chunks.n_chunks, n_samples,
-                       self.algorithm, self._labels(), self.tol)
-        printer = self._verbose_printer()
-        with observers.observe(*([printer] if printer is not None else [])):
-            observers.notify("fit_started", info)
-            try:
-                with chunks.cached(self.cache) as cached:
-                    self._prepare(cached)
-                    best = self._run(cached)
-            finally:
-                observers.notify("fit_finished")
-        if not best.converged and self.max_iter > 0:
+        spec = describe_fit(self, n_features, chunks.data.dtype)
+        plan = FitPlan([spec], self._em_options(), self._algorithm(),
+                       checkpointer=self._checkpointer(chunks))
+        info = FitInfo(self.max_iter, spec.n_candidates, chunks.n_chunks, n_samples,
+                       self.algorithm, self._labels(spec.n_candidates), self.tol)
+        result = self._run(chunks, plan, info)
+        adopt_fit(self, result, 0, np.dtype(chunks.data.dtype))
+        if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        self._adopt(best, out_dtype)
         return self
-
-    def _adopt(self, best: Candidate, dtype: np.dtype) -> None:
-        """Take the fitted parameters and EM record of ``best`` (the kept restart), as
-        attributes of ``dtype``."""
-        self._set_attributes(best.state)
-        self._cast_attributes(dtype)
-        self.converged_ = best.converged
-        self.n_iter_ = best.n_iter
-        self.lower_bound_ = best.lower_bound if self.max_iter > 0 else -math.inf
-        self.lower_bounds_ = list(best.lower_bounds)
 
     def _cast_attributes(self, dtype: np.dtype) -> None:
         """Give the fitted arrays the input's dtype (float32 input: float32 attributes, as
@@ -198,95 +355,6 @@ class BaseMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X, sample_weight=sample_weight, sample_dim=sample_dim).predict(X)
 
-    def _run(self, chunks: RowChunks) -> Candidate:
-        from daskgmm.serialize.checkpoint import Checkpointer
-
-        model = self._make_model(chunks.shape[1], self.n_components)
-        options = EMOptions(self.tol, self.max_iter, self.split_every, self.dtype)
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        checkpointer = None
-        if self.checkpoint_dir is not None:
-            checkpointer = Checkpointer(self.checkpoint_dir, self._fingerprint(chunks),
-                                        self.checkpoint_every)
-            resumed = checkpointer.load(lambda index: model) if do_init else None
-            if resumed is not None:
-                return self._resume(chunks, resumed, options, checkpointer)
-        if do_init:
-            if self._needs_data_for_init():
-                group = Group(model, self.n_init, check_random_state(self.random_state))
-                states = initial_states(chunks, [group], self.init_params,
-                                        split_every=self.split_every)[0]
-                states = [self._with_user_init(s, model) for s in states]
-            else:  # every restart would start from the same given parameters
-                states = [self._initial_state_without_data(model)]
-            start = -math.inf
-        else:
-            states = [self._state_from_attributes()]
-            start = self.lower_bound_
-        labels = self._labels()
-        centre = _centre(states[0])
-        candidates = [Candidate(i, model, s, centre, labels[min(i, len(labels) - 1)],
-                                lower_bound=start) for i, s in enumerate(states)]
-        if self.algorithm != "batch":
-            self._run_stepwise(chunks, candidates, options, checkpointer, None)
-        else:
-            run_em(chunks, candidates, options, record_digest=checkpointer is not None,
-                   callback=checkpointer)
-        return best_candidate(candidates, self.max_iter)
-
-    def _stepwise_options(self, seed: int | None = None) -> Any:
-        from daskgmm.engine.stepwise import StepwiseOptions, default_batch_chunks
-
-        if seed is None:
-            rs = self.random_state
-            seed = (int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool)
-                    else int(check_random_state(rs).randint(2**31 - 1)))
-        return StepwiseOptions(self.algorithm, self.batch_chunks or default_batch_chunks(),
-                               self.learning_decay, self.learning_offset, seed)
-
-    def _run_stepwise(self, chunks: RowChunks, candidates: list[Candidate],
-                      options: EMOptions, checkpointer: Any, resumed: Any) -> None:
-        from daskgmm.engine.stepwise import run_stepwise, total_weight_of
-
-        state = None if resumed is None else resumed.stepwise
-        stepwise = self._stepwise_options(None if state is None else state.seed)
-        if state is not None and stepwise.batch_chunks != state.batch_chunks:
-            raise CheckpointError(
-                f"the checkpoint in {self.checkpoint_dir} walks the data in groups of "
-                f"{state.batch_chunks} chunks, this fit in groups of "
-                f"{stepwise.batch_chunks}: set batch_chunks={state.batch_chunks} to resume, "
-                "or delete the checkpoint to start afresh.")
-        if state is not None:
-            n_groups = -(-chunks.n_chunks // state.batch_chunks)
-            if (sorted(state.order) != list(range(n_groups)) and state.position > 0) or any(
-                    len(row) != n_groups for row in state.groups):
-                raise CheckpointError(
-                    f"the checkpoint in {self.checkpoint_dir} is damaged (its groups do not "
-                    "match the data's chunks); delete it to start afresh.")
-            checkpointer.verify_chunks(chunks, state.digests, self.split_every)
-        run_stepwise(chunks, candidates, options, stepwise, state=state,
-                     callback=checkpointer, total_weight=total_weight_of(chunks),
-                     record_digests=checkpointer is not None)
-
-    def _resume(self, chunks: RowChunks, resumed: Any, options: EMOptions,
-                checkpointer: Any) -> Candidate:
-        if resumed.iteration > self.max_iter:
-            raise CheckpointError(
-                f"the checkpoint in {self.checkpoint_dir} is at iteration "
-                f"{resumed.iteration}, beyond max_iter={self.max_iter}; raise max_iter to "
-                "at least that to resume, or delete the checkpoint to start afresh."
-            )
-        candidates = resumed.candidates
-        if self.algorithm != "batch":
-            self._run_stepwise(chunks, candidates, options, checkpointer, resumed)
-            return best_candidate(candidates, self.max_iter)
-        if any(c.active for c in candidates) and resumed.iteration < self.max_iter:
-            run_em(chunks, candidates, options, start_iteration=resumed.iteration,
-                   expected_digest=resumed.digest, callback=checkpointer)
-        else:
-            checkpointer.verify_data(chunks, resumed.digest, self.split_every)
-        return best_candidate(candidates, self.max_iter)
-
     def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None, *,
                     sample_dim: str | None = None) -> BaseMixture:
         """One online-EM update from a batch of samples (NumPy or Dask).
@@ -303,82 +371,59 @@ class BaseMixture(DensityMixin, BaseEstimator):
         -------
         self
         """
-        from daskgmm.engine.stats import scale
-        from daskgmm.engine.stepwise import (
-            canonical_statistics,
-            m_step_canonical,
-            online_step,
-        )
+        from daskgmm.engine.stepwise import Stream, StreamState
 
         self._validate_params()
-        first = not hasattr(self, "_stream")
-        if not first:
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
             check_is_fitted(self)
+            if np.shape(self.means_)[0] != self.n_components:
+                raise InvalidParameterError(
+                    f"n_components is {self.n_components} but the model being updated has "
+                    f"{np.shape(self.means_)[0]} components (it was changed by set_params); "
+                    f"set it back with set_params(n_components={np.shape(self.means_)[0]}), "
+                    "or fit afresh.")
         self._sample_dim = sample_dim if sample_dim is not None else getattr(
             self, "_sample_dim", None)
-        chunks = self._chunks(X, reset=first, sample_weight=sample_weight)
+        chunks = self._chunks(X, reset=stream is None, sample_weight=sample_weight)
         n_samples, n_features = chunks.shape
-        model = self._make_model(n_features, self.n_components)
-        if first:
+        if stream is None:
             if n_samples < self.n_components:
                 raise InvalidDataError(
                     f"Expected n_samples >= n_components in the first batch but got "
                     f"n_components = {self.n_components}, n_samples = {n_samples}")
-            self._check_initial_parameters(n_features, chunks.data.dtype)
-            self._prepare(chunks)
-            model = self._make_model(n_features, self.n_components)
-            group = Group(model, 1, check_random_state(self.random_state))
-            state = initial_states(chunks, [group], self.init_params,
-                                   split_every=self.split_every)[0][0]
-            state = self._with_user_init(state, model)
-            self._stream = {"centre": _centre(state), "running": None, "updates": 0,
-                            "weight": 0.0}
-            self.lower_bounds_ = []
+            spec = describe_fit(self, n_features, chunks.data.dtype, n_init=1, warm=False)
+            state = StreamState()
         else:
-            state = self._state_from_attributes()
-        stream = self._stream
-        candidate = Candidate(0, model, state, stream["centre"])
-        plan = estep.make_plan([model.components(state)], [stream["centre"]],
-                               dtype=self.dtype, entropy=True)
-        fresh = chunks.map_reduce(estep.estep_statistics, plan,
-                                  split_every=self.split_every, kind="group").stats[0]
-        stream["running"] = online_step(stream["running"],
-                                        canonical_statistics(fresh, candidate),
-                                        stream["updates"], self.learning_decay,
-                                        self.learning_offset)
-        stream["updates"] += 1
-        stream["weight"] += float(fresh["n"])
-        m_step_canonical(candidate, scale(stream["running"], stream["weight"]))
-        self._set_attributes(candidate.state)
+            spec = describe_fit(self, n_features, chunks.data.dtype, n_init=1, warm=True)
+            spec.centre = stream["centre"]
+            state = stream["state"]
+        algorithm = Stream(state, self.learning_decay, self.learning_offset)
+        plan = FitPlan([spec], EMOptions(self.tol, 1, self.split_every, self.dtype),
+                       lambda total, resumed: algorithm)
+        result = run_plan(chunks, plan)
+        best = result.best[0]
+        previous = list(getattr(self, "lower_bounds_", [])) if stream is not None else []
+        self._set_attributes(best.state)
         self._cast_attributes(np.dtype(chunks.data.dtype))
-        self.n_iter_ = stream["updates"]
-        self.lower_bound_ = float(fresh["ll"] / fresh["n"])
-        self.lower_bounds_ = [*self.lower_bounds_, self.lower_bound_]
+        self._stream = {"centre": best.centre, "state": state}
+        self.n_iter_ = state.updates
+        self.lower_bound_ = best.lower_bound
+        self.lower_bounds_ = [*previous, best.lower_bound]
         self.converged_ = False
+        self.passes_ = dict(result.passes)
         return self
-
-    def _fingerprint(self, chunks: RowChunks) -> dict[str, Any]:
-        params = {k: _token(v) for k, v in sorted(self.get_params(deep=False).items())
-                  if k not in _RESUMABLE_WITH_OTHER}
-        n, d = chunks.shape
-        bounds = hashlib.sha256(repr(chunks.row_bounds).encode()).hexdigest()
-        return {
-            "estimator": type(self).__name__,
-            "data": {"shape": [n, d], "dtype": str(chunks.data.dtype),
-                     "row_chunks": bounds, "weighted": chunks.weights is not None},
-            "config": params,
-        }
 
     def _initialize(self, X: Any, resp: Any) -> None:
         """scikit-learn's hook: the parameters of responsibilities ``resp`` (n, K) of the
         in-memory samples ``X`` (with the user's ``*_init`` values in place)."""
-        from daskgmm.engine.initialize import state_from_responsibilities
+        from daskgmm.engine.starts import state_from_responsibilities
 
         X = np.asarray(X)
         resp = np.asarray(resp)
         # As scikit-learn's: no validation; the number of components is resp's.
         self._load_user_init()
-        self._prepare(RowChunks(np.asarray(X, dtype=np.float64)))
+        self._resolve(_survey_in_memory(X, self._needs_moments()))
         model = self._make_model(X.shape[1], resp.shape[1])
         state = state_from_responsibilities(model, X, resp)
         self._set_attributes(self._with_user_init(state, model))
@@ -389,26 +434,56 @@ class BaseMixture(DensityMixin, BaseEstimator):
         X = np.asarray(X)
         self._validate_params()
         self._check_initial_parameters(X.shape[1], X.dtype)
-        self._prepare(RowChunks(np.asarray(X, dtype=np.float64)))
+        self._resolve(_survey_in_memory(X, self._needs_moments()))
 
     def _initialize_parameters(self, X: Any, random_state: Any) -> None:
         """scikit-learn's hook: initial parameters of in-memory ``X`` (one restart)."""
         chunks = RowChunks(np.asarray(X, dtype=np.float64))
-        model = self._make_model(chunks.shape[1], self.n_components)
-        group = Group(model, 1, check_random_state(random_state))
-        state = initial_states(chunks, [group], self.init_params,
-                               split_every=self.split_every)[0][0]
-        self._set_attributes(self._with_user_init(state, model))
+        spec = describe_fit(self, chunks.shape[1], np.dtype(np.float64), n_init=1,
+                            warm=False)
+        spec.random_state = check_random_state(random_state)
+        plan = FitPlan([spec], EMOptions(self.tol, 0, self.split_every, self.dtype))
+        self._set_attributes(run_plan(chunks, plan).best[0].state)
 
-    # -- hooks with defaults -----------------------------------------------------------
+    # -- hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def _make_model(self, n_features: int, n_components: int) -> Any:
+        """The EM model of one candidate (:class:`daskgmm.engine.em.MixtureModel`)."""
+
+    @abstractmethod
+    def _set_attributes(self, state: Any) -> None:
+        """The fitted attributes from a model state."""
+
+    @abstractmethod
+    def _state_from_attributes(self) -> Any:
+        """The model state of the fitted attributes."""
+
+    @abstractmethod
+    def _components(self) -> estep.Components:
+        """The Gaussian components prediction evaluates."""
+
+    @abstractmethod
+    def _n_parameters(self) -> int:
+        """Free parameters of the fitted model."""
+
+    @abstractmethod
+    def _check_saved_arrays(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]
+                            ) -> str | None:
+        """Why a saved model's arrays are not a valid fitted model (None if they are)."""
+
     def _check_initial_parameters(self, n_features: int, dtype: np.dtype) -> None:
         """Validate parameters against the data's shape (before any pass)."""
 
     def _load_user_init(self) -> None:
         """Take the user's initial values as they are (no validation)."""
 
-    def _prepare(self, chunks: RowChunks) -> None:
-        """Passes needed before the initialisation (none by default)."""
+    def _needs_moments(self) -> bool:
+        """Whether :meth:`_resolve` needs the data's moments."""
+        return False
+
+    def _resolve(self, survey: Survey) -> None:
+        """Settle the parameters that depend on the data (from the first pass's
+        survey); none by default."""
 
     def _needs_data_for_init(self) -> bool:
         return True
@@ -419,26 +494,19 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _with_user_init(self, state: Any, model: Any) -> Any:
         return state
 
-    def _n_candidates(self) -> int:
-        return self.n_init if not (self.warm_start and hasattr(self, "converged_")) else 1
+    def _label(self) -> str:
+        return f"K={self.n_components} {self.covariance_type}"
 
-    def _labels(self) -> list[str]:
-        base = f"K={self.n_components} {self.covariance_type}"
-        return [f"{base} #{i}" for i in range(self._n_candidates())]
+    def _labels(self, n_candidates: int) -> list[str]:
+        return [f"{self._label()} #{i}" for i in range(n_candidates)]
 
-    def _verbose_printer(self) -> Any:
-        if not self.verbose:
-            return None
-        from daskgmm.models._verbose import VerbosePrinter
-
-        return VerbosePrinter(self.verbose, self.verbose_interval)
 
     # ----------------------------------------------------------------------------------
     # prediction
     # ----------------------------------------------------------------------------------
     def _plan(self) -> estep.EStepPlan:
         components = self._components()
-        return estep.make_plan([components], _centre(components))
+        return estep.make_plan([components], centre_of(components))
 
     def _out_dtype(self, X_dtype: np.dtype) -> str:
         return str(np.result_type(X_dtype, np.asarray(self.means_).dtype))
@@ -777,12 +845,69 @@ def _as_weights(sample_weight: Any) -> Any:
     return sample_weight
 
 
-def _centre(state: Any) -> np.ndarray:
-    """The weighted mean of a state's means: the centre the passes of a fit use."""
-    means = np.asarray(state.means, dtype=np.float64)
-    weights = getattr(state, "weights", None)
-    if weights is None:
-        return means.mean(axis=0)
-    weights = np.asarray(weights, dtype=np.float64)
-    total = weights.sum()
-    return (weights @ means) / total if total > 0 else means.mean(axis=0)
+# ---------------------------------------------------------------------------------------
+# describing a fit to the engine, and adopting what it found
+# ---------------------------------------------------------------------------------------
+def describe_fit(estimator: BaseMixture, n_features: int, dtype: Any, *,
+                 n_init: int | None = None, warm: bool | None = None) -> ModelSpec:
+    """The :class:`~daskgmm.engine.plan.ModelSpec` of a fit of ``estimator`` on data of
+    ``n_features`` features and ``dtype`` (its parameters checked against them).
+
+    ``n_init`` overrides the estimator's restarts; ``warm`` whether to continue from
+    the fitted attributes (default: ``warm_start`` on a fitted estimator).
+    """
+    est = estimator
+    est._check_initial_parameters(n_features, np.dtype(dtype))
+    K = est.n_components
+    if warm is None:
+        warm = bool(est.warm_start) and hasattr(est, "converged_")
+
+    def build(found: Survey) -> Any:
+        est._resolve(found)
+        return est._make_model(n_features, K)
+
+    given = adjust = None
+    start_bound = -math.inf
+    if warm:
+        current = est._state_from_attributes()
+        given = lambda model: current  # noqa: E731
+        start_bound = float(est.lower_bound_)
+    elif not est._needs_data_for_init():
+        given = est._initial_state_without_data
+    else:
+        adjust = est._with_user_init
+    out_dtype = np.dtype(dtype)
+
+    def fitted_components(best: Candidate) -> estep.Components:
+        _adopt_candidate(est, best, out_dtype)
+        return est._components()
+
+    return ModelSpec(est._label(), K, build,
+                     est.n_init if n_init is None else n_init,
+                     check_random_state(est.random_state), est.init_params, given=given,
+                     adjust=adjust, start_bound=start_bound,
+                     needs_moments=est._needs_moments(),
+                     fitted_components=fitted_components)
+
+
+def adopt_fit(estimator: BaseMixture, result: PlanResult, index: int, dtype: Any) -> None:
+    """Give ``estimator`` the parameters and EM record of model ``index``'s best restart
+    in ``result`` (attributes of the data's ``dtype``) and the passes the fit read."""
+    _adopt_candidate(estimator, result.best[index], np.dtype(dtype))
+    estimator.passes_ = dict(result.passes)
+
+
+def _adopt_candidate(est: BaseMixture, best: Candidate, dtype: np.dtype) -> None:
+    est._set_attributes(best.state)
+    est._cast_attributes(dtype)
+    est.converged_ = best.converged
+    est.n_iter_ = best.n_iter
+    est.lower_bound_ = best.lower_bound if est.max_iter > 0 else -math.inf
+    est.lower_bounds_ = list(best.lower_bounds)
+
+
+def _survey_in_memory(X: np.ndarray, moments: bool) -> Survey:
+    """The survey of in-memory rows (scikit-learn's hooks)."""
+    chunks = RowChunks(np.asarray(X, dtype=np.float64))
+    return survey(chunks, indices=None, moments=moments, digest=False, split_every=8)[0]
+

@@ -30,9 +30,9 @@ from sklearn.utils.validation import check_is_fitted
 from daskgmm.engine import covariance as cov_types
 from daskgmm.engine.covariance import CovarianceType
 from daskgmm.engine.covariance.full import check_symmetric_positive_definite
-from daskgmm.engine.estep import Components, moment_statistics
-from daskgmm.engine.passes import RowChunks
-from daskgmm.engine.stats import Stats, add
+from daskgmm.engine.estep import Components
+from daskgmm.engine.stats import Stats
+from daskgmm.engine.survey import Survey
 from daskgmm.errors import InvalidDataError, InvalidParameterError
 from daskgmm.models._base import BaseMixture, sklearn_constraints
 from daskgmm.models.gaussian import gaussian_estimates
@@ -407,10 +407,13 @@ default='dirichlet_process'
             elif not (prior > 0).all():
                 raise InvalidParameterError(f"'{cov.name} precision' should be positive")
 
-    def _prepare(self, chunks: RowChunks) -> None:
-        """Resolve the priors, with one pass over the data for the defaults that are the
-        data's mean and covariance."""
-        D, cov = chunks.shape[1], cov_types.get(self.covariance_type)
+    def _needs_moments(self) -> bool:
+        return self.mean_prior is None or self.covariance_prior is None
+
+    def _resolve(self, survey: Survey) -> None:
+        """Resolve the priors; the defaults that are the data's mean and covariance come
+        from the moments of the fit's first pass."""
+        D, cov = survey.n_features, cov_types.get(self.covariance_type)
         self.weight_concentration_prior_ = (1.0 / self.n_components
                                             if self.weight_concentration_prior is None
                                             else self.weight_concentration_prior)
@@ -419,8 +422,8 @@ default='dirichlet_process'
         self.degrees_of_freedom_prior_ = (D if self.degrees_of_freedom_prior is None
                                           else self.degrees_of_freedom_prior)
         mean = cov_prior = None
-        if self.mean_prior is None or self.covariance_prior is None:
-            mean, cov_prior = _data_moments(chunks, cov, self.split_every)
+        if self._needs_moments():
+            mean, cov_prior = _prior_moments(survey, cov)
         self.mean_prior_ = (mean if self.mean_prior is None
                             else np.asarray(self.mean_prior, dtype=np.float64))
         self.covariance_prior_ = (cov_prior if self.covariance_prior is None
@@ -472,9 +475,8 @@ default='dirichlet_process'
         K, D = np.shape(self.means_)
         return self._make_model(D, K).n_parameters(D)
 
-    def _labels(self) -> list[str]:
-        base = f"K<={self.n_components} {self.covariance_type} bayesian"
-        return [f"{base} #{i}" for i in range(self._n_candidates())]
+    def _label(self) -> str:
+        return f"K<={self.n_components} {self.covariance_type} bayesian"
 
     # -- saving ------------------------------------------------------------------------
     def _saved_arrays(self) -> tuple[str, ...]:
@@ -542,23 +544,17 @@ default='dirichlet_process'
         return model
 
 
-def _data_moments(chunks: RowChunks, cov: CovarianceType, split_every: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _prior_moments(survey: Survey, cov: CovarianceType) -> tuple[np.ndarray, Any]:
     """The (weighted) mean of the data and its covariance (``ddof=1``: the weights count
-    as repetitions) in the covariance type's prior shape; one pass."""
-    reference = chunks.take_rows(np.array([0]))[0]
-    stats = chunks.map_reduce(moment_statistics, reference, split_every=split_every,
-                              kind="moments", combine=add)
-    n = float(stats["n"])
-    if not n > 1.0:
+    as repetitions) in the covariance type's prior shape."""
+    moments = survey.moments
+    if not moments.n > 1.0:
         raise InvalidDataError(
             f"the data's covariance, the default covariance_prior, needs a total sample "
-            f"weight above 1, got {n}; give covariance_prior and mean_prior, or more data.")
-    d = stats["sum"] / n
-    mean = reference + d
-    scatter = stats["scatter"] - n * np.outer(d, d)
-    covariance = scatter / (n - 1.0)
+            f"weight above 1, got {moments.n}; give covariance_prior and mean_prior, or "
+            "more data.")
+    covariance = moments.covariance()
     if cov.name in ("full", "tied"):
-        return mean, np.atleast_2d(covariance)
+        return moments.mean, np.atleast_2d(covariance)
     variances = np.diag(covariance).copy()
-    return mean, (variances if cov.name == "diag" else variances.mean())
+    return moments.mean, (variances if cov.name == "diag" else variances.mean())

@@ -52,18 +52,23 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm.diagnostics import observers
 from daskgmm.engine.covariance import COVARIANCE_TYPES
-from daskgmm.engine.em import Candidate, EMOptions, FitInfo, best_candidate, run_em
-from daskgmm.engine.estep import estep_statistics, make_plan
-from daskgmm.engine.initialize import Group, KMeansStarts, initial_states
-from daskgmm.engine.passes import PassPart, RowChunks
-from daskgmm.errors import CheckpointError, InvalidDataError, InvalidParameterError
-from daskgmm.models._base import OWN_CONSTRAINTS, BaseMixture, _centre, _token
+from daskgmm.engine.em import Candidate, FitInfo
+from daskgmm.engine.passes import RowChunks
+from daskgmm.engine.plan import FitPlan, PlanResult, criterion_values
+from daskgmm.engine.starts import INIT_METHODS
+from daskgmm.errors import InvalidDataError, InvalidParameterError
+from daskgmm.models._base import (
+    OWN_CONSTRAINTS,
+    MixtureInput,
+    adopt_fit,
+    describe_fit,
+    fit_fingerprint,
+    parameter_token,
+)
 
 __all__ = ["CRITERIA", "EARLY_STOPPING_SAFETY", "EARLY_STOPPING_WINDOW", "MODELS",
            "GaussianMixtureSelector", "cannot_win", "criterion_values"]
@@ -109,6 +114,7 @@ def _selector_constraints() -> dict[str, list]:
         "early_stopping": ["boolean"],
         **table,
         **OWN_CONSTRAINTS,
+        "init_params": [StrOptions(set(INIT_METHODS))],
         "model_params": [dict, None],
     }
 
@@ -116,38 +122,6 @@ def _selector_constraints() -> dict[str, list]:
 # ---------------------------------------------------------------------------------------
 # criteria and the early-stopping rule (pure functions)
 # ---------------------------------------------------------------------------------------
-def criterion_values(log_likelihood: float, neg_entropy: float, n: float,
-                     n_parameters: int) -> dict[str, float]:
-    """BIC, AIC and ICL of a fitted mixture (lower is better).
-
-    Parameters
-    ----------
-    log_likelihood : float
-        ``sum_i w_i log p(x_i)`` under the fitted parameters.
-    neg_entropy : float
-        ``sum_i w_i sum_k r_ik log r_ik`` (<= 0), the negative entropy of the
-        responsibilities.
-    n : float
-        The number of samples (the sum of the weights with sample weights).
-    n_parameters : int
-        Free parameters of the mixture.
-
-    Returns
-    -------
-    dict
-        ``bic``, ``aic`` and ``icl``.
-
-    Examples
-    --------
-    >>> v = criterion_values(-100.0, -5.0, 50, 3)
-    >>> round(v["bic"], 6), v["aic"], round(v["icl"] - v["bic"], 6)
-    (211.736069, 206.0, 10.0)
-    """
-    bic = -2.0 * log_likelihood + n_parameters * math.log(n)
-    return {"bic": bic, "aic": -2.0 * log_likelihood + 2.0 * n_parameters,
-            "icl": bic - 2.0 * neg_entropy}
-
-
 def cannot_win(lower_bounds: Sequence[float], penalty: float, n: float, best_now: float,
                *, safety: float = EARLY_STOPPING_SAFETY,
                window: int = EARLY_STOPPING_WINDOW) -> bool:
@@ -211,19 +185,19 @@ class _EarlyStopping:
     """EM callback applying :func:`cannot_win` after every iteration (it marks stopped
     candidates inactive, so the next pass leaves them out)."""
 
-    def __init__(self, criterion: str, n: float, n_parameters: Sequence[int]) -> None:
+    def __init__(self, criterion: str, n: float, n_features: int) -> None:
         self.criterion = criterion
         self.n = float(n)
-        self.n_parameters = list(n_parameters)
+        self.n_features = n_features
         self.stopped: set[int] = set()
 
-    def penalty(self, index: int) -> float:
-        p = self.n_parameters[index]
+    def penalty(self, cand: Candidate) -> float:
+        p = cand.model.n_parameters(self.n_features)
         return 2.0 * p if self.criterion == "aic" else p * math.log(self.n)
 
     def current(self, cand: Candidate) -> float:
         """The candidate's criterion at its current mean log-likelihood."""
-        value = -2.0 * self.n * cand.lower_bound + self.penalty(cand.index)
+        value = -2.0 * self.n * cand.lower_bound + self.penalty(cand)
         if self.criterion == "icl":
             neg_entropy = getattr(cand.model, "neg_entropy", math.nan)
             value -= 2.0 * neg_entropy if math.isfinite(neg_entropy) else 0.0
@@ -236,7 +210,7 @@ class _EarlyStopping:
             return
         best_now = min(scores)
         for cand in states:
-            if cand.active and cannot_win(cand.lower_bounds, self.penalty(cand.index),
+            if cand.active and cannot_win(cand.lower_bounds, self.penalty(cand),
                                           self.n, best_now):
                 cand.active = False
                 self.stopped.add(cand.index)
@@ -261,129 +235,15 @@ class _EntropyOfLastEStep:
         return self._model.lower_bound(stats, state)
 
 
-class _SharedPasses:
-    """The data as the candidates' ``_prepare`` hooks see them: a pass asked for again
-    with the same kernel, arguments and reduction is not run again (e.g. the moments
-    pass of the Bayesian mixture's priors, the same for every candidate). Everything
-    else is the wrapped :class:`~daskgmm.engine.passes.RowChunks`."""
-
-    def __init__(self, chunks: RowChunks) -> None:
-        self._chunks = chunks
-        self._results: dict[Any, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._chunks, name)
-
-    def map_reduce(self, kernel: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            key = (kernel, tuple(_identity(a) for a in args),
-                   tuple(sorted((k, _identity(v)) for k, v in kwargs.items())))
-            hash(key)
-        except TypeError:
-            return self._chunks.map_reduce(kernel, *args, **kwargs)
-        if key not in self._results:
-            self._results[key] = self._chunks.map_reduce(kernel, *args, **kwargs)
-        return self._results[key]
-
-
-def _criteria_part(estimators: Sequence[Any], bests: Sequence[Candidate]) -> PassPart:
-    """The pass part computing the log-likelihood and the responsibilities' entropy of
-    fitted candidates (their estimators already hold the best restart's parameters)."""
-    plan = make_plan([est._components() for est in estimators],
-                     np.stack([b.centre for b in bests]), entropy=True)
-    return PassPart(estep_statistics, (plan,), kind="score")
-
-
-def _criteria_of(estimators: Sequence[Any], result: Any) -> list[dict[str, float]]:
-    """Every candidate's criteria from the statistics of :func:`_criteria_part`."""
-    return [criterion_values(float(st["ll"]), float(st["ent"]), float(st["n"]),
-                             est._n_parameters())
-            for est, st in zip(estimators, result.stats, strict=True)]
-
-
-class _StartsJoiningEM:
-    """EM companion (:class:`daskgmm.engine.em.Companion`): the candidates' k-means
-    initialisation, in the same passes as the EM of the candidates already started.
-
-    A restart joins EM as soon as its initial state is ready, except that every restart
-    of a model uses the centre of that model's first restart (as a separate fit does),
-    so later restarts wait for the first one's state.
-    """
-
-    def __init__(self, starts: KMeansStarts, make: Any) -> None:
-        self._starts = starts
-        self._make = make
-        self._held: dict[int, list[tuple[int, Any]]] = {}
-        self._centres: dict[int, np.ndarray] = {}
-
-    def parts(self, candidates: Sequence[Candidate]) -> list[PassPart]:
-        return self._starts.parts()
-
-    def receive(self, results: Sequence[Any]) -> list[Candidate]:
-        joining = []
-        for gi, r, state in self._starts.receive(results):
-            if r == 0:
-                self._centres[gi] = _centre(state)
-            self._held.setdefault(gi, []).append((r, state))
-            if gi in self._centres:
-                for r_, state_ in sorted(self._held.pop(gi), key=lambda item: item[0]):
-                    joining.append(self._make(gi, r_, state_, self._centres[gi]))
-        return joining
-
-
-class _CriteriaAlongside:
-    """EM companion: the criteria of every model whose restarts have all finished, in
-    the next pass (shared with the E-steps of the candidates still running), so that
-    only the models finishing last need a pass of their own."""
-
-    def __init__(self, estimators: list[Any], owner: list[int], counts: list[int],
-                 max_iter: int, finish: Any) -> None:
-        self._estimators = estimators
-        self._owner = owner
-        self._counts = counts
-        self._max_iter = max_iter
-        #: ``finish(model index, its candidates)``: the estimator takes its best
-        #: restart's parameters, which is returned.
-        self._finish = finish
-        self._found: dict[int, dict[str, float]] = {}
-        self._asked: list[int] = []
-
-    @property
-    def scores(self) -> list[dict[str, float]]:
-        return [self._found[i] for i in range(len(self._estimators))]
-
-    def parts(self, candidates: Sequence[Candidate]) -> list[PassPart]:
-        groups: dict[int, list[Candidate]] = {}
-        for cand in candidates:
-            groups.setdefault(self._owner[cand.index], []).append(cand)
-        ready = [gi for gi, group in sorted(groups.items())
-                 if gi not in self._found and len(group) == self._counts[gi]
-                 and not any(c.active and c.n_iter < self._max_iter for c in group)]
-        self._asked = ready
-        if not ready:
-            return []
-        bests = [self._finish(gi, sorted(groups[gi], key=lambda c: c.index))
-                 for gi in ready]
-        return [_criteria_part([self._estimators[gi] for gi in ready], bests)]
-
-    def receive(self, results: Sequence[Any]) -> list[Candidate]:
-        (result,) = results
-        scores = _criteria_of([self._estimators[gi] for gi in self._asked], result)
-        self._found.update(zip(self._asked, scores, strict=True))
-        return []
-
-
-def _identity(value: Any) -> Any:
-    """A hashable stand-in for a pass argument (arrays by content)."""
-    if isinstance(value, np.ndarray):
-        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
-    return value
+def _with_entropy(build: Any) -> Any:
+    """A model builder whose models keep the entropy of their last E-step."""
+    return lambda survey: _EntropyOfLastEStep(build(survey))
 
 
 # ---------------------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------------------
-class GaussianMixtureSelector(DensityMixin, BaseEstimator):
+class GaussianMixtureSelector(MixtureInput, DensityMixin, BaseEstimator):
     """Choose the number of components and the covariance type by BIC, AIC or ICL.
 
     Fits a mixture for every combination of ``n_components`` and ``covariance_types``
@@ -462,14 +322,6 @@ batch_chunks, learning_decay, learning_offset
 
     _parameter_constraints: ClassVar[dict] = _selector_constraints()
 
-    # The input validation, verbose output and stepwise EM of the mixture estimators.
-    _chunks = BaseMixture._chunks
-    _input = BaseMixture._input
-    _validate_dask = BaseMixture._validate_dask
-    _verbose_printer = BaseMixture._verbose_printer
-    _run_stepwise = BaseMixture._run_stepwise
-    _stepwise_options = BaseMixture._stepwise_options
-
     def __init__(
         self,
         n_components: int | Iterable[int] = range(1, 11),
@@ -482,7 +334,7 @@ batch_chunks, learning_decay, learning_offset
         reg_covar: float = 1e-6,
         max_iter: int = 100,
         n_init: int = 1,
-        init_params: str = "kmeans",
+        init_params: str = "robust",
         weights_init: Any = None,
         means_init: Any = None,
         precisions_init: Any = None,
@@ -550,11 +402,12 @@ batch_chunks, learning_decay, learning_offset
     def _fingerprint(self, chunks: RowChunks) -> dict[str, Any]:
         """What a checkpoint of this sweep must match: the mixtures' fingerprint, with
         the candidates and the model's own parameters spelt out."""
-        fingerprint = BaseMixture._fingerprint(self, chunks)
+        fingerprint = fit_fingerprint(type(self).__name__, self.get_params(deep=False),
+                                      chunks)
         config = fingerprint["config"]
         config["n_components"] = [k for k, _ in self.candidates()]
         config["covariance_types"] = [cov for _, cov in self.candidates()]
-        config["model_params"] = {name: _token(value) for name, value
+        config["model_params"] = {name: parameter_token(value) for name, value
                                   in sorted((self.model_params or {}).items())}
         return fingerprint
 
@@ -643,8 +496,8 @@ batch_chunks, learning_decay, learning_offset
         self
         """
         self._validate_params()
-        specs = self.candidates()
-        self._check_user_init(specs)
+        pairs = self.candidates()
+        self._check_user_init(pairs)
         if self.early_stopping and self.algorithm != "batch":
             raise InvalidParameterError(
                 f"early_stopping=True needs algorithm='batch' (EM by whole passes), got "
@@ -652,16 +505,16 @@ batch_chunks, learning_decay, learning_offset
             )
         self._sample_dim = sample_dim
         cls = self._model_class()
-        warm = self._warm_estimators(specs)
+        warm = self._warm_estimators(pairs)
         if warm is not None:
             estimators = warm
         else:
             shared = self._candidate_params(cls)
             estimators = [cls(n_components=k, covariance_type=cov, **shared)
-                          for k, cov in specs]
+                          for k, cov in pairs]
         chunks = self._chunks(X, reset=True, sample_weight=sample_weight)
         n_samples, n_features = chunks.shape
-        largest = max(k for k, _ in specs)
+        largest = max(k for k, _ in pairs)
         if n_samples < largest:
             raise InvalidDataError(
                 f"Expected n_samples >= n_components for every candidate, but the largest "
@@ -674,42 +527,34 @@ batch_chunks, learning_decay, learning_offset
                 f"(warm_start=True) were fitted on {estimators[0].n_features_in_}; set "
                 "warm_start=False to start afresh."
             )
-        out_dtype = np.dtype(chunks.data.dtype)
+        dtype = np.dtype(chunks.data.dtype)
+        specs = []
         for est in estimators:
             est.n_features_in_ = n_features
-            est._sample_dim = sample_dim
             if hasattr(self, "feature_names_in_"):
                 est.feature_names_in_ = self.feature_names_in_
             elif hasattr(est, "feature_names_in_"):
                 del est.feature_names_in_
-            est._check_initial_parameters(n_features, chunks.data.dtype)
-        counts = [1 if warm is not None or not est._needs_data_for_init() else self.n_init
-                  for est in estimators]
-        labels = [f"K={k} {cov} #{r}" for (k, cov), c in zip(specs, counts, strict=True)
-                  for r in range(c)]
+            specs.append(describe_fit(est, n_features, dtype, warm=warm is not None))
+        stopping = None
+        if self.early_stopping:
+            total = chunks.total_weight
+            stopping = _EarlyStopping(self.criterion,
+                                      float(n_samples if total is None else total),
+                                      n_features)
+            if self.criterion == "icl":
+                for spec in specs:
+                    spec.build = _with_entropy(spec.build)
+        plan = FitPlan(specs, self._em_options(), self._algorithm(),
+                       checkpointer=self._checkpointer(chunks), criteria=True,
+                       callbacks=[stopping] if stopping is not None else [])
+        labels = [f"{spec.label} #{r}" for spec in specs for r in range(spec.n_candidates)]
         info = FitInfo(self.max_iter, len(labels), chunks.n_chunks, n_samples,
                        self.algorithm, labels, self.tol)
-        printer = self._verbose_printer()
-        with observers.observe(*([printer] if printer is not None else [])):
-            observers.notify("fit_started", info)
-            try:
-                with chunks.cached(self.cache) as cached:
-                    shared = _SharedPasses(cached)
-                    for est in estimators:
-                        est._prepare(shared)
-                    models = [est._make_model(n_features, k)
-                              for est, (k, _) in zip(estimators, specs, strict=True)]
-                    total = cached.total_weight
-                    n = float(n_samples if total is None else total)
-                    groups, stopped, scores = self._run(cached, estimators, models, counts,
-                                                        labels, warm is not None, n)
-                    bests = [self._finish(est, g, out_dtype)
-                             for est, g in zip(estimators, groups, strict=True)]
-                    if scores is None:
-                        scores = self._criteria(cached, estimators, bests)
-            finally:
-                observers.notify("fit_finished")
-        self._record(specs, estimators, groups, scores, stopped)
+        result = self._run(chunks, plan, info)
+        for i, est in enumerate(estimators):
+            adopt_fit(est, result, i, dtype)
+        self._record(pairs, estimators, result, stopping)
         best = self.best_estimator_
         if not best.converged_ and self.max_iter > 0:
             warnings.warn(
@@ -721,161 +566,16 @@ batch_chunks, learning_decay, learning_offset
             )
         return self
 
-    def _finish(self, est: Any, group: list[Candidate], dtype: np.dtype) -> Candidate:
-        """Give a candidate's estimator the parameters of its best restart (attributes
-        of the data's ``dtype``)."""
-        best = best_candidate(group, self.max_iter)
-        est._adopt(best, dtype)
-        return best
-
-    def _run(self, chunks: RowChunks, estimators: list[Any], models: list[Any],
-             counts: list[int], labels: list[str], warm: bool, n: float
-             ) -> tuple[list[list[Candidate]], set[int], list[dict[str, float]] | None]:
-        """Initialise (or resume) every candidate and run EM on all of them at once.
-
-        Returns the candidates of each model (its restarts), the indices of the
-        candidates early stopping stopped, and the criteria when they were computed in
-        EM's passes (None: they need a pass of their own).
-        """
-        from daskgmm.serialize.checkpoint import Checkpointer
-
-        owner = [i for i, c in enumerate(counts) for _ in range(c)]
-        options = EMOptions(self.tol, self.max_iter, self.split_every, self.dtype)
-
-        def model_for(index: int) -> Any:
-            if index >= len(owner):
-                raise ValueError(f"{index + 1} candidates or more, the sweep has "
-                                 f"{len(owner)}")
-            model = models[owner[index]]
-            if self.early_stopping and self.criterion == "icl":
-                return _EntropyOfLastEStep(model)
-            return model
-
-        stopping = None
-        if self.early_stopping:
-            D = chunks.shape[1]
-            stopping = _EarlyStopping(self.criterion, n,
-                                      [models[i].n_parameters(D) for i in owner])
-        checkpointer = None
-        if self.checkpoint_dir is not None:
-            checkpointer = Checkpointer(self.checkpoint_dir, self._fingerprint(chunks),
-                                        self.checkpoint_every)
-
-        def callback(info: Any) -> None:
-            if stopping is not None:
-                stopping(info)
-            if checkpointer is not None:
-                checkpointer(info)
-
-        scores = None
-        resumed = checkpointer.load(model_for) if checkpointer and not warm else None
-        if resumed is not None:
-            candidates = resumed.candidates
-            if len(candidates) != len(owner):
-                raise CheckpointError(
-                    f"the checkpoint in {self.checkpoint_dir} holds {len(candidates)} "
-                    f"candidates, this sweep has {len(owner)}; delete it to start afresh."
-                )
-            if resumed.iteration > self.max_iter:
-                raise CheckpointError(
-                    f"the checkpoint in {self.checkpoint_dir} is at iteration "
-                    f"{resumed.iteration}, beyond max_iter={self.max_iter}; raise max_iter "
-                    "to at least that to resume, or delete the checkpoint to start afresh."
-                )
-            if self.algorithm != "batch":
-                self._run_stepwise(chunks, candidates, options, checkpointer, resumed)
-            elif any(c.active for c in candidates) and resumed.iteration < self.max_iter:
-                run_em(chunks, candidates, options, start_iteration=resumed.iteration,
-                       expected_digest=resumed.digest, callback=callback)
-            else:
-                checkpointer.verify_data(chunks, resumed.digest, self.split_every)
-        else:
-            first = [0, *itertools.accumulate(counts)]  # each model's first candidate
-            criteria = None
-            companions: list[Any] = []
-            if self.algorithm == "batch":
-                dtype = np.dtype(chunks.data.dtype)
-                criteria = _CriteriaAlongside(
-                    estimators, owner, counts, self.max_iter,
-                    lambda gi, group: self._finish(estimators[gi], group, dtype))
-                companions.append(criteria)
-            staggered = (self.algorithm == "batch" and checkpointer is None and not warm
-                         and self.init_params == "kmeans"
-                         and all(est._needs_data_for_init() for est in estimators))
-            candidates = []
-            if staggered:
-                # Candidates whose k-means has converged start EM while the others are
-                # still in Lloyd passes (one read serves both).
-                groups_ = [Group(m, self.n_init, check_random_state(self.random_state))
-                           for m in models]
-
-                def make(gi: int, r: int, state: Any, centre: np.ndarray) -> Candidate:
-                    index = first[gi] + r
-                    state = estimators[gi]._with_user_init(state, models[gi])
-                    return Candidate(index, model_for(index), state, centre, labels[index])
-
-                companions.insert(0, _StartsJoiningEM(KMeansStarts(chunks, groups_), make))
-            else:
-                states = self._initial_states(chunks, estimators, models, warm)
-                for i, group_states in enumerate(states):
-                    centre = _centre(group_states[0])
-                    start = estimators[i].lower_bound_ if warm else -math.inf
-                    for state in group_states:
-                        index = len(candidates)
-                        candidates.append(Candidate(index, model_for(index), state, centre,
-                                                    labels[index], lower_bound=start))
-            if self.algorithm != "batch":
-                self._run_stepwise(chunks, candidates, options, checkpointer, None)
-            else:
-                run_em(chunks, candidates, options, record_digest=checkpointer is not None,
-                       callback=callback if (stopping or checkpointer) else None,
-                       companions=companions)
-            candidates.sort(key=lambda c: c.index)
-            if criteria is not None:
-                scores = criteria.scores
-        groups: list[list[Candidate]] = [[] for _ in estimators]
-        for cand in candidates:
-            groups[owner[cand.index]].append(cand)
-        stopped = ({c.index for c in candidates if not c.active and not c.converged}
-                   if self.early_stopping else set())
-        return groups, stopped, scores
-
-    def _initial_states(self, chunks: RowChunks, estimators: list[Any], models: list[Any],
-                        warm: bool) -> list[list[Any]]:
-        """Every candidate's initial states (one per restart), initialised together."""
-        if warm:
-            return [[est._state_from_attributes()] for est in estimators]
-        needing = [i for i, est in enumerate(estimators) if est._needs_data_for_init()]
-        # A random state of its own per candidate, as a separate fit would have.
-        groups = [Group(models[i], self.n_init, check_random_state(self.random_state))
-                  for i in needing]
-        drawn = (initial_states(chunks, groups, self.init_params,
-                                split_every=self.split_every) if groups else [])
-        states: list[list[Any]] = []
-        found = dict(zip(needing, drawn, strict=True))
-        for i, (est, model) in enumerate(zip(estimators, models, strict=True)):
-            if i in found:
-                states.append([est._with_user_init(s, model) for s in found[i]])
-            else:
-                states.append([est._initial_state_without_data(model)])
-        return states
-
-    def _criteria(self, chunks: RowChunks, estimators: list[Any], bests: list[Candidate]
-                  ) -> list[dict[str, float]]:
-        """One pass: the log-likelihood and the responsibilities' entropy of every
-        fitted candidate, hence its criteria."""
-        (result,) = chunks.map_reduce_many([_criteria_part(estimators, bests)],
-                                           split_every=self.split_every)
-        return _criteria_of(estimators, result)
-
-    def _record(self, specs: list[tuple[int, str]], estimators: list[Any],
-                groups: list[list[Candidate]], scores: list[dict[str, float]],
-                stopped: set[int]) -> None:
+    def _record(self, pairs: list[tuple[int, str]], estimators: list[Any],
+                result: PlanResult, stopping: _EarlyStopping | None) -> None:
+        stopped = stopping.stopped if stopping is not None else set()
         results: dict[str, list[Any]] = {key: [] for key in (
             "n_components", "covariance_type", "bic", "aic", "icl", "lower_bound",
-            "n_iter", "converged", "n_parameters", "seconds", "stopped_early")}
-        for (k, cov), est, group, score in zip(specs, estimators, groups, scores,
-                                               strict=True):
+            "n_iter", "converged", "n_parameters", "seconds", "stopped_early",
+            "degenerate", "degenerate_restarts")}
+        for (k, cov), est, group, best, score in zip(
+                pairs, estimators, result.candidates, result.best, result.criteria,
+                strict=True):
             results["n_components"].append(int(k))
             results["covariance_type"].append(cov)
             for name in CRITERIA:
@@ -887,15 +587,21 @@ batch_chunks, learning_decay, learning_offset
             results["seconds"].append(float(sum(c.seconds for c in group)))
             results["stopped_early"].append(any(c.index in stopped for c in group)
                                             and not est.converged_)
+            results["degenerate"].append(bool(best.degenerate))
+            results["degenerate_restarts"].append(sum(bool(c.degenerate) for c in group))
         values = np.array(results[self.criterion], dtype=np.float64)
         ranked = np.where(np.isfinite(values), values, np.inf)
+        # A candidate whose chosen restart is degenerate never wins over one that is not.
+        sound = ~np.array(results["degenerate"], dtype=bool)
+        if sound.any():
+            ranked = np.where(sound, ranked, np.inf)
         best = int(np.argmin(ranked))
         self.estimators_ = estimators
         self.results_ = results
         self.best_index_ = best
         self.best_estimator_ = estimators[best]
-        self.best_params_ = {"n_components": int(specs[best][0]),
-                             "covariance_type": specs[best][1]}
+        self.best_params_ = {"n_components": int(pairs[best][0]),
+                             "covariance_type": pairs[best][1]}
         self.best_score_ = float(values[best])
 
     # ----------------------------------------------------------------------------------

@@ -108,6 +108,10 @@ class Checkpointer:
         self.fingerprint = json.loads(json.dumps(fingerprint))  # as it will read back
         self.every = int(every)
         self._digest: str | None = None
+        #: JSON-safe facts about the data that the models were built from (e.g. the
+        #: moments behind the Bayesian mixture's priors), saved with the states and
+        #: read back (before the states) by :meth:`load`.
+        self.extra: dict[str, Any] = {}
         if self.location.isfile():
             raise CheckpointError(
                 f"checkpoint_dir {self.location.display} is a file, not a directory; give "
@@ -149,6 +153,8 @@ class Checkpointer:
         }
         if stepwise is not None:
             body["stepwise"] = _stepwise_to_json(stepwise)
+        if self.extra:
+            body["extra"] = self.extra
         target = self.location.join(FILENAME)
         if target.is_local:
             os.makedirs(self.location.path, exist_ok=True)
@@ -159,7 +165,8 @@ class Checkpointer:
     def load(self, model_for: Callable[[int], Any]) -> Resumed | None:
         """The checkpoint in the directory, or None when there is none.
 
-        ``model_for(index)`` gives the model of the candidate at ``index``.
+        ``model_for(index)`` gives the model of the candidate at ``index``; it may use
+        :attr:`extra`, which is read first.
 
         Raises
         ------
@@ -210,6 +217,10 @@ class Checkpointer:
         digest = body.get("digest")
         if digest is not None and not isinstance(digest, str):
             raise ValueError("digest is not a string")
+        extra = body.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError("extra is not an object")
+        self.extra = extra
         raw_states = body["states"]
         if not isinstance(raw_states, list) or not raw_states:
             raise ValueError("no candidate states")

@@ -1,0 +1,398 @@
+"""Where EM starts: initial parameters from a sample in memory, and at most one pass.
+
+Every start works from the **sample** the fit's first pass gathers
+(:mod:`daskgmm.engine.survey`): at most :func:`sample_size` rows drawn uniformly, so
+memory never grows with the number of rows. ``init_params`` names the start:
+
+``'kmeans'`` (scikit-learn's meaning)
+    k-means on the sample, then one pass over all the data for the statistics of the
+    hard assignment to the centres, whose M-step gives the initial parameters. When the
+    data fit the sample, this is scikit-learn's start exactly (one k-means++ run of
+    ``KMeans`` on all the rows, no pass). On larger data the k-means keeps the best of
+    :data:`KMEANS_RUNS` k-means++ runs on the sample (lowest inertia): one run misses
+    well-separated clusters often enough at large K (two centres in one cluster, one
+    centre for two clusters) that EM sits on a plateau.
+``'robust'``
+    No pass at all: k-means++ runs on the sample, short EM runs on the sample from the
+    best of them, the best non-degenerate result by the sample's log-likelihood, then EM
+    on the sample until it converges (the "emEM" strategy of Biernacki, Celeux and
+    Govaert, 2003, with k-means seeds). The full-data EM starts from there.
+``'k-means++'``
+    k-means++ seeding on the sample; each seed becomes a component holding that one row
+    (scikit-learn's meaning).
+``'random_from_data'``
+    ``n_components`` distinct rows of non-zero weight, drawn uniformly from the sample
+    (hence from the data), each a component.
+``'random'``
+    Uniform random responsibilities, normalised per row, drawn chunk by chunk in one
+    pass over the data.
+
+A model's restarts (``n_init``) each draw their own start from the model's random state.
+With an integer seed, every model of a selection sweep draws what a separate fit with
+that seed would draw; k-means runs on the same sample with the same random state are
+computed once and shared by the covariance types (:class:`KMeansCache`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daskgmm.diagnostics import observers
+from daskgmm.engine import covariance as cov_types
+from daskgmm.engine.degeneracy import degenerate_components
+from daskgmm.engine.estep import (
+    Components,
+    assignment_statistics,
+    hard_assignment_statistics,
+    make_plan,
+    random_assignment_statistics,
+)
+from daskgmm.engine.passes import PassPart
+from daskgmm.engine.stats import Stats
+from daskgmm.engine.survey import Sample, sample_indices
+
+__all__ = ["INIT_METHODS", "KMEANS_RUNS", "SAMPLE_ROWS", "KMeansCache", "Pending",
+           "Reference", "centre_of", "identity_plan", "sample_size", "start_states",
+           "state_from_responsibilities"]
+
+#: Fewest rows in a start's sample (all of them when the data have fewer).
+SAMPLE_ROWS = 20_000
+#: Rows per component and feature the sample aims at (so that a component of a large
+#: mixture still has rows enough for its covariance), up to :data:`SAMPLE_BYTES`.
+SAMPLE_ROWS_PER_PARAMETER = 10
+#: Largest sample (bytes of float64 rows).
+SAMPLE_BYTES = 128 * 2**20
+#: k-means++ runs on the sample behind ``'kmeans'`` on data larger than the sample.
+KMEANS_RUNS = 10
+#: k-means++ runs on the sample behind ``'robust'``.
+ROBUST_KMEANS_RUNS = 10
+#: Distinct k-means solutions (the lowest inertias) that ``'robust'`` runs short EM from.
+ROBUST_SHORT_RUNS = 3
+#: Iterations of each short EM run of ``'robust'``.
+ROBUST_SHORT_ITER = 10
+#: Most EM iterations on the sample after the short runs.
+ROBUST_SAMPLE_ITER = 200
+#: The starts ``init_params`` may name.
+INIT_METHODS = ("kmeans", "robust", "k-means++", "random", "random_from_data")
+
+
+def sample_size(n_components: int, n_features: int) -> int:
+    """Rows of the sample a start of ``n_components`` on ``n_features`` draws."""
+    wanted = max(SAMPLE_ROWS, SAMPLE_ROWS_PER_PARAMETER * n_components * (n_features + 1))
+    return min(wanted, max(SAMPLE_BYTES // (8 * n_features), 10 * n_components))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The points initial statistics were accumulated about (unwhitened): the "state"
+    an M-step of assignment statistics is given."""
+
+    means: np.ndarray
+    covariances_cholesky: None = None
+
+
+def centre_of(state: Any) -> np.ndarray:
+    """The weighted mean of a state's means: the centre every pass of a candidate (and
+    of its restarts) accumulates second moments about."""
+    means = np.asarray(state.means, dtype=np.float64)
+    weights = getattr(state, "weights", None)
+    if weights is None:
+        return means.mean(axis=0)
+    weights = np.asarray(weights, dtype=np.float64)
+    total = weights.sum()
+    return (weights @ means) / total if total > 0 else means.mean(axis=0)
+
+
+def identity_plan(sets: Sequence[tuple[cov_types.CovarianceType, np.ndarray]],
+                  centre: np.ndarray):
+    """A plan whose log-densities are minus half the squared Euclidean distances to the
+    given centres (``centre``: one point for all sets, or one per set)."""
+    D = np.shape(centre)[-1]
+    comps = []
+    for cov, centres in sets:
+        K = len(centres)
+        eye = {"full": np.broadcast_to(np.eye(D), (K, D, D)), "tied": np.eye(D),
+               "diag": np.ones((K, D)), "spherical": np.ones(K)}[cov.name]
+        comps.append(Components(cov, np.asarray(centres, dtype=np.float64),
+                                np.array(eye, dtype=np.float64), np.zeros(K)))
+    return make_plan(comps, centre)
+
+
+def _canonical_order(centres: np.ndarray) -> np.ndarray:
+    """Centres sorted lexicographically by their coordinates.
+
+    k-means numbers its clusters in the order its random seeding found them, which
+    differs between weighted rows and the same rows repeated; a fixed order makes the
+    components of equivalent data come out in the same order.
+    """
+    return centres[np.lexsort(centres.T[::-1])]
+
+
+def _mean(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    return rows.mean(axis=0) if weights is None else np.average(rows, axis=0,
+                                                                 weights=weights)
+
+
+def _from_assignment(model: Any, rows: np.ndarray, weights: np.ndarray | None,
+                     centres: np.ndarray) -> Any:
+    """The M-step of the hard assignment of in-memory rows to ``centres``."""
+    reference = _mean(rows, weights)
+    plan = identity_plan([(model.covariance, centres)], reference)
+    stats = hard_assignment_statistics(rows, weights, 0, plan).stats[0]
+    return model.m_step(stats, reference, Reference(np.asarray(centres)))
+
+
+def _points_state(model: Any, points: np.ndarray, weights: np.ndarray | None) -> Any:
+    """Parameters of "each point is a component holding that one sample", as
+    scikit-learn's one-hot initialisations give."""
+    centre = points.mean(axis=0)
+    K = len(points)
+    plan = identity_plan([(model.covariance, points)], centre)
+
+    def identity(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
+        block[...] = np.eye(K)[:, sl]
+
+    stats = assignment_statistics(points, weights, 0, plan, identity).stats[0]
+    return model.m_step(stats, centre, Reference(points))
+
+
+def state_from_responsibilities(model: Any, X: np.ndarray, resp: np.ndarray,
+                                sample_weight: np.ndarray | None = None) -> Any:
+    """Parameters from given responsibilities of in-memory data (scikit-learn's
+    ``_initialize(X, resp)``), the rows weighted by ``sample_weight``."""
+    X = np.asarray(X, dtype=np.float64)
+    resp = np.asarray(resp, dtype=np.float64)
+    centre = X.mean(axis=0)
+    refs = np.tile(centre, (model.n_components, 1))
+    plan = identity_plan([(model.covariance, refs)], centre)
+
+    def given(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
+        block[...] = resp[sl].T
+
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    stats = assignment_statistics(X, weights, 0, plan, given).stats[0]
+    return model.m_step(stats, centre, Reference(refs))
+
+
+# ---------------------------------------------------------------------------------------
+# k-means on the sample
+# ---------------------------------------------------------------------------------------
+def _rng_token(rng: np.random.RandomState) -> str:
+    state = rng.get_state()
+    return hashlib.sha256(np.asarray(state[1]).tobytes() + repr(state[2:]).encode()
+                          ).hexdigest()
+
+
+@dataclass
+class KMeansCache:
+    """k-means runs on a sample, by (sample, number of components, random state): the
+    models of a sweep that share a seed share their k-means (the covariance types of one
+    number of components), and the random state is left where the runs leave it."""
+
+    _runs: dict[tuple, tuple[list[tuple[float, np.ndarray]], tuple]] = field(
+        default_factory=dict)
+
+    def runs(self, sample: Sample, rows: np.ndarray, weights: np.ndarray | None,
+             n_components: int, n_runs: int, rng: np.random.RandomState
+             ) -> list[tuple[float, np.ndarray]]:
+        """``n_runs`` k-means++ runs (inertia, centres in canonical order) on ``rows``."""
+        key = (id(sample), len(rows), n_components, n_runs, _rng_token(rng))
+        if key in self._runs:
+            found, after = self._runs[key]
+            rng.set_state(after)
+            return found
+        found = [_kmeans(rows, weights, n_components, 1, rng) for _ in range(n_runs)]
+        self._runs[key] = (found, rng.get_state())
+        return found
+
+
+#: Work on a sample of fewer values than this (rows x components x features) runs on one
+#: thread: thread pools cost more than they save on small arrays.
+SMALL_WORK = 2**24
+
+
+def small_work(rows: int, n_components: int, n_features: int) -> Any:
+    """A context that limits BLAS and OpenMP to one thread for small work (else none)."""
+    import contextlib
+
+    if rows * n_components * n_features >= SMALL_WORK:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+def _kmeans(rows: np.ndarray, weights: np.ndarray | None, n_components: int, n_init: int,
+            rng: np.random.RandomState) -> tuple[float, np.ndarray]:
+    from sklearn.cluster import KMeans
+
+    with small_work(len(rows), n_components, rows.shape[1]):
+        km = KMeans(n_clusters=n_components, n_init=n_init, random_state=rng).fit(
+            rows, sample_weight=weights)
+    return float(km.inertia_), _canonical_order(np.asarray(km.cluster_centers_,
+                                                           dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------
+# starts that need a pass
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Pending:
+    """A restart whose start needs one pass over all the data: the hard assignment to
+    k-means centres (``centres``), or random responsibilities (``seed``), about
+    ``reference``."""
+
+    model: Any
+    reference: np.ndarray
+    centres: np.ndarray | None = None
+    seed: int | None = None
+
+    def finish(self, stats: Stats) -> Any:
+        """The initial state from the pass's statistics."""
+        refs = (self.centres if self.centres is not None
+                else np.tile(self.reference, (self.model.n_components, 1)))
+        return self.model.m_step(stats, self.reference, Reference(np.asarray(refs)))
+
+
+def pending_parts(pending: Sequence[Pending]) -> tuple[list[PassPart], list[list[int]]]:
+    """The pass parts computing the statistics of ``pending`` starts (one part per kind),
+    and, per part, the positions in ``pending`` its candidates stand for."""
+    parts, owners = [], []
+    assign = [i for i, p in enumerate(pending) if p.centres is not None]
+    if assign:
+        plan = identity_plan([(pending[i].model.covariance, pending[i].centres)
+                              for i in assign],
+                             np.stack([pending[i].reference for i in assign]))
+        parts.append(PassPart(hard_assignment_statistics, (plan,), kind="init"))
+        owners.append(assign)
+    random = [i for i, p in enumerate(pending) if p.centres is None]
+    if random:
+        plan = identity_plan([(pending[i].model.covariance,
+                               np.tile(pending[i].reference,
+                                       (pending[i].model.n_components, 1)))
+                              for i in random],
+                             np.stack([pending[i].reference for i in random]))
+        parts.append(PassPart(random_assignment_statistics,
+                              (plan, [pending[i].seed for i in random]), kind="init"))
+        owners.append(random)
+    return parts, owners
+
+
+def finish_pending(pending: Sequence[Pending], owners: Sequence[Sequence[int]],
+                   results: Sequence[Any]) -> list[Any]:
+    """The initial states of ``pending`` from the results of :func:`pending_parts`."""
+    states: list[Any] = [None] * len(pending)
+    for positions, result in zip(owners, results, strict=True):
+        for i, stats in zip(positions, result.stats, strict=True):
+            states[i] = pending[i].finish(stats)
+    return states
+
+
+# ---------------------------------------------------------------------------------------
+# the starts
+# ---------------------------------------------------------------------------------------
+@dataclass
+class StartContext:
+    """What a start may use: the data's size, the sample (None for starts that need
+    none), the k-means cache, and how to run EM on the sample."""
+
+    n_samples: int
+    sample: Sample | None
+    cache: KMeansCache
+    #: ``em(candidates_states, model, rows, weights, max_iter, tol) -> (states, bounds)``
+    em: Callable[..., tuple[list[Any], list[float]]] | None = None
+    tol: float = 1e-3
+    first_row: Callable[[], np.ndarray] | None = None
+
+
+def _nonzero(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    return (np.arange(len(rows)) if weights is None
+            else np.flatnonzero(weights > 0))
+
+
+def start_states(method: str, model: Any, n_init: int, rng: np.random.RandomState,
+                 indices: np.ndarray | None, ctx: StartContext) -> list[Any]:
+    """The start of every restart: a model state, or a :class:`Pending` pass.
+
+    ``indices`` are the sample rows this model drew (:func:`draw_sample`)."""
+    K = model.n_components
+    if method == "random":
+        first = ctx.first_row()
+        return [Pending(model, first, seed=int(rng.randint(np.iinfo(np.int32).max)))
+                for _ in range(n_init)]
+    rows, weights = ctx.sample.take(indices)
+    whole = len(indices) == ctx.n_samples
+    if method == "kmeans":
+        reference = _mean(rows, weights)
+        out = []
+        for _ in range(n_init):
+            if whole:
+                _, centres = _kmeans(rows, weights, K, 1, rng)
+                out.append(_from_assignment(model, rows, weights, centres))
+            else:
+                runs = ctx.cache.runs(ctx.sample, rows, weights, K, KMEANS_RUNS, rng)
+                centres = min(runs, key=lambda run: run[0])[1]
+                out.append(Pending(model, reference, centres=centres))
+        return out
+    if method == "k-means++":
+        from sklearn.cluster import kmeans_plusplus
+
+        out = []
+        for _ in range(n_init):
+            _, idx = kmeans_plusplus(rows, K, random_state=rng, sample_weight=weights)
+            out.append(_points_state(model, rows[idx],
+                                     None if weights is None else weights[idx]))
+        return out
+    if method == "random_from_data":
+        candidates = _nonzero(rows, weights)
+        out = []
+        for _ in range(n_init):
+            pick = candidates[sample_indices(len(candidates), K, rng)]
+            out.append(_points_state(model, rows[pick],
+                                     None if weights is None else weights[pick]))
+        return out
+    if method == "robust":
+        return [_robust(model, rows, weights, rng, whole, ctx) for _ in range(n_init)]
+    raise ValueError(f"unknown init_params {method!r}")  # pragma: no cover
+
+
+def draw_sample(method: str, n_components: int, n_samples: int, n_features: int,
+                rng: np.random.RandomState) -> np.ndarray | None:
+    """The sample rows a start of ``n_components`` draws (sorted; None for starts that
+    need no sample)."""
+    if method == "random":
+        return None
+    return np.sort(sample_indices(n_samples, sample_size(n_components, n_features), rng))
+
+
+def _robust(model: Any, rows: np.ndarray, weights: np.ndarray | None,
+            rng: np.random.RandomState, whole: bool, ctx: StartContext) -> Any:
+    """``'robust'``: short EM runs from the best k-means solutions on the sample, the
+    best non-degenerate one continued on the sample (see the module docstring)."""
+    K = model.n_components
+    runs = ctx.cache.runs(ctx.sample, rows, weights, K, ROBUST_KMEANS_RUNS, rng)
+    distinct: list[np.ndarray] = []
+    for _, centres in sorted(runs, key=lambda run: run[0]):
+        if not any(np.array_equal(centres, seen) for seen in distinct):
+            distinct.append(centres)
+        if len(distinct) == ROBUST_SHORT_RUNS:
+            break
+    starts = [_from_assignment(model, rows, weights, centres) for centres in distinct]
+    n_rows = float(len(rows) if weights is None else weights.sum())
+    with observers.silenced(), small_work(len(rows), K, rows.shape[1]):
+        states, bounds = ctx.em(starts, model, rows, weights, ROBUST_SHORT_ITER, 0.0)
+        order = sorted(range(len(states)), key=lambda i: -bounds[i]
+                       if math.isfinite(bounds[i]) else math.inf)
+        fine = [i for i in order
+                if not degenerate_components(model, states[i], n_rows)]
+        best = states[(fine or order)[0]]
+        if whole:
+            return best
+        states, _ = ctx.em([best], model, rows, weights, ROBUST_SAMPLE_ITER, ctx.tol)
+    return states[0]
