@@ -172,8 +172,10 @@ class ReadLog:
 
     def run(self, chunks: RowChunks, parts: Sequence[PassPart], phase: str, *,
             split_every: int, meanwhile: Callable[[], Any] | None = None) -> list[Any]:
-        """``chunks.map_reduce_many(parts)``, counted under ``phase``."""
-        self.add(phase, chunks.n_chunks)
+        """``chunks.map_reduce_many(parts)``, counted under ``phase`` (the later parts of
+        the rows of a resident group of chunks read nothing anew)."""
+        if not chunks.__dict__.get("_rows_part"):
+            self.add(phase, chunks.n_chunks)
         return chunks.map_reduce_many(parts, split_every=split_every, meanwhile=meanwhile)
 
 

@@ -111,6 +111,15 @@ def _chunk_task(kernel: Callable[..., Any], block: np.ndarray, weights: np.ndarr
     return kernel(block, weights, row_start, *args)
 
 
+def _sliced_chunk_task(kernel: Callable[..., Any], lo: int, hi: int, block: np.ndarray,
+                       weights: np.ndarray | None, row_start: int, *args: Any) -> Any:
+    """Rows ``lo:hi`` of a chunk held in a worker's memory, as a task (``row_start`` is
+    already the first of those rows)."""
+    _one_blas_thread_in_worker()
+    return kernel(block[lo:hi], None if weights is None else weights[lo:hi], row_start,
+                  *args)
+
+
 def _itself(value: Any) -> Any:
     return value
 
@@ -335,21 +344,63 @@ class RowChunks:
         part.__dict__["_loaded"] = loaded
         return part
 
+    def resident(self, indices: Sequence[int], slots: Sequence[str] | None = None
+                 ) -> RowChunks:
+        """The consecutive chunks at ``indices``, held in memory so that several passes
+        over parts of their rows (:meth:`rows_part`) read them once: read on the workers
+        on a cluster of other processes (:meth:`prefetch`), computed into this process
+        otherwise (a NumPy input's chunks are views)."""
+        part = self.prefetch(indices, slots)
+        if not self.is_dask or "_loaded" in part.__dict__:
+            return part
+        blocks = dask.compute(*[block for block, _ in part._blocks])
+        local = RowChunks.__new__(RowChunks)
+        local.__dict__.update({k: v for k, v in part.__dict__.items()
+                               if k not in ("_blocks", "_selected")})
+        local.is_dask = False
+        local.data = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        if part.weights is not None:
+            weights = dask.compute(*[w for _, w in part._blocks])
+            local.weights = np.concatenate(weights).astype(np.float64, copy=False)
+        local._origin = part.row_bounds[0][0]
+        return local
+
+    def rows_part(self, j: int, m: int) -> RowChunks:
+        """Part ``j`` of ``m`` of the rows of every chunk (a mini-batch of a
+        :meth:`resident` group): rows ``a + (b - a) j // m`` to ``a + (b - a)(j + 1) // m``
+        of each chunk ``[a, b)``."""
+        if m == 1:
+            return self
+        part = RowChunks.__new__(RowChunks)
+        part.__dict__.update(self.__dict__)
+        bounds = [(a + (b - a) * j // m, a + (b - a) * (j + 1) // m)
+                  for a, b in self.row_bounds]
+        if "_loaded" in self.__dict__:
+            part._slices = [(lo - a, hi - a) for (lo, hi), (a, _) in
+                            zip(bounds, self.row_bounds, strict=True)]
+        elif self.is_dask:
+            raise ValueError("rows_part needs a resident group of chunks")
+        part.row_bounds = bounds
+        part._rows_part = j  # parts after the first read nothing anew
+        return part
+
     def _map_reduce_loaded(self, loaded, kernel, args, split_every, combine, meanwhile):
         """A pass over prefetched chunks: a task per chunk, the tree reduced here."""
         from distributed import as_completed as distributed_as_completed
 
         client = active_client()
-        task = functools.partial(_chunk_task, kernel)
+        slices = self.__dict__.get("_slices")
         # A large argument travels to the cluster once, as a task's result, not per task.
         args = tuple(client.submit(_itself, a, pure=False)
                      if len(self.row_bounds) > 1 and _pickled_size(a) > SHARED_ARGUMENT_BYTES
                      else a for a in args)
-        futures = [client.submit(task, block, weights, start, *args, pure=False,
-                                 **placement)
-                   for (block, weights, placement), (start, _) in zip(loaded,
-                                                                      self.row_bounds,
-                                                                      strict=True)]
+        futures = []
+        for i, ((block, weights, placement), (start, _)) in enumerate(
+                zip(loaded, self.row_bounds, strict=True)):
+            task = (functools.partial(_chunk_task, kernel) if slices is None
+                    else functools.partial(_sliced_chunk_task, kernel, *slices[i]))
+            futures.append(client.submit(task, block, weights, start, *args, pure=False,
+                                         **placement))
         if meanwhile is not None:
             meanwhile()
         index = {f.key: i for i, f in enumerate(futures)}
@@ -416,10 +467,12 @@ class RowChunks:
 
     def _map_reduce_numpy(self, kernel, args, split_every, combine):
         X, W = self.data, self.weights
+        origin = self.__dict__.get("_origin", 0)  # the first row of a resident group
 
         def run(bounds: tuple[int, int]):
             a, b = bounds
-            return kernel(X[a:b], None if W is None else W[a:b], a, *args)
+            lo, hi = a - origin, b - origin
+            return kernel(X[lo:hi], None if W is None else W[lo:hi], a, *args)
 
         workers = min(len(self.row_bounds), os.cpu_count() or 1)
         parts: list[Any] = [None] * self.n_chunks

@@ -65,11 +65,16 @@ import numpy as np
 from daskgmm.engine.passes import RowChunks, active_client, worker_slots
 from daskgmm.engine.starts import Reference
 from daskgmm.engine.stats import Stats, add, scale, subtract
-from daskgmm.errors import InvalidParameterError
+from daskgmm.errors import CheckpointError, InvalidParameterError
 
 #: ``η`` of the first pass of incremental EM: group ``t`` of the pass weighs ``∝ t^η`` in
 #: the statistics of the M-steps during the pass.
 FIRST_PASS_DECAY = 3
+
+#: Online EM steps about this many times per pass (see :class:`Online`).
+ONLINE_STEPS_PER_PASS = 100
+#: Fewest rows in a step of online EM.
+ONLINE_MIN_STEP_ROWS = 1000
 
 #: Largest driver memory the group statistics of incremental EM may take (bytes).
 GROUP_STATS_BUDGET = 1 << 30
@@ -208,11 +213,22 @@ class _Stepwise:
 
     @property
     def n_groups(self) -> int:
-        """Groups of chunks in a pass."""
+        """Steps in a pass (one per group of chunks)."""
         return len(self._groups)
 
+    def _partition(self, chunks: RowChunks, candidates: Sequence[Any]) -> list[list[int]]:
+        return partition(chunks.n_chunks, self.options.batch_chunks)
+
     def begin(self, chunks: RowChunks, candidates: Sequence[Any]) -> None:
-        self._groups = partition(chunks.n_chunks, self.options.batch_chunks)
+        self._groups = self._partition(chunks, candidates)
+        if self.state is not None:
+            state, n_groups = self.state, len(self._groups)
+            if ((state.position > 0 and sorted(state.order) != list(range(n_groups)))
+                    or any(len(row) != n_groups for row in state.groups)
+                    or state.position > self.n_groups):
+                raise CheckpointError(
+                    "the checkpoint is damaged (its groups do not match the data's "
+                    "chunks); delete it to start afresh.")
         if self.state is None:
             C = len(candidates)
             self.state = StepwiseState(
@@ -234,18 +250,18 @@ class _Stepwise:
             current = ahead.pop() if ahead else chunks.prefetch(self._groups[g], slots)
             # The next group's chunks are read after this group's E-step.
             read_ahead = (None if position + 1 == len(self._groups) else functools.partial(
-                _read_ahead, ahead, chunks, self._groups[state.order[position + 1]], slots))
+                _read_ahead, ahead, chunks.prefetch, self._groups[state.order[position + 1]],
+                slots))
             yield position, current, read_ahead
 
     def on_group(self, active: Sequence[Any], stats: Sequence[Stats], position: int
                  ) -> None:
         state = self.state
-        g = state.order[position]
         for cand, fresh in zip(active, stats, strict=True):
             i = cand.index
             state.pass_ll[i] += float(fresh["ll"])
             state.pass_n[i] += float(fresh["n"])
-            self._step(cand, canonical_statistics(fresh, cand), g, position)
+            self._step(cand, canonical_statistics(fresh, cand), position)
         state.updates += 1
         state.position += 1
 
@@ -258,7 +274,7 @@ class _Stepwise:
         state.position = 0
         return bounds
 
-    def _step(self, cand: Any, canon: Stats, group: int, position: int) -> None:
+    def _step(self, cand: Any, canon: Stats, position: int) -> None:
         raise NotImplementedError
 
     def _bound_of_pass(self, cand: Any) -> float:
@@ -275,8 +291,9 @@ class Incremental(_Stepwise):
         super().begin(chunks, candidates)
         check_budget(len(self._groups), candidates, chunks.shape[1])
 
-    def _step(self, cand: Any, canon: Stats, group: int, position: int) -> None:
+    def _step(self, cand: Any, canon: Stats, position: int) -> None:
         state, i = self.state, cand.index
+        group = state.order[position]
         old = state.groups[i][group]
         state.groups[i][group] = canon
         total = state.totals[i]
@@ -303,11 +320,77 @@ class Incremental(_Stepwise):
 
 class Online(_Stepwise):
     """Online EM (see the module docstring): running per-sample statistics and an
-    M-step after every group."""
+    M-step after every mini-batch.
+
+    A group of ``batch_chunks`` chunks is read once and held in memory (on the workers
+    on a cluster) while EM steps through it in mini-batches: each step takes the same
+    share of the rows of every chunk of the group, about ``n /``
+    :data:`ONLINE_STEPS_PER_PASS` rows in all (at least :data:`ONLINE_MIN_STEP_ROWS`,
+    and ten rows per parameter of a component), so the number of steps per pass, and
+    the schedule of step sizes, depend on the data's size and not on how the store is
+    chunked.
+    """
 
     name = "online"
 
-    def _step(self, cand: Any, canon: Stats, group: int, position: int) -> None:
+    def _partition(self, chunks: RowChunks, candidates: Sequence[Any]) -> list[list[int]]:
+        """Runs of at least ``batch_chunks`` consecutive chunks holding at least a step's
+        rows each, and the number of steps of each."""
+        n, D = chunks.shape
+        K = max(c.model.n_components for c in candidates)
+        step = max(ONLINE_MIN_STEP_ROWS, 10 * K * (D + 1),
+                   math.ceil(n / ONLINE_STEPS_PER_PASS))
+        sizes = [b - a for a, b in chunks.row_bounds]
+        groups: list[list[int]] = []
+        current: list[int] = []
+        for i, size in enumerate(sizes):
+            current.append(i)
+            if (len(current) >= self.options.batch_chunks
+                    and sum(sizes[j] for j in current) >= step):
+                groups.append(current)
+                current = []
+        if current:
+            if groups and sum(sizes[j] for j in current) < step:
+                groups[-1].extend(current)
+            else:
+                groups.append(current)
+        self._steps = [max(1, min(round(sum(sizes[j] for j in g) / step),
+                                  min(sizes[j] for j in g))) for g in groups]
+        return groups
+
+    @property
+    def n_groups(self) -> int:
+        """Steps in a pass."""
+        return sum(self._steps)
+
+    def walk(self, chunks: RowChunks, number: int) -> Iterator[tuple[int, RowChunks, Any]]:
+        state = self.state
+        self._number = number
+        if state.position == 0:
+            state.order = [int(g) for g in np.random.default_rng(
+                [self.options.seed, number]).permutation(len(self._groups))]
+        slots = worker_slots()
+        ahead: list[RowChunks] = []
+        position = 0
+        for k, g in enumerate(state.order):
+            m = self._steps[g]
+            if position + m <= state.position:
+                position += m
+                continue
+            group = ahead.pop() if ahead else chunks.resident(self._groups[g], slots)
+            for j in range(m):
+                if position < state.position:
+                    position += 1
+                    continue
+                # The next group's chunks are read during this group's last step.
+                read_ahead = (functools.partial(
+                    _read_ahead, ahead, chunks.resident, self._groups[state.order[k + 1]],
+                    slots)
+                    if j == m - 1 and k + 1 < len(state.order) else None)
+                yield position, group.rows_part(j, m), read_ahead
+                position += 1
+
+    def _step(self, cand: Any, canon: Stats, position: int) -> None:
         state, i = self.state, cand.index
         state.running[i] = online_step(state.running[i], canon, state.updates,
                                        self.options.learning_decay,
@@ -371,9 +454,9 @@ class Stream:
         return self._bounds
 
 
-def _read_ahead(into: list[RowChunks], chunks: RowChunks, indices: list[int],
-                slots: list[str]) -> None:
-    into.append(chunks.prefetch(indices, slots))
+def _read_ahead(into: list[RowChunks], load: Any, indices: list[int], slots: list[str]
+                ) -> None:
+    into.append(load(indices, slots))
 
 
 def total_weight_of(chunks: RowChunks) -> float:
