@@ -14,11 +14,13 @@ gemm      square-GEMM speed, float64 and float32 (the floors' denominator)
 cluster   NumPy input in process vs persisted on a 2-process LocalCluster (default
           settings) vs a threaded LocalCluster (1 process, 2 threads)
 shapes    covariance type × shape table against scikit-learn and the GEMM floor
+small     scikit-learn's iris, wine and digits, default settings: whole fits vs scikit-learn
 float32   float32 vs float64, NumPy input and persisted: speed and fitted differences
 ninit     n_init=4 vs n_init=1 out of core: time, chunk reads, worker memory
 chunks    per-chunk overhead: the same data in 10, 100 and 1,000 chunks
-profile   one iteration: GEMM vs element-wise vs allocation vs scheduling
-tiles     tile-size sweep of the kernel (make_plan(tile_bytes=...))
+profile   one iteration: compiled vs NumPy kernel; GEMM vs element-wise vs allocation vs
+          scheduling
+tiles     tile-size sweep of the compiled kernel (make_plan(tile_bytes=...))
 ooc       out of core from Zarr vs bare read + in-memory iteration
 memory    worker memory flat in N (N vs 4N out of core, fresh clusters)
 bigk      K=128, D=64 out of core at several chunk sizes: worker memory
@@ -87,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="bench-out")
     p.add_argument("--quick", action="store_true", help="shrink everything")
     p.add_argument("--only", default=None, help="comma-separated measurement ids")
+    p.add_argument("--kernel", choices=("auto", "numpy", "compiled"), default="auto",
+                   help="E-step kernel of every fit (DASKGMM_KERNEL; default auto: the "
+                        "compiled one for chunks of 20,000 rows or more)")
     p.add_argument("--monitor-interval", type=float, default=0.25,
                    help="seconds between two memory samples")
     args = p.parse_args(argv)
@@ -134,12 +139,15 @@ def header(args: argparse.Namespace, meta: dict[str, Any]) -> str:
         f"{args.repeats} alternating round(s) per comparison ({args.shape_repeats} in the "
         "shape table); time per iteration = median of the per-iteration times, first "
         "iteration of each fit dropped\n"
+        f"- E-step kernel: {args.kernel} (numba "
+        f"{meta['versions'].get('numba', 'not installed')})\n"
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "\n"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ["DASKGMM_KERNEL"] = args.kernel  # inherited by the clusters' workers
     log(f"measurements: {','.join(args.ids)}; N={args.n_samples:,}, D={args.n_features}, "
         f"K={args.n_components}, chunk_rows={args.chunk_rows:,}, iters={args.iters}, "
         f"repeats={args.repeats}")

@@ -42,11 +42,11 @@ def _check_rows(doc: dict, md: str, stdout: str, ids: set[str]) -> None:
 
 @pytest.mark.slow
 def test_bench_quick_kernel_sections(tmp_path):
-    doc, md, stdout = _run(tmp_path, "gemm,shapes,profile,tiles")
-    _check_rows(doc, md, stdout, {"gemm", "shapes", "profile", "tiles"})
+    doc, md, stdout = _run(tmp_path, "gemm,shapes,small,profile,tiles")
+    _check_rows(doc, md, stdout, {"gemm", "shapes", "small", "profile", "tiles"})
     for key in ("machine", "versions", "blas", "params", "results", "section_seconds"):
         assert key in doc, key
-    assert doc["params"]["ids"] == ["gemm", "shapes", "profile", "tiles"]
+    assert doc["params"]["ids"] == ["gemm", "shapes", "small", "profile", "tiles"]
     res = doc["results"]
     for dt in ("float64", "float32"):
         assert res["gemm"][dt]["flops_per_s"] > 1e8
@@ -71,12 +71,20 @@ def test_bench_quick_kernel_sections(tmp_path):
         / res["gemm"]["float64"]["flops_per_s"])
     assert "## Covariance type \N{MULTIPLICATION SIGN} shape" in md
 
+    small = res["small"]["datasets"]
+    assert [(r["dataset"], r["n_components"], r["covariance_type"]) for r in small] == [
+        ("iris", 3, "full"), ("wine", 3, "full"), ("digits", 10, "diag")]
+    for r in small:
+        assert all(len(t) == r["rounds"] for t in r["seconds"].values())
+        assert _number(r["daskgmm_over_sklearn"]) and r["daskgmm_over_sklearn"] > 0
+
     prof = res["profile"]
     for dt in ("float64", "float32"):
         p = prof[dt]
         assert 0 < p["gemm_s"] < p["wall_s"]
         assert p["gemm_calls"] >= p["n_tiles"] * 3  # project, first moments, scatter
         assert _number(p["allocation"]["warm_call_peak_new_bytes"])
+        assert _number(p["compiled"]["speedup"])  # numba is a dependency
     assert _number(prof["cluster"]["scheduling_and_driver_s"])
     assert _number(prof["numpy"]["scheduling_and_driver_s"])
 

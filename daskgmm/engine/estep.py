@@ -21,10 +21,14 @@ second moments (see :mod:`daskgmm.engine.covariance.full`).
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,6 +137,14 @@ class EStepPlan:
         Also compute ``ent`` (the responsibilities' negative entropy).
     digest : bool
         Also digest every chunk's bytes (to recognise the data later).
+    kernel : {'auto', 'numpy', 'compiled'}
+        Which E-step kernel runs a chunk (:func:`use_compiled`): the compiled one of
+        :mod:`daskgmm.engine.fused`, the NumPy tile loop, or (``'auto'``) the compiled one
+        for NumPy chunks of at least :data:`COMPILED_MIN_ROWS` rows where numba is
+        installed.
+    tile_bytes : int or None
+        Workspace per tile of the compiled kernel; None: sized from the cache of the
+        machine that runs the chunk (:func:`compiled_tile_bytes`).
     """
 
     dtype: np.dtype
@@ -140,6 +152,8 @@ class EStepPlan:
     slots: tuple[tuple[int, int, int], ...]
     entropy: bool = False
     digest: bool = False
+    kernel: str = "auto"
+    tile_bytes: int | None = None
 
     @property
     def n_candidates(self) -> int:
@@ -149,7 +163,8 @@ class EStepPlan:
 
 def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
               dtype: str | np.dtype = "float64", entropy: bool = False,
-              digest: bool = False, tile_bytes: int | None = None) -> EStepPlan:
+              digest: bool = False, tile_bytes: int | None = None,
+              kernel: str = "auto") -> EStepPlan:
     """Group the candidates and precompute their operands.
 
     Parameters
@@ -164,9 +179,15 @@ def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
         several candidates at most :data:`BATCH_BYTES`, or ``tile_bytes`` if larger);
         tiles hold at least :data:`MIN_TILE_ROWS` rows. Up to :data:`BATCH_TILES`
         candidates with the same centre, type and number of components share a group
-        (batched products).
+        (batched products). Given, it also sizes the compiled kernel's tiles (which
+        otherwise follow the cache: :func:`compiled_tile_bytes`).
+    kernel : {'auto', 'numpy', 'compiled'}
+        See :class:`EStepPlan`.
     """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
     dtype = np.dtype(dtype)
+    compiled_bytes = None if tile_bytes is None else int(tile_bytes)
     tile_bytes = TILE_BYTES if tile_bytes is None else int(tile_bytes)
     centres = np.asarray(centre, dtype=np.float64)
     if centres.ndim == 1:
@@ -201,7 +222,8 @@ def make_plan(candidates: Sequence[Components], centre: np.ndarray, *,
         groups.append(PlanGroup(batch, c0, rows))
         for position, i in enumerate(members[key]):
             slots[i] = (g, position * K, (position + 1) * K)
-    return EStepPlan(dtype, tuple(groups), tuple(slots), entropy, digest)
+    return EStepPlan(dtype, tuple(groups), tuple(slots), entropy, digest, kernel,
+                     compiled_bytes)
 
 
 def _check_operands(batch: Batch, dtype: np.dtype) -> None:
@@ -215,11 +237,138 @@ def _check_products(*arrays: np.ndarray, dtype: np.dtype) -> None:
     large for it (the whitened second moments of a tile overflow before the operands do)."""
     if all(np.isfinite(a).all() for a in arrays):
         return
-    raise DegenerateComponentError(
+    raise _products_error(dtype)
+
+
+def _products_error(dtype: np.dtype) -> DegenerateComponentError:
+    return DegenerateComponentError(
         f"a component's precision is too large for {dtype} products (a variance near "
         f"zero): increase reg_covar, scale the data"
         + (", or fit with dtype='float64'." if dtype != np.float64 else ".")
     )
+
+
+# --------------------------------------------------------------------------------------
+# choosing the kernel
+# --------------------------------------------------------------------------------------
+#: Values of :attr:`EStepPlan.kernel` (and of the environment variable
+#: ``DASKGMM_KERNEL``, which decides for plans that say ``'auto'``).
+KERNELS = ("auto", "numpy", "compiled")
+#: Under ``'auto'``, chunks of fewer rows run the NumPy tile loop: importing numba and
+#: loading the cached kernels costs a process about half a second once, which a small
+#: fit does not win back (the compiled kernel saves about 0.2 µs per row and candidate
+#: at D=16, K=8).
+COMPILED_MIN_ROWS = 20_000
+#: A compiled tile's workspace is this fraction of the per-core cache
+#: (:func:`cache_bytes`): the best of the tile sweep of ``scripts/bench.py`` (256 KiB of
+#: a 2 MiB level-2 cache; 64 KiB tiles were up to 2x slower for full covariances, 2 MiB
+#: ones 10-45% slower than the best).
+COMPILED_CACHE_FRACTION = 1 / 8
+#: Per-core cache assumed where the machine does not say.
+DEFAULT_CACHE_BYTES = 1 * 2**20
+#: Compiled tiles hold a multiple of this many rows (aligned rows).
+COMPILED_ROW_MULTIPLE = 16
+#: Fewest rows of a compiled tile, whatever the cache: fewer make the GEMMs inefficient
+#: (full D=64 K=16: 16-row tiles took 2x the time of 64-row ones).
+COMPILED_MIN_TILE_ROWS = 64
+
+
+@functools.cache
+def _fused() -> Any:
+    """The compiled kernels' module, or None without numba."""
+    try:
+        from daskgmm.engine import fused
+    except ImportError:
+        return None
+    return fused
+
+
+def compiled_available() -> bool:
+    """Whether the compiled kernels can run here (numba is installed)."""
+    return _fused() is not None
+
+
+@functools.cache
+def cache_bytes() -> int:
+    """The largest per-core data cache of this machine (its level-2 cache on most), read
+    from ``/sys/devices/system/cpu/cpu0/cache`` (:data:`DEFAULT_CACHE_BYTES` where that
+    is missing)."""
+    best = 0
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        for index in root.glob("index*"):
+            level = int((index / "level").read_text().strip())
+            if level > 2 or (index / "type").read_text().strip() == "Instruction":
+                continue
+            size = (index / "size").read_text().strip().upper()
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+            best = max(best, int(size.rstrip("KMG")) * scale)
+    except (OSError, ValueError):
+        best = 0
+    return best or DEFAULT_CACHE_BYTES
+
+
+def compiled_tile_bytes() -> int:
+    """Workspace of a compiled tile on this machine."""
+    return int(COMPILED_CACHE_FRACTION * cache_bytes())
+
+
+def use_compiled(plan: EStepPlan, X: Any) -> bool:
+    """Whether the chunk ``X`` runs the compiled kernel under ``plan``: a NumPy array of
+    float32 or float64 with numba installed, when the plan (or, for ``'auto'``, the
+    environment variable ``DASKGMM_KERNEL``) says ``'compiled'``, or under ``'auto'``
+    when it has at least :data:`COMPILED_MIN_ROWS` rows.
+
+    Raises
+    ------
+    ImportError
+        If ``'compiled'`` is asked for without numba.
+    """
+    kernel = plan.kernel
+    if kernel == "auto":
+        kernel = os.environ.get("DASKGMM_KERNEL", "auto")
+        if kernel not in KERNELS:
+            raise ValueError(f"DASKGMM_KERNEL must be one of {', '.join(KERNELS)}; got "
+                             f"{kernel!r}")
+    if kernel == "numpy":
+        return False
+    if kernel == "compiled" and not compiled_available():
+        raise ImportError("the compiled E-step kernel needs numba: pip install numba (or "
+                          "use the NumPy kernel: DASKGMM_KERNEL=numpy)")
+    fits = isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype in _COMPILED_DTYPES
+    if kernel == "compiled":
+        return fits
+    return fits and len(X) >= COMPILED_MIN_ROWS and compiled_available()
+
+
+_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _compiled_group(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                    plan: EStepPlan, group: PlanGroup, n_candidates: int, ws: Workspace
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """One group's statistics of a chunk from the compiled kernel; the same errors as
+    the NumPy tile loop."""
+    fused = _fused()
+    batch = group.batch
+    K, D = batch.n_components // n_candidates, X.shape[1]
+    tile_bytes = compiled_tile_bytes() if plan.tile_bytes is None else plan.tile_bytes
+    per_row = fused.row_bytes(batch.cov.name, K, D, plan.dtype.itemsize)
+    rows = max(1, tile_bytes // per_row) // COMPILED_ROW_MULTIPLE * COMPILED_ROW_MULTIPLE
+    rows = max(COMPILED_MIN_TILE_ROWS, rows)
+    acc, ll, ent, status = fused.group_statistics(
+        X, weights, group.centre, batch, n_candidates, plan.dtype, plan.entropy, rows, ws)
+    code, first = int(status[0]), int(status[1])
+    if code == fused.NONFINITE_TILE:
+        check_finite_block(X, row_start)
+        raise _too_large_error(row_start + first, row_start + min(len(X), first + rows) - 1,
+                               plan.dtype)
+    if code == fused.LOG_LIKELIHOOD_OVERFLOW:
+        _check_log_likelihood(np.array([np.nan]), row_start + first,
+                              min(len(X), first + rows) - first)
+    if code == fused.PRODUCTS_OVERFLOW:
+        raise _products_error(plan.dtype)
+    return acc, ll, ent
 
 
 # --------------------------------------------------------------------------------------
@@ -291,14 +440,17 @@ def _affine_tile(X: np.ndarray, sl: slice, centre: np.ndarray, dtype: np.dtype,
     if suspicious:
         check_finite_block(np.asarray(X), row_start)
         if not np.isfinite(xc).all():
-            raise InvalidDataError(
-                f"rows {row_start + sl.start}..{row_start + sl.stop - 1} hold values too "
-                f"large for {dtype} products (beyond {np.finfo(dtype).max:.3g} after "
-                "centring): scale the data"
-                + (", or fit with dtype='float64'." if dtype != np.float64 else ".")
-            )
+            raise _too_large_error(row_start + sl.start, row_start + sl.stop - 1, dtype)
     xt[D] = 1.0
     return xt
+
+
+def _too_large_error(first: int, last: int, dtype: np.dtype) -> InvalidDataError:
+    return InvalidDataError(
+        f"rows {first}..{last} hold values too large for {dtype} products (beyond "
+        f"{np.finfo(dtype).max:.3g} after centring): scale the data"
+        + (", or fit with dtype='float64'." if dtype != np.float64 else ".")
+    )
 
 
 def _weights_tile(weights: np.ndarray | None, sl: slice, dtype: np.dtype, ws: Workspace
@@ -390,9 +542,21 @@ def assignment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: 
         total_weight = float(np.sum(weights, dtype=np.float64))
     members = [[(c, s, e) for c, (g, s, e) in enumerate(plan.slots) if g == gi]
                for gi in range(len(plan.groups))]
+    compiled = responsibilities is None and use_compiled(plan, X)
+    if compiled:
+        X = np.ascontiguousarray(X)
+        fused_types = _fused().SUPPORTED
     per_group = []
     for group, cands in zip(plan.groups, members, strict=True):
         batch = group.batch
+        if compiled and batch.cov.name in fused_types:
+            acc, group_ll, group_ent = _compiled_group(X, weights, row_start, plan, group,
+                                                       len(cands), ws)
+            for j, (c, _, _) in enumerate(cands):
+                ll[c] += group_ll[j]
+                ent[c] += group_ent[j]
+            per_group.append(acc)
+            continue
         acc = {"nk": np.zeros(batch.n_components), "sx": np.zeros((batch.n_components, D)),
                "s2": None}
         for sl in _tiles(len(X), group.tile_rows):
@@ -555,60 +719,91 @@ def moment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
 # --------------------------------------------------------------------------------------
 # prediction
 # --------------------------------------------------------------------------------------
-def _weighted_log_prob(X: np.ndarray, row_start: int, plan: EStepPlan) -> np.ndarray:
-    """``log w_k + log N(x | k)`` of a block for the plan's single candidate, ``(n, K)``
-    float64."""
-    check_finite_block(np.asarray(X), row_start)
-    ws = Workspace()  # outputs escape: no shared buffers
+def _log_density_tiles(X: np.ndarray, row_start: int, plan: EStepPlan
+                       ) -> Iterator[tuple[slice, np.ndarray]]:
+    """``log w_k + log N(x | k)`` of the plan's single candidate, tile by tile: ``(rows,
+    (K, m) float64)``, the array in this thread's workspace (overwritten by the next
+    tile). Non-finite data raise :class:`NonFiniteDataError` naming the chunk's rows."""
+    ws = workspace()
     group = plan.groups[0]
-    out = np.empty((len(X), group.batch.n_components))
     for sl in _tiles(len(X), group.tile_rows):
         xt = _affine_tile(X, sl, group.centre, plan.dtype, ws, row_start)
-        out[sl] = group.batch.cov.project(xt, group.batch, ws).T
-    return out
+        wlp = group.batch.cov.project(xt, group.batch, ws)
+        if wlp.dtype != np.float64:
+            wide = ws.get("predict.wlp", wlp.shape, np.float64)
+            wide[...] = wlp
+            wlp = wide
+        yield sl, wlp
+
+
+def _normalise_tile(wlp: np.ndarray, ws: Workspace) -> np.ndarray:
+    """Turn a tile's weighted log-densities ``(K, m)`` (float64) into responsibilities in
+    place; returns ``log p(x)`` of its rows (in the workspace)."""
+    m = wlp.shape[1]
+    top = ws.get("predict.top", (m,), np.float64)
+    np.max(wlp, axis=0, out=top)
+    top[~np.isfinite(top)] = 0.0
+    wlp -= top
+    np.exp(wlp, out=wlp)
+    total = ws.get("predict.total", (m,), np.float64)
+    np.sum(wlp, axis=0, out=total)
+    wlp /= total
+    np.log(total, out=total)
+    total += top
+    return total
 
 
 def predict_block(X: np.ndarray, row_start: int, plan: EStepPlan) -> np.ndarray:
-    """Most probable component of each row (int64)."""
+    """Most probable component of each row (int64), tile by tile: the labels and one
+    tile's workspace."""
+    labels = np.empty(len(X), dtype=np.int64)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        return _weighted_log_prob(X, row_start, plan).argmax(axis=1)
-
-
-def _log_prob_resp(X: np.ndarray, row_start: int, plan: EStepPlan
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    wlp = _weighted_log_prob(X, row_start, plan)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        top = wlp.max(axis=1, keepdims=True)
-        top[~np.isfinite(top)] = 0.0
-        resp = np.exp(wlp - top)
-        total = resp.sum(axis=1, keepdims=True)
-        resp /= total
-        log_norm = (np.log(total) + top)[:, 0]
-    return log_norm, resp
+        for sl, wlp in _log_density_tiles(X, row_start, plan):
+            np.argmax(wlp, axis=0, out=labels[sl])
+    return labels
 
 
 def predict_proba_block(X: np.ndarray, row_start: int, plan: EStepPlan,
                         out_dtype: str = "float64") -> np.ndarray:
-    """Responsibilities of each row ``(n, K)`` (rows sum to one)."""
-    return _log_prob_resp(X, row_start, plan)[1].astype(out_dtype, copy=False)
+    """Responsibilities of each row ``(n, K)`` (rows sum to one), tile by tile: the
+    output and one tile's workspace."""
+    ws = workspace()
+    out = np.empty((len(X), plan.groups[0].batch.n_components), dtype=out_dtype)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        for sl, wlp in _log_density_tiles(X, row_start, plan):
+            _normalise_tile(wlp, ws)
+            out[sl] = wlp.T
+    return out
 
 
 def score_samples_block(X: np.ndarray, row_start: int, plan: EStepPlan,
                         out_dtype: str = "float64") -> np.ndarray:
-    """Log-likelihood of each row under the mixture."""
-    return _log_prob_resp(X, row_start, plan)[0].astype(out_dtype, copy=False)
+    """Log-likelihood of each row under the mixture, tile by tile: the output and one
+    tile's workspace."""
+    ws = workspace()
+    out = np.empty(len(X), dtype=out_dtype)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        for sl, wlp in _log_density_tiles(X, row_start, plan):
+            out[sl] = _normalise_tile(wlp, ws)
+    return out
 
 
 def score_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
                      plan: EStepPlan) -> Stats:
     """``n``, ``ll`` and the responsibilities' negative entropy ``ent`` of one chunk under
-    the plan's single candidate (for the final criteria of a fit)."""
-    log_norm, resp = _log_prob_resp(X, row_start, plan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        neg_ent = np.where(resp > 0, resp * np.log(resp), 0.0).sum(axis=1)
+    the plan's single candidate (for the final criteria of a fit), tile by tile."""
+    ws = workspace()
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    if w is None:
-        return {"n": np.float64(len(X)), "ll": np.float64(log_norm.sum()),
-                "ent": np.float64(neg_ent.sum())}
-    return {"n": np.float64(w.sum()), "ll": np.float64(log_norm @ w),
-            "ent": np.float64(neg_ent @ w)}
+    ll = ent = 0.0
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        for sl, wlp in _log_density_tiles(X, row_start, plan):
+            log_norm = _normalise_tile(wlp, ws)
+            r_log_r = ws.get("predict.rlogr", wlp.shape, np.float64)
+            np.log(wlp, out=r_log_r)
+            r_log_r *= wlp
+            r_log_r[wlp <= 0] = 0.0
+            neg_ent = r_log_r.sum(axis=0)
+            ll += float(log_norm.sum() if w is None else log_norm @ w[sl])
+            ent += float(neg_ent.sum() if w is None else neg_ent @ w[sl])
+    n = float(len(X)) if w is None else float(w.sum())
+    return {"n": np.float64(n), "ll": np.float64(ll), "ent": np.float64(ent)}

@@ -26,6 +26,7 @@ import functools
 import itertools
 import math
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -36,7 +37,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from daskgmm.diagnostics import observers
 from daskgmm.engine.stats import combine as combine_results
@@ -227,6 +228,69 @@ def _combine_several(combines: tuple[Callable[..., Any], ...], *results: tuple[A
     return tuple(combine(*items)
                  for combine, items in zip(combines, zip(*results, strict=True),
                                            strict=True))
+
+
+class _OneBlasThread:
+    """Context: BLAS runs one thread in this process while any pass over NumPy input
+    runs (the chunk tasks provide the parallelism). Entering costs microseconds, where
+    ``threadpool_limits`` lists the loaded libraries every time (about 2 ms, paid per
+    pass). Nested and concurrent passes share one limit (a counter under a lock); the
+    libraries' thread counts are restored when the last one leaves."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: list[tuple[Any, int]] = []
+        self._libraries: list[Any] | None = None
+
+    def _blas(self) -> list[Any]:
+        # Listed once: NumPy's BLAS and SciPy's (imported with the covariance types; the
+        # compiled kernels call it) are loaded by the first pass.
+        if self._libraries is None:
+            self._libraries = list(
+                ThreadpoolController().select(user_api="blas").lib_controllers)
+        return self._libraries
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = [(lib, lib.num_threads) for lib in self._blas()]
+                for lib, threads in self._saved:
+                    if threads != 1:
+                        lib.set_num_threads(1)
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for lib, threads in self._saved:
+                    if threads != 1:
+                        lib.set_num_threads(threads)
+                self._saved = []
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
+
+
+def _one_blas_thread() -> _OneBlasThread:
+    """The process's one-BLAS-thread context (see :class:`_OneBlasThread`)."""
+    return _ONE_BLAS_THREAD
+
+
+#: Passes over NumPy input with fewer values than this (rows × features) run their chunks
+#: one after the other in the calling thread: handing chunks to threads costs about a
+#: millisecond per pass, more than a pass over so little data (a 1,797 x 64 pass of
+#: scikit-learn's digits took 4 ms with a pool, 1.2 ms without).
+SERIAL_VALUES = 2**18
+
+
+@functools.cache
+def _chunk_pool(workers: int) -> ThreadPoolExecutor:
+    """The threads of passes over NumPy input (made once per process: starting threads
+    for every pass costs about a millisecond). Chunk kernels never start passes
+    themselves, so sharing the pool cannot deadlock."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="daskgmm-chunk")
 
 
 class RowChunks:
@@ -475,18 +539,32 @@ class RowChunks:
             return kernel(X[lo:hi], None if W is None else W[lo:hi], a, *args)
 
         workers = min(len(self.row_bounds), os.cpu_count() or 1)
+        if self.shape[0] * self.shape[1] < SERIAL_VALUES:
+            workers = 1
         parts: list[Any] = [None] * self.n_chunks
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             if workers <= 1:
                 for i, bounds in enumerate(self.row_bounds):
                     parts[i] = run(bounds)
                     observers.notify("chunks_done", 1)
             else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    futures = {pool.submit(run, b): i for i, b in enumerate(self.row_bounds)}
+                pool = _chunk_pool(os.cpu_count() or 1)
+                futures = {pool.submit(run, b): i for i, b in enumerate(self.row_bounds)}
+                try:
                     for future in as_completed(futures):
                         parts[futures[future]] = future.result()
                         observers.notify("chunks_done", 1)
+                finally:
+                    # A failed chunk: the others still queued are not run, and none is
+                    # left running after the pass.
+                    for future in futures:
+                        future.cancel()
+                    for future in futures:
+                        if not future.cancelled():
+                            with contextlib.suppress(BaseException):
+                                future.exception()
+        if len(parts) == 1:
+            return parts[0]
         return tree_reduce(parts, combine, split_every)
 
     def _map_reduce_dask(self, kernel, args, split_every, combine):
@@ -530,7 +608,7 @@ class RowChunks:
         ``n_columns=None`` means ``func`` returns one value per row.
         """
         if not self.is_dask:
-            with threadpool_limits(limits=1, user_api="blas"):
+            with _one_blas_thread():
                 parts = [func(self.data[a:b], a, *args) for a, b in self.row_bounds]
             return np.concatenate(parts) if len(parts) > 1 else parts[0]
         shared = [dask.delayed(a, traverse=False) for a in args]

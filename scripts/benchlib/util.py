@@ -148,6 +148,12 @@ def versions() -> dict[str, Any]:
         "zarr": zarr.__version__, "threadpoolctl": threadpoolctl.__version__,
         "daskgmm": daskgmm.__version__,
     }
+    try:
+        from importlib.metadata import version
+
+        out["numba"] = version("numba")
+    except Exception:  # not installed: the NumPy kernel runs
+        out["numba"] = "not installed"
     try:  # read-only: the commit the working tree is based on (it may be modified)
         root = Path(__file__).resolve().parents[2]
         out["git_head"] = subprocess.run(

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg import solve_triangular
+from scipy.linalg.lapack import dtrtri as _trtri
 
 from daskgmm.engine.covariance._base import (
     Batch,
@@ -56,11 +57,22 @@ def lower_cholesky(stack: np.ndarray, what: str) -> np.ndarray:
 
 def inverse_transpose_lower(chol: np.ndarray) -> np.ndarray:
     """``C⁻ᵀ`` (upper triangular, exact zeros below the diagonal) of a stack of lower
-    triangular ``C``, by triangular solves as scikit-learn computes it."""
-    eye = np.broadcast_to(np.eye(chol.shape[-1]), chol.shape)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        inverse = solve_triangular(chol, eye, lower=True, check_finite=False)
-    return np.ascontiguousarray(inverse.transpose(0, 2, 1))
+    triangular ``C``: LAPACK's triangular inverse of each (scikit-learn solves
+    ``C X = I``; the two agree to rounding). One ``trtri`` per component takes about a
+    microsecond at D=4, where SciPy's batched ``solve_triangular`` took 50 µs to 10 ms
+    (its broadcasting, and BLAS threads woken for 4 x 4 solves on a busy machine): most
+    of the M-step of a small fit."""
+    chol = np.asarray(chol, dtype=np.float64)
+    out = np.empty(chol.shape, dtype=np.float64)
+    for k, factor in enumerate(chol):
+        inverse, info = _trtri(factor, lower=1, overwrite_c=0)
+        if info != 0:  # a zero on the diagonal: the solves give the infinities
+            eye = np.broadcast_to(np.eye(chol.shape[-1]), chol.shape)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                inverse = solve_triangular(chol, eye, lower=True, check_finite=False)
+            return np.ascontiguousarray(inverse.transpose(0, 2, 1))
+        out[k] = inverse.T
+    return out
 
 
 def flipped_cholesky(prec: np.ndarray) -> np.ndarray:

@@ -82,11 +82,12 @@ class Tied(CovarianceType):
         B = []
         for m, pc, a in zip(means_c, precisions_cholesky, log_constants, strict=True):
             b = m @ pc
-            B.append(np.ascontiguousarray(
-                np.concatenate([b, (a - 0.5 * (b * b).sum(axis=1))[:, None]], axis=1),
-                dtype=dtype))
+            B.append(np.concatenate([b, (a - 0.5 * (b * b).sum(axis=1))[:, None]], axis=1))
+        # The candidates of a batch have the same number of components: one (C, K, D + 1)
+        # array.
         return Batch(self, tuple(len(m) for m in means_c),
-                     {"LT": np.ascontiguousarray(LT, dtype=dtype), "B": B})
+                     {"LT": np.ascontiguousarray(LT, dtype=dtype),
+                      "B": np.ascontiguousarray(np.stack(B), dtype=dtype)})
 
     def row_bytes(self, n_components: int, n_features: int, itemsize: int) -> int:
         return (3 * n_features + 3 + n_components) * itemsize

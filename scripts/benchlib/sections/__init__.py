@@ -19,10 +19,11 @@ from benchlib.sections import (
     restarts,
     selection,
     shapes,
+    small_data,
     stepwise,
     tile_sweep,
 )
 
-SECTIONS = (gemm, cluster_vs_numpy, shapes, float32, restarts, chunk_overhead, profile,
+SECTIONS = (gemm, cluster_vs_numpy, shapes, small_data, float32, restarts, chunk_overhead, profile,
             tile_sweep, out_of_core, memory_flat, big_k, selection, stepwise)
 BY_ID = {s.ID: s for s in SECTIONS}

@@ -41,25 +41,31 @@ def components_from_init(covariance_type: str, init: dict[str, np.ndarray]) -> A
     return Components.gaussian(cov, init["weights_init"], init["means_init"], pc)
 
 
-def plan_for(comps: Any, X: np.ndarray, dtype: str, tile_bytes: int | None = None) -> Any:
+def plan_for(comps: Any, X: np.ndarray, dtype: str, tile_bytes: int | None = None,
+             kernel: str = "numpy") -> Any:
+    """The plan of one candidate; ``kernel`` 'numpy' (the NumPy tile loop, whose stages
+    :func:`stage_profile` times) or 'compiled'."""
     from daskgmm.engine.estep import make_plan
 
     centre = np.average(comps.means, axis=0)
-    return make_plan([comps], centre, dtype=dtype, tile_bytes=tile_bytes)
+    return make_plan([comps], centre, dtype=dtype, tile_bytes=tile_bytes, kernel=kernel)
 
 
 def kernel_seconds(X: np.ndarray, plan: Any, repeats: int) -> list[float]:
-    """Wall seconds of ``estep_statistics`` on the chunk ``X``, one BLAS thread, after a
-    warm-up call (so the thread's workspace is allocated)."""
+    """Seconds of ``estep_statistics`` on the chunk ``X``, one BLAS thread, after a
+    warm-up call (so the thread's workspace is allocated and the compiled kernel
+    loaded): the CPU time of the calling thread, which runs the BLAS too (one thread), so
+    that other processes on a busy machine do not enter the figure (on a quiet one it is
+    the wall time)."""
     from daskgmm.engine.estep import estep_statistics
 
     with threadpool_limits(limits=1, user_api="blas"):
         estep_statistics(X, None, 0, plan)
         out = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             estep_statistics(X, None, 0, plan)
-            out.append(time.perf_counter() - t0)
+            out.append(time.thread_time() - t0)
     return out
 
 

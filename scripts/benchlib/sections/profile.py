@@ -1,9 +1,11 @@
 """``profile``: where one iteration's time goes, for the base shape (full covariances).
 
 - The kernel of one chunk (``chunk_rows`` rows of the base data, the base initial
-  parameters), in process, one BLAS thread: its tile loop stage by stage, and the GEMMs
-  alone (every ``np.matmul`` call of the kernel timed, same shapes), float64 and float32.
-  Element-wise = everything in the stages but the GEMMs.
+  parameters), in process, one BLAS thread: the compiled kernel against the NumPy one;
+  the NumPy tile loop stage by stage, and its GEMMs alone (every ``np.matmul`` call of the
+  kernel timed, same shapes), float64 and float32. Element-wise = everything in the
+  stages but the GEMMs. The scheduling figures below use the compiled kernel's time
+  where numba is installed.
 - Allocation: new memory at the peak of a warm kernel call (tracemalloc), and the extra
   time of a call with a fresh workspace.
 - Scheduling: the iteration on the main cluster (persisted data) minus the kernel time of
@@ -23,7 +25,7 @@ from benchlib import cluster, data
 from benchlib.fits import summarise
 from benchlib.report import fmt_mib, fmt_s, row
 from benchlib.sections import kernel
-from benchlib.util import median
+from benchlib.util import TIMES, median
 
 ID = "profile"
 
@@ -35,6 +37,9 @@ def run(ctx: Any) -> dict[str, Any]:
     comps = kernel.components_from_init("full", ctx.init)
     reps = 2 if a.quick else 5
     out: dict[str, Any] = {"chunk_rows": len(X)}
+    from daskgmm.engine.estep import compiled_available
+
+    compiled = compiled_available()
     for dtype in ("float64", "float32"):
         plan = kernel.plan_for(comps, X, dtype)
         total = median(kernel.kernel_seconds(X, plan, reps))
@@ -44,8 +49,15 @@ def run(ctx: Any) -> dict[str, Any]:
                       **stages, "elementwise_and_loop_s": elementwise,
                       "gemm_fraction": stages["gemm_s"] / stages["wall_s"],
                       "allocation": kernel.allocation_profile(X, plan)}
+        if compiled:
+            fast = kernel.plan_for(comps, X, dtype, kernel="compiled")
+            t = median(kernel.kernel_seconds(X, fast, reps))
+            out[dtype]["compiled"] = {"kernel_s": t, "kernel_per_row_s": t / len(X),
+                                      "speedup": total / t,
+                                      "allocation": kernel.allocation_profile(X, fast)}
     n_chunks = -(-a.n_samples // a.chunk_rows)
-    kernel_all = out["float64"]["kernel_per_row_s"] * a.n_samples
+    best = out["float64"].get("compiled", out["float64"])
+    kernel_all = best["kernel_per_row_s"] * a.n_samples
     with contextlib.ExitStack() as stack:
         held = {"X": cluster.persist(ctx.client, data.open_zarr(path))}
         stack.callback(cluster.wait_released, ctx.client)
@@ -72,14 +84,23 @@ def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     for dtype in ("float64", "float32"):
         r = res[dtype]
         st = r["stages_s"]
-        out.append(row(ID, f"kernel, one {res['chunk_rows']:,}-row chunk, 1 thread, {dtype} "
-                           f"({r['n_tiles']} tiles of {r['tile_rows']} rows): total = GEMM + "
-                           "element-wise & loop",
+        if "compiled" in r:
+            c = r["compiled"]
+            out.append(row(ID, f"kernel, one {res['chunk_rows']:,}-row chunk, 1 thread, "
+                               f"{dtype}: compiled / NumPy, speed-up; compiled's new memory "
+                               "at a warm call's peak",
+                           f"{fmt_s(c['kernel_s'])} / {fmt_s(r['kernel_s'])}, "
+                           f"{c['speedup']:.2f}{TIMES}; "
+                           f"{fmt_mib(c['allocation']['warm_call_peak_new_bytes'])}",
+                           raw=c["speedup"]))
+        out.append(row(ID, f"NumPy kernel, one {res['chunk_rows']:,}-row chunk, 1 thread, "
+                           f"{dtype} ({r['n_tiles']} tiles of {r['tile_rows']} rows): total "
+                           "= GEMM + element-wise & loop",
                        f"{fmt_s(r['wall_s'])} = {fmt_s(r['gemm_s'])} "
                        f"({r['gemm_fraction']:.0%}) + {fmt_s(r['elementwise_and_loop_s'])}; "
                        f"{r['kernel_per_row_s'] * 1e9:.0f} ns/row",
                        raw=r["kernel_per_row_s"]))
-        out.append(row(ID, f"kernel stages, {dtype}: " + ", ".join(st),
+        out.append(row(ID, f"NumPy kernel stages, {dtype}: " + ", ".join(st),
                        ", ".join(fmt_s(v) for v in st.values()), raw=st))
         al = r["allocation"]
         out.append(row(ID, f"allocation, {dtype}: new memory at a warm call's peak; workspace; "

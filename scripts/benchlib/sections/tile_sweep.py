@@ -1,6 +1,8 @@
-"""``tiles``: kernel time per row against the tile size (``make_plan(tile_bytes=...)``)
-for a few shapes, one chunk in process with one BLAS thread; the engine's default
-(``daskgmm.engine.estep.TILE_BYTES``) against the best size measured."""
+"""``tiles``: compiled kernel time per row against the tile size
+(``make_plan(tile_bytes=...)``) for a few shapes, one chunk in process with one BLAS
+thread; the engine's default (``daskgmm.engine.estep.compiled_tile_bytes()``, a fraction
+of this machine's per-core cache) against the best size measured. Without numba, the
+NumPy kernel's sizes (default ``TILE_BYTES``)."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ TARGET = 1.10
 
 
 def run(ctx: Any) -> dict[str, Any]:
-    from daskgmm.engine.estep import TILE_BYTES as DEFAULT
+    from daskgmm.engine import estep
 
+    name = "compiled" if estep.compiled_available() else "numpy"
+    DEFAULT = estep.compiled_tile_bytes() if name == "compiled" else estep.TILE_BYTES
     a = ctx.args
     n = 5_000 if a.quick else 100_000
     reps = 1 if a.quick else 3
@@ -31,16 +35,26 @@ def run(ctx: Any) -> dict[str, Any]:
         comps = kernel.components(cov, X, k)
         per_size = []
         for tb in sizes:
-            plan = kernel.plan_for(comps, X, "float64", tile_bytes=tb)
+            plan = kernel.plan_for(comps, X, "float64", tile_bytes=tb, kernel=name)
             t = median(kernel.kernel_seconds(X, plan, reps))
-            per_size.append({"tile_bytes": tb, "tile_rows": plan.groups[0].tile_rows,
+            per_size.append({"tile_bytes": tb, "tile_rows": _tile_rows(plan, name, tb, d, k),
                              "ns_per_row": t / n * 1e9})
         best = min(per_size, key=lambda r: r["ns_per_row"])
         default = next(r for r in per_size if r["tile_bytes"] == DEFAULT)
         out_rows.append({"covariance_type": cov, "n_features": d, "n_components": k,
                          "rows": n, "sizes": per_size, "best": best, "default": default,
                          "default_over_best": default["ns_per_row"] / best["ns_per_row"]})
-    return {"default_tile_bytes": DEFAULT, "shapes": out_rows}
+    return {"kernel": name, "default_tile_bytes": DEFAULT, "shapes": out_rows}
+
+
+def _tile_rows(plan: Any, name: str, tile_bytes: int, d: int, k: int) -> int:
+    if name == "numpy":
+        return plan.groups[0].tile_rows
+    from daskgmm.engine import estep
+
+    per_row = estep._fused().row_bytes(plan.groups[0].batch.cov.name, k, d, 8)
+    rows = tile_bytes // per_row // estep.COMPILED_ROW_MULTIPLE * estep.COMPILED_ROW_MULTIPLE
+    return max(estep.COMPILED_MIN_TILE_ROWS, rows)
 
 
 def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,5 +81,6 @@ def markdown(res: dict[str, Any]) -> str:
         body.append([f"{s['tile_bytes'] // 1024} KiB"]
                     + [f"{r['sizes'][i]['ns_per_row']:.0f} ns ({r['sizes'][i]['tile_rows']})"
                        for r in shapes])
-    return ("## Tile-size sweep (kernel ns per row, one thread; tile rows in brackets)\n\n"
+    return (f"## Tile-size sweep ({res['kernel']} kernel ns per row, one thread; tile rows "
+            "in brackets)\n\n"
             + simple_table(header, body) + "\n")

@@ -1,0 +1,487 @@
+"""Compiled E-step kernels: a chunk's tiles, each in one sweep (numba).
+
+:func:`daskgmm.engine.estep.estep_statistics` hands a group of candidates (one covariance
+type, one number of components ``K``, one centre) to the kernel of its type here when
+numba is installed and the chunk is a NumPy array worth compiling for
+(:func:`daskgmm.engine.estep.use_fused`); otherwise the NumPy tile loop of
+:mod:`daskgmm.engine.estep` computes the same statistics with the same formulas (the
+tests hold the two paths to each other).
+
+What the compiled loop changes is not the arithmetic but its cost. For every tile it
+
+- centres and transposes the rows into the affine tile in one pass (float64 difference,
+  one rounding to the compute dtype, a count of non-finite values instead of a sum),
+- calls the same GEMMs as the NumPy path, from the compiled loop (BLAS through SciPy's
+  ``cython_blas``, one thread), with the products of one candidate at a time,
+- fuses everything element-wise between the GEMMs (squared norms, the log-sum-exp, the
+  entropy, the sample weights, the square roots of the responsibilities) into a few
+  loops over the tile while it is in the cache, with an exponential that vectorises
+  (:func:`_exp_nonpositive`), and
+- adds the tile's statistics into float64 accumulators,
+
+all without the GIL (two chunks run in parallel in one process) and without a Python
+call per tile, so tiles can be as small as the cache wants (a few hundred rows) rather
+than as large as the interpreter's overhead demands.
+
+The kernels report a problem through ``status`` (a code and the tile's first row) and
+leave the message to :mod:`daskgmm.engine.estep`, which raises the same errors as its
+NumPy path: :data:`NONFINITE_TILE`, :data:`LOG_LIKELIHOOD_OVERFLOW`,
+:data:`PRODUCTS_OVERFLOW`.
+
+Compilation: every kernel is compiled on its first call for the dtypes it gets (the
+data's, float32 or float64, and the compute dtype), about a second each, and cached on
+disk by numba (``cache=True``: in ``__pycache__`` beside this file, or numba's user-wide
+cache directory where that is read-only, or ``NUMBA_CACHE_DIR``), so a later process
+(a user's next fit, every Dask worker) loads the machine code instead of compiling it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+#: ``status[0]`` codes.
+OK = 0
+#: A tile holds a NaN or an infinity (of the data, or after centring in the compute dtype).
+NONFINITE_TILE = 1
+#: A row's log-likelihood is not finite (NaN or +inf weighted log-densities).
+LOG_LIKELIHOOD_OVERFLOW = 2
+#: A tile's second moments overflowed the compute dtype.
+PRODUCTS_OVERFLOW = 3
+
+_JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+
+# --------------------------------------------------------------------------------------
+# exp(x) for x in [log(tiny) + 1, 0], vectorisable
+# --------------------------------------------------------------------------------------
+# exp(x) = 2**n exp(r) with n = round(x / log 2) and r = x - n log 2 (log 2 split in a
+# high part with trailing zeros and a low part, so that n log 2 is exact), |r| <= log(2)/2;
+# exp(r) by its Taylor polynomial (degree 13 for float64: truncation below 1e-17 of the
+# value; degree 7 for float32: below 5e-9), and 2**n built from its exponent bits. The
+# arguments of a softmax lie in [log(tiny) + 1, 0], so 2**n is a normal number and no
+# special case is needed.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_TAYLOR64 = tuple(1.0 / math.factorial(k) for k in range(14))
+_LOG2E_32 = np.float32(_LOG2E)
+_HALF_32 = np.float32(0.5)
+_LN2_HI_32 = np.float32(6.9314575195e-01)
+_LN2_LO_32 = np.float32(1.4286067653e-06)
+(_T0, _T1, _T2, _T3, _T4, _T5, _T6, _T7) = (np.float32(1.0 / math.factorial(k))
+                                            for k in range(8))
+(_U0, _U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8, _U9, _U10, _U11, _U12, _U13) = _TAYLOR64
+
+
+def _exp_nonpositive(values: np.ndarray, bits: np.ndarray) -> None:
+    """``values[:] = exp(values)`` for values in ``[log(tiny) + 1, 0]`` (a 1-D C array);
+    ``bits`` is scratch of the same length (int64 for float64, int32 for float32)."""
+    np.exp(values, out=values)  # pragma: no cover - replaced by the overload in numba
+
+
+@overload(_exp_nonpositive, jit_options=dict(_JIT))
+def _exp_nonpositive_impl(values, bits):
+    if values.dtype == types.float32:
+        def exp32(values, bits):
+            for i in range(values.size):
+                x = values[i]
+                n = math.floor(x * _LOG2E_32 + _HALF_32)
+                nf = np.float32(n)
+                r = (x - nf * _LN2_HI_32) - nf * _LN2_LO_32
+                p = _T7
+                p = p * r + _T6
+                p = p * r + _T5
+                p = p * r + _T4
+                p = p * r + _T3
+                p = p * r + _T2
+                p = p * r + _T1
+                p = p * r + _T0
+                values[i] = p
+                bits[i] = (n + 127) << 23
+            scale = bits.view(np.float32)
+            for i in range(values.size):
+                values[i] *= scale[i]
+        return exp32
+
+    def exp64(values, bits):
+        for i in range(values.size):
+            x = values[i]
+            n = math.floor(x * _LOG2E + 0.5)
+            nf = np.float64(n)
+            r = (x - nf * _LN2_HI) - nf * _LN2_LO
+            p = _U13
+            p = p * r + _U12
+            p = p * r + _U11
+            p = p * r + _U10
+            p = p * r + _U9
+            p = p * r + _U8
+            p = p * r + _U7
+            p = p * r + _U6
+            p = p * r + _U5
+            p = p * r + _U4
+            p = p * r + _U3
+            p = p * r + _U2
+            p = p * r + _U1
+            p = p * r + _U0
+            values[i] = p
+            bits[i] = (n + 1023) << 52
+        scale = bits.view(np.float64)
+        for i in range(values.size):
+            values[i] *= scale[i]
+    return exp64
+
+
+@njit(**_JIT)
+def exp_nonpositive(values: np.ndarray, bits: np.ndarray) -> None:
+    """The compiled exponential on its own (for the tests)."""
+    _exp_nonpositive(values, bits)
+
+
+# --------------------------------------------------------------------------------------
+# pieces shared by the kernels
+# --------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _centre(X, r0, m, centre, out, squares):
+    """Rows ``r0 .. r0 + m`` of ``X`` minus ``centre`` into ``out[:D]`` (features × rows,
+    compute dtype) and ones into ``out[D]``; ``squares`` 0: nothing more, 1: the squared
+    centred values into ``out[D + 1:]`` (``'diag'``), 2: their sums into ``out[D + 1]``
+    (``'spherical'``). Returns the number of non-finite centred values."""
+    D = X.shape[1]
+    bad = 0
+    for i in range(m):
+        row = X[r0 + i]
+        for d in range(D):
+            out[d, i] = row[d] - centre[d]
+    for d in range(D):
+        for i in range(m):
+            v = out[d, i]
+            bad += (v - v) != 0
+    for i in range(m):
+        out[D, i] = 1
+    if squares == 1:
+        for d in range(D):
+            for i in range(m):
+                out[D + 1 + d, i] = out[d, i] * out[d, i]
+    elif squares == 2:
+        for i in range(m):
+            out[D + 1, i] = 0
+        for d in range(D):
+            for i in range(m):
+                out[D + 1, i] += out[d, i] * out[d, i]
+    return bad
+
+
+@njit(**_JIT)
+def _softmax(a, w, r0, lo, entropy, bits, top, total, shifted):
+    """Normalise one candidate's weighted log-densities ``a`` (K × m) into
+    responsibilities times the sample weights (``w`` empty: weights of one), in place.
+
+    Returns ``(sum_i w_i log p(x_i), sum_i w_i sum_k r_ik log r_ik, bad rows)``; the
+    operations are the NumPy path's (:func:`daskgmm.engine.estep._softmax`): shift by the
+    row's maximum (0 if it is not finite), clamp below at ``lo`` (responsibilities under
+    the smallest normal number become it), exponentiate, normalise."""
+    K, m = a.shape
+    bad = 0
+    for i in range(m):
+        top[i] = a[0, i]
+    for k in range(1, K):
+        for i in range(m):
+            x = a[k, i]
+            bad += x != x
+            top[i] = x if x > top[i] else top[i]
+    for i in range(m):
+        t = top[i]
+        bad += not (t < np.inf)  # NaN or +inf
+        top[i] = t if (t - t) == 0 else 0
+    zero = top[0] * 0
+    for k in range(K):
+        for i in range(m):
+            v = a[k, i] - top[i]
+            v = v if v >= lo else lo
+            a[k, i] = v if v <= zero else zero
+    if entropy:
+        for k in range(K):
+            for i in range(m):
+                shifted[k, i] = a[k, i]
+    _exp_nonpositive(a.reshape(K * m), bits[:K * m])
+    for i in range(m):
+        total[i] = a[0, i]
+    for k in range(1, K):
+        for i in range(m):
+            total[i] += a[k, i]
+    has_w = w.size > 0
+    ll = 0.0
+    ent = 0.0
+    for i in range(m):
+        log_total = math.log(np.float64(total[i]))
+        weight = w[r0 + i] if has_w else 1.0
+        ll += weight * (log_total + top[i])
+        if entropy:
+            cross = 0.0
+            for k in range(K):
+                cross += a[k, i] * shifted[k, i]
+            ent += weight * (cross / total[i] - log_total)
+        total[i] = (1 / total[i]) * (w[r0 + i] if has_w else 1)
+    for k in range(K):
+        for i in range(m):
+            a[k, i] *= total[i]
+    if not math.isfinite(ll):
+        bad += 1
+    return ll, ent, bad
+
+
+@njit(**_JIT)
+def _first_moments(a, xt, mom, nk, sx, base):
+    """``nk`` and ``sx`` of the tile (``a`` the weighted responsibilities, K × m) added to
+    components ``base ..`` of the accumulators."""
+    K = a.shape[0]
+    D = xt.shape[0] - 1
+    np.dot(a, xt.T, mom)
+    for k in range(K):
+        nk[base + k] += mom[k, D]
+        for d in range(D):
+            sx[base + k, d] += mom[k, d]
+
+
+# --------------------------------------------------------------------------------------
+# the kernels, one per covariance type
+# --------------------------------------------------------------------------------------
+@njit(**_JIT)
+def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf_y,
+               buf_a, buf_bits, buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
+    """``'full'``: ``LT`` (C, K·D, D + 1) the extended factors of the group's C
+    candidates, ``const`` (C, K) their log-constants; ``s2`` (C·K, D, D) accumulates
+    ``M_k = sum_i w_i r_ik y_ik y_ikᵀ`` (see :mod:`daskgmm.engine.covariance.full`)."""
+    n, D = X.shape
+    C, KD = LT.shape[0], LT.shape[1]
+    K = KD // D
+    lo, half = scalars[0], scalars[1]
+    for r0 in range(0, n, tile_rows):
+        m = min(tile_rows, n - r0)
+        xt = buf_xt[:(D + 1) * m].reshape((D + 1, m))
+        if _centre(X, r0, m, centre, xt, 0):
+            status[0], status[1] = NONFINITE_TILE, r0
+            return
+        Y = buf_y[:KD * m].reshape((KD, m))
+        Y3 = Y.reshape((K, D, m))
+        a = buf_a[:K * m].reshape((K, m))
+        top, total = buf_rows[0, :m], buf_rows[1, :m]
+        shifted = buf_a[K * m:2 * K * m].reshape((K, m))
+        mom = buf_mom[:K * (D + 1)].reshape((K, D + 1))
+        for c in range(C):
+            np.dot(LT[c], xt, Y)
+            for k in range(K):
+                for i in range(m):
+                    a[k, i] = 0
+                for d in range(D):
+                    for i in range(m):
+                        a[k, i] += Y3[k, d, i] * Y3[k, d, i]
+                ck = const[c, k]
+                for i in range(m):
+                    a[k, i] = ck - half * a[k, i]
+            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, buf_bits, top, total,
+                                        shifted)
+            if bad:
+                status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
+                return
+            ll[c] += t_ll
+            ent[c] += t_ent
+            _first_moments(a, xt, mom, nk, sx, c * K)
+            for k in range(K):
+                for i in range(m):
+                    a[k, i] = np.sqrt(a[k, i])
+                for d in range(D):
+                    for i in range(m):
+                        Y3[k, d, i] *= a[k, i]
+            for k in range(K):
+                np.dot(Y3[k], Y3[k].T, buf_s)
+                overflow = 0
+                for d in range(D):
+                    for e in range(D):
+                        v = buf_s[d, e]
+                        overflow += (v - v) != 0
+                        s2[c * K + k, d, e] += v
+                if overflow:
+                    status[0], status[1] = PRODUCTS_OVERFLOW, r0
+                    return
+
+
+@njit(**_JIT)
+def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, buf_a,
+               buf_bits, buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
+    """``'tied'``: ``LT`` (C, D + 1, D + 1) the candidates' extended shared factors,
+    ``B`` (C, K, D + 1) their ``[b_k, a_k - ½|b_k|²]``; ``s2`` (D, D) accumulates
+    ``sum_i w_i (x_i - c0)(x_i - c0)ᵀ`` once for the group (see
+    :mod:`daskgmm.engine.covariance.tied`)."""
+    n, D = X.shape
+    C, K = B.shape[0], B.shape[1]
+    lo, half = scalars[0], scalars[1]
+    has_w = w.size > 0
+    for r0 in range(0, n, tile_rows):
+        m = min(tile_rows, n - r0)
+        xt = buf_xt[:(D + 1) * m].reshape((D + 1, m))
+        if _centre(X, r0, m, centre, xt, 0):
+            status[0], status[1] = NONFINITE_TILE, r0
+            return
+        Y = buf_y[:(D + 1) * m].reshape((D + 1, m))
+        a = buf_a[:K * m].reshape((K, m))
+        top, total, norms = buf_rows[0, :m], buf_rows[1, :m], buf_rows[2, :m]
+        shifted = buf_a[K * m:2 * K * m].reshape((K, m))
+        mom = buf_mom[:K * (D + 1)].reshape((K, D + 1))
+        for c in range(C):
+            np.dot(LT[c], xt, Y)
+            for i in range(m):
+                norms[i] = 0
+            for d in range(D):
+                for i in range(m):
+                    norms[i] += Y[d, i] * Y[d, i]
+            np.dot(B[c], Y, a)
+            for k in range(K):
+                for i in range(m):
+                    a[k, i] -= half * norms[i]
+            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, buf_bits, top, total,
+                                        shifted)
+            if bad:
+                status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
+                return
+            ll[c] += t_ll
+            ent[c] += t_ent
+            _first_moments(a, xt, mom, nk, sx, c * K)
+        xc = xt[:D]
+        weighted = xc
+        if has_w:
+            weighted = Y[:D]
+            for d in range(D):
+                for i in range(m):
+                    weighted[d, i] = xc[d, i] * w[r0 + i]
+        np.dot(weighted, xc.T, buf_s)
+        overflow = 0
+        for d in range(D):
+            for e in range(D):
+                v = buf_s[d, e]
+                overflow += (v - v) != 0
+                s2[d, e] += v
+        if overflow:
+            status[0], status[1] = PRODUCTS_OVERFLOW, r0
+            return
+
+
+@njit(**_JIT)
+def variances_chunk(X, w, centre, W, squares, tile_rows, scalars, entropy, buf_z, buf_a,
+                    buf_bits, buf_rows, buf_mom, nk, sx, s2, ll, ent, status):
+    """``'diag'`` (``squares`` 1) and ``'spherical'`` (``squares`` 2): ``W`` (C, K, R)
+    the candidates' operands on the tile ``Z = [x - c0, 1, squares]ᵀ`` (R rows); ``s2``
+    (C·K, R - D - 1) accumulates the moments of the squares (see
+    :mod:`daskgmm.engine.covariance._variances`)."""
+    n, D = X.shape
+    C, K, R = W.shape
+    lo = scalars[0]
+    for r0 in range(0, n, tile_rows):
+        m = min(tile_rows, n - r0)
+        Z = buf_z[:R * m].reshape((R, m))
+        if _centre(X, r0, m, centre, Z, squares):
+            status[0], status[1] = NONFINITE_TILE, r0
+            return
+        a = buf_a[:K * m].reshape((K, m))
+        top, total = buf_rows[0, :m], buf_rows[1, :m]
+        shifted = buf_a[K * m:2 * K * m].reshape((K, m))
+        mom = buf_mom[:K * R].reshape((K, R))
+        for c in range(C):
+            np.dot(W[c], Z, a)
+            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, buf_bits, top, total,
+                                        shifted)
+            if bad:
+                status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
+                return
+            ll[c] += t_ll
+            ent[c] += t_ent
+            np.dot(a, Z.T, mom)
+            overflow = 0
+            for k in range(K):
+                nk[c * K + k] += mom[k, D]
+                for d in range(D):
+                    sx[c * K + k, d] += mom[k, d]
+                for j in range(R - D - 1):
+                    v = mom[k, D + 1 + j]
+                    overflow += (v - v) != 0
+                    s2[c * K + k, j] += v
+            if overflow:
+                status[0], status[1] = PRODUCTS_OVERFLOW, r0
+                return
+
+
+# --------------------------------------------------------------------------------------
+# the driver of one group (Python, once per chunk and group)
+# --------------------------------------------------------------------------------------
+#: Covariance types with a compiled kernel.
+SUPPORTED = ("full", "tied", "diag", "spherical")
+
+
+def row_bytes(name: str, n_components: int, n_features: int, itemsize: int) -> int:
+    """Workspace bytes per tile row of a compiled kernel (one candidate at a time, so
+    independent of the number of candidates)."""
+    K, D = n_components, n_features
+    common = 3 * K + 3  # responsibilities, their copy for the entropy, exponent bits, rows
+    tile = {"full": (D + 1) + K * D, "tied": 2 * (D + 1),
+            "diag": 2 * D + 1, "spherical": D + 2}[name]
+    return (common + tile) * itemsize
+
+
+def group_statistics(X: np.ndarray, w: np.ndarray | None, centre: np.ndarray, batch,
+                     n_candidates: int, dtype: np.dtype, entropy: bool, tile_rows: int,
+                     ws) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Run the kernel of ``batch``'s type over the chunk ``X`` (C-contiguous) for a group
+    of ``n_candidates`` candidates with the same number of components.
+
+    Returns ``({"nk", "sx", "s2"} of the whole batch, float64), ll (C,), ent (C,),
+    status`` (:data:`OK` or a code and the first row of the tile at fault)."""
+    name = batch.cov.name
+    n, D = X.shape
+    C = n_candidates
+    CK = batch.n_components
+    K = CK // C
+    m = max(1, min(tile_rows, n))
+    itemsize = dtype.itemsize
+    bits_dtype = np.int32 if itemsize == 4 else np.int64
+    weights = np.empty(0) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    scalars = np.array([_LOG_TINY[dtype.char], 0.5], dtype=dtype)
+    nk, sx = np.zeros(CK), np.zeros((CK, D))
+    ll, ent = np.zeros(C), np.zeros(C)
+    status = np.zeros(2, dtype=np.int64)
+    buf_a = ws.get("fused.a", (2 * K * m,), dtype)
+    buf_bits = ws.get("fused.bits", (K * m,), bits_dtype)
+    buf_rows = ws.get("fused.rows", (3, m), dtype)
+    if name == "full":
+        s2 = np.zeros((CK, D, D))
+        full_chunk(X, weights, centre, batch.arrays["LT"].reshape(C, K * D, D + 1),
+                   batch.arrays["constant"].reshape(C, K), m, scalars, entropy,
+                   ws.get("fused.xt", ((D + 1) * m,), dtype),
+                   ws.get("fused.y", (K * D * m,), dtype), buf_a, buf_bits, buf_rows,
+                   ws.get("fused.s", (D, D), dtype), ws.get("fused.mom", (K * (D + 1),), dtype),
+                   nk, sx, s2, ll, ent, status)
+    elif name == "tied":
+        s2 = np.zeros((D, D))
+        tied_chunk(X, weights, centre, batch.arrays["LT"], batch.arrays["B"], m, scalars,
+                   entropy, ws.get("fused.xt", ((D + 1) * m,), dtype),
+                   ws.get("fused.y", ((D + 1) * m,), dtype), buf_a, buf_bits, buf_rows,
+                   ws.get("fused.s", (D, D), dtype), ws.get("fused.mom", (K * (D + 1),), dtype),
+                   nk, sx, s2, ll, ent, status)
+    else:
+        W = batch.arrays["W"]
+        R = W.shape[1]
+        s2 = np.zeros((CK, R - D - 1))
+        variances_chunk(X, weights, centre, W.reshape(C, K, R), 1 if name == "diag" else 2,
+                        m, scalars, entropy, ws.get("fused.z", (R * m,), dtype), buf_a,
+                        buf_bits, buf_rows, ws.get("fused.mom", (K * R,), dtype),
+                        nk, sx, s2, ll, ent, status)
+        if name == "spherical":
+            s2 = s2[:, 0]
+    return {"nk": nk, "sx": sx, "s2": s2}, ll, ent, status
+
+
+#: Logarithm of just above the smallest normal number of each compute dtype.
+_LOG_TINY = {np.dtype(t).char: math.log(float(np.finfo(t).tiny)) + 1.0
+             for t in (np.float32, np.float64)}

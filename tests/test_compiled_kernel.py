@@ -1,0 +1,276 @@
+"""The compiled E-step kernel (engine/fused.py) against the NumPy tile loop, the choice
+between them, the tiled prediction kernels' memory, and the small-data pass."""
+
+from __future__ import annotations
+
+import re
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from daskgmm.engine import estep
+from daskgmm.engine.estep import Components, estep_statistics, make_plan
+from daskgmm.errors import DegenerateComponentError, InvalidDataError, NonFiniteDataError
+
+from .conftest import make_blobs
+
+pytest.importorskip("numba")
+
+COV_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _components(cov: str, X: np.ndarray, k: int, seed: int = 0,
+                scale: float = 1.0) -> Components:
+    """``k`` rows of ``X`` as means, unequal weights, the data's variance (times
+    ``scale``) everywhere."""
+    from daskgmm.engine import covariance as cov_types
+
+    rng = np.random.default_rng(seed)
+    d = X.shape[1]
+    means = X[rng.choice(len(X), size=k, replace=False)]
+    var = float(X.var(axis=0).mean()) * scale
+    covariances = {"full": np.stack([var * np.eye(d) * (1 + 0.1 * j) for j in range(k)]),
+                   "tied": var * np.eye(d), "diag": np.full((k, d), var),
+                   "spherical": np.full(k, var)}[cov]
+    weights = rng.uniform(0.5, 1.5, size=k)
+    c = cov_types.get(cov)
+    return Components.gaussian(c, weights / weights.sum(), means,
+                               c.precisions_cholesky(covariances))
+
+
+def _stats(X, w, comps, kernel, **kw):
+    plan = make_plan(comps, X.mean(axis=0), kernel=kernel, tile_bytes=1, **kw)
+    return estep_statistics(X, w, 0, plan).stats
+
+
+def _assert_close(a, b, rtol):
+    for sa, sb in zip(a, b, strict=True):
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            x, y = np.asarray(sa[key]), np.asarray(sb[key])
+            scale = max(float(np.abs(x).max()), 1e-300)
+            assert np.abs(x - y).max() <= rtol * scale, (key, np.abs(x - y).max() / scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_exponential_is_within_an_ulp(dtype):
+    """The vectorised exponential of the softmax, over its whole domain [log(tiny) + 1,
+    0], against NumPy's in float64: within one unit in the last place of ``dtype``."""
+    from daskgmm.engine import fused
+
+    lo = np.log(np.finfo(dtype).tiny) + 1.0
+    x = np.concatenate([np.linspace(lo, 0.0, 200_001), [0.0, -1e-30, lo],
+                        -np.random.default_rng(0).exponential(2.0, 50_000)]).astype(dtype)
+    x = np.maximum(x, dtype(lo))
+    got = x.copy()
+    fused.exp_nonpositive(got, np.empty(len(x), np.int32 if dtype == np.float32
+                                        else np.int64))
+    exact = np.exp(x.astype(np.longdouble))
+    rel = np.abs(got.astype(np.longdouble) - exact) / exact
+    assert float(rel.max()) <= 1.0 * np.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("cov", COV_TYPES)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_compiled_kernel_equals_numpy_kernel(cov, weighted):
+    """Same statistics (n, ll, nk, sx, s2, ent) from both kernels, float64, for a pass of
+    three candidates (two restarts sharing a group, one of another K), many tiles and a
+    short last one."""
+    X = make_blobs(1_000, d=5) * 3.0 + 10.0
+    w = np.random.default_rng(1).uniform(0, 3, size=len(X)) if weighted else None
+    comps = [_components(cov, X, 3, 0), _components(cov, X, 3, 1), _components(cov, X, 4, 2)]
+    a = _stats(X, w, comps, "numpy", entropy=True)
+    b = _stats(X, w, comps, "compiled", entropy=True)
+    _assert_close(a, b, 1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_compiled_kernel_equals_numpy_kernel_in_float32(cov):
+    """float32 products (float64 accumulation) from float64 data: the two kernels agree
+    to float32 rounding; float32 data through the compiled kernel give the same."""
+    X = make_blobs(1_000, d=5) * 3.0 + 10.0
+    comps = [_components(cov, X, 3, 0)]
+    a = _stats(X, None, comps, "numpy", dtype="float32")
+    b = _stats(X, None, comps, "compiled", dtype="float32")
+    _assert_close(a, b, 2e-6)
+    if cov == "full":
+        c = _stats(X.astype(np.float32), None, comps, "compiled", dtype="float32")
+        _assert_close(b, c, 2e-6)
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_compiled_candidates_sharing_a_pass_get_what_they_would_alone(cov):
+    X = make_blobs(700, d=4)
+    comps = [_components(cov, X, 3, s) for s in range(3)] + [_components(cov, X, 2, 7)]
+    together = _stats(X, None, comps, "compiled")
+    for comp, st in zip(comps, together, strict=True):
+        alone = _stats(X, None, [comp], "compiled")[0]
+        for key in st:
+            np.testing.assert_array_equal(st[key], alone[key])
+
+
+def _error(X, comps, kernel, bad_row=None, **kw):
+    """The exception of a chunk starting at row 100: its type and message, with the
+    tile's row range (tiles differ between the kernels) replaced by ``rows T`` once
+    checked to hold ``bad_row``."""
+    with pytest.raises((NonFiniteDataError, InvalidDataError, DegenerateComponentError)) as e:
+        estep_statistics(X, None, 100, make_plan(comps, np.zeros(X.shape[1]), kernel=kernel,
+                                                 tile_bytes=1, **kw))
+    message = str(e.value)
+    found = re.search(r"rows (\d+)\.\.(\d+) ", message)
+    if found and bad_row is not None:
+        assert int(found[1]) <= 100 + bad_row <= int(found[2]), message
+        message = message.replace(found[0], "rows T ")
+    return type(e.value), message
+
+
+def test_compiled_kernel_raises_the_numpy_kernels_errors():
+    """NaN data, data too large for float32, a row whose squared distances overflow and
+    float32 second moments that overflow: the same exception and message from both kernels
+    (naming the tile that holds the row at fault)."""
+    X = make_blobs(300, d=3)
+    comps = [_components("full", X, 2)]
+    bad = X.copy()
+    bad[250, 1] = np.nan
+    huge = X.copy()
+    huge[210, 0] = 1e39
+    assert _error(bad, comps, "numpy") == _error(bad, comps, "compiled")
+    assert _error(bad, comps, "compiled")[0] is NonFiniteDataError
+    kind, message = _error(huge, comps, "compiled", 210, dtype="float32")
+    assert (kind, message) == _error(huge, comps, "numpy", 210, dtype="float32")
+    assert kind is InvalidDataError
+    far = X.copy()
+    far[5] = 1e200  # finite, but its squared distances overflow
+    kind, message = _error(far, comps, "compiled", 5)
+    assert (kind, message) == _error(far, comps, "numpy", 5)
+    # Variances ~1e-37: the whitened second moments of a tile overflow float32.
+    tight = [_components("full", X, 2, scale=1e-37)]
+    kind, message = _error(X, tight, "compiled", dtype="float32")
+    assert (kind, message) == _error(X, tight, "numpy", dtype="float32")
+    assert kind is DegenerateComponentError
+
+
+def test_kernel_choice(monkeypatch):
+    """'auto' compiles NumPy chunks of at least COMPILED_MIN_ROWS rows; 'numpy' never;
+    DASKGMM_KERNEL decides for 'auto' plans; without numba 'auto' runs NumPy and
+    'compiled' says what to install."""
+    comps = [_components("diag", make_blobs(50, d=2), 2)]
+    plan = make_plan(comps, np.zeros(2))
+    small = np.zeros((estep.COMPILED_MIN_ROWS - 1, 2))
+    large = np.zeros((estep.COMPILED_MIN_ROWS, 2))
+    assert not estep.use_compiled(plan, small)
+    assert estep.use_compiled(plan, large)
+    assert not estep.use_compiled(plan, large.astype(np.int64))
+    assert not estep.use_compiled(make_plan(comps, np.zeros(2), kernel="numpy"), large)
+    assert estep.use_compiled(make_plan(comps, np.zeros(2), kernel="compiled"), small)
+    monkeypatch.setenv("DASKGMM_KERNEL", "numpy")
+    assert not estep.use_compiled(plan, large)
+    monkeypatch.setenv("DASKGMM_KERNEL", "compiled")
+    assert estep.use_compiled(plan, small)
+    monkeypatch.setenv("DASKGMM_KERNEL", "fast")
+    with pytest.raises(ValueError, match="DASKGMM_KERNEL"):
+        estep.use_compiled(plan, small)
+    monkeypatch.delenv("DASKGMM_KERNEL")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        make_plan(comps, np.zeros(2), kernel="fast")
+    monkeypatch.setattr(estep, "_fused", lambda: None)
+    assert not estep.use_compiled(plan, large)
+    with pytest.raises(ImportError, match="numba"):
+        estep.use_compiled(make_plan(comps, np.zeros(2), kernel="compiled"), small)
+
+
+def test_compiled_tiles_follow_the_cache(monkeypatch):
+    """Tiles of the compiled kernel take a fraction of the per-core cache (at least
+    COMPILED_MIN_TILE_ROWS rows), or the plan's tile_bytes."""
+    assert estep.cache_bytes() >= 32 * 2**10
+    X = make_blobs(5_000, d=4)
+    comps = [_components("spherical", X, 3)]
+    seen = []
+    real = estep._fused().group_statistics
+
+    def spy(*args):
+        seen.append(args[7])  # tile rows
+        return real(*args)
+
+    monkeypatch.setattr(estep._fused(), "group_statistics", spy)
+    estep_statistics(X, None, 0, make_plan(comps, X.mean(0), kernel="compiled"))
+    monkeypatch.setattr(estep, "cache_bytes", lambda: 2**20)
+    estep_statistics(X, None, 0, make_plan(comps, X.mean(0), kernel="compiled"))
+    estep_statistics(X, None, 0, make_plan(comps, X.mean(0), kernel="compiled",
+                                           tile_bytes=1))
+    per_row = estep._fused().row_bytes("spherical", 3, 4, 8)
+    rows = int(estep.COMPILED_CACHE_FRACTION * 2**20) // per_row
+    assert seen[1] == rows // estep.COMPILED_ROW_MULTIPLE * estep.COMPILED_ROW_MULTIPLE
+    assert seen[2] == estep.COMPILED_MIN_TILE_ROWS
+
+
+@pytest.mark.parametrize("func", ["predict_block", "predict_proba_block",
+                                  "score_samples_block", "score_statistics"])
+def test_prediction_kernels_peak_is_the_output_plus_a_tile(func):
+    """A 20,000-row chunk at K=300 (full): the kernels' new memory at their peak is their
+    output plus one tile's workspace (untiled, the (n, K) float64 log-densities alone are
+    48 MB)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 4))
+    comps = _components("full", X, 300)
+    plan = make_plan([comps], X.mean(axis=0))
+    kernel = getattr(estep, func)
+    args = (X, None, 0, plan) if func == "score_statistics" else (X, 0, plan)
+    out_bytes = {"predict_block": 8 * len(X), "predict_proba_block": 8 * len(X) * 300,
+                 "score_samples_block": 8 * len(X), "score_statistics": 0}[func]
+    result = {}
+
+    def run() -> None:  # a fresh thread: its workspace is allocated inside the measure
+        tracemalloc.start()
+        try:
+            result["value"] = kernel(*args)
+            result["peak"] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    tile = estep.TILE_BYTES
+    assert result["peak"] <= out_bytes + 3 * tile, (result["peak"] - out_bytes) / 2**20
+    if func == "predict_proba_block":
+        np.testing.assert_allclose(result["value"].sum(axis=1), 1.0)
+
+
+def test_small_passes_run_in_the_calling_thread():
+    """A pass over NumPy input of fewer than SERIAL_VALUES values runs every chunk in
+    the calling thread (no pool); a larger one hands them to the pool's threads."""
+    from daskgmm.engine.passes import SERIAL_VALUES, RowChunks
+
+    def kernel(block, weights, row_start):
+        return {threading.current_thread().name}
+
+    def union(*parts):
+        return set().union(*parts)
+
+    rows = SERIAL_VALUES // 4 - 1
+    small = RowChunks(np.zeros((rows, 4)), chunk_rows=rows // 3 + 1)
+    assert small.n_chunks == 3
+    assert small.map_reduce(kernel, combine=union) == {threading.current_thread().name}
+    large = RowChunks(np.zeros((SERIAL_VALUES // 4 + 4, 4)), chunk_rows=SERIAL_VALUES // 8)
+    names = large.map_reduce(kernel, combine=union)
+    import os
+
+    if (os.cpu_count() or 1) > 1:
+        assert all(name.startswith("daskgmm-chunk") for name in names)
+
+
+def test_inverse_transpose_lower_equals_triangular_solves():
+    from scipy.linalg import solve_triangular
+
+    from daskgmm.engine.covariance.full import inverse_transpose_lower
+
+    A = np.random.default_rng(0).normal(size=(5, 6, 6))
+    C = np.linalg.cholesky(A @ A.transpose(0, 2, 1) + np.eye(6))
+    expected = solve_triangular(C, np.broadcast_to(np.eye(6), C.shape), lower=True)
+    got = inverse_transpose_lower(C)
+    np.testing.assert_allclose(got, expected.transpose(0, 2, 1), rtol=1e-13, atol=1e-15)
+    assert not np.tril(got, -1).any() and got.flags.c_contiguous
