@@ -192,7 +192,6 @@ def section_strategies(args: argparse.Namespace, out: dict[str, Any]) -> list[st
 def section_modes(args: argparse.Namespace, out: dict[str, Any]) -> list[str]:
     import dask.array as da
     import zarr
-
     from benchlib.cluster import start_cluster
 
     X, truth = uniform_centres(args.seeds[0], args.n)

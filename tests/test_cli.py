@@ -588,7 +588,7 @@ def test_each_iteration_is_printed_once(tmp_path, small_zarr, verbose):
         assert sum(line.startswith(f"iter {i}/5 ") for line in lines) == 1, lines
     assert not any(line.startswith(("Initialization", "  Iteration")) for line in lines)
     timed = [line for line in lines if line.startswith("iter ") and " s/iter" in line]
-    init_lines = [line for line in lines if line.startswith(("kmeans pass", "init pass",
+    init_lines = [line for line in lines if line.startswith(("survey pass", "init pass",
                                                              "moments pass"))]
     if verbose >= 2:
         assert len(timed) == 5 and init_lines

@@ -29,7 +29,8 @@ class FitObserver(Protocol):
 
     Events of one fit come in this order: ``fit_started``, then passes
     (``pass_started``, ``chunks_done`` ..., ``pass_finished``) of the initialisation
-    (kinds ``'moments'``, ``'kmeans'``, ``'init'``) and of every EM iteration (kind
+    (kinds ``'survey'``: the first pass, gathering the starts' sample and the data's
+    moments; ``'init'``: a start's pass) and of every EM iteration (kind
     ``'em'``), each iteration followed by ``iteration_finished``, and ``fit_finished``.
     """
 
@@ -41,7 +42,7 @@ class FitObserver(Protocol):
 
     def pass_started(self, kind: str, n_chunks: int) -> None:
         """A pass over ``n_chunks`` chunks starts; ``kind`` says what it computes
-        (``'moments'``, ``'kmeans'``, ``'init'``, ``'em'``, ``'group'`` (a group of
+        (``'survey'``, ``'init'``, ``'em'``, ``'group'`` (a group of
         chunks of incremental or online EM), ``'score'``, ``'verify'``, ``'outputs'``)."""
 
     def chunks_done(self, count: int) -> None:

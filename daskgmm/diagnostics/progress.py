@@ -43,7 +43,7 @@ from typing import Any, TextIO
 __all__ = ["ProgressObserver", "fit_eta", "format_bar", "format_clock",
            "format_iteration", "iterations_left"]
 
-_PASS_NAMES = {"em": "em", "kmeans": "kmeans", "init": "init", "moments": "moments",
+_PASS_NAMES = {"em": "em", "survey": "survey", "init": "init", "moments": "moments",
                "outputs": "outputs", "generate": "generate", "score": "score"}
 
 
@@ -328,7 +328,7 @@ class ProgressObserver:
                 f"{self._iteration + 1}"
             return f"em iteration {counter}"
         number = self._pass_numbers.get(self._kind, 0)
-        if self._kind in ("kmeans", "init", "moments") and number:
+        if self._kind in ("survey", "init", "moments") and number:
             return f"{name} pass {number}"
         return name
 
@@ -399,7 +399,7 @@ class ProgressObserver:
         self._done = self._total
         if self._kind in ("em", "group"):
             return  # the iteration line follows (after the pass's last group)
-        if self._kind in ("kmeans", "init", "moments"):
+        if self._kind in ("survey", "init", "moments"):
             self._init_passes.append((self._kind, seconds))
             if self.verbose >= 2:
                 chunks = f"{self._total} chunk{'s' if self._total != 1 else ''}"

@@ -198,7 +198,9 @@ def _check_weights(weights: Any, n: int) -> np.ndarray | da.Array:
         w = np.asarray(w, dtype=np.float64)
         if not (np.isfinite(w).all() and (w >= 0).all()):
             raise InvalidDataError("sample_weight must be finite and non-negative.")
-        if not w.sum() > 0:
+        with np.errstate(over="ignore"):
+            total = w.sum()
+        if not total > 0:
             raise InvalidDataError("sample_weight must not be all zero.")
     return w
 
@@ -273,7 +275,7 @@ class _OneBlasThread:
 _ONE_BLAS_THREAD = _OneBlasThread()
 
 
-def _one_blas_thread() -> _OneBlasThread:
+def one_blas_thread() -> _OneBlasThread:
     """The process's one-BLAS-thread context (see :class:`_OneBlasThread`)."""
     return _ONE_BLAS_THREAD
 
@@ -542,7 +544,7 @@ class RowChunks:
         if self.shape[0] * self.shape[1] < SERIAL_VALUES:
             workers = 1
         parts: list[Any] = [None] * self.n_chunks
-        with _one_blas_thread():
+        with one_blas_thread():
             if workers <= 1:
                 for i, bounds in enumerate(self.row_bounds):
                     parts[i] = run(bounds)
@@ -608,7 +610,7 @@ class RowChunks:
         ``n_columns=None`` means ``func`` returns one value per row.
         """
         if not self.is_dask:
-            with _one_blas_thread():
+            with one_blas_thread():
                 parts = [func(self.data[a:b], a, *args) for a, b in self.row_bounds]
             return np.concatenate(parts) if len(parts) > 1 else parts[0]
         shared = [dask.delayed(a, traverse=False) for a in args]

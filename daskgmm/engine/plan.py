@@ -55,7 +55,7 @@ from daskgmm.engine.em import (
     run_em,
 )
 from daskgmm.engine.estep import Components, estep_statistics, make_plan
-from daskgmm.engine.passes import PassPart, RowChunks
+from daskgmm.engine.passes import PassPart, RowChunks, one_blas_thread
 from daskgmm.engine.starts import (
     KMeansCache,
     Pending,
@@ -64,6 +64,7 @@ from daskgmm.engine.starts import (
     draw_sample,
     finish_pending,
     pending_parts,
+    sample_rows,
     start_states,
 )
 from daskgmm.engine.survey import Moments, Survey, digest_part, survey
@@ -464,18 +465,21 @@ class _Run:
         specs = plan.specs
         checkpointer = plan.checkpointer
         # What each model's start needs from the data.
+        weighted = chunks.weights is not None
         draws = [None if spec.given is not None
                  else draw_sample(spec.init, spec.n_components, self.n, self.D,
-                                  spec.random_state)
+                                  spec.random_state, weighted)
                  for spec in specs]
-        wanted = [d for d in draws if d is not None]
+        uniform = [d.indices for d in draws if d is not None and d.indices is not None]
+        by_weight = [(d.seed, d.size) for d in draws if d is not None and d.indices is None]
         moments = any(spec.needs_moments for spec in specs)
-        if wanted or moments:
-            indices = np.unique(np.concatenate(wanted)) if wanted else None
+        if uniform or by_weight or moments:
+            indices = np.unique(np.concatenate(uniform)) if uniform else None
             self.reads.add("survey", chunks.n_chunks)
             self.survey, digests = survey(chunks, indices=indices, moments=moments,
                                           digest=checkpointer is not None,
-                                          split_every=options.split_every)
+                                          split_every=options.split_every,
+                                          weighted=by_weight)
             self.check = (DataCheck.of_survey(digests, chunks.row_bounds)
                           if digests is not None else DataCheck())
         else:
@@ -487,6 +491,10 @@ class _Run:
         if not self.total_weight > 0:
             raise InvalidDataError("sample_weight must not be all zero: the data have no "
                                    "weight to fit.")
+        if not math.isfinite(self.total_weight):
+            raise InvalidDataError(
+                f"the sample weights add up to {self.total_weight}, beyond the "
+                "floating-point range: scale them down.")
         self.models = [spec.build(self.survey) for spec in specs]
         if checkpointer is not None:
             checkpointer.extra = {**_moments_to_json(self.survey.moments),
@@ -501,14 +509,14 @@ class _Run:
                 first_row.append(chunks.take_rows(np.array([0]))[0])
             return first_row[0]
 
-        ctx = StartContext(self.n, self.survey.sample, cache, _sample_em(options),
-                           options.tol, row0)
+        ctx = StartContext(cache, _sample_em(options), options.tol, row0)
         ready: list[tuple[int, int, Any]] = []
         pending: list[tuple[int, int, Pending]] = []
         for si, (spec, model) in enumerate(zip(specs, self.models, strict=True)):
+            sample = None if draws[si] is None else sample_rows(draws[si], self.survey)
             states = ([spec.given(model)] if spec.given is not None
                       else start_states(spec.init, model, spec.n_init, spec.random_state,
-                                        draws[si], ctx))
+                                        sample, ctx))
             for r, state in enumerate(states):
                 (pending if isinstance(state, Pending) else ready).append((si, r, state))
         algorithm = plan.algorithm(self.total_weight, None)
@@ -535,5 +543,11 @@ class _Run:
 
 
 def run_plan(chunks: RowChunks, plan: FitPlan) -> PlanResult:
-    """Carry out ``plan`` on ``chunks`` (see the module docstring)."""
-    return _Run(chunks, plan).run()
+    """Carry out ``plan`` on ``chunks`` (see the module docstring).
+
+    BLAS runs one thread in this process meanwhile: the chunk tasks bring the
+    parallelism, and the driver's M-steps factorise matrices of ``D x D``, too small for
+    threads to pay (on two busy cores, threaded LAPACK on iris-sized matrices made a fit
+    several times slower)."""
+    with one_blas_thread():
+        return _Run(chunks, plan).run()

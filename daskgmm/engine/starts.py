@@ -55,7 +55,8 @@ from daskgmm.engine.estep import (
 )
 from daskgmm.engine.passes import PassPart
 from daskgmm.engine.stats import Stats
-from daskgmm.engine.survey import Sample, sample_indices
+from daskgmm.engine.survey import sample_indices
+from daskgmm.errors import InvalidDataError
 
 __all__ = ["INIT_METHODS", "KMEANS_RUNS", "SAMPLE_ROWS", "KMeansCache", "Pending",
            "Reference", "centre_of", "identity_plan", "sample_size", "start_states",
@@ -198,11 +199,12 @@ class KMeansCache:
     _runs: dict[tuple, tuple[list[tuple[float, np.ndarray]], tuple]] = field(
         default_factory=dict)
 
-    def runs(self, sample: Sample, rows: np.ndarray, weights: np.ndarray | None,
-             n_components: int, n_runs: int, rng: np.random.RandomState
-             ) -> list[tuple[float, np.ndarray]]:
-        """``n_runs`` k-means++ runs (inertia, centres in canonical order) on ``rows``."""
-        key = (id(sample), len(rows), n_components, n_runs, _rng_token(rng))
+    def runs(self, sample: SampleRows, n_components: int, n_runs: int,
+             rng: np.random.RandomState) -> list[tuple[float, np.ndarray]]:
+        """``n_runs`` k-means++ runs (inertia, centres in canonical order) on the
+        sample's rows."""
+        rows, weights = sample.rows, sample.weights
+        key = (sample.key, n_components, n_runs, _rng_token(rng))
         if key in self._runs:
             found, after = self._runs[key]
             rng.set_state(after)
@@ -297,46 +299,90 @@ def finish_pending(pending: Sequence[Pending], owners: Sequence[Sequence[int]],
 # ---------------------------------------------------------------------------------------
 # the starts
 # ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleRequest:
+    """The sample a start asks the survey for: rows at ``indices`` (uniform), or
+    ``size`` rows drawn in proportion to the sample weights with ``seed``."""
+
+    indices: np.ndarray | None = None
+    seed: int | None = None
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class SampleRows:
+    """A start's sample in memory: its rows, their weights (None: rows count once each,
+    as rows drawn in proportion to their weights do), whether it is the whole data, and
+    a key that identifies it (for :class:`KMeansCache`)."""
+
+    key: Any
+    rows: np.ndarray
+    weights: np.ndarray | None
+    whole: bool
+
+
+def draw_sample(method: str, n_components: int, n_samples: int, n_features: int,
+                rng: np.random.RandomState, weighted: bool) -> SampleRequest | None:
+    """The sample a start of ``n_components`` asks for (None for starts that need no
+    sample): uniformly drawn rows, or, for weighted data larger than the sample, rows
+    drawn in proportion to their weights."""
+    if method == "random":
+        return None
+    size = sample_size(n_components, n_features)
+    if weighted and size < n_samples:
+        return SampleRequest(seed=int(rng.randint(np.iinfo(np.int32).max)), size=size)
+    return SampleRequest(indices=np.sort(sample_indices(n_samples, size, rng)))
+
+
+def sample_rows(request: SampleRequest, survey: Any) -> SampleRows:
+    """The rows of ``request`` from the survey that gathered them."""
+    if request.indices is None:
+        rows = survey.weighted[(request.seed, request.size)]
+        return SampleRows(("weighted", request.seed, request.size), rows, None, False)
+    rows, weights = survey.sample.take(request.indices)
+    key = hashlib.sha256(request.indices.tobytes()).hexdigest()
+    return SampleRows(key, rows, weights, len(request.indices) == survey.n_samples)
+
+
 @dataclass
 class StartContext:
-    """What a start may use: the data's size, the sample (None for starts that need
-    none), the k-means cache, and how to run EM on the sample."""
+    """What a start may use: the k-means cache, how to run EM on a sample, and the
+    first row of the data (for ``'random'``)."""
 
-    n_samples: int
-    sample: Sample | None
     cache: KMeansCache
-    #: ``em(candidates_states, model, rows, weights, max_iter, tol) -> (states, bounds)``
-    em: Callable[..., tuple[list[Any], list[float]]] | None = None
+    #: ``em(states, model, rows, weights, max_iter, tol) -> (states, bounds)``
+    em: Callable[..., tuple[list[Any], list[float]]]
     tol: float = 1e-3
     first_row: Callable[[], np.ndarray] | None = None
 
 
-def _nonzero(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    return (np.arange(len(rows)) if weights is None
-            else np.flatnonzero(weights > 0))
+def _nonzero(weights: np.ndarray | None, n: int) -> np.ndarray:
+    return np.arange(n) if weights is None else np.flatnonzero(weights > 0)
 
 
 def start_states(method: str, model: Any, n_init: int, rng: np.random.RandomState,
-                 indices: np.ndarray | None, ctx: StartContext) -> list[Any]:
-    """The start of every restart: a model state, or a :class:`Pending` pass.
-
-    ``indices`` are the sample rows this model drew (:func:`draw_sample`)."""
+                 sample: SampleRows | None, ctx: StartContext) -> list[Any]:
+    """The start of every restart: a model state, or a :class:`Pending` pass."""
     K = model.n_components
     if method == "random":
         first = ctx.first_row()
         return [Pending(model, first, seed=int(rng.randint(np.iinfo(np.int32).max)))
                 for _ in range(n_init)]
-    rows, weights = ctx.sample.take(indices)
-    whole = len(indices) == ctx.n_samples
+    rows, weights = sample.rows, sample.weights
+    if len(_nonzero(weights, len(rows))) < K:
+        raise InvalidDataError(
+            f"only {len(_nonzero(weights, len(rows)))} rows have a non-zero sample weight, "
+            f"fewer than n_components={K}: fit fewer components, or give the rows "
+            "weights.")
     if method == "kmeans":
         reference = _mean(rows, weights)
         out = []
         for _ in range(n_init):
-            if whole:
+            if sample.whole:
                 _, centres = _kmeans(rows, weights, K, 1, rng)
                 out.append(_from_assignment(model, rows, weights, centres))
             else:
-                runs = ctx.cache.runs(ctx.sample, rows, weights, K, KMEANS_RUNS, rng)
+                runs = ctx.cache.runs(sample, K, KMEANS_RUNS, rng)
                 centres = min(runs, key=lambda run: run[0])[1]
                 out.append(Pending(model, reference, centres=centres))
         return out
@@ -350,7 +396,7 @@ def start_states(method: str, model: Any, n_init: int, rng: np.random.RandomStat
                                      None if weights is None else weights[idx]))
         return out
     if method == "random_from_data":
-        candidates = _nonzero(rows, weights)
+        candidates = _nonzero(weights, len(rows))
         out = []
         for _ in range(n_init):
             pick = candidates[sample_indices(len(candidates), K, rng)]
@@ -358,25 +404,17 @@ def start_states(method: str, model: Any, n_init: int, rng: np.random.RandomStat
                                      None if weights is None else weights[pick]))
         return out
     if method == "robust":
-        return [_robust(model, rows, weights, rng, whole, ctx) for _ in range(n_init)]
+        return [_robust(model, sample, rng, ctx) for _ in range(n_init)]
     raise ValueError(f"unknown init_params {method!r}")  # pragma: no cover
 
 
-def draw_sample(method: str, n_components: int, n_samples: int, n_features: int,
-                rng: np.random.RandomState) -> np.ndarray | None:
-    """The sample rows a start of ``n_components`` draws (sorted; None for starts that
-    need no sample)."""
-    if method == "random":
-        return None
-    return np.sort(sample_indices(n_samples, sample_size(n_components, n_features), rng))
-
-
-def _robust(model: Any, rows: np.ndarray, weights: np.ndarray | None,
-            rng: np.random.RandomState, whole: bool, ctx: StartContext) -> Any:
+def _robust(model: Any, sample: SampleRows, rng: np.random.RandomState,
+            ctx: StartContext) -> Any:
     """``'robust'``: short EM runs from the best k-means solutions on the sample, the
     best non-degenerate one continued on the sample (see the module docstring)."""
     K = model.n_components
-    runs = ctx.cache.runs(ctx.sample, rows, weights, K, ROBUST_KMEANS_RUNS, rng)
+    rows, weights = sample.rows, sample.weights
+    runs = ctx.cache.runs(sample, K, ROBUST_KMEANS_RUNS, rng)
     distinct: list[np.ndarray] = []
     for _, centres in sorted(runs, key=lambda run: run[0]):
         if not any(np.array_equal(centres, seen) for seen in distinct):
@@ -392,7 +430,7 @@ def _robust(model: Any, rows: np.ndarray, weights: np.ndarray | None,
         fine = [i for i in order
                 if not degenerate_components(model, states[i], n_rows)]
         best = states[(fine or order)[0]]
-        if whole:
+        if sample.whole:
             return best
         states, _ = ctx.em([best], model, rows, weights, ROBUST_SAMPLE_ITER, ctx.tol)
     return states[0]

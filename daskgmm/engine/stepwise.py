@@ -160,7 +160,10 @@ def _bound(candidate: Any, totals: Stats) -> float:
 def online_step(running: Stats | None, fresh: Stats, updates: int, decay: float,
                 offset: float) -> Stats:
     """One online update of per-sample running statistics with a group's canonical
-    statistics (``γ_0 = 1``: the first group replaces them)."""
+    statistics (``γ_0 = 1``: the first group replaces them); statistics of no weight
+    change nothing."""
+    if not float(fresh["n"]) > 0:
+        return running
     per_sample = scale(fresh, 1.0 / float(fresh["n"]))
     step = gamma(updates, decay, offset)
     if running is None or step == 1.0:
@@ -343,7 +346,7 @@ class Online(_Stepwise):
         sizes = [b - a for a, b in chunks.row_bounds]
         groups: list[list[int]] = []
         current: list[int] = []
-        for i, size in enumerate(sizes):
+        for i in range(len(sizes)):
             current.append(i)
             if (len(current) >= self.options.batch_chunks
                     and sum(sizes[j] for j in current) >= step):
@@ -392,6 +395,8 @@ class Online(_Stepwise):
 
     def _step(self, cand: Any, canon: Stats, position: int) -> None:
         state, i = self.state, cand.index
+        if not float(canon["n"]) > 0:  # a mini-batch of zero weight changes nothing
+            return
         state.running[i] = online_step(state.running[i], canon, state.updates,
                                        self.options.learning_decay,
                                        self.options.learning_offset)
@@ -447,8 +452,10 @@ class Stream:
                                      self.learning_offset)
         stream.updates += 1
         stream.weight += float(fresh["n"])
-        m_step_canonical(cand, scale(stream.running, stream.weight))
-        self._bounds = [float(fresh["ll"] / fresh["n"])]
+        if stream.running is not None:
+            m_step_canonical(cand, scale(stream.running, stream.weight))
+        n = float(fresh["n"])
+        self._bounds = [float(fresh["ll"]) / n if n > 0 else cand.lower_bound]
 
     def end_pass(self, active: Sequence[Any]) -> list[float]:
         return self._bounds

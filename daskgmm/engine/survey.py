@@ -4,7 +4,9 @@ One read of every chunk serves at once:
 
 * the **sample**: the rows (and weights) at given indices, gathered into memory for the
   starts that work on a sample (:mod:`daskgmm.engine.starts`); its size is bounded, so
-  nothing here grows with the number of rows;
+  nothing here grows with the number of rows; with sample weights, on data larger than
+  the sample, rows drawn in proportion to their weights instead (so that weights as
+  sparse as 12 non-zero in 400,000 rows still give a sample to start from);
 * the **moments**: the (weighted) mean and covariance of the data, for models whose priors
   default to them (the Bayesian mixture), merged chunk by chunk with the pairwise formula
   for centred moments (Chan, Golub and LeVeque, 1983), so no reference point is needed;
@@ -18,6 +20,9 @@ needs in one :meth:`~daskgmm.engine.passes.RowChunks.map_reduce_many`.
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +32,8 @@ from daskgmm.engine.passes import PassPart, RowChunks
 from daskgmm.engine.stats import PassResult
 from daskgmm.errors import InvalidDataError
 
-__all__ = ["Moments", "Sample", "Survey", "digest_part", "moments_part", "sample_indices",
-           "sample_part", "survey", "total_weight_part"]
+__all__ = ["Moments", "Sample", "Survey", "WeightedRows", "digest_part", "moments_part",
+           "sample_indices", "sample_part", "survey", "total_weight_part", "weighted_part"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,17 @@ class Sample:
         order given."""
         pos = np.searchsorted(self.indices, indices)
         return self.rows[pos], None if self.weights is None else self.weights[pos]
+
+
+@dataclass(frozen=True)
+class WeightedRows:
+    """Rows drawn with probability proportional to their sample weight, without
+    replacement (Efraimidis and Spirakis, 2006: the rows of the largest keys
+    ``log(u) / w``, ``u`` uniform): a sample of the weighted data whose rows count once
+    each. ``keys`` are kept for merging."""
+
+    keys: np.ndarray
+    rows: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,8 @@ class Survey:
     total_weight: float
     sample: Sample | None = None
     moments: Moments | None = None
+    #: ``(seed, size) -> rows`` drawn in proportion to the sample weights.
+    weighted: dict[tuple[int, int], np.ndarray] | None = None
 
 
 def sample_indices(n: int, size: int, rng: np.random.RandomState) -> np.ndarray:
@@ -126,6 +144,37 @@ def sample_part(indices: np.ndarray) -> PassPart:
     every value and weight of every chunk."""
     return PassPart(_sample_chunk, (np.asarray(indices, dtype=np.int64),), _join_samples,
                     kind="survey")
+
+
+def _weighted_chunk(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                    seed: int, size: int) -> WeightedRows:
+    X = np.asarray(X)
+    w = np.asarray(weights, dtype=np.float64)
+    _checked(X, w, row_start)
+    u = np.random.default_rng([seed, row_start]).random(len(w))
+    with np.errstate(divide="ignore"):
+        keys = np.where(w > 0, np.log(u) / np.where(w > 0, w, 1.0), -np.inf)
+    keep = np.flatnonzero(np.isfinite(keys))
+    if len(keep) > size:
+        keep = keep[np.argpartition(-keys[keep], size - 1)[:size]]
+    keep.sort()
+    return WeightedRows(keys[keep], np.asarray(X[keep], dtype=np.float64))
+
+
+def _join_weighted(size: int, *parts: WeightedRows) -> WeightedRows:
+    keys = np.concatenate([p.keys for p in parts])
+    rows = np.concatenate([p.rows for p in parts])
+    if len(keys) > size:
+        keep = np.sort(np.argpartition(-keys, size - 1)[:size])
+        keys, rows = keys[keep], rows[keep]
+    return WeightedRows(keys, rows)
+
+
+def weighted_part(seed: int, size: int) -> PassPart:
+    """The pass part drawing ``size`` rows in proportion to their sample weights (rows of
+    zero weight never), seeded by ``seed`` and each chunk's first row."""
+    return PassPart(_weighted_chunk, (int(seed), int(size)),
+                    functools.partial(_join_weighted, int(size)), kind="survey")
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,12 +253,16 @@ def total_weight_part() -> PassPart:
 
 
 def survey(chunks: RowChunks, *, indices: np.ndarray | None, moments: bool,
-           digest: bool, split_every: int) -> tuple[Survey, dict[int, int] | None]:
-    """One pass for the total weight and whatever of the sample, moments and digests is
-    asked for; returns the survey and the chunk digests (None unless asked for)."""
+           digest: bool, split_every: int,
+           weighted: Sequence[tuple[int, int]] = ()) -> tuple[Survey, dict[int, int] | None]:
+    """One pass for the total weight and whatever of the sample (``indices``), the rows
+    drawn in proportion to the weights (``(seed, size)`` requests), moments and digests
+    is asked for; returns the survey and the chunk digests (None unless asked for)."""
     parts: list[PassPart] = [total_weight_part()]
     if indices is not None:
         parts.append(sample_part(indices))
+    requests = sorted(set(weighted))
+    parts.extend(weighted_part(seed, size) for seed, size in requests)
     if moments:
         parts.append(moments_part())
     if digest:
@@ -217,6 +270,13 @@ def survey(chunks: RowChunks, *, indices: np.ndarray | None, moments: bool,
     results = list(chunks.map_reduce_many(parts, split_every=split_every, kind="survey"))
     total = results.pop(0)
     sample = results.pop(0) if indices is not None else None
+    drawn = {req: results.pop(0).rows for req in requests}
     found = results.pop(0) if moments else None
     digests = results.pop(0).digests if digest else None
-    return Survey(chunks.shape[0], chunks.shape[1], total, sample, found), digests
+    if not math.isfinite(total):
+        raise InvalidDataError(
+            f"the sample weights add up to {total}, beyond the floating-point range: "
+            "scale them down (only their ratios matter to the fit, and BIC counts their "
+            "sum as the number of samples).")
+    return (Survey(chunks.shape[0], chunks.shape[1], total, sample, found, drawn or None),
+            digests)
