@@ -357,8 +357,14 @@ class Online(_Stepwise):
                 groups[-1].extend(current)
             else:
                 groups.append(current)
-        self._steps = [max(1, min(round(sum(sizes[j] for j in g) / step),
-                                  min(sizes[j] for j in g))) for g in groups]
+        # Steps by cumulative rounding: round(n / step) in all, at least one per group.
+        self._steps = []
+        done = 0
+        for g in groups:
+            rows = sum(sizes[j] for j in g)
+            count = round((done + rows) / step) - round(done / step)
+            self._steps.append(max(1, min(count, min(sizes[j] for j in g))))
+            done += rows
         return groups
 
     @property

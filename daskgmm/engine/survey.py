@@ -240,11 +240,13 @@ def _weight_chunk(X: np.ndarray, weights: np.ndarray | None, row_start: int) -> 
         return float(len(X))
     w = np.asarray(weights, dtype=np.float64)
     check_weights_block(w, row_start)
-    return float(w.sum())
+    with np.errstate(over="ignore"):
+        return float(w.sum())
 
 
 def _add(*values: float) -> float:
-    return float(sum(values))
+    with np.errstate(over="ignore"):
+        return float(np.sum(values))
 
 
 def total_weight_part() -> PassPart:
