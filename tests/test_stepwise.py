@@ -12,6 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from daskgmm import BayesianGaussianMixture, GaussianMixture
 from daskgmm.diagnostics.observers import observe
+from daskgmm.engine.stepwise import partition
 from daskgmm.errors import CheckpointError
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
@@ -182,6 +183,17 @@ def test_checkpoint_mid_pass_resumes_identically(algorithm, crash_pass, tmp_path
         assert saved["iteration"] == crash_pass - 1
         assert saved["stepwise"]["position"] == 3
         resumed = GaussianMixture(3, checkpoint_dir=tmp_path, **kw).fit(overlapping)
+    # The resumed fit reads what the interrupted one had not: the rest of the pass and
+    # the passes after it, its data checked in those reads (no pass of its own).
+    n_chunks = len(range(0, len(overlapping), 500))
+    groups = partition(n_chunks, 3)
+    done = sum(len(groups[g]) for g in saved["stepwise"]["order"][:3]) / n_chunks
+    assert set(resumed.passes_) == {"em"}
+    if algorithm == "incremental":
+        assert resumed.passes_["em"] == pytest.approx(clean.passes_["em"]
+                                                      - (crash_pass - 1) - done)
+    else:
+        assert resumed.passes_["em"] < clean.passes_["em"] - (crash_pass - 1)
     np.testing.assert_array_equal(resumed.means_, clean.means_)
     np.testing.assert_array_equal(resumed.covariances_, clean.covariances_)
     assert resumed.lower_bounds_ == clean.lower_bounds_

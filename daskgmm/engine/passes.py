@@ -431,10 +431,11 @@ class RowChunks:
         local._origin = part.row_bounds[0][0]
         return local
 
-    def rows_part(self, j: int, m: int) -> RowChunks:
+    def rows_part(self, j: int, m: int, *, first: bool | None = None) -> RowChunks:
         """Part ``j`` of ``m`` of the rows of every chunk (a mini-batch of a
         :meth:`resident` group): rows ``a + (b - a) j // m`` to ``a + (b - a)(j + 1) // m``
-        of each chunk ``[a, b)``."""
+        of each chunk ``[a, b)``. ``first`` says whether it is the first part used (the
+        one that reads the chunks; default: ``j == 0``): the others read nothing anew."""
         if m == 1:
             return self
         part = RowChunks.__new__(RowChunks)
@@ -447,7 +448,7 @@ class RowChunks:
         elif self.is_dask:
             raise ValueError("rows_part needs a resident group of chunks")
         part.row_bounds = bounds
-        part._rows_part = j  # parts after the first read nothing anew
+        part._rereads = j == 0 if first is None else first
         return part
 
     def _map_reduce_loaded(self, loaded, kernel, args, split_every, combine, meanwhile):

@@ -387,6 +387,7 @@ class Online(_Stepwise):
                 position += m
                 continue
             group = ahead.pop() if ahead else chunks.resident(self._groups[g], slots)
+            first = True
             for j in range(m):
                 if position < state.position:
                     position += 1
@@ -396,7 +397,8 @@ class Online(_Stepwise):
                     _read_ahead, ahead, chunks.resident, self._groups[state.order[k + 1]],
                     slots)
                     if j == m - 1 and k + 1 < len(state.order) else None)
-                yield position, group.rows_part(j, m), read_ahead
+                yield position, group.rows_part(j, m, first=first), read_ahead
+                first = False
                 position += 1
 
     def _step(self, cand: Any, canon: Stats, position: int) -> None:
