@@ -355,6 +355,21 @@ class _Moments:
     conditional: np.ndarray | None  # dense types: sum of w r Σ̃, (K, D, D) or (D, D)
 
 
+def _inverse_lower(R: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of lower triangular ``q x q`` matrices, by forward
+    substitution vectorised over the stack (``q`` steps): for many small matrices
+    several times faster than one LAPACK call per matrix."""
+    q = R.shape[-1]
+    inverse = np.zeros_like(R)
+    reciprocal = 1.0 / np.diagonal(R, axis1=-2, axis2=-1)
+    for i in range(q):
+        inverse[..., i, i] = reciprocal[..., i]
+        if i:
+            inverse[..., i, :i] = -np.einsum("...l,...lc->...c", R[..., i, :i],
+                                             inverse[..., :i, :i]) * reciprocal[..., i, None]
+    return inverse
+
+
 def _dense_scores(op: MarginalOperands, X: np.ndarray, tile: _Tile
                   ) -> tuple[np.ndarray, tuple]:
     """Weighted log-densities ``(K, n)`` of a tile of rows missing ``q`` features
@@ -369,7 +384,7 @@ def _dense_scores(op: MarginalOperands, X: np.ndarray, tile: _Tile
             "a component's precision restricted to the missing features of some rows is "
             "not positive definite: increase reg_covar or scale the data.") from None
     half_log_det = np.log(np.diagonal(R, axis1=-2, axis2=-1)).sum(axis=-1)   # (K', P)
-    R_inv = np.linalg.inv(R)
+    R_inv = _inverse_lower(R)
     conditional = np.swapaxes(R_inv, -1, -2) @ R_inv              # Σ̃ = Λ_mm⁻¹
     xc = tile.centred(X, op.centre)
     observed = (~tile.missing).astype(np.float64)
