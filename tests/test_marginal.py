@@ -321,14 +321,17 @@ def test_statistics_add_up_over_chunks_and_do_not_depend_on_tiles(cov):
                                        atol=1e-9, err_msg=key)
 
 
-def test_layout_groups_rows_by_pattern():
+@pytest.mark.parametrize("D", [5, 60])
+def test_layout_groups_rows_by_pattern(D):
     """Every incomplete row is listed once, sorted by number of missing features and
-    pattern; patterns are distinct; complete and empty rows are apart."""
-    X = _holes(np.ones((500, 5)), 0.3, seed=27, empty=6)
+    pattern; patterns are distinct; complete and empty rows are apart (with one
+    64-bit key per row, and with wider rows)."""
+    X = _holes(np.ones((500, D)), 0.3 if D == 5 else 0.02, seed=27, empty=6)
     layout = missing_layout(np.isnan(X))
     missing = np.isnan(X)
     listed = np.concatenate([layout.complete, layout.empty, layout.rows])
     np.testing.assert_array_equal(np.sort(listed), np.arange(len(X)))
+    np.testing.assert_array_equal(layout.incomplete, np.sort(layout.rows))
     np.testing.assert_array_equal(missing[layout.rows],
                                   layout.patterns[layout.pattern_of_row])
     assert len(np.unique(layout.patterns, axis=0)) == layout.n_patterns

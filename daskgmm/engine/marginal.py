@@ -88,8 +88,6 @@ _LOG_2PI = math.log(2.0 * math.pi)
 MARGINAL_TILE_BYTES = 8 * 2**20
 #: Fewest rows in a tile of incomplete rows.
 MIN_TILE_ROWS = 64
-#: The statistics this module adds to the complete-data ones.
-EXTRA_KEYS = ("n_empty", "n_obs")
 
 
 # --------------------------------------------------------------------------------------
@@ -217,18 +215,23 @@ class MissingLayout:
         Rows without a missing value.
     empty : ndarray of int
         Rows without an observed value.
+    incomplete : ndarray of int
+        The other rows, in chunk order.
     rows : ndarray of int
-        The other rows, sorted by (number of missing features, pattern).
+        The same, sorted by (number of missing features, pattern) (in chunk order when
+        the patterns were not asked for).
     pattern_of_row : ndarray of int, same length as ``rows``
-        Each of ``rows``' pattern, an index into ``patterns`` (non-decreasing).
+        Each of ``rows``' pattern, an index into ``patterns`` (non-decreasing; zeros
+        when the patterns were not asked for).
     patterns : ndarray of shape (P, D), bool
         The distinct patterns of missing features of ``rows``, sorted by their number
-        of missing features.
+        of missing features (none when not asked for).
     """
 
     missing: np.ndarray
     complete: np.ndarray
     empty: np.ndarray
+    incomplete: np.ndarray
     rows: np.ndarray
     pattern_of_row: np.ndarray
     patterns: np.ndarray
@@ -250,38 +253,51 @@ class MissingLayout:
             yield int(q_rows[start]), int(start), int(stop)
 
 
-def missing_layout(missing: np.ndarray) -> MissingLayout:
+def missing_layout(missing: np.ndarray, *, patterns: bool = True) -> MissingLayout:
     """Group a chunk's rows by their pattern of missing features (``missing`` is
-    ``np.isnan(X)``). Patterns are told apart by their bits packed into 64-bit words,
-    so finding them is one sort of ``n`` integers (for ``D <= 64``)."""
+    ``np.isnan(X)``).
+
+    A pattern is coded by its bits packed into bytes; for ``D <= 56`` the code and the
+    number of missing features fit one 64-bit key, and a single sort of the incomplete
+    rows' keys gives their order and their patterns. With ``patterns=False`` (all the
+    candidates are ``'diag'`` or ``'spherical'``, which need no pattern) the incomplete
+    rows stay in chunk order and ``patterns`` is empty.
+    """
     missing = np.asarray(missing, dtype=bool)
     D = missing.shape[1]
     q = missing.sum(axis=1)
     complete = np.flatnonzero(q == 0)
     empty = np.flatnonzero(q == D)
     partial = np.flatnonzero((q > 0) & (q < D))
-    if not len(partial):
+    if not len(partial) or not patterns:
         return MissingLayout(missing, complete, empty, partial, partial,
+                             np.zeros(len(partial), dtype=np.intp),
                              np.zeros((0, D), dtype=bool))
     packed = np.packbits(missing[partial], axis=1)
-    width = -(-packed.shape[1] // 8) * 8
-    words = np.zeros((len(partial), width), dtype=np.uint8)
-    words[:, :packed.shape[1]] = packed
-    codes = words.view(np.uint64)
-    if codes.shape[1] == 1:
-        _, first, inverse = np.unique(codes[:, 0], return_index=True, return_inverse=True)
-    else:
-        _, first, inverse = np.unique(codes, axis=0, return_index=True,
-                                      return_inverse=True)
+    if packed.shape[1] <= 7:
+        words = np.zeros((len(partial), 8), dtype=np.uint8)
+        words[:, :packed.shape[1]] = packed
+        words[:, 7] = q[partial]  # the most significant byte: sorted by q first
+        key = words.view(np.uint64)[:, 0]
+        order = np.argsort(key, kind="stable")
+        new = np.flatnonzero(np.diff(key[order])) + 1
+        first = np.concatenate(([0], new))
+        pattern_of_row = np.zeros(len(partial), dtype=np.intp)
+        pattern_of_row[new] = 1
+        np.cumsum(pattern_of_row, out=pattern_of_row)
+        rows = partial[order]
+        return MissingLayout(missing, complete, empty, partial, rows, pattern_of_row,
+                             missing[rows[first]])
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    patterns = missing[partial[first]]
-    order = np.argsort(patterns.sum(axis=1), kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
+    found = missing[partial[first]]
+    by_count = np.argsort(found.sum(axis=1), kind="stable")
+    rank = np.empty_like(by_count)
+    rank[by_count] = np.arange(len(by_count))
     pattern_of_row = rank[inverse]
-    by_pattern = np.argsort(pattern_of_row, kind="stable")
-    return MissingLayout(missing, complete, empty, partial[by_pattern],
-                         pattern_of_row[by_pattern], patterns[order])
+    order = np.argsort(pattern_of_row, kind="stable")
+    return MissingLayout(missing, complete, empty, partial, partial[order],
+                         pattern_of_row[order], found[by_count])
 
 
 @dataclass(frozen=True, eq=False)
@@ -321,8 +337,8 @@ def _tiles(layout: MissingLayout, op: MarginalOperands, tile_bytes: int
            ) -> Iterator[_Tile]:
     if not op.dense:
         step = _tile_rows(op, 0, tile_bytes)
-        for start in range(0, len(layout.rows), step):
-            rows = layout.rows[start:start + step]
+        for start in range(0, len(layout.incomplete), step):
+            rows = layout.incomplete[start:start + step]
             yield _Tile(rows, layout.missing[rows])
         return
     for q, first, last in layout.groups():
@@ -392,7 +408,10 @@ def _dense_scores(op: MarginalOperands, X: np.ndarray, tile: _Tile
     f = xc[None] - op.offsets[:, None, :] * observed[None]        # (K, n, D)
     m_rows = tile.m_idx[tile.local][None]                         # (1, n, q)
     u = np.take_along_axis(f @ lam, m_rows, axis=2)               # Λ_mo δ_o, (K, n, q)
-    t = (conditional[:, tile.local] @ u[..., None])[..., 0]       # Λ_mm⁻¹ Λ_mo δ_o
+    if len(m_idx) == 1:  # one pattern (e.g. a frequent one): a GEMM
+        t = u @ conditional[:, 0]                                 # Λ_mm⁻¹ Λ_mo δ_o
+    else:  # each row's own Λ_mm⁻¹
+        t = (conditional[:, tile.local] @ u[..., None])[..., 0]
     np.put_along_axis(f, m_rows, -t, axis=2)
     Y = f @ op.precisions_cholesky                                # whitened, (K, n, D)
     d2 = np.einsum("knd,knd->kn", Y, Y)
@@ -596,7 +615,7 @@ def marginal_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: in
             if plan.entropy:
                 item["h_missing"] = np.float64(0.0)
         return result
-    layout = missing_layout(missing)
+    layout = missing_layout(missing, patterns=any(op.dense for op in mplan.operands))
     sub_w = None if weights is None else np.asarray(weights)[layout.complete]
     complete = estep.estep_statistics(X[layout.complete], sub_w, row_start,
                                       dataclasses.replace(plan, digest=False))
@@ -636,7 +655,7 @@ def _per_row(X: np.ndarray, row_start: int, mplan: MarginalPlan,
     if not missing.any():
         return complete_rows(X)
     op = mplan.operands[0]
-    layout = missing_layout(missing)
+    layout = missing_layout(missing, patterns=op.dense)
     out = np.empty((len(X), *columns), dtype=dtype)
     if len(layout.complete):
         out[layout.complete] = complete_rows(X[layout.complete])
