@@ -403,16 +403,20 @@ def _dense_scores(op: MarginalOperands, X: np.ndarray, tile: _Tile
     R_inv = _inverse_lower(R)
     conditional = np.swapaxes(R_inv, -1, -2) @ R_inv              # Σ̃ = Λ_mm⁻¹
     xc = tile.centred(X, op.centre)
-    observed = (~tile.missing).astype(np.float64)
-    # δ = x - μ_k with the missing entries at 0, then f = x̂ - μ_k in place.
-    f = xc[None] - op.offsets[:, None, :] * observed[None]        # (K, n, D)
-    m_rows = tile.m_idx[tile.local][None]                         # (1, n, q)
-    u = np.take_along_axis(f @ lam, m_rows, axis=2)               # Λ_mo δ_o, (K, n, q)
+    K, D = op.offsets.shape
+    n = len(xc)
+    # f = δ = x - μ_k (missing entries at -e_k), then x̂ - μ_k in place.
+    f = xc[None] - op.offsets[:, None, :]                         # (K, n, D)
+    where = np.arange(0, n * D, D)[:, None] + m_idx[tile.local]   # missing, flat (n, q)
+    # Λ_mo δ_o = (Λ f)_m + Λ_mm e_m
+    e_m = op.offsets[:, m_idx]                                    # (K, P, q)
+    shift = (lam_mm @ e_m[..., None])[..., 0]                     # (K, P, q)
+    u = (f @ lam).reshape(K, n * D)[:, where] + shift[:, tile.local]   # (K, n, q)
     if len(m_idx) == 1:  # one pattern (e.g. a frequent one): a GEMM
         t = u @ conditional[:, 0]                                 # Λ_mm⁻¹ Λ_mo δ_o
     else:  # each row's own Λ_mm⁻¹
         t = (conditional[:, tile.local] @ u[..., None])[..., 0]
-    np.put_along_axis(f, m_rows, -t, axis=2)
+    f.reshape(K, n * D)[:, where] = -t
     Y = f @ op.precisions_cholesky                                # whitened, (K, n, D)
     d2 = np.einsum("knd,knd->kn", Y, Y)
     q = tile.q
