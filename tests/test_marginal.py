@@ -18,12 +18,15 @@ from scipy.stats import multivariate_normal
 from daskgmm.engine import covariance as cov_types
 from daskgmm.engine.estep import Components, estep_statistics, make_plan
 from daskgmm.engine.marginal import (
+    available_case_moments,
+    fill_missing,
     make_marginal_plan,
     marginal_predict_block,
     marginal_predict_proba_block,
     marginal_score_samples_block,
     marginal_statistics,
     missing_layout,
+    observed_moment_statistics,
 )
 from daskgmm.engine.stats import add
 from daskgmm.errors import NonFiniteDataError
@@ -321,6 +324,20 @@ def test_statistics_add_up_over_chunks_and_do_not_depend_on_tiles(cov):
                                        atol=1e-9, err_msg=key)
 
 
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_float32_data_and_products(cov):
+    """float32 data with holes and float32 products for the complete rows give the
+    float64 statistics to float32 accuracy (incomplete rows are computed in
+    float64)."""
+    p = _params(cov, seed=34)
+    X = _holes(_sample(p, 400, seed=35), 0.2, seed=36)
+    ref = marginal_statistics(X, None, 0, _mplan(p)).stats[0]
+    low = marginal_statistics(X.astype(np.float32), None, 0,
+                              _mplan(p, dtype="float32")).stats[0]
+    for key, value in ref.items():
+        np.testing.assert_allclose(low[key], value, rtol=1e-4, atol=1e-3, err_msg=key)
+
+
 @pytest.mark.parametrize("D", [5, 60])
 def test_layout_groups_rows_by_pattern(D):
     """Every incomplete row is listed once, sorted by number of missing features and
@@ -350,3 +367,27 @@ def test_infinity_is_refused_naming_the_rows():
         marginal_statistics(X, None, 100, _mplan(p))
     with pytest.raises(NonFiniteDataError, match="first at row 117"):
         marginal_score_samples_block(X, 100, _mplan(p))
+
+
+def test_available_case_moments_and_filling():
+    """Per-feature observed means and pairwise-available covariances, summed over two
+    chunks with integer weights, equal NumPy's on the rows repeated and restricted to
+    those observing each pair; ``fill_missing`` fills a copy."""
+    X = _holes(_sample(_params("full", seed=30), 200, seed=31), 0.3, seed=32) + 100.0
+    w = np.random.default_rng(33).integers(1, 4, len(X)).astype(float)
+    ref = np.full(X.shape[1], 100.0)
+    stats = add(observed_moment_statistics(X[:90], w[:90], 0, ref),
+                observed_moment_statistics(X[90:], w[90:], 90, ref))
+    mean, covariance = available_case_moments(stats, ref)
+    R = np.repeat(X, w.astype(int), axis=0)
+    np.testing.assert_allclose(mean, np.nanmean(R, axis=0), rtol=1e-13)
+    D = X.shape[1]
+    for i in range(D):
+        for j in range(D):
+            both = R[~np.isnan(R[:, i]) & ~np.isnan(R[:, j])][:, [i, j]]
+            assert covariance[i, j] == pytest.approx(np.cov(both.T)[0, 1], rel=1e-10)
+    before = X.copy()
+    filled = fill_missing(X, mean)
+    np.testing.assert_array_equal(X, before)
+    np.testing.assert_array_equal(filled[~np.isnan(X)], X[~np.isnan(X)])
+    np.testing.assert_array_equal(filled, np.where(np.isnan(X), mean, X))

@@ -698,3 +698,77 @@ def marginal_score_samples_block(X: np.ndarray, row_start: int, mplan: MarginalP
                     lambda sub: estep.score_samples_block(sub, row_start, mplan.plan,
                                                           out_dtype),
                     lambda wlp: _softmax(wlp, False)[1], (), out_dtype)
+
+
+# --------------------------------------------------------------------------------------
+# before EM: moments of the observed values, and filling holes for the initialisation
+# --------------------------------------------------------------------------------------
+def observed_moment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                               reference: np.ndarray) -> Stats:
+    """Available-case moments of a chunk with missing values, about ``reference``
+    (additive over chunks; :func:`available_case_moments` turns them into a mean and a
+    covariance). With ``o`` the observed-value mask, ``x`` the centred rows with holes
+    at 0 and ``w`` the weights: ``count = oᵀw`` per feature, ``sum = xᵀw``,
+    ``pair_count = oᵀ W o`` (rows observing both features), ``pair_sum = xᵀ W o``
+    (entry ``(i, j)``: the sum of feature ``i`` over the rows observing ``j`` too) and
+    ``cross = xᵀ W x``. Five GEMMs per tile; an infinity is an error."""
+    X = np.asarray(X)
+    check_no_infinity(X, row_start)
+    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w_all is not None:
+        check_weights_block(w_all, row_start)
+    D = X.shape[1]
+    out = {"count": np.zeros(D), "sum": np.zeros(D), "pair_count": np.zeros((D, D)),
+           "pair_sum": np.zeros((D, D)), "cross": np.zeros((D, D))}
+    step = max(MIN_TILE_ROWS, MARGINAL_TILE_BYTES // (8 * 4 * D))
+    for start in range(0, len(X), step):
+        block = np.asarray(X[start:start + step], dtype=np.float64) - reference
+        observed = ~np.isnan(block)
+        block[~observed] = 0.0
+        o = observed.astype(np.float64)
+        wo = o if w_all is None else o * w_all[start:start + step, None]
+        wx = block if w_all is None else block * w_all[start:start + step, None]
+        out["count"] += wo.sum(axis=0)
+        out["sum"] += wx.sum(axis=0)
+        out["pair_count"] += wo.T @ o
+        out["pair_sum"] += wx.T @ o
+        out["cross"] += wx.T @ block
+    return out
+
+
+def available_case_moments(stats: Stats, reference: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's mean over its observed values, and the covariance of every pair
+    of features over the rows observing both (``ddof=1``, weights counted as
+    repetitions), from :func:`observed_moment_statistics`. Unbiased when values are
+    missing completely at random; the matrix may fail to be positive definite when
+    few rows observe a pair.
+
+    Raises
+    ------
+    InvalidDataError
+        If a feature, or a pair of features, is observed in fewer than 2 rows.
+    """
+    pair = stats["pair_count"]
+    if not (pair > 1.0).all():
+        i, j = np.unravel_index(np.argmin(pair), pair.shape)
+        raise InvalidDataError(
+            f"features {i} and {j} are observed together in {pair[i, j]:g} row(s) "
+            "(weighted): their covariance needs at least 2; give the prior or initial "
+            "parameters, or drop a feature that is almost always missing.")
+    mean = reference + stats["sum"] / stats["count"]
+    means_i = stats["pair_sum"] / pair                # mean of i over rows observing j
+    covariance = (stats["cross"] - pair * means_i * means_i.T) / (pair - 1.0)
+    return mean, 0.5 * (covariance + covariance.T)
+
+
+def fill_missing(X: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A copy of ``X`` (float64) with every NaN replaced by its feature's value in
+    ``values`` (e.g. the observed means, for the initialisation); ``X`` is left as is
+    when it has no NaN."""
+    missing = np.isnan(X)
+    if not missing.any():
+        return X
+    filled = np.array(X, dtype=np.float64)
+    filled[missing] = np.broadcast_to(values, filled.shape)[missing]
+    return filled
