@@ -18,12 +18,12 @@ accuracy  A well-separated mixture (N=20,000 x 8, K=4, full covariances). With 1
           matched means, in units of the complete fit's standard deviation along that
           feature, and the largest relative Frobenius distance between matched
           covariances.
-timing    Seconds of the E-step kernel per 100,000-row chunk (D=16, K=8, 'full' and
-          'diag', float64, best of 5), with 0%, 10% and 30% of the values missing at
-          random, next to today's kernel on the complete chunk; then ('full') with every
-          row missing 5 of its 16 values, as a function of the number of distinct
-          patterns of missing features in the chunk (rows drawn uniformly from a pool of
-          1 to 4,000 of the C(16, 5) = 4,368 patterns).
+timing    CPU seconds of the E-step kernel per 100,000-row chunk (D=16, K=8, 'full'
+          and 'diag', float64, one thread, best of 5), with 0%, 10% and 30% of the
+          values missing at random, next to today's kernel on the complete chunk; then
+          ('full') with every row missing 5 of its 16 values, as a function of the
+          number of distinct patterns of missing features in the chunk (rows drawn
+          uniformly from a pool of 1 to 4,000 of the C(16, 5) = 4,368 patterns).
 """
 
 from __future__ import annotations
@@ -125,8 +125,11 @@ def accuracy(n: int, D: int, K: int, fractions: list[float]) -> None:
     X = sample(truth, n, seed=2)
     start = start_from(X, K, seed=3)
     complete, iters, ll = em(X, start, marginal=False)
+    dmean, dcov = distances(complete, truth)
     print(f"\naccuracy: N={n} x D={D}, K={K} 'full', well separated; complete-data fit "
-          f"in {iters} iterations (mean log-likelihood {ll:.4f}); distances to it:")
+          f"in {iters} iterations (mean log-likelihood {ll:.4f}; from the true "
+          f"parameters: {dmean:.4f} sd, {dcov:.4f} relative); fits' distances to it, "
+          "and weights:")
     print(f"{'missing':>8} {'method':>12} {'iter':>5} {'max |dmean|/sd':>15} "
           f"{'max rel dcov':>13}")
     rng = np.random.default_rng(4)
@@ -140,19 +143,22 @@ def accuracy(n: int, D: int, K: int, fractions: list[float]) -> None:
                                      ("mean-impute", imputed, False)):
             fit, iters, _ = em(data, fit_start, marginal=marginal)
             dmean, dcov = distances(fit, complete)
-            print(f"{fraction:>8.0%} {name:>12} {iters:>5} {dmean:>15.4f} {dcov:>13.4f}")
+            print(f"{fraction:>8.0%} {name:>12} {iters:>5} {dmean:>15.4f} {dcov:>13.4f}  "
+                  + " ".join(f"{v:.3f}" for v in np.sort(fit.weights)))
 
 
 # --------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------
 def best_of(fn, *args, repeat: int = 5) -> float:
-    """The shortest of ``repeat`` timings of ``fn(*args)``."""
+    """The shortest of ``repeat`` timings of ``fn(*args)``, in CPU seconds of this
+    process (one BLAS thread: its wall time on an idle machine, and less disturbed
+    than wall time by other processes on a loaded one)."""
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         fn(*args)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
@@ -171,8 +177,8 @@ def unit_components(cov_name: str, K: int, D: int, seed: int) -> Components:
 def timing(n: int, D: int, K: int, pools: list[int]) -> None:
     rng = np.random.default_rng(5)
     X = rng.normal(size=(n, D))
-    print(f"\ntiming: seconds per chunk of {n} rows, D={D}, K={K}, float64, one thread "
-          "(best of 5)")
+    print(f"\ntiming: CPU seconds per chunk of {n} rows, D={D}, K={K}, float64, one "
+          "thread (best of 5)")
     print(f"{'type':>5} {'missing':>8} {'patterns':>9} {'today':>8} {'marginal':>9}")
     for cov_name in ("full", "diag"):
         comp = unit_components(cov_name, K, D, seed=6)
@@ -187,8 +193,8 @@ def timing(n: int, D: int, K: int, pools: list[int]) -> None:
             print(f"{cov_name:>5} {fraction:>8.0%} {patterns:>9} {today:>8.3f} "
                   f"{seconds:>9.3f}")
     q = round(0.3 * D)
-    print(f"\n'full', every row missing {q} of its {D} values: seconds per chunk of {n} "
-          "rows by number of distinct patterns")
+    print(f"\n'full', every row missing {q} of its {D} values: CPU seconds per chunk of "
+          f"{n} rows by number of distinct patterns")
     print(f"{'patterns':>9} {'seconds':>8}")
     comp = unit_components("full", K, D, seed=6)
     mplan = make_marginal_plan([comp], np.zeros(D))

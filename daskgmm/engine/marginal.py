@@ -56,9 +56,11 @@ Statistics (per candidate, on top of :mod:`daskgmm.engine.stats`)
     the missing values, and ``ent`` the responsibilities' negative entropy (only that:
     ICL needs it alone); ``n`` counts the rows with at least one observed value;
 ``n_empty``
-    the sample weight of the rows with no observed value: they score ``log 1 = 0``,
-    take the prior as responsibilities and are left out of every other statistic (a fit
-    with them is the fit without them);
+    the sample weight of the rows with no observed value: they are left out of every
+    other statistic (a fit with them is the fit without them); prediction gives them,
+    under a Gaussian mixture, the score ``log 1 = 0`` and the mixture weights as
+    responsibilities (under a Bayesian one, what its variational E-step gives a row
+    with nothing observed: ``E[log π_k]`` and the expected log-determinant terms);
 ``n_obs``
     ``sum_i w_i (number of observed values of x_i)``;
 ``h_missing`` (only with ``ent``)
