@@ -43,8 +43,9 @@ from typing import Any, TextIO
 __all__ = ["ProgressObserver", "fit_eta", "format_bar", "format_clock",
            "format_iteration", "iterations_left"]
 
-_PASS_NAMES = {"em": "em", "survey": "survey", "init": "init", "moments": "moments",
-               "outputs": "outputs", "generate": "generate", "score": "score"}
+_PASS_NAMES = {"em": "em", "survey": "survey", "kmeans": "kmeans", "init": "init",
+               "moments": "moments", "outputs": "outputs", "generate": "generate",
+               "score": "score"}
 
 
 def _format_change(change: float) -> str:
@@ -328,7 +329,7 @@ class ProgressObserver:
                 f"{self._iteration + 1}"
             return f"em iteration {counter}"
         number = self._pass_numbers.get(self._kind, 0)
-        if self._kind in ("survey", "init", "moments") and number:
+        if self._kind in ("survey", "kmeans", "init", "moments") and number:
             return f"{name} pass {number}"
         return name
 
@@ -399,7 +400,7 @@ class ProgressObserver:
         self._done = self._total
         if self._kind in ("em", "group"):
             return  # the iteration line follows (after the pass's last group)
-        if self._kind in ("survey", "init", "moments"):
+        if self._kind in ("survey", "kmeans", "init", "moments"):
             self._init_passes.append((self._kind, seconds))
             if self.verbose >= 2:
                 chunks = f"{self._total} chunk{'s' if self._total != 1 else ''}"
