@@ -81,7 +81,9 @@ DATASETS = {d.name: d for d in (
     DataSet("iris", "sklearn", "load_iris"),
     DataSet("wine", "sklearn", "load_wine"),
     DataSet("breast_cancer", "sklearn", "load_breast_cancer",
-            note="the same measurements as mclust's wdbc"),
+            note="the same measurements as mclust's wdbc; some features vary on the "
+                 "scale of reg_covar (mclust's VVV K=3 has a covariance eigenvalue of "
+                 "1.1e-7), so reg_covar=1e-6 alone costs daskgmm ~1000 in BIC there"),
     DataSet("digits", "sklearn", "load_digits",
             note="constant pixels: mclust finds every model but VII singular (NA BIC); "
                  "daskgmm's reg_covar keeps them finite"),
@@ -89,7 +91,7 @@ DATASETS = {d.name: d for d in (
     DataSet("banknote", "mclust", "banknote", label="Status"),
     DataSet("thyroid", "mclust", "thyroid", label="Diagnosis"),
     DataSet("wdbc", "mclust", "wdbc", label="Diagnosis", drop=("ID",),
-            note="the same measurements as scikit-learn's breast_cancer"),
+            note="the same measurements as scikit-learn's breast_cancer (see there)"),
     DataSet("cross", "mclust", "cross", label="group"),
 )}
 QUICK_DATASETS = ("iris",)
@@ -391,11 +393,35 @@ def run_selector(X: np.ndarray, y: np.ndarray, seed: int, n_init: int, k_max: in
         "ari": float(adjusted_rand_score(y, best.predict(X))),
         "smallest_component_rows": float(np.min(best.weights_) * X.shape[0]),
         "seconds": seconds,
-        "candidates": [{"n_components": int(k), "covariance_type": c, "bic": float(b),
-                        "n_parameters": int(p)}
-                       for k, c, b, p in zip(res["n_components"], res["covariance_type"],
-                                             res["bic"], res["n_parameters"], strict=True)],
+        "candidates": {"n_components": [int(k) for k in res["n_components"]],
+                       "covariance_type": list(res["covariance_type"]),
+                       "bic": [float(b) for b in res["bic"]],
+                       "n_parameters": [int(p) for p in res["n_parameters"]]},
     }
+
+
+def candidate_list(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's candidates, one dict each (they are stored as columns, like results_)."""
+    cols = run["candidates"]
+    if isinstance(cols, list):   # the layout of older runs
+        return cols
+    return [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(),
+                                                                    strict=True)]
+
+
+#: What a comparison row keeps of mclust's stored results.
+MCLUST_SUMMARY = ("model", "n_components", "covariance_type", "bic", "ari", "n", "d",
+                  "classes")
+
+
+def slim_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as stored: mclust's summary only, the candidates as columns."""
+    run = dict(row["run"])
+    cands = candidate_list(run)
+    run["candidates"] = {key: [c[key] for c in cands]
+                         for key in ("n_components", "covariance_type", "bic")}
+    return {"dataset": row["dataset"],
+            "mclust": {k: row["mclust"][k] for k in MCLUST_SUMMARY}, "run": run}
 
 
 # ---------------------------------------------------------------------------------------
@@ -414,7 +440,7 @@ def verdict(run: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     delta = run["bic"] - ref["bic"]
     better = delta <= BIC_RTOL * abs(ref["bic"])
     ari_ok = run["ari"] >= ref["ari"] - ARI_MARGIN
-    at_mclust = [c["bic"] for c in run["candidates"]
+    at_mclust = [c["bic"] for c in candidate_list(run)
                  if same_model(c["n_components"], c["covariance_type"],
                                ref["n_components"], ref["covariance_type"])]
     why = []
@@ -431,7 +457,7 @@ def verdict(run: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
 def parameter_counts_agree(run: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     """Candidates whose daskgmm n_parameters differs from mclust's count (none expected)."""
     out = []
-    for c in run["candidates"]:
+    for c in candidate_list(run):
         model = next(m for m, t in MODELS.items() if t == c["covariance_type"])
         counts = ref["n_parameters_table"][model]
         if c["n_components"] <= len(counts) and counts[c["n_components"] - 1] != \
@@ -465,6 +491,29 @@ def table_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
             "-" if at is None else f"{at - ref['bic']:+.1f}",
             f"{run['ari']:.3f}", f"{run['smallest_component_rows']:.1f}",
             "yes" if v["ok"] else "no: " + v["why_not"]))
+    return out
+
+
+SUMMARY_COLUMNS = ("data set", "mclust: model", "mclust: BIC", "mclust: ARI", "n_init",
+                   "daskgmm's choices (runs)", "ok")
+
+
+def summary_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One line per data set and n_init: the selector's choices over the seeds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["run"]["n_init"]), []).append(r)
+    out = []
+    for (name, n_init), mine in groups.items():
+        ref = mine[0]["mclust"]
+        counts: dict[str, int] = {}
+        for r in mine:
+            key = model_name(r["run"]["n_components"], r["run"]["covariance_type"])
+            counts[key] = counts.get(key, 0) + 1
+        out.append((name, model_name(ref["n_components"], ref["covariance_type"]),
+                    f"{ref['bic']:.1f}", f"{ref['ari']:.3f}", str(n_init),
+                    ", ".join(f"{k} ({c})" for k, c in counts.items()),
+                    f"{sum(r['verdict']['ok'] for r in mine)} of {len(mine)}"))
     return out
 
 
@@ -545,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{args.k_max} and R is not available")
                 continue
             else:
-                notes.append(f"{name}: mclust's results are the stored ones (R "
+                notes.append(f"{name}: mclust's results are the stored ones ("
                              f"{ref['versions']['r_version']}, mclust "
                              f"{ref['versions']['mclust_version']}, {ref['date']})")
             if ref["k_max"] != args.k_max:
@@ -569,9 +618,7 @@ def main(argv: list[str] | None = None) -> int:
                         return 2
                     mismatched = parameter_counts_agree(run, ref)
                     checks[name].setdefault("n_parameters_mismatches", []).extend(mismatched)
-                    rows.append({"dataset": name, "mclust": {k: v for k, v in ref.items()
-                                                             if k != "parameters"},
-                                 "run": run, "verdict": verdict(run, ref)})
+                    rows.append(slim_row({"dataset": name, "mclust": ref, "run": run}))
     if refreshed:
         reference["about"] = (
             "R's mclust (Mclust over VVV, EEE, VVI, VII and G = 1..k_max, its defaults) "
@@ -606,7 +653,7 @@ def git_commit() -> str | None:
 def write_report(doc: dict[str, Any], out: Path) -> None:
     """The table, its summary and legend, printed and written to OUT (the verdicts are
     judged again from each row's figures, so that a rebuilt report follows this rule)."""
-    rows = doc["rows"]
+    rows = doc["rows"] = [slim_row(r) for r in doc["rows"]]
     for r in rows:
         r["verdict"] = verdict(r["run"], r["mclust"])
     body = table_rows(rows)
@@ -638,15 +685,22 @@ def write_report(doc: dict[str, Any], out: Path) -> None:
             f"ARI of daskgmm's classification with them {c['ari_daskgmm']:.3f} vs "
             f"{c['ari_mclust']:.3f}; parameter counts "
             + ("equal for every candidate" if not mism else "DIFFER: " + "; ".join(mism)))
-    report = (markdown(COLUMNS, body) + "\n"
-              + "\n".join(f"- {s}" for s in summary + legend + doc["notes"]) + "\n")
+    notes = list(doc["notes"])
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        note = f"{name}: {DATASETS[name].note}" if name in DATASETS else ""
+        if DATASETS.get(name) and DATASETS[name].note and note not in notes:
+            notes.append(note)
+    doc["notes"] = notes
+    report = (markdown(SUMMARY_COLUMNS, summary_rows(rows)) + "\n"
+              + markdown(COLUMNS, body) + "\n"
+              + "\n".join(f"- {s}" for s in summary + legend + notes) + "\n\n"
+              + "mclust's stored parameters, checked with daskgmm:\n\n"
+              + "\n".join(f"- {line}" for line in check_lines) + "\n")
     doc.update(columns=list(COLUMNS), table=[list(r) for r in body], summary=summary)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mclust-comparison.md").write_text(report, encoding="utf-8")
     (out / "mclust-comparison.json").write_text(compact_json(doc) + "\n", encoding="utf-8")
     print(report)
-    print("mclust's stored parameters, checked with daskgmm:")
-    print("\n".join(f"- {line}" for line in check_lines))
 
 if __name__ == "__main__":
     sys.exit(main())

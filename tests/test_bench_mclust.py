@@ -94,7 +94,9 @@ def test_quick_mode_without_r(bench, reference, tmp_path, capsys):
     assert "mclust's stored parameters, checked with daskgmm:" in printed
 
     doc = json.loads((out / "mclust-comparison.json").read_text(encoding="utf-8"))
-    assert (out / "mclust-comparison.md").read_text(encoding="utf-8").startswith(header)
+    report = (out / "mclust-comparison.md").read_text(encoding="utf-8")
+    assert report.startswith("| " + " | ".join(bench.SUMMARY_COLUMNS) + " |")
+    assert header in report
     assert doc["columns"] == list(bench.COLUMNS)
     assert any(n.startswith("diabetes: skipped") for n in doc["notes"])
     assert any(n.startswith("iris: mclust's results are the stored ones") for n in doc["notes"])
@@ -106,14 +108,17 @@ def test_quick_mode_without_r(bench, reference, tmp_path, capsys):
     for key in ("model", "n_components", "covariance_type", "bic", "ari"):
         assert row["mclust"][key] == ref[key]
     run, verdict = row["run"], row["verdict"]
-    assert sorted((c["n_components"], c["covariance_type"]) for c in run["candidates"]) == \
+    cands = run["candidates"]   # columns, like the selector's results_
+    assert sorted(zip(cands["n_components"], cands["covariance_type"], strict=True)) == \
         sorted((k, t) for k in range(1, 10) for t in bench.MODELS.values())
-    best = min(run["candidates"], key=lambda c: c["bic"])
+    i = min(range(len(cands["bic"])), key=cands["bic"].__getitem__)
+    best = {key: values[i] for key, values in cands.items()}
     assert (best["n_components"], best["covariance_type"], best["bic"]) == \
         (run["n_components"], run["covariance_type"], run["bic"])
-    at_mclust = next(c["bic"] for c in run["candidates"]
-                     if (c["n_components"], c["covariance_type"])
-                     == (ref["n_components"], ref["covariance_type"]))
+    at_mclust = next(b for k, t, b in zip(cands["n_components"],
+                                           cands["covariance_type"], cands["bic"],
+                                           strict=True)
+                     if (k, t) == (ref["n_components"], ref["covariance_type"]))
     assert verdict["bic_at_mclust_model"] == at_mclust
     same = (run["n_components"], run["covariance_type"]) == \
         (ref["n_components"], ref["covariance_type"])
