@@ -182,7 +182,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="any further GaussianMixtureSelector parameter (repeatable), e.g. "
                         "--set reg_covar=1e-5; VALUE is a Python literal or a string")
     p.add_argument("--refresh-mclust", action="store_true",
-                   help="run mclust in R for every data set and rewrite the stored results")
+                   help="run mclust in R for the chosen data sets and store its results")
     p.add_argument("--rscript", default=shutil.which("Rscript") or "",
                    help="the Rscript program (default: found on PATH); '' = no R")
     p.add_argument("--reference", default=str(REFERENCE),
@@ -587,8 +587,13 @@ def main(argv: list[str] | None = None) -> int:
                 ref = run_mclust(args.rscript, spec, X, y, args.k_max, workdir)
                 ref.update(k_max=args.k_max, date=_dt.date.today().isoformat(),
                            note=spec.note)
-                stored[name] = ref
-                refreshed = True
+                if args.refresh_mclust:
+                    stored[name] = ref
+                    refreshed = True
+                else:
+                    notes.append(f"{name}: mclust was run now (R available, nothing "
+                                 f"stored for k_max={args.k_max}); --refresh-mclust "
+                                 "stores its results")
             elif ref is None:
                 notes.append(f"{name}: skipped: no stored mclust results for k_max="
                              f"{args.k_max} and R is not available")
