@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from daskgmm.diagnostics import observers
 from daskgmm.engine.stats import combine as combine_results
+from daskgmm.engine.watch import ClusterWatch
 from daskgmm.errors import InvalidDataError, PerformanceWarning
 
 #: Default size of one row chunk made from NumPy input or when rechunking (bytes).
@@ -127,6 +128,16 @@ def _call_with_row_start(func: Callable[..., Any], block: np.ndarray, *args: Any
     _one_blas_thread_in_worker()
     row_start = block_info[0]["array-location"][0][0] if block_info else 0
     return func(block, row_start, *args)
+
+
+def _compute(collection: Any) -> Any:
+    """``collection.compute()``; on a distributed cluster, given up (with
+    :class:`~daskgmm.errors.ClusterStalledError`) when the cluster stalls."""
+    client = active_client()
+    if client is None:
+        return collection.compute()
+    with ClusterWatch(client) as watch:
+        return watch.result(client.compute(collection))
 
 
 def worker_slots() -> list[str]:
@@ -291,7 +302,7 @@ class RowChunks:
         if self.weights is None:
             return None
         w = self.weights
-        return float(w.sum().compute() if isinstance(w, da.Array) else w.sum())
+        return float(_compute(w.sum()) if isinstance(w, da.Array) else w.sum())
 
     def select(self, indices: Sequence[int]) -> RowChunks:
         """The chunks at ``indices`` (a group of a stepwise pass), sharing the data."""
@@ -354,9 +365,11 @@ class RowChunks:
             meanwhile()
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
-        for future, result in distributed_as_completed(futures, with_results=True):
-            results[index[future.key]] = result
-            observers.notify("chunks_done", 1)
+        with ClusterWatch(client) as watch:
+            for future, result in watch.completed(
+                    distributed_as_completed(futures, with_results=True)):
+                results[index[future.key]] = result
+                observers.notify("chunks_done", 1)
         return tree_reduce(results, combine, split_every)
 
     @functools.cached_property
@@ -463,11 +476,12 @@ class RowChunks:
             futures = client.compute([total, *parts])
             total_future, leaf_futures = futures[0], futures[1:]
             del futures
-            completed = distributed_as_completed(leaf_futures)
-            del leaf_futures  # each leaf is released as soon as it has been counted
-            for _ in completed:
-                observers.notify("chunks_done", 1)
-            return total_future.result()
+            with ClusterWatch(client) as watch:
+                completed = distributed_as_completed(leaf_futures)
+                del leaf_futures  # each leaf is released as soon as it has been counted
+                for _ in watch.completed(completed):
+                    observers.notify("chunks_done", 1)
+                return watch.result(total_future)
 
     def map_rows(self, func: Callable[..., np.ndarray], *args: Any,
                  n_columns: int | None, dtype: np.dtype | type) -> np.ndarray | da.Array:
@@ -509,9 +523,11 @@ class RowChunks:
         persisted = self.data.persist()
         weights = None if self.weights is None else self.weights.persist()
         if client is not None:
-            from distributed import wait
+            from distributed import futures_of
 
-            wait([persisted] if weights is None else [persisted, weights])
+            with ClusterWatch(client) as watch:
+                watch.wait(futures_of([persisted] if weights is None
+                                      else [persisted, weights]))
         copy = RowChunks.__new__(RowChunks)
         state = {k: v for k, v in self.__dict__.items() if k != "_blocks"}
         copy.__dict__.update(state, data=persisted, weights=weights)
@@ -524,7 +540,7 @@ class RowChunks:
         """Gather a few rows (sorted unique indices) into memory."""
         idx = np.asarray(indices)
         if self.is_dask:
-            return np.asarray(self.data[idx].compute(), dtype=np.float64)
+            return np.asarray(_compute(self.data[idx]), dtype=np.float64)
         return np.asarray(self.data[idx], dtype=np.float64)
 
     def take_weights(self, indices: np.ndarray) -> np.ndarray | None:
@@ -533,4 +549,4 @@ class RowChunks:
             return None
         idx = np.asarray(indices)
         w = self.weights[idx]
-        return np.asarray(w.compute() if isinstance(w, da.Array) else w, dtype=np.float64)
+        return np.asarray(_compute(w) if isinstance(w, da.Array) else w, dtype=np.float64)
