@@ -150,7 +150,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
         with observers.observe(*([printer] if printer is not None else [])):
             observers.notify("fit_started", info)
             try:
-                with chunks.cached(self.cache) as cached:
+                # a fit reads the data max_iter times, and once more to initialise
+                with chunks.cached(self.cache, reads=self.max_iter + 1) as cached:
                     self._prepare(cached)
                     best = self._run(cached)
             finally:
