@@ -695,6 +695,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
             array = X[wrap.extra["columns"]]
         if isinstance(array, da.Array):
             array = self._validate_dask(array, reset=reset)
+            _check_names_like_sklearn(self, wrap, array.shape[1], reset=reset)
         else:
             array = validate_data(self, array, reset=reset, dtype=[np.float64, np.float32],
                                   ensure_min_samples=2 if reset else 1)
@@ -734,14 +735,23 @@ class BaseMixture(DensityMixin, BaseEstimator):
             )
         if reset:
             self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
         elif n_features != self.n_features_in_:
             raise InvalidDataError(
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
         return X
+
+
+def _check_names_like_sklearn(estimator: Any, wrap: Any, n_features: int, *,
+                              reset: bool) -> None:
+    """Record (``reset``) or check the feature names of Dask input as scikit-learn does
+    for pandas: a Dask DataFrame's columns become ``feature_names_in_``, and predicting
+    columns of other names or in another order is refused (a Dask array has no names).
+    scikit-learn's own check runs on an empty stand-in with the input's columns."""
+    stand_in = (wrap.extra["meta"] if wrap.kind == "dask-dataframe"
+                else np.empty((0, n_features)))
+    validate_data(estimator, stand_in, reset=reset, skip_check_array=True)
 
 
 def _refuse_other_namespaces(X: Any) -> None:
