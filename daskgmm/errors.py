@@ -64,7 +64,11 @@ class ConfigError(DaskGMMError, ValueError):
 
 
 class ModelFormatError(DaskGMMError, ValueError):
-    """A saved model directory is damaged, incomplete or not a daskgmm model."""
+    """A saved model directory is damaged, incomplete or not a daskgmm model.
+
+    ``problem`` says what was refused, without the location (None if not set)."""
+
+    problem: str | None = None
 
 
 class CheckpointError(DaskGMMError, ValueError):

@@ -534,7 +534,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         from daskgmm.serialize.model_files import SavedModel
 
         check_is_fitted(self)
-        self._check_saveable()
+        self._check_consistent_shapes()
         params: dict[str, Any] = {}
         notes: list[str] = []
         for name, value in self.get_params(deep=False).items():
@@ -571,7 +571,9 @@ class BaseMixture(DensityMixin, BaseEstimator):
             fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
         arrays = {name: np.array(getattr(self, name), dtype=np.float64)
                   for name in self._saved_arrays()}
-        return SavedModel(type(self).__name__, params, fitted, arrays, notes)
+        saved = SavedModel(type(self).__name__, params, fitted, arrays, notes)
+        self._check_saveable(saved)
+        return saved
 
     def _saved_arrays(self) -> tuple[str, ...]:
         return (*self._fitted_arrays, "lower_bounds_")
@@ -579,8 +581,34 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _extra_fitted_scalars(self) -> dict[str, Any]:
         return {}
 
-    def _check_saveable(self) -> None:
-        """Refuse to write a model whose parameters contradict its fitted arrays."""
+    def _check_saveable(self, saved: Any) -> None:
+        """Refuse to write a model that :func:`daskgmm.load` would refuse.
+
+        The state dict goes, in memory, through load's own checks: those of the file
+        format (:func:`daskgmm.serialize.model_files.round_trip`: fitted values, finite
+        arrays...) and those of the class (``_from_saved``: its parameter table, array
+        shapes, weights summing to 1, covariances positive definite and matching their
+        Cholesky factors, feature names...). One validation for saving and loading.
+        """
+        from daskgmm.errors import ModelFormatError
+        from daskgmm.serialize.model_files import round_trip
+
+        cls = type(self)
+        try:
+            cls._from_saved(round_trip(saved, expected_arrays=lambda name, fitted:
+                                       cls._saved_array_names(fitted)),
+                            "<the model being saved>")
+        except ModelFormatError as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise InvalidParameterError(
+                f"Refusing to save this {cls.__name__}: daskgmm.load would refuse it "
+                f"({problem}). Set back the parameters or fitted attributes that were "
+                "changed after fitting, or refit, before saving."
+            ) from None
+
+    def _check_consistent_shapes(self) -> None:
+        """Refuse to write a model whose parameters contradict its fitted arrays (with
+        the remedy: set the parameter back)."""
         from daskgmm.engine import covariance as cov_types
 
         K = len(np.atleast_1d(self.weights_))
