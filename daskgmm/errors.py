@@ -121,8 +121,9 @@ class PerformanceWarning(UserWarning):
 
 
 class IncompleteStoreError(DataSourceError):
-    """A chunked store has chunks that were never written (they would read as the fill
-    value); pass ``allow_missing_chunks=True`` if that is intended."""
+    """A chunked store's writer did not finish: the end of a Zarr array is absent, an
+    HDF5 dataset has chunks never written (they would read as the fill value); pass
+    ``allow_missing_chunks=True`` if that is intended."""
 
 
 class MissingDependencyError(DaskGMMError, ImportError):
