@@ -64,7 +64,11 @@ class ConfigError(DaskGMMError, ValueError):
 
 
 class ModelFormatError(DaskGMMError, ValueError):
-    """A saved model directory is damaged, incomplete or not a daskgmm model."""
+    """A saved model directory is damaged, incomplete or not a daskgmm model.
+
+    ``problem`` says what was refused, without the location (None if not set)."""
+
+    problem: str | None = None
 
 
 class CheckpointError(DaskGMMError, ValueError):
@@ -117,8 +121,9 @@ class PerformanceWarning(UserWarning):
 
 
 class IncompleteStoreError(DataSourceError):
-    """A chunked store has chunks that were never written (they would read as the fill
-    value); pass ``allow_missing_chunks=True`` if that is intended."""
+    """A chunked store's writer did not finish: the end of a Zarr array is absent, an
+    HDF5 dataset has chunks never written (they would read as the fill value); pass
+    ``allow_missing_chunks=True`` if that is intended."""
 
 
 class MissingDependencyError(DaskGMMError, ImportError):

@@ -591,12 +591,19 @@ def checkpoint(tmp_path, X):
 
 
 def _damage(checkpoint, change) -> None:
+    """Damage the checkpoint; an edited body gets a matching checksum again, so that
+    what is checked is the content (an unsealed edit is refused by its checksum:
+    tests/test_checkpoint.py)."""
+    from daskgmm.serialize.checkpoint import seal
+
     path, body, _ = checkpoint
     if isinstance(change, str):
         path.write_text(change)
     else:
         body = copy.deepcopy(body)
         change(body)
+        if isinstance(body, dict) and body.get("format") == "daskgmm-checkpoint":
+            seal(body)
         path.write_text(json.dumps(body))
 
 
@@ -621,7 +628,7 @@ DAMAGES = {
                 r"is not a daskgmm checkpoint; point checkpoint_dir elsewhere"),
     "json-list": ("[1, 2]", r"is not a daskgmm checkpoint"),
     "newer-version": (lambda b: b.update(format_version=99),
-                      r"format version 99; this daskgmm reads version 2\. Delete it"),
+                      r"format version 99; this daskgmm reads version 3\. Delete it"),
     "no-states": (lambda b: b.update(states=[]), r"is damaged \(no candidate states\)"),
     "state-not-object": (lambda b: b.update(states=[1]), r"is damaged"),
     "missing-means": (lambda b: b["states"][0]["arrays"].pop("means"),

@@ -223,3 +223,86 @@ def test_sigkill_mid_fit_then_resume(tmp_path):
     np.testing.assert_allclose(resumed.means_, clean.means_, rtol=1e-10)
     np.testing.assert_allclose(resumed.covariances_, clean.covariances_, rtol=1e-10)
     assert resumed.lower_bounds_ == pytest.approx(clean.lower_bounds_, rel=1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# hand edits, shared directories, stepwise walks
+# --------------------------------------------------------------------------------------
+
+
+def _edit(path, change, *, reseal=False):
+    from daskgmm.serialize.checkpoint import seal
+
+    body = json.loads(path.read_text())
+    change(body)
+    path.write_text(json.dumps(seal(body) if reseal else body))
+
+
+@pytest.mark.parametrize("edit", ["mean", "digest"])
+def test_hand_edited_checkpoint_is_refused_by_its_checksum(tmp_path, blobs, edit):
+    """A mean moved by 0.001, or ``digest: null`` (which switched the data check off),
+    no longer resumes."""
+    _fit(blobs, max_iter=3, checkpoint_dir=tmp_path)
+    path = tmp_path / "checkpoint.json"
+
+    def change(body):
+        if edit == "mean":
+            body["states"][0]["arrays"]["means"][0][0] += 0.001
+        else:
+            body["digest"] = None
+
+    _edit(path, change)
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
+        _fit(blobs, max_iter=6, checkpoint_dir=tmp_path)
+    if edit == "digest":  # even with a recomputed checksum, batch EM needs its digest
+        _edit(path, lambda body: None, reseal=True)
+        with pytest.raises(CheckpointError, match="holds no digest of the data"):
+            _fit(blobs, max_iter=6, checkpoint_dir=tmp_path)
+
+
+def test_two_fits_sharing_a_checkpoint_dir_are_detected(tmp_path, blobs):
+    """Both start before either has written (so neither can refuse the other's file at
+    its start); the second to write is refused instead of replacing the other's."""
+    from daskgmm.serialize.checkpoint import Checkpointer
+
+    _fit(blobs, max_iter=2, checkpoint_dir=tmp_path / "source")
+    estimators = [GaussianMixture(3, **KW), GaussianMixture(3, **{**KW, "tol": 1e-3})]
+    prints = [e._fingerprint(e._chunks(blobs, reset=True)) for e in estimators]
+
+    def model_for(index):
+        return estimators[0]._make_model(blobs.shape[1], 3)
+
+    source = Checkpointer(tmp_path / "source", prints[0], 1).load(model_for)
+    candidates = source.candidates
+    shared = tmp_path / "shared"
+    first, second = (Checkpointer(shared, p, 1) for p in prints)
+    first._digest = second._digest = source.digest  # as their first passes would set
+    assert first.load(model_for) is None and second.load(model_for) is None
+    first.save(1, candidates)
+    before = (shared / "checkpoint.json").read_bytes()
+    with pytest.raises(CheckpointError, match=r"another fit with other settings \(tol: "):
+        second.save(1, candidates)
+    assert (shared / "checkpoint.json").read_bytes() == before  # the first's is kept
+    first.save(2, candidates)  # its own file: replaced as usual
+    twin = Checkpointer(shared, prints[0], 1)  # same settings, started afresh meanwhile
+    twin._digest = source.digest
+    with pytest.raises(CheckpointError, match="another fit with the same settings"):
+        twin.save(3, candidates)
+    resumed = Checkpointer(shared, prints[0], 1)
+    resumed.load(model_for)
+    resumed.save(3, candidates)  # a fit that resumed from the file may replace it
+
+
+def test_stepwise_checkpoint_with_a_missing_group_is_refused(tmp_path, blobs):
+    """A hand-edited (and resealed) incremental checkpoint whose group statistics are
+    null: a CheckpointError, not a TypeError in the middle of the resumed fit."""
+    _fit(blobs, max_iter=1, checkpoint_dir=tmp_path, algorithm="incremental",
+         batch_chunks=2)
+    path = tmp_path / "checkpoint.json"
+    assert json.loads(path.read_text())["stepwise"]["groups"][0][1] is not None
+    _edit(path, lambda body: body["stepwise"]["groups"][0].__setitem__(1, None),
+          reseal=True)
+    with pytest.raises(CheckpointError,
+                       match="group 1 of candidate 0 has no statistics though it was read"):
+        _fit(blobs, max_iter=3, checkpoint_dir=tmp_path, algorithm="incremental",
+             batch_chunks=2)

@@ -67,3 +67,27 @@ def test_xarray_with_a_named_sample_dimension(reference, lazy):
     np.testing.assert_array_equal(np.asarray(labels), ref.predict(X))
     proba = gm.predict_proba(array, sample_dim="cell")
     assert proba.dims == ("cell", "component")
+
+
+@pytest.mark.parametrize("fitted_on", ["dask", "pandas"])
+def test_columns_renamed_or_reordered_are_refused_for_dask_and_pandas(fitted_on):
+    """Feature names are recorded from a Dask DataFrame as from pandas, and a prediction
+    on columns in another order or of other names is refused, Dask or pandas alike, as
+    scikit-learn refuses pandas (before: a reordered Dask DataFrame was predicted
+    without a word, half of the labels wrong)."""
+    pandas_frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    frame = dd.from_pandas(pandas_frame, npartitions=3)
+    gm = GaussianMixture(3, random_state=0).fit(
+        frame if fitted_on == "dask" else pandas_frame)
+    np.testing.assert_array_equal(gm.feature_names_in_, ["a", "b", "c"])
+    for other in (frame[["c", "b", "a"]], pandas_frame[["c", "b", "a"]]):
+        with pytest.raises(ValueError, match="same order as they were in fit"):
+            gm.predict(other)
+    with pytest.raises(ValueError, match="Feature names unseen at fit time"):
+        gm.predict(frame.rename(columns={"a": "z"}))
+    np.testing.assert_array_equal(gm.predict(frame).compute().to_numpy(),
+                                  gm.predict(pandas_frame).to_numpy())
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        gm.predict(da.from_array(X, chunks=300))
+    refit = gm.fit(da.from_array(X, chunks=300))  # no names: none kept from before
+    assert not hasattr(refit, "feature_names_in_")

@@ -82,3 +82,48 @@ def test_memory_url(tmp_path):
     x = open_array("memory://parquet-tests/t.parquet", columns=["f1", "f2"], chunk_rows=40)
     assert x.chunks[0] == (40, 40, 40)
     np.testing.assert_array_equal(x.compute(scheduler="sync")[:, 1], t.column("f2").to_numpy())
+
+
+def _directory(tmp_path, name, *tables):
+    path = tmp_path / name
+    path.mkdir()
+    for i, t in enumerate(tables):
+        pq.write_table(t, path / f"part-{i}.parquet")
+    return path
+
+
+@pytest.mark.parametrize(("second", "columns", "fragment"), [
+    (lambda t: t.drop_columns(["f2"]), None, "part-1.parquet' has no column 'f2'"),
+    (lambda t: t.rename_columns(["id", "label", "f1", "g2", "f3"]), ["f1", "f2"],
+     "part-1.parquet' has no column 'f2'"),
+    (lambda t: t.set_column(2, "f1", pa.array([str(v) for v in t.column("f1").to_pylist()])),
+     None, "'f1' is string in '"),
+    (lambda t: t.append_column("extra", pa.array(np.zeros(len(t)))), None,
+     "part-1.parquet' has numeric column(s) 'extra' that are not numeric columns"),
+])
+def test_files_that_disagree_on_the_columns_are_refused(tmp_path, second, columns,
+                                                         fragment):
+    """Before: a read error mid-fit (a missing column), or strings parsed into numbers
+    without a word (a column of text in one file)."""
+    path = _directory(tmp_path, "t", table(100), second(table(100, seed=1)))
+    with pytest.raises(InvalidDataError, match="the files disagree on the columns") as info:
+        open_array(path, columns=columns)
+    assert fragment in str(info.value)
+
+
+def test_duplicate_columns_are_refused(tmp_path):
+    r = np.arange(10.0)
+    dup = pa.Table.from_arrays([pa.array(r), pa.array(r), pa.array(r)], names=["a", "a", "b"])
+    path = _directory(tmp_path, "dup", dup)
+    with pytest.raises(InvalidDataError, match="column 'a' appears 2 times"):
+        open_array(path)
+    np.testing.assert_array_equal(open_array(path, columns=["b"]).compute()[:, 0], r)
+    with pytest.raises(InvalidDataError, match="names a column more than once"):
+        open_array(path, columns=["b", "b"])
+
+
+def test_files_that_agree_open_whatever_their_integer_or_float_types(tmp_path):
+    other = table(100, seed=1)
+    other = other.set_column(0, "id", other.column("id").cast(pa.int32()))
+    path = _directory(tmp_path, "ok", table(100), other)
+    assert open_array(path).shape == (200, 4)

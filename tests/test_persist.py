@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import math
 import pathlib
 import pickle
 import signal
@@ -500,6 +502,51 @@ def test_killed_save_leaves_a_complete_model_or_none(tmp_path, saved, fitted, X,
 # --------------------------------------------------------------------------------------
 # trust: what cannot be read is never written; what is inconsistent never loads
 # --------------------------------------------------------------------------------------
+def _copy(model):
+    clone = type(model)(**model.get_params())
+    clone.__dict__.update({k: copy.deepcopy(v) for k, v in model.__dict__.items()
+                           if k.endswith("_")})
+    return clone
+
+
+def _bayesian(X):
+    from daskgmm import BayesianGaussianMixture
+
+    return BayesianGaussianMixture(n_components=2, random_state=0, max_iter=20).fit(X)
+
+
+SAVE_REFUSALS = {
+    "tol nan": (lambda m: m.set_params(tol=float("nan")), "The 'tol' parameter"),
+    "scaled weights": (lambda m: setattr(m, "weights_", m.weights_ * 2.0),
+                       "weights_ are not non-negative numbers summing to 1"),
+    "negated covariances": (lambda m: setattr(m, "covariances_", -m.covariances_),
+                            "covariances_ are not positive definite"),
+    "feature names of the wrong length": (
+        lambda m: setattr(m, "feature_names_in_", np.array(["a", "b"], dtype=object)),
+        "feature_names_in_ is not a list of n_features_in_ strings"),
+    "a NaN mean": (lambda m: m.means_.__setitem__((0, 0), np.nan),
+                   "means_ holds NaN or infinite values"),
+    "a negative Bayesian prior": (
+        lambda m: m.set_params(weight_concentration_prior=-1.0),
+        "The 'weight_concentration_prior' parameter"),
+}
+
+
+@pytest.mark.parametrize("case", list(SAVE_REFUSALS))
+def test_save_refuses_what_load_would_refuse(tmp_path, fitted, X, case):
+    """save() runs load's own checks on the state it would write (one validation):
+    before, each of these was written and then refused by load."""
+    from daskgmm.errors import InvalidParameterError
+
+    change, match = SAVE_REFUSALS[case]
+    model = _copy(_bayesian(X) if "Bayesian" in case else fitted["full"])
+    change(model)
+    with pytest.raises(InvalidParameterError, match=r"daskgmm\.load would refuse it") as info:
+        model.save(tmp_path / "m")
+    assert match in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(("change", "match"), [
     ({"n_components": 5}, r"n_components is 5 but the fitted model has 2 components"),
     ({"covariance_type": "diag"}, r"covariance_type is 'diag' but the fitted covariances_"),
@@ -594,8 +641,47 @@ def test_compressed_bomb_declared_in_model_json_is_refused_before_reading(saved)
 
 def test_compressed_bomb_behind_a_small_declared_shape_is_refused(saved):
     _npz_with_a_bomb(saved, "lower_bounds_", 2**28)
-    with pytest.raises(ModelFormatError, match=r"'lower_bounds_' in arrays\.npz has shape"):
+    with pytest.raises(ModelFormatError, match=r"'lower_bounds_' would inflate"):
         load_model(saved)
+
+
+def test_compressed_bomb_whose_declared_shapes_match_its_arrays_is_refused(saved):
+    """The probe: K and D declared to match the arrays (here K=100,000, D=100, four
+    arrays of 80 MB each inflated, under 1 MiB on disk). Refused before a member is
+    decompressed, so loading it allocates little (before: every array inflated, then
+    refused by its checksum: about twice their size)."""
+    import tracemalloc
+    import zipfile
+
+    K, D = 100_000, 100
+    shapes = {"weights_": (K,), "means_": (K, D), "covariances_": (K, D),
+              "precisions_": (K, D), "precisions_cholesky_": (K, D),
+              "lower_bounds_": (3,)}
+    with zipfile.ZipFile(saved / "arrays.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, shape in shapes.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, {
+                    "descr": "<f8", "fortran_order": False, "shape": shape})
+                for _ in range(math.prod(shape) * 8 // 2**20):
+                    member.write(bytes(2**20))
+                member.write(bytes(math.prod(shape) * 8 % 2**20))
+    assert (saved / "arrays.npz").stat().st_size < 2**20
+
+    def declare(meta):
+        meta["params"].update(n_components=K, covariance_type="diag")
+        meta["fitted"].update(n_components=K, n_features_in_=D, covariance_type="diag")
+        meta["arrays"] = {name: {"shape": list(shape), "dtype": "<f8", "sha256": "0" * 64}
+                          for name, shape in shapes.items()}
+
+    edit_meta(saved, declare)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError, match="would inflate from"):
+            load_model(saved)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
 
 
 def test_deeply_nested_model_json_is_refused(saved):

@@ -131,14 +131,23 @@ def test_every_algorithm_finds_the_components(algorithm, cov):
 
 @pytest.mark.parametrize("algorithm", ["incremental", "online"])
 def test_stepwise_with_sample_weights_restarts_and_a_cluster(algorithm, client):
+    """The rows of the component at the origin weigh 4, the others 1: the fitted mixing
+    weights are the weighted shares (4/6, 1/6, 1/6 for equal counts), far from the
+    shares of rows (1/3 each) that a fit ignoring the weights would give."""
     X, centres = _separated(4000)
-    w = np.random.default_rng(1).integers(1, 3, size=len(X)).astype(float)
+    first = np.linalg.norm(X, axis=1) < 4.0  # the component at the origin
+    w = np.where(first, 4.0, 1.0)
     gm = GaussianMixture(3, random_state=0, algorithm=algorithm, n_init=2, max_iter=15,
                          tol=1e-4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(da.from_array(X, chunks=(250, 3)), sample_weight=da.from_array(w, chunks=250))
     np.testing.assert_allclose(_sorted_means(gm), centres, atol=0.1)
+    order = np.lexsort(np.round(gm.means_, 0).T[::-1])
+    counts = np.array([first.sum(), (X[:, 1] > 4).sum(), (X[:, 0] > 4).sum()], float)
+    weighted = counts * [4.0, 1.0, 1.0] / (counts * [4.0, 1.0, 1.0]).sum()
+    np.testing.assert_allclose(gm.weights_[order], weighted, atol=0.01)
+    assert np.abs(weighted - counts / counts.sum()).min() > 0.1  # the weights matter
 
 
 def test_partial_fit_over_the_chunks_is_close_to_fit():

@@ -41,6 +41,7 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from daskgmm.diagnostics import observers
 from daskgmm.engine.stats import combine as combine_results
+from daskgmm.engine.watch import ClusterWatch
 from daskgmm.errors import InvalidDataError, PerformanceWarning
 
 #: Default size of one row chunk made from NumPy input or when rechunking (bytes).
@@ -139,6 +140,16 @@ def _call_with_row_start(func: Callable[..., Any], block: np.ndarray, *args: Any
     return func(block, row_start, *args)
 
 
+def _compute(collection: Any) -> Any:
+    """``collection.compute()``; on a distributed cluster, given up (with
+    :class:`~daskgmm.errors.ClusterStalledError`) when the cluster stalls."""
+    client = active_client()
+    if client is None:
+        return collection.compute()
+    with ClusterWatch(client) as watch:
+        return watch.result(client.compute(collection))
+
+
 def worker_slots() -> list[str]:
     """The addresses of the active cluster's workers, each once per thread of it,
     interleaved (``[a, b, a, b]`` for two workers of two threads); empty without one."""
@@ -154,17 +165,40 @@ def worker_slots() -> list[str]:
     return slots
 
 
+#: ``cache='auto'`` on a distributed cluster: the cache takes at most this share of the
+#: workers' free memory (their ``memory_limit`` less what their processes hold now).
+CLUSTER_CACHE_FRACTION = 0.5
+#: ``cache='auto'`` without a cluster (the data would be loaded into this process): at
+#: most this share of the machine's available memory...
+LOCAL_CACHE_FRACTION = 0.25
+#: ... and never more than this many bytes.
+LOCAL_CACHE_BYTES = 2 * 2**30
+#: ``cache='auto'`` does not cache a fit that reads the data at most this many times
+#: (persisting is itself a read: it would save one read at most).
+FEW_READS = 2
+
+
 def _scheduler_memory() -> int:
-    """Memory the active scheduler can hold data in (bytes)."""
+    """Bytes a cache may take now under ``cache='auto'`` (see :meth:`RowChunks.cached`).
+
+    On a distributed cluster whose workers all have a memory limit:
+    :data:`CLUSTER_CACHE_FRACTION` of their free memory (each worker's limit less the
+    memory its process holds, summed). Otherwise the data would be held in this process
+    (or on workers of unknown size): :data:`LOCAL_CACHE_FRACTION` of this machine's
+    available memory, at most :data:`LOCAL_CACHE_BYTES`.
+    """
     client = active_client()
     if client is not None:
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         limits = [int(w.get("memory_limit") or 0) for w in workers]
         if limits and all(limits):
-            return sum(limits)
+            used = [int((w.get("metrics") or {}).get("memory") or 0) for w in workers]
+            free = sum(max(0, limit - u) for limit, u in zip(limits, used, strict=True))
+            return int(CLUSTER_CACHE_FRACTION * free)
     import psutil
 
-    return int(psutil.virtual_memory().available)
+    available = int(psutil.virtual_memory().available)
+    return int(min(LOCAL_CACHE_FRACTION * available, LOCAL_CACHE_BYTES))
 
 
 def _in_process_scheduler() -> bool:
@@ -366,7 +400,7 @@ class RowChunks:
         if self.weights is None:
             return None
         w = self.weights
-        return float(w.sum().compute() if isinstance(w, da.Array) else w.sum())
+        return float(_compute(w.sum()) if isinstance(w, da.Array) else w.sum())
 
     def select(self, indices: Sequence[int]) -> RowChunks:
         """The chunks at ``indices`` (a group of a stepwise pass), sharing the data."""
@@ -472,9 +506,11 @@ class RowChunks:
             meanwhile()
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
-        for future, result in distributed_as_completed(futures, with_results=True):
-            results[index[future.key]] = result
-            observers.notify("chunks_done", 1)
+        with ClusterWatch(client) as watch:
+            for future, result in watch.completed(
+                    distributed_as_completed(futures, with_results=True)):
+                results[index[future.key]] = result
+                observers.notify("chunks_done", 1)
         return tree_reduce(results, combine, split_every)
 
     @functools.cached_property
@@ -598,11 +634,12 @@ class RowChunks:
             futures = client.compute([total, *parts])
             total_future, leaf_futures = futures[0], futures[1:]
             del futures
-            completed = distributed_as_completed(leaf_futures)
-            del leaf_futures  # each leaf is released as soon as it has been counted
-            for _ in completed:
-                observers.notify("chunks_done", 1)
-            return total_future.result()
+            with ClusterWatch(client) as watch:
+                completed = distributed_as_completed(leaf_futures)
+                del leaf_futures  # each leaf is released as soon as it has been counted
+                for _ in watch.completed(completed):
+                    observers.notify("chunks_done", 1)
+                return watch.result(total_future)
 
     def map_rows(self, func: Callable[..., np.ndarray], *args: Any,
                  n_columns: int | None, dtype: np.dtype | type) -> np.ndarray | da.Array:
@@ -625,28 +662,45 @@ class RowChunks:
         )
 
     @contextlib.contextmanager
-    def cached(self, mode: bool | str = "auto", fraction: float = 0.5) -> Iterator[RowChunks]:
-        """Hold the (normalised) chunks in memory for the duration of a fit, if they fit.
+    def cached(self, mode: bool | str = "auto", *, reads: int | None = None
+               ) -> Iterator[RowChunks]:
+        """Hold the (normalised) chunks in memory for the duration of a fit.
 
-        ``mode=True`` always persists a Dask array, ``False`` never does, and ``'auto'``
-        does when it takes at most ``fraction`` of the memory available to the active
-        scheduler (the workers' total ``memory_limit`` on a distributed cluster, the
-        machine's available memory otherwise). NumPy input is already in memory.
+        ``mode=True`` always persists a Dask array and ``False`` never does. ``'auto'``
+        persists it only when that saves reads and takes a modest share of the memory
+        free now:
+
+        * not for a fit that reads the data at most :data:`FEW_READS` (2) times
+          (``reads``: the passes the caller expects, e.g. ``max_iter + 1``; None means
+          many): persisting is a read itself, so it would save one read at most, at the
+          price of holding all the data;
+        * on a distributed cluster, when the data take at most half
+          (:data:`CLUSTER_CACHE_FRACTION`) of the workers' free memory: the sum over
+          workers of ``memory_limit`` less what the worker process holds now;
+        * without one (the data would be loaded into this process), when they take at
+          most a quarter (:data:`LOCAL_CACHE_FRACTION`) of the machine's *available*
+          memory (not its total) and at most 2 GiB (:data:`LOCAL_CACHE_BYTES`): a
+          lazily read or generated array larger than that is read in every pass.
+
+        NumPy input is already in memory.
         """
         if not self.is_dask or mode is False:
             yield self
             return
         nbytes = self.data.nbytes + (0 if self.weights is None else self.weights.nbytes)
-        if mode == "auto" and not nbytes <= fraction * _scheduler_memory():
+        if mode == "auto" and ((reads is not None and reads <= FEW_READS)
+                               or not nbytes <= _scheduler_memory()):
             yield self
             return
         client = active_client()
         persisted = self.data.persist()
         weights = None if self.weights is None else self.weights.persist()
         if client is not None:
-            from distributed import wait
+            from distributed import futures_of
 
-            wait([persisted] if weights is None else [persisted, weights])
+            with ClusterWatch(client) as watch:
+                watch.wait(futures_of([persisted] if weights is None
+                                      else [persisted, weights]))
         copy = RowChunks.__new__(RowChunks)
         state = {k: v for k, v in self.__dict__.items() if k != "_blocks"}
         copy.__dict__.update(state, data=persisted, weights=weights)
@@ -659,7 +713,7 @@ class RowChunks:
         """Gather a few rows (sorted unique indices) into memory."""
         idx = np.asarray(indices)
         if self.is_dask:
-            return np.asarray(self.data[idx].compute(), dtype=np.float64)
+            return np.asarray(_compute(self.data[idx]), dtype=np.float64)
         return np.asarray(self.data[idx], dtype=np.float64)
 
     def take_weights(self, indices: np.ndarray) -> np.ndarray | None:
@@ -668,4 +722,4 @@ class RowChunks:
             return None
         idx = np.asarray(indices)
         w = self.weights[idx]
-        return np.asarray(w.compute() if isinstance(w, da.Array) else w, dtype=np.float64)
+        return np.asarray(_compute(w) if isinstance(w, da.Array) else w, dtype=np.float64)

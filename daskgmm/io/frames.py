@@ -187,7 +187,8 @@ def _from_dask_dataframe(X: Any, columns: list | None) -> tuple[da.Array, Output
     chunks = tuple(int(c) for c in arr.chunks[0])
     if arr.chunks[1] != (len(chosen),):
         arr = arr.rechunk({1: -1})
-    return arr, OutputWrapper("dask-dataframe", int(sum(chunks)), X.index, chunks)
+    return arr, OutputWrapper("dask-dataframe", int(sum(chunks)), X.index, chunks,
+                              extra={"columns": chosen, "meta": sub._meta})
 
 
 def _from_xarray(X: Any, sample_dim: str | None) -> tuple[Any, OutputWrapper]:

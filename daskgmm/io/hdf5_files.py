@@ -4,7 +4,10 @@ No h5py handle ever goes into a Dask graph: :class:`HDF5Slicer` stores the file'
 or URL (with its storage options), the dataset name, shape and dtype, and opens the file
 read-only inside each read (h5py reads fsspec file objects for URLs). Opening checks
 that every chunk of the dataset was written (chunks never written read as the fill
-value), unless ``allow_missing_chunks``.
+value) and, where storage is allocated before it is written, that the end of the
+dataset holds more than the fill value, unless ``allow_missing_chunks``. Each read
+checks that the file is still the one opened (its modification time and size, or its
+ETag at a URL).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import numpy as np
 
 from daskgmm.errors import DataNotFoundError, DataSourceError, MissingDependencyError
 from daskgmm.io.integrity import (
+    _stamp,
     check_hdf5_complete,
+    check_hdf5_end,
+    check_unchanged,
     hdf5_allocated_chunks,
     remote_file_token,
 )
@@ -81,6 +87,14 @@ def _h5_attrs(obj: Any) -> dict:
     return out
 
 
+def _version_now(loc: Location, fobj: Any) -> tuple | None:
+    """The version of an open file as :func:`check_unchanged` compares it."""
+    if loc.is_local:
+        return stat_token(loc.path)
+    details = getattr(fobj, "details", None)
+    return _stamp(details) if isinstance(details, dict) else None
+
+
 class HDF5Slicer(ShapedArray):
     """Picklable, read-only view of an HDF5 dataset that opens the file on each read.
 
@@ -101,23 +115,31 @@ class HDF5Slicer(ShapedArray):
         under our feet is noticed.
     storage_options : dict, optional
         fsspec options for a URL.
+    version : tuple, optional
+        The file's version when it was opened (``(mtime_ns, size)`` locally, the ETag
+        or modification time at a URL); each read checks it is still the same, so a
+        file rewritten during a fit is an error rather than a mix of two data sets.
     """
 
-    __slots__ = ("dataset", "dtype", "filename", "shape", "storage_options")
+    __slots__ = ("dataset", "dtype", "filename", "shape", "storage_options", "version")
 
     def __init__(self, filename: str, dataset: str, shape: tuple[int, ...],
-                 dtype: np.dtype, storage_options: dict | None = None) -> None:
+                 dtype: np.dtype, storage_options: dict | None = None,
+                 version: tuple | None = None) -> None:
         self.filename = os.fspath(filename)
         self.dataset = dataset
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.storage_options = dict(storage_options or {})
+        self.version = tuple(version) if version else None
 
     def __getstate__(self) -> tuple:
-        return (self.filename, self.dataset, self.shape, self.dtype, self.storage_options)
+        return (self.filename, self.dataset, self.shape, self.dtype, self.storage_options,
+                self.version)
 
     def __setstate__(self, state: tuple) -> None:
-        self.filename, self.dataset, self.shape, dtype, self.storage_options = state
+        (self.filename, self.dataset, self.shape, dtype, self.storage_options,
+         self.version) = state
         self.dtype = np.dtype(dtype)
 
     def __repr__(self) -> str:
@@ -153,6 +175,7 @@ class HDF5Slicer(ShapedArray):
                     f"{dset.dtype}, was shape {self.shape} dtype {self.dtype}. Open it again."
                 )
             out = np.asarray(dset[read])
+            check_unchanged(self.version, _version_now(loc, fobj), shown)
         except KeyError:
             raise DataNotFoundError(f"{shown} no longer exists") from None
         except OSError as exc:
@@ -248,15 +271,18 @@ class HDF5Reader(Reader):
                 allocated, expected = hdf5_allocated_chunks(obj)
                 check_hdf5_complete(allocated, expected, where(loc, dataset),
                                     obj.fillvalue, allow_missing_chunks=allow_missing_chunks)
+                check_hdf5_end(obj, where(loc, dataset),
+                               allow_missing_chunks=allow_missing_chunks)
         finally:
             _close(f, fobj)
         filename = loc.path if loc.is_local else loc.url
+        version = stat_token(loc.path) if loc.is_local else remote_file_token(loc)
         return ArraySource(
             array=HDF5Slicer(filename, name, shape, dtype,
-                             None if loc.is_local else loc.storage_options),
+                             None if loc.is_local else loc.storage_options, version),
             shape=shape,
             dtype=np.dtype(dtype),
             where=where(loc, dataset),
             native_row_chunk=int(chunks[0]) if chunks else None,
-            token=stat_token(loc.path) if loc.is_local else remote_file_token(loc),
+            token=version,
         )

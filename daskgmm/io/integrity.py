@@ -4,14 +4,29 @@ Two defects of chunked storage return silently wrong results (issue 8, class 2):
 
 * **Missing chunks.** Zarr reads a chunk that was never written as the array's fill
   value, HDF5 a chunk never allocated as its fill value: a store whose writer died
-  halfway, or was copied incompletely, is fitted as if the absent rows were zeros.
-  :func:`zarr_store_state` counts the chunk objects present against the chunk grid (for
-  sharded Zarr v3 arrays: the shards) and :func:`check_complete` refuses an incomplete
-  store unless the caller opts in (stores written with ``write_empty_chunks=False``
-  legitimately omit chunks that hold only the fill value). :func:`hdf5_allocated_chunks`
-  does the same for HDF5 datasets. What is not seen: chunks missing *inside* a shard
-  that exists (a shard's index marks them empty; reading every shard's index would cost
-  a read per shard), and chunks that exist but hold wrong bytes.
+  halfway, or was copied incompletely, would be fitted as if the absent rows were zeros.
+  But zarr also leaves chunks unwritten on purpose: by default
+  (``write_empty_chunks=False``, and always for the inner chunks of a shard) a chunk
+  equal to the fill value is not stored. The rule that keeps both
+  (:func:`check_complete`): **absent chunks are accepted as the fill value when the
+  storage object holding the array's last element was written** (for a sharded array:
+  the last inner chunk, read from the last shard's index), i.e. when the writer reached
+  the end; a store whose end is absent is refused, with the count of absent chunks,
+  unless the caller opts in (``allow_missing_chunks``). Writers that stop early (a
+  killed process, an interrupted copy, an append never finished) leave the end absent;
+  a writer that wrote out of order and stopped with holes before a written end is not
+  seen. HDF5 writers store every chunk they write, so in HDF5 every unallocated chunk is
+  refused; where storage is allocated before it is written (contiguous datasets,
+  ``H5D_ALLOC_TIME_EARLY``), allocation proves nothing, and a last chunk (or the last
+  rows) holding nothing but the fill value is refused instead
+  (:func:`hdf5_end_unwritten`).
+* **Changes after opening.** The checks above see the store when it is opened; a fit
+  reads it for minutes or hours. :class:`~daskgmm.io.zarr_verified.VerifiedStore`
+  wraps the zarr store that the tasks read: every read of a chunk checks that the
+  storage object is the one listed at opening (local: modification time and size;
+  object stores: the ETag or generation), that a chunk present then is still there and
+  that one absent then is still absent, so a chunk deleted, rewritten or added mid-fit
+  (or a store regenerated) is an error, never fill values or a mix of two data sets.
 * **A stale name.** Dask names an array after a token; persisted chunks of an old
   version are reused by a cluster that sees the same name. The token computed here
   changes with the content: every storage object's size and modification time for local
@@ -37,13 +52,17 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
-from daskgmm.errors import IncompleteStoreError
+import numpy as np
+
+from daskgmm.errors import DataSourceError, IncompleteStoreError
 from daskgmm.io.locations import Location
 
 __all__ = [
     "StoreState",
     "check_complete",
+    "check_unchanged",
     "hdf5_allocated_chunks",
+    "hdf5_end_unwritten",
     "zarr_store_state",
 ]
 
@@ -68,6 +87,14 @@ class StoreState:
         Row ranges ``[start, stop)`` of the first few missing objects.
     fill_value : object
         What missing chunks read as.
+    last_written : bool or None
+        Whether the storage object holding the array's last element (for a sharded
+        array: its inner chunk) exists; None when that cannot be known.
+    last_rows : (int, int) or None
+        The rows ``[start, stop)`` of that object.
+    digests : numpy.ndarray or None
+        One 64-bit digest of every storage object's listing entry, shaped like the grid
+        (0 for an absent object), for :class:`VerifiedStore`; None when unlisted.
     """
 
     expected: int
@@ -76,6 +103,9 @@ class StoreState:
     token: tuple
     missing_rows: list[tuple[int, int]] = field(default_factory=list)
     fill_value: Any = None
+    last_written: bool | None = None
+    last_rows: tuple[int, int] | None = None
+    digests: Any = None
 
     @property
     def missing(self) -> int:
@@ -123,11 +153,17 @@ def _local_listing(root: str) -> dict[str, tuple[int, int]]:
 
 
 def _stamp(info: dict[str, Any]) -> Any:
-    """The most content-bound field an object store's listing gives for one object."""
+    """The most content-bound field an object store's listing gives for one object (the
+    same whether it comes from a listing or from asking for the object: times as
+    seconds, since some filesystems give one as a number and the other as a datetime)."""
     for name in ("ETag", "etag", "md5Hash", "generation", "content_md5", "LastModified",
                  "last_modified", "mtime", "updated", "created"):
         value = info.get(name)
         if value is not None:
+            if hasattr(value, "timestamp"):
+                value = value.timestamp()
+            if isinstance(value, float):
+                value = round(value, 6)
             return (name, str(value), info.get("size"))
     return ("size", info.get("size"))
 
@@ -142,6 +178,23 @@ def remote_file_token(loc: Location) -> tuple:
         info = {}
     stamp = _stamp(info)
     return ("fresh", uuid.uuid4().hex) if stamp[0] == "size" else stamp
+
+
+def check_unchanged(expected: tuple | None, now: tuple | None, shown: str) -> None:
+    """Refuse what was just read from a file that is no longer the one opened.
+
+    ``expected`` is the file's version when it was opened and ``now`` after the read:
+    ``(mtime_ns, size)`` of a local file (``stat_token``), :func:`remote_file_token` or
+    the stamp of an fsspec file's details at a URL. Unknown versions (an empty tuple, a
+    fresh token, None) are not compared."""
+    if not expected or not now or expected[0] == "fresh" or now[0] == "fresh":
+        return
+    if tuple(now) != tuple(expected):
+        raise DataSourceError(
+            f"{shown} changed while it was being read (it was rewritten after it was "
+            "opened), so the data read so far and the rest are not one data set. Do not "
+            "write to a file while it is being fitted or predicted; run again once it is "
+            "complete.")
 
 
 def _remote_listing(loc: Location) -> dict[str, Any] | None:
@@ -172,9 +225,96 @@ def _zip_listing(zip_path: str, prefix: str) -> dict[str, Any]:
                 for info in zf.infolist() if info.filename.startswith(prefix)}
 
 
+def _stamp_digest(stamp: Any) -> int:
+    """A non-zero 64-bit digest of one listing entry (0 means absent)."""
+    value = int.from_bytes(hashlib.blake2b(repr(stamp).encode(), digest_size=8).digest(),
+                           "little")
+    return value or 1
+
+
+class _ObjectReader:
+    """Existence and byte ranges of a zarr array's storage objects (by chunk key)."""
+
+    def __init__(self, location: Location | None, listing: dict[str, Any] | None,
+                 zip_path: str | None, zip_prefix: str) -> None:
+        self.location, self.listing = location, listing
+        self.zip_path, self.zip_prefix = zip_path, zip_prefix.strip("/")
+
+    def exists(self, key: str) -> bool | None:
+        if self.listing is not None:
+            return key in self.listing
+        if self.location is None:
+            return None
+        return self.location.join(key).exists()
+
+    def read(self, key: str, nbytes: int, *, from_end: bool) -> bytes | None:
+        """``nbytes`` bytes at the start or the end of the object ``key``."""
+        try:
+            if self.zip_path is not None:
+                name = f"{self.zip_prefix}/{key}" if self.zip_prefix else key
+                with zipfile.ZipFile(self.zip_path) as zf:
+                    data = zf.read(name)
+                return data[-nbytes:] if from_end else data[:nbytes]
+            assert self.location is not None
+            loc = self.location.join(key)
+            if loc.is_local:
+                with open(loc.path, "rb") as f:
+                    if from_end:
+                        f.seek(-nbytes, os.SEEK_END)
+                    return f.read(nbytes)
+            size = int(loc.info().get("size") or 0)
+            start = max(0, size - nbytes) if from_end else 0
+            return bytes(loc.fs.cat_file(loc.path, start=start, end=start + nbytes))
+        except (OSError, KeyError, ValueError):
+            return None
+
+
+def _sharding_codec(arr: Any) -> Any:
+    """The array's sharding codec when it is the first codec (else None)."""
+    codecs = list(getattr(arr.metadata, "codecs", ()) or ())
+    if codecs and type(codecs[0]).__name__ == "ShardingCodec":
+        return codecs[0]
+    return None
+
+
+def _last_inner_chunk(arr: Any, objects: _ObjectReader, shard_key: str
+                      ) -> tuple[bool | None, tuple[int, int]]:
+    """Whether the inner chunk holding the array's last element is in its shard's index
+    (None when the index cannot be read or decoded), and that inner chunk's rows.
+
+    The index is read as the sharding specification of Zarr v3 lays it out: for every
+    inner chunk an (offset, length) pair of unsigned 64-bit integers, both 2^64 - 1 for
+    a chunk that is absent, optionally followed by a CRC-32C checksum."""
+    codec = _sharding_codec(arr)
+    n = int(arr.shape[0])
+    inner = tuple(int(c) for c in codec.chunk_shape) if codec is not None else None
+    shard = tuple(int(b) for b in arr.shards)
+    if inner is None:
+        return None, (max(0, n - shard[0]), n)
+    local = tuple(((int(s) - 1) % sh) // c for s, sh, c in zip(arr.shape, shard, inner,
+                                                                strict=True))
+    start = ((n - 1) // inner[0]) * inner[0]
+    rows = (start, min(start + inner[0], n))
+    names = [type(c).__name__ for c in codec.index_codecs]
+    if names not in (["BytesCodec"], ["BytesCodec", "Crc32cCodec"]):
+        return None, rows
+    endian = getattr(getattr(codec.index_codecs[0], "endian", None), "value", "little")
+    per_shard = tuple(sh // c for sh, c in zip(shard, inner, strict=True))
+    table_bytes = 16 * math.prod(per_shard)
+    size = table_bytes + (4 if len(names) == 2 else 0)
+    from_end = getattr(codec.index_location, "value", "end") == "end"
+    raw = objects.read(shard_key, size, from_end=from_end)
+    if raw is None or len(raw) != size:
+        return None, rows
+    dtype = "<u8" if endian == "little" else ">u8"
+    table = np.frombuffer(raw[:table_bytes], dtype=dtype).reshape((*per_shard, 2))
+    return not bool((table[local] == np.iinfo(np.uint64).max).all()), rows
+
+
 def zarr_store_state(arr: Any, array_location: Location | None, *,
                      zip_path: str | None = None, zip_prefix: str = "") -> StoreState:
-    """List the storage of a zarr array once: chunk count and content token.
+    """List the storage of a zarr array once: chunk count, whether its end was written,
+    the content token and the per-object digests that reads verify.
 
     Parameters
     ----------
@@ -200,20 +340,32 @@ def zarr_store_state(arr: Any, array_location: Location | None, *,
         listing = _remote_listing(array_location)
     else:
         listing = None
+    encode = arr.metadata.encode_chunk_key
+    objects = _ObjectReader(array_location, listing, zip_path, zip_prefix)
+    last_key = encode(tuple(g - 1 for g in grid))
+    n = int(arr.shape[0])
+    last_rows = ((grid[0] - 1) * block[0], n)
+    last_written = objects.exists(last_key)
+    if last_written and unit == "shard":
+        last_written, last_rows = _last_inner_chunk(arr, objects, last_key)
     if listing is None:
         return StoreState(expected, None, unit, ("fresh", uuid.uuid4().hex),
-                          fill_value=fill_value)
-    encode = arr.metadata.encode_chunk_key
+                          fill_value=fill_value, last_written=last_written,
+                          last_rows=last_rows)
     present = 0
     missing_rows: list[tuple[int, int]] = []
+    digests = np.zeros(grid, dtype=np.uint64)
     for coords in product(*(range(g) for g in grid)):
-        if encode(coords) in listing:
+        stamp = listing.get(encode(coords))
+        if stamp is not None:
             present += 1
+            digests[coords] = _stamp_digest(stamp)
         elif len(missing_rows) < _SHOW_MISSING:
             start = coords[0] * block[0]
-            missing_rows.append((start, min(start + block[0], int(arr.shape[0]))))
+            missing_rows.append((start, min(start + block[0], n)))
     token = ("listing", _digest(iter(listing.items())))
-    return StoreState(expected, present, unit, token, missing_rows, fill_value)
+    return StoreState(expected, present, unit, token, missing_rows, fill_value,
+                      last_written, last_rows, digests)
 
 
 def hdf5_allocated_chunks(dset: Any) -> tuple[int, int]:
@@ -237,29 +389,53 @@ def _describe_rows(ranges: list[tuple[int, int]]) -> str:
     return ", ".join(f"rows {a}..{b - 1}" for a, b in ranges)
 
 
-def check_complete(state: StoreState, where: str, *, allow_missing_chunks: bool) -> None:
-    """Refuse a store whose storage objects are fewer than its chunk grid.
+def _fill_shown(fill: Any) -> Any:
+    return fill.item() if hasattr(fill, "item") else fill
+
+
+def check_complete(state: StoreState, where: str, *, allow_missing_chunks: bool,
+                   absent_may_be_fill: bool = True) -> None:
+    """Refuse a store whose writer did not finish.
+
+    With ``absent_may_be_fill`` (Zarr: chunks equal to the fill value are not stored by
+    default), absent chunks are accepted when the storage object holding the array's
+    last element was written, and the store is refused when it was not. Without it
+    (HDF5: every chunk written is stored), any absent chunk is refused.
 
     Raises
     ------
     IncompleteStoreError
-        Some chunks (or shards) are missing and ``allow_missing_chunks`` is False.
+        The store is refused and ``allow_missing_chunks`` is False.
     """
-    if allow_missing_chunks or state.present is None or state.missing <= 0:
+    if allow_missing_chunks:
         return
+    fill = _fill_shown(state.fill_value)
     unit = state.unit
-    fill = state.fill_value
-    fill = fill.item() if hasattr(fill, "item") else fill
     first = f" (first missing: {_describe_rows(state.missing_rows)})" if state.missing_rows \
         else ""
-    inside = (" Chunks missing inside a shard that exists are not counted (that would "
-              "need every shard's index to be read)." if unit == "shard" else "")
+    count = (f"{state.missing:,} of {state.expected:,} {unit}s were never written{first}"
+             if state.present is not None and state.missing > 0 else "")
+    if not absent_may_be_fill:
+        if not count:
+            return
+        raise IncompleteStoreError(
+            f"{where}: {count}; they would read as the fill value {fill!r} and be fitted "
+            "as data (HDF5 stores every chunk its writer wrote, so these never were). "
+            "Finish writing the file; if the absent chunks really mean the fill value, "
+            "pass allow_missing_chunks=True (YAML: data.allow_missing_chunks: true)."
+        )
+    if state.last_written is not False:
+        return  # the writer reached the end: absent chunks are chunks of the fill value
+    piece = "inner chunk" if unit == "shard" else unit
+    rows = f" ({_describe_rows([state.last_rows])})" if state.last_rows else ""
     raise IncompleteStoreError(
-        f"{where}: {state.missing:,} of {state.expected:,} {unit}s were never written"
-        f"{first}; they would read as the fill value {fill!r} and be fitted "
-        f"as data.{inside} If the store was written with write_empty_chunks=False and "
-        "absent chunks really mean the fill value, pass allow_missing_chunks=True (YAML: "
-        "data.allow_missing_chunks: true); otherwise finish writing the store."
+        f"{where}: the end of the array was never written: the {piece} holding its last "
+        f"rows{rows} is absent" + (f", and {count}" if count else "")
+        + f", so the store's writer did not finish. Absent chunks would read as the fill "
+        f"value {fill!r} and be fitted as data. Finish writing the store; if absent chunks "
+        "really mean the fill value (zarr does not store chunks equal to it, "
+        "write_empty_chunks=False), pass allow_missing_chunks=True (YAML: "
+        "data.allow_missing_chunks: true)."
     )
 
 
@@ -267,4 +443,56 @@ def check_hdf5_complete(allocated: int, expected: int, where: str, fill_value: A
                         allow_missing_chunks: bool) -> None:
     """Refuse an HDF5 dataset with chunks never written (see :func:`check_complete`)."""
     state = StoreState(expected, allocated, "chunk", (), [], fill_value)
-    check_complete(state, where, allow_missing_chunks=allow_missing_chunks)
+    check_complete(state, where, allow_missing_chunks=allow_missing_chunks,
+                   absent_may_be_fill=False)
+
+
+#: Rows read at opening to check the end of a contiguous HDF5 dataset.
+_END_ROWS = 1024
+
+
+def hdf5_end_unwritten(dset: Any) -> tuple[int, int] | None:
+    """The rows ``[start, stop)`` of a dataset's end when they hold nothing but the fill
+    value in storage that was allocated before it was written (a contiguous dataset, or
+    chunks allocated early); None otherwise.
+
+    There allocation does not show that the data were written, so the content of the
+    end stands in: the last chunk (or the last tenth of a contiguous dataset, at most
+    1,024 rows) of a writer that finished is unlikely to hold only the fill value."""
+    import h5py
+
+    plist = dset.id.get_create_plist()
+    layout = plist.get_layout()
+    n = int(dset.shape[0]) if dset.shape else 0
+    if n == 0 or layout == h5py.h5d.COMPACT:
+        return None
+    if layout == h5py.h5d.CHUNKED:
+        if plist.get_alloc_time() != h5py.h5d.ALLOC_TIME_EARLY:
+            return None
+        start = ((n - 1) // int(dset.chunks[0])) * int(dset.chunks[0])
+    else:
+        start = n - min(_END_ROWS, max(1, n // 10))
+    end = np.asarray(dset[start:n])
+    fill = dset.fillvalue
+    try:
+        only_fill = bool(np.all(end == fill) or (np.isnan(fill) and np.isnan(end).all()))
+    except TypeError:
+        only_fill = bool(np.all(end == fill))
+    return (start, n) if only_fill else None
+
+
+def check_hdf5_end(dset: Any, where: str, *, allow_missing_chunks: bool) -> None:
+    """Refuse a dataset whose end looks never written (:func:`hdf5_end_unwritten`)."""
+    if allow_missing_chunks:
+        return
+    rows = hdf5_end_unwritten(dset)
+    if rows is None:
+        return
+    fill = _fill_shown(dset.fillvalue)
+    raise IncompleteStoreError(
+        f"{where}: its last rows ({_describe_rows([rows])}) hold nothing but the fill "
+        f"value {fill!r} in storage allocated before it was written, so the data look "
+        "never written (a writer that stopped early). Finish writing the file; if those "
+        "rows really are the fill value, pass allow_missing_chunks=True (YAML: "
+        "data.allow_missing_chunks: true)."
+    )

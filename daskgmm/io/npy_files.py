@@ -8,6 +8,7 @@ one range per column for Fortran-ordered files).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -19,7 +20,7 @@ from daskgmm.errors import (
     InvalidDataError,
     MissingDependencyError,
 )
-from daskgmm.io.integrity import remote_file_token
+from daskgmm.io.integrity import check_unchanged, remote_file_token
 from daskgmm.io.locations import Location, parse_location, redact_url
 from daskgmm.io.reader_base import (
     ArraySource,
@@ -52,23 +53,29 @@ class NpySlicer(ShapedArray):
     shape : tuple of int
     dtype : numpy.dtype
     fortran_order : bool
+    version : tuple, optional
+        ``(mtime_ns, size)`` when the file was opened; each read checks it is unchanged
+        (a file rewritten during a fit is an error, not a mix of two data sets).
     """
 
-    __slots__ = ("dtype", "filename", "fortran_order", "offset", "shape")
+    __slots__ = ("dtype", "filename", "fortran_order", "offset", "shape", "version")
 
     def __init__(self, filename: str, offset: int, shape: tuple[int, ...], dtype: np.dtype,
-                 fortran_order: bool = False) -> None:
+                 fortran_order: bool = False, version: tuple | None = None) -> None:
         self.filename = os.fspath(filename)
         self.offset = int(offset)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.fortran_order = bool(fortran_order)
+        self.version = tuple(version) if version else None
 
     def __getstate__(self) -> tuple:
-        return (self.filename, self.offset, self.shape, self.dtype, self.fortran_order)
+        return (self.filename, self.offset, self.shape, self.dtype, self.fortran_order,
+                self.version)
 
     def __setstate__(self, state: tuple) -> None:
-        self.filename, self.offset, self.shape, dtype, self.fortran_order = state
+        (self.filename, self.offset, self.shape, dtype, self.fortran_order,
+         self.version) = state
         self.dtype = np.dtype(dtype)
 
     def __repr__(self) -> str:
@@ -100,6 +107,7 @@ class NpySlicer(ShapedArray):
                     "Open it again."
                 )
             out = np.array(mm[read])  # copy out of the map
+            check_unchanged(self.version, stat_token(self.filename), repr(self.filename))
         finally:
             mmap_obj = getattr(mm, "_mmap", None)
             del mm
@@ -126,26 +134,37 @@ class NpyRangeSlicer(ShapedArray):
     shape : tuple of int
     dtype : numpy.dtype
     fortran_order : bool
+    version : tuple, optional
+        :func:`~daskgmm.io.integrity.remote_file_token` when the file was opened; where
+        it is a real stamp (an ETag...), each read checks it is unchanged.
+
+    Every response must hold exactly the bytes asked for: a server that ignores the
+    ``Range`` header (it answers 200 with the whole file, e.g. Python's
+    ``http.server``) or a short answer is an error, never data read from the wrong
+    offset.
     """
 
-    __slots__ = ("dtype", "fortran_order", "offset", "shape", "storage_options", "url")
+    __slots__ = ("dtype", "fortran_order", "offset", "shape", "storage_options", "url",
+                 "version")
 
     def __init__(self, url: str, storage_options: dict | None, offset: int,
-                 shape: tuple[int, ...], dtype: np.dtype, fortran_order: bool = False) -> None:
+                 shape: tuple[int, ...], dtype: np.dtype, fortran_order: bool = False,
+                 version: tuple | None = None) -> None:
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.offset = int(offset)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.fortran_order = bool(fortran_order)
+        self.version = tuple(version) if version else None
 
     def __getstate__(self) -> tuple:
         return (self.url, self.storage_options, self.offset, self.shape, self.dtype,
-                self.fortran_order)
+                self.fortran_order, self.version)
 
     def __setstate__(self, state: tuple) -> None:
         (self.url, self.storage_options, self.offset, self.shape, dtype,
-         self.fortran_order) = state
+         self.fortran_order, self.version) = state
         self.dtype = np.dtype(dtype)
 
     def __repr__(self) -> str:
@@ -158,13 +177,18 @@ class NpyRangeSlicer(ShapedArray):
         count = stop - start
         if not self.fortran_order or len(self.shape) == 1:
             row_bytes = width * item
-            data = fs.cat_file(path, start=self.offset + start * row_bytes,
-                               end=self.offset + stop * row_bytes)
+            begin = self.offset + start * row_bytes
+            data = fs.cat_file(path, start=begin, end=self.offset + stop * row_bytes)
+            check_range_answer(data, begin, count * row_bytes, self.url)
             flat = np.frombuffer(data, dtype=self.dtype, count=count * width)
             return flat.reshape((count, *self.shape[1:]))
         starts = [self.offset + (j * n + start) * item for j in range(width)]
         ends = [s + count * item for s in starts]
         parts = fs.cat_ranges([path] * width, starts, ends)
+        for begin, part in zip(starts, parts, strict=True):
+            if isinstance(part, BaseException):
+                raise part
+            check_range_answer(part, begin, count * item, self.url)
         cols = [np.frombuffer(p, dtype=self.dtype, count=count) for p in parts]
         block = np.stack(cols, axis=1) if cols else np.empty((count, 0), self.dtype)
         # column j is the F-order flattening of the trailing axes
@@ -179,6 +203,10 @@ class NpyRangeSlicer(ShapedArray):
         start, stop = (rows.start, rows.stop) if isinstance(rows, slice) else (rows, rows + 1)
         try:
             block = self._rows(loc.fs, loc.path, start, stop)
+            if self.version and self.version[0] != "fresh":
+                check_unchanged(self.version, remote_file_token(loc), repr(loc.display))
+        except DataSourceError:
+            raise
         except FileNotFoundError:
             raise DataNotFoundError(
                 f"No such file or store: {loc.display!r} (it was there when the array was "
@@ -191,6 +219,42 @@ class NpyRangeSlicer(ShapedArray):
         rest = (slice(None),) if isinstance(rows, slice) else (0,)
         out = block[rest + tuple(read[1:])]
         return out[post] if post is not None else out
+
+
+def _no_ranges(url: str) -> DataSourceError:
+    return DataSourceError(
+        f"The server of {redact_url(url)!r} ignores byte-range requests (it sends the "
+        "whole file when asked for a part), so the .npy file cannot be read chunk by "
+        "chunk: every chunk would download all of it. Download the file and open the "
+        "local copy, or serve it from a server that supports Range requests.")
+
+
+def check_range_answer(data: bytes, start: int, nbytes: int, url: str) -> None:
+    """Refuse a range answer that is not exactly the ``nbytes`` asked for at ``start``:
+    longer means the server ignored the range (the bytes start at 0, not at ``start``),
+    shorter that the file is shorter than its header says."""
+    if len(data) == nbytes:
+        return
+    if len(data) > nbytes:
+        raise _no_ranges(url)
+    raise DataSourceError(
+        f"Cannot read {redact_url(url)!r}: asked for {nbytes:,} bytes at offset "
+        f"{start:,}, got {len(data):,}; the file is shorter than its header says "
+        "(truncated, or rewritten since it was opened).")
+
+
+def refuse_servers_ignoring_ranges(loc: Location, offset: int, shape: tuple[int, ...],
+                                   dtype: np.dtype) -> None:
+    """Ask for one byte of the data before any work; refuse a server that answers with
+    more (it ignores ``Range``)."""
+    if not math.prod(shape) or not dtype.itemsize:
+        return
+    try:
+        data = loc.fs.cat_file(loc.path, start=offset, end=offset + 1)
+    except (OSError, ValueError):
+        return  # reading the data reports it
+    if len(data) > 1:
+        raise _no_ranges(loc.url)
 
 
 def _read_remote_header(loc: Location) -> tuple[int, tuple[int, ...], np.dtype, bool]:
@@ -262,13 +326,14 @@ class NpyReader(Reader):
             fortran = bool(mm.flags.f_contiguous and not mm.flags.c_contiguous)
         finally:
             del mm
+        version = stat_token(path)
         return ArraySource(
-            array=NpySlicer(path, offset, shape, dtype, fortran),
+            array=NpySlicer(path, offset, shape, dtype, fortran, version),
             shape=shape,
             dtype=np.dtype(dtype),
             where=where(loc, None),
             native_row_chunk=None,
-            token=stat_token(path),
+            token=version,
         )
 
     def _locate_remote(self, loc: Location) -> ArraySource:
@@ -290,12 +355,14 @@ class NpyReader(Reader):
                 f"{loc.display!r} holds Python objects (dtype object), not numbers; daskgmm "
                 "needs a float32 or float64 array of shape (n_samples, n_features)."
             )
+        refuse_servers_ignoring_ranges(loc, offset, shape, dtype)
+        version = remote_file_token(loc)
         return ArraySource(
             array=NpyRangeSlicer(loc.url, loc.storage_options, offset, shape, dtype,
-                                 fortran),
+                                 fortran, version),
             shape=shape,
             dtype=dtype,
             where=where(loc, None),
             native_row_chunk=None,
-            token=remote_file_token(loc),
+            token=version,
         )

@@ -166,8 +166,9 @@ def parquet_layout(path: str | os.PathLike | Location, columns: list[str] | None
     DataNotFoundError
         No file, or a named column does not exist (the message lists the columns).
     InvalidDataError
-        A named column is not numeric, the files disagree on a column's type, or no
-        numeric column exists.
+        A named column is not numeric or named twice, no numeric column exists, or the
+        files disagree on the feature columns (one lacks a column, holds it twice or as
+        a non-numeric type, or has numeric columns the first file has not).
     """
     pq = _pyarrow()
     check_chunk_rows(chunk_rows)
@@ -175,6 +176,7 @@ def parquet_layout(path: str | os.PathLike | Location, columns: list[str] | None
     files, token = _list_files(loc)
     fs = loc.fs
     schema = None
+    schemas: list[Any] = []
     sizes: list[list[int]] = []
     for f in files:
         try:
@@ -190,11 +192,13 @@ def parquet_layout(path: str | os.PathLike | Location, columns: list[str] | None
             ) from None
         if schema is None:
             schema = file_schema
+        schemas.append(file_schema)
         sizes.append([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
     assert schema is not None
     names = tuple(schema.names)
+    types = {f.name: f.type for f in schema}  # (a duplicated name is refused below)
     if columns is None:
-        chosen = tuple(n for n in names if _numeric(schema.field(n).type))
+        chosen = tuple(n for n in names if _numeric(types[n]))
         if not chosen:
             raise InvalidDataError(
                 f"{loc.display!r} has no numeric column; its columns are "
@@ -208,15 +212,17 @@ def parquet_layout(path: str | os.PathLike | Location, columns: list[str] | None
             raise DataNotFoundError(
                 f"{loc.display!r} has no column {', '.join(map(repr, unknown))}; its "
                 f"columns are {', '.join(map(repr, names))}.")
-        bad = [c for c in chosen if not _numeric(schema.field(c).type)]
+        if len(set(chosen)) != len(chosen):
+            raise InvalidDataError(f"columns names a column more than once: {list(chosen)}; "
+                                   "name each feature column once.")
+        bad = [c for c in chosen if not _numeric(types[c])]
         if bad:
             raise InvalidDataError(
                 f"{where(loc, None)}: column(s) "
-                + ", ".join(f"{c!r} ({schema.field(c).type})" for c in bad)
+                + ", ".join(f"{c!r} ({types[c]})" for c in bad)
                 + " are not numeric; choose integer or float feature columns (columns=).")
-        if len(set(chosen)) != len(chosen):
-            raise ValueError(f"columns has duplicates: {list(chosen)}")
-    all_f32 = all(str(schema.field(c).type) == "float" for c in chosen)
+    _check_schemas(loc, files, schemas, chosen, by_default=columns is None)
+    all_f32 = all(str(types[c]) == "float" for c in chosen)
     dtype = np.dtype(np.float32 if all_f32 else np.float64)
     limit = (int(chunk_rows) if chunk_rows is not None
              else max(1, int(target_chunk_bytes) // (len(chosen) * dtype.itemsize)))
@@ -241,6 +247,47 @@ def parquet_layout(path: str | os.PathLike | Location, columns: list[str] | None
         raise InvalidDataError(f"{loc.display!r} holds no rows; it needs at least one sample.")
     return ParquetLayout(loc, tuple(files), tuple(pieces), tuple(chunks), chosen, dtype,
                          names, token, schema)
+
+
+def _check_schemas(loc: Location, files: list[str], schemas: list[Any],
+                   chosen: tuple[str, ...], *, by_default: bool) -> None:
+    """Refuse a table whose feature columns are not the same in every file: a chosen
+    column missing from a file, named twice in one, of a non-numeric type in one, or
+    (when the features are every numeric column) a numeric column some files lack or
+    hold as another type."""
+    first = _shown(loc, files[0])
+    for file, schema in zip(files, schemas, strict=True):
+        shown = _shown(loc, file)
+        names = list(schema.names)
+        for c in chosen:
+            count = names.count(c)
+            if count > 1:
+                raise InvalidDataError(
+                    f"{loc.display!r}: column {c!r} appears {count} times in {shown!r}; a "
+                    "feature column needs a unique name. Rename the columns, or choose "
+                    "others with columns=.")
+            if count == 0:
+                raise InvalidDataError(
+                    f"{loc.display!r}: the files disagree on the columns: {shown!r} has no "
+                    f"column {c!r}, which {first!r} has. Every file of a table needs the "
+                    "feature columns; rewrite the odd files, or choose columns they all "
+                    "have (columns=).")
+            kind = schema.field(c).type
+            if not _numeric(kind):
+                raise InvalidDataError(
+                    f"{loc.display!r}: the files disagree on the columns: {c!r} is {kind} "
+                    f"in {shown!r} but numeric in {first!r}. Every file needs numeric "
+                    "feature columns; rewrite the odd files, or choose other columns "
+                    "(columns=).")
+        if by_default:
+            extra = [f.name for f in schema if _numeric(f.type) and f.name not in chosen]
+            if extra:
+                raise InvalidDataError(
+                    f"{loc.display!r}: the files disagree on the columns: {shown!r} has "
+                    f"numeric column(s) {', '.join(map(repr, extra))} that are not numeric "
+                    f"columns of {first!r}, so the features (every numeric column) differ "
+                    "from file to file. Choose the feature columns with columns=, or "
+                    "rewrite the odd files.")
 
 
 def _shown(loc: Location, file: str) -> str:
@@ -268,6 +315,12 @@ def _read_piece(loc: Location, file: str, groups: tuple[int, ...], columns: tupl
         raise DataSourceError(
             f"{_shown(loc, file)!r} changed since it was opened (row groups {list(groups)} "
             f"hold {table.num_rows} rows, not {n_rows}); open it again.")
+    odd = [f"{name!r} ({table.schema.field(name).type})" for name in columns
+           if not _numeric(table.schema.field(name).type)]
+    if odd:
+        raise DataSourceError(
+            f"{_shown(loc, file)!r} changed since it was opened: column(s) {', '.join(odd)} "
+            "are no longer numeric; open it again.")
     out = np.empty((n_rows, len(columns)), dtype=dtype)
     for j, name in enumerate(columns):
         col = table.column(name)

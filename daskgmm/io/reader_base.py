@@ -63,8 +63,13 @@ def where(location: Location | str, dataset: str | None) -> str:
 
 
 def suffix(location: Location | str) -> str:
-    """Lower-case extension of the last path component (``.zarr``, ``.h5``...)."""
+    """Lower-case extension of the last path component (``.zarr``, ``.h5``...), without
+    a URL's query string or fragment (``x.npy?sig=...`` is a ``.npy``)."""
     path = location.path if isinstance(location, Location) else os.fspath(location)
+    if "://" in path or (isinstance(location, Location) and not location.is_local):
+        from urllib.parse import urlsplit
+
+        path = urlsplit(path).path if "://" in path else path.split("?", 1)[0]
     return os.path.splitext(path.rstrip("/\\"))[1].lower()
 
 

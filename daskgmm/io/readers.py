@@ -201,9 +201,10 @@ def open_array(path: str | os.PathLike, dataset: str | None = None,
     columns : list of str, optional
         Parquet only: the feature columns (default: every numeric column).
     allow_missing_chunks : bool, default False
-        Accept a Zarr or HDF5 store whose chunks are fewer than its chunk grid (absent
-        chunks read as the fill value). Needed for stores written with
-        ``write_empty_chunks=False``; by default such a store is refused.
+        Accept a store whose writer looks unfinished: a Zarr array whose last chunk is
+        absent (absent chunks elsewhere are accepted anyway: zarr does not store chunks
+        equal to the fill value), an HDF5 dataset with unallocated chunks or an end of
+        fill values in storage allocated early. Absent chunks read as the fill value.
     target_chunk_bytes : int, default 64 MiB
         Chunk size aimed at when ``chunk_rows`` is None
         (:data:`daskgmm.io.chunking.DEFAULT_CHUNK_BYTES`).
@@ -224,7 +225,8 @@ def open_array(path: str | os.PathLike, dataset: str | None = None,
         No reader recognises ``path`` (the message lists the supported formats), the
         store is unreadable or corrupt, or ``dataset`` is ambiguous or names a group.
     IncompleteStoreError
-        Chunks of the array were never written and ``allow_missing_chunks`` is False.
+        The store's writer did not finish (see ``allow_missing_chunks``) and
+        ``allow_missing_chunks`` is False.
     MissingDependencyError
         The URL's filesystem library is not installed (the message names the extra).
     InvalidDataError

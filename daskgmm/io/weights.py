@@ -110,7 +110,8 @@ def open_sample_weight(path: str | os.PathLike | Location, *, dataset: str | Non
     storage_options : dict, optional
         Options of the URL's filesystem.
     allow_missing_chunks : bool, default False
-        Accept a Zarr or HDF5 array with chunks that were never written.
+        Accept a Zarr or HDF5 array whose writer looks unfinished (see
+        :func:`daskgmm.io.readers.open_array`).
 
     Returns
     -------

@@ -3,16 +3,18 @@
 Local directories are read through ``zarr.storage.LocalStore``, URLs through zarr's
 ``FsspecStore`` (read-only), zip files through ``ZipStore``. The zarr array goes into
 the Dask graph and pickles as its store's description, so each worker opens the store
-itself. Opening lists the array's storage once (:mod:`daskgmm.io.integrity`): chunks
-that were never written are refused unless ``allow_missing_chunks``, and the listing's
-sizes, modification times or ETags name the Dask array, so rewriting the data changes
-its name. Where nothing can be listed (plain HTTP), each read checks that the chunks
-it needs exist instead, and the array gets a fresh name at every open.
+itself. Opening lists the array's storage once (:mod:`daskgmm.io.integrity`): a store
+whose end was never written is refused unless ``allow_missing_chunks`` (absent chunks
+elsewhere are zarr's chunks of the fill value), and the listing's sizes, modification
+times or ETags name the Dask array, so rewriting the data changes its name. The tasks
+read through a :class:`~daskgmm.io.zarr_verified.VerifiedStore`, which checks every
+chunk read against that listing (a chunk deleted, added or rewritten after opening is
+an error). Where nothing can be listed (plain HTTP), only the end is checked, by asking
+for the last chunk, and the array gets a fresh name at every open.
 """
 
 from __future__ import annotations
 
-import math
 import zipfile
 from typing import Any
 
@@ -21,7 +23,6 @@ import numpy as np
 from daskgmm.errors import (
     DataNotFoundError,
     DataSourceError,
-    IncompleteStoreError,
     MissingDependencyError,
 )
 from daskgmm.io.integrity import check_complete, zarr_store_state
@@ -29,7 +30,6 @@ from daskgmm.io.locations import Location
 from daskgmm.io.reader_base import (
     ArraySource,
     Reader,
-    ShapedArray,
     choose_default,
     format_listing,
     output_dtype,
@@ -48,55 +48,6 @@ def _zarr_error(loc: Location, exc: BaseException) -> DataSourceError:
         f"Cannot read the zarr store {loc.display!r}: it is unreadable or corrupt "
         f"({type(exc).__name__}: {loc.scrub(str(exc))})."
     )
-
-
-class CheckedZarrArray(ShapedArray):
-    """A zarr array whose reads first check that the storage objects they need exist.
-
-    Used where the store cannot be listed (plain HTTP): a missing chunk raises
-    :class:`~daskgmm.errors.IncompleteStoreError` instead of reading as the fill value.
-    One existence check per storage object read.
-    """
-
-    def __init__(self, array: Any, location: Location, where: str) -> None:
-        self.array = array
-        self.location = location
-        self.where = where
-        self.shape = tuple(int(s) for s in array.shape)
-        self.dtype = np.dtype(array.dtype)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        rows = key[0] if isinstance(key, tuple) else key
-        if isinstance(rows, slice):
-            start, stop, _ = rows.indices(self.shape[0])
-            self._check_rows(start, stop)
-        return self.array[key]
-
-    def _check_rows(self, start: int, stop: int) -> None:
-        shards = getattr(self.array, "shards", None)
-        block = tuple(int(b) for b in (shards or self.array.chunks))
-        unit = "shard" if shards else "chunk"
-        if stop <= start:
-            return
-        first, last = start // block[0], (stop - 1) // block[0]
-        col_blocks = [range(math.ceil(s / b)) for s, b in zip(self.shape[1:], block[1:],
-                                                                strict=True)]
-        encode = self.array.metadata.encode_chunk_key
-        from itertools import product
-
-        for r in range(first, last + 1):
-            for rest in product(*col_blocks):
-                key = encode((r, *rest))
-                if not self.location.join(key).exists():
-                    lo = r * block[0]
-                    raise IncompleteStoreError(
-                        f"{self.where}: the {unit} {key!r} (rows {lo}.."
-                        f"{min(lo + block[0], self.shape[0]) - 1}) was never written; it "
-                        f"would read as the fill value {self.array.fill_value!r}. If the "
-                        "store was written with write_empty_chunks=False, pass "
-                        "allow_missing_chunks=True (YAML: data.allow_missing_chunks: "
-                        "true); otherwise finish writing the store."
-                    )
 
 
 class _ZarrReaderBase(Reader):
@@ -175,9 +126,7 @@ class _ZarrReaderBase(Reader):
         except Exception as exc:
             raise _zarr_error(loc, exc) from None
         check_complete(state, shown, allow_missing_chunks=allow_missing_chunks)
-        readable: Any = arr
-        if state.present is None and not allow_missing_chunks:
-            readable = CheckedZarrArray(arr, loc.join(dataset or ""), shown)
+        readable = self._verified(store, arr, dataset, state, shown, loc)
         return ArraySource(
             array=readable,
             shape=tuple(int(s) for s in arr.shape),
@@ -186,6 +135,37 @@ class _ZarrReaderBase(Reader):
             native_row_chunk=native_rows,
             token=(arr.metadata.zarr_format, state.token),
         )
+
+
+    def _zip_path(self, loc: Location) -> str | None:
+        """The zip file holding the store (zip stores only)."""
+        return None
+
+    def _verified(self, store: Any, arr: Any, dataset: str | None, state: Any, shown: str,
+                  loc: Location) -> Any:
+        """``arr`` read through a :class:`~daskgmm.io.zarr_verified.VerifiedStore` (every
+        chunk read checked against the listing made at opening), when it was listed."""
+        if state.digests is None:
+            return arr
+        import zarr
+
+        from daskgmm.io.zarr_verified import verified_store
+
+        wrapped = verified_store(store, arr, dataset or "", state.digests, shown,
+                                 self._zip_path(loc))
+        try:
+            return zarr.open_array(store=wrapped, path=dataset or "", mode="r")
+        except Exception as exc:
+            raise _zarr_error(loc, exc) from None
+
+
+def _has_query(location: Location) -> bool:
+    """Whether a URL carries a query string (``?...``) after its path."""
+    if location.is_local:
+        return False
+    from urllib.parse import urlsplit
+
+    return bool(urlsplit(location.original.split("::")[0]).query)
 
 
 class ZarrDirectoryReader(_ZarrReaderBase):
@@ -198,6 +178,10 @@ class ZarrDirectoryReader(_ZarrReaderBase):
 
     def sniff(self, location: Location) -> bool:
         if location.is_local and not location.isdir():
+            return False
+        if _has_query(location):
+            # A store's keys are paths below it; behind a query string (a signed URL of
+            # one file) "x.npy?sig=...&/zarr.json" would be the file itself again.
             return False
         return any(location.join(name).isfile() for name in _METADATA_NAMES)
 
@@ -251,3 +235,6 @@ class ZarrZipReader(_ZarrReaderBase):
 
     def _state(self, loc: Location, dataset: str | None, arr: Any) -> Any:
         return zarr_store_state(arr, None, zip_path=loc.path, zip_prefix=dataset or "")
+
+    def _zip_path(self, loc: Location) -> str | None:
+        return loc.path

@@ -148,6 +148,7 @@ class MixtureInput:
             array = X[wrap.extra["columns"]]
         if isinstance(array, da.Array):
             array = self._validate_dask(array, reset=reset)
+            _check_names_like_sklearn(self, wrap, array.shape[1], reset=reset)
         else:
             array = validate_data(self, array, reset=reset, dtype=[np.float64, np.float32],
                                   ensure_min_samples=2 if reset else 1)
@@ -183,16 +184,12 @@ class MixtureInput:
             )
         if reset:
             self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
         elif n_features != self.n_features_in_:
             raise InvalidDataError(
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
         return X
-
-    # -- the plan's settings -----------------------------------------------------------
     def _em_options(self) -> EMOptions:
         return EMOptions(self.tol, self.max_iter, self.split_every, self.dtype)
 
@@ -248,7 +245,8 @@ class MixtureInput:
         with observers.observe(*([printer] if printer is not None else [])):
             observers.notify("fit_started", info)
             try:
-                with chunks.cached(self.cache) as cached:
+                # a fit reads the data max_iter times, and once more to start
+                with chunks.cached(self.cache, reads=self.max_iter + 1) as cached:
                     result = run_plan(cached, plan)
             finally:
                 observers.notify("fit_finished")
@@ -602,7 +600,7 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
         from daskgmm.serialize.model_files import SavedModel
 
         check_is_fitted(self)
-        self._check_saveable()
+        self._check_consistent_shapes()
         params: dict[str, Any] = {}
         notes: list[str] = []
         for name, value in self.get_params(deep=False).items():
@@ -639,7 +637,9 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
             fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
         arrays = {name: np.array(getattr(self, name), dtype=np.float64)
                   for name in self._saved_arrays()}
-        return SavedModel(type(self).__name__, params, fitted, arrays, notes)
+        saved = SavedModel(type(self).__name__, params, fitted, arrays, notes)
+        self._check_saveable(saved)
+        return saved
 
     def _saved_arrays(self) -> tuple[str, ...]:
         return (*self._fitted_arrays, "lower_bounds_")
@@ -647,8 +647,34 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
     def _extra_fitted_scalars(self) -> dict[str, Any]:
         return {}
 
-    def _check_saveable(self) -> None:
-        """Refuse to write a model whose parameters contradict its fitted arrays."""
+    def _check_saveable(self, saved: Any) -> None:
+        """Refuse to write a model that :func:`daskgmm.load` would refuse.
+
+        The state dict goes, in memory, through load's own checks: those of the file
+        format (:func:`daskgmm.serialize.model_files.round_trip`: fitted values, finite
+        arrays...) and those of the class (``_from_saved``: its parameter table, array
+        shapes, weights summing to 1, covariances positive definite and matching their
+        Cholesky factors, feature names...). One validation for saving and loading.
+        """
+        from daskgmm.errors import ModelFormatError
+        from daskgmm.serialize.model_files import round_trip
+
+        cls = type(self)
+        try:
+            cls._from_saved(round_trip(saved, expected_arrays=lambda name, fitted:
+                                       cls._saved_array_names(fitted)),
+                            "<the model being saved>")
+        except ModelFormatError as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise InvalidParameterError(
+                f"Refusing to save this {cls.__name__}: daskgmm.load would refuse it "
+                f"({problem}). Set back the parameters or fitted attributes that were "
+                "changed after fitting, or refit, before saving."
+            ) from None
+
+    def _check_consistent_shapes(self) -> None:
+        """Refuse to write a model whose parameters contradict its fitted arrays (with
+        the remedy: set the parameter back)."""
         from daskgmm.engine import covariance as cov_types
 
         K = len(np.atleast_1d(self.weights_))
@@ -742,74 +768,23 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
         return tags
 
     # ----------------------------------------------------------------------------------
-    # input validation
+    # input of a fitted model
     # ----------------------------------------------------------------------------------
-    def _chunks(self, X: Any, *, reset: bool, sample_weight: Any = None,
-                sample_dim: str | None = None) -> RowChunks:
-        return self._input(X, reset=reset, sample_weight=sample_weight,
-                           sample_dim=sample_dim)[0]
-
-    def _input(self, X: Any, *, reset: bool, sample_weight: Any = None,
-               sample_dim: str | None = None) -> tuple[RowChunks, Any]:
-        """The validated row chunks of an input, and how to wrap per-row outputs."""
-        from daskgmm.io.frames import as_array
-
-        _refuse_other_namespaces(X)
-        if sample_dim is None:
-            sample_dim = getattr(self, "_sample_dim", None)
-        array, wrap = as_array(X, sample_dim=sample_dim if _is_xarray(X) else None)
-        if wrap.kind == "pandas" and hasattr(X, "columns"):
-            # scikit-learn records the feature names of DataFrames (and checks them).
-            array = X[wrap.extra["columns"]]
-        if isinstance(array, da.Array):
-            array = self._validate_dask(array, reset=reset)
-        else:
-            array = validate_data(self, array, reset=reset, dtype=[np.float64, np.float32],
-                                  ensure_min_samples=2 if reset else 1)
-        return RowChunks(array, self.chunk_rows, weights=_as_weights(sample_weight)), wrap
-
     def _fitted_chunks(self, X: Any, sample_dim: str | None) -> tuple[RowChunks, Any]:
         check_is_fitted(self)
         return self._input(X, reset=False, sample_dim=sample_dim)
 
-    def _validate_dask(self, X: da.Array, *, reset: bool) -> da.Array:
-        if X.ndim != 2:
-            raise InvalidDataError(
-                f"Expected a 2-D array of shape (n_samples, n_features), got a {X.ndim}-D "
-                f"array of shape {X.shape}. Reshape it: "
-                + ("X.reshape(-1, 1) for one feature." if X.ndim < 2
-                   else "X.reshape(len(X), -1) to flatten the trailing axes.")
-            )
-        if np.isnan(X.shape[0]):
-            raise InvalidDataError(
-                "The dask array has unknown chunk sizes; call X.compute_chunk_sizes() first."
-            )
-        kind = X.dtype.kind
-        if kind not in "biuf":
-            raise InvalidDataError(
-                f"Expected a numeric (integer or float) array, got dtype {X.dtype}. Convert "
-                "the data with X.astype('float64') if the values are numbers."
-            )
-        if kind != "f" or X.dtype.itemsize not in (4, 8):
-            X = X.astype(np.float64)
-        n_samples, n_features = X.shape
-        minimum = 2 if reset else 1
-        if n_samples < minimum or n_features < 1:
-            raise InvalidDataError(
-                f"Found array with {n_samples} sample(s) and {n_features} feature(s) "
-                f"(shape={X.shape}) while a minimum of {minimum} sample(s) and 1 feature "
-                "is required."
-            )
-        if reset:
-            self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            raise InvalidDataError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return X
+
+
+def _check_names_like_sklearn(estimator: Any, wrap: Any, n_features: int, *,
+                              reset: bool) -> None:
+    """Record (``reset``) or check the feature names of Dask input as scikit-learn does
+    for pandas: a Dask DataFrame's columns become ``feature_names_in_``, and predicting
+    columns of other names or in another order is refused (a Dask array has no names).
+    scikit-learn's own check runs on an empty stand-in with the input's columns."""
+    stand_in = (wrap.extra["meta"] if wrap.kind == "dask-dataframe"
+                else np.empty((0, n_features)))
+    validate_data(estimator, stand_in, reset=reset, skip_check_array=True)
 
 
 def _refuse_other_namespaces(X: Any) -> None:

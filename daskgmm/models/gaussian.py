@@ -243,7 +243,10 @@ class GaussianMixture(BaseMixture):
         statistics are still accumulated in float64.
     cache : {'auto', True, False}, default='auto'
         Hold a Dask array in (cluster) memory during the fit so later passes skip the
-        reads: ``'auto'`` does so when it takes at most half the memory available.
+        reads: ``'auto'`` does so when the fit reads the data more than twice and they
+        take at most half of the workers' free memory on a cluster (without one, a
+        quarter of the available memory and at most 2 GiB; see
+        :meth:`daskgmm.engine.passes.RowChunks.cached`).
     checkpoint_dir : str or path, default=None
         Write a checkpoint of the EM state here every ``checkpoint_every`` iterations,
         and resume from the checkpoint found here (see

@@ -22,14 +22,26 @@ What a checkpoint must match to be resumed:
   (CRC-32 of the bytes), and the first pass of a resumed fit does the same and refuses
   other data (one changed value anywhere) before any M-step.
 
+The file carries a SHA-256 checksum of its content (canonical JSON), so a value edited
+by hand or damaged on disk -- a mean changed by 0.001, ``"digest": null`` to switch the
+data check off -- is refused; it guards against accidents, not against someone who
+recomputes the checksum. Each fit writing checkpoints marks them with a random run id,
+and before every write checks that the file there is still its own (or the one it
+resumed from): a second fit writing to the same ``checkpoint_dir`` is detected at its
+first write or at the other's next one, and refused instead of silently replacing the
+other's checkpoints. A stepwise checkpoint's group statistics must be present exactly
+where the walk through the groups says they are.
+
 Loading never executes code and refuses, with :class:`~daskgmm.errors.CheckpointError`
 naming the file and what to do, anything damaged, foreign, oversized or inconsistent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +61,12 @@ from daskgmm.serialize.schema import (
     decode_float,
     encode_float,
     parse_json,
+    read_bounded,
 )
 
 FILENAME = "checkpoint.json"
 FORMAT = "daskgmm-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -79,6 +92,25 @@ def _state_to_json(cand: Candidate) -> dict[str, Any]:
         "converged": cand.converged,
         "active": cand.active,
     }
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    """The checkpoint's content without its checksum, as canonical JSON."""
+    content = {k: v for k, v in body.items() if k != "checksum"}
+    return json.dumps(content, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def seal(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with the checksum of its content (the last field written)."""
+    body["checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
+    return body
+
+
+def is_sealed(body: dict[str, Any]) -> bool:
+    """Whether ``body`` holds the checksum of its content."""
+    checksum = body.get("checksum")
+    return isinstance(checksum, str) and checksum == hashlib.sha256(
+        _canonical(body)).hexdigest()
 
 
 def _digest_only(X: np.ndarray, weights: np.ndarray | None, row_start: int) -> PassResult:
@@ -112,6 +144,8 @@ class Checkpointer:
         #: moments behind the Bayesian mixture's priors), saved with the states and
         #: read back (before the states) by :meth:`load`.
         self.extra: dict[str, Any] = {}
+        self._run = uuid.uuid4().hex  # marks this fit's checkpoints
+        self._expected_run: str | None = None  # the run of the checkpoint file there now
         if self.location.isfile():
             raise CheckpointError(
                 f"checkpoint_dir {self.location.display} is a file, not a directory; give "
@@ -146,6 +180,7 @@ class Checkpointer:
         body = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "run": self._run,
             "fingerprint": self.fingerprint,
             "iteration": int(iteration),
             "digest": self._digest,
@@ -155,11 +190,38 @@ class Checkpointer:
             body["stepwise"] = _stepwise_to_json(stepwise)
         if self.extra:
             body["extra"] = self.extra
+        text = json.dumps(seal(body)).encode("utf-8")
+        self._refuse_another_fits_checkpoint()
         target = self.location.join(FILENAME)
         if target.is_local:
             os.makedirs(self.location.path, exist_ok=True)
-        write_file_atomic(target, json.dumps(body).encode("utf-8"))
+        write_file_atomic(target, text)
+        self._expected_run = self._run
         return self.path
+
+    def _refuse_another_fits_checkpoint(self) -> None:
+        """Refuse to replace a checkpoint another fit wrote since this one looked (two
+        fits sharing a ``checkpoint_dir`` would destroy each other's checkpoints)."""
+        try:
+            found = read_checkpoint_bytes(self.location)
+            body = parse_json(found) if found is not None else None
+        except (CheckpointError, ValueError):
+            return  # damaged or unreadable: nothing to keep, the write replaces it
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            return
+        run = body.get("run")
+        if run in (self._run, self._expected_run):
+            return
+        other = body.get("fingerprint")
+        diff = (_differences(other.get("config"), self.fingerprint["config"])
+                if isinstance(other, dict) else "")
+        settings = ("with the same settings" if diff in ("", "differs") and isinstance(
+            other, dict) and other == self.fingerprint else f"with other settings ({diff})")
+        raise CheckpointError(
+            f"another fit {settings} is writing checkpoints to {self.directory}: the "
+            f"checkpoint there (iteration {body.get('iteration')!r}) is not this fit's. "
+            "Two fits must not share a checkpoint_dir; give each its own, and rerun this "
+            "one.")
 
     # -- reading -----------------------------------------------------------------------
     def load(self, model_for: Callable[[int], Any]) -> Resumed | None:
@@ -192,6 +254,12 @@ class Checkpointer:
                 f"{where} has format version {body.get('format_version')!r}; this daskgmm "
                 f"reads version {FORMAT_VERSION}. Delete it to start afresh."
             )
+        if not is_sealed(body):
+            raise CheckpointError(
+                f"{where} does not match its checksum: it was edited or damaged after it "
+                "was written. A checkpoint is resumed only as it was written; delete it "
+                "to start afresh."
+            )
         saved = body.get("fingerprint")
         saved = saved if isinstance(saved, dict) else {}
         for section, what in (("estimator", "another estimator"), ("data", "other data"),
@@ -203,10 +271,13 @@ class Checkpointer:
                     "of the original run, or delete the checkpoint to start afresh."
                 )
         try:
-            return self._parse(body, model_for)
+            resumed = self._parse(body, model_for)
         except Exception as exc:  # anything in a damaged file: never a raw traceback
             raise CheckpointError(f"{where} is damaged ({exc}); delete it to start "
                                   "afresh.") from None
+        run = body.get("run")
+        self._expected_run = run if isinstance(run, str) else None
+        return resumed
 
     def _parse(self, body: dict[str, Any], model_for: Callable[[int], Any]) -> Resumed:
         iteration = body["iteration"]
@@ -221,6 +292,9 @@ class Checkpointer:
         if not isinstance(extra, dict):
             raise ValueError("extra is not an object")
         self.extra = extra
+        if digest is None and "stepwise" not in body:
+            # Batch EM digests the data in its first pass, before any checkpoint.
+            raise ValueError("it holds no digest of the data")
         raw_states = body["states"]
         if not isinstance(raw_states, list) or not raw_states:
             raise ValueError("no candidate states")
@@ -256,6 +330,8 @@ class Checkpointer:
             stepwise = _stepwise_from_json(body["stepwise"], candidates, D)
             if stepwise.passes != iteration:
                 raise ValueError("stepwise passes differ from the iteration")
+            _check_stepwise_walk(stepwise,
+                                 self.fingerprint["config"].get("algorithm") == "incremental")
         return Resumed(iteration, candidates, digest, stepwise)
 
     def verify_data(self, chunks: RowChunks, digest: str | None, split_every: int) -> None:
@@ -358,6 +434,38 @@ def _stepwise_from_json(raw: Any, candidates: list[Candidate], n_features: int) 
     )
 
 
+def _check_stepwise_walk(state: Any, incremental: bool) -> None:
+    """Refuse stepwise statistics missing, or present, where the walk through the groups
+    (``passes``, ``position``, ``order``) says otherwise (a value that would stop the
+    resumed fit with a TypeError, or silently drop a group)."""
+    n_groups = len(state.order) if state.order else (len(state.groups[0])
+                                                     if state.groups else 0)
+    if any(len(row) != n_groups for row in state.groups):
+        raise ValueError("stepwise groups of unequal lengths")
+    if state.position >= max(n_groups, 1) or (
+            state.order and sorted(state.order) != list(range(n_groups))):
+        raise ValueError(f"stepwise position {state.position} or order {state.order[:8]}"
+                         " is not a walk through the groups")
+    for i, row in enumerate(state.groups):
+        if not incremental:
+            if any(s is not None for s in row) or state.totals[i] is not None:
+                raise ValueError("online EM state holds group statistics")
+            if (state.running[i] is None) != (state.updates == 0):
+                raise ValueError(f"candidate {i} has no running statistics")
+            continue
+        if state.passes > 0:
+            seen = set(range(n_groups))
+        else:
+            seen = set(state.order[:state.position])
+        for g, stats in enumerate(row):
+            if (stats is None) == (g in seen):
+                raise ValueError(f"group {g} of candidate {i} "
+                                 + ("has no statistics though it was read"
+                                    if stats is None else "has statistics before it is read"))
+        if (state.totals[i] is None) != (not seen):
+            raise ValueError(f"candidate {i} has {'no ' if not seen else ''}totals")
+
+
 def _differences(saved: Any, current: Any) -> str:
     if not isinstance(saved, dict) or not isinstance(current, dict):
         return f"checkpoint has {str(saved)[:80]!r}, now {str(current)[:80]!r}"
@@ -390,7 +498,7 @@ def read_checkpoint_bytes(directory: Any, storage_options: dict | None = None
                                       f"the {MAX_JSON_BYTES:,} accepted); delete it to start "
                                       "the fit afresh.")
             with open(loc.path, "rb") as handle:
-                return handle.read(MAX_JSON_BYTES + 1)
+                return read_bounded(handle, MAX_JSON_BYTES)
         except OSError as exc:
             raise CheckpointError(f"{shown} is damaged or unreadable ({exc.strerror or exc}); "
                                   "delete it to start the fit afresh.") from None
@@ -401,7 +509,7 @@ def read_checkpoint_bytes(directory: Any, storage_options: dict | None = None
                                   f"{MAX_JSON_BYTES:,} accepted); delete it to start the fit "
                                   "afresh.")
         with loc.open("rb") as handle:
-            return handle.read(MAX_JSON_BYTES + 1)
+            return read_bounded(handle, MAX_JSON_BYTES)
     except FileNotFoundError:
         return None
     except CheckpointError:

@@ -63,16 +63,22 @@ from daskgmm.serialize.schema import (
     encode_float,
     npy_header_shape,
     parse_json,
+    read_bounded,
     read_json,
 )
 
 __all__ = ["ARRAYS_FILE", "FORMAT", "FORMAT_VERSION", "METADATA_FILE", "SavedModel",
-           "failure", "read_model", "write_model"]
+           "failure", "read_model", "round_trip", "write_model"]
 
 FORMAT = "daskgmm-model"
 FORMAT_VERSION = 2
 METADATA_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"
+#: A member of arrays.npz may inflate to at most this many times its compressed size
+#: (plus :data:`INFLATION_SLACK` bytes): daskgmm stores them uncompressed, so what a
+#: model file makes daskgmm allocate is bounded by the file's size on disk.
+MAX_INFLATION = 4
+INFLATION_SLACK = 64 * 2**10
 #: Prefix of the names of array-valued parameters in arrays.npz.
 PARAM_PREFIX = "param:"
 #: Fitted scalars every daskgmm mixture has.
@@ -180,42 +186,11 @@ def _check_local_target(target: Path, overwrite: bool) -> None:
         )
 
 
-def write_model(saved: SavedModel, path: str | os.PathLike[str], *,
-                overwrite: bool = False, extra_metadata: dict[str, Any] | None = None,
-                storage_options: dict[str, Any] | None = None) -> Path | str:
-    """Write a model directory (see the module docstring).
-
-    Parameters
-    ----------
-    saved : SavedModel
-        What to write (an estimator's state dict: ``BaseMixture._to_saved``).
-    path : path-like or str
-        The directory to create: a local path (its parent must exist) or a URL.
-    overwrite : bool
-        Replace an existing model there (never anything that is not a daskgmm model
-        directory, nor a non-empty directory).
-    extra_metadata : dict, optional
-        JSON-serialisable information stored under ``"metadata"``.
-    storage_options : dict, optional
-        For URLs: the filesystem's options (credentials are never written).
-
-    Returns
-    -------
-    pathlib.Path or str
-        The absolute path (or the URL) written.
-
-    Raises
-    ------
-    FileExistsError
-        The target exists and may not be replaced.
-    TypeError
-        A parameter or ``extra_metadata`` cannot be stored as JSON.
-    """
+def _encode(saved: SavedModel, extra_metadata: dict[str, Any] | None
+            ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``model.json``'s content and the arrays of ``arrays.npz`` for ``saved``."""
     from daskgmm import __version__
-    from daskgmm.io.locations import is_url
-    from daskgmm.io.storage import atomic_output_directory
 
-    # Everything is converted and serialised before anything touches the disk.
     arrays: dict[str, np.ndarray] = {}
     params: dict[str, Any] = {}
     for name, value in saved.params.items():
@@ -247,12 +222,79 @@ def write_model(saved: SavedModel, path: str | os.PathLike[str], *,
                 f"extra_metadata must be a dict, got {type(extra_metadata).__name__}."
             )
         meta["metadata"] = extra_metadata
+    return meta, arrays
+
+
+def round_trip(saved: SavedModel, *, expected_arrays: Any = None) -> SavedModel:
+    """What :func:`read_model` would return for the files :func:`write_model` would
+    write for ``saved``, without touching any disk: the reader's every check runs on
+    the encoded content (one validation for saving and loading).
+
+    Raises
+    ------
+    daskgmm.errors.ModelFormatError
+        With ``problem``: what the reader would refuse.
+    TypeError
+        A value cannot be stored as JSON.
+    """
+    meta, arrays = _encode(saved, None)
+    try:
+        text = json.dumps(meta, allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        raise TypeError(f"Cannot save the model: {exc}") from exc
+    reader = _Reader("<the model being saved>", None, expected_arrays,
+                     memory=(json.loads(text), arrays))
+    return reader.read()
+
+
+def write_model(saved: SavedModel, path: str | os.PathLike[str], *,
+                overwrite: bool = False, extra_metadata: dict[str, Any] | None = None,
+                storage_options: dict[str, Any] | None = None) -> Path | str:
+    """Write a model directory (see the module docstring).
+
+    Parameters
+    ----------
+    saved : SavedModel
+        What to write (an estimator's state dict: ``BaseMixture._to_saved``).
+    path : path-like or str
+        The directory to create: a local path (its parent must exist) or a URL.
+    overwrite : bool
+        Replace an existing model there (never anything that is not a daskgmm model
+        directory, nor a non-empty directory).
+    extra_metadata : dict, optional
+        JSON-serialisable information stored under ``"metadata"``.
+    storage_options : dict, optional
+        For URLs: the filesystem's options (credentials are never written).
+
+    Returns
+    -------
+    pathlib.Path or str
+        The absolute path (or the URL) written.
+
+    Raises
+    ------
+    FileExistsError
+        The target exists and may not be replaced.
+    TypeError
+        A parameter or ``extra_metadata`` cannot be stored as JSON.
+    """
+    from daskgmm.io.locations import is_url
+    from daskgmm.io.storage import atomic_output_directory
+
+    # Everything is converted, serialised and checked before anything touches the disk.
+    meta, arrays = _encode(saved, extra_metadata)
     try:
         text = json.dumps(meta, indent=2, allow_nan=False, default=_json_default) + "\n"
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"Cannot save the model: extra_metadata is not JSON-serialisable ({exc})."
         ) from exc
+    try:  # what the reader would refuse is never written
+        _Reader("<the model being saved>", None, memory=(json.loads(text), arrays)).read()
+    except ModelFormatError as exc:
+        raise ModelFormatError(
+            f"Refusing to save a model that could not be loaded back: {exc.problem}."
+        ) from None
 
     if is_url(path):
         target: Path | str = os.fspath(path)
@@ -281,8 +323,14 @@ class _Reader:
 
     def __init__(self, path: str | os.PathLike[str],
                  storage_options: dict[str, Any] | None = None,
-                 expected_arrays: Any = None) -> None:
+                 expected_arrays: Any = None, *,
+                 memory: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
+                 ) -> None:
         self.expected_arrays = expected_arrays
+        self.memory = memory  # (model.json's content, the arrays): no files are read
+        if memory is not None:
+            self.remote, self.location, self.path = False, None, os.fspath(path)
+            return
         from daskgmm.io.locations import is_url, parse_location
 
         self.remote = is_url(path)
@@ -291,8 +339,10 @@ class _Reader:
                      else Path(os.path.abspath(os.fspath(path))))
 
     def fail(self, what: str, hint: str) -> ModelFormatError:
-        return ModelFormatError(f"Cannot load a daskgmm model from {self.path}: {what}. "
-                                f"{hint}")
+        error = ModelFormatError(f"Cannot load a daskgmm model from {self.path}: {what}. "
+                                 f"{hint}")
+        error.problem = what
+        return error
 
     def damaged(self, what: str) -> ModelFormatError:
         return self.fail(what, "The model directory is damaged; save the model again.")
@@ -335,18 +385,21 @@ class _Reader:
     def _read_json(self) -> Any:
         if self.remote:
             with self.location.join(METADATA_FILE).open("rb") as handle:
-                return parse_json(handle.read(MAX_JSON_BYTES + 1))
+                return parse_json(read_bounded(handle, MAX_JSON_BYTES))
         return read_json(Path(self.path) / METADATA_FILE)
 
     def read_metadata(self) -> dict[str, Any]:
-        self._check_directory()
-        try:
-            meta = self._read_json()
-        except OSError as exc:
-            raise self.fail(f"model.json cannot be read ({exc})",
-                            "Check the file's permissions.") from exc
-        except ValueError as exc:
-            raise self.damaged(f"model.json: {exc}") from exc
+        if self.memory is not None:
+            meta = self.memory[0]
+        else:
+            self._check_directory()
+            try:
+                meta = self._read_json()
+            except OSError as exc:
+                raise self.fail(f"model.json cannot be read ({exc})",
+                                "Check the file's permissions.") from exc
+            except ValueError as exc:
+                raise self.damaged(f"model.json: {exc}") from exc
         if not isinstance(meta, dict):
             raise self.damaged("model.json does not hold a JSON object")
         fmt = meta.get("format")
@@ -428,6 +481,34 @@ class _Reader:
                     f"model.json declares array {name!r} of shape {tuple(spec['shape'])}, "
                     f"larger than any array of a model with its number of components and "
                     f"features ({max_elements:,} values at most)")
+        if self.memory is not None:
+            arrays = self._members_in_memory(declared, required)
+        else:
+            arrays = self._read_archive(declared, required)
+        for name, array in arrays.items():
+            if _checksum(array) != declared[name]["sha256"]:
+                raise self.fail(
+                    f"damaged: arrays.npz does not match the checksums in model.json "
+                    f"(array {name!r})",
+                    "The files were modified or corrupted; save the model again.",
+                )
+            if not np.isfinite(array).all():
+                raise self.damaged(f"{name} holds NaN or infinite values")
+        return {name: array.astype(np.float64, copy=False) for name, array in arrays.items()}
+
+    def _members_in_memory(self, declared: dict[str, Any], required: set[str]
+                           ) -> dict[str, np.ndarray]:
+        arrays = {name: a for name, a in self.memory[1].items() if name in required}
+        if set(arrays) != required:
+            raise self.damaged(f"the arrays {sorted(required - set(arrays))} are missing")
+        for name, array in arrays.items():
+            spec = declared[name]
+            if list(array.shape) != spec["shape"] or array.dtype.str != spec["dtype"]:
+                raise self.damaged(f"array {name!r} does not have its declared shape")
+        return arrays
+
+    def _read_archive(self, declared: dict[str, Any], required: set[str]
+                      ) -> dict[str, np.ndarray]:
         location = self.location.join(ARRAYS_FILE)
         try:
             present = location.isfile()
@@ -453,22 +534,12 @@ class _Reader:
             raise self.damaged("arrays.npz is not an .npz (zip) archive")
         try:
             with location.open("rb") as handle, zipfile.ZipFile(handle) as archive:
-                arrays = self._read_members(archive, declared, required)
+                return self._read_members(archive, declared, required)
         except ModelFormatError:
             raise
         except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
             raise self.damaged(
                 f"arrays.npz cannot be read ({type(exc).__name__}: {exc})") from exc
-        for name, array in arrays.items():
-            if _checksum(array) != declared[name]["sha256"]:
-                raise self.fail(
-                    f"damaged: arrays.npz does not match the checksums in model.json "
-                    f"(array {name!r})",
-                    "The files were modified or corrupted; save the model again.",
-                )
-            if not np.isfinite(array).all():
-                raise self.damaged(f"{name} holds NaN or infinite values")
-        return {name: array.astype(np.float64, copy=False) for name, array in arrays.items()}
 
     def _read_members(self, archive: zipfile.ZipFile, declared: dict[str, Any],
                       required: set[str]) -> dict[str, np.ndarray]:
@@ -482,6 +553,15 @@ class _Reader:
                 parts.append(f"unexpected {sorted(stored - required)}")
             raise self.damaged("arrays.npz does not hold the arrays model.json declares ("
                                + ", ".join(parts) + ")")
+        for name in sorted(required):
+            info = members[name]
+            # np.savez stores its members uncompressed: a member that would inflate far
+            # beyond its size on disk is refused before a byte of it is decompressed.
+            if info.file_size > MAX_INFLATION * info.compress_size + INFLATION_SLACK:
+                raise self.damaged(
+                    f"arrays.npz member {name!r} would inflate from {info.compress_size:,} "
+                    f"to {info.file_size:,} bytes; daskgmm writes its arrays uncompressed, "
+                    "so this archive was not written by daskgmm (a decompression bomb?)")
         arrays = {}
         for name in sorted(required):
             spec = declared[name]
@@ -575,6 +655,10 @@ def read_model(path: str | os.PathLike[str],
 
 def failure(path: str | os.PathLike[str], what: str, hint: str = "The model directory is "
             "damaged; save the model again.") -> ModelFormatError:
-    """The error of a model that the estimator class refuses (see :func:`read_model`)."""
-    where = path if isinstance(path, str) and "://" in path else os.path.abspath(path)
-    return ModelFormatError(f"Cannot load a daskgmm model from {where}: {what}. {hint}")
+    """The error of a model that the estimator class refuses (see :func:`read_model`);
+    its ``problem`` attribute is ``what``."""
+    where = (path if isinstance(path, str) and ("://" in path or path.startswith("<"))
+             else os.path.abspath(path))
+    error = ModelFormatError(f"Cannot load a daskgmm model from {where}: {what}. {hint}")
+    error.problem = what
+    return error

@@ -90,6 +90,21 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_JSON_BYTES,
         raise ValueError(f"it is not valid JSON ({exc})") from None
 
 
+def read_bounded(handle: Any, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """At most ``max_bytes + 1`` bytes of a binary stream, read block by block (a single
+    ``read(max_bytes + 1)`` would allocate the whole limit first, 256 MiB for every
+    model or checkpoint read)."""
+    parts = []
+    left = max_bytes + 1
+    while left > 0:
+        block = handle.read(min(left, 2**20))
+        if not block:
+            break
+        parts.append(block)
+        left -= len(block)
+    return b"".join(parts)
+
+
 def read_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES,
               max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse a JSON file with the limits of :func:`parse_json`.
@@ -105,7 +120,7 @@ def read_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES,
     if size > max_bytes:
         raise ValueError(f"it is {size:,} bytes, more than the {max_bytes:,} accepted")
     with open(path, "rb") as handle:
-        raw = handle.read(max_bytes + 1)
+        raw = read_bounded(handle, max_bytes)
     return parse_json(raw, max_bytes=max_bytes, max_depth=max_depth)
 
 
