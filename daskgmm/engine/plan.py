@@ -54,7 +54,7 @@ from daskgmm.engine.em import (
     mark_degenerate,
     run_em,
 )
-from daskgmm.engine.estep import Components, estep_statistics, make_plan
+from daskgmm.engine.estep import Components, check_finite_block, estep_statistics, make_plan
 from daskgmm.engine.passes import PassPart, RowChunks, one_blas_thread
 from daskgmm.engine.starts import (
     KMeansCache,
@@ -67,7 +67,7 @@ from daskgmm.engine.starts import (
     sample_rows,
     start_states,
 )
-from daskgmm.engine.survey import Moments, Survey, digest_part, survey
+from daskgmm.engine.survey import Moments, Sample, Survey, digest_part, survey
 from daskgmm.errors import CheckpointError, InvalidDataError
 
 __all__ = ["FitPlan", "ModelSpec", "PlanResult", "criterion_values", "run_plan"]
@@ -460,6 +460,22 @@ class _Run:
                    else (), reads=self.reads)
         return candidates
 
+    def gather(self, indices: np.ndarray) -> Survey:
+        """A survey of just the rows at ``indices`` (sorted, unique), read from the
+        chunks that hold them (counted as a start's reads)."""
+        chunks = self.chunks
+        starts = np.array([a for a, _ in chunks.row_bounds])
+        touched = len(np.unique(np.searchsorted(starts, indices, side="right")))
+        self.reads.add("init", touched)
+        rows = chunks.take_rows(indices)
+        if not np.isfinite(rows).all():
+            first = int(indices[np.argmin(np.isfinite(rows).all(axis=1))])
+            start, stop = next(b for b in chunks.row_bounds if b[0] <= first < b[1])
+            block = np.zeros((stop - start, self.D))
+            block[first - start] = rows[np.argmin(np.isfinite(rows).all(axis=1))]
+            check_finite_block(block, start)
+        return Survey(self.n, self.D, float(self.n), Sample(indices, rows, None))
+
     def fresh(self) -> list[Candidate]:
         plan, options, chunks = self.plan, self.options, self.chunks
         specs = plan.specs
@@ -468,12 +484,17 @@ class _Run:
         weighted = chunks.weights is not None
         draws = [None if spec.given is not None
                  else draw_sample(spec.init, spec.n_components, self.n, self.D,
-                                  spec.random_state, weighted)
+                                  spec.random_state, weighted, spec.n_init)
                  for spec in specs]
         uniform = [d.indices for d in draws if d is not None and d.indices is not None]
         by_weight = [(d.seed, d.size) for d in draws if d is not None and d.indices is None]
         moments = any(spec.needs_moments for spec in specs)
-        if uniform or by_weight or moments:
+        few = all(d is None or d.points for d in draws) and not moments
+        if uniform and few and checkpointer is None:
+            # Only a few rows (random rows as the components): read where they lie.
+            self.survey = self.gather(np.unique(np.concatenate(uniform)))
+            self.check = DataCheck()
+        elif uniform or by_weight or moments:
             indices = np.unique(np.concatenate(uniform)) if uniform else None
             self.reads.add("survey", chunks.n_chunks)
             self.survey, digests = survey(chunks, indices=indices, moments=moments,

@@ -307,6 +307,9 @@ class SampleRequest:
     indices: np.ndarray | None = None
     seed: int | None = None
     size: int = 0
+    #: ``'random_from_data'``: ``indices`` are the rows of every restart in turn (in
+    #: draw order), ``points`` each; a few rows, read where they lie.
+    points: int = 0
 
 
 @dataclass(frozen=True)
@@ -319,15 +322,21 @@ class SampleRows:
     rows: np.ndarray
     weights: np.ndarray | None
     whole: bool
+    points: int = 0
 
 
 def draw_sample(method: str, n_components: int, n_samples: int, n_features: int,
-                rng: np.random.RandomState, weighted: bool) -> SampleRequest | None:
+                rng: np.random.RandomState, weighted: bool, n_init: int = 1
+                ) -> SampleRequest | None:
     """The sample a start of ``n_components`` asks for (None for starts that need no
     sample): uniformly drawn rows, or, for weighted data larger than the sample, rows
-    drawn in proportion to their weights."""
+    drawn in proportion to their weights; ``'random_from_data'`` on unweighted data
+    draws just its rows, ``n_components`` per restart."""
     if method == "random":
         return None
+    if method == "random_from_data" and not weighted:
+        draws = [sample_indices(n_samples, n_components, rng) for _ in range(n_init)]
+        return SampleRequest(indices=np.concatenate(draws), points=n_components)
     size = sample_size(n_components, n_features)
     if weighted and size < n_samples:
         return SampleRequest(seed=int(rng.randint(np.iinfo(np.int32).max)), size=size)
@@ -341,7 +350,8 @@ def sample_rows(request: SampleRequest, survey: Any) -> SampleRows:
         return SampleRows(("weighted", request.seed, request.size), rows, None, False)
     rows, weights = survey.sample.take(request.indices)
     key = hashlib.sha256(request.indices.tobytes()).hexdigest()
-    return SampleRows(key, rows, weights, len(request.indices) == survey.n_samples)
+    return SampleRows(key, rows, weights, len(request.indices) == survey.n_samples,
+                      request.points)
 
 
 @dataclass
@@ -369,6 +379,10 @@ def start_states(method: str, model: Any, n_init: int, rng: np.random.RandomStat
         return [Pending(model, first, seed=int(rng.randint(np.iinfo(np.int32).max)))
                 for _ in range(n_init)]
     rows, weights = sample.rows, sample.weights
+    if method == "random_from_data" and sample.points:
+        return [_points_state(model, rows[r * K:(r + 1) * K],
+                              None if weights is None else weights[r * K:(r + 1) * K])
+                for r in range(n_init)]
     if len(_nonzero(weights, len(rows))) < K:
         raise InvalidDataError(
             f"only {len(_nonzero(weights, len(rows)))} rows have a non-zero sample weight, "
