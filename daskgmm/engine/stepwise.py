@@ -212,15 +212,19 @@ class _Stepwise:
         self.total_weight = float(total_weight)
         self.state = state
         self._groups: list[list[int]] = []
+        self._steps: list[int] = []
         self._number = 0
 
     @property
     def n_groups(self) -> int:
-        """Steps in a pass (one per group of chunks)."""
-        return len(self._groups)
+        """Steps in a pass."""
+        return sum(self._steps)
 
     def _partition(self, chunks: RowChunks, candidates: Sequence[Any]) -> list[list[int]]:
-        return partition(chunks.n_chunks, self.options.batch_chunks)
+        """The groups of chunks, and :attr:`_steps`: the steps each is read in."""
+        groups = partition(chunks.n_chunks, self.options.batch_chunks)
+        self._steps = [1] * len(groups)
+        return groups
 
     def begin(self, chunks: RowChunks, candidates: Sequence[Any]) -> None:
         self._groups = self._partition(chunks, candidates)
@@ -240,22 +244,39 @@ class _Stepwise:
                 running=[None] * C, pass_ll=[0.0] * C, pass_n=[0.0] * C)
 
     def walk(self, chunks: RowChunks, number: int) -> Iterator[tuple[int, RowChunks, Any]]:
+        """The steps of pass ``number`` from where the pass stands: the groups in an
+        order shuffled per pass, each read once (ahead, during the previous group's
+        last step) and stepped through in :attr:`_steps` parts of its rows."""
         state = self.state
         self._number = number
         if state.position == 0:
             state.order = [int(g) for g in np.random.default_rng(
                 [self.options.seed, number]).permutation(len(self._groups))]
-        ahead: list[RowChunks] = []
+        load = self._loader(chunks)
         slots = worker_slots()  # where each group's chunks are read, once per pass
-        while state.position < len(self._groups):
-            position = state.position
-            g = state.order[position]
-            current = ahead.pop() if ahead else chunks.prefetch(self._groups[g], slots)
-            # The next group's chunks are read after this group's E-step.
-            read_ahead = (None if position + 1 == len(self._groups) else functools.partial(
-                _read_ahead, ahead, chunks.prefetch, self._groups[state.order[position + 1]],
-                slots))
-            yield position, current, read_ahead
+        ahead: list[RowChunks] = []
+        position = 0
+        for k, g in enumerate(state.order):
+            m = self._steps[g]
+            if position + m <= state.position:
+                position += m
+                continue
+            group = ahead.pop() if ahead else load(self._groups[g], slots)
+            first = True
+            for j in range(m):
+                if position < state.position:
+                    position += 1
+                    continue
+                read_ahead = (functools.partial(
+                    _read_ahead, ahead, load, self._groups[state.order[k + 1]], slots)
+                    if j == m - 1 and k + 1 < len(state.order) else None)
+                yield position, group.rows_part(j, m, first=first), read_ahead
+                first = False
+                position += 1
+
+    def _loader(self, chunks: RowChunks) -> Any:
+        """How a group's chunks are read: ahead on a cluster, else when used."""
+        return chunks.prefetch
 
     def on_group(self, active: Sequence[Any], stats: Sequence[Stats], position: int
                  ) -> None:
@@ -367,39 +388,8 @@ class Online(_Stepwise):
             done += rows
         return groups
 
-    @property
-    def n_groups(self) -> int:
-        """Steps in a pass."""
-        return sum(self._steps)
-
-    def walk(self, chunks: RowChunks, number: int) -> Iterator[tuple[int, RowChunks, Any]]:
-        state = self.state
-        self._number = number
-        if state.position == 0:
-            state.order = [int(g) for g in np.random.default_rng(
-                [self.options.seed, number]).permutation(len(self._groups))]
-        slots = worker_slots()
-        ahead: list[RowChunks] = []
-        position = 0
-        for k, g in enumerate(state.order):
-            m = self._steps[g]
-            if position + m <= state.position:
-                position += m
-                continue
-            group = ahead.pop() if ahead else chunks.resident(self._groups[g], slots)
-            first = True
-            for j in range(m):
-                if position < state.position:
-                    position += 1
-                    continue
-                # The next group's chunks are read during this group's last step.
-                read_ahead = (functools.partial(
-                    _read_ahead, ahead, chunks.resident, self._groups[state.order[k + 1]],
-                    slots)
-                    if j == m - 1 and k + 1 < len(state.order) else None)
-                yield position, group.rows_part(j, m, first=first), read_ahead
-                first = False
-                position += 1
+    def _loader(self, chunks: RowChunks) -> Any:
+        return chunks.resident  # held in memory while EM steps through its rows
 
     def _step(self, cand: Any, canon: Stats, position: int) -> None:
         state, i = self.state, cand.index
