@@ -8,9 +8,13 @@ Run from the repository root with the project's virtualenv (on a quiet machine):
 For each K, a Zarr dataset (N rows, D features, a K-component mixture, ``--chunk-rows``
 rows per chunk) is fitted out of core on a LocalCluster (2 worker processes x 1 thread) by
 ``GaussianMixture(algorithm='batch' | 'incremental' | 'online')``, full covariances, all
-three from the same start, computed from a 50,000-row sample: with ``--start kmeans`` (the
-default) the start a default fit gets (k-means centres, the clusters' shares and the
-inverses of their covariances); with ``--start cold``, K random rows as means, equal
+three from the same start: with ``--start default`` (the default) the start a default
+``GaussianMixture`` computes (``init_params='kmeans'``: the best of several k-means++
+runs on its sample, then the hard assignment over all the data), with ``--start robust``
+that of ``init_params='robust'``; computed here from a 50,000-row sample, with ``--start
+kmeans`` one k-means++ run's (k-means centres, the clusters' shares and the inverses of
+their covariances: a default fit's start before the fit plan); with ``--start cold``, K
+random rows as means, equal
 weights and every precision the inverse of the data's covariance. Incremental and
 online EM walk the chunks in groups of ``--batch-chunks`` chunks (one per worker: a group
 is one parallel step), so a pass has ``n_chunks / batch_chunks`` M-steps.
@@ -90,8 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="batch EM stops when its bound changes less than this in a pass")
     p.add_argument("--stepwise-passes", type=int, default=None,
                    help="passes of incremental and online EM (default 10; --quick 4)")
-    p.add_argument("--start", choices=("kmeans", "cold"), default="kmeans",
-                   help="initial parameters of all three algorithms (default kmeans)")
+    p.add_argument("--start", choices=("default", "robust", "kmeans", "cold"),
+                   default="default",
+                   help="initial parameters of all three algorithms: the estimator's own "
+                        "start (default: init_params='kmeans'; robust: 'robust'), or "
+                        "those computed here from a sample (kmeans: one k-means++ run, "
+                        "the start a default fit got before the fit plan; cold)")
     p.add_argument("--data-dir", default="bench-data")
     p.add_argument("--out", default="bench-out")
     p.add_argument("--quick", action="store_true")
@@ -146,6 +154,22 @@ def score(X: Any, client: Any, weights: np.ndarray, means: np.ndarray,
         return float(gm.score(X))
 
 
+def estimator_start(X: Any, client: Any, k: int, init_params: str
+                    ) -> dict[str, np.ndarray]:
+    """The start ``GaussianMixture(k, init_params=...)`` computes (a fit with
+    ``max_iter=0``: its survey and, for 'kmeans', the assignment pass), as initial
+    parameters."""
+    from daskgmm import GaussianMixture
+
+    gm = GaussianMixture(k, covariance_type="full", max_iter=0, init_params=init_params,
+                         random_state=data.SEED, cache=False)
+    with client.as_current(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm.fit(X)
+    return {"weights_init": gm.weights_, "means_init": gm.means_,
+            "precisions_init": gm.precisions_}
+
+
 def passes_within(curve: list[float], reference: float, tol: float) -> int | None:
     """First pass whose value is within ``tol`` below ``reference`` (None: never)."""
     for p, value in enumerate(curve):
@@ -193,9 +217,13 @@ def run_k(args: argparse.Namespace, client: Any, k: int) -> dict[str, Any]:
     d = args.n_features
     ds = data.ensure_dataset(Path(args.data_dir), args.n_samples, d, k, args.chunk_rows)
     X = data.open_zarr(ds["path"])
-    sample = data.sample_rows(ds["path"], data.INIT_SAMPLE_ROWS, data.SEED)
-    init = (data.kmeans_start_parameters(sample, k) if args.start == "kmeans"
-            else data.cold_start_parameters(sample, k))
+    if args.start in ("default", "robust"):
+        init = estimator_start(X, client, k, "kmeans" if args.start == "default"
+                               else "robust")
+    else:
+        sample = data.sample_rows(ds["path"], data.INIT_SAMPLE_ROWS, data.SEED)
+        init = (data.kmeans_start_parameters(sample, k) if args.start == "kmeans"
+                else data.cold_start_parameters(sample, k))
     n_chunks = int(X.npartitions)
     pc0 = np.linalg.cholesky(init["precisions_init"][:, ::-1, ::-1])[:, ::-1, ::-1]
     ll0 = score(X, client, init["weights_init"], init["means_init"], pc0)
