@@ -248,9 +248,11 @@ def test_verbose_prints_progress(blobs, capsys):
                     tol=0).fit(blobs)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Initialization: 1 candidate(s) over 3,000 samples")
-    iterations = [line.split()[:2] for line in lines[1:]]
+    iterations = [line.split()[:2] for line in lines[1:-1]]
     assert iterations == [["Iteration", "2"], ["Iteration", "4"], ["Iteration", "5"]]
     assert "lower bound" in lines[1] and "change" in lines[1] and "time" not in lines[1]
+    # The passes by phase: the survey gathering the k-means sample, and 5 of EM.
+    assert lines[-1] == "Read the data 6 times (survey 1, em 5)"
 
 
 def test_verbose_2_adds_passes_and_timing(blobs, capsys):

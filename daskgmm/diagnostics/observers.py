@@ -31,7 +31,8 @@ class FitObserver(Protocol):
     (``pass_started``, ``chunks_done`` ..., ``pass_finished``) of the initialisation
     (kinds ``'survey'``: the first pass, gathering the starts' sample and the data's
     moments; ``'init'``: a start's pass) and of every EM iteration (kind
-    ``'em'``), each iteration followed by ``iteration_finished``, and ``fit_finished``.
+    ``'em'``), each iteration followed by ``iteration_finished``, then ``passes_read``
+    (after a fit that succeeded) and ``fit_finished``.
     """
 
     def fit_started(self, info: Any) -> None:
@@ -63,6 +64,11 @@ class FitObserver(Protocol):
         ``index``, ``label``, ``n_iter``, ``lower_bound``, ``lower_bounds``,
         ``converged`` and ``active``.
         """
+
+    def passes_read(self, passes: dict[str, float]) -> None:
+        """The fit is done: it read the data this many times, by phase (``'survey'``,
+        ``'init'``, ``'em'``, ``'criteria'``, ``'verify'``; chunk reads divided by the
+        number of chunks)."""
 
     def fit_finished(self) -> None:
         """The fit is done (also after an error)."""

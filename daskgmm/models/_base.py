@@ -248,6 +248,7 @@ class MixtureInput:
                 # a fit reads the data max_iter times, and once more to start
                 with chunks.cached(self.cache, reads=self.max_iter + 1) as cached:
                     result = run_plan(cached, plan)
+                observers.notify("passes_read", dict(result.passes))
             finally:
                 observers.notify("fit_finished")
         self.passes_ = dict(result.passes)

@@ -1,8 +1,8 @@
 """``verbose``: what a fit prints when asked to, as an observer of the fit.
 
 ``verbose=1`` prints the start of the initialisation, every ``verbose_interval``-th EM
-iteration (and the last) with its lower bound and change, and the outcome of every
-candidate; ``verbose=2`` also prints the initialisation's passes and the time of every
+iteration (and the last) with its lower bound and change, the outcome of every
+candidate and the passes the fit read by phase; ``verbose=2`` also prints the initialisation's passes and the time of every
 printed iteration.
 """
 
@@ -60,6 +60,10 @@ class VerbosePrinter:
             if state.converged:
                 self._print(f"{state.label}: converged after {state.n_iter} iterations, "
                             f"lower bound {state.lower_bound:.6f}")
+
+    def passes_read(self, passes: dict[str, float]) -> None:
+        parts = ", ".join(f"{phase} {count:g}" for phase, count in passes.items())
+        self._print(f"Read the data {sum(passes.values()):g} times ({parts})")
 
     def fit_finished(self) -> None:
         if self.verbose >= 2:
