@@ -27,6 +27,13 @@ memory never grows with the number of rows. ``init_params`` names the start:
     Uniform random responsibilities, normalised per row, drawn chunk by chunk in one
     pass over the data.
 
+With missing values (``missing='marginalize'``), the starts work from the sample with
+its holes filled by each feature's observed mean (:func:`fill_sample`; the rows with
+nothing observed are left out), and the pass of ``'kmeans'`` and ``'random'`` sees every
+chunk filled the same way (:func:`filled_part`): mean imputation for the starting point
+only. The EM runs of ``'robust'`` on the sample marginalise the missing values like the
+fit itself.
+
 A model's restarts (``n_init``) each draw their own start from the model's random state.
 With an integer seed, every model of a selection sweep draws what a separate fit with
 that seed would draw; k-means runs on the same sample with the same random state are
@@ -53,14 +60,15 @@ from daskgmm.engine.estep import (
     make_plan,
     random_assignment_statistics,
 )
+from daskgmm.engine.marginal import check_no_infinity, fill_missing
 from daskgmm.engine.passes import PassPart
 from daskgmm.engine.stats import Stats
 from daskgmm.engine.survey import sample_indices
 from daskgmm.errors import InvalidDataError
 
 __all__ = ["INIT_METHODS", "KMEANS_RUNS", "SAMPLE_ROWS", "KMeansCache", "Pending",
-           "Reference", "centre_of", "identity_plan", "sample_size", "start_states",
-           "state_from_responsibilities"]
+           "Reference", "centre_of", "fill_sample", "filled_part", "identity_plan",
+           "sample_size", "start_states", "state_from_responsibilities"]
 
 #: Fewest rows in a start's sample (all of them when the data have fewer).
 SAMPLE_ROWS = 20_000
@@ -313,12 +321,60 @@ class SampleRequest:
 class SampleRows:
     """A start's sample in memory: its rows, their weights (None: rows count once each,
     as rows drawn in proportion to their weights do), whether it is the whole data, and
-    a key that identifies it (for :class:`KMeansCache`)."""
+    a key that identifies it (for :class:`KMeansCache`). ``holes``: the rows as read,
+    with their missing values, when ``rows`` are them filled (:func:`fill_sample`)."""
 
     key: Any
     rows: np.ndarray
     weights: np.ndarray | None
     whole: bool
+    holes: np.ndarray | None = None
+
+    @property
+    def em_rows(self) -> np.ndarray:
+        """The rows EM on the sample reads (with their missing values: it marginalises
+        them)."""
+        return self.rows if self.holes is None else self.holes
+
+
+def fill_sample(sample: SampleRows, values: np.ndarray | None) -> SampleRows:
+    """``sample`` without its rows that have no observed value and with every other
+    missing value replaced by its feature's entry of ``values`` (the observed means);
+    the sample itself when ``values`` is None or nothing misses."""
+    if values is None:
+        return sample
+    missing = np.isnan(sample.rows)
+    if not missing.any():
+        return sample
+    keep = ~missing.all(axis=1)
+    rows = sample.rows[keep]
+    weights = None if sample.weights is None else sample.weights[keep]
+    return SampleRows(sample.key, fill_missing(rows, values), weights, sample.whole, rows)
+
+
+def _filled_chunk(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                  kernel: Callable[..., Any], values: np.ndarray, *args: Any) -> Any:
+    """``kernel`` on a chunk whose rows with nothing observed are left out and whose
+    other missing values are ``values``."""
+    X = np.asarray(X)
+    check_no_infinity(X, row_start)
+    missing = np.isnan(X)
+    if missing.any():
+        keep = ~missing.all(axis=1)
+        if not keep.all():
+            X = X[keep]
+            weights = None if weights is None else np.asarray(weights)[keep]
+        X = fill_missing(X, values)
+    return kernel(X, weights, row_start, *args)
+
+
+def filled_part(part: PassPart, values: np.ndarray | None) -> PassPart:
+    """``part`` reading every chunk filled as :func:`fill_sample` fills the sample
+    (``part`` itself when ``values`` is None)."""
+    if values is None:
+        return part
+    return PassPart(_filled_chunk, (part.kernel, np.asarray(values), *part.args),
+                    part.combine, part.kind)
 
 
 def draw_sample(method: str, n_components: int, n_samples: int, n_features: int,
@@ -424,7 +480,8 @@ def _robust(model: Any, sample: SampleRows, rng: np.random.RandomState,
     starts = [_from_assignment(model, rows, weights, centres) for centres in distinct]
     n_rows = float(len(rows) if weights is None else weights.sum())
     with observers.silenced(), small_work(len(rows), K, rows.shape[1]):
-        states, bounds = ctx.em(starts, model, rows, weights, ROBUST_SHORT_ITER, 0.0)
+        states, bounds = ctx.em(starts, model, sample.em_rows, weights, ROBUST_SHORT_ITER,
+                                0.0)
         order = sorted(range(len(states)), key=lambda i: -bounds[i]
                        if math.isfinite(bounds[i]) else math.inf)
         fine = [i for i in order
@@ -432,5 +489,6 @@ def _robust(model: Any, sample: SampleRows, rng: np.random.RandomState,
         best = states[(fine or order)[0]]
         if sample.whole:
             return best
-        states, _ = ctx.em([best], model, rows, weights, ROBUST_SAMPLE_ITER, ctx.tol)
+        states, _ = ctx.em([best], model, sample.em_rows, weights, ROBUST_SAMPLE_ITER,
+                           ctx.tol)
     return states[0]
