@@ -72,7 +72,6 @@ from daskgmm.engine.starts import (
     centre_of,
     draw_sample,
     fill_sample,
-    filled_part,
     finish_pending,
     pending_parts,
     sample_rows,
@@ -244,8 +243,8 @@ class _PendingStarts:
     def parts(self, candidates: Sequence[Candidate]) -> list[PassPart]:
         if not self._pending:
             return []
-        parts, self._owners = pending_parts([p for _, _, p in self._pending])
-        return [filled_part(part, self._fill) for part in parts]
+        parts, self._owners = pending_parts([p for _, _, p in self._pending], self._fill)
+        return parts
 
     def receive(self, results: Sequence[Any]) -> list[Candidate]:
         states = finish_pending([p for _, _, p in self._pending], self._owners, results)

@@ -29,10 +29,16 @@ memory never grows with the number of rows. ``init_params`` names the start:
 
 With missing values (``missing='marginalize'``), the starts work from the sample with
 its holes filled by each feature's observed mean (:func:`fill_sample`; the rows with
-nothing observed are left out), and the pass of ``'kmeans'`` and ``'random'`` sees every
-chunk filled the same way (:func:`filled_part`): mean imputation for the starting point
-only. The EM runs of ``'robust'`` on the sample marginalise the missing values like the
-fit itself.
+nothing observed are left out): k-means, k-means++ and the rows drawn as components see
+those rows. The hard assignment to k-means centres (in memory, or in the pass of
+``'kmeans'``) puts each row with the centre nearest to its observed values and fills its
+holes with that centre's values (:func:`fill_from_centres`) instead: filling with the
+overall means would put the filled values far from their cluster and inflate every
+start's covariances (one EM iteration after such a start was 0.5 nats per sample below
+the optimum with 30% missing on well-separated clusters, 0.02 after a start filled from
+the centres). The pass of ``'random'`` sees the chunks filled with the observed means
+(:func:`filled_part`). The EM runs of ``'robust'`` on the sample marginalise the missing
+values like the fit itself.
 
 A model's restarts (``n_init``) each draw their own start from the model's random state.
 With an integer seed, every model of a selection sweep draws what a separate fit with
@@ -62,12 +68,13 @@ from daskgmm.engine.estep import (
 )
 from daskgmm.engine.marginal import check_no_infinity, fill_missing
 from daskgmm.engine.passes import PassPart
-from daskgmm.engine.stats import Stats
+from daskgmm.engine.stats import PassResult, Stats
 from daskgmm.engine.survey import sample_indices
 from daskgmm.errors import InvalidDataError
 
 __all__ = ["INIT_METHODS", "KMEANS_RUNS", "SAMPLE_ROWS", "KMeansCache", "Pending",
-           "Reference", "centre_of", "fill_sample", "filled_part", "identity_plan",
+           "Reference", "centre_of", "fill_from_centres", "fill_sample", "filled_part",
+           "identity_plan",
            "sample_size", "start_states", "state_from_responsibilities"]
 
 #: Fewest rows in a start's sample (all of them when the data have fewer).
@@ -148,9 +155,26 @@ def _mean(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
                                                                  weights=weights)
 
 
+def fill_from_centres(rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """``rows`` (float64) with each missing value replaced by that feature of the centre
+    nearest to the row's observed values (squared Euclidean distance over them; a row
+    with nothing observed goes to the first centre); ``rows`` when nothing misses."""
+    observed = ~np.isnan(rows)
+    if observed.all():
+        return rows
+    x = np.where(observed, rows, 0.0)
+    c = np.asarray(centres, dtype=np.float64)
+    d2 = observed.astype(np.float64) @ (c * c).T - 2.0 * (x @ c.T)  # + |x_o|², the same
+    nearest = d2.argmin(axis=1)
+    return np.where(observed, x, c[nearest])
+
+
 def _from_assignment(model: Any, rows: np.ndarray, weights: np.ndarray | None,
-                     centres: np.ndarray) -> Any:
-    """The M-step of the hard assignment of in-memory rows to ``centres``."""
+                     centres: np.ndarray, holes: np.ndarray | None = None) -> Any:
+    """The M-step of the hard assignment of in-memory rows to ``centres`` (with
+    missing values, of ``holes``, the rows as read, filled from their centres)."""
+    if holes is not None:
+        rows = fill_from_centres(holes, centres)
     reference = _mean(rows, weights)
     plan = identity_plan([(model.covariance, centres)], reference)
     stats = hard_assignment_statistics(rows, weights, 0, plan).stats[0]
@@ -270,12 +294,42 @@ class Pending:
         return self.model.m_step(stats, self.reference, Reference(np.asarray(refs)))
 
 
-def pending_parts(pending: Sequence[Pending]) -> tuple[list[PassPart], list[list[int]]]:
+def _centre_filled_assignment(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                              plans: Sequence[Any], centres: Sequence[np.ndarray]
+                              ) -> PassResult:
+    """The hard-assignment statistics of a chunk that may miss values for several sets
+    of centres (one single-candidate plan each): rows with nothing observed left out,
+    the others filled from their nearest centre of each set
+    (:func:`fill_from_centres`)."""
+    X = np.asarray(X)
+    check_no_infinity(X, row_start)
+    keep = ~np.isnan(X).all(axis=1)
+    if not keep.all():
+        X = X[keep]
+        weights = None if weights is None else np.asarray(weights)[keep]
+    stats = []
+    for plan, sites in zip(plans, centres, strict=True):
+        filled = fill_from_centres(np.asarray(X, dtype=np.float64), sites)
+        stats.extend(hard_assignment_statistics(filled, weights, row_start, plan).stats)
+    return PassResult(stats)
+
+
+def pending_parts(pending: Sequence[Pending], fill_values: np.ndarray | None = None
+                  ) -> tuple[list[PassPart], list[list[int]]]:
     """The pass parts computing the statistics of ``pending`` starts (one part per kind),
-    and, per part, the positions in ``pending`` its candidates stand for."""
+    and, per part, the positions in ``pending`` its candidates stand for. With
+    ``fill_values`` (the observed means: values may be missing), the assignment fills
+    each row from its nearest centre, the random responsibilities see the rows filled
+    with ``fill_values``."""
     parts, owners = [], []
     assign = [i for i, p in enumerate(pending) if p.centres is not None]
-    if assign:
+    if assign and fill_values is not None:
+        plans = [identity_plan([(pending[i].model.covariance, pending[i].centres)],
+                               pending[i].reference) for i in assign]
+        parts.append(PassPart(_centre_filled_assignment,
+                              (plans, [pending[i].centres for i in assign]), kind="init"))
+        owners.append(assign)
+    elif assign:
         plan = identity_plan([(pending[i].model.covariance, pending[i].centres)
                               for i in assign],
                              np.stack([pending[i].reference for i in assign]))
@@ -288,8 +342,10 @@ def pending_parts(pending: Sequence[Pending]) -> tuple[list[PassPart], list[list
                                        (pending[i].model.n_components, 1)))
                               for i in random],
                              np.stack([pending[i].reference for i in random]))
-        parts.append(PassPart(random_assignment_statistics,
-                              (plan, [pending[i].seed for i in random]), kind="init"))
+        parts.append(filled_part(
+            PassPart(random_assignment_statistics,
+                     (plan, [pending[i].seed for i in random]), kind="init"),
+            fill_values))
         owners.append(random)
     return parts, owners
 
@@ -436,7 +492,7 @@ def start_states(method: str, model: Any, n_init: int, rng: np.random.RandomStat
         for _ in range(n_init):
             if sample.whole:
                 _, centres = _kmeans(rows, weights, K, 1, rng)
-                out.append(_from_assignment(model, rows, weights, centres))
+                out.append(_from_assignment(model, rows, weights, centres, sample.holes))
             else:
                 runs = ctx.cache.runs(sample, K, KMEANS_RUNS, rng)
                 centres = min(runs, key=lambda run: run[0])[1]
@@ -477,7 +533,8 @@ def _robust(model: Any, sample: SampleRows, rng: np.random.RandomState,
             distinct.append(centres)
         if len(distinct) == ROBUST_SHORT_RUNS:
             break
-    starts = [_from_assignment(model, rows, weights, centres) for centres in distinct]
+    starts = [_from_assignment(model, rows, weights, centres, sample.holes)
+              for centres in distinct]
     n_rows = float(len(rows) if weights is None else weights.sum())
     with observers.silenced(), small_work(len(rows), K, rows.shape[1]):
         states, bounds = ctx.em(starts, model, sample.em_rows, weights, ROBUST_SHORT_ITER,
