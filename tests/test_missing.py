@@ -245,6 +245,9 @@ def test_no_observed_value_at_all_is_an_error():
     X = np.full((50, 3), np.nan)
     with pytest.raises(InvalidDataError, match="no row of the data has an observed value"):
         GaussianMixture(2, missing="marginalize").fit(X)
+    X[:, :2] = make_blobs(50, 2, 2)
+    with pytest.raises(InvalidDataError, match=r"feature\(s\) \[2\] have no observed value"):
+        GaussianMixture(2, missing="marginalize").fit(X)
 
 
 # ---------------------------------------------------------------------------------------

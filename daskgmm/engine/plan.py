@@ -544,6 +544,14 @@ class _Run:
                 "floating-point range: scale them down.")
         # Rows with nothing observed are left out of the fit.
         self.total_weight = total - self.survey.empty_weight
+        observed = self.survey.observed
+        never = ([] if observed is None
+                 else np.flatnonzero(~(observed.stats["count"] > 0)).tolist())
+        if never and self.total_weight > 0:
+            raise InvalidDataError(
+                f"feature(s) {never[:10]}{' ...' if len(never) > 10 else ''} have no "
+                "observed value (every value is NaN, or in rows of zero weight): a mixture "
+                "cannot estimate them; drop those columns.")
         if not self.total_weight > 0:
             raise InvalidDataError(
                 "no row of the data has an observed value (every value is NaN, or the "
