@@ -401,6 +401,35 @@ def _inverse_lower(R: np.ndarray) -> np.ndarray:
     return inverse
 
 
+def _not_positive_definite() -> DegenerateComponentError:
+    return DegenerateComponentError(
+        "a component's precision restricted to the missing features of some rows is "
+        "not positive definite: increase reg_covar or scale the data.")
+
+
+def _missing_blocks(lam_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half the log-determinant and the inverse of every missing block ``Λ_mm``
+    ``(..., q, q)``: compiled where numba is (:func:`daskgmm.engine.fused.spd_inverses`,
+    several times faster on the many 2 x 2 to 10 x 10 blocks of a tile), else batched
+    LAPACK Cholesky factorisations and a vectorised substitution."""
+    fused = estep._fused()
+    if fused is not None:
+        shape = lam_mm.shape
+        flat = np.ascontiguousarray(lam_mm).reshape(-1, shape[-1], shape[-1])
+        inverse = np.empty_like(flat)
+        half_log_det = np.empty(len(flat))
+        if fused.spd_inverses(flat, inverse, half_log_det) >= 0:
+            raise _not_positive_definite()
+        return half_log_det.reshape(shape[:-2]), inverse.reshape(shape)
+    try:
+        R = np.linalg.cholesky(lam_mm)
+    except np.linalg.LinAlgError:
+        raise _not_positive_definite() from None
+    half_log_det = np.log(np.diagonal(R, axis1=-2, axis2=-1)).sum(axis=-1)
+    R_inv = _inverse_lower(R)
+    return half_log_det, np.swapaxes(R_inv, -1, -2) @ R_inv
+
+
 def _dense_scores(op: MarginalOperands, X: np.ndarray, tile: _Tile
                   ) -> tuple[np.ndarray, tuple]:
     """Weighted log-densities ``(K, n)`` of a tile of rows missing ``q`` features
@@ -408,15 +437,7 @@ def _dense_scores(op: MarginalOperands, X: np.ndarray, tile: _Tile
     lam = op.precisions                                           # (K', D, D)
     m_idx = tile.m_idx
     lam_mm = lam[:, m_idx[:, :, None], m_idx[:, None, :]]         # (K', P, q, q)
-    try:
-        R = np.linalg.cholesky(lam_mm)
-    except np.linalg.LinAlgError:
-        raise DegenerateComponentError(
-            "a component's precision restricted to the missing features of some rows is "
-            "not positive definite: increase reg_covar or scale the data.") from None
-    half_log_det = np.log(np.diagonal(R, axis1=-2, axis2=-1)).sum(axis=-1)   # (K', P)
-    R_inv = _inverse_lower(R)
-    conditional = np.swapaxes(R_inv, -1, -2) @ R_inv              # Σ̃ = Λ_mm⁻¹
+    half_log_det, conditional = _missing_blocks(lam_mm)           # (K', P), Σ̃ = Λ_mm⁻¹
     xc = tile.centred(X, op.centre)
     K, D = op.offsets.shape
     n = len(xc)
