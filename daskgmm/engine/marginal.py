@@ -40,14 +40,15 @@ pattern of missing features (:func:`missing_layout`). ``'diag'`` and ``'spherica
 need no pattern: a missing feature's conditional mean and variance are the component's
 own, so masks enter GEMMs with the per-feature constants. For ``'full'`` and ``'tied'``
 the rows are sorted by (number of missing features ``q``, pattern) and walked in tiles
-of equal ``q``; a tile factorises ``Λ_mm`` of all its patterns and components in one
-batched call (and inverts the factors by a substitution vectorised over them), then
-applies each row's ``Λ_mm⁻¹`` (a GEMM when the tile holds one pattern); the products
-with the rows stay batched GEMMs over components (``(K, n, D) @ (D, D)``). Python loops
-run over tiles and, inside the inversion, over the ``q`` missing features, never over
-rows or patterns: the cost is a complete-data E-step's few GEMMs per row (about three
-times its flops) plus ``O(K q³)`` flops and ``O(K q²)`` memory traffic per distinct
-pattern and tile.
+of equal ``q``; a tile factorises and inverts ``Λ_mm`` of all its patterns and
+components at once (in one compiled loop where numba is installed,
+:func:`daskgmm.engine.fused.spd_inverses`; else one batched LAPACK call and a
+substitution vectorised over the blocks), then applies each row's ``Λ_mm⁻¹`` (a GEMM
+when the tile holds one pattern); the products with the rows stay batched GEMMs over
+components (``(K, n, D) @ (D, D)``). Python loops run over tiles (and, without numba,
+over the ``q`` missing features of the inversion), never over rows or patterns: the
+cost is a complete-data E-step's few GEMMs per row (about three times its flops) plus
+``O(K q³)`` flops and ``O(K q²)`` memory traffic per distinct pattern and tile.
 
 Incomplete rows are computed in float64 whatever the plan's dtype.
 
