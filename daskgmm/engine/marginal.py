@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -412,9 +413,10 @@ def _missing_blocks(lam_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Half the log-determinant and the inverse of every missing block ``Λ_mm``
     ``(..., q, q)``: compiled where numba is (:func:`daskgmm.engine.fused.spd_inverses`,
     several times faster on the many 2 x 2 to 10 x 10 blocks of a tile), else batched
-    LAPACK Cholesky factorisations and a vectorised substitution."""
+    LAPACK Cholesky factorisations and a vectorised substitution (also when
+    ``DASKGMM_KERNEL=numpy``)."""
     fused = estep._fused()
-    if fused is not None:
+    if fused is not None and os.environ.get("DASKGMM_KERNEL") != "numpy":
         shape = lam_mm.shape
         flat = np.ascontiguousarray(lam_mm).reshape(-1, shape[-1], shape[-1])
         inverse = np.empty_like(flat)
