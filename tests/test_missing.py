@@ -285,13 +285,13 @@ def test_zarr_on_a_cluster_gives_the_numpy_fit(client, tmp_path):
     lazy and equal too."""
     import zarr
 
-    X = _holes(make_blobs(4000, 4, 3, seed=12), 0.25, seed=13, empty=3)
+    X = _holes(make_blobs(3000, 4, 3, seed=12), 0.25, seed=13, empty=3)
     z = zarr.create_array(store=str(tmp_path / "x.zarr"), shape=X.shape,
                           chunks=(1000, 4), dtype="float64")
     z[:] = X
     data = da.from_zarr(str(tmp_path / "x.zarr"))
     settings = {"covariance_type": "full", "random_state": 0, "missing": "marginalize",
-                "max_iter": 6}
+                "max_iter": 3}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         here = GaussianMixture(3, chunk_rows=1000, **settings).fit(X)
