@@ -2,7 +2,7 @@
 
 Run (from the repository root, with the project's virtualenv)::
 
-    python scripts/study_missing.py            # every figure (about 15 minutes)
+    python scripts/study_missing.py            # every figure (about 30 minutes)
     python scripts/study_missing.py --quick    # small sizes, a minute
     python scripts/study_missing.py --only estimator out-of-core
 
