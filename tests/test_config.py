@@ -85,7 +85,8 @@ def test_estimator_params_defaults_match_scikit_learn():
     for key, value in sk.items():
         assert params[key] == value, key
     assert set(params) - set(sk) == {"split_every", "dtype", "cache", "algorithm",
-                                     "batch_chunks", "learning_decay", "learning_offset"}
+                                     "batch_chunks", "learning_decay", "learning_offset",
+                                     "missing"}
 
 
 def test_full_config(tmp_path):

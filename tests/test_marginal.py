@@ -267,9 +267,10 @@ def test_em_never_decreases_the_observed_data_log_likelihood(cov):
 
 @pytest.mark.parametrize("cov", COV_TYPES)
 def test_variational_bound_with_missing_entropy_never_decreases(cov):
-    """The Bayesian mixture's bound, plus ``h_missing`` (the entropy of the missing
-    values' variational distribution), never decreases: the kernel's E-step is the
-    optimal ``q(z, x_m)`` for the variational posterior, whose M-step is unchanged."""
+    """The Bayesian mixture's bound, which with missing values adds ``h_missing`` (the
+    entropy of the missing values' variational distribution), never decreases: the
+    kernel's E-step is the optimal ``q(z, x_m)`` for the variational posterior, whose
+    M-step is unchanged."""
     truth = _params(cov, seed=19)
     X = _holes(_sample(truth, 400, seed=20), 0.3, seed=21, empty=5)
     K, D = truth.means.shape
@@ -288,7 +289,8 @@ def test_variational_bound_with_missing_entropy_never_decreases(cov):
         plan = make_marginal_plan([model.components(state)], centre, entropy=True)
         stats = marginal_statistics(X, None, 0, plan).stats[0]
         state = model.m_step(stats, centre, state)
-        bounds.append(model.lower_bound(stats, state) + float(stats["h_missing"]))
+        assert float(stats["h_missing"]) > 0.0
+        bounds.append(model.lower_bound(stats, state))
     steps = np.diff(bounds)
     assert steps.min() > -1e-9 * abs(bounds[-1]), steps
     assert bounds[-1] > bounds[0] + 10.0
@@ -391,3 +393,55 @@ def test_available_case_moments_and_filling():
     np.testing.assert_array_equal(X, before)
     np.testing.assert_array_equal(filled[~np.isnan(X)], X[~np.isnan(X)])
     np.testing.assert_array_equal(filled, np.where(np.isnan(X), mean, X))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_missing_blocks_inverses_and_log_determinants(compiled, monkeypatch):
+    """The missing blocks' inverses and half log-determinants, compiled or by batched
+    LAPACK, equal NumPy's ``inv`` and ``slogdet``; a block that is not positive definite
+    is refused."""
+    from daskgmm.engine import estep, marginal
+    from daskgmm.errors import DegenerateComponentError
+
+    if not compiled:
+        monkeypatch.setattr(estep, "_fused", lambda: None)
+    elif estep._fused() is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(40)
+    for q in (1, 2, 5, 9):
+        A = rng.normal(size=(3, 7, q, q))
+        A = A @ np.swapaxes(A, -1, -2) + 0.1 * np.eye(q)
+        half_log_det, inverse = marginal._missing_blocks(A)
+        np.testing.assert_allclose(inverse, np.linalg.inv(A), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(2 * half_log_det, np.linalg.slogdet(A)[1], rtol=1e-12)
+    A[1, 4] = -np.eye(q)
+    with pytest.raises(DegenerateComponentError, match="not positive definite"):
+        marginal._missing_blocks(A)
+
+
+def test_observed_moments_merge_exactly_about_chunk_references():
+    """Chunks' observed moments, each about its own observed means, merged about the
+    first one's, give the available-case moments of the whole (with weights, and an
+    offset of 1e6 that a common reference of 0 would cancel to a few digits), the
+    weight of the rows with nothing observed and the observed values."""
+    from daskgmm.engine.marginal import merge_observed, observed_moments_chunk
+
+    X = _holes(_sample(_params("full", seed=41), 300, seed=42), 0.3, seed=43,
+               empty=4) + 1e6
+    w = np.random.default_rng(44).integers(1, 4, len(X)).astype(float)
+    parts = [observed_moments_chunk(X[a:b], w[a:b], a, pairs=True)
+             for a, b in ((0, 100), (100, 130), (130, 300))]
+    merged = merge_observed(*parts)
+    mean, covariance = merged.mean_and_covariance()
+    ref = np.nanmean(X, axis=0)
+    exact = available_case_moments(observed_moment_statistics(X, w, 0, ref), ref)
+    np.testing.assert_allclose(mean, exact[0], rtol=1e-15)
+    np.testing.assert_allclose(covariance, exact[1], rtol=1e-8)
+    np.testing.assert_allclose(merged.means(), mean, rtol=1e-15)
+    empty = np.isnan(X).all(axis=1)
+    assert merged.empty == w[empty].sum() and merged.rows == w[~empty].sum()
+    assert merged.observed_values == pytest.approx((~np.isnan(X)).sum(axis=1) @ w)
+    light = merge_observed(*[observed_moments_chunk(X[a:b], w[a:b], a, pairs=False)
+                             for a, b in ((0, 100), (100, 300))])
+    assert not light.has_pairs
+    np.testing.assert_allclose(light.means(), mean, rtol=1e-15)

@@ -17,6 +17,11 @@ Other work can share batch EM's reads (:class:`Companion`): starts that need a p
 the criteria of candidates that have finished. Each candidate counts its own iterations,
 so one that joined late still runs up to ``max_iter`` of them.
 
+The E-step is the complete-data kernel of :mod:`daskgmm.engine.estep`, or, for data
+whose missing values (NaN) are marginalised, that of :mod:`daskgmm.engine.marginal`
+(:class:`EStepKernel`, chosen by :attr:`EMOptions.missing`); the rest of the loop is the
+same for both.
+
 Checkpoints, progress and reports are observers (:mod:`daskgmm.diagnostics.observers`)
 or the ``callback``; the loop only tells them what happened.
 """
@@ -32,16 +37,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from daskgmm.diagnostics import observers
+from daskgmm.engine import estep, marginal
 from daskgmm.engine.covariance import CovarianceType
 from daskgmm.engine.degeneracy import degenerate_components
-from daskgmm.engine.estep import Components, estep_statistics, make_plan
+from daskgmm.engine.estep import Components
 from daskgmm.engine.passes import PassPart, RowChunks
 from daskgmm.engine.stats import Stats, data_digest
 from daskgmm.errors import CheckpointError
 
-__all__ = ["Algorithm", "Batch", "Candidate", "Companion", "DataCheck", "EMOptions",
-           "FitInfo", "IterationInfo", "MixtureModel", "ReadLog", "best_candidate",
-           "run_em"]
+__all__ = ["MISSING", "Algorithm", "Batch", "Candidate", "Companion", "DataCheck",
+           "EMOptions", "EStepKernel", "FitInfo", "IterationInfo", "MixtureModel",
+           "ReadLog", "best_candidate", "estep_kernel", "run_em"]
 
 
 class MixtureModel(Protocol):
@@ -145,14 +151,64 @@ class IterationInfo:
         return candidate.n_iter == self.iteration
 
 
+@dataclass(frozen=True)
+class EStepKernel:
+    """The E-step a fit runs, and the prediction that goes with it.
+
+    ``make_plan(components, centres, *, dtype, entropy, digest)`` builds a pass's plan
+    (its ``digest`` attribute says whether the chunks are digested);
+    ``statistics(X, weights, row_start, plan)`` is the chunk kernel, returning a
+    :class:`~daskgmm.engine.stats.PassResult`; ``predict``, ``predict_proba`` and
+    ``score_samples`` (``(X, row_start, plan, ...)``) evaluate the rows of a chunk under
+    a plan of one candidate."""
+
+    make_plan: Callable[..., Any]
+    statistics: Callable[..., Any]
+    predict: Callable[..., np.ndarray]
+    predict_proba: Callable[..., np.ndarray]
+    score_samples: Callable[..., np.ndarray]
+
+
+#: ``missing=`` -> the E-step: NaN is an error (the complete-data kernel), or marks a
+#: missing value that the E-step marginalises (:mod:`daskgmm.engine.marginal`; on
+#: complete chunks it is the complete-data kernel, to the bit).
+MISSING: dict[str, EStepKernel] = {
+    "error": EStepKernel(estep.make_plan, estep.estep_statistics, estep.predict_block,
+                         estep.predict_proba_block, estep.score_samples_block),
+    "marginalize": EStepKernel(marginal.make_marginal_plan, marginal.marginal_statistics,
+                               marginal.marginal_predict_block,
+                               marginal.marginal_predict_proba_block,
+                               marginal.marginal_score_samples_block),
+}
+
+
+def estep_kernel(missing: str) -> EStepKernel:
+    """The E-step for ``missing`` (a key of :data:`MISSING`)."""
+    return MISSING[missing]
+
+
 @dataclass
 class EMOptions:
-    """Settings of the EM loop (scikit-learn's meanings, plus ours)."""
+    """Settings of the EM loop (scikit-learn's meanings, plus ours).
+
+    ``missing``: ``'error'`` (NaN is refused) or ``'marginalize'`` (NaN marks a
+    missing value; see :data:`MISSING`)."""
 
     tol: float
     max_iter: int
     split_every: int = 8
     dtype: str = "float64"
+    missing: str = "error"
+
+    @property
+    def kernel(self) -> EStepKernel:
+        """The E-step of these options."""
+        return estep_kernel(self.missing)
+
+    @property
+    def marginalize(self) -> bool:
+        """Whether values may be missing (NaN)."""
+        return self.missing == "marginalize"
 
 
 @dataclass
@@ -357,6 +413,7 @@ def run_em(chunks: RowChunks, candidates: list[Candidate], options: EMOptions,
     algorithm = Batch() if algorithm is None else algorithm
     check = DataCheck() if check is None else check
     reads = ReadLog(chunks.n_chunks) if reads is None else reads
+    kernel = options.kernel
     iteration = start_iteration
     algorithm.begin(chunks, candidates)
     while True:
@@ -376,10 +433,10 @@ def run_em(chunks: RowChunks, candidates: list[Candidate], options: EMOptions,
         joining: list[Candidate] = []
         entropy = algorithm.wants_entropy or any(c.model.wants_entropy for c in active)
         for position, group, meanwhile in algorithm.walk(chunks, number):
-            plan = make_plan([c.model.components(c.state) for c in active],
-                             [c.centre for c in active], dtype=options.dtype,
-                             entropy=entropy, digest=check.wanted(group.row_bounds))
-            parts = [PassPart(estep_statistics, (plan,), kind=algorithm.pass_kind)]
+            plan = kernel.make_plan([c.model.components(c.state) for c in active],
+                                    [c.centre for c in active], dtype=options.dtype,
+                                    entropy=entropy, digest=check.wanted(group.row_bounds))
+            parts = [PassPart(kernel.statistics, (plan,), kind=algorithm.pass_kind)]
             if algorithm.whole_passes:
                 parts.extend(p for _, more in extra for p in more)
             results = reads.run(group, parts, "em", split_every=options.split_every,

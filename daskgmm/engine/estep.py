@@ -388,7 +388,8 @@ def check_finite_block(X: np.ndarray, row_start: int) -> None:
     raise NonFiniteDataError(
         f"the data contain NaN or infinite values: {int(bad_rows.sum())} row(s) in the chunk "
         f"of rows {row_start}..{row_start + len(X) - 1} (first at row {first}). Remove or "
-        "impute them before fitting (e.g. X[da.isfinite(X).all(axis=1)])."
+        "impute them before fitting (e.g. X[da.isfinite(X).all(axis=1)]), or, if NaN "
+        "marks missing values, pass missing='marginalize'."
     )
 
 

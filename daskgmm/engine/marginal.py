@@ -40,14 +40,15 @@ pattern of missing features (:func:`missing_layout`). ``'diag'`` and ``'spherica
 need no pattern: a missing feature's conditional mean and variance are the component's
 own, so masks enter GEMMs with the per-feature constants. For ``'full'`` and ``'tied'``
 the rows are sorted by (number of missing features ``q``, pattern) and walked in tiles
-of equal ``q``; a tile factorises ``Λ_mm`` of all its patterns and components in one
-batched call (and inverts the factors by a substitution vectorised over them), then
-applies each row's ``Λ_mm⁻¹`` (a GEMM when the tile holds one pattern); the products
-with the rows stay batched GEMMs over components (``(K, n, D) @ (D, D)``). Python loops
-run over tiles and, inside the inversion, over the ``q`` missing features, never over
-rows or patterns: the cost is a complete-data E-step's few GEMMs per row (about three
-times its flops) plus ``O(K q³)`` flops and ``O(K q²)`` memory traffic per distinct
-pattern and tile.
+of equal ``q``; a tile factorises and inverts ``Λ_mm`` of all its patterns and
+components at once (in one compiled loop where numba is installed,
+:func:`daskgmm.engine.fused.spd_inverses`; else one batched LAPACK call and a
+substitution vectorised over the blocks), then applies each row's ``Λ_mm⁻¹`` (a GEMM
+when the tile holds one pattern); the products with the rows stay batched GEMMs over
+components (``(K, n, D) @ (D, D)``). Python loops run over tiles (and, without numba,
+over the ``q`` missing features of the inversion), never over rows or patterns: the
+cost is a complete-data E-step's few GEMMs per row (about three times its flops) plus
+``O(K q³)`` flops and ``O(K q²)`` memory traffic per distinct pattern and tile.
 
 Incomplete rows are computed in float64 whatever the plan's dtype.
 
@@ -77,6 +78,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -182,6 +184,16 @@ class MarginalPlan:
     def n_candidates(self) -> int:
         """Number of candidate mixtures."""
         return len(self.operands)
+
+    @property
+    def digest(self) -> bool:
+        """Whether the pass digests every chunk (the complete-data plan's setting)."""
+        return self.plan.digest
+
+    @property
+    def entropy(self) -> bool:
+        """Whether the pass computes ``ent`` (and ``h_missing``)."""
+        return self.plan.entropy
 
 
 def make_marginal_plan(candidates: Sequence[Components], centre: np.ndarray, *,
@@ -391,6 +403,36 @@ def _inverse_lower(R: np.ndarray) -> np.ndarray:
     return inverse
 
 
+def _not_positive_definite() -> DegenerateComponentError:
+    return DegenerateComponentError(
+        "a component's precision restricted to the missing features of some rows is "
+        "not positive definite: increase reg_covar or scale the data.")
+
+
+def _missing_blocks(lam_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half the log-determinant and the inverse of every missing block ``Λ_mm``
+    ``(..., q, q)``: compiled where numba is (:func:`daskgmm.engine.fused.spd_inverses`,
+    several times faster on the many 2 x 2 to 10 x 10 blocks of a tile), else batched
+    LAPACK Cholesky factorisations and a vectorised substitution (also when
+    ``DASKGMM_KERNEL=numpy``)."""
+    fused = estep._fused()
+    if fused is not None and os.environ.get("DASKGMM_KERNEL") != "numpy":
+        shape = lam_mm.shape
+        flat = np.ascontiguousarray(lam_mm).reshape(-1, shape[-1], shape[-1])
+        inverse = np.empty_like(flat)
+        half_log_det = np.empty(len(flat))
+        if fused.spd_inverses(flat, inverse, half_log_det) >= 0:
+            raise _not_positive_definite()
+        return half_log_det.reshape(shape[:-2]), inverse.reshape(shape)
+    try:
+        R = np.linalg.cholesky(lam_mm)
+    except np.linalg.LinAlgError:
+        raise _not_positive_definite() from None
+    half_log_det = np.log(np.diagonal(R, axis1=-2, axis2=-1)).sum(axis=-1)
+    R_inv = _inverse_lower(R)
+    return half_log_det, np.swapaxes(R_inv, -1, -2) @ R_inv
+
+
 def _dense_scores(op: MarginalOperands, X: np.ndarray, tile: _Tile
                   ) -> tuple[np.ndarray, tuple]:
     """Weighted log-densities ``(K, n)`` of a tile of rows missing ``q`` features
@@ -398,15 +440,7 @@ def _dense_scores(op: MarginalOperands, X: np.ndarray, tile: _Tile
     lam = op.precisions                                           # (K', D, D)
     m_idx = tile.m_idx
     lam_mm = lam[:, m_idx[:, :, None], m_idx[:, None, :]]         # (K', P, q, q)
-    try:
-        R = np.linalg.cholesky(lam_mm)
-    except np.linalg.LinAlgError:
-        raise DegenerateComponentError(
-            "a component's precision restricted to the missing features of some rows is "
-            "not positive definite: increase reg_covar or scale the data.") from None
-    half_log_det = np.log(np.diagonal(R, axis1=-2, axis2=-1)).sum(axis=-1)   # (K', P)
-    R_inv = _inverse_lower(R)
-    conditional = np.swapaxes(R_inv, -1, -2) @ R_inv              # Σ̃ = Λ_mm⁻¹
+    half_log_det, conditional = _missing_blocks(lam_mm)           # (K', P), Σ̃ = Λ_mm⁻¹
     xc = tile.centred(X, op.centre)
     K, D = op.offsets.shape
     n = len(xc)
@@ -765,6 +799,107 @@ def available_case_moments(stats: Stats, reference: np.ndarray
     means_i = stats["pair_sum"] / pair                # mean of i over rows observing j
     covariance = (stats["cross"] - pair * means_i * means_i.T) / (pair - 1.0)
     return mean, 0.5 * (covariance + covariance.T)
+
+
+@dataclass(frozen=True, eq=False)
+class ObservedMoments:
+    """What a pass learns of data with missing values before any model: the weight of
+    the rows with no observed value (``empty``) and of the others (``rows``), and the
+    statistics of :func:`observed_moment_statistics` about ``reference`` (``count`` and
+    ``sum`` always, the pair statistics when asked for).
+
+    Each chunk takes its own observed means as reference, and :func:`merge_observed`
+    moves the statistics to a common one exactly (:meth:`about`), so that data with a
+    large offset do not lose the covariance to cancellation (the idea of the pairwise
+    merge of centred moments, Chan, Golub and LeVeque, 1983, for pairs of features
+    observed in different rows)."""
+
+    reference: np.ndarray
+    stats: Stats
+    empty: float
+    rows: float
+
+    @property
+    def has_pairs(self) -> bool:
+        """Whether the pair statistics (hence the covariance) were computed."""
+        return "cross" in self.stats
+
+    @property
+    def observed_values(self) -> float:
+        """``sum_i w_i (number of observed values of x_i)``."""
+        return float(self.stats["count"].sum())
+
+    def about(self, reference: np.ndarray) -> ObservedMoments:
+        """The same statistics about another reference."""
+        delta = np.asarray(reference, dtype=np.float64) - self.reference
+        st = self.stats
+        out = {"count": st["count"], "sum": st["sum"] - delta * st["count"]}
+        if self.has_pairs:
+            pc, ps = st["pair_count"], st["pair_sum"]
+            shifted = ps * delta[None, :]          # entry (i, j): delta_j sum_i over o_j
+            out["pair_count"] = pc
+            out["pair_sum"] = ps - delta[:, None] * pc
+            out["cross"] = (st["cross"] - shifted - shifted.T
+                            + pc * np.outer(delta, delta))
+        return ObservedMoments(np.asarray(reference, dtype=np.float64), out, self.empty,
+                               self.rows)
+
+    def means(self) -> np.ndarray:
+        """Each feature's mean over its observed values (the reference for a feature
+        never observed)."""
+        count = self.stats["count"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = np.where(count > 0, self.stats["sum"] / count, 0.0)
+        return self.reference + shift
+
+    def mean_and_covariance(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`available_case_moments` (needs the pair statistics)."""
+        return available_case_moments(self.stats, self.reference)
+
+
+def observed_moments_chunk(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                           pairs: bool) -> ObservedMoments:
+    """The :class:`ObservedMoments` of one chunk (the pair statistics if ``pairs``),
+    about the chunk's observed means; an infinity is an error."""
+    X = np.asarray(X)
+    check_no_infinity(X, row_start)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w is not None:
+        check_weights_block(w, row_start)
+    observed = ~np.isnan(X)
+    counts = observed.sum(axis=1)
+    empty_rows = counts == 0
+    if w is None:
+        empty, rows = float(empty_rows.sum()), float(len(X) - empty_rows.sum())
+    else:
+        empty, rows = float(w[empty_rows].sum()), float(w[~empty_rows].sum())
+    o = observed.astype(np.float64)
+    count = o.sum(axis=0) if w is None else w @ o
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reference = np.where(observed.any(axis=0),
+                             np.nansum(X, axis=0, dtype=np.float64)
+                             / np.maximum(observed.sum(axis=0), 1), 0.0)
+    if pairs:
+        stats = observed_moment_statistics(X, w, row_start, reference)
+    else:
+        centred = np.where(observed, X - reference, 0.0)
+        stats = {"count": count, "sum": centred.sum(axis=0) if w is None else w @ centred}
+    return ObservedMoments(reference, stats, empty, rows)
+
+
+def merge_observed(*parts: ObservedMoments) -> ObservedMoments:
+    """The :class:`ObservedMoments` of several chunks, about the first one's reference
+    (a reduction's combine step)."""
+    first = parts[0]
+    stats = {key: value.copy() for key, value in first.stats.items()}
+    empty, rows = first.empty, first.rows
+    for part in parts[1:]:
+        moved = part.about(first.reference)
+        for key in stats:
+            stats[key] += moved.stats[key]
+        empty += part.empty
+        rows += part.rows
+    return ObservedMoments(first.reference, stats, empty, rows)
 
 
 def fill_missing(X: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -31,10 +31,17 @@ The schedule, for ``P`` the passes over the data:
 
 The best restart of a model is the first with the highest final bound among those
 without a degenerate component (:mod:`daskgmm.engine.degeneracy`).
+
+With missing values (``EMOptions.missing == 'marginalize'``) every fresh fit runs the
+survey (it measures the rows with nothing observed, which the fit leaves out, and the
+observed means that fill the starts' sample), the starts work from the filled sample
+(:func:`~daskgmm.engine.starts.fill_sample`), and EM and the criteria run the
+marginalising E-step (:data:`~daskgmm.engine.em.MISSING`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,13 +55,15 @@ from daskgmm.engine.em import (
     Candidate,
     DataCheck,
     EMOptions,
+    EStepKernel,
     IterationInfo,
     ReadLog,
     best_candidate,
     mark_degenerate,
     run_em,
 )
-from daskgmm.engine.estep import Components, check_finite_block, estep_statistics, make_plan
+from daskgmm.engine.estep import Components, check_finite_block
+from daskgmm.engine.marginal import ObservedMoments, fill_missing
 from daskgmm.engine.passes import PassPart, RowChunks, one_blas_thread
 from daskgmm.engine.starts import (
     KMeansCache,
@@ -62,6 +71,7 @@ from daskgmm.engine.starts import (
     StartContext,
     centre_of,
     draw_sample,
+    fill_sample,
     finish_pending,
     pending_parts,
     sample_rows,
@@ -81,6 +91,11 @@ def criterion_values(log_likelihood: float, neg_entropy: float, n: float,
     ``H = -sum_i sum_k r_ik log r_ik`` (``neg_entropy = -H``), ``log L`` the (weighted)
     log-likelihood, ``p`` the free parameters and ``n`` the number of samples (the sum
     of the weights with sample weights).
+
+    With missing values, ``log L = sum_i w_i log p(x_i,o)`` is the observed-data
+    log-likelihood, ``n`` counts the rows with at least one observed value, ``p`` is
+    unchanged and ``H`` is the entropy of the responsibilities given the observed
+    values.
 
     Examples
     --------
@@ -213,19 +228,22 @@ class PlanResult:
 # companions: work that shares batch EM's passes
 # ---------------------------------------------------------------------------------------
 class _PendingStarts:
-    """Starts that need a pass; their candidates join EM once it has run."""
+    """Starts that need a pass; their candidates join EM once it has run. With missing
+    values, the pass sees the chunks filled with ``fill_values``."""
 
     phase = "init"
 
-    def __init__(self, pending: list[tuple[int, int, Pending]], join: Callable) -> None:
+    def __init__(self, pending: list[tuple[int, int, Pending]], join: Callable,
+                 fill_values: np.ndarray | None = None) -> None:
         self._pending = pending
         self._join = join
+        self._fill = fill_values
         self._owners: list[list[int]] = []
 
     def parts(self, candidates: Sequence[Candidate]) -> list[PassPart]:
         if not self._pending:
             return []
-        parts, self._owners = pending_parts([p for _, _, p in self._pending])
+        parts, self._owners = pending_parts([p for _, _, p in self._pending], self._fill)
         return parts
 
     def receive(self, results: Sequence[Any]) -> list[Candidate]:
@@ -242,8 +260,10 @@ class _Criteria:
     phase = "criteria"
 
     def __init__(self, specs: list[ModelSpec], counts: list[int], owner: list[int],
-                 max_iter: int, n_features: int, finish: Callable) -> None:
+                 max_iter: int, n_features: int, finish: Callable,
+                 kernel: EStepKernel) -> None:
         self._specs = specs
+        self._kernel = kernel
         self._counts = counts
         self._owner = owner
         self._max_iter = max_iter
@@ -268,9 +288,10 @@ class _Criteria:
         if not self._asked:
             return []
         comps = [self._components(si, best) for si, best in self._asked]
-        plan = make_plan(comps, np.stack([best.centre for _, best in self._asked]),
-                         entropy=True)
-        return [PassPart(estep_statistics, (plan,), kind="score")]
+        plan = self._kernel.make_plan(comps,
+                                      np.stack([best.centre for _, best in self._asked]),
+                                      entropy=True)
+        return [PassPart(self._kernel.statistics, (plan,), kind="score")]
 
     def _components(self, si: int, best: Candidate) -> Components:
         spec = self._specs[si]
@@ -302,7 +323,7 @@ def _sample_em(options: EMOptions) -> Callable[..., tuple[list[Any], list[float]
         chunks = RowChunks(rows, weights=weights)
         centre = centre_of(states[0])
         cands = [Candidate(i, model, s, centre) for i, s in enumerate(states)]
-        run_em(chunks, cands, EMOptions(tol, max_iter, options.split_every, options.dtype))
+        run_em(chunks, cands, dataclasses.replace(options, tol=tol, max_iter=max_iter))
         return [c.state for c in cands], [c.lower_bound for c in cands]
 
     return em
@@ -313,6 +334,28 @@ def _moments_to_json(moments: Moments | None) -> dict[str, Any]:
         return {}
     return {"moments": {"n": moments.n, "mean": moments.mean.tolist(),
                         "scatter": moments.scatter.tolist()}}
+
+
+def _observed_to_json(observed: ObservedMoments | None) -> dict[str, Any]:
+    if observed is None:
+        return {}
+    return {"observed": {"reference": observed.reference.tolist(),
+                         "count": observed.stats["count"].tolist(),
+                         "sum": observed.stats["sum"].tolist(),
+                         "empty": observed.empty, "rows": observed.rows}}
+
+
+def _observed_from_json(extra: dict[str, Any], n_features: int) -> ObservedMoments | None:
+    raw = extra.get("observed")
+    if raw is None:
+        return None
+    arrays = [np.asarray(raw[key], dtype=np.float64) for key in ("reference", "count", "sum")]
+    if any(a.shape != (n_features,) for a in arrays):
+        raise CheckpointError("the checkpoint's observed-value counts have the wrong "
+                              "shape; delete it to start afresh.")
+    reference, count, total = arrays
+    return ObservedMoments(reference, {"count": count, "sum": total}, float(raw["empty"]),
+                           float(raw["rows"]))
 
 
 def _moments_from_json(extra: dict[str, Any], n_features: int) -> Moments | None:
@@ -416,7 +459,8 @@ class _Run:
         if self.plan.criteria:
             self.criteria = _Criteria(self.plan.specs, self.counts, self.owner,
                                       self.options.max_iter, self.D,
-                                      lambda si, group: self.finish_spec(si, group))
+                                      lambda si, group: self.finish_spec(si, group),
+                                      self.options.kernel)
 
     def model_for_resume(self, index: int) -> Any:
         if index >= len(self.owner):
@@ -425,8 +469,10 @@ class _Run:
         if not self.models:
             extra = self.plan.checkpointer.extra
             moments = _moments_from_json(extra, self.D)
+            observed = _observed_from_json(extra, self.D)
             total = float(extra.get("total_weight", self.n))
-            self.survey = Survey(self.n, self.D, total, None, moments)
+            self.survey = Survey(self.n, self.D, total, None, moments,
+                                 observed=observed)
             self.models = [spec.build(self.survey) for spec in self.plan.specs]
         return self.models[self.owner[index]]
 
@@ -442,7 +488,7 @@ class _Run:
                 f"the checkpoint in {plan.checkpointer.directory} is at iteration "
                 f"{resumed.iteration}, beyond max_iter={options.max_iter}; raise max_iter "
                 "to at least that to resume, or delete the checkpoint to start afresh.")
-        self.total_weight = self.survey.total_weight
+        self.total_weight = self.survey.total_weight - self.survey.empty_weight
         candidates = list(resumed.candidates)
         algorithm = plan.algorithm(self.total_weight, resumed.stepwise)
         if resumed.stepwise is not None:
@@ -489,18 +535,20 @@ class _Run:
         uniform = [d.indices for d in draws if d is not None and d.indices is not None]
         by_weight = [(d.seed, d.size) for d in draws if d is not None and d.indices is None]
         moments = any(spec.needs_moments for spec in specs)
-        few = all(d is None or d.points for d in draws) and not moments
+        missing = options.marginalize
+        few = (all(d is None or d.points for d in draws) and not moments
+               and not missing)
         if uniform and few and checkpointer is None:
             # Only a few rows (random rows as the components): read where they lie.
             self.survey = self.gather(np.unique(np.concatenate(uniform)))
             self.check = DataCheck()
-        elif uniform or by_weight or moments:
+        elif uniform or by_weight or moments or missing:
             indices = np.unique(np.concatenate(uniform)) if uniform else None
             self.reads.add("survey", chunks.n_chunks)
             self.survey, digests = survey(chunks, indices=indices, moments=moments,
                                           digest=checkpointer is not None,
                                           split_every=options.split_every,
-                                          weighted=by_weight)
+                                          weighted=by_weight, missing=missing)
             self.check = (DataCheck.of_survey(digests, chunks.row_bounds)
                           if digests is not None else DataCheck())
         else:
@@ -508,33 +556,51 @@ class _Run:
             self.survey = Survey(self.n, self.D, float(self.n if total is None else total))
             self.check = DataCheck(record=checkpointer is not None)
         self.verify_pending = False
-        self.total_weight = self.survey.total_weight
-        if not self.total_weight > 0:
+        total = self.survey.total_weight
+        if not total > 0:
             raise InvalidDataError("sample_weight must not be all zero: the data have no "
                                    "weight to fit.")
-        if not math.isfinite(self.total_weight):
+        if not math.isfinite(total):
             raise InvalidDataError(
-                f"the sample weights add up to {self.total_weight}, beyond the "
+                f"the sample weights add up to {total}, beyond the "
                 "floating-point range: scale them down.")
+        # Rows with nothing observed are left out of the fit.
+        self.total_weight = total - self.survey.empty_weight
+        observed = self.survey.observed
+        never = ([] if observed is None
+                 else np.flatnonzero(~(observed.stats["count"] > 0)).tolist())
+        if never and self.total_weight > 0:
+            raise InvalidDataError(
+                f"feature(s) {never[:10]}{' ...' if len(never) > 10 else ''} have no "
+                "observed value (every value is NaN, or in rows of zero weight): a mixture "
+                "cannot estimate them; drop those columns.")
+        if not self.total_weight > 0:
+            raise InvalidDataError(
+                "no row of the data has an observed value (every value is NaN, or the "
+                "rows with values all have zero weight): there is nothing to fit.")
         self.models = [spec.build(self.survey) for spec in specs]
         if checkpointer is not None:
             checkpointer.extra = {**_moments_to_json(self.survey.moments),
-                                  "total_weight": self.total_weight}
+                                  **_observed_to_json(self.survey.observed),
+                                  "total_weight": total}
         # The starts.
         cache = KMeansCache()
         first_row: list[np.ndarray] = []
+        fill = self.survey.fill_values  # None unless values may be missing
 
         def row0() -> np.ndarray:
             if not first_row:
                 self.reads.add("init", 1)
-                first_row.append(chunks.take_rows(np.array([0]))[0])
+                row = chunks.take_rows(np.array([0]))[0]
+                first_row.append(row if fill is None else fill_missing(row, fill))
             return first_row[0]
 
         ctx = StartContext(cache, _sample_em(options), options.tol, row0)
         ready: list[tuple[int, int, Any]] = []
         pending: list[tuple[int, int, Pending]] = []
         for si, (spec, model) in enumerate(zip(specs, self.models, strict=True)):
-            sample = None if draws[si] is None else sample_rows(draws[si], self.survey)
+            sample = (None if draws[si] is None
+                      else fill_sample(sample_rows(draws[si], self.survey), fill))
             states = ([spec.given(model)] if spec.given is not None
                       else start_states(spec.init, model, spec.n_init, spec.random_state,
                                         sample, ctx))
@@ -547,7 +613,7 @@ class _Run:
         # walk groups of chunks: then the starts' pass runs before EM.
         share = algorithm.whole_passes and checkpointer is None
         if pending and not share:
-            starts = _PendingStarts(pending, self.join)
+            starts = _PendingStarts(pending, self.join, fill)
             parts = starts.parts([])
             ready_now = starts.receive(self.reads.run(chunks, parts, "init",
                                                       split_every=options.split_every))
@@ -555,7 +621,7 @@ class _Run:
         else:
             candidates = self.join(ready)
             if pending:
-                companions.append(_PendingStarts(pending, self.join))
+                companions.append(_PendingStarts(pending, self.join, fill))
         if self.criteria is not None and algorithm.whole_passes:
             companions.append(self.criteria)
         run_em(chunks, candidates, options, algorithm, check=self.check,

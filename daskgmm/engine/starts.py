@@ -27,6 +27,19 @@ memory never grows with the number of rows. ``init_params`` names the start:
     Uniform random responsibilities, normalised per row, drawn chunk by chunk in one
     pass over the data.
 
+With missing values (``missing='marginalize'``), the starts work from the sample with
+its holes filled by each feature's observed mean (:func:`fill_sample`; the rows with
+nothing observed are left out): k-means, k-means++ and the rows drawn as components see
+those rows. The hard assignment to k-means centres (in memory, or in the pass of
+``'kmeans'``) puts each row with the centre nearest to its observed values and fills its
+holes with that centre's values (:func:`fill_from_centres`) instead: filling with the
+overall means would put the filled values far from their cluster and inflate every
+start's covariances (one EM iteration after such a start was 0.5 nats per sample below
+the optimum with 30% missing on well-separated clusters, 0.02 after a start filled from
+the centres). The pass of ``'random'`` sees the chunks filled with the observed means
+(:func:`filled_part`). The EM runs of ``'robust'`` on the sample marginalise the missing
+values like the fit itself.
+
 A model's restarts (``n_init``) each draw their own start from the model's random state.
 With an integer seed, every model of a selection sweep draws what a separate fit with
 that seed would draw; k-means runs on the same sample with the same random state are
@@ -53,14 +66,16 @@ from daskgmm.engine.estep import (
     make_plan,
     random_assignment_statistics,
 )
+from daskgmm.engine.marginal import check_no_infinity, fill_missing
 from daskgmm.engine.passes import PassPart
-from daskgmm.engine.stats import Stats
+from daskgmm.engine.stats import PassResult, Stats
 from daskgmm.engine.survey import sample_indices
 from daskgmm.errors import InvalidDataError
 
 __all__ = ["INIT_METHODS", "KMEANS_RUNS", "SAMPLE_ROWS", "KMeansCache", "Pending",
-           "Reference", "centre_of", "identity_plan", "sample_size", "start_states",
-           "state_from_responsibilities"]
+           "Reference", "centre_of", "fill_from_centres", "fill_sample", "filled_part",
+           "identity_plan",
+           "sample_size", "start_states", "state_from_responsibilities"]
 
 #: Fewest rows in a start's sample (all of them when the data have fewer).
 SAMPLE_ROWS = 20_000
@@ -140,9 +155,26 @@ def _mean(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
                                                                  weights=weights)
 
 
+def fill_from_centres(rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """``rows`` (float64) with each missing value replaced by that feature of the centre
+    nearest to the row's observed values (squared Euclidean distance over them; a row
+    with nothing observed goes to the first centre); ``rows`` when nothing misses."""
+    observed = ~np.isnan(rows)
+    if observed.all():
+        return rows
+    x = np.where(observed, rows, 0.0)
+    c = np.asarray(centres, dtype=np.float64)
+    d2 = observed.astype(np.float64) @ (c * c).T - 2.0 * (x @ c.T)  # + |x_o|², the same
+    nearest = d2.argmin(axis=1)
+    return np.where(observed, x, c[nearest])
+
+
 def _from_assignment(model: Any, rows: np.ndarray, weights: np.ndarray | None,
-                     centres: np.ndarray) -> Any:
-    """The M-step of the hard assignment of in-memory rows to ``centres``."""
+                     centres: np.ndarray, holes: np.ndarray | None = None) -> Any:
+    """The M-step of the hard assignment of in-memory rows to ``centres`` (with
+    missing values, of ``holes``, the rows as read, filled from their centres)."""
+    if holes is not None:
+        rows = fill_from_centres(holes, centres)
     reference = _mean(rows, weights)
     plan = identity_plan([(model.covariance, centres)], reference)
     stats = hard_assignment_statistics(rows, weights, 0, plan).stats[0]
@@ -262,12 +294,42 @@ class Pending:
         return self.model.m_step(stats, self.reference, Reference(np.asarray(refs)))
 
 
-def pending_parts(pending: Sequence[Pending]) -> tuple[list[PassPart], list[list[int]]]:
+def _centre_filled_assignment(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                              plans: Sequence[Any], centres: Sequence[np.ndarray]
+                              ) -> PassResult:
+    """The hard-assignment statistics of a chunk that may miss values for several sets
+    of centres (one single-candidate plan each): rows with nothing observed left out,
+    the others filled from their nearest centre of each set
+    (:func:`fill_from_centres`)."""
+    X = np.asarray(X)
+    check_no_infinity(X, row_start)
+    keep = ~np.isnan(X).all(axis=1)
+    if not keep.all():
+        X = X[keep]
+        weights = None if weights is None else np.asarray(weights)[keep]
+    stats = []
+    for plan, sites in zip(plans, centres, strict=True):
+        filled = fill_from_centres(np.asarray(X, dtype=np.float64), sites)
+        stats.extend(hard_assignment_statistics(filled, weights, row_start, plan).stats)
+    return PassResult(stats)
+
+
+def pending_parts(pending: Sequence[Pending], fill_values: np.ndarray | None = None
+                  ) -> tuple[list[PassPart], list[list[int]]]:
     """The pass parts computing the statistics of ``pending`` starts (one part per kind),
-    and, per part, the positions in ``pending`` its candidates stand for."""
+    and, per part, the positions in ``pending`` its candidates stand for. With
+    ``fill_values`` (the observed means: values may be missing), the assignment fills
+    each row from its nearest centre, the random responsibilities see the rows filled
+    with ``fill_values``."""
     parts, owners = [], []
     assign = [i for i, p in enumerate(pending) if p.centres is not None]
-    if assign:
+    if assign and fill_values is not None:
+        plans = [identity_plan([(pending[i].model.covariance, pending[i].centres)],
+                               pending[i].reference) for i in assign]
+        parts.append(PassPart(_centre_filled_assignment,
+                              (plans, [pending[i].centres for i in assign]), kind="init"))
+        owners.append(assign)
+    elif assign:
         plan = identity_plan([(pending[i].model.covariance, pending[i].centres)
                               for i in assign],
                              np.stack([pending[i].reference for i in assign]))
@@ -280,8 +342,10 @@ def pending_parts(pending: Sequence[Pending]) -> tuple[list[PassPart], list[list
                                        (pending[i].model.n_components, 1)))
                               for i in random],
                              np.stack([pending[i].reference for i in random]))
-        parts.append(PassPart(random_assignment_statistics,
-                              (plan, [pending[i].seed for i in random]), kind="init"))
+        parts.append(filled_part(
+            PassPart(random_assignment_statistics,
+                     (plan, [pending[i].seed for i in random]), kind="init"),
+            fill_values))
         owners.append(random)
     return parts, owners
 
@@ -316,13 +380,62 @@ class SampleRequest:
 class SampleRows:
     """A start's sample in memory: its rows, their weights (None: rows count once each,
     as rows drawn in proportion to their weights do), whether it is the whole data, and
-    a key that identifies it (for :class:`KMeansCache`)."""
+    a key that identifies it (for :class:`KMeansCache`). ``holes``: the rows as read,
+    with their missing values, when ``rows`` are them filled (:func:`fill_sample`)."""
 
     key: Any
     rows: np.ndarray
     weights: np.ndarray | None
     whole: bool
     points: int = 0
+    holes: np.ndarray | None = None
+
+    @property
+    def em_rows(self) -> np.ndarray:
+        """The rows EM on the sample reads (with their missing values: it marginalises
+        them)."""
+        return self.rows if self.holes is None else self.holes
+
+
+def fill_sample(sample: SampleRows, values: np.ndarray | None) -> SampleRows:
+    """``sample`` without its rows that have no observed value and with every other
+    missing value replaced by its feature's entry of ``values`` (the observed means);
+    the sample itself when ``values`` is None or nothing misses."""
+    if values is None:
+        return sample
+    missing = np.isnan(sample.rows)
+    if not missing.any():
+        return sample
+    keep = ~missing.all(axis=1)
+    rows = sample.rows[keep]
+    weights = None if sample.weights is None else sample.weights[keep]
+    return SampleRows(sample.key, fill_missing(rows, values), weights, sample.whole,
+                      sample.points, holes=rows)
+
+
+def _filled_chunk(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+                  kernel: Callable[..., Any], values: np.ndarray, *args: Any) -> Any:
+    """``kernel`` on a chunk whose rows with nothing observed are left out and whose
+    other missing values are ``values``."""
+    X = np.asarray(X)
+    check_no_infinity(X, row_start)
+    missing = np.isnan(X)
+    if missing.any():
+        keep = ~missing.all(axis=1)
+        if not keep.all():
+            X = X[keep]
+            weights = None if weights is None else np.asarray(weights)[keep]
+        X = fill_missing(X, values)
+    return kernel(X, weights, row_start, *args)
+
+
+def filled_part(part: PassPart, values: np.ndarray | None) -> PassPart:
+    """``part`` reading every chunk filled as :func:`fill_sample` fills the sample
+    (``part`` itself when ``values`` is None)."""
+    if values is None:
+        return part
+    return PassPart(_filled_chunk, (part.kernel, np.asarray(values), *part.args),
+                    part.combine, part.kind)
 
 
 def draw_sample(method: str, n_components: int, n_samples: int, n_features: int,
@@ -394,7 +507,7 @@ def start_states(method: str, model: Any, n_init: int, rng: np.random.RandomStat
         for _ in range(n_init):
             if sample.whole:
                 _, centres = _kmeans(rows, weights, K, 1, rng)
-                out.append(_from_assignment(model, rows, weights, centres))
+                out.append(_from_assignment(model, rows, weights, centres, sample.holes))
             else:
                 runs = ctx.cache.runs(sample, K, KMEANS_RUNS, rng)
                 centres = min(runs, key=lambda run: run[0])[1]
@@ -435,10 +548,12 @@ def _robust(model: Any, sample: SampleRows, rng: np.random.RandomState,
             distinct.append(centres)
         if len(distinct) == ROBUST_SHORT_RUNS:
             break
-    starts = [_from_assignment(model, rows, weights, centres) for centres in distinct]
+    starts = [_from_assignment(model, rows, weights, centres, sample.holes)
+              for centres in distinct]
     n_rows = float(len(rows) if weights is None else weights.sum())
     with observers.silenced(), small_work(len(rows), K, rows.shape[1]):
-        states, bounds = ctx.em(starts, model, rows, weights, ROBUST_SHORT_ITER, 0.0)
+        states, bounds = ctx.em(starts, model, sample.em_rows, weights, ROBUST_SHORT_ITER,
+                                0.0)
         order = sorted(range(len(states)), key=lambda i: -bounds[i]
                        if math.isfinite(bounds[i]) else math.inf)
         fine = [i for i in order
@@ -446,5 +561,6 @@ def _robust(model: Any, sample: SampleRows, rng: np.random.RandomState,
         best = states[(fine or order)[0]]
         if sample.whole:
             return best
-        states, _ = ctx.em([best], model, rows, weights, ROBUST_SAMPLE_ITER, ctx.tol)
+        states, _ = ctx.em([best], model, sample.em_rows, weights, ROBUST_SAMPLE_ITER,
+                           ctx.tol)
     return states[0]

@@ -12,7 +12,12 @@ One read of every chunk serves at once:
   for centred moments (Chan, Golub and LeVeque, 1983), so no reference point is needed;
 * the **digests** of the chunks (to recognise the data when a checkpoint is resumed);
 * the data checks: every value finite, every weight finite and non-negative, so bad
-  data are refused before any time is spent on starts.
+  data are refused before any time is spent on starts;
+* with missing values (NaN, ``missing='marginalize'``): the **observed moments**
+  (:class:`~daskgmm.engine.marginal.ObservedMoments`): the weight of the rows with
+  nothing observed, the observed values, each feature's observed mean (what the starts
+  fill the sample's holes with) and, for the priors, the available-case covariance.
+  A NaN is then no error; an infinity still is.
 
 Each is a :class:`~daskgmm.engine.passes.PassPart`; the fit plan asks for the ones it
 needs in one :meth:`~daskgmm.engine.passes.RowChunks.map_reduce_many`.
@@ -28,12 +33,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from daskgmm.engine.estep import check_finite_block, check_weights_block, chunk_digest
+from daskgmm.engine.marginal import (
+    ObservedMoments,
+    check_no_infinity,
+    merge_observed,
+    observed_moments_chunk,
+)
 from daskgmm.engine.passes import PassPart, RowChunks
 from daskgmm.engine.stats import PassResult
 from daskgmm.errors import InvalidDataError
 
 __all__ = ["Moments", "Sample", "Survey", "WeightedRows", "digest_part", "moments_part",
-           "sample_indices", "sample_part", "survey", "total_weight_part", "weighted_part"]
+           "observed_part", "sample_indices", "sample_part", "survey", "total_weight_part",
+           "weighted_part"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,25 @@ class Survey:
     moments: Moments | None = None
     #: ``(seed, size) -> rows`` drawn in proportion to the sample weights.
     weighted: dict[tuple[int, int], np.ndarray] | None = None
+    #: Data that may miss values: what the pass found of them (None: none may miss).
+    observed: ObservedMoments | None = None
+
+    @property
+    def empty_weight(self) -> float:
+        """The weight of the rows with no observed value (left out of the fit)."""
+        return 0.0 if self.observed is None else self.observed.empty
+
+    @property
+    def fill_values(self) -> np.ndarray | None:
+        """What the starts fill missing values with: each feature's observed mean (None
+        for data that may not miss values)."""
+        return None if self.observed is None else self.observed.means()
+
+    def observed_fraction(self) -> float:
+        """The share of the values (weighted) that are observed."""
+        if self.observed is None or not self.total_weight > 0:
+            return 1.0
+        return self.observed.observed_values / (self.n_features * self.total_weight)
 
 
 def sample_indices(n: int, size: int, rng: np.random.RandomState) -> np.ndarray:
@@ -115,16 +146,20 @@ def sample_indices(n: int, size: int, rng: np.random.RandomState) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # the sample
 # ---------------------------------------------------------------------------------------
-def _checked(X: np.ndarray, weights: np.ndarray | None, row_start: int) -> None:
-    check_finite_block(X, row_start)
+def _checked(X: np.ndarray, weights: np.ndarray | None, row_start: int,
+             missing: bool = False) -> None:
+    if missing:
+        check_no_infinity(X, row_start)
+    else:
+        check_finite_block(X, row_start)
     if weights is not None:
         check_weights_block(np.asarray(weights), row_start)
 
 
 def _sample_chunk(X: np.ndarray, weights: np.ndarray | None, row_start: int,
-                  indices: np.ndarray) -> Sample:
+                  indices: np.ndarray, missing: bool = False) -> Sample:
     X = np.asarray(X)
-    _checked(X, weights, row_start)
+    _checked(X, weights, row_start, missing)
     lo, hi = np.searchsorted(indices, [row_start, row_start + len(X)])
     mine = indices[lo:hi]
     local = mine - row_start
@@ -139,18 +174,18 @@ def _join_samples(*parts: Sample) -> Sample:
                   np.concatenate([p.rows for p in parts]), weights)
 
 
-def sample_part(indices: np.ndarray) -> PassPart:
+def sample_part(indices: np.ndarray, missing: bool = False) -> PassPart:
     """The pass part gathering the rows at ``indices`` (sorted, unique); it also checks
-    every value and weight of every chunk."""
-    return PassPart(_sample_chunk, (np.asarray(indices, dtype=np.int64),), _join_samples,
-                    kind="survey")
+    every value and weight of every chunk (NaN allowed if ``missing``)."""
+    return PassPart(_sample_chunk, (np.asarray(indices, dtype=np.int64), missing),
+                    _join_samples, kind="survey")
 
 
 def _weighted_chunk(X: np.ndarray, weights: np.ndarray | None, row_start: int,
-                    seed: int, size: int) -> WeightedRows:
+                    seed: int, size: int, missing: bool = False) -> WeightedRows:
     X = np.asarray(X)
     w = np.asarray(weights, dtype=np.float64)
-    _checked(X, w, row_start)
+    _checked(X, w, row_start, missing)
     u = np.random.default_rng([seed, row_start]).random(len(w))
     with np.errstate(divide="ignore"):
         keys = np.where(w > 0, np.log(u) / np.where(w > 0, w, 1.0), -np.inf)
@@ -170,10 +205,10 @@ def _join_weighted(size: int, *parts: WeightedRows) -> WeightedRows:
     return WeightedRows(keys, rows)
 
 
-def weighted_part(seed: int, size: int) -> PassPart:
+def weighted_part(seed: int, size: int, missing: bool = False) -> PassPart:
     """The pass part drawing ``size`` rows in proportion to their sample weights (rows of
     zero weight never), seeded by ``seed`` and each chunk's first row."""
-    return PassPart(_weighted_chunk, (int(seed), int(size)),
+    return PassPart(_weighted_chunk, (int(seed), int(size), missing),
                     functools.partial(_join_weighted, int(size)), kind="survey")
 
 
@@ -222,6 +257,22 @@ def moments_part() -> PassPart:
     return PassPart(_moments_chunk, (), _merge_moments, kind="survey")
 
 
+def observed_part(pairs: bool) -> PassPart:
+    """The pass part computing the :class:`~daskgmm.engine.marginal.ObservedMoments` of
+    data that may miss values (with the pair statistics of the covariance if
+    ``pairs``)."""
+    return PassPart(observed_moments_chunk, (bool(pairs),), merge_observed, kind="survey")
+
+
+def _available_case(observed: ObservedMoments) -> Moments:
+    """The data's mean and covariance from the observed values (available-case, see
+    :func:`~daskgmm.engine.marginal.available_case_moments`) as :class:`Moments` whose
+    :meth:`~Moments.covariance` is that covariance."""
+    mean, covariance = observed.mean_and_covariance()
+    n = observed.rows
+    return Moments(n, mean, covariance * (n - 1.0))
+
+
 # ---------------------------------------------------------------------------------------
 # the digests
 # ---------------------------------------------------------------------------------------
@@ -255,17 +306,22 @@ def total_weight_part() -> PassPart:
 
 
 def survey(chunks: RowChunks, *, indices: np.ndarray | None, moments: bool,
-           digest: bool, split_every: int,
-           weighted: Sequence[tuple[int, int]] = ()) -> tuple[Survey, dict[int, int] | None]:
+           digest: bool, split_every: int, weighted: Sequence[tuple[int, int]] = (),
+           missing: bool = False) -> tuple[Survey, dict[int, int] | None]:
     """One pass for the total weight and whatever of the sample (``indices``), the rows
     drawn in proportion to the weights (``(seed, size)`` requests), moments and digests
-    is asked for; returns the survey and the chunk digests (None unless asked for)."""
+    is asked for; returns the survey and the chunk digests (None unless asked for).
+
+    With ``missing`` (values may be NaN), it also computes the observed moments, and
+    the moments asked for are the available-case ones."""
     parts: list[PassPart] = [total_weight_part()]
     if indices is not None:
-        parts.append(sample_part(indices))
+        parts.append(sample_part(indices, missing))
     requests = sorted(set(weighted))
-    parts.extend(weighted_part(seed, size) for seed, size in requests)
-    if moments:
+    parts.extend(weighted_part(seed, size, missing) for seed, size in requests)
+    if missing:
+        parts.append(observed_part(pairs=moments))
+    elif moments:
         parts.append(moments_part())
     if digest:
         parts.append(digest_part())
@@ -273,12 +329,15 @@ def survey(chunks: RowChunks, *, indices: np.ndarray | None, moments: bool,
     total = results.pop(0)
     sample = results.pop(0) if indices is not None else None
     drawn = {req: results.pop(0).rows for req in requests}
-    found = results.pop(0) if moments else None
+    observed = results.pop(0) if missing else None
+    found = results.pop(0) if moments and not missing else None
     digests = results.pop(0).digests if digest else None
     if not math.isfinite(total):
         raise InvalidDataError(
             f"the sample weights add up to {total}, beyond the floating-point range: "
             "scale them down (only their ratios matter to the fit, and BIC counts their "
             "sum as the number of samples).")
-    return (Survey(chunks.shape[0], chunks.shape[1], total, sample, found, drawn or None),
-            digests)
+    if observed is not None and moments:
+        found = _available_case(observed)
+    return (Survey(chunks.shape[0], chunks.shape[1], total, sample, found, drawn or None,
+                   observed), digests)

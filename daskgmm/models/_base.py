@@ -36,6 +36,7 @@ from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
+import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
@@ -46,7 +47,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from daskgmm.diagnostics import observers
 from daskgmm.engine import estep
-from daskgmm.engine.em import Batch, Candidate, EMOptions, FitInfo
+from daskgmm.engine.em import Batch, Candidate, EMOptions, EStepKernel, FitInfo, estep_kernel
 from daskgmm.engine.passes import RowChunks
 from daskgmm.engine.plan import FitPlan, ModelSpec, PlanResult, run_plan
 from daskgmm.engine.starts import INIT_METHODS, centre_of
@@ -56,6 +57,7 @@ from daskgmm.errors import (
     DegenerateComponentError,
     InvalidDataError,
     InvalidParameterError,
+    NonFiniteDataError,
 )
 
 __all__ = ["OWN_CONSTRAINTS", "BaseMixture", "MixtureInput", "adopt_fit", "describe_fit",
@@ -73,6 +75,7 @@ OWN_CONSTRAINTS: dict[str, list] = {
     "batch_chunks": [Interval(Integral, 1, None, closed="left"), None],
     "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
     "learning_offset": [Interval(Real, 0.0, None, closed="left")],
+    "missing": [StrOptions({"error", "marginalize"})],
 }
 
 #: Parameters that do not change what a fit computes (a checkpoint may be resumed with
@@ -151,7 +154,9 @@ class MixtureInput:
             _check_names_like_sklearn(self, wrap, array.shape[1], reset=reset)
         else:
             array = validate_data(self, array, reset=reset, dtype=[np.float64, np.float32],
-                                  ensure_min_samples=2 if reset else 1)
+                                  ensure_min_samples=2 if reset else 1,
+                                  ensure_all_finite="allow-nan")
+            _refuse_nan(self, array)
         return RowChunks(array, self.chunk_rows, weights=_as_weights(sample_weight)), wrap
 
     def _validate_dask(self, X: da.Array, *, reset: bool) -> da.Array:
@@ -190,8 +195,11 @@ class MixtureInput:
                 f"{self.n_features_in_} features as input."
             )
         return X
-    def _em_options(self) -> EMOptions:
-        return EMOptions(self.tol, self.max_iter, self.split_every, self.dtype)
+
+    # -- the plan's settings -----------------------------------------------------------
+    def _em_options(self, max_iter: int | None = None) -> EMOptions:
+        return EMOptions(self.tol, self.max_iter if max_iter is None else max_iter,
+                         self.split_every, self.dtype, self.missing)
 
     def _algorithm(self) -> Any:
         """``algorithm(total_weight, resumed_state) -> Algorithm`` for the plan."""
@@ -251,8 +259,27 @@ class MixtureInput:
                 observers.notify("passes_read", dict(result.passes))
             finally:
                 observers.notify("fit_finished")
-        self.passes_ = dict(result.passes)
+        _adopt_data(self, result)
         return result
+
+
+def _refuse_nan(estimator: Any, array: np.ndarray) -> None:
+    """Refuse NaN in in-memory input unless the estimator marginalises missing values
+    (infinities were refused by the validation before)."""
+    if getattr(estimator, "missing", "error") == "marginalize":
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        suspicious = np.isnan(np.sum(array))  # NaN reaches the sum (one cheap read)
+    if not suspicious:
+        return
+    rows = np.isnan(array).any(axis=1)
+    if not rows.any():
+        return
+    raise NonFiniteDataError(
+        f"the data contain NaN: {int(rows.sum())} row(s) (first at row "
+        f"{int(np.argmax(rows))}). If NaN marks missing values, pass "
+        "missing='marginalize' (EM then marginalises them); otherwise remove or impute "
+        "those rows.")
 
 
 def _batch(total_weight: float, state: Any) -> Batch:
@@ -399,7 +426,7 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
             spec.centre = stream["centre"]
             state = stream["state"]
         algorithm = Stream(state, self.learning_decay, self.learning_offset)
-        plan = FitPlan([spec], EMOptions(self.tol, 1, self.split_every, self.dtype),
+        plan = FitPlan([spec], self._em_options(max_iter=1),
                        lambda total, resumed: algorithm)
         result = run_plan(chunks, plan)
         best = result.best[0]
@@ -411,7 +438,7 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
         self.lower_bound_ = best.lower_bound
         self.lower_bounds_ = [*previous, best.lower_bound]
         self.converged_ = False
-        self.passes_ = dict(result.passes)
+        _adopt_data(self, result)
         return self
 
     def _initialize(self, X: Any, resp: Any) -> None:
@@ -442,7 +469,7 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
         spec = describe_fit(self, chunks.shape[1], np.dtype(np.float64), n_init=1,
                             warm=False)
         spec.random_state = check_random_state(random_state)
-        plan = FitPlan([spec], EMOptions(self.tol, 0, self.split_every, self.dtype))
+        plan = FitPlan([spec], self._em_options(max_iter=0))
         self._set_attributes(run_plan(chunks, plan).best[0].state)
 
     # -- hooks -------------------------------------------------------------------------
@@ -504,63 +531,91 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
     # ----------------------------------------------------------------------------------
     # prediction
     # ----------------------------------------------------------------------------------
-    def _plan(self) -> estep.EStepPlan:
+    def _kernel(self) -> EStepKernel:
+        """The E-step and prediction kernels (``missing`` chooses them)."""
+        return estep_kernel(self.missing)
+
+    def _plan(self) -> Any:
         components = self._components()
-        return estep.make_plan([components], centre_of(components))
+        return self._kernel().make_plan([components], centre_of(components))
 
     def _out_dtype(self, X_dtype: np.dtype) -> str:
         return str(np.result_type(X_dtype, np.asarray(self.means_).dtype))
 
     def predict(self, X: Any, *, sample_dim: str | None = None) -> Any:
         """Most probable component of each sample (int64): lazy for Dask input, a Series
-        or DataArray with the input's index for DataFrame or DataArray input."""
+        or DataArray with the input's index for DataFrame or DataArray input. With
+        ``missing='marginalize'``, given the sample's observed values."""
         chunks, wrap = self._fitted_chunks(X, sample_dim)
-        return wrap.labels(chunks.map_rows(estep.predict_block, self._plan(),
+        return wrap.labels(chunks.map_rows(self._kernel().predict, self._plan(),
                                            n_columns=None, dtype=np.int64))
 
     def predict_proba(self, X: Any, *, sample_dim: str | None = None) -> Any:
-        """Posterior probability of each component for each sample, shape (n, K)."""
+        """Posterior probability of each component for each sample, shape (n, K). With
+        ``missing='marginalize'``, given the sample's observed values (a sample with
+        none gets the mixture weights)."""
         chunks, wrap = self._fitted_chunks(X, sample_dim)
         out = self._out_dtype(chunks.data.dtype)
         return wrap.responsibilities(chunks.map_rows(
-            estep.predict_proba_block, self._plan(), out, n_columns=len(self.means_),
+            self._kernel().predict_proba, self._plan(), out, n_columns=len(self.means_),
             dtype=out))
 
     def score_samples(self, X: Any, *, sample_dim: str | None = None) -> Any:
-        """Log-likelihood of each sample under the model."""
+        """Log-likelihood of each sample under the model. With
+        ``missing='marginalize'``, the log of the marginal density of the sample's
+        observed values (0 for a sample with none)."""
         chunks, wrap = self._fitted_chunks(X, sample_dim)
         out = self._out_dtype(chunks.data.dtype)
-        return wrap.scores(chunks.map_rows(estep.score_samples_block, self._plan(), out,
+        return wrap.scores(chunks.map_rows(self._kernel().score_samples, self._plan(), out,
                                            n_columns=None, dtype=out))
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """(Weighted) mean per-sample log-likelihood of ``X`` (computed, even for Dask
-        input)."""
+        input). With ``missing='marginalize'``, the observed-data log-likelihood per
+        sample with at least one observed value (the samples with none count neither in
+        the sum nor in the number)."""
+        total, n = self._log_likelihood(X, sample_weight)
+        return total / n
+
+    def _log_likelihood(self, X: Any, sample_weight: Any = None) -> tuple[float, float]:
+        """``(sum_i w_i log p(x_i), sum_i w_i)`` over the samples of ``X`` (with missing
+        values: the observed-data log-likelihood, over the samples with at least one
+        observed value)."""
         chunks, _ = self._fitted_chunks(X, None)
         out = self._out_dtype(chunks.data.dtype)
-        scores = chunks.map_rows(estep.score_samples_block, self._plan(), out,
+        scores = chunks.map_rows(self._kernel().score_samples, self._plan(), out,
                                  n_columns=None, dtype=out)
-        sample_weight = _as_weights(sample_weight)
-        if sample_weight is None:
-            value = scores.mean()
-        else:
-            w = sample_weight
+        w = _as_weights(sample_weight)
+        if w is not None:
             if isinstance(scores, da.Array):
                 w = (w if isinstance(w, da.Array) else da.from_array(np.asarray(w))
                      ).rechunk((scores.chunks[0],))
             else:
                 w = np.asarray(w, dtype=np.float64)
-            value = (scores.astype(np.float64) * w).sum() / w.sum()
-        return float(value.compute() if isinstance(value, da.Array) else value)
+        if self.missing == "marginalize":
+            # Rows with nothing observed are left out of the number of samples.
+            seen = chunks.map_rows(_has_value_block, n_columns=None, dtype=np.float64)
+            w = seen if w is None else seen * w
+        if w is None:
+            total, n = scores.astype(np.float64).sum(), scores.shape[0]
+        else:
+            total, n = (scores.astype(np.float64) * w).sum(), w.sum()
+        if isinstance(scores, da.Array):
+            total, n = dask.compute(total, n)
+        return float(total), float(n)
 
     def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` (lower is better)."""
-        n = X.shape[0]
-        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+        """Bayesian information criterion on ``X`` (lower is better). With
+        ``missing='marginalize'``: ``-2 sum_i log p(x_i,o) + p log n``, ``n`` the samples
+        with at least one observed value."""
+        total, n = self._log_likelihood(X)
+        return -2 * total + self._n_parameters() * math.log(n)
 
     def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X`` (lower is better)."""
-        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+        """Akaike information criterion on ``X`` (lower is better); with missing values
+        from the observed-data log-likelihood, as :meth:`bic`."""
+        total, _ = self._log_likelihood(X)
+        return -2 * total + 2 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture (scikit-learn's sampler)."""
@@ -765,7 +820,7 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = self.missing == "marginalize"
         return tags
 
     # ----------------------------------------------------------------------------------
@@ -869,9 +924,22 @@ def describe_fit(estimator: BaseMixture, n_features: int, dtype: Any, *,
 
 def adopt_fit(estimator: BaseMixture, result: PlanResult, index: int, dtype: Any) -> None:
     """Give ``estimator`` the parameters and EM record of model ``index``'s best restart
-    in ``result`` (attributes of the data's ``dtype``) and the passes the fit read."""
+    in ``result`` (attributes of the data's ``dtype``), the passes the fit read and what
+    it found of missing values."""
     _adopt_candidate(estimator, result.best[index], np.dtype(dtype))
+    _adopt_data(estimator, result)
+
+
+def _adopt_data(estimator: Any, result: PlanResult) -> None:
+    """``passes_``, ``n_empty_rows_`` and ``observed_fraction_`` of a fit."""
     estimator.passes_ = dict(result.passes)
+    estimator.n_empty_rows_ = float(result.survey.empty_weight)
+    estimator.observed_fraction_ = float(result.survey.observed_fraction())
+
+
+def _has_value_block(X: np.ndarray, row_start: int) -> np.ndarray:
+    """1.0 for every row with at least one observed value, 0.0 for the others."""
+    return (~np.isnan(np.asarray(X))).any(axis=1).astype(np.float64)
 
 
 def _adopt_candidate(est: BaseMixture, best: Candidate, dtype: np.dtype) -> None:

@@ -2,8 +2,8 @@
 
 ``verbose=1`` prints the start of the initialisation, every ``verbose_interval``-th EM
 iteration (and the last) with its lower bound and change, the outcome of every
-candidate and the passes the fit read by phase; ``verbose=2`` also prints the initialisation's passes and the time of every
-printed iteration.
+candidate and the passes the fit read by phase; ``verbose=2`` also prints the
+initialisation's passes and the time of every printed iteration.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ one pass over the data before the initialisation.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, ClassVar
@@ -180,7 +181,8 @@ class BayesianModel:
     def lower_bound(self, stats: Stats, state: BayesianParams) -> float:
         """scikit-learn's variational lower bound (constant terms dropped): the
         responsibilities' entropy, the Wishart and weight normalisations and the mean
-        precisions."""
+        precisions; with missing values also the entropy of their conditional
+        distributions (``h_missing``, see :mod:`daskgmm.engine.marginal`)."""
         cov, D, K = self.covariance, state.means.shape[1], self.n_components
         dof = state.degrees_of_freedom
         log_det = cov.log_det_cholesky(state.precisions_cholesky, D) - 0.5 * D * np.log(dof)
@@ -190,8 +192,8 @@ class BayesianModel:
             log_norm_weight = -np.sum(betaln(wc[0], wc[1]))
         else:
             log_norm_weight = gammaln(wc.sum()) - np.sum(gammaln(wc))
-        return float(-stats["ent"] - log_wishart - log_norm_weight
-                     - 0.5 * D * np.sum(np.log(state.mean_precision)))
+        return float(-stats["ent"] + stats.get("h_missing", 0.0) - log_wishart
+                     - log_norm_weight - 0.5 * D * np.sum(np.log(state.mean_precision)))
 
     def n_parameters(self, n_features: int) -> int:
         """Free parameters of the posterior-mean mixture (as a Gaussian mixture's)."""
@@ -288,6 +290,13 @@ default='dirichlet_process'
     algorithm, batch_chunks, learning_decay, learning_offset :
         As for :class:`daskgmm.GaussianMixture`: batch, incremental or online EM (for
         the variational bound, the incremental bound is the one batch EM reports).
+    missing : {'error', 'marginalize'}, default='error'
+        As for :class:`daskgmm.GaussianMixture`. With ``'marginalize'`` the missing
+        values are latent variables of the variational posterior (the bound gains their
+        conditional entropy), and the priors that default to the data's moments take
+        the available-case ones (each feature's mean over its observed values, each
+        pair's covariance over the rows observing both; its diagonal, with a warning,
+        when that matrix is not positive definite).
 
     Attributes
     ----------
@@ -306,6 +315,8 @@ default='dirichlet_process'
     degrees_of_freedom_ : ndarray of shape (n_components,) (a float for 'tied')
     covariance_prior_ : float or ndarray
     n_features_in_ : int
+    passes_, n_empty_rows_, observed_fraction_ :
+        As for :class:`daskgmm.GaussianMixture`.
     """
 
     _parameter_constraints: ClassVar[dict] = sklearn_constraints(
@@ -350,6 +361,7 @@ default='dirichlet_process'
         batch_chunks: int | None = None,
         learning_decay: float = 0.7,
         learning_offset: float = 10.0,
+        missing: str = "error",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -378,6 +390,7 @@ default='dirichlet_process'
         self.batch_chunks = batch_chunks
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+        self.missing = missing
 
     # -- priors ------------------------------------------------------------------------
     def _check_initial_parameters(self, n_features: int, dtype: np.dtype) -> None:
@@ -423,7 +436,8 @@ default='dirichlet_process'
                                           else self.degrees_of_freedom_prior)
         mean = cov_prior = None
         if self._needs_moments():
-            mean, cov_prior = _prior_moments(survey, cov)
+            mean, cov_prior = _prior_moments(survey, cov,
+                                             available_case=self.missing == "marginalize")
         self.mean_prior_ = (mean if self.mean_prior is None
                             else np.asarray(self.mean_prior, dtype=np.float64))
         self.covariance_prior_ = (cov_prior if self.covariance_prior is None
@@ -544,9 +558,22 @@ default='dirichlet_process'
         return model
 
 
-def _prior_moments(survey: Survey, cov: CovarianceType) -> tuple[np.ndarray, Any]:
+def _positive_definite(matrix: np.ndarray) -> bool:
+    try:
+        np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
+def _prior_moments(survey: Survey, cov: CovarianceType, available_case: bool = False
+                   ) -> tuple[np.ndarray, Any]:
     """The (weighted) mean of the data and its covariance (``ddof=1``: the weights count
-    as repetitions) in the covariance type's prior shape."""
+    as repetitions) in the covariance type's prior shape.
+
+    With missing values (``available_case``) they are the available-case moments of the
+    survey; a covariance that is then not positive definite (pairs of features observed
+    together in few rows) gives way to its diagonal, with a warning."""
     moments = survey.moments
     if not moments.n > 1.0:
         raise InvalidDataError(
@@ -555,6 +582,14 @@ def _prior_moments(survey: Survey, cov: CovarianceType) -> tuple[np.ndarray, Any
             "more data.")
     covariance = moments.covariance()
     if cov.name in ("full", "tied"):
-        return moments.mean, np.atleast_2d(covariance)
+        covariance = np.atleast_2d(covariance)
+        if available_case and not _positive_definite(covariance):
+            warnings.warn(
+                "the available-case covariance of the data (each pair of features over "
+                "the rows observing both) is not positive definite: the default "
+                "covariance_prior is its diagonal. Give covariance_prior to choose "
+                "another.", UserWarning, stacklevel=4)
+            covariance = np.diag(np.diag(covariance))
+        return moments.mean, covariance
     variances = np.diag(covariance).copy()
     return moments.mean, (variances if cov.name == "diag" else variances.mean())

@@ -132,7 +132,10 @@ class GaussianModel:
         """``F(q, θ) / n = (E_q[log p(x, z | θ)] + H(q)) / n`` for the responsibilities
         ``q`` the canonical statistics ``stats`` (about ``centre``, with ``ent``) hold and
         the parameters ``state``: the bound incremental EM increases at every step; it
-        equals the mean log-likelihood when ``q`` is the posterior under ``state``."""
+        equals the mean log-likelihood when ``q`` is the posterior under ``state``. With
+        missing values, ``q`` also holds their conditional distributions, whose entropy
+        (``h_missing``) joins ``H(q)``, and the bound is that of the observed-data
+        log-likelihood."""
         cov = self.covariance
         K, D = state.means.shape
         nk = np.asarray(stats["nk"], dtype=np.float64)
@@ -143,7 +146,7 @@ class GaussianModel:
             log_weights = np.where(nk > 0, np.log(state.weights), 0.0)
         log_det = cov.log_det_cholesky(state.precisions_cholesky, D)
         energy = (np.sum(nk * (log_weights + log_det - 0.5 * D * math.log(2 * math.pi)))
-                  - 0.5 * trace - float(stats["ent"]))
+                  - 0.5 * trace - float(stats["ent"]) + float(stats.get("h_missing", 0.0)))
         return float(energy / stats["n"])
 
     def n_parameters(self, n_features: int) -> int:
@@ -271,6 +274,15 @@ class GaussianMixture(BaseMixture):
         ``LatentDirichletAllocation``).
     learning_offset : float, default=10.0
         Online EM's step-size offset (down-weights the first updates).
+    missing : {'error', 'marginalize'}, default='error'
+        What a NaN in the data means. ``'error'`` (scikit-learn's behaviour): it is
+        refused. ``'marginalize'``: it marks a missing value, assumed missing at random;
+        EM fits the observed values (the E-step scores each row by the marginal density
+        of its observed features and fills the statistics with the conditional
+        expectations of the missing ones), and ``score_samples``, ``score``,
+        ``predict`` and ``predict_proba`` use the observed values of each row. Rows
+        with no observed value are left out of the fit (counted in ``n_empty_rows_``).
+        An infinity is an error either way. See the README's "Missing values".
 
     Attributes
     ----------
@@ -287,10 +299,19 @@ class GaussianMixture(BaseMixture):
     n_iter_ : int
         EM iterations of the best restart.
     lower_bound_ : float
-        Mean per-sample log-likelihood of the best restart at its last iteration.
+        Mean per-sample log-likelihood of the best restart at its last iteration (with
+        ``missing='marginalize'``, of the observed values, per row with at least one).
     lower_bounds_ : list of float
         The lower bound at every iteration of the best restart.
     n_features_in_ : int
+    passes_ : dict
+        Passes over the data the fit read, by phase.
+    n_empty_rows_ : float
+        The (weighted) number of rows with no observed value, left out of the fit (0
+        with ``missing='error'``; for ``partial_fit``, of the last batch).
+    observed_fraction_ : float
+        The (weighted) share of the values that are observed (1 with
+        ``missing='error'``).
 
     Examples
     --------
@@ -336,6 +357,7 @@ class GaussianMixture(BaseMixture):
         batch_chunks: int | None = None,
         learning_decay: float = 0.7,
         learning_offset: float = 10.0,
+        missing: str = "error",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -361,6 +383,7 @@ class GaussianMixture(BaseMixture):
         self.batch_chunks = batch_chunks
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+        self.missing = missing
 
     #: What ``lower_bounds_`` hold, for plots and reports.
     _objective_description = GaussianModel.objective_description

@@ -32,7 +32,10 @@ with ``log L`` the log-likelihood of the data under the fitted parameters, ``p``
 number of free parameters, ``n`` the number of samples and ``r`` the responsibilities
 (ICL as mclust defines it, Biernacki, Celeux & Govaert 2000, in this sign convention).
 With sample weights, ``log L`` and ``H`` are weighted sums and ``n`` is the sum of the
-weights.
+weights. With ``missing='marginalize'``, ``log L`` is the observed-data log-likelihood
+``sum_i log p(x_i,o)``, ``n`` counts the rows with at least one observed value, ``p`` is
+unchanged and ``H`` is the entropy of the responsibilities given the observed values
+(see the README's "Missing values").
 
 Early stopping (``early_stopping=True``, off by default) stops a candidate that, by the
 rule of :func:`cannot_win`, will not have the lowest criterion, so that a sweep is not
@@ -96,7 +99,7 @@ _SHARED = ("tol", "reg_covar", "max_iter", "n_init", "init_params", "weights_ini
            "means_init", "precisions_init", "random_state", "warm_start", "verbose",
            "verbose_interval", "chunk_rows", "split_every", "dtype", "cache",
            "checkpoint_dir", "checkpoint_every", "algorithm", "batch_chunks",
-           "learning_decay", "learning_offset")
+           "learning_decay", "learning_offset", "missing")
 
 
 def _selector_constraints() -> dict[str, list]:
@@ -269,7 +272,7 @@ class GaussianMixtureSelector(MixtureInput, DensityMixin, BaseEstimator):
         stopped candidates are marked in ``results_['stopped_early']``.
     tol, reg_covar, max_iter, n_init, init_params, random_state, verbose, \
 verbose_interval, chunk_rows, split_every, dtype, cache, checkpoint_every, algorithm, \
-batch_chunks, learning_decay, learning_offset
+batch_chunks, learning_decay, learning_offset, missing
         As for :class:`daskgmm.GaussianMixture`, applied to every candidate (with
         ``algorithm='incremental'`` or ``'online'`` the candidates share every group
         of chunks).
@@ -308,6 +311,8 @@ batch_chunks, learning_decay, learning_offset
     estimators_ : list of daskgmm.GaussianMixture
         Every fitted candidate, in the order of ``results_``.
     n_features_in_ : int
+    passes_, n_empty_rows_, observed_fraction_ :
+        As for :class:`daskgmm.GaussianMixture`.
 
     Examples
     --------
@@ -352,6 +357,7 @@ batch_chunks, learning_decay, learning_offset
         batch_chunks: int | None = None,
         learning_decay: float = 0.7,
         learning_offset: float = 10.0,
+        missing: str = "error",
         model_params: dict[str, Any] | None = None,
     ) -> None:
         self.n_components = n_components
@@ -381,6 +387,7 @@ batch_chunks, learning_decay, learning_offset
         self.batch_chunks = batch_chunks
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+        self.missing = missing
         self.model_params = model_params
 
     # ----------------------------------------------------------------------------------
@@ -648,7 +655,7 @@ batch_chunks, learning_decay, learning_offset
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = self.missing == "marginalize"
         return tags
 
 

@@ -367,6 +367,8 @@ class Checkpointer:
 
 
 _STATS_KEYS = ("n", "ll", "ent", "nk", "sx", "s2")
+#: The statistics of data with missing values add these (``daskgmm.engine.marginal``).
+_MISSING_STATS_KEYS = ("n_empty", "n_obs", "h_missing")
 
 
 def _stats_to_json(stats: Any) -> Any:
@@ -378,11 +380,13 @@ def _stats_to_json(stats: Any) -> Any:
 def _stats_from_json(raw: Any, model: Any, n_features: int) -> Any:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or set(raw) != set(_STATS_KEYS):
+    if not isinstance(raw, dict) or set(raw) not in (
+            set(_STATS_KEYS), set(_STATS_KEYS + _MISSING_STATS_KEYS)):
         raise ValueError("statistics with unexpected entries")
     K, cov = model.n_components, model.covariance
     shapes = {"n": (), "ll": (), "ent": (), "nk": (K,), "sx": (K, n_features),
               "s2": cov.zero_statistic(K, n_features).shape}
+    shapes.update({key: () for key in _MISSING_STATS_KEYS if key in raw})
     stats = {}
     for key, shape in shapes.items():
         value = array_from_json(raw[key], key)
