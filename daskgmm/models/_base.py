@@ -574,6 +574,10 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
         input). With ``missing='marginalize'``, the observed-data log-likelihood per
         sample with at least one observed value (the samples with none count neither in
         the sum nor in the number)."""
+        if sample_weight is None and self.missing != "marginalize":
+            # scikit-learn's value exactly: the mean of score_samples, in its dtype.
+            value = self.score_samples(X).mean()
+            return float(value.compute() if isinstance(value, da.Array) else value)
         total, n = self._log_likelihood(X, sample_weight)
         return total / n
 
