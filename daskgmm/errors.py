@@ -28,6 +28,7 @@ __all__ = [
     "OutputExistsError",
     "OutputWriteError",
     "PerformanceWarning",
+    "StorageError",
     "UnsafeOutputError",
     "UnsafeOverwriteError",
     "UsageError",
@@ -133,3 +134,9 @@ class UnsafeOverwriteError(OutputExistsError):
 class ArrayNamespaceError(DaskGMMError, NotImplementedError):
     """An array of an array-API namespace daskgmm does not compute with (it computes with
     NumPy and Dask), given while scikit-learn's ``array_api_dispatch`` is enabled."""
+
+
+class StorageError(DaskGMMError, OSError):
+    """A filesystem or object store refused or failed an operation (unreachable
+    endpoint, no such bucket, access denied, throttling, a full disk...); the message
+    names the location and the setting it came from."""

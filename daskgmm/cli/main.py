@@ -7,14 +7,15 @@
                     [--overwrite] [--scheduler ADDRESS] [--storage-options JSON]
                     [--columns A,B] [--id-column NAME]
     daskgmm generate --n-samples N --n-features D --n-components K --output PATH [...]
-    daskgmm info DIR
+    daskgmm info DIR [--json] [--storage-options JSON]
+    daskgmm example-config
     daskgmm --version
 
 Every user mistake (a bad configuration, a missing file, an existing output, a
 scheduler that cannot be reached...) is reported as one ``daskgmm: error: ...`` line
 (or the configuration error's list of problems) on stderr, with exit code 2 and no
 traceback. Ctrl-C exits with code 130, SIGTERM with 143 (both after removing any
-partial output). Anything else is a bug: it shows a traceback and
+partial output). Anything else is a bug: it shows a traceback (credentials masked) and
 exits with code 1.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import sys
@@ -39,7 +39,9 @@ _PROG = "daskgmm"
 
 _MAIN_EPILOG = """\
 examples:
-  daskgmm fit configs/iris.yaml
+  daskgmm example-config > run.yaml       (then set data.path in run.yaml)
+  daskgmm fit run.yaml
+  daskgmm fit configs/iris.yaml           (in a clone of the repository)
   daskgmm fit configs/iris.yaml --set model.covariance_type=diag --set output.dir=runs/diag
   daskgmm generate --n-samples 1000000 --n-features 8 --n-components 4 --output data/x.zarr
   daskgmm predict --model runs/iris --data sklearn:iris --output runs/iris-labels.zarr
@@ -50,13 +52,15 @@ Run `daskgmm COMMAND --help` for the options of a command.
 
 _FIT_EPILOG = """\
 examples:
+  daskgmm example-config > run.yaml && daskgmm fit run.yaml --set data.path=x.npy
   daskgmm fit configs/iris.yaml
   daskgmm fit configs/iris.yaml --set model.n_components=4 --set output.overwrite=true
   daskgmm fit configs/cluster.yaml --set cluster.address=tcp://10.0.0.5:8786 --resume
 
 The output directory (output.dir) receives model/, report.json, convergence.png,
 clusters.png and, when enabled, labels.zarr and responsibilities.zarr. It appears only
-when the run has succeeded; an existing one is refused unless output.overwrite is true.
+when the run has succeeded; an existing one is refused unless output.overwrite is true,
+and even then only one holding nothing but what daskgmm wrote is replaced.
 --set values are YAML (5 is a number, true a boolean, null nothing); relative paths
 given with --set are relative to the current directory.
 """
@@ -104,12 +108,15 @@ gives the same rows whatever --chunk-rows is.
 _INFO_EPILOG = """\
 examples:
   daskgmm info runs/iris          (a `daskgmm fit` output directory)
-  daskgmm info runs/iris/model    (a saved model directory)
+  daskgmm info runs/iris/model    (its model: the run is shown too)
+  daskgmm info s3://bucket/runs/x --storage-options @s3.json
 """
 
 
 def _int_at_least(minimum: int) -> Any:
     def parse(text: str) -> int:
+        if text.isdigit() and len(text) > 18:
+            raise argparse.ArgumentTypeError(f"must be an integer below 10^18, got {text}")
         try:
             value = int(text)
         except ValueError:
@@ -158,12 +165,16 @@ def _column_names(text: str) -> list[str]:
 
 
 def _separation(text: str) -> float:
+    from daskgmm.io.generate import MAX_SEPARATION
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    if not 0 <= value <= MAX_SEPARATION:
+        raise argparse.ArgumentTypeError(
+            f"must be a number from 0 to {MAX_SEPARATION:g} (standard deviations), got "
+            f"{text!r}")
     return value
 
 
@@ -229,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="compute on this Dask scheduler (tcp://host:port, or a "
                               "scheduler file) instead of a local cluster")
     predict.add_argument("--chunk-rows", type=_int_at_least(1), default=None, metavar="R",
-                         help="rows per chunk (default: the storage's chunking)")
+                         help="rows per chunk (default: whole storage chunks of about "
+                              "64 MiB)")
     predict.add_argument("--columns", type=_column_names, action="append", default=None,
                          metavar="A,B",
                          help="Parquet data: the feature columns (default: every numeric "
@@ -277,13 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="no progress display on stderr")
 
     info = commands.add_parser(
-        "info", help="describe a saved model",
-        description="Describe a saved model (or the model of a `daskgmm fit` output "
-                    "directory, with the highlights of its report).",
+        "info", help="describe a saved model (and the run that made it)",
+        description="Describe a saved model, and the run that wrote it when it is a "
+                    "`daskgmm fit` output directory or its model/.",
         epilog=_INFO_EPILOG, formatter_class=_Formatter)
-    info.add_argument("dir", metavar="DIR", help="a model or fit output directory")
+    info.add_argument("dir", metavar="DIR", help="a model or fit output directory (a path "
+                                                 "or URL)")
     info.add_argument("--json", action="store_true",
                       help="print one JSON object (for machines) instead of the summary")
+    info.add_argument("--storage-options", type=_storage_options, default=None,
+                      metavar="JSON", help="filesystem options of a URL, as JSON or @FILE")
+    commands.add_parser(
+        "example-config", help="print a complete, commented run configuration",
+        description="Print a run configuration with every key, its default and what it "
+                    "does; set data.path (and output.dir) and give it to `daskgmm fit`.",
+        formatter_class=_Formatter)
     return parser
 
 
@@ -294,40 +314,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from daskgmm.cli.config import load_config
-    from daskgmm.cli.runner import run_fit
+    from daskgmm.cli.fit import run_fit
 
-    config = load_config(args.config, args.overrides)
-    run_fit(config, quiet=args.quiet, resume=args.resume, stdout=sys.stdout)
+    run_fit(load_config(args.config, args.overrides), quiet=args.quiet, resume=args.resume,
+            stdout=sys.stdout)
     return 0
 
 
-def _scheduler_config(scheduler: str | None) -> Any:
+def _location(flag: str, text: str, options: dict | None) -> Any:
+    from daskgmm.errors import UsageError
+    from daskgmm.io.locations import Location
+
+    try:
+        return Location(text, options)
+    except Exception as exc:
+        raise UsageError(f"{flag} {text}: {exc}") from None
+
+
+def _cluster(scheduler: str | None) -> Any:
+    """The cluster section of ``--scheduler`` (an address or a scheduler file)."""
     if scheduler is None:
         return None
-    from daskgmm.cli.config import parse_config
+    from pydantic import ValidationError
+
+    from daskgmm.cli.config import ClusterSection
+    from daskgmm.errors import UsageError
 
     key = "address" if "://" in scheduler else "scheduler_file"
-    raw = {"data": {"path": "-"}, "output": {"dir": "-"}, "cluster": {key: scheduler}}
-    return parse_config(raw, "--scheduler").cluster
+    try:
+        return ClusterSection.model_validate({key: scheduler})
+    except ValidationError as exc:
+        detail = exc.errors()[0]
+        message = (detail.get("ctx") or {}).get("detail") or detail.get("msg")
+        raise UsageError(f"--scheduler: {message}") from None
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from daskgmm.cli.runner import run_predict
+    from daskgmm.cli.predict import PredictRequest, run_predict
 
     def options(name: str) -> dict | None:
         given = getattr(args, f"{name}_storage_options")
         return given if given is not None else args.storage_options
 
-    columns = ([c for group in args.columns for c in group] if args.columns is not None
-               else None)
-    summary = run_predict(args.model, args.data, args.dataset, args.output, args.proba,
-                          _scheduler_config(args.scheduler), overwrite=args.overwrite,
-                          chunk_rows=args.chunk_rows, quiet=args.quiet,
-                          data_storage_options=options("data"),
-                          output_storage_options=options("output"),
-                          model_storage_options=options("model"), columns=columns,
-                          id_column=args.id_column,
-                          allow_missing_chunks=args.allow_missing_chunks)
+    columns = [c for group in args.columns for c in group] if args.columns else None
+    summary = run_predict(PredictRequest(
+        model=_location("--model", args.model, options("model")),
+        data=_location("--data", args.data, options("data")),
+        output=_location("--output", args.output, options("output")),
+        dataset=args.dataset, proba=args.proba, overwrite=args.overwrite,
+        chunk_rows=args.chunk_rows, columns=columns, id_column=args.id_column,
+        allow_missing_chunks=args.allow_missing_chunks, cluster=_cluster(args.scheduler),
+        quiet=args.quiet))
     shape = " x ".join(str(s) for s in summary["shape"])
     what = ("a Parquet directory of one file per chunk" if summary["format"] == "parquet"
             else f"chunks of {summary['chunks_rows']} rows")
@@ -337,23 +374,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 _GENERATE_SUFFIXES = (".zarr", ".h5", ".hdf5")
-_MAX_CHUNK_BYTES = 2**31 - 2**20  # a storage chunk of blosc or HDF5 holds a bit under 2 GiB
 _MAX_PARAMETER_BYTES = 2**30  # the true parameters are drawn in memory
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from daskgmm.cli.guards import check_writable, refuse_overlap, write_errors
+    from daskgmm.cli.guards import check_writable, refuse_overlap
     from daskgmm.diagnostics.observers import observe
     from daskgmm.diagnostics.progress import ProgressObserver
     from daskgmm.errors import OutputExistsError, UsageError
     from daskgmm.io.generate import generate_mixture
+    from daskgmm.io.locations import Location, storage_errors
 
-    output = os.path.abspath(args.output)
-    suffix = os.path.splitext(output.rstrip("/"))[1].lower()
-    if suffix not in _GENERATE_SUFFIXES:
+    output = _location("--output", args.output, None)
+    if not getattr(output.fs, "local_file", False):
+        raise UsageError(f"--output {output.display}: generate writes local files; write "
+                         "the data set locally and upload it")
+    if os.path.splitext(output.path)[1].lower() not in _GENERATE_SUFFIXES:
         raise UsageError(f"--output {args.output}: the format is chosen by the extension; "
                          "use a path ending in .zarr (Zarr store) or .h5/.hdf5 (HDF5)")
-    itemsize = 4 if args.dtype == "float32" else 8
     parameter_bytes = 3 * args.n_components * args.n_features**2 * 8
     if parameter_bytes > _MAX_PARAMETER_BYTES:
         raise UsageError(
@@ -361,32 +399,27 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             f"mixture's covariance matrices (and their factors) alone would take "
             f"{parameter_bytes / 2**30:,.1f} GiB of memory; use fewer features or "
             "components")
-    if args.chunk_rows is None:
-        from daskgmm.io.chunking import default_chunk_rows
-
-        args.chunk_rows = default_chunk_rows(args.n_features, itemsize)
-    chunk_rows = min(args.chunk_rows, args.n_samples)
-    if chunk_rows * args.n_features * itemsize > _MAX_CHUNK_BYTES:
+    itemsize = 4 if args.dtype == "float32" else 8
+    rows = min(args.chunk_rows or 2**62, args.n_samples)
+    if args.chunk_rows and rows * args.n_features * itemsize > 2**31 - 2**20:
         raise UsageError(
-            f"--chunk-rows {args.chunk_rows}: a chunk of {chunk_rows} rows x "
-            f"{args.n_features} features is {chunk_rows * args.n_features * itemsize:,} "
-            f"bytes, more than a storage chunk may hold ({_MAX_CHUNK_BYTES:,}); use fewer "
-            "rows per chunk")
-    refuse_overlap(output, "--output", [("the current directory", os.getcwd())],
+            f"--chunk-rows {args.chunk_rows}: a chunk of {rows} rows x {args.n_features} "
+            f"features is {rows * args.n_features * itemsize:,} bytes, more than a storage "
+            "chunk may hold (2 GiB); use fewer rows per chunk")
+    refuse_overlap(output, "--output", [("the current directory", Location(os.getcwd()))],
                    relations=("is", "contains"))
-    if os.path.lexists(output) and not args.overwrite:
-        raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it, "
-                                "or choose another --output")
+    if output.exists() and not args.overwrite:
+        raise OutputExistsError(f"{output.display} already exists; pass --overwrite to "
+                                "replace it, or choose another --output")
     check_writable(output, "--output")
-    with write_errors(("--output", output)), \
-            observe(ProgressObserver(quiet=args.quiet)):
+    with storage_errors("--output", output), observe(ProgressObserver(quiet=args.quiet)):
         summary = generate_mixture(
-            output, args.n_samples, args.n_features, args.n_components, seed=args.seed,
-            chunk_rows=args.chunk_rows, dtype=args.dtype, separation=args.separation,
-            overwrite=args.overwrite)
-    shape = " x ".join(str(s) for s in summary["shape"])
-    print(f"wrote {summary['path']} ({summary['format']}): {shape} {summary['dtype']} "
-          f"in {summary['n_chunks']} chunks of {summary['chunk_rows']} rows, "
+            output.path, args.n_samples, args.n_features, args.n_components,
+            seed=args.seed, chunk_rows=args.chunk_rows, dtype=args.dtype,
+            separation=args.separation, overwrite=args.overwrite)
+    print(f"wrote {summary['path']} ({summary['format']}): "
+          f"{' x '.join(map(str, summary['shape']))} {summary['dtype']} in "
+          f"{summary['n_chunks']} chunks of {summary['chunk_rows']} rows, "
           f"{summary['n_components']} components, {summary['bytes'] / 2**20:.1f} MiB "
           f"({summary['bytes_on_disk'] / 2**20:.1f} MiB on disk), "
           f"{summary['seconds']:.1f} s")
@@ -394,20 +427,25 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
     from daskgmm.cli.info import describe, render_text
 
-    summary = describe(args.dir)
-    if args.json:
-        import json
+    summary = describe(_location("DIR", args.dir, args.storage_options))
+    print(json.dumps(summary, indent=2, allow_nan=False) if args.json
+          else render_text(summary))
+    return 0
 
-        print(json.dumps(summary, indent=2, allow_nan=False))
-    else:
-        print(render_text(summary))
+
+def _cmd_example_config(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    sys.stdout.write(files("daskgmm.cli").joinpath("example-config.yaml").read_text("utf-8"))
     return 0
 
 
 _COMMANDS = {"fit": _cmd_fit, "predict": _cmd_predict, "generate": _cmd_generate,
-             "info": _cmd_info}
+             "info": _cmd_info, "example-config": _cmd_example_config}
 
 
 def _error(message: str) -> None:
@@ -417,15 +455,24 @@ def _error(message: str) -> None:
 
 def _message(exc: BaseException) -> str:
     from daskgmm.errors import ConfigError
+    from daskgmm.io.locations import describe_failure, scrub_secrets
 
     text = str(exc).strip()
     if isinstance(exc, ConfigError):
-        return text  # already one problem per line
+        return scrub_secrets(text)  # already one problem per line
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}"
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    return " ".join(text.split()) or type(exc).__name__
+        text = f"{exc.filename}: {describe_failure(exc)}"
+    return scrub_secrets(" ".join(text.split())) or type(exc).__name__
+
+
+def _traceback(exc: BaseException) -> None:
+    """A bug's traceback, with every credential masked."""
+    import traceback
+
+    from daskgmm.io.locations import scrub_secrets
+
+    text = "".join(traceback.format_exception(exc))
+    print(scrub_secrets(text), end="", file=sys.stderr, flush=True)
 
 
 class _Terminated(BaseException):
@@ -482,8 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit code: 0 on success, 2 for a user mistake (reported on stderr as
-        ``daskgmm: error: ...``), 130 when interrupted. Internal errors propagate
-        (a traceback, exit code 1).
+        ``daskgmm: error: ...``), 130 when interrupted, 1 for a bug (after its
+        traceback, credentials masked).
     """
     from daskgmm.cli.guards import is_user_error
 
@@ -514,7 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:
             if not is_user_error(exc):
                 gate.release("full")
-                raise
+                _traceback(exc)
+                return 1
             gate.release("drop")
             _error(_message(exc))
             return EXIT_USAGE

@@ -13,9 +13,8 @@ driver:
 * for Parquet input, labels as a Parquet directory, one file per input chunk, next to
   an id column of the input (:func:`daskgmm.io.frames.write_labels_parquet`'s layout).
 
-The files of a run directory (report, plots, model) are written through the same
-:class:`~daskgmm.io.storage.OutputDirectory`, so that a run directory at a URL is
-assembled under a temporary prefix and appears with its marker last.
+The files of a run directory (report, plots, model) go into the same
+:class:`~daskgmm.io.storage.OutputDirectory`, so that it appears complete or not at all.
 
 The task functions here run on the workers; keep this module's imports light.
 """
@@ -135,7 +134,7 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
     import dask
 
     from daskgmm.diagnostics import observers
-    from daskgmm.io.frames import _write_part
+    from daskgmm.io.frames import write_label_part
 
     attributes = dict(attributes or {})
     zarr_labels = labels is not None and labels.format == "zarr"
@@ -172,7 +171,7 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
         lab_blocks = model.predict(X).astype(np.int64).to_delayed().ravel()
         id_blocks = (labels.ids.to_delayed().ravel() if labels.ids is not None
                      else [None] * len(lab_blocks))
-        extra = [dask.delayed(_write_part, pure=False)(labels.location, i, lb, ib,
+        extra = [dask.delayed(write_label_part, pure=False)(labels.location, i, lb, ib,
                                                        labels.id_column, "label")
                  for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
 
@@ -199,22 +198,16 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
 
 
 def write_json(out: Any, name: str, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``name`` inside an OutputDirectory, atomically
-    (a temporary file renamed locally; one PUT on object stores)."""
+    """Write ``obj`` as indented JSON to ``name`` in an OutputDirectory."""
     import json
 
-    from daskgmm.io.storage import write_file_atomic
-
-    text = json.dumps(obj, indent=2, allow_nan=False)
-    write_file_atomic(out.child_location(name), (text + "\n").encode("utf-8"))
+    out.write_bytes(name, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 
 def write_figure(out: Any, name: str, figure: Any) -> None:
-    """Render a matplotlib figure as PNG to ``name`` inside an OutputDirectory."""
+    """Render a matplotlib figure as PNG to ``name`` in an OutputDirectory."""
     import io
-
-    from daskgmm.io.storage import write_file_atomic
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    write_file_atomic(out.child_location(name), buffer.getvalue())
+    out.write_bytes(name, buffer.getvalue())

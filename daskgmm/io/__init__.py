@@ -3,13 +3,11 @@
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES, default_chunk_rows
 from daskgmm.io.locations import Location, parse_location, redact_options, redact_url
 from daskgmm.io.readers import (
-    DEFAULT_TARGET_CHUNK_BYTES,
     ArraySource,
     HDF5Reader,
     HDF5Slicer,
     NpyRangeSlicer,
     NpyReader,
-    NpySlicer,
     ParquetReader,
     Reader,
     SklearnDatasetReader,
@@ -24,14 +22,12 @@ from daskgmm.io.readers import (
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
-    "DEFAULT_TARGET_CHUNK_BYTES",
     "ArraySource",
     "HDF5Reader",
     "HDF5Slicer",
     "Location",
     "NpyRangeSlicer",
     "NpyReader",
-    "NpySlicer",
     "ParquetReader",
     "Reader",
     "SklearnDatasetReader",

@@ -1,43 +1,16 @@
-"""The default chunk size of daskgmm, and the row arithmetic around it.
+"""Row arithmetic for arrays opened from storage, around the engine's chunk size.
 
-One number decides how big a block of rows is everywhere in daskgmm: the chunks
-:func:`~daskgmm.io.readers.open_array` makes, the blocks the engine cuts NumPy input
-into, and the storage chunks of the data sets :func:`~daskgmm.io.generate.generate_mixture`
-writes. Import :data:`DEFAULT_CHUNK_BYTES` (and :func:`default_chunk_rows`) from here
-rather than repeating the figure.
-
-Why 64 MiB: a chunk and the kernel's working memory beside it fit comfortably in workers
-of a few hundred MiB (the out-of-core test runs two 300 MiB workers), while the
-scheduler's cost per task (about a millisecond) stays below 1% of the time to read and
-process a chunk (a 64 MiB chunk takes about 0.1-0.3 s per E-step on one core).
+The default chunk size is the engine's policy, written once in
+:mod:`daskgmm.engine.passes` (:data:`DEFAULT_CHUNK_BYTES`, 64 MiB, and
+:func:`default_chunk_rows`); the readers, the writers and the generator use it from
+here so that the arrays they make are chunked as a fit chunks NumPy input.
 """
 
 from __future__ import annotations
 
+from daskgmm.engine.passes import DEFAULT_CHUNK_BYTES, default_chunk_rows
+
 __all__ = ["DEFAULT_CHUNK_BYTES", "default_chunk_rows", "even_chunks", "rows_per_chunk"]
-
-DEFAULT_CHUNK_BYTES = 64 * 2**20
-"""Bytes aimed at for one row chunk (64 MiB), counted in the dtype the data is used in."""
-
-
-def default_chunk_rows(n_features: int, itemsize: int = 8,
-                       target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    """Rows of ``n_features`` values of ``itemsize`` bytes that fill ``target_bytes``.
-
-    Parameters
-    ----------
-    n_features : int
-        Values per row (at least 1 is assumed).
-    itemsize : int, default 8
-        Bytes per value (8 for float64).
-    target_bytes : int, default DEFAULT_CHUNK_BYTES
-
-    Returns
-    -------
-    int
-        At least 1.
-    """
-    return max(1, int(target_bytes) // max(1, int(n_features) * int(itemsize)))
 
 
 def rows_per_chunk(n_samples: int, n_features: int, itemsize: int, chunk_rows: int | None,

@@ -6,8 +6,8 @@ time, so datasets much larger than memory can be made on a laptop. Rows are draw
 fixed logical blocks (:func:`block_rows`), each with its own random generator seeded
 from ``(seed, block index)``, so the rows depend on the seed and the sizes only, never
 on the storage's chunking. The dataset appears at its final path only once it is
-complete (:mod:`daskgmm.io.atomic`: a temporary sibling renamed into place, with the
-daskgmm marker).
+complete (:func:`daskgmm.io.storage.atomic_output_directory`: a temporary sibling
+renamed into place, with the daskgmm marker).
 
 :func:`load_truth` reads the true parameters (and the component labels, lazily) back.
 
@@ -37,10 +37,15 @@ import dask.array as da
 import numpy as np
 
 from daskgmm.diagnostics.observers import notify
-from daskgmm.errors import DataNotFoundError, DataSourceError, UnsafeOverwriteError
-from daskgmm.io.atomic import atomic_directory, atomic_file
+from daskgmm.errors import (
+    DataNotFoundError,
+    DataSourceError,
+    OutputWriteError,
+    UnsafeOverwriteError,
+)
 from daskgmm.io.chunking import default_chunk_rows
 from daskgmm.io.codecs import float_compressors
+from daskgmm.io.storage import atomic_file, atomic_output_directory
 
 __all__ = ["block_rows", "generate_mixture", "load_truth", "sample_parameters"]
 
@@ -58,6 +63,9 @@ _HDF5_SUFFIXES = (".h5", ".hdf5")
 _MAX_CHUNK_BYTES = 2**31 - 2**20
 # Candidate sets of means drawn; the best spread one is kept.
 _MEAN_DRAWS = 32
+MAX_SEPARATION = 1e6
+"""The largest ``separation`` (standard deviations between the closest means): beyond,
+the samples of a float32 data set would overflow long before anything is learnt."""
 
 
 def _as_int(name: str, value: Any, minimum: int) -> int:
@@ -111,8 +119,9 @@ def sample_parameters(n_features: int, n_components: int, *, seed: int = 0,
     """
     n_features = _as_int("n_features", n_features, 1)
     n_components = _as_int("n_components", n_components, 1)
-    if not np.isfinite(separation) or separation < 0:
-        raise ValueError(f"separation must be a finite number >= 0, got {separation!r}")
+    if not 0 <= separation <= MAX_SEPARATION:
+        raise ValueError(f"separation must be a number from 0 to {MAX_SEPARATION:g}, got "
+                         f"{separation!r}")
     rng = np.random.default_rng([seed, 0])
     k, d = n_components, n_features
     weights = rng.dirichlet(np.full(k, 5.0))
@@ -221,7 +230,8 @@ class _HDF5Writer:
                  dtype: np.dtype, params: dict[str, np.ndarray]) -> None:
         import h5py
 
-        self.file = h5py.File(path, "w-")
+        # our own temporary, already locked by its claim (so no HDF5 lock of its own)
+        self.file = h5py.File(path, "w", locking=False)
         self.x = self.file.create_dataset(dataset, shape=shape, dtype=dtype,
                                           chunks=(chunk_rows, shape[1]), fillvalue=np.nan)
         self.labels = self.file.create_dataset(LABELS, shape=(shape[0],), dtype="int64",
@@ -261,6 +271,24 @@ def _check_hdf5_replaceable(target: str) -> None:
         raise UnsafeOverwriteError(
             f"{target!r} is a file that daskgmm did not generate, so it is not replaced "
             "even with overwrite. Choose another output path or remove it yourself.")
+
+
+def _check_free_space(target: str, needed: int) -> None:
+    """Refuse a data set that cannot fit on the output's file system."""
+    import shutil
+
+    parent = os.path.dirname(target)
+    while parent and not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    try:
+        free = shutil.disk_usage(parent or os.sep).free
+    except OSError:
+        return
+    if needed > free:
+        raise OutputWriteError(
+            f"{target}: the data set needs {needed / 2**30:,.1f} GiB and its file system "
+            f"has {free / 2**30:,.1f} GiB free; generate fewer samples or features, or "
+            "write elsewhere")
 
 
 def _write_rows(writer: Any, n_samples: int, chunk_rows: int, rows_per_block: int,
@@ -363,10 +391,11 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
 
     Notes
     -----
-    The data is written through :mod:`daskgmm.io.atomic` (a temporary sibling renamed
-    into place; Zarr stores carry the daskgmm marker), so an interrupted run never
-    leaves a half-written data set at ``output``; its leftover is cleaned by the next
-    write to the same path.
+    The data is written to a temporary sibling renamed into place (Zarr stores carry the
+    daskgmm marker), so an interrupted run never leaves a half-written data set at
+    ``output``; its leftover is cleaned by the next write to the same path. A data set
+    larger than the free space of the output's file system is refused before anything
+    is written.
     """
     started = time.perf_counter()
     n_samples = _as_int("n_samples", n_samples, 1)
@@ -400,6 +429,7 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
         )
     if os.path.lexists(target) and fmt == "hdf5":
         _check_hdf5_replaceable(target)
+    _check_free_space(target, n_samples * (n_features * out_dtype.itemsize + 8))
 
     params = sample_parameters(n_features, n_components, seed=seed, separation=separation)
     chols = np.linalg.cholesky(params["covariances"])
@@ -444,8 +474,8 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
             writer.close()
 
     if fmt == "zarr":
-        with atomic_directory(target, overwrite=overwrite, kind="generated") as tmp:
-            fill(str(tmp))
+        with atomic_output_directory(target, overwrite=overwrite, kind="generated") as tmp:
+            fill(tmp.location.path)
     else:
         with atomic_file(target, overwrite=overwrite) as tmp:
             fill(str(tmp))

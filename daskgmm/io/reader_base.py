@@ -68,15 +68,6 @@ def suffix(location: Location | str) -> str:
     return os.path.splitext(path.rstrip("/\\"))[1].lower()
 
 
-def stat_token(path: str) -> tuple:
-    """``(mtime_ns, size)`` of a local file, or ``()`` if it cannot be read."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ()
-    return (st.st_mtime_ns, st.st_size)
-
-
 def format_listing(arrays: dict[str, tuple[tuple[int, ...], Any]]) -> str:
     if not arrays:
         return "none"
@@ -274,9 +265,8 @@ class Reader:
     A reader says whether it can open a location (:meth:`can_open`: by content first via
     :meth:`sniff`, then by extension) and opens it (:meth:`open`). Subclasses implement
     :meth:`sniff` and :meth:`locate`; the common chunking, dtype and shape checks live
-    here. Readers receive a :class:`~daskgmm.io.locations.Location` (a local path or an
-    fsspec URL with its options); a reader registered with ``accepts_locations = False``
-    receives the local path as a string instead, and is not asked about URLs.
+    here. Readers receive a :class:`~daskgmm.io.locations.Location` (a filesystem and a
+    path in it, local or remote alike).
 
     Attributes
     ----------
@@ -291,7 +281,6 @@ class Reader:
     name: str = ""
     description: str = ""
     extensions: tuple[str, ...] = ()
-    accepts_locations: bool = True
     pseudo_paths: bool = False
 
     def sniff(self, location: Location) -> bool:
@@ -387,6 +376,8 @@ class ReadGuard:
         return f"ReadGuard({self.where})"
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        from daskgmm.io.locations import describe_failure
+
         try:
             return self.array[key]
         except DaskGMMError:
@@ -394,22 +385,12 @@ class ReadGuard:
         except FileNotFoundError as exc:
             raise DataNotFoundError(
                 f"Part of {self.where} is gone (it was there when the array was opened): "
-                f"{self._scrub(exc)}") from self._cause(exc)
+                f"{describe_failure(exc, self.location)}") from None
         except Exception as exc:
             rows = key[0] if isinstance(key, tuple) and key else key
             if isinstance(rows, slice):
                 rows = f"rows {rows.start}..{(rows.stop or self.shape[0]) - 1}"
             raise DataSourceError(
-                f"Cannot read {rows} of {self.where}: {type(exc).__name__}: "
-                f"{self._scrub(exc)}. The store may be damaged or unreachable; check or "
-                "rewrite it."
-            ) from self._cause(exc)
-
-    def _cause(self, exc: BaseException) -> BaseException | None:
-        # A remote library's exception may quote a URL with credentials: not chained.
-        local = self.location is None or self.location.is_local
-        return exc if local else None
-
-    def _scrub(self, exc: BaseException) -> str:
-        text = str(exc)
-        return self.location.scrub(text) if self.location is not None else text
+                f"Cannot read {rows} of {self.where}: "
+                f"{describe_failure(exc, self.location)}. The store may be damaged or "
+                "unreachable; check or rewrite it.") from None

@@ -17,8 +17,8 @@ Supported formats (one module each)
 
 URLs are any fsspec protocol (``s3://``, ``gs://``, ``az://``, ``abfs://``,
 ``http(s)://``, ``memory://``, ``file://`` ...) with ``storage_options``; the
-filesystem libraries are optional extras (``pip install "daskgmm[s3]"``). Local paths
-are read exactly as before URLs were supported.
+filesystem libraries are optional extras (``pip install "daskgmm[s3]"``). A local path
+is a location of fsspec's local filesystem, read through the same code.
 
 The graphs are safe to run on ``distributed`` worker processes: no open file handle is
 put into them. Integer and boolean data are converted to float64 lazily, float16 to
@@ -38,21 +38,19 @@ import dask.array as da
 from daskgmm.errors import DataNotFoundError, DataSourceError
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
 from daskgmm.io.hdf5_files import HDF5Reader, HDF5Slicer
-from daskgmm.io.locations import Location, parse_location
-from daskgmm.io.npy_files import NpyRangeSlicer, NpyReader, NpySlicer
+from daskgmm.io.locations import Location, parse_location, storage_errors
+from daskgmm.io.npy_files import NpyRangeSlicer, NpyReader
 from daskgmm.io.parquet_tables import ParquetReader
 from daskgmm.io.reader_base import ArraySource, Reader, check_chunk_rows
 from daskgmm.io.sklearn_datasets import SklearnDatasetReader
 from daskgmm.io.zarr_stores import ZarrDirectoryReader, ZarrZipReader
 
 __all__ = [
-    "DEFAULT_TARGET_CHUNK_BYTES",
     "ArraySource",
     "HDF5Reader",
     "HDF5Slicer",
     "NpyRangeSlicer",
     "NpyReader",
-    "NpySlicer",
     "ParquetReader",
     "Reader",
     "SklearnDatasetReader",
@@ -64,10 +62,6 @@ __all__ = [
     "open_array",
     "register_reader",
 ]
-
-DEFAULT_TARGET_CHUNK_BYTES = DEFAULT_CHUNK_BYTES
-"""Alias of :data:`daskgmm.io.chunking.DEFAULT_CHUNK_BYTES` (64 MiB), kept for callers of
-earlier versions."""
 
 _READERS: list[Any] = [ZarrDirectoryReader(), ZarrZipReader(), HDF5Reader(), NpyReader(),
                        ParquetReader(), SklearnDatasetReader()]
@@ -82,9 +76,8 @@ def register_reader(reader: Any, *, first: bool = False) -> None:
         Object with ``name``, ``description``, ``can_open(location)`` (or ``sniff`` and
         ``matches_extension``) and ``open(location, dataset, chunk_rows=None, *,
         target_chunk_bytes=..., storage_options=None, allow_missing_chunks=False,
-        **options)``; see :class:`~daskgmm.io.reader_base.Reader`. A reader whose
-        ``accepts_locations`` is False receives local paths as strings (and is not
-        asked about URLs). A reader with the same name is replaced.
+        **options)``; see :class:`~daskgmm.io.reader_base.Reader`. A reader with the
+        same name is replaced.
     first : bool, default False
         Put the reader before the built-in ones, so it wins ties.
     """
@@ -108,11 +101,7 @@ def _supported_formats() -> str:
 
 
 def _ask(reader: Any, method: str, loc: Location) -> bool:
-    accepts = getattr(reader, "accepts_locations", False)
-    if not accepts and not loc.is_local:
-        return False
-    fn = getattr(reader, method, None) or reader.can_open
-    return bool(fn(loc if accepts else loc.path))
+    return bool((getattr(reader, method, None) or reader.can_open)(loc))
 
 
 def get_reader(path: str | os.PathLike | Location, *,
@@ -136,28 +125,39 @@ def get_reader(path: str | os.PathLike | Location, *,
         if getattr(reader, "pseudo_paths", False) and reader.can_open(text):
             return reader
     loc = parse_location(path, storage_options)
-    if not loc.exists() and not _exists_as_prefix(loc):
-        raise DataNotFoundError(f"No such file or store: {loc.display!r}")
-    checks: Iterable[Callable[[Any], bool]] = (
-        lambda r: _ask(r, "sniff", loc),
-        lambda r: _ask(r, "matches_extension", loc),
-    )
-    for check in checks:
-        for reader in _READERS:
-            if getattr(reader, "pseudo_paths", False):
-                continue
-            if check(reader):
-                return reader
-    kind = "directory" if loc.isdir() else "file"
+    with storage_errors("cannot open", loc):
+        if not loc.exists() and not _exists_as_prefix(loc):
+            raise DataNotFoundError(f"No such file or store: {loc.display!r}"
+                                    + _no_bucket(loc))
+        checks: Iterable[Callable[[Any], bool]] = (
+            lambda r: _ask(r, "sniff", loc),
+            lambda r: _ask(r, "matches_extension", loc),
+        )
+        for check in checks:
+            for reader in _READERS:
+                if not getattr(reader, "pseudo_paths", False) and check(reader):
+                    return reader
+        kind = "directory" if loc.isdir() else "file"
     raise DataSourceError(
         f"Cannot open {loc.display!r}: this {kind} is in no format daskgmm can read. "
         f"Supported formats: {_supported_formats()}."
     )
 
 
+def _no_bucket(loc: Location) -> str:
+    """`` (there is no bucket NAME)`` when the URL's bucket (or container) is missing."""
+    bucket = loc.path.split("/", 1)[0]
+    if not loc.listable or not bucket or bucket == loc.path.rstrip("/"):
+        return ""
+    try:
+        return "" if loc.fs.exists(bucket) else f" (there is no bucket {bucket!r})"
+    except Exception:  # the question is a courtesy; the answer above stands
+        return ""
+
+
 def _exists_as_prefix(loc: Location) -> bool:
     """Over HTTP a directory has no object of its own: look for zarr metadata in it."""
-    if loc.is_local or loc.listable:
+    if loc.listable:
         return False
     return any(loc.join(name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
 
@@ -244,10 +244,6 @@ def open_array(path: str | os.PathLike, dataset: str | None = None,
     if int(target_chunk_bytes) < 1:
         raise ValueError(f"target_chunk_bytes must be >= 1, got {target_chunk_bytes}")
     reader = get_reader(path, storage_options=storage_options)
-    if (not getattr(reader, "accepts_locations", False)
-            and not getattr(reader, "pseudo_paths", False)):
-        return reader.open(parse_location(path).path, dataset, chunk_rows,
-                           target_chunk_bytes=target_chunk_bytes)
     kwargs: dict[str, Any] = {"target_chunk_bytes": target_chunk_bytes,
                               "storage_options": storage_options,
                               "allow_missing_chunks": allow_missing_chunks}

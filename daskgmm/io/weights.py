@@ -59,8 +59,7 @@ def _from_array(loc: Location, dataset: str | None, chunks: tuple[int, ...],
     from daskgmm.io.readers import get_reader
 
     reader = get_reader(loc)
-    if not getattr(reader, "accepts_locations", False) or getattr(reader, "pseudo_paths",
-                                                                  False):
+    if getattr(reader, "pseudo_paths", False):
         raise DataSourceError(
             f"cannot read sample weights from {loc.display!r} ({reader.name}): weights "
             "must be in a Zarr store, an HDF5 file, a .npy file or a Parquet column.")
