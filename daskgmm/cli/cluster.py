@@ -6,10 +6,9 @@ into a :class:`distributed.Client`:
 * by default a :class:`distributed.LocalCluster` of worker processes bound to 127.0.0.1
   (``host=``), its dashboard on 127.0.0.1 only (``dashboard_address=``); with
   ``dashboard_address: null`` dask's configuration gives the scheduler's and workers'
-  HTTP servers no routes at all (no dashboard, metrics or health pages). Ctrl-C is
-  blocked (not ignored) while the worker processes start: they inherit the block and
-  leave Ctrl-C to the command, which honours a Ctrl-C pressed meanwhile as soon as the
-  cluster is up;
+  HTTP servers no routes at all (no dashboard, metrics or health pages). The worker
+  processes ignore Ctrl-C (they are forked by a fork server that does); the command
+  handles it, also while the cluster starts;
 * with ``address`` or ``scheduler_file`` an existing scheduler (TLS certificates from
   ``cluster.tls``), left running afterwards; an address where something other than a
   Dask scheduler answers is refused after :data:`PROBE_SECONDS`, and ``ucx://`` without
@@ -189,6 +188,8 @@ def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None,
         starter = _remote(cfg, timeout)
     with starter as (client, kind):
         info = _wait_for_workers(client, cfg, kind, log, timeout)
+        if kind == "local" and cfg.dashboard_address is None:
+            info["dashboard_link"] = None  # (its HTTP server serves nothing)
         if info["dashboard_link"] and log is not None:
             log(f"Dask dashboard: {info['dashboard_link']}")
         watchdog = Watchdog(client, cfg.stall_timeout) if watch and cfg.stall_timeout \
@@ -246,19 +247,23 @@ def _wait_for_workers(client: Any, cfg: Any, kind: str, log: Any,
     return describe_client(client, kind)
 
 
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Block Ctrl-C while worker processes start: they (and the event loop's thread,
-    which starts them) inherit the block, so the terminal's Ctrl-C reaches the command
-    only; a Ctrl-C pressed meanwhile is delivered when the block ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+def _workers_ignore_ctrl_c() -> dict[str, Any]:
+    """Worker processes that ignore Ctrl-C (the terminal sends it to every process of
+    the foreground group; the command handles it once and shuts the workers down).
+
+    They are forked by multiprocessing's fork server, started here (once per process)
+    with SIGINT ignored, which its children inherit; the command itself keeps its
+    handler, so a Ctrl-C while the cluster starts is honoured. Returns the dask
+    configuration that makes the nannies use the fork server."""
+    import multiprocessing.forkserver
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return {"distributed.worker.multiprocessing-method": "forkserver"}
 
 
 def _client(target: Any, timeout: float, **kwargs: Any) -> Any:
@@ -274,20 +279,23 @@ def _local(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
     import dask
     from distributed import LocalCluster
 
-    settings = _NO_HTTP if cfg.dashboard_address is None else {}
-    try:
-        with dask.config.set(settings), _sigint_blocked():
+    # No dashboard: the HTTP servers get no routes (and a free port, so no clash).
+    quiet = cfg.dashboard_address is None
+    with dask.config.set({**_workers_ignore_ctrl_c(), **(_NO_HTTP if quiet else {})}):
+        try:
             cluster = LocalCluster(
                 n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
                 memory_limit=cfg.memory_limit, processes=True, host="127.0.0.1",
-                dashboard_address=cfg.dashboard_address, silence_logs=logging.WARN)
-    except (OSError, TimeoutError, RuntimeError) as exc:
-        raise ClusterConnectionError(
-            f"could not start a local Dask cluster of {cfg.n_workers} worker(s): "
-            f"{_reason(exc)}. Check the cluster section (n_workers, memory_limit, "
-            "dashboard_address)") from exc
-    with cluster, _client(cluster, timeout) as client:
-        yield client, "local"
+                dashboard_address=cfg.dashboard_address or "127.0.0.1:0",
+                scheduler_kwargs={"dashboard": False} if quiet else None,
+                silence_logs=logging.WARN)
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            raise ClusterConnectionError(
+                f"could not start a local Dask cluster of {cfg.n_workers} worker(s): "
+                f"{_reason(exc)}. Check the cluster section (n_workers, memory_limit, "
+                "dashboard_address)") from exc
+        with cluster, _client(cluster, timeout) as client:
+            yield client, "local"
 
 
 def _import_cluster_class(path: str) -> type:
@@ -316,8 +324,7 @@ def _factory(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
     spec = cfg.factory
     cls = _import_cluster_class(spec.class_)
     try:
-        with _sigint_blocked():
-            cluster = cls(**spec.options)
+        cluster = cls(**spec.options)
     except TypeError as exc:
         raise ConfigError(f"cluster.factory.options: {spec.class_} refused them: "
                           f"{_reason(exc)}") from exc

@@ -403,6 +403,8 @@ class ModelSection(Section):
     made by :func:`model_section`); read them as attributes
     (``config.model.n_components``)."""
 
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)  # judged below
+
     kind: str = "gaussian"
 
     @property
@@ -427,7 +429,15 @@ class ModelSection(Section):
         params = self.params
         defaults = {k: f.default for k, f in type(self).model_fields.items() if k != "kind"}
         problems = []
-        for name in sorted(self.model_fields_set - {"kind"}):
+        for name in self.__pydantic_extra__ or {}:
+            close = difflib.get_close_matches(str(name), [*defaults, "kind"], n=1)
+            problems.append((name, f"not a model key here: set {MANAGED_ELSEWHERE[name]} "
+                                   "instead" if name in MANAGED_ELSEWHERE else
+                             "unknown key" + (f" (did you mean {close[0]!r}?)" if close
+                                              else "")))
+        if problems:
+            self.__pydantic_extra__ = {}
+        for name in sorted(self.model_fields_set & set(defaults)):
             problem = _verdict({**defaults, name: params[name]}, self.kind)
             if problem is not None and problem not in problems:
                 problems.append(problem)

@@ -388,7 +388,7 @@ def make_report(plan: Plan, fitted: Fitted, inputs: Any, written: Written,
             sum_of_weights=written.weight if weighted else None, **criteria,
             warnings=list(plan.warnings)),
         timing=timing, memory=memory_summary(fitted.monitor),
-        cluster={k: v for k, v in cluster.items() if k != "dashboard_link"},
+        cluster=cluster,
         outputs={"dir": plan.output.display, "model": "model", "report": "report.json",
                  "plots": written.plots, "labels": written.labels,
                  "responsibilities": ("responsibilities.zarr"

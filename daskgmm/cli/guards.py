@@ -18,7 +18,6 @@ import errno
 import secrets
 import shutil
 from collections.abc import Sequence
-from typing import Any
 
 from daskgmm.errors import DaskGMMError, UnsafeOutputError, UsageError
 from daskgmm.io.locations import Location, relation, storage_errors
@@ -60,7 +59,7 @@ def refuse_overlap(output: Location, key: str,
                 f"{key} {output.display} {found} {other_key} {other.display}")
         raise UnsafeOutputError(
             f"{what}: writing there could destroy it, so daskgmm refuses (whatever the "
-            f"overwrite setting); choose a {key} outside {other_key}")
+            f"overwrite setting); choose another {key}, outside {other_key}")
 
 
 def refuse_process_local(*locations: tuple[str, Location | None]) -> None:
@@ -130,8 +129,3 @@ def chunk_memory_warning(chunk_bytes: int, chunk_rows: int, limits: Sequence[int
             f"{MAX_CHUNK_FRACTION:.0%} of a worker's memory limit ({min(limits) / 2**20:,.0f} "
             "MiB); a pass needs several chunks in memory at once, so workers may pause or "
             "die: use smaller chunks (data.chunk_rows) or more memory (cluster.memory_limit)")
-
-
-def describe(loc: Any) -> str:
-    """A location (or a plain text) as a user may see it."""
-    return loc.display if isinstance(loc, Location) else str(loc)

@@ -285,10 +285,12 @@ def _check_free_space(target: str, needed: int) -> None:
     except OSError:
         return
     if needed > free:
+        def size(n: int) -> str:
+            return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+
         raise OutputWriteError(
-            f"{target}: the data set needs {needed / 2**30:,.1f} GiB and its file system "
-            f"has {free / 2**30:,.1f} GiB free; generate fewer samples or features, or "
-            "write elsewhere")
+            f"{target}: the data set needs {size(needed)} and its file system has "
+            f"{size(free)} free; generate fewer samples or features, or write elsewhere")
 
 
 def _write_rows(writer: Any, n_samples: int, chunk_rows: int, rows_per_block: int,

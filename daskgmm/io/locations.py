@@ -450,6 +450,9 @@ def relation(output: Location, other: Location) -> str | None:
     the safe side). Chained URLs (``simplecache::s3://...``) are compared by their last
     link, the storage they name.
     """
+    if "sklearn" in (output.protocol, other.protocol):  # data shipped with a library
+        return None
+
     def key(loc: Location) -> tuple[str, str]:
         if loc.is_local:
             return "file", os.path.realpath(loc.path)
@@ -501,6 +504,8 @@ def describe_failure(exc: BaseException, loc: Location | None = None) -> str:
     if code == errno.EBUSY:
         return ("the store is throttling requests (still refused after retries); "
                 "try again later or with fewer workers")
+    if isinstance(exc, NotADirectoryError):
+        return "a file is in the way where a directory is needed; choose another location"
     if isinstance(exc, FileNotFoundError):
         if "bucket" in text.lower():
             return "no such bucket; check the URL's bucket name and the endpoint"
