@@ -39,6 +39,11 @@ __all__ = [
 class DaskGMMError(Exception):
     """Base class of every error daskgmm raises on purpose."""
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its arguments (an error raised on a Dask worker travels pickled;
+        # tblib's reducer cannot rebuild a class deriving from both ValueError and OSError).
+        return type(self), self.args, self.__dict__ or None
+
 
 class InvalidDataError(DaskGMMError, ValueError):
     """The data has the wrong shape, dtype or content for the requested operation."""
