@@ -93,9 +93,14 @@ def worker_failures(info: dict[str, Any] | None = None) -> Iterator[None]:
         ) from exc
 
 
+_STORAGE_ERRORS = ("OSError", "PermissionError", "FileNotFoundError", "ConnectionError",
+                   "TimeoutError", "EndpointConnectionError", "ClientError")
+
+
 class _QuietUserErrors(logging.Filter):
-    """Drop a worker's "Compute Failed" record for a daskgmm error (the client reports
-    it in one line; the worker's traceback would only repeat it on the terminal)."""
+    """Drop a worker's "Compute Failed" record for a daskgmm error or a storage failure
+    (the client reports it in one line; the worker's traceback would only repeat it on
+    the terminal of a local cluster)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         import daskgmm.errors as errors
@@ -104,7 +109,8 @@ class _QuietUserErrors(logging.Filter):
             return True
         with contextlib.suppress(Exception):
             text = record.getMessage()
-            return not any(f"{name}(" in text for name in errors.__all__)
+            return not any(f"{name}(" in text for name in (*errors.__all__,
+                                                           *_STORAGE_ERRORS))
         return True
 
 

@@ -262,9 +262,11 @@ def _claim(target: Location) -> tuple[Location, Any]:
                 continue
             if kind.alive(target.parent.join(base + ".claim")):
                 if base < name:
+                    stale = (f" (or one that could not clean up in the last "
+                             f"{4 * HEARTBEAT:g} s)" if kind is _HeartbeatClaim else "")
                     raise OutputExistsError(
-                        f"another daskgmm process is writing {target.display} now; wait "
-                        "for it to finish, or choose another location")
+                        f"another daskgmm process is writing {target.display} now{stale}; "
+                        "wait for it to finish, or choose another location")
                 continue  # a younger writer: it will give way to us
             leftover = target.parent.join(other)
             if other.endswith(".old") and not target.exists():  # killed mid-replacement
@@ -342,9 +344,16 @@ def _copy_marker_last(tmp: Location, target: Location, marker_key: str) -> None:
         fs.rm([target.join(k).path for k in old if k not in first])
     keys = [k for k in tmp.find() if k != marker_key]
     nested = [k for k in keys if k.rsplit("/", 1)[-1] in _NESTED_MARKERS]
-    for batch in ([k for k in keys if k not in nested], nested, [marker_key]):
-        if batch:
-            fs.copy([tmp.join(k).path for k in batch], [target.join(k).path for k in batch])
+    try:
+        for batch in ([k for k in keys if k not in nested], nested, [marker_key]):
+            if batch:
+                fs.copy([tmp.join(k).path for k in batch],
+                        [target.join(k).path for k in batch])
+    except BaseException:
+        with contextlib.suppress(Exception):  # what was copied is ours: take it back
+            fs.rm([target.join(k).path for k in [*keys, marker_key]
+                   if fs.exists(target.join(k).path)])
+        raise
     fs.rm(tmp.path, recursive=True)
 
 
