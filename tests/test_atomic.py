@@ -250,3 +250,38 @@ def test_a_killed_file_writers_temporary_is_cleaned_by_the_next_write(tmp_path):
     assert len(leftovers(tmp_path)) == 1
     write_file_atomic(target, b"whole")
     assert target.read_bytes() == b"whole" and leftovers(tmp_path) == []
+
+
+def test_concurrent_saves_of_one_model_path(tmp_path):
+    """Eight threads save a model to one path at once: each save succeeds whole or is
+    refused at once as another writer's; the path holds one loadable model, and no
+    temporary is left."""
+    import threading
+
+    import numpy as np
+
+    from daskgmm import GaussianMixture, load
+
+    models = [GaussianMixture(2, random_state=i).fit(
+        np.random.default_rng(i).normal(size=(200, 2))) for i in range(8)]
+    target, outcomes = tmp_path / "model", []
+    start = threading.Barrier(len(models))
+
+    def save(model):
+        start.wait()
+        try:
+            model.save(target, overwrite=True)
+            outcomes.append("saved")
+        except OutputExistsError as exc:
+            assert "another daskgmm process is writing" in str(exc)
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=save, args=(m,)) for m in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 8 and "saved" in outcomes
+    loaded = load(target)
+    assert any(np.array_equal(loaded.means_, m.means_) for m in models)
+    assert leftovers(tmp_path) == []

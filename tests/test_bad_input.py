@@ -127,6 +127,17 @@ def test_non_finite_dask_data_names_the_chunk(X, init, value):
     assert isinstance(info.value, ValueError)  # scikit-learn-style code keeps working
 
 
+def test_the_advice_of_the_non_finite_error_works(X):
+    """The NaN error advises X[da.isfinite(X).all(axis=1)]: doing just that fits (the
+    chunk sizes it leaves unknown are computed)."""
+    x = da.from_array(_with(X, 1234, np.nan), chunks=(CHUNK, D))
+    with pytest.raises(NonFiniteDataError, match=r"X\[da\.isfinite\(X\)\.all\(axis=1\)\]"):
+        GaussianMixture(2, random_state=0).fit(x)
+    kept = x[da.isfinite(x).all(axis=1)]
+    fitted = GaussianMixture(2, random_state=0).fit(kept)
+    assert fitted.converged_ and fitted.n_features_in_ == D
+
+
 def test_non_finite_dask_data_under_warnings_as_errors(X):
     bad = da.from_array(_with(X, 1234, np.inf), chunks=(CHUNK, D))
     with warnings.catch_warnings(), dask.config.set(scheduler="synchronous"):

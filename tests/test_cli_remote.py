@@ -375,3 +375,26 @@ def test_bayesian_end_to_end(local_zarr, reference, cluster, tmp_path):
     labels = zarr.open_array(predicted, mode="r")[...]
     np.testing.assert_array_equal(labels, expected.predict(X).compute())
     np.testing.assert_array_equal(labels, zarr.open_array(out / "labels.zarr")[...])
+
+
+def test_runs_on_s3_are_quiet_with_quiet(tmp_path, s3_server):
+    """``--quiet`` fit and predict against S3 print nothing on stderr (no "Unclosed
+    client session" from the filesystem's sessions at exit)."""
+    from tests.cli_utils import run_cli
+
+    so, prefix = s3_server.storage_options, s3_server.url()
+    data = prefix + "/q.npy"
+    with s3_server.fs().open(data[len("s3://"):], "wb") as handle:
+        np.save(handle, np.random.default_rng(0).normal(size=(600, 2)))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": data, "storage_options": so},
+        "model": {"n_components": 2, "random_state": 0},
+        "cluster": {"n_workers": 1, "memory_limit": "1GiB", "dashboard_address": None},
+        "output": {"dir": prefix + "/q-run", "storage_options": so}}))
+    fit = run_cli("fit", config, "--quiet")
+    assert fit.returncode == 0 and fit.stderr == "", fit.stderr
+    predict = run_cli("predict", "--model", prefix + "/q-run", "--data", data,
+                      "--output", prefix + "/q-labels.zarr", "--quiet",
+                      "--storage-options", json.dumps(so))
+    assert predict.returncode == 0 and predict.stderr == "", predict.stderr

@@ -401,8 +401,8 @@ def _remote(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
         from distributed.comm.registry import get_backend
 
         try:
-            get_backend("ucx")
-        except (ValueError, ImportError):
+            get_backend("ucx").get_connector()
+        except Exception:  # not registered, or a stub whose connector is abstract
             raise ClusterConnectionError(
                 f"{where} {address}: the ucx transport is not available in this "
                 "installation (it needs the distributed-ucxx package and UCX); use a "

@@ -510,19 +510,36 @@ def describe_failure(exc: BaseException, loc: Location | None = None) -> str:
         if "bucket" in text.lower():
             return "no such bucket; check the URL's bucket name and the endpoint"
         return "not found"
+    if isinstance(exc, TypeError | AttributeError | ValueError):
+        return (f"the storage options do not suit the filesystem ({text}); check their "
+                "names and types")
     status = getattr(exc, "status", None)
     if isinstance(status, int):
         return f"the server answered HTTP {status} ({getattr(exc, 'message', '')})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_STORAGE_LIBRARIES = ("aiohttp", "aiobotocore", "botocore", "fsspec", "s3fs", "gcsfs",
+                      "adlfs", "azure")
+
+
+def _raised_in_a_storage_library(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by a filesystem library (innermost frame)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module.split(".")[0] in _STORAGE_LIBRARIES
+
+
 def _is_storage_failure(exc: BaseException) -> bool:
     if isinstance(exc, DaskGMMError):
         return False
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _STORAGE_LIBRARIES:
         return True
-    module = type(exc).__module__.split(".")[0]
-    return module in ("aiohttp", "botocore", "fsspec", "s3fs", "gcsfs", "adlfs")
+    # unknown or ill-typed storage options fail when the library first uses them
+    return isinstance(exc, TypeError | AttributeError | ValueError) and \
+        _raised_in_a_storage_library(exc)
 
 
 @contextlib.contextmanager

@@ -65,7 +65,7 @@ def where(location: Location | str, dataset: str | None) -> str:
 def suffix(location: Location | str) -> str:
     """Lower-case extension of the last path component (``.zarr``, ``.h5``...)."""
     path = location.path if isinstance(location, Location) else os.fspath(location)
-    return os.path.splitext(path.rstrip("/\\"))[1].lower()
+    return os.path.splitext(path.split("?", 1)[0].rstrip("/\\"))[1].lower()
 
 
 def format_listing(arrays: dict[str, tuple[tuple[int, ...], Any]]) -> str:
