@@ -165,22 +165,17 @@ def _timeout(cfg: Any) -> float:
 @contextlib.contextmanager
 def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None,
             watch: bool = True) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """Start or join the cluster of ``cfg`` (the defaults when None).
-
-    Yields ``(client, info)``: the client (the default scheduler inside the block) and
-    :func:`describe_client`'s facts. ``log`` receives one-line messages (the dashboard
-    link, waiting for workers). With ``watch``, a stall watchdog
-    (:class:`~daskgmm.cli.watchdog.Watchdog`) runs inside the block.
+    """Start or join the cluster of ``cfg`` (the defaults when None); yields ``(client,
+    info)``, the client being the default scheduler inside the block and ``info``
+    :func:`describe_client`'s facts. ``log`` receives one-line messages; with ``watch`` a
+    stall watchdog runs inside the block.
 
     Raises
     ------
-    ClusterConnectionError
-        The scheduler cannot be reached or is not one, too few workers join, the
-        transport is not available.
-    ClusterLostError, ClusterStalledError
-        Inside the block: the scheduler went away; no worker could run for
-        ``stall_timeout`` seconds.
-    """
+    ClusterConnectionError, ClusterLostError, ClusterStalledError
+        The scheduler cannot be reached or is none, too few workers join, the transport is
+        missing; inside the block: the scheduler went away, or no worker could run for
+        ``stall_timeout`` seconds."""
     from daskgmm.cli.config import ClusterSection
     from daskgmm.cli.watchdog import Watchdog
 

@@ -131,11 +131,6 @@ def _plain(message: str) -> str:
         sorted(m[1].split(", "))), message)
 
 
-# ---------------------------------------------------------------------------------------
-# Field types
-# ---------------------------------------------------------------------------------------
-
-
 def _number(value: Any) -> Any:
     """Numbers as YAML people write them: ``1e-3`` is a number; ``true`` is not."""
     if isinstance(value, bool):
@@ -235,11 +230,6 @@ class Section(BaseModel):
         return redact_options(value) if redact and value else value
 
 
-# ---------------------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------------------
-
-
 class GenerateSection(Section):
     """``data.generate``: write a synthetic mixture at ``data.path`` when it is missing
     (``daskgmm generate``'s settings; ``chunk_rows: null`` is 64 MiB of rows)."""
@@ -307,11 +297,6 @@ class DataSection(Section):
         if weight is not None and weight.storage_options is None:
             weight.path = _with_options(weight.path, self.storage_options)
         return self
-
-
-# ---------------------------------------------------------------------------------------
-# model: derived from the estimator
-# ---------------------------------------------------------------------------------------
 
 
 def estimator_class(kind: str) -> type:
@@ -484,11 +469,6 @@ def _default_kind(value: Any) -> Any:
     if isinstance(value, Mapping) and "kind" not in value:
         return {"kind": "gaussian", **value}
     return value
-
-
-# ---------------------------------------------------------------------------------------
-# cluster, output, checkpoint, selection
-# ---------------------------------------------------------------------------------------
 
 
 def _memory_limit(value: Any) -> str | int:
@@ -721,11 +701,6 @@ class RunConfig(Section):
         return self.model_dump(mode="json", by_alias=True, context={"redact": redact})
 
 
-# ---------------------------------------------------------------------------------------
-# Error messages
-# ---------------------------------------------------------------------------------------
-
-
 _TYPE_NAMES = {"int_type": "an integer", "int_parsing": "an integer",
                "int_from_float": "an integer", "float_type": "a number",
                "float_parsing": "a number", "bool_type": "true or false",
@@ -809,11 +784,6 @@ def _config_error(source: str, problems: Sequence[str]) -> ConfigError:
     if n > MAX_PROBLEMS:
         shown.append(f"  ... and {n - MAX_PROBLEMS:,} more problems")
     return ConfigError(f"{source}: {n} problem{'s' if n != 1 else ''}:\n" + "\n".join(shown))
-
-
-# ---------------------------------------------------------------------------------------
-# Entry points
-# ---------------------------------------------------------------------------------------
 
 
 def parse_config(raw: Any, source: str = "<config>", *,

@@ -92,28 +92,15 @@ class Plan:
             self.progress.warning(text)
 
 
-# ---------------------------------------------------------------------------------------
-# preflight
-# ---------------------------------------------------------------------------------------
-
-
 def preflight(config: RunConfig, *, resume: bool = False, quiet: bool = False) -> Plan:
     """Refuse what can be refused before any work, and build the run's estimator.
 
     Raises
     ------
-    daskgmm.errors.UnsafeOutputError
-        ``output.dir`` is, contains or lies inside an input (the data, the weights, the
-        checkpoints, the configuration file); or the checkpoints lie in the data.
-    daskgmm.errors.OutputExistsError, daskgmm.errors.UnsafeOverwriteError
-        ``output.dir`` exists (without ``overwrite``), or holds what daskgmm did not
-        write.
-    daskgmm.errors.StorageError
-        A location cannot be written or reached.
-    ConfigError
-        A checkpoint exists without ``--resume``, ``--resume`` without
-        ``checkpoint.dir``, checkpoints inside ``output.dir``, ``data.generate`` for a URL.
-    """
+    UnsafeOutputError, OutputExistsError, UnsafeOverwriteError, StorageError, ConfigError
+        ``output.dir`` over an input, existing (without ``overwrite``) or not daskgmm's;
+        a location that cannot be written or reached; checkpoints that do not suit the
+        flags or lie in the output or the data; ``data.generate`` for a URL."""
     data, out, ckpt = config.data, config.output.dir, config.checkpoint.dir
     weights = data.sample_weight.path if data.sample_weight is not None else None
     source = Location(config.source) if config.source != "<config>" else None
@@ -182,11 +169,6 @@ def _checkpoint(plan: Plan, resume: bool) -> int | None:
                               if present else f"no checkpoint in {ckpt.display} yet: "
                               "starting the fit from the beginning")
     return iteration
-
-
-# ---------------------------------------------------------------------------------------
-# open inputs, fit, outputs
-# ---------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -348,11 +330,6 @@ def write_outputs(plan: Plan, fitted: Fitted, inputs: Any, out: Any, client: Any
                    time.perf_counter() - t0)
 
 
-# ---------------------------------------------------------------------------------------
-# report, and the whole run
-# ---------------------------------------------------------------------------------------
-
-
 def make_report(plan: Plan, fitted: Fitted, inputs: Any, written: Written,
                 cluster: dict[str, Any]) -> RunReport:
     """The run's report, from what every step produced."""
@@ -399,32 +376,17 @@ def make_report(plan: Plan, fitted: Fitted, inputs: Any, written: Written,
 
 def run_fit(config: RunConfig, *, quiet: bool = False, resume: bool = False,
             stdout: TextIO | None = None) -> RunReport:
-    """Fit the mixture a run configuration describes and write every output.
-
-    Parameters
-    ----------
-    config : RunConfig
-        A validated configuration (:func:`daskgmm.cli.config.load_config`).
-    quiet : bool, default False
-        No progress display or messages on stderr (warnings still are).
-    resume : bool, default False
-        Continue from the checkpoint in ``checkpoint.dir`` (without it, a checkpoint
-        there is refused).
-    stdout : text stream, optional
-        Where to print the fitted parameters and the report's location.
-
-    Returns
-    -------
-    RunReport
-        As written to ``output.dir/report.json``.
+    """Fit the mixture a run configuration describes and write every output; returns
+    the :class:`~daskgmm.diagnostics.report.RunReport` written to ``report.json``.
+    ``resume`` continues from the checkpoint in ``checkpoint.dir`` (without it one there is
+    refused); ``stdout`` receives the fitted parameters and the report's location.
 
     Raises
     ------
     RunInterrupted
         Ctrl-C (its message says where the last checkpoint is).
     daskgmm.errors.DaskGMMError
-        What :func:`preflight` refuses, and every failure of a later step, in one line.
-    """
+        What :func:`preflight` refuses, and every failure of a later step, in one line."""
     from daskgmm.cli.cluster import connect
     from daskgmm.cli.outputs import write_json
     from daskgmm.io.storage import atomic_output_directory

@@ -81,28 +81,11 @@ def open_input(source: Location, *, dataset: str | None = None,
                chunk_rows: int | None = None, columns: list[str] | None = None,
                allow_missing_chunks: bool = False, sample_weight: Any = None,
                id_column: str | None = None, keys: InputKeys | None = None) -> RunInput:
-    """Open a run's data lazily (see the module docstring).
-
-    Parameters
-    ----------
-    source : Location
-        The data (with its storage options).
-    dataset, chunk_rows, columns, allow_missing_chunks
-        As :func:`daskgmm.io.readers.open_array` takes them.
-    sample_weight : SampleWeightSection, optional
-        ``path`` (a Location or None: the data's own store), ``dataset``, ``column``.
-    id_column : str, optional
-        Parquet input: the column to carry next to the labels.
-    keys : InputKeys, optional
-        How the settings are named in messages (the YAML keys by default).
-
-    Raises
-    ------
-    ConfigError
-        A setting that does not apply to this data.
-    daskgmm.errors.DaskGMMError
-        The data or the weights cannot be opened.
-    """
+    """Open a run's data lazily (see the module docstring): ``source`` with its
+    storage options, ``dataset``, ``chunk_rows``, ``columns`` and ``allow_missing_chunks``
+    as :func:`daskgmm.io.readers.open_array` takes them, ``sample_weight`` (a
+    ``SampleWeightSection``), the Parquet ``id_column``, and how the settings are named in
+    messages (``keys``). ``ConfigError`` for a setting that does not apply to the data."""
     from daskgmm.io.parquet_tables import layout_to_dask, parquet_layout, read_parquet_column
     from daskgmm.io.readers import describe_array, get_reader, open_array
 

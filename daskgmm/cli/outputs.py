@@ -1,23 +1,13 @@
 """What a batch run writes, and the one pass over the data that follows a fit.
 
-:func:`output_pass` reads every chunk of the data once more after a fit and computes,
-in the same tasks: the log-likelihood of every row under the final parameters (summed,
-weighted when the fit was, for BIC/AIC), the labels and responsibilities, and a random
-sample of rows for the cluster plot. Labels and responsibilities are written by the
-workers themselves, chunk by chunk, straight to where they go -- a local directory or
-an object store (``s3://`` ...) -- so nothing as large as the data passes through the
-driver:
-
-* Zarr v3 arrays (:func:`daskgmm.io.storage.create_zarr_array`, chunked like the data's
-  rows, so that no two tasks write the same chunk);
-* for Parquet input, labels as a Parquet directory, one file per input chunk, next to
-  an id column of the input (:func:`daskgmm.io.frames.write_labels_parquet`'s layout).
-
-The files of a run directory (report, plots, model) go into the same
-:class:`~daskgmm.io.storage.OutputDirectory`, so that it appears complete or not at all.
-
-The task functions here run on the workers; keep this module's imports light.
-"""
+:func:`output_pass` reads every chunk once more after a fit and computes in the same
+tasks the (weighted) log-likelihood of every row under the final parameters (for
+BIC/AIC), the labels and responsibilities, and a random sample of rows for the cluster
+plot. The workers write labels and responsibilities themselves, chunk by chunk, into
+the run's temporary (local or an object store): Zarr v3 arrays chunked like the data's
+rows, or for Parquet input a Parquet directory of one file per input chunk next to an
+id column. Nothing as large as the data passes through the driver. The task functions
+run on the workers; keep this module's imports light."""
 
 from __future__ import annotations
 
@@ -32,19 +22,9 @@ __all__ = ["LabelsTarget", "output_pass", "regular_rows", "write_figure", "write
 
 @dataclass
 class LabelsTarget:
-    """Where per-row results go.
-
-    Attributes
-    ----------
-    location : daskgmm.io.locations.Location
-        The Zarr array's root, or the Parquet directory.
-    format : str
-        ``"zarr"`` or ``"parquet"`` (labels of Parquet input only).
-    ids : dask.array.Array or None
-        Parquet: the id column, chunked like the data.
-    id_column : str or None
-        Parquet: its name.
-    """
+    """Where per-row labels go: a Zarr array's root or a Parquet directory
+    (``location``), its ``format``, and for Parquet the ``ids`` (chunked like the data) of
+    ``id_column``."""
 
     location: Any
     format: str = "zarr"
@@ -102,35 +82,15 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
                 responsibilities: Any = None, sample_idx: np.ndarray | None = None,
                 attributes: dict[str, Any] | None = None, weights: Any = None,
                 client: Any = None) -> dict[str, Any]:
-    """One pass over ``X`` for everything that follows a fit.
+    """One pass over ``X`` for everything that follows a fit, through the estimator's lazy
+    ``predict``, ``predict_proba`` and ``score_samples`` (the workers run a fit's kernels);
+    observers see it as a pass of kind ``'outputs'``.
 
-    Uses the estimator's lazy ``predict``, ``predict_proba`` and ``score_samples`` on
-    the Dask array, so the workers run the same NumPy kernels as a fit. Observers see it
-    as a pass of kind ``'outputs'``. With a ``distributed.Client`` the chunks are
-    followed as futures; without one the active Dask scheduler computes them.
-
-    Parameters
-    ----------
-    model : fitted daskgmm estimator
-    X : dask.array.Array
-    labels : LabelsTarget, optional
-        Write the int64 label of every row there.
-    responsibilities : Location, optional
-        Write the float64 ``(n_samples, n_components)`` responsibilities there (Zarr).
-    sample_idx : ndarray of int, optional
-        Rows to bring back (sorted), for the cluster plot.
-    attributes : dict, optional
-        Attributes of the Zarr arrays (no credentials).
-    weights : dask.array.Array, optional
-        Sample weights chunked like ``X``: the log-likelihood is then weighted.
-    client : distributed.Client, optional
-
-    Returns
-    -------
-    dict
-        ``ll`` (sum of the (weighted) log-likelihoods), ``n`` (rows), ``weight`` (sum
-        of the weights, ``n`` without weights) and ``rows`` (the sample).
-    """
+    Returns a dict: ``ll`` (the sum of the (weighted) log-likelihoods), ``n`` (rows),
+    ``weight`` (the sum of ``weights``, ``n`` without) and ``rows`` (those of
+    ``sample_idx``, for the plot). ``labels``/``responsibilities`` say where to write;
+    ``attributes`` go to the Zarr arrays; with a ``client`` the chunks are followed as
+    futures."""
     import dask
 
     from daskgmm.diagnostics import observers

@@ -46,25 +46,12 @@ def _model_location(loc: Location) -> Location:
 
 
 def run_predict(request: PredictRequest) -> dict[str, Any]:
-    """Write the labels (or, with ``proba``, the responsibilities) of ``data``.
-
-    The output is a Zarr array chunked like the data's rows (``(n,)`` int64 labels or
-    ``(n, K)`` float64 responsibilities), or for Parquet data a directory of Parquet
-    files (``label`` next to ``id_column``), unless it ends in ``.zarr``.
-
-    Returns
-    -------
-    dict
-        ``output``, ``content``, ``format``, ``shape``, ``chunks_rows``, ``model``,
-        ``data`` and ``seconds`` (locations without credentials).
-
-    Raises
-    ------
-    daskgmm.errors.DaskGMMError
-        The output is over an input, exists (without ``overwrite``) or holds what
-        daskgmm did not write; a location cannot be reached or written; the model or
-        the data cannot be used.
-    """
+    """Write the labels (or, with ``proba``, the responsibilities) of the data under the
+    model: a Zarr array chunked like the data's rows, or for Parquet data (unless the
+    output ends in ``.zarr``) a Parquet directory, ``label`` next to ``id_column``. Returns
+    ``output``, ``content``, ``format``, ``shape``, ``chunks_rows``, ``model``, ``data`` and
+    ``seconds`` (locations without credentials); every refusal is a one-line
+    :class:`~daskgmm.errors.DaskGMMError`."""
     from daskgmm.cli.cluster import connect, worker_failures
     from daskgmm.cli.fit import RunInterrupted
     from daskgmm.cli.inputs import InputKeys, open_input

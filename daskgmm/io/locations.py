@@ -1,24 +1,18 @@
 """Where data lives: one :class:`Location` type for local paths and fsspec URLs.
 
-:func:`parse_location` turns what a user gave (a path, a ``pathlib.Path`` or a URL such
-as ``s3://bucket/x.zarr``, ``gs://``, ``az://``, ``http(s)://``, ``memory://``,
-``file://``, chained ones included) plus ``storage_options`` into a :class:`Location`:
-a filesystem and a path in it. A local path is a location of fsspec's
-``LocalFileSystem``, so every reader, writer and guard addresses storage the same way
-(``loc.fs``, ``loc.path``). A ``Location`` pickles as its description (protocol, path,
-options): each Dask worker makes its own filesystem.
+:func:`parse_location` turns a path or a URL (``s3://``, ``gs://``, ``az://``,
+``http(s)://``, ``memory://``, ``file://``, chained ones) with its ``storage_options``
+into a :class:`Location`: a filesystem and a path in it. A local path is a location of
+fsspec's ``LocalFileSystem``, so readers, writers and guards address storage one way
+(``loc.fs``, ``loc.path``). A ``Location`` pickles as its description; each Dask worker
+makes its own filesystem.
 
-Credentials never leave this module in readable form: :attr:`Location.display` is the
-URL with its password and every query value replaced by ``***``, :func:`redact_options`
-keeps only the values of storage options known to be harmless, and
-:func:`scrub_secrets` removes every secret seen by any location of this process from a
-text (an error message, a warning, a traceback).
-
-:func:`describe_failure` turns what a filesystem or object store raised (unreachable
-endpoint, no such bucket, access denied, throttling, a full disk...) into the reason a
-person can act on; :func:`storage_errors` applies it inside a block, so that the error
-names the location and the setting it came from.
-"""
+Credentials never leave this module readable: :attr:`Location.display` masks a URL's
+password and every query value, :func:`redact_options` shows only harmless option
+values, and :func:`scrub_secrets` masks every secret any location of this process has
+seen in a text (an error, a warning, a traceback). :func:`describe_failure` and
+:func:`storage_errors` turn what a filesystem or object store raises into one line
+naming the setting and the location, with the reason a person can act on."""
 
 from __future__ import annotations
 
@@ -124,22 +118,10 @@ def _protocol_of(url: str) -> str:
 
 
 class Location:
-    """A path in a filesystem (fsspec's ``LocalFileSystem`` for local paths).
-
-    Parameters
-    ----------
-    original : str or os.PathLike
-        What the user gave (a local path or a URL; may hold credentials).
-    storage_options : dict, optional
-        Options of the URL's fsspec filesystem (ignored for local paths).
-
-    Attributes
-    ----------
-    path : str
-        The absolute local path, or the path inside the filesystem (``bucket/key``).
-    protocol : str
-        ``"file"`` for local paths, else the URL's (first) protocol.
-    """
+    """A path in a filesystem (fsspec's ``LocalFileSystem`` for local paths):
+    ``original`` (what the user gave, credentials included), ``storage_options``,
+    ``protocol`` (``"file"`` for local paths) and ``path`` (absolute locally, ``bucket/key``
+    in a store)."""
 
     __slots__ = ("_fs", "original", "path", "protocol", "storage_options")
 
@@ -288,8 +270,8 @@ class Location:
             raise self.missing_dependency(exc) from None
 
     def exists(self) -> bool:
-        """Whether anything (file, directory, non-empty prefix, dangling link) is here.
-        Access refused and unreachable stores raise (they are not "nothing here")."""
+        """Whether anything is here (a dangling link, a non-empty prefix too);
+        refused access and unreachable stores raise."""
         if self.protocol in ("file", "sklearn"):
             return self.protocol == "sklearn" or os.path.lexists(self.path)
         try:
@@ -415,18 +397,15 @@ class StoragePath(str):
 
 def parse_location(path: str | os.PathLike[str] | Location,
                    storage_options: Mapping[str, Any] | None = None) -> Location:
-    """The :class:`Location` of a path or URL (a ``Location`` is returned as it is,
-    unless it has no options and ``storage_options`` are given).
+    """The :class:`Location` of a path or URL (a ``Location`` is returned as it is, unless
+    it has no options and ``storage_options`` are given; a :class:`StoragePath` brings its
+    own).
 
     Raises
     ------
-    MissingDependencyError
-        The filesystem library of the URL's protocol is not installed.
-    DataSourceError
-        The protocol is unknown or the options do not suit it.
-    TypeError
-        ``path`` is neither a string nor path-like, or the options are not a mapping.
-    """
+    MissingDependencyError, DataSourceError, TypeError
+        The protocol's library is missing; the protocol is unknown or the options do not
+        suit it; ``path`` is not path-like or the options not a mapping."""
     if isinstance(path, Location):
         if storage_options and not path.storage_options:
             return Location(path.original, storage_options)
@@ -442,14 +421,10 @@ def parse_location(path: str | os.PathLike[str] | Location,
 
 
 def relation(output: Location, other: Location) -> str | None:
-    """How ``output`` and ``other`` overlap: ``"is"``, ``"contains"`` (``other`` is
-    inside ``output``), ``"lies inside"`` or None (disjoint, or other storage).
-
-    Local paths are compared after resolving symbolic links; URLs by protocol family and
-    path, whatever the options (two buckets of one name on two servers count as one:
-    the safe side). Chained URLs (``simplecache::s3://...``) are compared by their last
-    link, the storage they name.
-    """
+    """How ``output`` and ``other`` overlap: ``"is"``, ``"contains"`` (``other`` inside
+    ``output``), ``"lies inside"`` or None. Local paths are compared with symbolic links
+    resolved, URLs by protocol family and path whatever the options (the safe side), and
+    chained URLs (``simplecache::s3://...``) by their last link, the storage they name."""
     if "sklearn" in (output.protocol, other.protocol):  # data shipped with a library
         return None
 
@@ -545,15 +520,8 @@ def _is_storage_failure(exc: BaseException) -> bool:
 @contextlib.contextmanager
 def storage_errors(key: str, location: Any) -> Iterator[None]:
     """Turn a filesystem's or object store's failure inside the block into one
-    :class:`~daskgmm.errors.StorageError` line naming ``key`` and the location.
-
-    Parameters
-    ----------
-    key : str
-        How the user named the setting (``output.dir``, ``--model`` ...).
-    location : Location, str or None
-        Where the block reads or writes.
-    """
+    :class:`~daskgmm.errors.StorageError` line naming ``key`` (``output.dir``, ``--model``...)
+    and the location."""
     try:
         yield
     except Exception as exc:

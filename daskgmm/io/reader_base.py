@@ -27,26 +27,11 @@ _MAX_LISTED = 30
 
 @dataclass(frozen=True)
 class ArraySource:
-    """What a reader found at a location, before it is turned into a Dask array.
-
-    Attributes
-    ----------
-    array : array-like
-        Object with ``shape``, ``dtype``, ``ndim`` and ``__getitem__`` that reads the data
-        (a zarr array or one of the picklable slicers of the format modules). It goes into
-        the Dask graph, so it must pickle without dragging open file handles along.
-    shape : tuple of int
-    dtype : numpy.dtype
-        The dtype as stored.
-    where : str
-        Human-readable location (path or redacted URL, and dataset) used in messages.
-    native_row_chunk : int or None
-        Rows per storage chunk (or shard), if the storage is chunked.
-    token : tuple
-        Values that identify this version of the data (modification times and sizes of
-        the files, ETags...); they go into the Dask key names, so rewriting the data
-        changes the array's name.
-    """
+    """What a reader found at a location, before it becomes a Dask array: the readable
+    ``array`` (a zarr array or a picklable slicer; it goes into the graph), its ``shape``
+    and stored ``dtype``, ``where`` (for messages, credentials removed), the storage's row
+    chunk (``native_row_chunk``) and a ``token`` that changes with the stored data (so does
+    the Dask name)."""
 
     array: Any
     shape: tuple[int, ...]
@@ -236,11 +221,6 @@ def result_shape(read: tuple, post: tuple | None, shape: tuple[int, ...],
     return out[post].shape if post is not None else out.shape
 
 
-# ---------------------------------------------------------------------------------------
-# Picklable lazy array-likes
-# ---------------------------------------------------------------------------------------
-
-
 class ShapedArray:
     """``ndim``, ``size`` and ``len`` from ``shape``, for the lazy file-backed arrays."""
 
@@ -258,25 +238,11 @@ class ShapedArray:
         return self.shape[0]
 
 
-
 class Reader:
-    """Base class of the format readers used by :func:`~daskgmm.io.readers.open_array`.
-
-    A reader says whether it can open a location (:meth:`can_open`: by content first via
-    :meth:`sniff`, then by extension) and opens it (:meth:`open`). Subclasses implement
-    :meth:`sniff` and :meth:`locate`; the common chunking, dtype and shape checks live
-    here. Readers receive a :class:`~daskgmm.io.locations.Location` (a filesystem and a
-    path in it, local or remote alike).
-
-    Attributes
-    ----------
-    name : str
-        Short name (``"zarr"``, ``"hdf5"``...).
-    description : str
-        What the reader opens, shown when no reader can open a location.
-    extensions : tuple of str
-        Lower-case file name suffixes, with the dot.
-    """
+    """Base class of the readers of :func:`~daskgmm.io.readers.open_array`: ``sniff``
+    (the content is ours), ``matches_extension`` and ``locate`` (find and describe the
+    array, refusing unwritten chunks unless ``allow_missing_chunks``); the chunking, dtype
+    and shape checks live here. Readers receive a :class:`~daskgmm.io.locations.Location`."""
 
     name: str = ""
     description: str = ""

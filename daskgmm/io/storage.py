@@ -1,35 +1,23 @@
 """Outputs that appear complete or not at all, on a local disk or in an object store.
 
-Every output daskgmm writes (a run directory, a model, a label array, a generated data
-set) is built by :func:`atomic_output_directory` in a temporary sibling
-``.<name>.tmp-<stamp>`` of its target, then put in place:
+:func:`atomic_output_directory` builds every output (a run, a model, a label array, a
+generated data set) in a temporary sibling ``.<name>.tmp-<stamp>`` of its target, then
+puts it in place: on a local disk by a **rename** (files ``fsync``-ed first; a replaced
+output is renamed aside, then deleted); on an object store, which cannot rename, by a
+**copy** with the data first, the metadata of nested outputs (``model.json``, an array's
+``zarr.json``) next and the output's **marker last** (a failed copy takes back what it
+copied). The marker (``.daskgmm.json``, or a ``daskgmm`` attribute at a Zarr root) says
+daskgmm wrote it, what it is, and which entries it holds (per top-level name, a count
+and a digest of the file names): ``overwrite`` replaces only an empty directory or an
+output holding nothing but what its marker lists (:func:`check_replaceable`), and a
+reader requiring the marker (:func:`read_output_marker`) never accepts a partial copy.
 
-* on a local disk by a **rename** (after an ``fsync`` of every file); a replaced output
-  is renamed aside first and deleted after;
-* on an object store, which has no rename, by a **copy** of the temporary prefix with
-  the data objects first, the metadata of nested outputs (``model.json``, an array's
-  ``zarr.json``) next and the output's **marker last**, then the prefix is deleted.
-
-The marker says daskgmm wrote the output, what it is (``kind``) and which entries it
-holds: for each top-level name, the number of files below it and a digest of their
-names. It is ``.daskgmm.json``, or, at the root of a Zarr store (where zarr would warn
-about a file it does not know), a ``daskgmm`` entry of the root's attributes. A reader
-that requires the marker (:func:`read_output_marker`) never accepts a partial copy.
-``overwrite`` replaces only an empty directory or an output whose every file is one its
-marker lists; anything else (a copied ``report.json`` next to a thesis, an array added
-to a generated store) is refused with the names found (:func:`check_replaceable`).
-
-One writer at a time: a writer **claims** its target for as long as it runs. Locally the
-claim is a lock (``flock``) held on ``.<name>.tmp-<stamp>.claim``, which the kernel
-releases when the process dies; on an object store it is that object, rewritten every
-:data:`HEARTBEAT` seconds. A second writer to the same target fails at once
-(:class:`~daskgmm.errors.OutputExistsError`), and the temporaries of a writer that no
-longer holds its claim (killed) are deleted by the next writer.
-
-Also :func:`write_file_atomic` (one file: a temporary sibling renamed locally, one PUT
-on object stores), :func:`zarr_store` and :func:`create_zarr_array` (a Zarr v3 array
-that Dask workers fill chunk by chunk).
-"""
+One writer at a time: a writer **claims** its target while it runs, with an ``flock``
+on ``.<name>.tmp-<stamp>.claim`` (released by the kernel when the process dies) or, on an
+object store, with that object rewritten every :data:`HEARTBEAT` seconds. A second
+writer fails at once; a dead writer's temporaries are deleted by the next one.
+:func:`write_file_atomic` writes one file (a renamed temporary, or one PUT);
+:func:`create_zarr_array` makes a Zarr v3 array for Dask workers to fill."""
 
 from __future__ import annotations
 
@@ -116,14 +104,9 @@ def _entries(names: Any) -> dict[str, list]:
 
 def check_replaceable(url: str | os.PathLike[str] | Location,
                       storage_options: dict | None = None) -> None:
-    """Refuse, before any work, to replace what is at ``url`` unless it is empty or a
-    complete output whose every file its marker lists.
-
-    Raises
-    ------
-    UnsafeOverwriteError
-        Naming the location, what was found and what to do.
-    """
+    """Refuse (:class:`~daskgmm.errors.UnsafeOverwriteError`, naming what was found)
+    to replace what is at ``url`` unless it is empty or a complete output holding nothing
+    but what its marker lists."""
     loc = parse_location(url, storage_options)
     if not loc.exists():
         return
@@ -160,11 +143,6 @@ def marker_content(kind: str, names: Any) -> dict[str, Any]:
     return {"written_by": "daskgmm", "kind": str(kind), "daskgmm_version": __version__,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "entries": _entries(names)}
-
-
-# ---------------------------------------------------------------------------------------
-# Claims: one writer per target
-# ---------------------------------------------------------------------------------------
 
 
 class _LockClaim:
@@ -287,11 +265,6 @@ def _remove(loc: Location) -> None:
             loc.fs.rm_file(loc.path)
 
 
-# ---------------------------------------------------------------------------------------
-# Putting a finished temporary in place
-# ---------------------------------------------------------------------------------------
-
-
 def _mark(tmp: Location, kind: str) -> str:
     """Write the marker into the finished temporary; returns the key holding it."""
     listing = tmp.find()
@@ -394,32 +367,17 @@ class OutputDirectory:
 def atomic_output_directory(url: str | os.PathLike[str] | Location, *, kind: str,
                             overwrite: bool = False,
                             storage_options: dict | None = None) -> Iterator[OutputDirectory]:
-    """Build an output that appears complete, with its marker, or not at all.
-
-    Parameters
-    ----------
-    url : str, os.PathLike or Location
-        The directory (local path) or prefix (URL) to create or replace.
-    kind : str
-        What it holds, recorded in the marker (``"model"``, ``"run"``, ``"labels"``...).
-    overwrite : bool, default False
-        Replace an existing output (only one :func:`check_replaceable` accepts).
-    storage_options : dict, optional
-        Options of the URL's filesystem.
-
-    Yields
-    ------
-    OutputDirectory
-        Where to write the content (the claimed temporary).
+    """Build an output (of ``kind``: ``"run"``, ``"model"``, ``"labels"``...) that
+    appears complete, with its marker, or not at all; yields the claimed temporary
+    (:class:`OutputDirectory`).
 
     Raises
     ------
     OutputExistsError
-        Something is at ``url`` and ``overwrite`` is False (checked on entry and before
-        the commit), or another process is writing ``url``.
+        Something is at ``url`` and ``overwrite`` is False (on entry, and if it appeared
+        meanwhile), or another process is writing ``url``.
     UnsafeOverwriteError
-        ``overwrite`` is True but ``url`` holds something daskgmm did not write.
-    """
+        ``overwrite`` is True but ``url`` holds what daskgmm did not write."""
     target = parse_location(url, storage_options)
     _refuse_existing(target, overwrite)
     tmp, claim = _claim(target)
@@ -469,16 +427,9 @@ def write_file_atomic(url: str | os.PathLike[str] | Location, data: bytes, *,
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """A local file written through a temporary sibling path, renamed into place on
-    success (for writers that need a path, such as h5py). Its directory must exist.
-
-    Raises
-    ------
-    FileExistsError
-        ``path`` exists and ``overwrite`` is False (on entry and before the rename).
-    IsADirectoryError
-        ``path`` is a directory.
-    """
+    """A local file written through a temporary sibling (locked while it is written),
+    renamed into place on success: for writers that need a path, such as h5py.
+    ``FileExistsError`` when ``path`` exists and ``overwrite`` is False."""
     target = Path(os.path.abspath(os.fspath(path)))
     if target.is_dir() and not target.is_symlink():
         raise IsADirectoryError(f"cannot write the file {target}: it is a directory")
@@ -529,13 +480,10 @@ def create_zarr_array(url: str | os.PathLike[str] | Location, shape: tuple[int, 
                       attributes: dict | None = None,
                       dimension_names: tuple[str, ...] | None = None,
                       storage_options: dict | None = None) -> Any:
-    """Create an empty Zarr v3 array for Dask workers to fill chunk by chunk.
-
-    Chunks should equal the Dask array's, so that every task writes whole chunks. The
-    array is compressed as :func:`daskgmm.io.codecs.float_compressors` says, written with
-    ``write_empty_chunks=True`` (every chunk exists once filled) and pickles as its
-    store's description (pass it to tasks that write regions of it).
-    """
+    """Create an empty Zarr v3 array for Dask workers to fill chunk by chunk (chunks
+    equal to the Dask array's, so that every task writes whole ones), compressed as
+    :func:`daskgmm.io.codecs.float_compressors` says, with ``write_empty_chunks=True`` (every
+    chunk exists once filled); it pickles as its store's description."""
     import zarr
 
     from daskgmm.io.codecs import float_compressors

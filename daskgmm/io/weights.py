@@ -1,17 +1,10 @@
 """Sample weights stored next to the data, opened lazily and chunked like it.
 
-:func:`open_sample_weight` reads one weight per row of the data from one of:
-
-* a column of a Parquet table (the data's own table, or another one);
-* an array in a Zarr store or an HDF5 file (the data's own store, or another one);
-* a ``.npy`` file;
-
-local or at any fsspec URL. The array may be 1-D ``(n_samples,)`` or a single column
-``(n_samples, 1)``. The result is a 1-D Dask array with the data's row chunks, so that
-each task of a pass reads the weights of its own rows (nothing is gathered to the
-driver). Integer weights are converted to float64. The estimators check that the
-weights are finite and non-negative while they read them.
-"""
+:func:`open_sample_weight` reads one weight per row from a Parquet column, an array of a
+Zarr store or HDF5 file (the data's own, or another), or a ``.npy`` file, local or at a
+URL; 1-D ``(n,)`` or one column ``(n, 1)``. The result has the data's row chunks, so each
+task of a pass reads its own rows' weights. Integers become float64; the estimators
+check that the weights are finite and non-negative as they read them."""
 
 from __future__ import annotations
 
@@ -92,41 +85,15 @@ def open_sample_weight(path: str | os.PathLike | Location, *, dataset: str | Non
                        column: str | None = None, chunks: tuple[int, ...],
                        storage_options: dict | None = None,
                        allow_missing_chunks: bool = False) -> da.Array:
-    """Open the sample weights of a data set, chunked like its rows.
-
-    Parameters
-    ----------
-    path : str, os.PathLike or Location
-        Where the weights are: a Parquet table (with ``column``), a Zarr store or an
-        HDF5 file (with ``dataset`` when it holds several arrays), or a ``.npy`` file;
-        local or at a URL. It may be the data's own file.
-    dataset : str, optional
-        The array inside a Zarr group or an HDF5 file.
-    column : str, optional
-        The column of a Parquet table.
-    chunks : tuple of int
-        The data's row chunks; their sum is the number of rows the weights must have.
-    storage_options : dict, optional
-        Options of the URL's filesystem.
-    allow_missing_chunks : bool, default False
-        Accept a Zarr or HDF5 array with chunks that were never written.
-
-    Returns
-    -------
-    dask.array.Array
-        float64, shape ``(sum(chunks),)``, chunks ``(chunks,)``.
+    """Open the sample weights of a data set (``path``: a Parquet table with ``column``,
+    a Zarr store or HDF5 file with ``dataset``, or a ``.npy`` file; local or a URL), as a
+    float64 Dask array chunked like the data's rows (``chunks``).
 
     Raises
     ------
-    DataNotFoundError
-        ``path``, ``dataset`` or ``column`` does not exist (the message lists what does).
-    DataSourceError
-        A format that cannot hold weights, or ``dataset``/``column`` given to the wrong
-        kind of file.
-    InvalidDataError
-        Not one value per row (shape, or a row count other than the data's), or values
-        that are not numbers.
-    """
+    DataNotFoundError, DataSourceError, InvalidDataError
+        No such file, dataset or column (the message lists those there); a format or
+        setting that cannot hold weights; not one number per row of the data."""
     if dataset is not None and column is not None:
         raise ValueError("give dataset or column, not both")
     chunks = tuple(int(c) for c in chunks)
