@@ -1,24 +1,12 @@
 """The Dask cluster a command computes on: started, joined or made by a factory.
 
-:func:`connect` turns the ``cluster`` section (:class:`~daskgmm.cli.config.ClusterSection`)
-into a :class:`distributed.Client`:
-
-* by default a :class:`distributed.LocalCluster` of worker processes bound to 127.0.0.1
-  (``host=``), its dashboard on 127.0.0.1 only (``dashboard_address=``); with
-  ``dashboard_address: null`` dask's configuration gives the scheduler's and workers'
-  HTTP servers no routes at all (no dashboard, metrics or health pages). The worker
-  processes ignore Ctrl-C (they are forked by a fork server that does); the command
-  handles it, also while the cluster starts;
-* with ``address`` or ``scheduler_file`` an existing scheduler (TLS certificates from
-  ``cluster.tls``), left running afterwards; an address where something other than a
-  Dask scheduler answers is refused after :data:`PROBE_SECONDS`, and ``ucx://`` without
-  its transport is refused with the package to install;
-* with ``factory`` a cluster class (``dask_jobqueue.SLURMCluster`` ...), scaled or
-  adapted, and closed afterwards.
-
-Then it waits for ``wait_for_workers`` workers. Errors are one line each
-(:class:`~daskgmm.errors.ClusterConnectionError` ...).
-"""
+:func:`connect` turns the ``cluster`` section into a :class:`distributed.Client`: by
+default a :class:`distributed.LocalCluster` bound to 127.0.0.1 (its dashboard too; with
+``dashboard_address: null`` dask's configuration gives the HTTP servers no routes), whose
+workers ignore Ctrl-C (the command handles it, also while the cluster starts); with
+``address`` or ``scheduler_file`` an existing scheduler (``tls``), refused after
+:data:`PROBE_SECONDS` if what answers is not one, and ``ucx://`` refused without its
+transport; with ``factory`` a cluster class, scaled or adapted. Errors are one line."""
 
 from __future__ import annotations
 
@@ -166,16 +154,9 @@ def _timeout(cfg: Any) -> float:
 def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None,
             watch: bool = True) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Start or join the cluster of ``cfg`` (the defaults when None); yields ``(client,
-    info)``, the client being the default scheduler inside the block and ``info``
-    :func:`describe_client`'s facts. ``log`` receives one-line messages; with ``watch`` a
-    stall watchdog runs inside the block.
-
-    Raises
-    ------
-    ClusterConnectionError, ClusterLostError, ClusterStalledError
-        The scheduler cannot be reached or is none, too few workers join, the transport is
-        missing; inside the block: the scheduler went away, or no worker could run for
-        ``stall_timeout`` seconds."""
+    info)`` (:func:`describe_client`'s facts), the client the default scheduler inside the
+    block. ``log`` receives one-line messages; ``watch`` runs a stall watchdog. Raises
+    ClusterConnectionError, ClusterLostError or ClusterStalledError."""
     from daskgmm.cli.config import ClusterSection
     from daskgmm.cli.watchdog import Watchdog
 
@@ -249,13 +230,9 @@ def _wait_for_workers(client: Any, cfg: Any, kind: str, log: Any,
 
 
 def _workers_ignore_ctrl_c() -> dict[str, Any]:
-    """Worker processes that ignore Ctrl-C (the terminal sends it to every process of
-    the foreground group; the command handles it once and shuts the workers down).
-
-    They are forked by multiprocessing's fork server, started here (once per process)
-    with SIGINT ignored, which its children inherit; the command itself keeps its
-    handler, so a Ctrl-C while the cluster starts is honoured. Returns the dask
-    configuration that makes the nannies use the fork server."""
+    """The dask configuration of worker processes that ignore Ctrl-C: forked by a fork
+    server started here with SIGINT ignored (the command keeps its handler, so Ctrl-C while
+    the cluster starts is honoured)."""
     import multiprocessing.forkserver
 
     if threading.current_thread() is threading.main_thread():

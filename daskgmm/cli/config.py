@@ -1,32 +1,14 @@
 """The run description of ``daskgmm fit CONFIG.yaml [--set key=value ...]``.
 
-A run configuration is YAML with the sections ``data`` and ``output`` (required),
-``model``, ``cluster``, ``checkpoint`` and ``selection``; ``daskgmm example-config``
-prints every key with its default and what it does. :func:`load_config` reads it (at
-most :data:`MAX_CONFIG_BYTES`, with :func:`~daskgmm.cli.yaml_input.load_yaml`'s limits),
-applies ``--set`` overrides and validates it into a :class:`RunConfig`: typed sections
-whose locations (``data.path``, ``data.sample_weight.path``, ``output.dir``,
-``checkpoint.dir``) are :class:`~daskgmm.io.locations.Location` objects, parsed once here
-with their storage options.
-
-The ``model`` section is derived from the estimator that ``model.kind`` names: one key
-per parameter of ``GaussianMixture`` or ``BayesianGaussianMixture`` (``get_params()``),
-with its default, and the estimator's own ``_validate_params`` judges the values (a
-``GaussianMixtureSelector`` judges a sweep: a list of ``n_components`` or
-``covariance_type``). Nothing about a parameter is repeated here, so a parameter added
-to an estimator is a YAML key without an edit to this module.
-
-Every mistake raises one :class:`~daskgmm.errors.ConfigError` listing the problems
-(at most :data:`MAX_PROBLEMS`), one per line, each with its key path::
-
-    configs/x.yaml: 2 problems:
-      model.n_components: must be an int in the range [1, inf), got 0
-      model.n_componets: unknown key (did you mean 'n_components'?)
-
-Relative paths are resolved against the directory of the configuration file (so a
-configuration works wherever it is run from), those given with ``--set`` against the
-current directory; ``~`` is expanded.
-"""
+:func:`load_config` reads the YAML (at most :data:`MAX_CONFIG_BYTES`), applies ``--set``
+overrides and validates it into a :class:`RunConfig` of typed sections, whose locations
+are :class:`~daskgmm.io.locations.Location` objects parsed once, with their storage
+options. The ``model`` section is derived from the estimator ``model.kind`` names (one
+key per ``get_params()`` entry, with its default) and judged by the estimator's own
+``_validate_params``, so a parameter added to an estimator is a key without an edit
+here. Every mistake is one :class:`~daskgmm.errors.ConfigError` listing the problems,
+one line per key path. Relative paths are resolved against the configuration file's
+directory (``--set`` ones against the current directory)."""
 
 from __future__ import annotations
 
@@ -436,12 +418,12 @@ class ModelSection(Section):
         return self
 
     def _sweep_conflict(self) -> tuple[str, str] | None:
-        sweep = self.sweep
+        sweep, params = self.sweep, self.params
         for name in ("weights_init", "means_init", "precisions_init"):
-            if getattr(self, name, None) is not None and "n_components" in sweep:
+            if params.get(name) is not None and "n_components" in sweep:
                 return name, ("cannot be given with a sweep over n_components (its "
                               "shape depends on n_components)")
-        if getattr(self, "precisions_init", None) is not None and "covariance_type" in sweep:
+        if params.get("precisions_init") is not None and "covariance_type" in sweep:
             return "precisions_init", "cannot be given with a sweep over covariance_type"
         return None
 
@@ -789,16 +771,9 @@ def _config_error(source: str, problems: Sequence[str]) -> ConfigError:
 def parse_config(raw: Any, source: str = "<config>", *,
                  base_dir: str | os.PathLike[str] | None = None,
                  overridden: Sequence[tuple[str, ...]] = ()) -> RunConfig:
-    """Validate a configuration given as a mapping (e.g. from ``yaml.safe_load``).
-
-    ``base_dir`` (default: the current directory) is what relative paths are resolved
-    against; ``overridden`` key paths are marked ``(from override)`` in messages.
-
-    Raises
-    ------
-    ConfigError
-        Listing every problem, one line each.
-    """
+    """Validate a configuration given as a mapping; relative paths are resolved against
+    ``base_dir`` (default: the current directory) and ``overridden`` key paths are marked
+    ``(from override)`` in the :class:`ConfigError` that lists every problem."""
     if not isinstance(raw, Mapping):
         given = "an empty file" if raw is None else f"{type(raw).__name__} {fmt(raw)}"
         raise _config_error(source, ["(top level): must be a mapping of sections (data, "
@@ -825,14 +800,9 @@ def parse_config(raw: Any, source: str = "<config>", *,
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any]]:
-    """``KEY.PATH=VALUE`` items as ``(key path, YAML value)`` pairs.
-
-    Raises
-    ------
-    ConfigError
-        For an item without ``=``, an empty key part, a value that is not YAML, or a key
-        given twice.
-    """
+    """``KEY.PATH=VALUE`` items as ``(key path, YAML value)`` pairs; a
+    :class:`ConfigError` for an item without ``=``, an empty key part, a value that is not
+    YAML, or a key given twice."""
     parsed: list[tuple[tuple[str, ...], Any]] = []
     problems: list[str] = []
     for item in overrides:
@@ -884,14 +854,8 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], *,
 
 
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> RunConfig:
-    """Read, override and validate a YAML run configuration.
-
-    Raises
-    ------
-    ConfigError
-        The file is missing, unreadable, larger than :data:`MAX_CONFIG_BYTES`, not
-        UTF-8, not valid YAML (with the line and column), or fails validation.
-    """
+    """Read, override and validate a YAML run configuration (a :class:`ConfigError`
+    when the file is missing, too large, not UTF-8, not YAML or not valid)."""
     source = os.fspath(path)
     try:
         with open(source, "rb") as handle:

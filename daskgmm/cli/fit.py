@@ -1,22 +1,13 @@
-"""``daskgmm fit``: the batch run, as a pipeline of named steps.
+"""``daskgmm fit``: the batch run, as a pipeline of named steps::
 
-::
+    preflight -> open_inputs -> connect -> fit -> write_outputs -> make_report
 
-    preflight  ->  open inputs  ->  connect  ->  fit  ->  outputs  ->  report
-    (refusals,     (data,           (cluster)    (the      (one pass:    (report.json,
-     estimator,     weights)                      estimator labels, plots, the marker
-     claim)                                       built     model)        last)
-                                                  once)
-
-:func:`preflight` refuses everything that can be refused before any work (outputs over
-inputs, an existing output, an unwritable location, a checkpoint that does not suit the
-flags) and builds the estimator, once, from the run description. The output directory is
-then claimed and filled in a temporary (:func:`daskgmm.io.storage.atomic_output_directory`),
-so a failed or interrupted run leaves nothing at ``output.dir`` and a second run to the
-same directory fails at once. :func:`run_fit` strings the steps together and returns the
-:class:`~daskgmm.diagnostics.report.RunReport` it wrote. Each step names the setting of
-the storage it touches in its errors (``output.dir s3://b/run: access denied ...``).
-"""
+:func:`preflight` refuses what can be refused before any work and builds the estimator
+once; the output is then claimed and filled in a temporary
+(:func:`~daskgmm.io.storage.atomic_output_directory`), so a failed run leaves nothing at
+``output.dir`` and a concurrent one fails at once. :func:`run_fit` strings the steps
+together and returns the :class:`~daskgmm.diagnostics.report.RunReport`. Errors name
+the setting of the storage they touch (``output.dir s3://b/run: access denied ...``)."""
 
 from __future__ import annotations
 
@@ -93,14 +84,9 @@ class Plan:
 
 
 def preflight(config: RunConfig, *, resume: bool = False, quiet: bool = False) -> Plan:
-    """Refuse what can be refused before any work, and build the run's estimator.
-
-    Raises
-    ------
-    UnsafeOutputError, OutputExistsError, UnsafeOverwriteError, StorageError, ConfigError
-        ``output.dir`` over an input, existing (without ``overwrite``) or not daskgmm's;
-        a location that cannot be written or reached; checkpoints that do not suit the
-        flags or lie in the output or the data; ``data.generate`` for a URL."""
+    """Refuse what can be refused before any work (an output over an input, existing
+    or not daskgmm's, unwritable or unreachable; checkpoints that do not suit the flags),
+    and build the run's estimator."""
     data, out, ckpt = config.data, config.output.dir, config.checkpoint.dir
     weights = data.sample_weight.path if data.sample_weight is not None else None
     source = Location(config.source) if config.source != "<config>" else None
@@ -377,16 +363,9 @@ def make_report(plan: Plan, fitted: Fitted, inputs: Any, written: Written,
 def run_fit(config: RunConfig, *, quiet: bool = False, resume: bool = False,
             stdout: TextIO | None = None) -> RunReport:
     """Fit the mixture a run configuration describes and write every output; returns
-    the :class:`~daskgmm.diagnostics.report.RunReport` written to ``report.json``.
-    ``resume`` continues from the checkpoint in ``checkpoint.dir`` (without it one there is
-    refused); ``stdout`` receives the fitted parameters and the report's location.
-
-    Raises
-    ------
-    RunInterrupted
-        Ctrl-C (its message says where the last checkpoint is).
-    daskgmm.errors.DaskGMMError
-        What :func:`preflight` refuses, and every failure of a later step, in one line."""
+    the :class:`~daskgmm.diagnostics.report.RunReport` written to ``report.json``. Ctrl-C
+    raises :class:`RunInterrupted` saying where the last checkpoint is; every failure is a
+    one-line :class:`~daskgmm.errors.DaskGMMError`."""
     from daskgmm.cli.cluster import connect
     from daskgmm.cli.outputs import write_json
     from daskgmm.io.storage import atomic_output_directory

@@ -1,16 +1,7 @@
-"""Checks a command makes before any work, all through the locations' filesystems.
-
-* :func:`refuse_overlap`: an output that is, contains or lies inside one of the run's
-  inputs (the data, the sample weights, the model, the configuration file, the
-  checkpoints) is refused whatever ``overwrite`` says (see
-  :func:`daskgmm.io.locations.relation`);
-* :func:`refuse_process_local`: ``memory://`` lives in one process, out of the workers'
-  reach;
-* :func:`check_writable`: a probe file written (and deleted) next to an output, which
-  also checks an object store's endpoint and credentials;
-* :func:`free_space_warning` and :func:`chunk_memory_warning`: the numbers of an output
-  that may not fit, and of chunks too large for the workers' memory.
-"""
+"""Checks a command makes before any work, all through the locations' filesystems:
+outputs over inputs (:func:`refuse_overlap`), ``memory://`` locations the workers cannot
+reach (:func:`refuse_process_local`), a probe write (:func:`check_writable`), and
+warnings about free space and chunk sizes."""
 
 from __future__ import annotations
 
@@ -42,14 +33,8 @@ def is_user_error(exc: BaseException) -> bool:
 def refuse_overlap(output: Location, key: str,
                    inputs: Sequence[tuple[str, Location | None]], *,
                    relations: Sequence[str] = ("is", "contains", "lies inside")) -> None:
-    """Refuse an output location that overlaps one of ``inputs`` (``(key, location)``
-    pairs; None is skipped) in one of ``relations``.
-
-    Raises
-    ------
-    UnsafeOutputError
-        Naming both locations and what to do.
-    """
+    """Refuse (UnsafeOutputError) an output that overlaps one of ``inputs`` (``(key,
+    location)`` pairs; None skipped) in one of ``relations``."""
     for other_key, other in inputs:
         found = relation(output, other) if other is not None else None
         if found is None or found not in relations:
@@ -73,15 +58,9 @@ def refuse_process_local(*locations: tuple[str, Location | None]) -> None:
 
 
 def check_writable(output: Location, key: str) -> None:
-    """Write and delete a probe file next to ``output`` (in the nearest directory that
-    exists), before any work; nothing else is created.
-
-    Raises
-    ------
-    daskgmm.errors.StorageError
-        The location is read-only, forbidden, full, unreachable, or a file is in the
-        way; naming ``key``.
-    """
+    """Write and delete a probe file next to ``output`` (in the nearest existing
+    directory); a StorageError naming ``key`` if it is read-only, forbidden, full,
+    unreachable, or a file is in the way."""
     if not output.listable:
         raise UsageError(f"{key} {output.display}: {output.protocol}:// locations cannot "
                          "be written by daskgmm; choose a local path or an object store")

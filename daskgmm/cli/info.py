@@ -1,13 +1,9 @@
 """``daskgmm info DIR``: what a saved model holds, and the run that made it.
 
-:func:`describe` gathers the facts as a JSON-ready dict (``daskgmm info --json``): the
-model (class, sizes, convergence, parameters, one entry per component) loaded and
-validated with :func:`daskgmm.load`, and, when the model belongs to a ``daskgmm fit``
-run (``DIR`` is the run's output directory, or its ``model/``), the highlights of the
-run's ``report.json``: data, configuration, criteria, timings, memory, cluster and, for
-a sweep, the selection. :func:`render_text` turns them into a readable summary. ``DIR``
-may be a local path or a URL (``--storage-options`` for its filesystem).
-"""
+:func:`describe` loads the model with :func:`daskgmm.load` and, when it belongs to a
+``daskgmm fit`` run (``DIR`` is the run or its ``model/``), adds the highlights of the
+run's ``report.json`` (data, configuration, criteria, timings, the selection of a
+sweep); :func:`render_text` prints them."""
 
 from __future__ import annotations
 
@@ -60,20 +56,9 @@ def _section(report: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def describe(directory: Location) -> dict[str, Any]:
-    """The facts ``daskgmm info`` shows, JSON-ready.
-
-    Returns
-    -------
-    dict
-        ``model_dir``, ``model`` (class, sizes, convergence, ``params``, ``components``:
-        ``index``, ``weight``, ``expected_rows``, ``mean``, ``mean_norm``, ``sd``),
-        ``report`` (None when the model belongs to no run) and ``report_problem``.
-
-    Raises
-    ------
-    daskgmm.errors.ModelFormatError
-        No model there, or a damaged one.
-    """
+    """The facts ``daskgmm info`` shows, JSON-ready: ``model_dir``, ``model`` (class,
+    sizes, convergence, ``params``, ``components``), ``report`` (None outside a run) and
+    ``report_problem``; ModelFormatError when no valid model is there."""
     import daskgmm
 
     with storage_errors("info", directory):

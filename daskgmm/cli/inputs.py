@@ -1,14 +1,7 @@
-"""What a batch run reads: the data, its sample weights and the id column of its labels.
-
-:func:`open_input` opens the data (``data.path``, ``predict --data``) lazily, in any
-format :func:`daskgmm.io.readers.open_array` reads. For a Parquet table it also chooses
-the feature columns (``data.columns``; by default every numeric column except the id
-column and a weight column of the same table) and reads the id column that goes next to
-the labels, chunked like the features. Sample weights come from
-:func:`daskgmm.io.weights.open_sample_weight`, chunked like the data. Only metadata is
-read here. The keys the user gave are named in errors (:class:`InputKeys`), so the same
-code serves ``fit`` and ``predict``.
-"""
+"""What a batch run reads: the data, its sample weights and the id column of its
+labels, lazily (metadata only). For a Parquet table :func:`open_input` also chooses the
+feature columns (by default the numeric ones but the id and weight columns). Errors
+name the keys the user gave (:class:`InputKeys`), so ``fit`` and ``predict`` share it."""
 
 from __future__ import annotations
 
@@ -81,11 +74,9 @@ def open_input(source: Location, *, dataset: str | None = None,
                chunk_rows: int | None = None, columns: list[str] | None = None,
                allow_missing_chunks: bool = False, sample_weight: Any = None,
                id_column: str | None = None, keys: InputKeys | None = None) -> RunInput:
-    """Open a run's data lazily (see the module docstring): ``source`` with its
-    storage options, ``dataset``, ``chunk_rows``, ``columns`` and ``allow_missing_chunks``
-    as :func:`daskgmm.io.readers.open_array` takes them, ``sample_weight`` (a
-    ``SampleWeightSection``), the Parquet ``id_column``, and how the settings are named in
-    messages (``keys``). ``ConfigError`` for a setting that does not apply to the data."""
+    """Open a run's data lazily: ``source`` with ``dataset``, ``chunk_rows``,
+    ``columns``, ``allow_missing_chunks`` (as :func:`~daskgmm.io.readers.open_array` takes
+    them), ``sample_weight`` and the Parquet ``id_column``, named in messages as ``keys``."""
     from daskgmm.io.parquet_tables import layout_to_dask, parquet_layout, read_parquet_column
     from daskgmm.io.readers import describe_array, get_reader, open_array
 

@@ -1,13 +1,9 @@
 """What a batch run writes, and the one pass over the data that follows a fit.
 
-:func:`output_pass` reads every chunk once more after a fit and computes in the same
-tasks the (weighted) log-likelihood of every row under the final parameters (for
-BIC/AIC), the labels and responsibilities, and a random sample of rows for the cluster
-plot. The workers write labels and responsibilities themselves, chunk by chunk, into
-the run's temporary (local or an object store): Zarr v3 arrays chunked like the data's
-rows, or for Parquet input a Parquet directory of one file per input chunk next to an
-id column. Nothing as large as the data passes through the driver. The task functions
-run on the workers; keep this module's imports light."""
+:func:`output_pass` computes in the same tasks the log-likelihood of every row (for the
+criteria), the labels and responsibilities (written by the workers, chunk by chunk,
+into the run's temporary: Zarr arrays, or Parquet files next to an id column) and the
+plot's sample. The task functions run on the workers; keep the imports light."""
 
 from __future__ import annotations
 
@@ -82,15 +78,10 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
                 responsibilities: Any = None, sample_idx: np.ndarray | None = None,
                 attributes: dict[str, Any] | None = None, weights: Any = None,
                 client: Any = None) -> dict[str, Any]:
-    """One pass over ``X`` for everything that follows a fit, through the estimator's lazy
-    ``predict``, ``predict_proba`` and ``score_samples`` (the workers run a fit's kernels);
-    observers see it as a pass of kind ``'outputs'``.
-
-    Returns a dict: ``ll`` (the sum of the (weighted) log-likelihoods), ``n`` (rows),
-    ``weight`` (the sum of ``weights``, ``n`` without) and ``rows`` (those of
-    ``sample_idx``, for the plot). ``labels``/``responsibilities`` say where to write;
-    ``attributes`` go to the Zarr arrays; with a ``client`` the chunks are followed as
-    futures."""
+    """One pass over ``X`` (kind ``'outputs'``) through the estimator's lazy
+    ``predict``, ``predict_proba`` and ``score_samples``: returns ``ll`` (the (weighted) sum
+    of log-likelihoods), ``n``, ``weight`` and ``rows`` (``sample_idx``'s); ``labels`` and
+    ``responsibilities`` say where to write, ``attributes`` go to the Zarr arrays."""
     import dask
 
     from daskgmm.diagnostics import observers

@@ -1,11 +1,6 @@
 """``daskgmm predict``: the labels (or responsibilities) of a data set under a saved
-model, written out of core, atomically, to a local path or a URL.
-
-The same steps as a fit, fewer of them: preflight (an output over the data or the model,
-an existing output, an unwritable location are refused before any work), load the
-model, open the data, connect, one pass that writes (the workers write the chunks
-themselves into the claimed temporary, which appears complete with its marker).
-"""
+model, written out of core and atomically: preflight, load the model, open the data,
+connect, one pass in which the workers write the chunks."""
 
 from __future__ import annotations
 
@@ -46,12 +41,9 @@ def _model_location(loc: Location) -> Location:
 
 
 def run_predict(request: PredictRequest) -> dict[str, Any]:
-    """Write the labels (or, with ``proba``, the responsibilities) of the data under the
-    model: a Zarr array chunked like the data's rows, or for Parquet data (unless the
-    output ends in ``.zarr``) a Parquet directory, ``label`` next to ``id_column``. Returns
-    ``output``, ``content``, ``format``, ``shape``, ``chunks_rows``, ``model``, ``data`` and
-    ``seconds`` (locations without credentials); every refusal is a one-line
-    :class:`~daskgmm.errors.DaskGMMError`."""
+    """Write the labels (``proba``: responsibilities) of the data under the model (a
+    Zarr array chunked like the data, or for Parquet data a Parquet directory); returns a
+    summary without credentials. Refusals are one-line DaskGMMErrors."""
     from daskgmm.cli.cluster import connect, worker_failures
     from daskgmm.cli.fit import RunInterrupted
     from daskgmm.cli.inputs import InputKeys, open_input

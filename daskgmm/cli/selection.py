@@ -1,21 +1,18 @@
 """What a model-selection sweep adds to a batch run.
 
-A run is a sweep when ``model.n_components`` is a list or ``{min, max}`` or
-``model.covariance_type`` is a list: ``daskgmm fit`` then fits a
-:class:`daskgmm.GaussianMixtureSelector` (every candidate in shared passes, chosen by
-``selection.criterion``) and writes, besides the outputs of the best model::
-
-    output.dir/
-        selection.json      the results table: one entry per candidate
-        selection.png       the criterion against K, a line per covariance type (plots)
-
-and a ``selection`` section in ``report.json`` naming the winner.
-"""
+A list (or ``{min, max}``) in ``model.n_components`` or a list in
+``model.covariance_type`` makes ``daskgmm fit`` fit a
+:class:`daskgmm.GaussianMixtureSelector`; besides the best model's outputs it writes
+``selection.json`` (one entry per candidate), ``selection.png`` and a ``selection``
+section in ``report.json``."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from daskgmm.cli.config import RunConfig
 
 __all__ = ["SELECTION_FILE", "SELECTION_PLOT", "describe_model", "print_winner",
            "selection_report", "write_selection"]
@@ -28,7 +25,7 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def describe_model(config: Any) -> str:
+def describe_model(config: RunConfig) -> str:
     """What a run fits, for its first line: ``'6 components (full)'`` or
     ``'40 candidates (K = 1..10 x full, tied, diag, spherical; by BIC)'``."""
     model = config.model

@@ -1,14 +1,10 @@
-"""A thread that stops a run whose cluster cannot make progress (until the engine
-detects stalls itself: then :func:`daskgmm.cli.cluster.connect` only maps the engine's
+"""A thread that stops a run whose cluster cannot make progress, until the engine
+detects stalls itself (then :func:`daskgmm.cli.cluster.connect` only maps the engine's
 :class:`~daskgmm.errors.ClusterStalledError` and this module goes).
 
-:class:`Watchdog` looks at the scheduler's view of the workers every ``interval``
-seconds. When every worker has been paused (memory above the pause threshold), or
-there has been no worker, for ``timeout`` seconds, it records the reason and interrupts
-the main thread; :func:`~daskgmm.cli.cluster.connect` turns the interruption into a
-``ClusterStalledError`` carrying the reason. If the main thread does not stop within
-``grace`` seconds the message is printed and the process exits with code 2.
-"""
+When every worker has been paused, or there has been none, for ``timeout`` seconds, the
+:class:`Watchdog` records why and interrupts the main thread; if that does not stop
+within ``grace`` seconds the message is printed and the process exits with code 2."""
 
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
-"""Reading YAML that a person wrote, with limits that make hostile input cheap to refuse.
+"""Reading YAML a person wrote, with limits that make hostile input cheap to refuse.
 
-:func:`load_yaml` is :func:`yaml.safe_load` (no Python object is ever built) that also
-refuses a **duplicate key** (naming it and both lines; PyYAML keeps the last), **aliases
-that explode** (the expanded size is computed on the composed node graph, in time
-proportional to the file, before anything is constructed: more than
-:data:`MAX_ALIAS_EXPANSION` added nodes, or a self-reference, is refused) and **deep
-nesting** (beyond :data:`MAX_DEPTH`, checked while composing). Each refusal is a
-:class:`~daskgmm.errors.ConfigError` of one line saying where."""
+:func:`load_yaml` is :func:`yaml.safe_load` that also refuses duplicate keys, aliases
+that expand past :data:`MAX_ALIAS_EXPANSION` nodes (computed on the composed graph) and
+nesting deeper than :data:`MAX_DEPTH`, each in one :class:`~daskgmm.errors.ConfigError`
+line saying where."""
 
 from __future__ import annotations
 
@@ -90,11 +87,8 @@ def _children(node: Node) -> list[Node]:
 
 
 def _check_expansion(root: Node, source: str) -> None:
-    """Refuse a node graph that is cyclic or whose alias expansion is too large.
-
-    Walks each distinct node once (iteratively), computing the size of its subtree with
-    aliases expanded; a node met again while its own subtree is open is a cycle.
-    """
+    """Refuse a node graph that is cyclic or expands too much: each distinct node is
+    walked once, its expanded size computed; a node met inside its own subtree is a cycle."""
     size: dict[int, int] = {}
     open_nodes: set[int] = set()
     distinct = 0

@@ -1,10 +1,5 @@
-"""Row arithmetic for arrays opened from storage, around the engine's chunk size.
-
-The default chunk size is the engine's policy, written once in
-:mod:`daskgmm.engine.passes` (:data:`DEFAULT_CHUNK_BYTES`, 64 MiB, and
-:func:`default_chunk_rows`); the readers, the writers and the generator use it from
-here so that the arrays they make are chunked as a fit chunks NumPy input.
-"""
+"""Row arithmetic around the engine's chunk policy (:data:`DEFAULT_CHUNK_BYTES` and
+:func:`default_chunk_rows` of :mod:`daskgmm.engine.passes`, re-exported here)."""
 
 from __future__ import annotations
 

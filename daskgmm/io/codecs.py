@@ -1,14 +1,7 @@
-"""The compression daskgmm applies to the arrays it writes, chosen by measurement.
-
-Float data (generated data sets, responsibilities) is written **uncompressed**; integer
-data (labels) with Blosc-LZ4 and byte shuffle. ``scripts/bench_codecs.py`` (10^6 x 16
-samples of a mixture, Zarr v3 on a local disk) found that random floats do not compress
-(the best codec saves 4-8%) while decoding is paid on every pass: uncompressed float64
-reads 2.7x faster than zarr's default (zstd), float32 4x, and 1.3-1.6x faster than the
-fastest compressor (blosc-lz4). Labels, small integers in int64, shrink many-fold with
-blosc-lz4 at a decoding cost close to a copy. Every writer takes its codecs from
-:func:`float_compressors`, so the choice lives here.
-"""
+"""The compression of the arrays daskgmm writes, chosen by measurement
+(``scripts/bench_codecs.py``): random floats do not compress (4-8% at best) and decoding
+is paid on every pass, so float data is written uncompressed (2.7x faster to read than
+zstd); labels, small integers, shrink many-fold with Blosc-LZ4 and byte shuffle."""
 
 from __future__ import annotations
 
@@ -27,18 +20,8 @@ def label_compressors() -> tuple[Any, ...]:
 
 
 def float_compressors(dtype: Any = np.float64) -> tuple[Any, ...] | None:
-    """The ``compressors=`` argument of ``zarr.create_array`` for data of ``dtype``.
-
-    Parameters
-    ----------
-    dtype : numpy dtype, default float64
-
-    Returns
-    -------
-    tuple of zarr codecs, or None
-        None (no compression) for floating-point data, :func:`label_compressors` for
-        integer and boolean data.
-    """
+    """The ``compressors=`` of ``zarr.create_array`` for ``dtype``: None for floats,
+    :func:`label_compressors` for integers and booleans."""
     kind = np.dtype(dtype).kind
     if kind in "iub":
         return label_compressors()

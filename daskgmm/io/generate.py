@@ -1,20 +1,13 @@
 """Synthetic Gaussian-mixture data sets, written block by block.
 
-:func:`generate_mixture` draws a random mixture and writes samples of it to a Zarr v3
-store or an HDF5 file, one block of rows at a time, so data sets much larger than
-memory can be made on a laptop. Rows are drawn in fixed logical blocks
-(:func:`block_rows`), each from a generator seeded by ``(seed, block index)``: the rows
-depend on the seed and the sizes only, never on the storage's chunking. The data set
-appears only once complete (a temporary sibling renamed into place, with the daskgmm
-marker); one that cannot fit on its file system is refused before anything is written.
-:func:`load_truth` reads the true parameters (and the labels, lazily) back.
-
-Layout (both formats): ``X`` (or ``dataset``), ``(n_samples, n_features)`` float32 or
-float64 in chunks of ``chunk_rows`` rows; ``labels``, the component of every row
-(int64); ``true_weights``, ``true_means``, ``true_covariances``; root attributes
-``generator="daskgmm"``, ``dataset``, ``seed``, the sizes, ``separation``, ``dtype``,
-``chunk_rows``, ``block_rows`` and ``format_version``.
-"""
+:func:`generate_mixture` writes samples of a random mixture to a Zarr v3 store or an
+HDF5 file one block of rows at a time (data larger than memory on a laptop). Each
+logical block (:func:`block_rows`) is drawn from a generator seeded by ``(seed, block)``,
+so the rows never depend on the storage's chunking. The data set appears complete with
+its marker, or not at all; one that cannot fit on its file system is refused first.
+Layout: ``X`` (or ``dataset``), ``labels``, ``true_weights``, ``true_means``,
+``true_covariances`` and root attributes (``generator="daskgmm"``, seed, sizes...);
+:func:`load_truth` reads them back."""
 
 from __future__ import annotations
 
@@ -226,44 +219,29 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
     """Write samples of a random Gaussian mixture to disk, one block of rows at a time.
 
     Memory use is one storage chunk and two blocks of draws, whatever ``n_samples`` is.
-    Block ``b`` of rows comes from ``np.random.default_rng([seed, 2, b])`` and the
-    parameters from :func:`sample_parameters`: the same seed gives the same rows
-    whatever ``chunk_rows`` is (and the same values in float32 and float64).
+    Block ``b`` comes from ``np.random.default_rng([seed, 2, b])`` and the parameters from
+    :func:`sample_parameters`: the same seed gives the same rows whatever ``chunk_rows`` is.
 
     Parameters
     ----------
     output : str or os.PathLike
-        A path ending in ``.zarr`` (Zarr v3 store) or ``.h5``/``.hdf5``; missing parent
-        directories are created. The data is stored uncompressed, the labels with
-        Blosc-LZ4 (:mod:`daskgmm.io.codecs`).
+        A path ending in ``.zarr`` (Zarr v3) or ``.h5``/``.hdf5``; parents are created.
     n_samples, n_features, n_components : int
         The sizes (all >= 1).
     seed : int, default 0
-        The non-negative seed of everything random.
     chunk_rows : int, optional
-        Rows per storage chunk (default: 64 MiB of rows, the engine's chunk size).
+        Rows per storage chunk (default: the engine's 64 MiB of rows).
     dtype : {"float64", "float32"}, default "float64"
     separation : float, default 4.0
         The closest two means, in standard deviations (from 0 to 1e6).
     dataset : str, default "X"
-        The name of the data array (no ``/``).
     overwrite : bool, default False
-        Replace a data set daskgmm generated there (never anything else); the old one
-        stays, intact, until the new one is complete.
+        Replace a data set daskgmm generated (never anything else) once the new one is complete.
 
-    Returns
-    -------
-    dict
-        ``path``, ``format``, ``dataset``, ``shape``, ``dtype``, ``chunk_rows``,
-        ``n_chunks``, ``block_rows``, ``n_components``, ``seed``, ``bytes`` (of the data
-        array), ``bytes_on_disk`` and ``seconds``.
-
-    Raises
-    ------
-    FileExistsError, UnsafeOverwriteError, OutputWriteError, ValueError, TypeError
-        ``output`` exists (without ``overwrite``) or is not a generated data set; the
-        data set cannot fit on the disk; an argument is out of range.
-    """
+    Returns a dict: ``path``, ``format``, ``dataset``, ``shape``, ``dtype``, ``chunk_rows``,
+    ``n_chunks``, ``block_rows``, ``n_components``, ``seed``, ``bytes``, ``bytes_on_disk``,
+    ``seconds``. Raises FileExistsError, UnsafeOverwriteError, OutputWriteError (no room on
+    the disk), ValueError or TypeError."""
     started = time.perf_counter()
     n_samples = _as_int("n_samples", n_samples, 1)
     n_features = _as_int("n_features", n_features, 1)
@@ -340,17 +318,9 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
 
 
 def load_truth(path: str | os.PathLike) -> dict:
-    """Read back the truth of a data set :func:`generate_mixture` wrote: ``weights``,
-    ``means``, ``covariances`` (NumPy), ``labels`` (a lazy int64 Dask array chunked like
-    the storage), ``dataset`` (the data array's name) and ``attrs`` (the metadata).
-
-    Raises
-    ------
-    DataNotFoundError
-        Nothing at ``path``, or one of the arrays is missing.
-    DataSourceError
-        ``path`` is not a Zarr store or an HDF5 file.
-    """
+    """The truth of a data set :func:`generate_mixture` wrote: ``weights``, ``means``,
+    ``covariances``, ``labels`` (lazy), ``dataset`` and ``attrs``; DataNotFoundError or
+    DataSourceError for anything else."""
     from daskgmm.io.readers import HDF5Slicer, get_reader
 
     path = os.fspath(path)

@@ -1,18 +1,12 @@
 """Where data lives: one :class:`Location` type for local paths and fsspec URLs.
 
-:func:`parse_location` turns a path or a URL (``s3://``, ``gs://``, ``az://``,
-``http(s)://``, ``memory://``, ``file://``, chained ones) with its ``storage_options``
-into a :class:`Location`: a filesystem and a path in it. A local path is a location of
-fsspec's ``LocalFileSystem``, so readers, writers and guards address storage one way
-(``loc.fs``, ``loc.path``). A ``Location`` pickles as its description; each Dask worker
-makes its own filesystem.
-
-Credentials never leave this module readable: :attr:`Location.display` masks a URL's
-password and every query value, :func:`redact_options` shows only harmless option
-values, and :func:`scrub_secrets` masks every secret any location of this process has
-seen in a text (an error, a warning, a traceback). :func:`describe_failure` and
-:func:`storage_errors` turn what a filesystem or object store raises into one line
-naming the setting and the location, with the reason a person can act on."""
+A :class:`Location` is a filesystem (fsspec's ``LocalFileSystem`` for local paths) and a
+path in it, so readers, writers and guards address storage one way; it pickles as its
+description. Credentials never leave this module readable: :attr:`Location.display`
+masks a URL's password and query values, :func:`redact_options` shows only harmless
+option values, :func:`scrub_secrets` masks every secret seen in a text.
+:func:`storage_errors` turns a storage failure into one line naming the setting and the
+location, with a reason a person can act on (:func:`describe_failure`)."""
 
 from __future__ import annotations
 
@@ -361,21 +355,12 @@ def _scan(root: str) -> dict[str, dict[str, Any]]:
 
 
 class StoragePath(str):
-    """A URL (or path) string that carries its ``storage_options``.
+    """A URL (or path) string that carries its ``storage_options``, for parameters
+    that accept only a string (``checkpoint_dir``); its ``repr`` masks secrets.
 
-    It is a ``str`` (it prints, compares and validates as the plain URL), so it can be
-    given where only a string is accepted -- an estimator parameter such as
-    ``checkpoint_dir`` -- and still reach the filesystem with its options. Its ``repr``
-    masks secrets; it pickles and copies with its options.
-
-    Examples
-    --------
-    >>> p = StoragePath("s3://bucket/ckpt", {"key": "K", "secret": "S"})
-    >>> p == "s3://bucket/ckpt", p.storage_options["key"]
-    (True, 'K')
-    >>> p
-    StoragePath('s3://bucket/ckpt', storage_options={'key': '***', 'secret': '***'})
-    """
+        >>> p = StoragePath("s3://bucket/ckpt", {"key": "K", "secret": "S"})
+        >>> p == "s3://bucket/ckpt", p.storage_options["key"]
+        (True, 'K')"""
 
     storage_options: dict[str, Any]
 
@@ -397,15 +382,9 @@ class StoragePath(str):
 
 def parse_location(path: str | os.PathLike[str] | Location,
                    storage_options: Mapping[str, Any] | None = None) -> Location:
-    """The :class:`Location` of a path or URL (a ``Location`` is returned as it is, unless
-    it has no options and ``storage_options`` are given; a :class:`StoragePath` brings its
-    own).
-
-    Raises
-    ------
-    MissingDependencyError, DataSourceError, TypeError
-        The protocol's library is missing; the protocol is unknown or the options do not
-        suit it; ``path`` is not path-like or the options not a mapping."""
+    """The :class:`Location` of a path or URL (a ``Location`` is returned as it is,
+    unless it has no options and ``storage_options`` are given; a :class:`StoragePath` brings
+    its own). Raises MissingDependencyError, DataSourceError or TypeError."""
     if isinstance(path, Location):
         if storage_options and not path.storage_options:
             return Location(path.original, storage_options)

@@ -1,8 +1,5 @@
-"""What every reader shares: the description of an opened array, the checks of its
-shape and dtype, basic-index splitting for lazy array-likes, and the :class:`Reader`
-base class whose :meth:`Reader.open` turns a located array into a row-chunked Dask
-array.
-"""
+"""What every reader shares: the description of an opened array, shape and dtype
+checks, and the :class:`Reader` base class that makes a row-chunked Dask array."""
 
 from __future__ import annotations
 
@@ -21,8 +18,7 @@ from daskgmm.io.locations import Location, parse_location
 
 __all__ = ["ArraySource", "Reader"]
 
-# How many array names to show in an error message before summarising the rest.
-_MAX_LISTED = 30
+_MAX_LISTED = 30  # array names shown in a message before the rest are counted
 
 
 @dataclass(frozen=True)
@@ -65,12 +61,8 @@ def format_listing(arrays: dict[str, tuple[tuple[int, ...], Any]]) -> str:
 
 def choose_default(arrays: dict[str, tuple[tuple[int, ...], Any]], attrs: Any,
                     where: str, kind: str) -> str:
-    """Pick the array to open when no dataset was named.
-
-    The only 2-D array wins; failing that, a file written by
-    :func:`daskgmm.io.generate.generate_mixture` names its data array in its ``dataset``
-    attribute.
-    """
+    """The array to open when no dataset was named: the only 2-D one, else the one a
+    generated data set names in its ``dataset`` attribute."""
     two_d = [name for name, (shape, _) in arrays.items() if len(shape) == 2]
     if len(two_d) == 1:
         return two_d[0]
@@ -101,16 +93,9 @@ def output_dtype(dtype: np.dtype, where: str) -> np.dtype:
             return np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
         if dtype.kind in "iub":
             return np.dtype(np.float64)
-    kinds = {
-        "c": "complex numbers",
-        "O": "Python objects (e.g. variable-length strings)",
-        "S": "byte strings",
-        "U": "strings",
-        "T": "strings",
-        "V": "structured/compound records",
-        "M": "datetimes",
-        "m": "timedeltas",
-    }
+    kinds = {"c": "complex numbers", "O": "Python objects (e.g. variable-length strings)",
+             "S": "byte strings", "U": "strings", "T": "strings", "M": "datetimes",
+             "V": "structured/compound records", "m": "timedeltas"}
     what = kinds.get(dtype.kind, "a non-numeric type")
     if dtype.fields is not None:
         what = "structured/compound records"
@@ -161,13 +146,9 @@ def check_chunk_rows(chunk_rows: int | None) -> None:
 
 
 def split_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple, tuple | None, bool]:
-    """Split a basic-indexing key into a contiguous read and an in-memory post-index.
-
-    Returns ``(read_key, post_key, empty)``. ``read_key`` only holds integers and
-    step-1 slices (what any storage library reads efficiently), ``post_key`` applies
-    steps, reversals and array indices to the result (``None`` if there is nothing to
-    do) and ``empty`` says the selection has no elements.
-    """
+    """Split a basic-indexing key into ``(read_key, post_key, empty)``: a contiguous read
+    (integers and step-1 slices), an in-memory post-index (or None), and whether nothing is
+    selected."""
     if not isinstance(key, tuple):
         key = (key,)
     if any(k is Ellipsis for k in key):
@@ -179,8 +160,7 @@ def split_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple, tuple | None, bo
     key = key + (slice(None),) * (len(shape) - len(key))
     read: list = []
     post: list = []
-    needs_post = False
-    empty = False
+    needs_post = empty = False
     for k, n in zip(key, shape, strict=True):
         if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
             i = int(k)
@@ -265,12 +245,9 @@ class Reader:
     def locate(self, location: Location, dataset: str | None, *,
                allow_missing_chunks: bool = False,
                ndims: tuple[int, ...] = (2,)) -> ArraySource:
-        """Find the array at ``location``/``dataset`` and describe it (metadata only).
-
-        Raises :class:`~daskgmm.errors.IncompleteStoreError` when chunks of the array
-        were never written, unless ``allow_missing_chunks``. ``ndims``: the numbers of
-        dimensions accepted (2 for data; ``(1, 2)`` for a column of sample weights).
-        """
+        """Find and describe the array at ``location``/``dataset`` (metadata only);
+        IncompleteStoreError for unwritten chunks unless ``allow_missing_chunks``. ``ndims``:
+        the accepted numbers of dimensions."""
         raise NotImplementedError
 
     def open(self, path: Location | str | os.PathLike, dataset: str | None = None,
@@ -278,11 +255,8 @@ class Reader:
              target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
              storage_options: dict | None = None,
              allow_missing_chunks: bool = False, **options: Any) -> da.Array:
-        """Open ``path`` (and ``dataset`` inside it) as a lazy row-chunked Dask array.
-
-        See :func:`~daskgmm.io.readers.open_array` for the parameters, the chunking rule
-        and the errors.
-        """
+        """Open ``path`` (``dataset`` inside) as a lazy row-chunked Dask array (see
+        :func:`~daskgmm.io.readers.open_array`)."""
         check_chunk_rows(chunk_rows)
         unused = sorted(k for k, v in options.items() if v is not None)
         if unused:
@@ -304,16 +278,9 @@ class Reader:
         chunks = (even_chunks(n_samples, rows), (n_features,))
         token = tokenize(self.name, loc, dataset, src.shape, src.dtype.str, chunks,
                          src.token)
-        x = da.from_array(
-            ReadGuard(src.array, src.where, loc),
-            chunks=chunks,
-            name=f"{self.name}-{token}",
-            lock=False,
-            asarray=True,
-            fancy=False,
-            meta=np.empty((0, 0), dtype=src.dtype),
-            inline_array=False,
-        )
+        x = da.from_array(ReadGuard(src.array, src.where, loc), chunks=chunks,
+                          name=f"{self.name}-{token}", lock=False, asarray=True, fancy=False,
+                          meta=np.empty((0, 0), dtype=src.dtype), inline_array=False)
         if x.dtype != out_dtype:
             x = x.astype(out_dtype)
         return x
@@ -323,19 +290,12 @@ class Reader:
 
 
 class ReadGuard:
-    """Wraps a readable array so that a failed read names the store and the rows.
-
-    A corrupt chunk otherwise surfaces deep inside a fit as, say, a bare
-    ``RuntimeError('Zstd decompression error')``. Credentials of the location are
-    scrubbed from the message. Picklable when the array is.
-    """
+    """Wraps a readable array so that a failed read names the store and the rows
+    (credentials scrubbed); picklable when the array is."""
 
     def __init__(self, array: Any, where: str, location: Location | None = None) -> None:
-        self.array = array
-        self.where = where
-        self.location = location
-        self.shape = tuple(array.shape)
-        self.dtype = np.dtype(array.dtype)
+        self.array, self.where, self.location = array, where, location
+        self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
         self.ndim = len(self.shape)
 
     def __repr__(self) -> str:

@@ -1,20 +1,12 @@
 """Open arrays as lazy, row-chunked Dask arrays, from local paths or any fsspec URL.
 
-:func:`open_array` picks a reader from a small registry (in the spirit of xarray's
-backend plugins: content first, then the extension) and returns a Dask array whose
-chunks each hold a block of rows with *all* the columns, what the EM kernels consume.
-Opening reads only metadata (and lists the storage once, :mod:`~daskgmm.io.integrity`).
-Formats, one module each: Zarr v2/v3 directory stores and zip stores
+:func:`open_array` picks a reader (content first, then the extension) among Zarr
 (:mod:`~daskgmm.io.zarr_stores`), HDF5 (:mod:`~daskgmm.io.hdf5_files`), ``.npy``
 (:mod:`~daskgmm.io.npy_files`), Parquet (:mod:`~daskgmm.io.parquet_tables`) and
-scikit-learn's data sets as ``sklearn:iris`` (:mod:`~daskgmm.io.sklearn_datasets`).
-
-A local path and a URL of any fsspec protocol (with ``storage_options``; the libraries
-are extras: ``pip install "daskgmm[s3]"``) are read through the same code
-(:class:`~daskgmm.io.locations.Location`). The graphs hold no open file handle, so they
-run on worker processes. Integer and boolean data become float64 lazily, float16
-float32; anything but real numbers is refused (:class:`~daskgmm.errors.InvalidDataError`).
-"""
+``sklearn:NAME`` (:mod:`~daskgmm.io.sklearn_datasets`), and returns a Dask array whose
+chunks hold blocks of rows with all the columns. Opening reads only metadata; every
+storage is addressed through a :class:`~daskgmm.io.locations.Location`, and the graphs
+hold no open file, so they run on worker processes."""
 
 from __future__ import annotations
 
@@ -73,19 +65,9 @@ def _no_bucket(loc: Location) -> str:
 
 def get_reader(path: str | os.PathLike | Location, *,
                storage_options: dict | None = None) -> Any:
-    """The reader :func:`open_array` would use for ``path``: every reader is asked
-    whether the content (magic bytes, layout) is its format; only if none says so is
-    the extension considered.
-
-    Raises
-    ------
-    DataNotFoundError
-        Nothing is at ``path``.
-    DataSourceError
-        No reader can open ``path``.
-    daskgmm.errors.StorageError
-        The storage cannot be reached or refuses access.
-    """
+    """The reader :func:`open_array` would use for ``path``: the content (magic bytes,
+    layout) decides, then the extension. DataNotFoundError (nothing there),
+    DataSourceError (no reader) or StorageError (unreachable, access refused)."""
     text = path.original if isinstance(path, Location) else os.fspath(path)
     for reader in _READERS:  # readers of pseudo-paths such as "sklearn:iris" first
         if getattr(reader, "pseudo_paths", False) and reader.can_open(text):
@@ -117,37 +99,25 @@ def open_array(path: str | os.PathLike | Location, dataset: str | None = None,
     Parameters
     ----------
     path : str, os.PathLike or Location
-        A Zarr store (directory or local ``.zip``), HDF5 file, ``.npy`` file, Parquet
-        file or directory, or ``sklearn:NAME``; local or a URL (``s3://``, ``gs://``,
-        ``az://``, ``http(s)://``, ``memory://``, ``file://``...).
+        A Zarr store (directory or local ``.zip``), HDF5 file, ``.npy`` file, Parquet file
+        or directory, or ``sklearn:NAME``; local or a URL of any fsspec protocol.
     dataset : str, optional
-        The array inside a Zarr group or HDF5 file (default: the only 2-D one, or the
-        one a data set written by :func:`daskgmm.generate_mixture` names).
+        The array inside a Zarr group or HDF5 file (default: the only 2-D one, or the one a
+        generated data set names).
     chunk_rows : int, optional
-        Rows per chunk; default: whole storage chunks merged up to
-        ``target_chunk_bytes`` (64 MiB). (Parquet: whole row groups.)
+        Rows per chunk; default: whole storage chunks merged up to ``target_chunk_bytes``
+        (Parquet: whole row groups).
     storage_options : dict, optional
-        Options of the URL's filesystem; reach the workers, never shown (``***``).
+        Options of the URL's filesystem; they reach the workers and are never shown.
     columns : list of str, optional
         Parquet: the feature columns (default: every numeric column).
     allow_missing_chunks : bool, default False
-        Accept a Zarr/HDF5 store some chunks of which were never written (they read as
-        the fill value; refused by default).
+        Accept a Zarr/HDF5 store with chunks that were never written (fill values).
 
-    Returns
-    -------
-    dask.array.Array
-        ``(n_samples, n_features)`` float64 or float32, chunks ``(rows, (n_features,))``;
-        its name changes whenever the stored data does.
-
-    Raises
-    ------
-    DataNotFoundError, DataSourceError, IncompleteStoreError, InvalidDataError,
-    MissingDependencyError, StorageError
-        Nothing there (or no such dataset: the message lists those there), no reader,
-        a corrupt store, unwritten chunks, not a 2-D array of real numbers, a missing
-        filesystem library, unreachable storage. ``ValueError`` for ``chunk_rows < 1``.
-    """
+    Returns ``(n_samples, n_features)`` float64 or float32 with chunks ``(rows,
+    (n_features,))``, named after the stored data. Raises DataNotFoundError,
+    DataSourceError, IncompleteStoreError, InvalidDataError, MissingDependencyError,
+    StorageError; ValueError for ``chunk_rows < 1``."""
     check_chunk_rows(chunk_rows)
     if int(target_chunk_bytes) < 1:
         raise ValueError(f"target_chunk_bytes must be >= 1, got {target_chunk_bytes}")

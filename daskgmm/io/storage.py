@@ -1,23 +1,15 @@
 """Outputs that appear complete or not at all, on a local disk or in an object store.
 
-:func:`atomic_output_directory` builds every output (a run, a model, a label array, a
-generated data set) in a temporary sibling ``.<name>.tmp-<stamp>`` of its target, then
-puts it in place: on a local disk by a **rename** (files ``fsync``-ed first; a replaced
-output is renamed aside, then deleted); on an object store, which cannot rename, by a
-**copy** with the data first, the metadata of nested outputs (``model.json``, an array's
-``zarr.json``) next and the output's **marker last** (a failed copy takes back what it
-copied). The marker (``.daskgmm.json``, or a ``daskgmm`` attribute at a Zarr root) says
-daskgmm wrote it, what it is, and which entries it holds (per top-level name, a count
-and a digest of the file names): ``overwrite`` replaces only an empty directory or an
-output holding nothing but what its marker lists (:func:`check_replaceable`), and a
-reader requiring the marker (:func:`read_output_marker`) never accepts a partial copy.
-
-One writer at a time: a writer **claims** its target while it runs, with an ``flock``
-on ``.<name>.tmp-<stamp>.claim`` (released by the kernel when the process dies) or, on an
-object store, with that object rewritten every :data:`HEARTBEAT` seconds. A second
-writer fails at once; a dead writer's temporaries are deleted by the next one.
-:func:`write_file_atomic` writes one file (a renamed temporary, or one PUT);
-:func:`create_zarr_array` makes a Zarr v3 array for Dask workers to fill."""
+:func:`atomic_output_directory` builds an output (a run, a model, a label array, a
+generated data set) in a temporary sibling ``.<name>.tmp-<stamp>``, then commits it: by a
+rename on a local disk (a replaced output renamed aside, then deleted); on an object
+store by a copy of the data, then nested markers, then the output's **marker last** (a
+failed copy takes back what it copied). The marker (``.daskgmm.json``, or a ``daskgmm``
+attribute at a Zarr root) lists the entries daskgmm wrote: ``overwrite`` replaces only
+an output holding nothing else (:func:`check_replaceable`), and a reader requiring the
+marker never accepts a partial copy. A writer claims its target (an ``flock`` locally,
+an object renewed every :data:`HEARTBEAT` seconds on a store): a second writer fails at
+once, a dead writer's temporaries are removed by the next."""
 
 from __future__ import annotations
 
@@ -334,13 +326,8 @@ _COMMITS = {"file": _rename_into_place}
 
 
 class OutputDirectory:
-    """A directory being written (the temporary of :func:`atomic_output_directory`).
-
-    Attributes
-    ----------
-    location : Location
-        Where the content goes now.
-    """
+    """A directory being written (the temporary of :func:`atomic_output_directory`),
+    at ``location``."""
 
     def __init__(self, location: Location) -> None:
         self.location = location
@@ -368,16 +355,9 @@ def atomic_output_directory(url: str | os.PathLike[str] | Location, *, kind: str
                             overwrite: bool = False,
                             storage_options: dict | None = None) -> Iterator[OutputDirectory]:
     """Build an output (of ``kind``: ``"run"``, ``"model"``, ``"labels"``...) that
-    appears complete, with its marker, or not at all; yields the claimed temporary
-    (:class:`OutputDirectory`).
-
-    Raises
-    ------
-    OutputExistsError
-        Something is at ``url`` and ``overwrite`` is False (on entry, and if it appeared
-        meanwhile), or another process is writing ``url``.
-    UnsafeOverwriteError
-        ``overwrite`` is True but ``url`` holds what daskgmm did not write."""
+    appears complete, with its marker, or not at all; yields the claimed temporary.
+    OutputExistsError if something is at ``url`` without ``overwrite`` (on entry or by
+    the end) or another process writes it; UnsafeOverwriteError if it is not daskgmm's."""
     target = parse_location(url, storage_options)
     _refuse_existing(target, overwrite)
     tmp, claim = _claim(target)
@@ -480,10 +460,8 @@ def create_zarr_array(url: str | os.PathLike[str] | Location, shape: tuple[int, 
                       attributes: dict | None = None,
                       dimension_names: tuple[str, ...] | None = None,
                       storage_options: dict | None = None) -> Any:
-    """Create an empty Zarr v3 array for Dask workers to fill chunk by chunk (chunks
-    equal to the Dask array's, so that every task writes whole ones), compressed as
-    :func:`daskgmm.io.codecs.float_compressors` says, with ``write_empty_chunks=True`` (every
-    chunk exists once filled); it pickles as its store's description."""
+    """An empty Zarr v3 array for Dask workers to fill with whole chunks (codecs of
+    :func:`~daskgmm.io.codecs.float_compressors`, ``write_empty_chunks=True``)."""
     import zarr
 
     from daskgmm.io.codecs import float_compressors

@@ -1,10 +1,6 @@
-"""Sample weights stored next to the data, opened lazily and chunked like it.
-
-:func:`open_sample_weight` reads one weight per row from a Parquet column, an array of a
-Zarr store or HDF5 file (the data's own, or another), or a ``.npy`` file, local or at a
-URL; 1-D ``(n,)`` or one column ``(n, 1)``. The result has the data's row chunks, so each
-task of a pass reads its own rows' weights. Integers become float64; the estimators
-check that the weights are finite and non-negative as they read them."""
+"""Sample weights stored next to the data, opened lazily with the data's row chunks:
+a Parquet column, an array of a Zarr store or HDF5 file, or a ``.npy`` file, 1-D or one
+column; integers become float64."""
 
 from __future__ import annotations
 
@@ -85,15 +81,9 @@ def open_sample_weight(path: str | os.PathLike | Location, *, dataset: str | Non
                        column: str | None = None, chunks: tuple[int, ...],
                        storage_options: dict | None = None,
                        allow_missing_chunks: bool = False) -> da.Array:
-    """Open the sample weights of a data set (``path``: a Parquet table with ``column``,
-    a Zarr store or HDF5 file with ``dataset``, or a ``.npy`` file; local or a URL), as a
-    float64 Dask array chunked like the data's rows (``chunks``).
-
-    Raises
-    ------
-    DataNotFoundError, DataSourceError, InvalidDataError
-        No such file, dataset or column (the message lists those there); a format or
-        setting that cannot hold weights; not one number per row of the data."""
+    """Open the sample weights of a data set (``path``: a Parquet table with
+    ``column``, a Zarr store or HDF5 file with ``dataset``, or a ``.npy`` file) as float64
+    chunked like the data's rows; DataNotFoundError, DataSourceError or InvalidDataError."""
     if dataset is not None and column is not None:
         raise ValueError("give dataset or column, not both")
     chunks = tuple(int(c) for c in chunks)
