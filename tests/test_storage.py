@@ -17,7 +17,6 @@ from daskgmm.io.locations import parse_location
 from daskgmm.io.storage import (
     atomic_output_directory,
     create_zarr_array,
-    exists,
     is_daskgmm_output,
     read_output_marker,
     write_file_atomic,
@@ -58,7 +57,7 @@ def test_directory_appears_complete_with_its_marker(place):
     with atomic_output_directory(url, kind="run", storage_options=so) as out:
         out.write_bytes("report.json", json.dumps({"format": "something-else"}).encode())
         out.write_bytes("sub/data.bin", b"x" * 1000)
-        assert not exists(url, so)  # nothing at the target while writing
+        assert not parse_location(url, so).exists()  # nothing at the target while writing
     assert listing(url, so) == [".daskgmm.json", "report.json", "sub/data.bin"]
     marker = read_output_marker(url, so)
     assert marker["written_by"] == "daskgmm" and marker["kind"] == "run"
@@ -73,7 +72,7 @@ def test_failure_inside_leaves_nothing(place):
                                                               storage_options=so) as out:
         out.write_bytes("a.bin", b"1")
         raise RuntimeError("killed")
-    assert not exists(url, so)
+    assert not parse_location(url, so).exists()
     parent = parse_location(url, so).parent
     assert not [n for n in siblings(url, so) if ".tmp-" in n] if parent.exists() else True
 

@@ -91,14 +91,11 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
     zarr_labels = labels is not None and labels.format == "zarr"
     Xz = regular_rows(X) if (zarr_labels or responsibilities is not None) else X
     bounds = np.cumsum((0, *Xz.chunks[0])).tolist()
-    row_chunk = int(Xz.chunks[0][0])
-    n = int(Xz.shape[0])
+    row_chunk, n = int(Xz.chunks[0][0]), int(Xz.shape[0])
     blocks = Xz.to_delayed().ravel()
     scores = model.score_samples(Xz).to_delayed().ravel()
-    if weights is not None:
-        w_blocks = weights.rechunk({0: Xz.chunks[0]}).to_delayed().ravel()
-    else:
-        w_blocks = [None] * len(blocks)
+    w_blocks = (weights.rechunk({0: Xz.chunks[0]}).to_delayed().ravel()
+                if weights is not None else [None] * len(blocks))
     writes: list[list[Any]] = [[] for _ in blocks]
     if zarr_labels:
         target = _create_zarr(labels.location, (n,), row_chunk, "int64",
@@ -139,13 +136,10 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
         results = list(dask.compute(*parts, *extra))
     observers.notify("pass_finished")
     results = results[: len(parts)]
-    return {
-        "ll": math.fsum(r["ll"] for r in results),
-        "n": sum(r["n"] for r in results),
-        "weight": math.fsum(r["weight"] for r in results),
-        "rows": (np.concatenate([r["rows"] for r in results]) if results
-                 else np.empty((0, X.shape[1]))),
-    }
+    return {"ll": math.fsum(r["ll"] for r in results), "n": sum(r["n"] for r in results),
+            "weight": math.fsum(r["weight"] for r in results),
+            "rows": (np.concatenate([r["rows"] for r in results]) if results
+                     else np.empty((0, X.shape[1])))}
 
 
 def write_json(out: Any, name: str, obj: Any) -> None:

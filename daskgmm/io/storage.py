@@ -34,7 +34,7 @@ from daskgmm.io.locations import Location, parse_location
 
 __all__ = ["HEARTBEAT", "MARKER_ATTRIBUTE", "MARKER_FILE", "OutputDirectory",
            "atomic_file", "atomic_output_directory", "check_replaceable",
-           "create_zarr_array", "exists", "is_daskgmm_output", "read_output_marker",
+           "create_zarr_array", "is_daskgmm_output", "read_output_marker",
            "write_file_atomic", "zarr_store"]
 
 MARKER_FILE = ".daskgmm.json"
@@ -47,12 +47,6 @@ four times as long belongs to a writer that is gone."""
 
 _NESTED_MARKERS = frozenset({"zarr.json", ".zattrs", ".zarray", ".zgroup", "model.json"})
 _MAX_MARKER_BYTES = 16 << 20
-
-
-def exists(url: str | os.PathLike[str] | Location, storage_options: dict | None = None
-           ) -> bool:
-    """Whether anything is at ``url`` (a file, a directory or a non-empty prefix)."""
-    return parse_location(url, storage_options).exists()
 
 
 def _read_json(loc: Location) -> Any:
