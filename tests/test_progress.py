@@ -70,6 +70,9 @@ def test_format_clock(seconds, text):
     ([1e-1, 1e-2], 1e-6, 2, 10, None),          # too few gains to see a rate
     ([1e-2, -1e-3, 1e-4], 1e-6, 3, 10, None),   # a negative gain: no trend
     ([1e-2, 1e-7], 1e-6, 2, 10, 0),             # already below tol
+    # the demo (20M x 16, K=6) at iteration 4: 3 more were run (gains 2.9e-3, 1.2e-3,
+    # 4.8e-4); an average of the ratios (0.34) said 2, the latest (0.55) says 4
+    ([5.4e-2, 1.1e-2, 6.1e-3], 1e-3, 4, 100, 4),
 ])
 def test_iterations_left_comes_from_the_rate_or_not_at_all(gains, tol, iteration,
                                                            max_iter, left):

@@ -38,7 +38,7 @@ from typing import Any, TextIO
 __all__ = ["ProgressObserver", "fit_eta", "format_clock", "format_iteration",
            "format_sweep_iteration", "iterations_left", "was_updated"]
 
-_INIT_KINDS = ("moments", "kmeans", "init", "sizes")
+_INIT_KINDS = ("moments", "survey", "kmeans", "init", "sizes")
 _LABELS = {"sizes": "chunk sizes"}
 
 
@@ -65,8 +65,8 @@ def iterations_left(gains: Sequence[float], tol: float, iteration: int, max_iter
     -------
     int or None
         0 when the last gain is below ``tol``; when the last three gains are positive
-        and shrink geometrically, the extrapolated iterations until a gain falls below
-        ``tol`` (at most ``max_iter - iteration``); otherwise None (no estimate yet).
+        and shrink, the iterations until a gain falls below ``tol`` at the latest ratio
+        (at most ``max_iter - iteration``); otherwise None (no estimate yet).
 
     Examples
     --------
@@ -81,10 +81,12 @@ def iterations_left(gains: Sequence[float], tol: float, iteration: int, max_iter
         return 0
     if tol <= 0 or len(recent) < 3 or any(g <= 0 for g in recent):
         return None
-    ratio = math.exp(sum(math.log(b / a) for a, b in itertools.pairwise(recent))
-                     / (len(recent) - 1))
-    if not 0 < ratio < 1:
+    # EM slows down towards its asymptotic rate: the latest ratio, not an average,
+    # once the gains have shrunk twice in a row.
+    ratios = [b / a for a, b in itertools.pairwise(recent[-3:])]
+    if not all(0 < r < 1 for r in ratios):
         return None
+    ratio = ratios[-1]
     needed = math.ceil(math.log(tol / recent[-1]) / math.log(ratio) - 1e-9)
     return min(limit, max(1, needed))
 
