@@ -28,6 +28,7 @@ __all__ = [
     "OutputExistsError",
     "OutputWriteError",
     "PerformanceWarning",
+    "StorageError",
     "UnsafeOutputError",
     "UnsafeOverwriteError",
     "UsageError",
@@ -37,6 +38,11 @@ __all__ = [
 
 class DaskGMMError(Exception):
     """Base class of every error daskgmm raises on purpose."""
+
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its arguments (an error raised on a Dask worker travels pickled;
+        # tblib's reducer cannot rebuild a class deriving from both ValueError and OSError).
+        return type(self), self.args, self.__dict__ or None
 
 
 class InvalidDataError(DaskGMMError, ValueError):
@@ -138,3 +144,9 @@ class UnsafeOverwriteError(OutputExistsError):
 class ArrayNamespaceError(DaskGMMError, NotImplementedError):
     """An array of an array-API namespace daskgmm does not compute with (it computes with
     NumPy and Dask), given while scikit-learn's ``array_api_dispatch`` is enabled."""
+
+
+class StorageError(DaskGMMError, OSError):
+    """A filesystem or object store refused or failed an operation (unreachable
+    endpoint, no such bucket, access denied, throttling, a full disk...); the message
+    names the location and the setting it came from."""

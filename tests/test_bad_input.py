@@ -127,6 +127,17 @@ def test_non_finite_dask_data_names_the_chunk(X, init, value):
     assert isinstance(info.value, ValueError)  # scikit-learn-style code keeps working
 
 
+def test_the_advice_of_the_non_finite_error_works(X):
+    """The NaN error advises X[da.isfinite(X).all(axis=1)]: doing just that fits (the
+    chunk sizes it leaves unknown are computed)."""
+    x = da.from_array(_with(X, 1234, np.nan), chunks=(CHUNK, D))
+    with pytest.raises(NonFiniteDataError, match=r"X\[da\.isfinite\(X\)\.all\(axis=1\)\]"):
+        GaussianMixture(2, random_state=0).fit(x)
+    kept = x[da.isfinite(x).all(axis=1)]
+    fitted = GaussianMixture(2, random_state=0).fit(kept)
+    assert fitted.converged_ and fitted.n_features_in_ == D
+
+
 def test_non_finite_dask_data_under_warnings_as_errors(X):
     bad = da.from_array(_with(X, 1234, np.inf), chunks=(CHUNK, D))
     with warnings.catch_warnings(), dask.config.set(scheduler="synchronous"):
@@ -229,11 +240,27 @@ def test_empty_or_single_row_input(shape, numpy_message):
         GaussianMixture(1).fit(data)
 
 
-def test_unknown_chunk_sizes(X):
+def test_unknown_chunk_sizes_are_computed_in_one_pass(X):
+    """X[mask] (what the NaN error advises) has unknown chunk sizes: the fit computes
+    them in one pass that observers see (kind 'sizes'), leaves the caller's array as it
+    was, and fits as it would on the same array with known sizes."""
+    from daskgmm.diagnostics.observers import observe
+
     x = da.from_array(X, chunks=(CHUNK, D))
     filtered = x[x[:, 0] > 0]
-    with pytest.raises(InvalidDataError, match=r"unknown chunk sizes.*compute_chunk_sizes"):
-        GaussianMixture(2).fit(filtered)
+    passes = []
+
+    class Passes:
+        def pass_started(self, kind, n_chunks):
+            passes.append((kind, n_chunks))
+
+    with observe(Passes()):
+        fitted = GaussianMixture(2, random_state=0).fit(filtered)
+    assert passes[0] == ("sizes", filtered.numblocks[0])
+    assert [kind for kind, _ in passes].count("sizes") == 1
+    assert np.isnan(filtered.shape[0])
+    known = GaussianMixture(2, random_state=0).fit(filtered.copy().compute_chunk_sizes())
+    np.testing.assert_array_equal(fitted.means_, known.means_)
 
 
 @pytest.mark.parametrize(

@@ -113,8 +113,8 @@ def fitted(workdir, small_zarr) -> SimpleNamespace:
 def test_fit_writes_every_output(fitted, small_zarr):
     out = fitted.out
     assert sorted(p.name for p in out.iterdir()) == [
-        "clusters.png", "convergence.png", "labels.zarr", "model", "report.json",
-        "responsibilities.zarr"]
+        ".daskgmm.json", "clusters.png", "convergence.png", "labels.zarr", "model",
+        "report.json", "responsibilities.zarr"]
     assert not leftovers(out.parent)
     for name in ("clusters.png", "convergence.png"):
         data = (out / name).read_bytes()
@@ -193,8 +193,10 @@ def test_info_prints_model_and_report(fitted):
     data_yaml = out.split("\ndata:\n", 1)[1].split("\n\nconfig:\n", 1)
     assert yaml.safe_load(data_yaml[0])["shape"] == [N, D]
     assert yaml.safe_load(data_yaml[1])["model"]["covariance_type"] == "diag"
-    code, out = call_main("info", fitted.out / "model")
-    assert code == 0 and "converged after" in out and "BIC" not in out
+    # the model inside the run shows the run too (rows per component, the report)
+    code, inner = call_main("info", fitted.out / "model")
+    assert code == 0 and "converged after" in inner and "BIC / AIC" in inner
+    assert inner.split("\n\n", 1)[1] == out.split("\n\n", 1)[1]
 
 
 def test_info_json(fitted):
@@ -217,7 +219,7 @@ def test_info_json(fitted):
 
 
 def test_info_of_a_missing_or_foreign_directory_is_a_clean_error(tmp_path):
-    assert_clean_error(run_cli("info", tmp_path / "nothing"), "no such directory")
+    assert_clean_error(run_cli("info", tmp_path / "nothing"), "nothing at")
     (tmp_path / "foreign").mkdir()
     assert_clean_error(run_cli("info", tmp_path / "foreign"), "no model.json")
 
@@ -293,7 +295,7 @@ def test_config_errors_exit_2(tmp_path):
     result = run_cli("fit", config, "--set", "model.n_componets=3", "--set",
                      "model.tol=-1")
     assert_clean_error(result, "2 problems", "n_componets", "did you mean 'n_components'",
-                       "model.tol: must be >= 0")
+                       "model.tol: must be a number >= 0")
     result = run_cli("fit", tmp_path / "missing.yaml")
     assert_clean_error(result, "config file not found")
     (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
@@ -389,7 +391,7 @@ def test_interrupted_fit_cleans_up_then_resumes(tmp_path, small_zarr):
     total = iteration + 3
     result = run_cli("fit", config, "--set", f"model.max_iter={total}")
     assert_clean_error(result, "a checkpoint from an earlier run exists in",
-                       "pass --resume to continue it or delete the directory")
+                       "pass --resume to continue it, or delete the directory")
 
     result = run_cli("fit", config, "--set", f"model.max_iter={total}", "--resume",
                      "--quiet")
@@ -590,11 +592,8 @@ def test_each_iteration_is_printed_once(tmp_path, small_zarr, verbose):
     timed = [line for line in lines if line.startswith("iter ") and " s/iter" in line]
     init_lines = [line for line in lines if line.startswith(("survey pass", "init pass",
                                                              "moments pass"))]
-    if verbose >= 2:
-        assert len(timed) == 5 and init_lines
-    else:
-        assert timed == [] and init_lines == []
-        assert any(line.startswith("initialised in ") for line in lines)
+    assert init_lines  # every initialisation pass, as it ends
+    assert len(timed) == (5 if verbose >= 2 else 0)
 
 
 def test_large_models_are_summarised_and_the_likelihood_matches_the_report(tmp_path):
@@ -694,13 +693,14 @@ def test_generate_on_a_full_or_read_only_disk(tmp_path):
             "--chunk-rows", 20_000)
     with Tmpfs(tmp_path / "small", size="256k") as mount:
         target = mount.path / "x.zarr"
-        result = run_cli(*args, "--output", target)
-        assert_clean_error(result, f"cannot write --output {target}: no space left on the "
-                                   "device")
+        result = run_cli(*args, "--output", target)  # refused before anything is written
+        assert_clean_error(result, f"{target}: the data set needs 13.7 MiB and its file "
+                                   "system has 0.2 MiB free")
         assert not target.exists() and not leftovers(mount.path)
     with Tmpfs(tmp_path / "ro", read_only=True) as mount:
         result = run_cli(*args, "--output", mount.path / "x.h5")
-        assert_clean_error(result, "cannot write --output", "read-only")
+        assert_clean_error(result, f"--output {mount.path / 'x.h5'}: the file system is "
+                                   "read-only")
 
 
 @pytest.mark.slow  # 1,500 tasks per pass: the overhead the warning is about
@@ -709,8 +709,8 @@ def test_tiny_chunks_are_warned_about_with_the_numbers(tmp_path, small_zarr):
                           model={"max_iter": 0, "init_params": "random"})
     result = run_cli("fit", config, "--quiet")
     assert result.returncode == 0, result.stderr
-    expected = ("chunks of 2 rows hold only 48 bytes each (1,500 chunks): per-task "
-                "overhead will dominate")
+    # The engine's rule and wording (daskgmm.engine.passes), written once.
+    expected = "PerformanceWarning: the data are split into 1,500 chunks of about"
     assert f"daskgmm: warning: {expected}" in result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert any(expected in w for w in report["fit"]["warnings"])

@@ -10,15 +10,21 @@ import pandas as pd
 import pytest
 import zarr
 
-from daskgmm.cli.inputs import InputKeys, open_input
-from daskgmm.errors import ConfigError, InvalidDataError
+from daskgmm.cli.inputs import InputKeys
+from daskgmm.cli.inputs import open_input as _open_input
+from daskgmm.errors import ConfigError, DataNotFoundError, InvalidDataError
+from daskgmm.io.locations import Location
 
 N = 600
 
 
-def weight(path=None, dataset=None, column=None, storage_options=None):
-    return SimpleNamespace(path=path, dataset=dataset, column=column,
-                           storage_options=storage_options)
+def weight(path=None, dataset=None, column=None):
+    return SimpleNamespace(path=Location(path) if path else None, dataset=dataset,
+                           column=column)
+
+
+def open_input(path, **kwargs):
+    return _open_input(Location(path), **kwargs)
 
 
 @pytest.fixture
@@ -72,14 +78,14 @@ def test_weights_from_the_data_store_or_a_file(store, tmp_path):
     ({"path": "store", "dataset": "X", "columns": ["a"]}, ConfigError,
      "data.columns applies to Parquet tables only"),
     ({"path": "store", "dataset": "X", "id_column": "id"}, ConfigError,
-     "output.id_column applies to Parquet input only"),
+     "output.id_column applies to Parquet tables only"),
     ({"path": "store", "dataset": "X", "sample_weight": weight(column="w")}, ConfigError,
      "data.sample_weight.column: data.path is zarr data, not a Parquet table"),
     ({"path": "table", "sample_weight": weight(dataset="w")}, ConfigError,
      "data.sample_weight.dataset: data.path is parquet data"),
     ({"path": "table", "sample_weight": weight(column="label")}, InvalidDataError,
-     "'label' holds large_string, not numbers"),
-    ({"path": "table", "sample_weight": weight(column="nope")}, InvalidDataError,
+     "the sample-weight column 'label' is not numbers"),
+    ({"path": "table", "sample_weight": weight(column="nope")}, DataNotFoundError,
      "has no column 'nope'"),
     ({"path": "table", "dataset": "X"}, ConfigError, "is a Parquet table, which has no "
                                                      "datasets"),

@@ -122,8 +122,8 @@ def test_fit_and_predict_from_s3_to_s3(s3_server, s3_data, reference, cluster, c
     assert code == 0
     # Everything is in the bucket, complete, with no temporary prefix left over.
     names = {key.split("/")[0] for key in _listing(run, so)}
-    assert names == {"model", "report.json", "labels.zarr", "responsibilities.zarr",
-                     "convergence.png", "clusters.png"}
+    assert names == {".daskgmm.json", "model", "report.json", "labels.zarr",
+                     "responsibilities.zarr", "convergence.png", "clusters.png"}
     parent = parse_location(run, so).parent
     assert [p for p in parent.fs.ls(parent.path, detail=False)] == [parent.join("one").path]
     # The model loads back from S3 and is the model fitted here on the same chunks.
@@ -183,7 +183,7 @@ def test_s3_outputs_keep_the_guards(s3_server, s3_data, cluster, tmp_path, capsy
                   "daskgmm did not write"))
     # (moto accepts any credentials, so the unwritable place is a missing bucket)
     cases.append(({"dir": "s3://no-such-bucket-here/run", "storage_options": so},
-                  "cannot write output.dir s3://no-such-bucket-here/run"))
+                  "output.dir s3://no-such-bucket-here/run: no such bucket"))
     for output, fragment in cases:
         config = write_config(tmp_path / "g.yaml", base, output, cluster)
         code, _ = call_main("fit", config)
@@ -375,3 +375,26 @@ def test_bayesian_end_to_end(local_zarr, reference, cluster, tmp_path):
     labels = zarr.open_array(predicted, mode="r")[...]
     np.testing.assert_array_equal(labels, expected.predict(X).compute())
     np.testing.assert_array_equal(labels, zarr.open_array(out / "labels.zarr")[...])
+
+
+def test_runs_on_s3_are_quiet_with_quiet(tmp_path, s3_server):
+    """``--quiet`` fit and predict against S3 print nothing on stderr (no "Unclosed
+    client session" from the filesystem's sessions at exit)."""
+    from tests.cli_utils import run_cli
+
+    so, prefix = s3_server.storage_options, s3_server.url()
+    data = prefix + "/q.npy"
+    with s3_server.fs().open(data[len("s3://"):], "wb") as handle:
+        np.save(handle, np.random.default_rng(0).normal(size=(600, 2)))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": data, "storage_options": so},
+        "model": {"n_components": 2, "random_state": 0},
+        "cluster": {"n_workers": 1, "memory_limit": "1GiB", "dashboard_address": None},
+        "output": {"dir": prefix + "/q-run", "storage_options": so}}))
+    fit = run_cli("fit", config, "--quiet")
+    assert fit.returncode == 0 and fit.stderr == "", fit.stderr
+    predict = run_cli("predict", "--model", prefix + "/q-run", "--data", data,
+                      "--output", prefix + "/q-labels.zarr", "--quiet",
+                      "--storage-options", json.dumps(so))
+    assert predict.returncode == 0 and predict.stderr == "", predict.stderr

@@ -14,7 +14,8 @@ import zarr
 
 from daskgmm import GaussianMixtureSelector
 from daskgmm.cli.config import load_config
-from daskgmm.cli.selection import describe_model, format_sweep_iteration
+from daskgmm.cli.selection import describe_model
+from daskgmm.diagnostics.progress import format_sweep_iteration
 from daskgmm.io.readers import open_array
 from daskgmm.models import load as load_model
 from tests.test_cli import PNG_MAGIC, call_main, write_config
@@ -48,8 +49,8 @@ def swept(tmp_path_factory) -> SimpleNamespace:
 def test_a_sweep_writes_the_table_the_picture_and_the_winner(swept):
     out = swept.out
     assert sorted(p.name for p in out.iterdir()) == [
-        "clusters.png", "convergence.png", "labels.zarr", "model", "report.json",
-        "selection.json", "selection.png"]
+        ".daskgmm.json", "clusters.png", "convergence.png", "labels.zarr", "model",
+        "report.json", "selection.json", "selection.png"]
     assert (out / "selection.png").read_bytes().startswith(PNG_MAGIC)
     table = swept.table
     assert table["format"] == "daskgmm-selection" and table["criterion"] == "bic"
@@ -143,15 +144,13 @@ def test_select_config_is_an_out_of_core_sweep():
 
 def test_a_bayesian_sweep_becomes_a_selector_of_bayesian_candidates(tmp_path):
     from daskgmm.cli.config import parse_config
-    from daskgmm.cli.runner import _estimator_params
-    from daskgmm.cli.selection import make_estimator
 
     config = parse_config({
         "data": {"path": str(tmp_path / "x.zarr")}, "output": {"dir": str(tmp_path / "o")},
         "model": {"kind": "bayesian", "n_components": [2, 3], "covariance_type": "diag",
                   "weight_concentration_prior_type": "dirichlet_distribution"},
         "selection": {"criterion": "aic"}})
-    selector = make_estimator(config, _estimator_params(config, None))
+    selector = config.estimator()
     assert isinstance(selector, GaussianMixtureSelector)
     assert selector.model == "bayesian" and selector.criterion == "aic"
     assert selector.candidates() == [(2, "diag"), (3, "diag")]

@@ -145,6 +145,23 @@ def test_to_sklearn_is_equivalent(blobs):
     np.testing.assert_allclose(sk.score_samples(blobs), gm.score_samples(blobs), rtol=1e-10)
 
 
+def test_to_sklearn_keeps_the_feature_names(blobs):
+    """A model fitted on a DataFrame converts to one that predicts on DataFrames
+    without scikit-learn's "X does not have valid feature names" warning."""
+    import warnings
+
+    import pandas as pd
+
+    frame = pd.DataFrame(blobs, columns=["a", "b", "c"])
+    sk = GaussianMixture(3, random_state=0).fit(frame).to_sklearn()
+    assert list(sk.feature_names_in_) == ["a", "b", "c"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sk.predict(frame)
+    assert not hasattr(GaussianMixture(3, random_state=0).fit(blobs).to_sklearn(),
+                       "feature_names_in_")
+
+
 def test_sample(blobs):
     gm = GaussianMixture(3, random_state=0).fit(blobs)
     X, y = gm.sample(5000)

@@ -4,8 +4,10 @@ as real processes while something goes wrong, and what they leave behind is chec
 Faults: SIGKILL of the command at several points (during initialisation, in the middle
 of the EM iterations, while the outputs are being written, at start-up), a full disk
 (ENOSPC, on a small tmpfs) for the outputs and for the checkpoints, a read-only output
-or checkpoint location (a read-only tmpfs), and the death of a separately started
-``dask scheduler`` in the middle of a run.
+or checkpoint location (a read-only tmpfs), the death of a separately started
+``dask scheduler`` in the middle of a run, and outputs on an object store (moto behind
+a proxy) whose uploads are refused in the middle: a label chunk, a copy of the commit,
+the marker's copy, everything from some copy on.
 
 After every case:
 
@@ -43,6 +45,7 @@ from daskgmm.io.generate import generate_mixture
 from tests.cli_utils import cli_env, start_cli, tree_digest
 from tests.clusterproc import ProcessCluster
 from tests.mounts import Tmpfs
+from tests.servers import flaky_s3  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
@@ -317,8 +320,8 @@ def test_fit_output_on_a_full_disk(tmp_path, data):
             run.cleanup()
         line = run.error_line()
         assert code == 2, run.stderr
-        assert line.startswith(f"daskgmm: error: cannot write output.dir {out}: no space "
-                               "left on the device")
+        assert line.startswith(f"daskgmm: error: output.dir {out}: no space left on the "
+                               "device")
         assert tree_digest(data) == before
         assert not out.exists() and assert_no_half_written_model(mount.path) == 0
         assert _leftovers(mount.path) == 0
@@ -339,8 +342,8 @@ def test_fit_checkpoint_on_a_full_disk(tmp_path, data):
             run.cleanup()
         line = run.error_line()
         assert code == 2, run.stderr
-        assert line.startswith(f"daskgmm: error: cannot write checkpoint.dir {ckpt}: no "
-                               "space left on the device"), line
+        assert line.startswith(f"daskgmm: error: checkpoint.dir {ckpt}: no space left on "
+                               "the device"), line
         assert tree_digest(data) == before and not out.exists()
         assert not (ckpt / "checkpoint.json").exists()
         case.outcome(f"exit 2, `{line[16:90]}...`; no output")
@@ -363,8 +366,7 @@ def test_fit_on_a_read_only_location(tmp_path, data, where):
         seconds = time.monotonic() - t0
         line = run.error_line()
         assert code == 2
-        assert line.startswith(f"daskgmm: error: cannot write {where} ") and \
-            "read-only" in line, line
+        assert line.startswith(f"daskgmm: error: {where} ") and "read-only" in line, line
         assert not any(x.startswith(("iter ", "fitting")) for x in run.lines), \
             "refused only after starting work"
         assert tree_digest(data) == before and not out.exists()
@@ -488,8 +490,8 @@ def test_predict_output_on_a_full_disk(tmp_path, data, model):
             run.cleanup()
         line = run.error_line()
         assert code == 2, run.stderr
-        assert line.startswith(f"daskgmm: error: cannot write --output {target}: no space "
-                               "left on the device"), line
+        assert line.startswith(f"daskgmm: error: --output {target}: no space left on the "
+                               "device"), line
         assert (tree_digest(data), tree_digest(model)) == before
         assert not target.exists() and _leftovers(mount.path) == 0
         case.outcome(f"exit 2, `{line[16:90]}...`; nothing left on the disk")
@@ -507,5 +509,123 @@ def test_predict_on_a_read_only_location(tmp_path, data, model):
             run.cleanup()
         line = run.error_line()
         assert code == 2 and "read-only" in line, run.stderr
-        assert line.startswith(f"daskgmm: error: cannot write --output {target}")
+        assert line.startswith(f"daskgmm: error: --output {target}")
         case.outcome(f"exit 2 before any work, `{line[16:80]}...`")
+
+
+# ---------------------------------------------------------------------------------------
+# object-store outputs: an upload cut in the middle
+# ---------------------------------------------------------------------------------------
+
+
+def _refuse(match: Callable[[str, str], bool], nth: int = 1, *, after: bool = False):
+    """A proxy rule refusing (403 AccessDenied) the ``nth`` request ``match`` accepts
+    (and, with ``after``, every request from then on)."""
+    seen = {"n": 0, "tripped": False}
+
+    def rule(kind: str, path: str, counts: dict) -> tuple[int, str] | None:
+        if seen["tripped"] and after:
+            return 403, "AccessDenied"
+        if match(kind, path):
+            seen["n"] += 1
+            if seen["n"] == nth:
+                seen["tripped"] = True
+                return 403, "AccessDenied"
+        return None
+
+    return rule
+
+
+UPLOAD_CUTS = {  # (a fresh rule for every case)
+    "the 3rd label chunk upload refused": lambda: _refuse(
+        lambda kind, path: kind == "put" and "labels.zarr/c/" in path, 3),
+    "the 2nd server-side copy of the commit refused": lambda: _refuse(
+        lambda kind, path: kind == "copy", 2),
+    "the copy of the marker (the last) refused": lambda: _refuse(
+        lambda kind, path: kind == "copy" and path.endswith(".daskgmm.json")),
+    "every request refused from the 4th copy on": lambda: _refuse(
+        lambda kind, path: kind == "copy", 4, after=True),
+}
+
+
+def _s3_invariants(url: str, so: dict) -> str:
+    """Nothing at ``url`` that a reader accepts is partial: no marker unless complete;
+    every model.json there loads; a label array with its metadata is complete."""
+    from daskgmm.io.locations import Location
+    from daskgmm.io.storage import read_output_marker, zarr_store
+
+    target = Location(url, so)
+    listing = target.find()
+    if read_output_marker(target) is not None:
+        return "complete output"
+    for key in listing:
+        if key.endswith("model.json"):
+            daskgmm.load(target.join(key.rsplit("/", 1)[0]).url, storage_options=so)
+        if key.endswith("labels.zarr/zarr.json"):
+            labels = zarr.open_array(zarr_store(target.join("labels.zarr"),
+                                                read_only=True), mode="r")[:]
+            assert labels.min() >= 0, "a label array with unwritten rows"
+    return f"no marker ({len(listing)} object(s) left, none accepted)"
+
+
+@pytest.mark.parametrize("cut", list(UPLOAD_CUTS))
+def test_fit_to_an_object_store_cut_in_the_middle(tmp_path, data, flaky_s3, cut):  # noqa: F811
+    url = f"s3://{flaky_s3.bucket}/matrix-{abs(hash(cut)) % 10**8}/run"
+    so = flaky_s3.storage_options
+    config = write_config(tmp_path / "c.yaml", data, tmp_path / "unused", max_iter=3)
+    raw = yaml.safe_load(config.read_text())
+    raw["output"].update(dir=url, storage_options=so)
+    raw["data"]["chunk_rows"] = ROWS  # 20 chunks, 20 label uploads
+    config.write_text(yaml.safe_dump(raw))
+    before = tree_digest(data)
+    with Case("fit", f"object store: {cut}") as case:
+        flaky_s3.reset(UPLOAD_CUTS[cut]())
+        run = Run("fit", config)
+        try:
+            code = run.finish()
+        finally:
+            run.cleanup()
+            flaky_s3.reset()
+        line = run.error_line()
+        assert code == 2 and line.startswith(f"daskgmm: error: output.dir {url}"), line
+        assert flaky_s3.secret not in run.stderr
+        assert tree_digest(data) == before
+        state = _s3_invariants(url, so)
+        assert state != "complete output"
+        again = Run("fit", config, "--quiet", "--set", "output.overwrite=true")
+        try:
+            rerun = again.finish()
+        finally:
+            again.cleanup()
+        if "every request" in cut:  # the clean-up was refused too
+            rerun_text = "rerun completes" if rerun == 0 else (
+                f"rerun at once refused: `{again.error_line()[16:90]}...`")
+        else:
+            assert rerun == 0, again.stderr
+            assert _s3_invariants(url, so) == "complete output"
+            rerun_text = "rerun completes"
+        case.outcome(f"exit 2, `{line[16:70]}...`; {state}; {rerun_text}")
+
+
+def test_predict_to_an_object_store_cut_in_the_middle(tmp_path, data, model,
+                                                      flaky_s3):  # noqa: F811
+    import json as _json
+
+    url = f"s3://{flaky_s3.bucket}/matrix-predict/labels.zarr"
+    so = flaky_s3.storage_options
+    before = tree_digest(data), tree_digest(model)
+    with Case("predict", "object store: the 2nd server-side copy refused") as case:
+        flaky_s3.reset(UPLOAD_CUTS["the 2nd server-side copy of the commit refused"]())
+        run = Run("predict", "--model", model, "--data", data, "--dataset", "X",
+                  "--output", url, "--output-storage-options", _json.dumps(so))
+        try:
+            code = run.finish()
+        finally:
+            run.cleanup()
+            flaky_s3.reset()
+        line = run.error_line()
+        assert code == 2 and line.startswith(f"daskgmm: error: --output {url}"), line
+        assert (tree_digest(data), tree_digest(model)) == before
+        state = _s3_invariants(url, so)
+        assert state != "complete output"
+        case.outcome(f"exit 2, `{line[16:70]}...`; {state}")

@@ -16,9 +16,9 @@ import zarr
 
 from daskgmm.diagnostics.observers import observe
 from daskgmm.errors import DataNotFoundError, UnsafeOverwriteError
-from daskgmm.io.atomic import read_marker
 from daskgmm.io.generate import block_rows, generate_mixture, load_truth, sample_parameters
 from daskgmm.io.readers import open_array
+from daskgmm.io.storage import read_output_marker as read_marker
 
 N, D, K, ROWS = 5000, 3, 3, 1000
 

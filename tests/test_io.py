@@ -18,7 +18,7 @@ from zarr.storage import ZipStore
 from daskgmm.errors import DataNotFoundError, DataSourceError, InvalidDataError
 from daskgmm.io.readers import (
     HDF5Slicer,
-    NpySlicer,
+    NpyRangeSlicer,
     describe_array,
     get_reader,
     list_readers,
@@ -312,7 +312,8 @@ def test_slicers_index_like_numpy(tmp_path, kind):
     else:
         np.save(tmp_path / "s.npy", values)
         offset = np.load(tmp_path / "s.npy", mmap_mode="r").offset
-        s = NpySlicer(str(tmp_path / "s.npy"), offset, values.shape, values.dtype)
+        s = NpyRangeSlicer(str(tmp_path / "s.npy"), None, offset, values.shape,
+                           values.dtype)
     s = pickle.loads(pickle.dumps(s))
     assert s.ndim == 2 and s.shape == (7, 4) and s.dtype == np.float64
     keys = [

@@ -15,6 +15,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from daskgmm import GaussianMixture
 from daskgmm.diagnostics.plots import (
+    convergence_figure,
     expand_covariances,
     plot_clusters,
     plot_convergence,
@@ -94,6 +95,19 @@ def test_convergence_plot_edge_cases(tmp_path):
     plot_convergence([-np.inf, -2.0, -1.5, -1.4], [None, None, 0.2, 0.3],
                      tmp_path / "resumed.png", title="resumed")
     assert_png(tmp_path / "resumed.png")
+
+
+def test_convergence_plot_is_readable_whatever_the_first_iteration():
+    """A k-means++ start far from the optimum (-1.8e7 then -27...): the axis shows the
+    iterations that matter, and the title says which are off the scale."""
+    bounds = [-1.8e7, -27.0, -26.2, -26.05, -26.01]
+    fig = convergence_figure(bounds, [0.1] * 5)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert -28 < low < -27 and -26.01 < high < -25.5
+    assert "iteration 1 below the axis (-1.8e+07)" in ax.get_title(loc="left")
+    ordinary = convergence_figure([-30.0, -27.0, -26.2, -26.05], [0.1] * 4).axes[0]
+    assert ordinary.get_ylim()[0] < -30 and ordinary.get_title(loc="left") == ""
 
 
 def test_clusters_plot_one_feature_and_no_rows(tmp_path):

@@ -6,15 +6,16 @@ import io
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from daskgmm.diagnostics import observers
 from daskgmm.diagnostics.progress import (
     ProgressObserver,
     fit_eta,
-    format_bar,
     format_clock,
     format_iteration,
+    format_sweep_iteration,
     iterations_left,
 )
 
@@ -60,34 +61,56 @@ def test_format_clock(seconds, text):
     assert format_clock(seconds) == text
 
 
-def test_format_bar():
-    assert format_bar(12, 40, width=10) == "[###.......] 12/40 chunks"
-    assert format_bar(0, 0, width=4) == "[####] 0/0 chunks"
-
-
 @pytest.mark.parametrize(("gains", "tol", "iteration", "max_iter", "left"), [
     ([1e-1, 1e-2, 1e-3], 1e-6, 3, 100, 3),      # factor 10 per iteration: 3 more
     ([1e-1, 5e-2, 2.5e-2], 1e-3, 3, 100, 5),    # factor 2: 25e-3 -> below 1e-3 in 5
     ([1e-1, 1e-2, 1e-3], 1e-6, 98, 100, 2),     # capped by max_iter
-    ([1e-1, 2e-1], 1e-6, 2, 10, 8),             # growing gains: no trend
-    ([1e-1, 1e-2], 0.0, 2, 10, 8),              # tol 0 never converges
-    ([1e-3], 1e-6, 1, 10, 9),                   # too few gains
-    ([1e-2, -1e-3], 1e-6, 2, 10, 8),            # a negative gain: no trend
+    ([1e-1, 2e-1, 3e-1], 1e-6, 3, 10, None),    # growing gains: no estimate
+    ([1e-1, 1e-2, 1e-3], 0.0, 3, 10, None),     # tol 0 never converges
+    ([1e-1, 1e-2], 1e-6, 2, 10, None),          # too few gains to see a rate
+    ([1e-2, -1e-3, 1e-4], 1e-6, 3, 10, None),   # a negative gain: no trend
     ([1e-2, 1e-7], 1e-6, 2, 10, 0),             # already below tol
+    # the demo (20M x 16, K=6) at iteration 4: 3 more were run (gains 2.9e-3, 1.2e-3,
+    # 4.8e-4); an average of the ratios (0.34) said 2, the latest (0.55) says 4
+    ([5.4e-2, 1.1e-2, 6.1e-3], 1e-3, 4, 100, 4),
 ])
-def test_iterations_left(gains, tol, iteration, max_iter, left):
+def test_iterations_left_comes_from_the_rate_or_not_at_all(gains, tol, iteration,
+                                                           max_iter, left):
     assert iterations_left(gains, tol, iteration, max_iter) == left
 
 
-def test_fit_eta_takes_the_slowest_active_restart():
+def test_fit_eta_takes_the_slowest_active_restart_and_waits_for_a_rate():
     fast = _state(3, [-3.0, -2.9, -2.89, -2.889])            # gains 1e-1, 1e-2, 1e-3
     slow = _state(3, [-3.0, -2.0, -1.5, -1.25], index=1)     # gains 1, .5, .25
     done = _state(3, [-9.0, -1.0], converged=True, index=2)
+    young = _state(2, [-3.0, -2.0, -1.9], index=3)           # two gains: no rate yet
     assert fit_eta([fast], 3, 100, 1e-6, 2.0) == 3 * 2.0
     assert fit_eta([fast, slow, done], 3, 100, 1e-3, 2.0) == \
         iterations_left([1, 0.5, 0.25], 1e-3, 3, 100) * 2.0
-    assert fit_eta([fast], 3, 0, 1e-3, 2.0) is None
+    assert fit_eta([fast, young], 3, 100, 1e-3, 2.0) is None
     assert fit_eta([done], 3, 100, 1e-3, 2.0) == 0
+
+
+def test_the_first_eta_is_close_to_the_truth_and_absent_before():
+    """EM's gains shrinking by 0.7 per iteration: no ETA for the first three iterations
+    (no rate yet, and no guess from max_iter), then the time of the iterations that
+    really remain until a gain is below tol."""
+    gains = [0.7**i for i in range(40)]
+    bounds = list(np.cumsum([-5.0, *gains]))
+    tol = 1e-3
+    # after iteration j, lower_bounds holds j values and the last gain is gains[j - 2]
+    last = next(i for i, g in enumerate(gains) if g < tol) + 2  # the iteration that stops
+    plain = io.StringIO()
+    obs = ProgressObserver(plain)
+    obs.expect(max_iter=1000, tol=tol)
+    for it in range(1, 7):
+        _events(obs, ("iteration_finished", _info(it, bounds[:it], seconds=2.0)))
+    lines = plain.getvalue().splitlines()
+    assert all("ETA" not in line for line in lines[:3])
+    first = lines[3]
+    assert "ETA" in first
+    minutes, seconds = map(int, first.split("ETA ")[1].split(":"))
+    assert abs(60 * minutes + seconds - (last - 4) * 2.0) <= 2.0, (first, last)
 
 
 def test_plain_lines():
@@ -104,26 +127,28 @@ def test_plain_lines():
     text = plain.getvalue()
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
-    assert lines[0].startswith("initialised in ") and lines[0].endswith(
-        "s (2 passes over the data: 2 kmeans)")
-    assert lines[1] == "iter 1/10  loglik -3.000000  change -  ETA 0:04"
-    assert lines[2].startswith("outputs pass: 4 chunks in ")
-    assert len(lines) == 3
+    # every initialisation pass is a line as it ends (a long start is not silent)
+    assert lines[0].startswith("kmeans pass 1: 4 chunks in ")
+    assert lines[1].startswith("kmeans pass 2: 4 chunks in ")
+    assert lines[2] == "iter 1/10  loglik -3.000000  change -"
+    assert lines[3].startswith("outputs pass: 4 chunks in ")
+    assert len(lines) == 4
 
 
-def test_verbose_2_numbers_the_initialisation_passes_and_times_iterations():
+def test_verbose_2_times_iterations():
     plain = io.StringIO()
     obs = ProgressObserver(plain, verbose=2)
     _events(obs, ("pass_started", "moments", 4), ("pass_finished",),
-            ("pass_started", "kmeans", 4), ("pass_finished",),
-            ("pass_started", "kmeans", 4), ("pass_finished",),
             ("pass_started", "em", 4), ("pass_finished",),
             ("iteration_finished", _info(1, [-3.0], seconds=0.25)))
     lines = plain.getvalue().splitlines()
-    assert [line.split(":")[0] for line in lines[:3]] == [
-        "moments pass 1", "kmeans pass 1", "kmeans pass 2"]
-    assert all(" chunks in " in line for line in lines[:3])
-    assert lines[3] == "iter 1  loglik -3.000000  change -  0.25 s/iter"
+    assert lines[0].startswith("moments pass 1: 4 chunks in ")
+    assert lines[1] == "iter 1  loglik -3.000000  change -  0.25 s/iter"
+
+
+def _screen(obs, stream):
+    obs._rich.refresh()
+    return stream.getvalue()
 
 
 def test_live_display_shows_passes_iterations_and_etas():
@@ -131,22 +156,57 @@ def test_live_display_shows_passes_iterations_and_etas():
     obs = ProgressObserver(live, live=True)
     obs.expect(max_iter=50, tol=1e-3)
     assert _events(obs, ("pass_started", "kmeans", 40), ("chunks_done", 12))
-    obs._progress.refresh()
-    screen = live.getvalue()
+    screen = _screen(obs, live)
     assert "kmeans pass 1" in screen and "12/40 chunks" in screen
     _events(obs, ("chunks_done", 28), ("pass_finished",), ("pass_started", "em", 40),
             ("chunks_done", 10))
-    obs._progress.refresh()
-    assert "em iteration 1/50" in live.getvalue()
-    _events(obs, ("chunks_done", 30), ("pass_finished",),
-            ("iteration_finished", _info(1, [-3.0])), ("pass_started", "em", 40),
-            ("chunks_done", 20))
-    obs._progress.refresh()
-    screen = live.getvalue()
-    assert "iter 1/50  loglik -3.000000  change -  ETA" in screen
-    assert "1/50 iter" in screen and "em iteration 2/50" in screen and "ETA" in screen
+    assert "em iteration 1/50" in _screen(obs, live)
+    for it in range(1, 5):
+        bounds = [-3.0 + 1 - 0.5**i for i in range(it)]
+        _events(obs, ("chunks_done", 30), ("pass_finished",),
+                ("iteration_finished", _info(it, bounds)), ("pass_started", "em", 40),
+                ("chunks_done", 20))
+    screen = _screen(obs, live)
+    assert "iter 1/50  loglik" in screen and "4/50 iter" in screen
+    assert "em iteration 5/50" in screen and "ETA" in screen
     obs.close()
-    assert obs._progress is None
+    assert obs._rich is None
+
+
+def test_each_pass_restarts_its_elapsed_time():
+    live = io.StringIO()
+    obs = ProgressObserver(live, live=True)
+    _events(obs, ("pass_started", "kmeans", 4))
+    task = obs._tasks["pass"]
+    first = obs._rich.tasks[task].start_time
+    _events(obs, ("chunks_done", 4), ("pass_finished",), ("pass_started", "kmeans", 4))
+    assert obs._rich.tasks[task].start_time > first
+    assert not obs._rich.tasks[task].finished
+    obs.close()
+
+
+def test_counts_after_resume_start_at_the_checkpoint():
+    live = io.StringIO()
+    obs = ProgressObserver(live, live=True)
+    obs.expect(max_iter=100, tol=1e-3, start_iteration=37)
+    _events(obs, ("pass_started", "em", 4))
+    screen = _screen(obs, live)
+    assert "em iteration 38/100" in screen and "37/100 iter" in screen
+    obs.close()
+
+
+def test_a_sweep_prints_one_line_per_iteration():
+    plain = io.StringIO()
+    obs = ProgressObserver(plain, sweep=True)
+    obs.fit_started(SimpleNamespace(max_iter=100, tol=1e-3, n_candidates=4))
+    states = [SimpleNamespace(label=f"K={k} full #0", index=k, n_iter=1, lower_bound=-1.0,
+                              lower_bounds=[-1.0], converged=False, active=True)
+              for k in (1, 2)]
+    _events(obs, ("iteration_finished", SimpleNamespace(iteration=1, states=states,
+                                                        seconds=0.5)))
+    assert plain.getvalue() == "iter 1/100  running 2/4  initialising 2\n"
+    assert format_sweep_iteration(SimpleNamespace(iteration=1, states=states, seconds=0.5),
+                                  timing=True) == "iter 1  running 2/2  0.50 s/iter"
 
 
 def test_quiet_prints_nothing_but_warnings():
@@ -167,8 +227,7 @@ def test_generate_pass_is_shown():
     live = io.StringIO()
     obs = ProgressObserver(live, live=True)
     _events(obs, ("pass_started", "generate", 8), ("chunks_done", 3))
-    obs._progress.refresh()
-    assert "generate" in live.getvalue() and "3/8 chunks" in live.getvalue()
+    assert "generate" in _screen(obs, live) and "3/8 chunks" in live.getvalue()
     obs.close()
 
 

@@ -4,9 +4,7 @@ subprocess on 127.0.0.1), memory:// and local directories."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
+import time
 import uuid
 
 import dask.array as da
@@ -19,7 +17,6 @@ from daskgmm.io.locations import parse_location
 from daskgmm.io.storage import (
     atomic_output_directory,
     create_zarr_array,
-    exists,
     is_daskgmm_output,
     read_output_marker,
     write_file_atomic,
@@ -58,9 +55,9 @@ def test_directory_appears_complete_with_its_marker(place):
     url_of, so = place
     url = url_of("run")
     with atomic_output_directory(url, kind="run", storage_options=so) as out:
-        out.write_json("report.json", {"format": "something-else"})
+        out.write_bytes("report.json", json.dumps({"format": "something-else"}).encode())
         out.write_bytes("sub/data.bin", b"x" * 1000)
-        assert not exists(url, so)  # nothing at the target while writing
+        assert not parse_location(url, so).exists()  # nothing at the target while writing
     assert listing(url, so) == [".daskgmm.json", "report.json", "sub/data.bin"]
     marker = read_output_marker(url, so)
     assert marker["written_by"] == "daskgmm" and marker["kind"] == "run"
@@ -75,7 +72,7 @@ def test_failure_inside_leaves_nothing(place):
                                                               storage_options=so) as out:
         out.write_bytes("a.bin", b"1")
         raise RuntimeError("killed")
-    assert not exists(url, so)
+    assert not parse_location(url, so).exists()
     parent = parse_location(url, so).parent
     assert not [n for n in siblings(url, so) if ".tmp-" in n] if parent.exists() else True
 
@@ -151,22 +148,32 @@ def test_a_prefix_without_its_marker_is_not_an_output(s3_server):
     assert not is_daskgmm_output(url, so)
 
 
-def test_dead_writers_temporary_prefix_is_cleaned(s3_server):
+def test_one_writer_at_a_time_and_a_gone_writers_prefix_is_cleaned(s3_server, monkeypatch):
+    """On S3 a writer's claim is an object it renews every HEARTBEAT seconds: a second
+    writer fails at once; a claim not renewed for 4 x HEARTBEAT is a writer gone, whose
+    temporary prefix the next writer deletes."""
+    from daskgmm.errors import OutputExistsError
+    from daskgmm.io import storage
+
+    monkeypatch.setattr(storage, "HEARTBEAT", 0.25)
     so = s3_server.storage_options
     url = s3_server.url() + "/out"
     target = parse_location(url, so)
-    name = subprocess.run([sys.executable, "-c", textwrap.dedent("""
-        import sys
-        from pathlib import Path
-        from daskgmm.io.atomic import _sibling
-        print(_sibling(Path(sys.argv[1]), "tmp").name)
-        """), "/x/out"], capture_output=True, text=True, check=True).stdout.strip()
-    stale = target.parent.join(name)
-    write_file_atomic(stale.url + "/partial.bin", b"half", storage_options=so)
     with atomic_output_directory(url, kind="run", storage_options=so) as out:
-        live = out.location
         out.write_bytes("a", b"1")
-        assert live.join("a").exists()  # our own temporary is never touched
+        time.sleep(1.5)  # longer than 4 x HEARTBEAT: the claim is renewed meanwhile
+        with pytest.raises(OutputExistsError, match="another daskgmm process"):
+            with atomic_output_directory(url, kind="run", storage_options=so):
+                pass
+        assert out.location.join("a").exists()  # a live writer's temporary is untouched
+    # a writer that is gone: its claim is never renewed
+    stale = target.parent.join(".out.tmp-0-deadbeef")
+    write_file_atomic(stale.url + "/partial.bin", b"half", storage_options=so)
+    write_file_atomic(stale.url + ".claim", b"daskgmm claim", storage_options=so)
+    time.sleep(1.2)
+    with atomic_output_directory(url, kind="run", overwrite=True,
+                                 storage_options=so) as out:
+        out.write_bytes("b", b"2")
     assert not stale.join("partial.bin").exists()
     assert siblings(url, so) == ["out"]
 

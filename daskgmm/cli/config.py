@@ -1,42 +1,14 @@
-"""Run configurations for ``daskgmm fit CONFIG.yaml [--set key=value ...]``.
+"""The run description of ``daskgmm fit CONFIG.yaml [--set key=value ...]``.
 
-A run configuration is a YAML file with these sections (only ``data`` and ``output`` are
-required; the others have defaults)::
-
-    name: iris-full            # optional run name
-    data:                      # where the samples are
-      path: ../data/iris.npy
-    model:                     # every GaussianMixture parameter
-      n_components: 3
-    cluster:                   # a local cluster, or the address of an existing one
-      n_workers: 2
-    output:                    # where results go
-      dir: ../runs/iris
-    checkpoint:                # optional EM checkpoints
-      dir: null
-    selection:                 # how a sweep (several n_components or types) chooses
-      criterion: bic
-
-The file is read with :func:`yaml.safe_load` and validated with pydantic models that
-forbid unknown keys. Every user mistake -- a missing file, bad YAML, an unknown or
-misspelt key, a value of the wrong type or out of range, a malformed ``--set`` override --
-raises a single :class:`~daskgmm.errors.ConfigError` listing every problem, one per line,
-each naming the dotted key path::
-
-    configs/x.yaml: 2 problems:
-      model.n_components: must be >= 1, got 0
-      model.n_componets: unknown key (did you mean 'n_components'?)
-
-Paths
------
-Relative paths in ``data.path``, ``output.dir``, ``checkpoint.dir``,
-``cluster.scheduler_file`` and ``cluster.tls.*_file`` are resolved against the directory
-of the config file (so a config works wherever it is run from), and ``~`` is expanded.
-Absolute paths and URLs (``s3://bucket/x.zarr``) are kept as they are. Path values given
-as ``--set`` overrides to :func:`load_config` are resolved against the current working
-directory instead, as a shell user would expect. Only the TLS files must exist when the
-configuration is validated; the data is checked when it is opened.
-"""
+:func:`load_config` reads the YAML (at most :data:`MAX_CONFIG_BYTES`), applies ``--set``
+overrides and validates it into a :class:`RunConfig` of typed sections, whose locations
+are :class:`~daskgmm.io.locations.Location` objects parsed once, with their storage
+options. The ``model`` section is derived from the estimator ``model.kind`` names (one
+key per ``get_params()`` entry, with its default) and judged by the estimator's own
+``_validate_params``, so a parameter added to an estimator is a key without an edit
+here. Every mistake is one :class:`~daskgmm.errors.ConfigError` listing the problems,
+one line per key path. Relative paths are resolved against the configuration file's
+directory (``--set`` ones against the current directory)."""
 
 from __future__ import annotations
 
@@ -45,8 +17,9 @@ import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
@@ -56,1080 +29,870 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
+    PlainSerializer,
     PlainValidator,
     PrivateAttr,
+    SerializationInfo,
     Strict,
     ValidationError,
     ValidationInfo,
+    create_model,
+    field_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from daskgmm.cli.yaml_input import load_yaml
-from daskgmm.errors import ConfigError
+from daskgmm.errors import ConfigError, DaskGMMError
+from daskgmm.io.locations import Location, redact_options
 
-__all__ = [
-    "MIN_MEMORY_LIMIT",
-    "AdaptConfig",
-    "CheckpointConfig",
-    "ClusterConfig",
-    "DataConfig",
-    "FactoryConfig",
-    "GenerateConfig",
-    "ModelConfig",
-    "OutputConfig",
-    "RunConfig",
-    "SampleWeightConfig",
-    "SelectionConfig",
-    "TLSConfig",
-    "apply_overrides",
-    "load_config",
-    "parse_config",
-]
+__all__ = ["MAX_CONFIG_BYTES", "MAX_PROBLEMS", "MIN_MEMORY_LIMIT", "ClusterSection",
+           "DataSection", "ModelSection", "OutputSection", "RunConfig", "load_config",
+           "parse_config"]
 
-# Error type of a model-level check; its context carries ``problems``, a list of
-# ``(field name, message)`` pairs that are reported as ``section.field: message``.
-_PROBLEMS = "daskgmm_problems"
-# Error types whose message is complete (it already says what was given).
-_COMPLETE = "daskgmm_complete"
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest configuration file read (a run configuration is a few KiB)."""
+MAX_PROBLEMS = 20
+"""Problems listed in one error; the rest are counted."""
+MIN_MEMORY_LIMIT = 256 * 2**20
+"""The smallest ``cluster.memory_limit`` (bytes): an idle Dask worker holds 100-170 MiB
+(more with pandas and pyarrow installed) and pauses at 80% of its limit."""
+KINDS = {"gaussian": "GaussianMixture", "bayesian": "BayesianGaussianMixture"}
+"""``model.kind`` -> the estimator class of the :mod:`daskgmm` facade."""
+SWEEPABLE = ("n_components", "covariance_type")
+MANAGED_ELSEWHERE = {"checkpoint_dir": "checkpoint.dir", "checkpoint_every": "checkpoint.every",
+                     "chunk_rows": "data.chunk_rows"}
 
-# URLs (s3://...) and built-in example sources (sklearn:iris) are not file paths.
-_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|sklearn:)")
-_ADDRESS_SCHEMES = ("tcp", "tls", "ucx")
-_ADDRESS_RE = re.compile(
-    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
-    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$"
-)
-_RANDOM_STATE_MAX = 2**32 - 1
-
-# Keys holding filesystem paths (resolved against the config file's directory).
-_PATH_KEYS = frozenset({
-    ("data", "path"),
-    ("data", "sample_weight"),
-    ("data", "sample_weight", "path"),
-    ("output", "dir"),
-    ("checkpoint", "dir"),
-    ("cluster", "scheduler_file"),
-    ("cluster", "tls", "ca_file"),
-    ("cluster", "tls", "cert_file"),
-    ("cluster", "tls", "key_file"),
-})
+_COMPLETE = "daskgmm_complete"  # an error whose message is final
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")  # YAML 1.1 reads as text
+_ADDRESS = re.compile(r"^(?P<scheme>tcp|tls|ucx)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
+                      r":(?P<port>[0-9]{1,5})$")
+_LOOPBACK = ("", "127.0.0.1", "localhost", "::1", "[::1]")
 
 
-# ---------------------------------------------------------------------------------------
-# Field types
-# ---------------------------------------------------------------------------------------
+def fmt(value: Any, limit: int = 60) -> str:
+    """A user-given value in a message: YAML spelling, bounded work and length."""
+    import reprlib
+
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxlist, shown.maxdict = 4, 6, 4
+    shown.maxstring = shown.maxother = shown.maxlong = limit
+    text = shown.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _fmt(value: Any, limit: int = 60) -> str:
-    """Show a user-given value in an error message (YAML spelling for bools and null),
-    with bounded work whatever the value's size (see :func:`model_schema.fmt`)."""
-    from daskgmm.cli.model_schema import fmt
-
-    return fmt(value, limit)
+def _complete(message: str) -> PydanticCustomError:
+    return PydanticCustomError(_COMPLETE, "{detail}", {"detail": message})
 
 
-def _complete(message: str, value: Any) -> PydanticCustomError:
-    """An error whose message is final: ``'{message}, got {value}'``."""
-    return PydanticCustomError(_COMPLETE, "{detail}", {"detail": f"{message}, got {_fmt(value)}"})
+def _problem(key: str, message: str) -> PydanticCustomError:
+    """An error of the section's key ``key`` (dotted) found by a check of the section."""
+    return PydanticCustomError("daskgmm_problems", "{summary}",
+                               {"summary": message, "problems": [(key, message)]})
 
 
-def _reject_bool_number(value: Any) -> Any:
-    """Refuse booleans where a number is expected (pydantic would read true as 1)."""
+def _plain(message: str) -> str:
+    """scikit-learn's constraint wording as a YAML user reads it."""
+    kinds = {"int": "an integer", "float": "a number"}
+    rules = [(r"an? (int|float) in the range \[([^,]+), inf\)",
+              lambda m: f"{kinds[m[1]]} >= {m[2]}"),
+             (r"an? (int|float) in the range \(([^,]+), inf\)",
+              lambda m: f"{kinds[m[1]]} > {m[2]}"),
+             (r"an? (int|float) in the range \[([^,]+), ([^\]]+)\]",
+              lambda m: f"{kinds[m[1]]} from {m[2]} to {m[3]}"),
+             (r"(,| or) an instance of 'numpy\.[\w.]+'", ""),
+             (r"an instance of 'bool'", "true or false"),
+             (r"an array-like", "a list of numbers"), (r"\bNone\b", "null"),
+             (r"\bTrue\b", "true"), (r"\bFalse\b", "false")]
+    for pattern, replacement in rules:
+        message = re.sub(pattern, replacement, message)
+    return re.sub(r"a str among \{([^}]*)\}", lambda m: "one of " + ", ".join(
+        sorted(m[1].split(", "))), message)
+
+
+def _number(value: Any) -> Any:
+    """Numbers as YAML people write them: ``1e-3`` is a number; ``true`` is not."""
     if isinstance(value, bool):
         raise PydanticCustomError("float_type", "Input should be a valid number")
     return value
 
 
-def _base_dir(info: ValidationInfo) -> Path:
+def _yaml_numbers(value: Any) -> Any:
+    """``'1e-3'`` (PyYAML's text for YAML 1.1) -> 0.001, inside lists too."""
+    if isinstance(value, list):
+        return [_yaml_numbers(v) for v in value]
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)
+    return value
+
+
+Int = Annotated[int, Strict()]
+Count = Annotated[int, Strict(), Field(ge=1)]
+Float = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
+Seconds = Annotated[Float, Field(gt=0)]
+Name = Annotated[str, Field(min_length=1)]
+Flag = Annotated[bool, Strict()]
+
+
+def _base_dir(info: ValidationInfo) -> str:
     context = info.context if isinstance(info.context, Mapping) else {}
-    base = context.get("base_dir")
-    return Path(base) if base is not None else Path.cwd()
+    return context.get("base_dir") or os.getcwd()
 
 
-def _resolve_path(value: str, info: ValidationInfo) -> str:
-    """Make ``value`` absolute against the config file's directory (URLs stay)."""
-    if _URL_RE.match(value):
+def _resolve(value: Any, info: ValidationInfo) -> str:
+    if not isinstance(value, str) or not value:
+        raise _complete(f"must be a path or URL, got {fmt(value)}")
+    if "://" in value or "::" in value or value.startswith("sklearn:"):
         return value
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = _base_dir(info) / path
-    return os.path.normpath(path)
+    return os.path.normpath(os.path.join(_base_dir(info), os.path.expanduser(value)))
+
+
+def _location(value: Any, info: ValidationInfo) -> Location:
+    """A path or URL as a Location (storage options are added by the section)."""
+    if isinstance(value, Location):
+        return value
+    try:
+        return Location(_resolve(value, info))
+    except DaskGMMError as exc:
+        raise _complete(str(exc)) from None
+
+
+def _shown(loc: Location, info: SerializationInfo) -> str:
+    redact = isinstance(info.context, Mapping) and info.context.get("redact")
+    return loc.display if redact else loc.original
+
+
+Place = Annotated[Location, PlainValidator(_location), PlainSerializer(_shown)]
+"""A path or URL, parsed into a :class:`Location` while the configuration is validated."""
+PathText = Annotated[str, AfterValidator(_resolve)]
 
 
 def _must_be_file(value: str) -> str:
-    if not os.path.exists(value):
-        raise PydanticCustomError(_COMPLETE, "{detail}", {"detail": f"file not found: {value}"})
     if not os.path.isfile(value):
-        raise PydanticCustomError(_COMPLETE, "{detail}", {"detail": f"not a file: {value}"})
+        raise _complete(f"file not found: {value}")
     return value
 
 
-MIN_MEMORY_LIMIT = 256 * 2**20
-"""The smallest ``cluster.memory_limit`` accepted (bytes): an idle Dask worker process
-uses 60-100 MiB before it holds any data and pauses at 80% of its limit, so a smaller
-limit leaves a worker paused, waiting for memory that never frees."""
-
-
-def _check_memory_limit(value: Any) -> str | int:
-    """Accept ``'auto'``, a dask byte string (``'2GiB'``, ``'500MB'``) or bytes (0 = none),
-    of at least :data:`MIN_MEMORY_LIMIT`."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _complete("must be 'auto', a size such as '2GiB' or '500MB', or a number of "
-                        "bytes", value)
-    if isinstance(value, int):
-        if value < 0:
-            raise _complete("must be >= 0 bytes (0 means no limit)", value)
-        n_bytes = value
-    elif value.strip().lower() == "auto":
-        return "auto"
-    else:
-        from dask.utils import parse_bytes
-
-        try:
-            n_bytes = parse_bytes(value)
-        except (ValueError, KeyError, TypeError):
-            n_bytes = None
-        if not value.strip() or n_bytes is None or n_bytes <= 0:
-            raise _complete("must be 'auto' or a size such as '2GiB' or '500MB'", value)
-    if 0 < n_bytes < MIN_MEMORY_LIMIT:
-        raise _complete(
-            f"must be at least {MIN_MEMORY_LIMIT // 2**20} MiB per worker (or 0 for no "
-            "limit): an idle Dask worker uses 60-100 MiB and pauses at 80% of its "
-            f"limit, so {n_bytes / 2**20:.0f} MiB would leave it paused with no room "
-            "for data", value)
-    return value
-
-
-def _check_address(value: str) -> str:
-    """``scheme://host:port`` with scheme tcp, tls or ucx."""
-    scheme = value.split("://", 1)[0].lower() if "://" in value else None
-    if scheme == "inproc":
-        raise _complete(
-            "inproc:// addresses exist only inside the Python process that created "
-            "them, so a run cannot connect to one: give the tcp:// or tls:// address of "
-            "a running scheduler, or leave cluster.address null for a local cluster",
-            value)
-    match = _ADDRESS_RE.match(value)
-    if scheme not in _ADDRESS_SCHEMES or match is None or not 0 < int(match["port"]) < 65536:
-        raise _complete(
-            "must look like scheme://host:port with scheme "
-            + ", ".join(_ADDRESS_SCHEMES)
-            + " (e.g. 'tcp://127.0.0.1:8786')",
-            value,
-        )
-    return value
-
-
-_LOOPBACK = ("", "127.0.0.1", "localhost", "::1", "[::1]")
-
-
-def _check_dashboard(value: Any) -> str | None:
-    """``:PORT``, ``PORT`` or ``127.0.0.1:PORT`` (loopback only), or None."""
+def _options(value: Any) -> dict[str, Any] | None:
+    """A mapping with string keys (the values go to the filesystem as they are)."""
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = f":{value}"
-    if not isinstance(value, str):
-        raise _complete("must be ':PORT' (e.g. ':8787', or ':0' for a free port) or null",
-                        value)
-    host, sep, port = value.strip().rpartition(":")
-    if not sep:
-        host, port = "", value.strip()
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise _complete("must be ':PORT' (e.g. ':8787', or ':0' for a free port) or null",
-                        value)
-    if host not in _LOOPBACK:
-        raise _complete(
-            "the embedded cluster's dashboard serves worker pages and logs without "
-            "authentication, so it listens on 127.0.0.1 only: give ':PORT' or "
-            "'127.0.0.1:PORT' and reach it from elsewhere through an SSH tunnel", value)
-    return value
-
-
-StrictIntType = Annotated[int, Strict()]
-"""An integer; true/false, 3.0 and '3' are refused."""
-
-FloatType = Annotated[float, BeforeValidator(_reject_bool_number), Field(allow_inf_nan=False)]
-"""A finite number. Numeric strings are accepted because PyYAML reads ``1e-3`` as a
-string (YAML 1.1 needs a dot: ``1.0e-3``)."""
-
-NonEmptyStr = Annotated[str, Field(min_length=1)]
-PathStr = Annotated[str, Field(min_length=1), AfterValidator(_resolve_path)]
-ExistingFile = Annotated[PathStr, AfterValidator(_must_be_file)]
-
-
-def _check_storage_options(value: Any) -> dict[str, Any] | None:
-    """A mapping with string keys (its values go to the filesystem as they are)."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise PydanticCustomError(
-            _COMPLETE, "{detail}",
-            {"detail": "must be a mapping of filesystem options (e.g. {anon: true} or "
-                       "{client_kwargs: {endpoint_url: 'http://...'}}), got a "
-                       f"{type(value).__name__}"})
-    bad = [k for k in value if not isinstance(k, str)]
-    if bad:
-        raise PydanticCustomError(_COMPLETE, "{detail}",
-                                  {"detail": "keys must be strings"})
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _complete("must be a mapping of filesystem options with string keys "
+                        "(e.g. {anon: true} or {client_kwargs: {endpoint_url: "
+                        f"'http://...'}}), got a {type(value).__name__}")
     return dict(value)
 
 
-StorageOptions = Annotated[dict[str, Any] | None, PlainValidator(_check_storage_options)]
-"""``storage_options`` of an fsspec filesystem: a mapping, or None. Its values are never
-shown in messages (they may hold credentials)."""
+StorageOptions = Annotated[dict[str, Any] | None, PlainValidator(_options)]
+"""Options of an fsspec filesystem; their values never appear in messages or reports."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _with_options(loc: Location | None, options: Mapping[str, Any] | None
+                  ) -> Location | None:
+    if loc is None or not options or loc.protocol == "file":
+        return loc
+    try:
+        return Location(loc.original, options)
+    except DaskGMMError as exc:
+        raise _complete(str(exc)) from None
 
 
-def _raise_problems(problems: list[tuple[str, str]]) -> None:
-    if problems:
-        raise PydanticCustomError(
-            _PROBLEMS, "{summary}",
-            {"summary": "; ".join(f"{_key(k if isinstance(k, tuple) else (k,))}: {m}"
-                                  for k, m in problems),
-             "problems": problems},
-        )
+class Section(BaseModel):
+    """A section: unknown keys are refused; locations are arbitrary (typed) objects."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @field_serializer("storage_options", check_fields=False)
+    def _hide_options(self, value: Any, info: SerializationInfo) -> Any:
+        redact = isinstance(info.context, Mapping) and info.context.get("redact")
+        return redact_options(value) if redact and value else value
 
 
-# ---------------------------------------------------------------------------------------
-# Sections
-# ---------------------------------------------------------------------------------------
+class GenerateSection(Section):
+    """``data.generate``: write a synthetic mixture at ``data.path`` when it is missing
+    (``daskgmm generate``'s settings; ``chunk_rows: null`` is 64 MiB of rows)."""
 
-
-class GenerateConfig(_Section):
-    """``data.generate``: write a synthetic mixture to ``data.path`` if it is missing.
-
-    The same settings as ``daskgmm generate`` (see :func:`daskgmm.generate_mixture`);
-    ``chunk_rows`` defaults (null) to the rows of
-    :data:`daskgmm.io.chunking.DEFAULT_CHUNK_BYTES` (64 MiB).
-    """
-
-    n_samples: Annotated[StrictIntType, Field(ge=1)]
-    n_features: Annotated[StrictIntType, Field(ge=1)]
-    n_components: Annotated[StrictIntType, Field(ge=1)]
-    seed: Annotated[StrictIntType, Field(ge=0)] = 0
-    chunk_rows: Annotated[StrictIntType, Field(ge=1)] | None = None
+    n_samples: Count
+    n_features: Count
+    n_components: Count
+    seed: Annotated[int, Strict(), Field(ge=0)] = 0
+    chunk_rows: Count | None = None
     dtype: Literal["float64", "float32"] = "float64"
-    separation: Annotated[FloatType, Field(gt=0)] = 4.0
+    separation: Annotated[Float, Field(gt=0, le=1e6)] = 4.0
 
 
-def _weight_shorthand(value: Any) -> Any:
-    """``sample_weight: PATH`` is ``sample_weight: {path: PATH}``."""
-    return {"path": value} if isinstance(value, str) else value
+class SampleWeightSection(Section):
+    """``data.sample_weight``: one weight per row, from a file (``path``, with
+    ``dataset`` inside a Zarr/HDF5 one), an array of the data's own store (``dataset``)
+    or a column of the data's own Parquet table (``column``). ``sample_weight: PATH`` is
+    short for ``{path: PATH}``."""
 
-
-class SampleWeightConfig(_Section):
-    """``data.sample_weight``: one weight per row of the data (``fit(X, sample_weight=)``).
-
-    Four forms::
-
-        sample_weight: weights.npy          # a file of its own (shorthand for path:)
-        sample_weight: {path: w.h5, dataset: w}   # an array in another Zarr/HDF5 file
-        sample_weight: {dataset: w}         # an array of the data's own Zarr/HDF5 store
-        sample_weight: {column: w}          # a column of the data's own Parquet table
-                                            # (or of path:, another Parquet table)
-
-    The weights are a 1-D array (or one column) with as many rows as the data; they
-    are read lazily, chunked like the data. With ``column`` and no ``data.columns``,
-    the weight column is not used as a feature.
-
-    Attributes
-    ----------
-    path : str or None
-        A ``.npy`` file, HDF5 file, Zarr store or Parquet table, local or a URL; None:
-        the data's own ``data.path``.
-    dataset : str or None
-        The array inside a Zarr group or HDF5 file.
-    column : str or None
-        The column of a Parquet table.
-    storage_options : dict or None
-        Filesystem options of ``path`` (default: ``data.storage_options``).
-    """
-
-    path: PathStr | None = None
-    dataset: NonEmptyStr | None = None
-    column: NonEmptyStr | None = None
+    path: Place | None = None
+    dataset: Name | None = None
+    column: Name | None = None
     storage_options: StorageOptions = None
-
-    @model_validator(mode="after")
-    def _one_form(self) -> SampleWeightConfig:
-        problems = []
-        if self.column is not None and self.dataset is not None:
-            problems.append(("column", "cannot be given together with dataset (a column "
-                                       "is for Parquet tables, a dataset for Zarr/HDF5)"))
-        if self.path is None and self.dataset is None and self.column is None:
-            problems.append(("path", "give path (a file of weights), dataset (an array of "
-                                     "the data's store) or column (a column of the data's "
-                                     "Parquet table)"))
-        _raise_problems(problems)
-        return self
-
-
-class DataConfig(_Section):
-    """``data``: the samples to fit.
-
-    Attributes
-    ----------
-    path : str
-        A ``.npy`` file, an HDF5 file, a Zarr store, a Parquet file or directory of
-        Parquet files, local or a URL (``s3://``, ``gs://``, ``az://``, ``http(s)://``
-        ...). Need not exist when the configuration is validated.
-    dataset : str or None
-        The dataset (HDF5) or array (Zarr group) inside ``path``.
-    chunk_rows : int >= 1 or None
-        Rows per Dask chunk; ``None`` keeps the storage chunking.
-    columns : list of str or None
-        Parquet input: the feature columns (default: every integer or float column,
-        except ``output.id_column`` and a ``sample_weight.column``).
-    storage_options : dict or None
-        Options of the URL's filesystem (endpoint, credentials, ``anon: true`` ...).
-        Never written to the report or shown in messages; credentials are better left
-        to each filesystem's usual environment variables or configuration files.
-    allow_missing_chunks : bool
-        Accept a Zarr or HDF5 store whose chunks are fewer than its chunk grid (a store
-        written with ``write_empty_chunks=False``); refused by default.
-    sample_weight : SampleWeightConfig or None
-        Weights of the rows.
-    generate : GenerateConfig or None
-        If set and ``path`` does not exist, a synthetic mixture is written there first
-        (local paths only).
-    """
-
-    path: PathStr
-    dataset: NonEmptyStr | None = None
-    chunk_rows: Annotated[StrictIntType, Field(ge=1)] | None = None
-    columns: Annotated[list[NonEmptyStr], Field(min_length=1)] | None = None
-    storage_options: StorageOptions = None
-    allow_missing_chunks: Annotated[bool, Strict()] = False
-    sample_weight: Annotated[SampleWeightConfig | None,
-                             BeforeValidator(_weight_shorthand)] = None
-    generate: GenerateConfig | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DataConfig:
-        problems = []
-        if self.columns is not None and len(set(self.columns)) != len(self.columns):
-            problems.append(("columns", f"has duplicates, got {_fmt(self.columns)}"))
-        weight = self.sample_weight
-        if (weight is not None and weight.column is not None and self.columns is not None
-                and weight.path is None and weight.column in self.columns):
-            problems.append(("sample_weight.column", f"{weight.column!r} is also one of "
-                                                     "data.columns (a feature)"))
-        _raise_problems(problems)
-        return self
-
-
-class ModelConfig(_Section):
-    """``model``: the estimator and its parameters.
-
-    ``kind`` chooses the estimator (``gaussian``: :class:`daskgmm.GaussianMixture`;
-    ``bayesian``: ``daskgmm.BayesianGaussianMixture`` when this daskgmm has it). Every
-    other key is a parameter of that estimator: the keys, their defaults and their
-    constraints come from the estimator itself (``get_params()`` and
-    ``_parameter_constraints``; see :mod:`daskgmm.cli.model_schema`), so the section
-    follows the estimator without edits here. ``weights_init``, ``means_init`` and
-    ``precisions_init`` are nested lists. ``n_components`` may be a list or
-    ``{min, max}`` and ``covariance_type`` a list (a sweep, for model selection).
-
-    Parameters are read as attributes (``config.model.n_components``).
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    kind: str = "gaussian"
 
     @model_validator(mode="before")
     @classmethod
-    def _against_the_estimator(cls, raw: Any) -> Any:
-        from daskgmm.cli.model_schema import _Problems, validate_model_section
+    def _shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
 
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            return raw  # pydantic reports "must be a mapping of keys"
-        try:
-            return validate_model_section(raw)
-        except _Problems as exc:
-            _raise_problems(list(exc.problems))
-        return raw  # pragma: no cover - _raise_problems raised
+    @model_validator(mode="after")
+    def _one_form(self) -> SampleWeightSection:
+        if self.column is not None and self.dataset is not None:
+            raise _problem("column", "cannot be given together with dataset (a column is "
+                                     "for Parquet tables, a dataset for Zarr/HDF5)")
+        if self.path is None and self.dataset is None and self.column is None:
+            raise _problem("path", "give path (a file of weights), dataset (an array of "
+                                   "the data's store) or column (a column of its table)")
+        self.path = _with_options(self.path, self.storage_options)
+        return self
+
+
+class DataSection(Section):
+    """``data``: the samples (a ``.npy`` file, HDF5 file, Zarr store, Parquet file or
+    directory, local or a URL, or ``sklearn:NAME``) and how to read them."""
+
+    path: Place
+    dataset: Name | None = None
+    chunk_rows: Count | None = None
+    columns: Annotated[list[Name], Field(min_length=1)] | None = None
+    storage_options: StorageOptions = None
+    allow_missing_chunks: Flag = False
+    sample_weight: SampleWeightSection | None = None
+    generate: GenerateSection | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSection:
+        if self.columns is not None and len(set(self.columns)) != len(self.columns):
+            raise _problem("columns", f"has duplicates, got {fmt(self.columns)}")
+        self.path = _with_options(self.path, self.storage_options)
+        weight = self.sample_weight
+        if (weight is not None and weight.column is not None and weight.path is None
+                and weight.column in (self.columns or ())):
+            raise _problem("sample_weight.column", f"{weight.column!r} is also one of "
+                                                   "data.columns (a feature)")
+        if weight is not None and weight.storage_options is None:
+            weight.path = _with_options(weight.path, self.storage_options)
+        return self
+
+
+def estimator_class(kind: str) -> type:
+    """The estimator class ``model.kind`` names."""
+    import daskgmm
+
+    return getattr(daskgmm, KINDS[kind])
+
+
+def _int_range(value: Any) -> Any:
+    """``{min: A, max: B}`` is every integer from A to B (a sweep of ``n_components``)."""
+    if not isinstance(value, Mapping):
+        return value
+    low, high = value.get("min"), value.get("max")
+    if set(value) != {"min", "max"} or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+        raise _complete(f"a range is {{min: A, max: B}} with integers A and B, got "
+                        f"{fmt(dict(value))}")
+    if not 1 <= low <= high <= low + 10_000:
+        raise _complete(f"a range needs 1 <= min <= max <= min + 10000, got min {low} and "
+                        f"max {high}")
+    return list(range(low, high + 1))
+
+
+def _field_type(name: str, default: Any) -> Any:
+    """What YAML may give for a parameter with this default: numbers and flags of the
+    default's kind (``true`` is not a number), anything else as a YAML value for the
+    estimator to judge."""
+    if isinstance(default, bool):
+        return Flag
+    if isinstance(default, int):
+        return (Annotated[Int | list[Int], BeforeValidator(_int_range)]
+                if name in SWEEPABLE else Int)
+    if isinstance(default, float):
+        return Float
+    return JsonValue
+
+
+def build_estimator(kind: str, params: Mapping[str, Any]) -> Any:
+    """The estimator of ``kind`` with ``params`` as YAML gave them (nested lists become
+    arrays, ``'1e-3'`` a number): the model's, or a
+    :class:`daskgmm.GaussianMixtureSelector` when ``n_components`` or
+    ``covariance_type`` is a list (a sweep)."""
+    values = {k: _yaml_numbers(v) for k, v in params.items()}
+    values = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, list) and k not in
+                  SWEEPABLE else v) for k, v in values.items()}
+    if not any(isinstance(values.get(k), list) for k in SWEEPABLE):
+        return estimator_class(kind)(**values)
+    from daskgmm import GaussianMixtureSelector
+
+    ks, types = values.pop("n_components"), values.pop("covariance_type")
+    own = GaussianMixtureSelector().get_params(deep=False)
+    return GaussianMixtureSelector(
+        n_components=ks if isinstance(ks, list) else [ks],
+        covariance_types=types if isinstance(types, list) else [types], model=kind,
+        model_params={k: v for k, v in values.items() if k not in own} or None,
+        **{k: v for k, v in values.items() if k in own})
+
+
+def _verdict(params: Mapping[str, Any], kind: str) -> tuple[str, str] | None:
+    """The estimator's own validation of ``params``: None, or ``(key, message)``."""
+    for name, value in params.items():
+        if isinstance(value, list) and name not in SWEEPABLE:
+            try:
+                np.asarray(_yaml_numbers(value), dtype=np.float64)
+            except (TypeError, ValueError):
+                return name, ("must be a rectangular nested list of numbers (rows of equal "
+                              f"length), got {fmt(value)}")
+    try:
+        estimator = build_estimator(kind, params)
+        estimator._validate_params()
+        if hasattr(estimator, "candidates"):
+            estimator.candidates()
+    except (TypeError, ValueError) as exc:
+        text = " ".join(str(exc).split())
+        renamed = {"covariance_types": "covariance_type"}
+        found = re.match(r"The '(\w+)' parameter of \w+ (.*)\. Got (.*) instead\.?$", text)
+        if found:
+            return renamed.get(found[1], found[1]), _plain(f"{found[2]}, got {found[3]}")
+        found = re.match(r"(\w+)(\[\d+\])? (must .*?)\.?$", text)
+        if found:
+            return f"{renamed.get(found[1], found[1])}{found[2] or ''}", _plain(found[3])
+        return "", text.rstrip(".")
+    return None
+
+
+class ModelSection(Section):
+    """``model``: ``kind`` and every parameter of its estimator (one subclass per kind,
+    made by :func:`model_section`); read them as attributes
+    (``config.model.n_components``)."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)  # judged below
+
+    kind: str = "gaussian"
 
     @property
     def params(self) -> dict[str, Any]:
-        """Every estimator parameter of this section (sweeps as given)."""
-        return dict(self.__pydantic_extra__ or {})
+        """The estimator's parameters as given (a ``{min, max}`` range as a list)."""
+        return {k: v for k, v in self.__dict__.items() if k != "kind"}
 
     @property
     def sweep(self) -> dict[str, list[Any]]:
         """The swept parameters and their values (empty for a single model)."""
-        from daskgmm.cli.model_schema import SWEEPABLE
+        return {k: v for k, v in self.params.items() if k in SWEEPABLE
+                and isinstance(v, list)}
 
-        out = {}
-        for key in SWEEPABLE:
-            value = self.params.get(key)
-            if isinstance(value, list):
-                out[key] = list(value)
-            elif isinstance(value, Mapping):
-                out[key] = list(range(value["min"], value["max"] + 1))
-        return out
+    def estimator(self) -> Any:
+        """The (unfitted) estimator of this section (:func:`build_estimator`) with the
+        parameters the file gives: the others keep the estimator's defaults, so a sweep
+        starts as :class:`daskgmm.GaussianMixtureSelector` does (``init_params='robust'``)."""
+        given = self.model_fields_set | set(self.sweep) | {"n_components", "covariance_type"}
+        return build_estimator(self.kind, {k: v for k, v in self.params.items() if k in given})
 
-    def estimator_class(self) -> type:
-        """The estimator class that ``kind`` names."""
-        from daskgmm.cli.model_schema import estimator_class
-
-        found = estimator_class(self.kind)
-        assert found is not None  # checked when the section was validated
-        return found
-
-    def estimator_params(self) -> dict[str, Any]:
-        """Keyword arguments for the estimator (``estimator_class()(**params)``).
-
-        Returns
-        -------
-        dict
-            Every parameter of this section; array parameters (nested lists) become
-            float64 ndarrays. Swept parameters are lists of their values (a
-            ``{min, max}`` range expanded); :func:`daskgmm.cli.selection.make_estimator`
-            turns a sweep into a :class:`daskgmm.GaussianMixtureSelector`.
-        """
+    @model_validator(mode="after")
+    def _judged_by_the_estimator(self) -> ModelSection:
+        """Each given parameter alone, then all together, through the estimator's own
+        validation; every problem is reported."""
         params = self.params
-        sweep = self.sweep
-        for key, value in params.items():
-            if key in sweep:
-                params[key] = sweep[key]
-            elif isinstance(value, list):
-                params[key] = np.asarray(value, dtype=np.float64)
-        return params
+        defaults = {k: f.default for k, f in type(self).model_fields.items() if k != "kind"}
+        problems = []
+        for name in self.__pydantic_extra__ or {}:
+            close = difflib.get_close_matches(str(name), [*defaults, "kind"], n=1)
+            problems.append((name, f"not a model key here: set {MANAGED_ELSEWHERE[name]} "
+                                   "instead" if name in MANAGED_ELSEWHERE else
+                             "unknown key" + (f" (did you mean {close[0]!r}?)" if close
+                                              else "")))
+        if problems:
+            self.__pydantic_extra__ = {}
+        for name in sorted(self.model_fields_set & set(defaults)):
+            problem = _verdict({**defaults, name: params[name]}, self.kind)
+            if problem is not None and problem not in problems:
+                problems.append(problem)
+        if not problems:
+            problem = _verdict(params, self.kind) or self._sweep_conflict()
+            problems += [problem] if problem is not None else []
+        if problems:
+            raise PydanticCustomError(
+                "daskgmm_problems", "{summary}",
+                {"summary": "; ".join(m for _, m in problems), "problems": problems})
+        return self
+
+    def _sweep_conflict(self) -> tuple[str, str] | None:
+        sweep, params = self.sweep, self.params
+        for name in ("weights_init", "means_init", "precisions_init"):
+            if params.get(name) is not None and "n_components" in sweep:
+                return name, ("cannot be given with a sweep over n_components (its "
+                              "shape depends on n_components)")
+        if params.get("precisions_init") is not None and "covariance_type" in sweep:
+            return "precisions_init", "cannot be given with a sweep over covariance_type"
+        return None
 
 
-class SelectionConfig(_Section):
-    """``selection``: how a sweep chooses its model.
-
-    A run is a sweep when ``model.n_components`` is a list or ``{min, max}`` or
-    ``model.covariance_type`` is a list (see :mod:`daskgmm.cli.selection`); for a single
-    model this section is not used.
-
-    Attributes
-    ----------
-    criterion : {'bic', 'aic', 'icl'}
-        The information criterion to minimise.
-    early_stopping : bool
-        Stop candidates that cannot win before they converge
-        (:func:`daskgmm.models.selection.cannot_win`).
-    """
-
-    criterion: Literal["bic", "aic", "icl"] = "bic"
-    early_stopping: Annotated[bool, Strict()] = False
+def section_of(cls: type, kind: str) -> type[ModelSection]:
+    """The ``model`` section of an estimator class: one field per parameter, with the
+    estimator's default (those set by other sections excepted)."""
+    defaults = cls().get_params(deep=False)
+    fields: dict[str, Any] = {
+        name: (_field_type(name, value), value) for name, value in defaults.items()
+        if name not in MANAGED_ELSEWHERE}
+    return create_model(f"{cls.__name__}Section", __base__=ModelSection,
+                        kind=(Literal[kind], kind), **fields)
 
 
-class TLSConfig(_Section):
-    """``cluster.tls``: certificates for a ``tls://`` scheduler.
-
-    Attributes
-    ----------
-    ca_file : str
-        Certificate authority file. Must exist.
-    cert_file : str
-        Client certificate. Must exist.
-    key_file : str or None
-        Client private key (must exist); ``None`` when the key is inside ``cert_file``.
-    require_encryption : bool
-        Refuse unencrypted connections.
-    """
-
-    ca_file: ExistingFile
-    cert_file: ExistingFile
-    key_file: ExistingFile | None = None
-    require_encryption: Annotated[bool, Strict()] = True
+@cache
+def model_section(kind: str) -> type[ModelSection]:
+    """The ``model`` section of ``kind`` (:func:`section_of` its estimator)."""
+    return section_of(estimator_class(kind), kind)
 
 
-_DOTTED_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
-
-
-def _check_dotted(value: str) -> str:
-    if not _DOTTED_RE.match(value):
-        raise _complete("must be a dotted class path such as dask_jobqueue.SLURMCluster",
-                        value)
+def _default_kind(value: Any) -> Any:
+    if value is None:
+        return {"kind": "gaussian"}
+    if isinstance(value, Mapping) and "kind" not in value:
+        return {"kind": "gaussian", **value}
     return value
 
 
-class AdaptConfig(_Section):
-    """``cluster.factory.adapt``: let the cluster add and remove workers with the load.
+def _memory_limit(value: Any) -> str | int:
+    """``'auto'``, a size (``'2GiB'``) or bytes (0: none), of at least 256 MiB."""
+    from dask.utils import parse_bytes
 
-    Attributes
-    ----------
-    minimum, maximum : int
-        The fewest and the most workers (``0 <= minimum <= maximum``, ``maximum >= 1``).
-    """
+    wrong = _complete(f"must be 'auto', a size such as '2GiB' or '500MB', or a number of "
+                      f"bytes (0 for no limit), got {fmt(value)}")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise wrong
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        n_bytes = value if isinstance(value, int) else parse_bytes(value)
+    except (ValueError, KeyError, TypeError):
+        raise wrong from None
+    if n_bytes < 0 or (isinstance(value, str) and n_bytes == 0):
+        raise wrong
+    if 0 < n_bytes < MIN_MEMORY_LIMIT:
+        raise _complete(f"must be at least 256 MiB per worker (or 0 for no limit): an idle "
+                        "Dask worker holds 100-170 MiB and pauses at 80% of its limit, got "
+                        f"{fmt(value)}")
+    return value
 
-    minimum: Annotated[StrictIntType, Field(ge=0)] = 0
-    maximum: Annotated[StrictIntType, Field(ge=1)]
 
-    @model_validator(mode="after")
-    def _ordered(self) -> AdaptConfig:
-        if self.minimum > self.maximum:
-            _raise_problems([("minimum", f"must be <= maximum ({self.maximum}), got "
-                                         f"{self.minimum}")])
-        return self
+def _address(value: Any) -> str:
+    if isinstance(value, str) and value.lower().startswith("inproc://"):
+        raise _complete("inproc:// addresses exist only inside the process that made them; "
+                        "give the tcp:// or tls:// address of a running scheduler, got "
+                        f"{fmt(value)}")
+    found = _ADDRESS.match(value) if isinstance(value, str) else None
+    if found is None or not 0 < int(found["port"]) < 65536:
+        raise _complete("must look like scheme://host:port with scheme tcp, tls or ucx "
+                        f"(e.g. 'tcp://127.0.0.1:8786'), got {fmt(value)}")
+    return value
 
 
-class FactoryConfig(_Section):
-    """``cluster.factory``: a cluster class to start, e.g. on an HPC or Kubernetes system.
+def _dashboard(value: Any) -> str | None:
+    """``:PORT``, ``PORT`` or ``127.0.0.1:PORT`` (the dashboard is loopback only)."""
+    if value is None:
+        return None
+    text = f":{value}" if isinstance(value, int) and not isinstance(value, bool) else value
+    host, _, port = text.strip().rpartition(":") if isinstance(text, str) else ("", "", "")
+    if not port.isdigit() or int(port) > 65535:
+        raise _complete(f"must be ':PORT' (e.g. ':8787', or ':0' for a free port) or null, "
+                        f"got {fmt(value)}")
+    if host not in _LOOPBACK:
+        raise _complete("the embedded cluster's dashboard serves worker pages and logs "
+                        "without authentication, so it listens on 127.0.0.1 only: give "
+                        "':PORT' and reach it from elsewhere through an SSH tunnel, got "
+                        f"{fmt(value)}")
+    return f"127.0.0.1:{port}"
 
-    Attributes
-    ----------
-    class : str
-        Dotted path of a :class:`distributed.deploy.Cluster` subclass:
-        ``dask_jobqueue.SLURMCluster``, ``dask_kubernetes.operator.KubeCluster``,
-        ``distributed.LocalCluster``...
-    options : dict
-        Keyword arguments of the class.
-    scale : int >= 1 or None
-        Ask for this many workers (``cluster.scale(n)``).
-    adapt : AdaptConfig or None
-        Or let the number of workers adapt (``cluster.adapt(minimum, maximum)``).
-    """
+
+def _max_workers() -> int:
+    return 4 * (os.cpu_count() or 1)
+
+
+class TLSSection(Section):
+    """``cluster.tls``: the certificates of a ``tls://`` scheduler (files must exist)."""
+
+    ca_file: Annotated[PathText, AfterValidator(_must_be_file)]
+    cert_file: Annotated[PathText, AfterValidator(_must_be_file)]
+    key_file: Annotated[PathText, AfterValidator(_must_be_file)] | None = None
+    require_encryption: Flag = True
+
+
+def _dotted(value: str) -> str:
+    if not re.match(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$", value):
+        raise _complete("must be a dotted class path such as dask_jobqueue.SLURMCluster, "
+                        f"got {fmt(value)}")
+    return value
+
+
+class AdaptSection(Section):
+    """``cluster.factory.adapt``: workers added and removed with the load."""
+
+    minimum: Annotated[int, Strict(), Field(ge=0)] = 0
+    maximum: Count
+
+
+class FactorySection(Section):
+    """``cluster.factory``: a cluster class to start (``dask_jobqueue.SLURMCluster``,
+    ``dask_kubernetes.operator.KubeCluster``...) with its ``options``, then ``scale``
+    or ``adapt``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    class_: Annotated[str, AfterValidator(_check_dotted)] = Field(alias="class")
+    class_: Annotated[str, Field(alias="class"), AfterValidator(_dotted)]
     options: dict[str, Any] = Field(default_factory=dict)
-    scale: Annotated[StrictIntType, Field(ge=1)] | None = None
-    adapt: AdaptConfig | None = None
+    scale: Count | None = None
+    adapt: AdaptSection | None = None
 
     @model_validator(mode="after")
-    def _one_sizing(self) -> FactoryConfig:
+    def _one_sizing(self) -> FactorySection:
         if self.scale is not None and self.adapt is not None:
-            _raise_problems([("adapt", "cannot be given together with cluster.factory.scale;"
-                                       " set only one of them")])
-        bad = [k for k in self.options if not isinstance(k, str)]
-        if bad:
-            _raise_problems([("options", f"keys must be strings, got {_fmt(bad[0])}")])
+            raise _problem("adapt", "cannot be given together with cluster.factory.scale; "
+                                    "set only one of them")
+        if self.adapt is not None and self.adapt.minimum > self.adapt.maximum:
+            raise _problem("adapt.minimum", f"must be <= maximum ({self.adapt.maximum}), "
+                                            f"got {self.adapt.minimum}")
         return self
 
 
-Seconds = Annotated[FloatType, Field(gt=0)]
+class ClusterSection(Section):
+    """``cluster``: an embedded local cluster (the default: ``n_workers`` processes of
+    ``threads_per_worker`` threads and ``memory_limit`` each, a loopback-only dashboard),
+    an existing scheduler (``address`` or ``scheduler_file``, with ``tls``) or a cluster
+    class to start (``factory``)."""
 
-
-class ClusterConfig(_Section):
-    """``cluster``: where the computation runs.
-
-    Three ways, one at a time: an embedded local cluster (the default) with
-    ``n_workers``, ``threads_per_worker``, ``memory_limit`` (per worker) and
-    ``dashboard_address`` (``null`` for no HTTP server at all); an existing scheduler
-    (``address`` or ``scheduler_file``, with ``tls``); or a cluster class started from
-    ``factory`` (SLURM, Kubernetes...).
-
-    Attributes
-    ----------
-    address : str or None
-        ``scheme://host:port`` with scheme ``tcp``, ``tls`` or ``ucx``.
-    scheduler_file : str or None
-        A scheduler file written by ``dask scheduler --scheduler-file``; exclusive with
-        ``address``. Need not exist yet.
-    factory : FactoryConfig or None
-        A cluster class to start; exclusive with ``address`` and ``scheduler_file``.
-    n_workers, threads_per_worker : int >= 1
-    memory_limit : str or int
-        ``'auto'``, a dask size string (``'2GiB'``, ``'500MB'``) or bytes (0 = no limit);
-        at least 256 MiB.
-    dashboard_address : str or None
-        ``':PORT'`` on 127.0.0.1 (``':0'``: a free port); None: no HTTP server.
-    tls : TLSConfig or None
-        Required when ``address`` starts with ``tls://``.
-    connect_timeout : float or None
-        Seconds to wait for the scheduler to answer (default
-        ``$DASKGMM_CONNECT_TIMEOUT`` or 20).
-    wait_for_workers : int >= 1
-        Workers to wait for before the fit starts.
-    wait_timeout : float or None
-        Seconds to wait for them; None: ``connect_timeout`` for an existing scheduler,
-        600 for a ``factory`` (a batch system may take a while to start workers).
-    stall_timeout : float or None
-        Fail when every worker has been paused, or there has been no worker, for this
-        many seconds during a run; None never gives up.
-    """
-
-    address: Annotated[str, AfterValidator(_check_address)] | None = None
-    scheduler_file: PathStr | None = None
-    factory: FactoryConfig | None = None
-    n_workers: Annotated[StrictIntType, Field(ge=1)] = 2
-    threads_per_worker: Annotated[StrictIntType, Field(ge=1)] = 1
-    memory_limit: Annotated[str | int, PlainValidator(_check_memory_limit)] = "2GiB"
-    dashboard_address: Annotated[str | None, PlainValidator(_check_dashboard)] = ":0"
-    tls: TLSConfig | None = None
+    address: Annotated[str, PlainValidator(_address)] | None = None
+    scheduler_file: PathText | None = None
+    factory: FactorySection | None = None
+    n_workers: Annotated[int, Strict(), Field(ge=1)] = 2
+    threads_per_worker: Count = 1
+    memory_limit: Annotated[str | int, PlainValidator(_memory_limit)] = "2GiB"
+    dashboard_address: Annotated[str | None, PlainValidator(_dashboard)] = "127.0.0.1:0"
+    tls: TLSSection | None = None
     connect_timeout: Seconds | None = None
-    wait_for_workers: Annotated[StrictIntType, Field(ge=1)] = 1
+    wait_for_workers: Count = 1
     wait_timeout: Seconds | None = None
     stall_timeout: Seconds | None = 120.0
 
     @model_validator(mode="after")
-    def _check_connection(self) -> ClusterConfig:
-        problems = []
-        if self.address is not None:
-            if self.scheduler_file is not None:
-                problems.append(("scheduler_file", "cannot be given together with "
-                                 "cluster.address; set only one of them"))
-            is_tls = self.address.lower().startswith("tls://")
-            if is_tls and self.tls is None:
-                problems.append(("tls", "required when cluster.address uses tls:// "
-                                 "(give ca_file and cert_file), got nothing"))
-            elif self.tls is not None and not is_tls:
-                problems.append(("address", "must use tls:// when cluster.tls is "
-                                 f"given, got {_fmt(self.address)}"))
-        if self.factory is not None and (self.address is not None
-                                         or self.scheduler_file is not None):
-            problems.append(("factory", "cannot be given together with cluster.address or "
-                                        "cluster.scheduler_file; set only one of them"))
-        _raise_problems(problems)
+    def _one_way(self) -> ClusterSection:
+        ways = [k for k in ("address", "scheduler_file", "factory")
+                if getattr(self, k) is not None]
+        if len(ways) > 1:
+            raise _problem(ways[-1], f"cannot be given together with cluster.{ways[0]}; set "
+                                     "only one of them")
+        is_tls = (self.address or "").lower().startswith("tls://")
+        if is_tls and self.tls is None:
+            raise _problem("tls", "required when cluster.address uses tls:// (give ca_file "
+                                  "and cert_file), got nothing")
+        if self.tls is not None and self.address is not None and not is_tls:
+            raise _problem("address", f"must use tls:// when cluster.tls is given, got "
+                                      f"{fmt(self.address)}")
+        if self.n_workers > _max_workers():
+            raise _problem("n_workers", f"at most {_max_workers()} (4 per core of this "
+                                        f"machine): more worker processes only add overhead "
+                                        f"here; use a cluster for more, got {self.n_workers}")
         return self
 
 
-class OutputConfig(_Section):
-    """``output``: where results are written.
+class OutputSection(Section):
+    """``output``: the run directory (a path or URL) and what goes into it."""
 
-    Attributes
-    ----------
-    dir : str
-        Output directory (model, ``report.json``, plots), a local path or a URL
-        (``s3://bucket/runs/x``): at a URL everything is written under a temporary
-        prefix and copied into place with the marker (``report.json``) last.
-    labels, responsibilities : bool
-        Also write per-sample labels / responsibilities (as large as the data). Labels
-        of Parquet input are a Parquet directory (``labels.parquet/``, with
-        ``id_column``); otherwise Zarr (``labels.zarr``).
-    plots : bool
-        Write diagnostic plots.
-    overwrite : bool
-        Allow replacing an existing ``dir`` that daskgmm wrote (never anything else).
-    id_column : str or None
-        Parquet input: a column copied next to the labels (e.g. a primary key); it is
-        not used as a feature unless ``data.columns`` names it.
-    storage_options : dict or None
-        Options of the URL's filesystem (never written to the report).
-    """
+    dir: Place
+    labels: Flag = False
+    responsibilities: Flag = False
+    plots: Flag = True
+    overwrite: Flag = False
+    id_column: Name | None = None
+    storage_options: StorageOptions = None
 
-    dir: PathStr
-    labels: Annotated[bool, Strict()] = False
-    responsibilities: Annotated[bool, Strict()] = False
-    plots: Annotated[bool, Strict()] = True
-    overwrite: Annotated[bool, Strict()] = False
-    id_column: NonEmptyStr | None = None
+    @model_validator(mode="after")
+    def _options(self) -> OutputSection:
+        self.dir = _with_options(self.dir, self.storage_options)
+        return self
+
+
+class CheckpointSection(Section):
+    """``checkpoint``: where to keep EM checkpoints (``--resume`` continues from them);
+    ``storage_options`` default to ``output.storage_options``."""
+
+    dir: Place | None = None
+    every: Count = 1
     storage_options: StorageOptions = None
 
 
-class CheckpointConfig(_Section):
-    """``checkpoint``: EM checkpoints, to resume an interrupted fit.
+class SelectionSection(Section):
+    """``selection``: how a sweep chooses (the information criterion to minimise, and
+    whether candidates that cannot win are stopped early)."""
 
-    Attributes
-    ----------
-    dir : str or None
-        Checkpoint directory, a local path or a URL; ``None`` disables checkpoints.
-    every : int >= 1
-        Write a checkpoint every this many EM iterations.
-    storage_options : dict or None
-        Options of the URL's filesystem (default: ``output.storage_options``).
-    """
-
-    dir: PathStr | None = None
-    every: Annotated[StrictIntType, Field(ge=1)] = 1
-    storage_options: StorageOptions = None
+    criterion: Literal["bic", "aic", "icl"] = "bic"
+    early_stopping: Flag = False
 
 
 _SECTIONS = ("data", "model", "cluster", "output", "checkpoint", "selection")
 
 
-class RunConfig(_Section):
-    """A validated run configuration. Build it with :func:`load_config` or
-    :func:`parse_config`.
+class RunConfig(Section):
+    """A validated run configuration (:func:`load_config`, :func:`parse_config`)."""
 
-    Attributes
-    ----------
-    name : str or None
-        Run name.
-    data : DataConfig
-    model : ModelConfig
-    cluster : ClusterConfig
-    output : OutputConfig
-    checkpoint : CheckpointConfig
-    selection : SelectionConfig
-    """
-
-    name: NonEmptyStr | None = None
-    data: DataConfig
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
-    output: OutputConfig
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    name: Name | None = None
+    data: DataSection
+    model: Annotated[model_section("gaussian") | model_section("bayesian"),
+                     Field(discriminator="kind"), BeforeValidator(_default_kind)] = Field(
+        default_factory=lambda: model_section("gaussian")())
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
+    output: OutputSection
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    selection: SelectionSection = Field(default_factory=SelectionSection)
 
     _source: str = PrivateAttr(default="<config>")
 
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, raw: Any) -> Any:
-        # ``model:`` with every key commented out is null in YAML: treat it as empty.
+        # A section whose keys are all commented out is null in YAML: the defaults.
         if isinstance(raw, Mapping):
-            raw = {k: ({} if k in _SECTIONS and v is None else v) for k, v in raw.items()}
+            return {k: ({} if k in _SECTIONS and v is None else v) for k, v in raw.items()}
         return raw
+
+    @model_validator(mode="after")
+    def _links(self) -> RunConfig:
+        checkpoint = self.checkpoint
+        checkpoint.dir = _with_options(checkpoint.dir, checkpoint.storage_options
+                                       or self.output.storage_options)
+        return self
 
     @property
     def source(self) -> str:
-        """Where the configuration came from (file name or ``source`` argument)."""
+        """Where the configuration came from (the file, as given)."""
         return self._source
 
+    def estimator(self) -> Any:
+        """The estimator of the run: ``model``'s, or a selector for a sweep (with
+        ``selection``'s criterion), with the checkpoint settings and ``verbose=0``."""
+        estimator = self.model.estimator()
+        params = {"verbose": 0, "checkpoint_every": self.checkpoint.every}
+        if self.model.sweep:
+            params.update(criterion=self.selection.criterion,
+                          early_stopping=self.selection.early_stopping)
+        return estimator.set_params(**params)
+
     def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
-        """The resolved configuration (defaults filled in, paths absolute).
-
-        Parameters
-        ----------
-        redact : bool, default False
-            Mask every secret (for ``report.json`` and messages): secret-looking
-            values of the ``storage_options`` sections and passwords or signed query
-            parameters of URLs become ``***``.
-
-        Returns
-        -------
-        dict
-            JSON-serialisable; without ``redact``, ``parse_config(to_dict())`` gives an
-            equal configuration.
-        """
-        raw = self.model_dump(mode="json", by_alias=True)
-        return _redact(raw) if redact else raw
+        """The resolved configuration (defaults filled in, paths absolute); with
+        ``redact``, credentials masked and storage option values hidden (for reports)."""
+        return self.model_dump(mode="json", by_alias=True, context={"redact": redact})
 
 
-def _redact(value: Any, key: str | None = None) -> Any:
-    from daskgmm.io.locations import redact_options, redact_url
-
-    if isinstance(value, dict):
-        if key == "storage_options":
-            return redact_options(value)
-        return {k: _redact(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return redact_url(value)
-    return value
+_TYPE_NAMES = {"int_type": "an integer", "int_parsing": "an integer",
+               "int_from_float": "an integer", "float_type": "a number",
+               "float_parsing": "a number", "bool_type": "true or false",
+               "bool_parsing": "true or false", "string_type": "a string",
+               "list_type": "a list", "model_type": "a mapping of keys",
+               "dict_type": "a mapping of keys", "model_attributes_type": "a mapping of keys"}
+_COMPARE = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+            "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
 
 
-# ---------------------------------------------------------------------------------------
-# Error messages
-# ---------------------------------------------------------------------------------------
-
-
-def _unwrap(annotation: Any) -> list[Any]:
-    """The non-None members of an annotation (through Annotated, Optional, unions)."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _unwrap(get_args(annotation)[0])
-    if origin is not None and origin is not Literal and origin is not list:
-        return [m for arg in get_args(annotation) for m in _unwrap(arg)]
-    if annotation is type(None):
-        return []
-    return [annotation]
-
-
-def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
-    """The section model reached by following ``loc`` from :class:`RunConfig`."""
-    model: type[BaseModel] = RunConfig
-    for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return None
-        models = [m for m in _unwrap(field.annotation)
-                  if isinstance(m, type) and issubclass(m, BaseModel)]
-        if not models:
-            return None
-        model = models[0]
-    return model
-
-
-def _choices(loc: Sequence[str | int]) -> list[Any] | None:
-    """The allowed values of the Literal field at ``loc``."""
-    model = _model_at(loc[:-1])
-    field = model.model_fields.get(loc[-1]) if model and isinstance(loc[-1], str) else None
-    if field is None:
-        return None
-    for member in _unwrap(field.annotation):
-        if get_origin(member) is Literal:
-            return list(get_args(member))
-    return None
-
-
-def _key(loc: Sequence[str | int]) -> str:
+def _key(loc: Sequence[Any]) -> str:
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
 
 
-_TYPE_NAMES = {
-    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "float_type": "a number", "float_parsing": "a number",
-    "bool_type": "true or false", "bool_parsing": "true or false",
-    "string_type": "a string", "list_type": "a list",
-    "model_type": "a mapping of keys", "dict_type": "a mapping of keys",
-    "model_attributes_type": "a mapping of keys",
-}
-_COMPARISONS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
-                "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+def _known(loc: Sequence[Any], raw: Mapping[str, Any]) -> list[str]:
+    """The keys accepted where ``loc`` points (for "did you mean")."""
+    if len(loc) == 1:
+        return ["name", *_SECTIONS]
+    model: Any = RunConfig
+    for part in loc[:-1]:
+        if model is RunConfig and part == "model":
+            kind = raw.get("model", {}).get("kind") if isinstance(raw.get("model"), dict) \
+                else None
+            model = model_section(kind if kind in KINDS else "gaussian")
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        inner = getattr(field, "annotation", None)
+        model = next((a for a in getattr(inner, "__args__", (inner,))
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def _messages(error: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    """Translate one pydantic error into ``(loc, message)`` pairs."""
-    kind = error["type"]
-    loc = tuple(error["loc"])
-    ctx = error.get("ctx") or {}
-    given = error.get("input")
-    if kind == _PROBLEMS:
-        return [((*loc, *(field if isinstance(field, tuple) else (field,))), message)
-                for field, message in ctx["problems"]]
+def _messages(error: Mapping[str, Any], raw: Mapping[str, Any]) -> list[tuple[tuple, str]]:
+    """``(key path, message)`` of one pydantic error, the way a person reads it."""
+    kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
+    loc = tuple(p for i, p in enumerate(error["loc"]) if not (isinstance(p, str) and (
+        p.startswith(("function-", "json-or-python", "lax-", "strict-")) or "[" in p
+        or p in ("int", "list[int]", "none", "bool", "str", "float")
+        or (i == 1 and error["loc"][0] == "model" and p in KINDS))))
+    if kind == "union_tag_invalid":
+        return [((*loc, "kind"), f"must be one of {', '.join(map(repr, KINDS))}, got "
+                 f"{fmt(ctx.get('tag'))}")]
+    if kind == "daskgmm_problems":
+        return [((*loc, *(name.split(".") if name else ())), message)
+                for name, message in ctx["problems"]]
     if kind == _COMPLETE:
         return [(loc, ctx["detail"])]
     if kind == "missing":
         return [(loc, "required key is missing")]
     if kind == "extra_forbidden":
-        message = "unknown section" if len(loc) == 1 else "unknown key"
-        model = _model_at(loc[:-1])
-        if model is not None and isinstance(loc[-1], str):
-            close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
-            if close:
-                message += f" (did you mean {close[0]!r}?)"
-            elif len(loc) == 1:
-                message += " (expected " + ", ".join(("name", *_SECTIONS)) + ")"
-        return [(loc, message)]
-    if kind in _COMPARISONS:
-        symbol, name = _COMPARISONS[kind]
-        return [(loc, f"must be {symbol} {ctx.get(name)}, got {_fmt(given)}")]
+        name = loc[-1]
+        if loc[:1] == ("model",) and name in MANAGED_ELSEWHERE:
+            return [(loc, f"not a model key here: set {MANAGED_ELSEWHERE[name]} instead")]
+        close = difflib.get_close_matches(str(name), _known(loc, raw), n=1)
+        hint = (f" (did you mean {close[0]!r}?)" if close else
+                f" (expected {', '.join(('name', *_SECTIONS))})" if len(loc) == 1 else "")
+        return [(loc, f"unknown {'section' if len(loc) == 1 else 'key'}{hint}")]
+    if kind in _COMPARE:
+        symbol, bound = _COMPARE[kind]
+        return [(loc, f"must be {symbol} {ctx.get(bound)}, got {fmt(given)}")]
     if kind == "literal_error":
-        choices = _choices(loc)
-        expected = (", ".join(_fmt(c) for c in choices) if choices is not None
-                    else ctx.get("expected", "?"))
-        return [(loc, f"must be one of {expected}, got {_fmt(given)}")]
-    if kind == "finite_number":
-        return [(loc, f"must be a finite number, got {_fmt(given)}")]
+        return [(loc, f"must be one of {ctx.get('expected')}, got {fmt(given)}")]
+    if kind in ("finite_number", "float_finite_number"):
+        return [(loc, f"must be a finite number, got {fmt(given)}")]
     if kind == "string_too_short":
-        return [(loc, f"must not be empty, got {_fmt(given)}")]
+        return [(loc, f"must not be empty, got {fmt(given)}")]
     if kind in _TYPE_NAMES:
-        return [(loc, f"must be {_TYPE_NAMES[kind]}, got {_fmt(given)}")]
-    message = str(error.get("msg", kind))
-    message = message.removeprefix("Value error, ")
-    message = message[:1].lower() + message[1:]
-    return [(loc, f"{message}, got {_fmt(given)}")]
+        return [(loc, f"must be {_TYPE_NAMES[kind]}, got {fmt(given)}")]
+    message = str(error.get("msg", kind)).removeprefix("Value error, ")
+    return [(loc, f"{message[:1].lower()}{message[1:]}, got {fmt(given)}")]
 
 
 def _config_error(source: str, problems: Sequence[str]) -> ConfigError:
-    count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-    return ConfigError(f"{source}: {count}:\n" + "\n".join(f"  {p}" for p in problems))
+    n = len(problems)
+    shown = [f"  {p}" for p in problems[:MAX_PROBLEMS]]
+    if n > MAX_PROBLEMS:
+        shown.append(f"  ... and {n - MAX_PROBLEMS:,} more problems")
+    return ConfigError(f"{source}: {n} problem{'s' if n != 1 else ''}:\n" + "\n".join(shown))
 
 
-def _from_validation_error(exc: ValidationError, source: str,
-                           overridden: Sequence[tuple[str, ...]] = ()) -> ConfigError:
-    lines: list[str] = []
-    for error in exc.errors():
-        for loc, message in _messages(error):
-            line = f"{_key(loc)}: {message}"
-            if any(loc[:len(k)] == k or k[:len(loc)] == loc for k in overridden):
-                line += " (from override)"
-            if line not in lines:
-                lines.append(line)
-    return _config_error(source, lines)
+def parse_config(raw: Any, source: str = "<config>", *,
+                 base_dir: str | os.PathLike[str] | None = None,
+                 overridden: Sequence[tuple[str, ...]] = ()) -> RunConfig:
+    """Validate a configuration given as a mapping; relative paths are resolved against
+    ``base_dir`` (default: the current directory) and ``overridden`` key paths are marked
+    ``(from override)`` in the :class:`ConfigError` that lists every problem."""
+    if not isinstance(raw, Mapping):
+        given = "an empty file" if raw is None else f"{type(raw).__name__} {fmt(raw)}"
+        raise _config_error(source, ["(top level): must be a mapping of sections (data, "
+                                     f"model, cluster, output, checkpoint), got {given}"])
+    bad = [k for k in raw if not isinstance(k, str)]
+    if bad:
+        raise _config_error(source, [f"{fmt(k)}: keys must be strings" for k in bad])
+    context = {"base_dir": os.path.abspath(base_dir) if base_dir is not None else None}
+    try:
+        config = RunConfig.model_validate(dict(raw), context=context)
+    except ValidationError as exc:
+        lines: dict[str, str] = {}  # one message per key (a union's members all complain)
+        for error in exc.errors():
+            if len(lines) >= MAX_PROBLEMS:  # only counted: their messages are not shown
+                lines.setdefault(str(error["loc"]), "")
+                continue
+            for loc, message in _messages(error, raw):
+                marked = any(loc[:len(k)] == k or k[:len(loc)] == loc for k in overridden)
+                lines.setdefault(_key(loc), f"{_key(loc)}: {message}"
+                                 + (" (from override)" if marked else ""))
+        raise _config_error(source, list(lines.values())) from None
+    config._source = source
+    return config
 
 
-# ---------------------------------------------------------------------------------------
-# Overrides
-# ---------------------------------------------------------------------------------------
-
-
-def _parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any]]:
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    parsed, problems = [], []
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any]]:
+    """``KEY.PATH=VALUE`` items as ``(key path, YAML value)`` pairs; a
+    :class:`ConfigError` for an item without ``=``, an empty key part, a value that is not
+    YAML, or a key given twice."""
+    parsed: list[tuple[tuple[str, ...], Any]] = []
+    problems: list[str] = []
     for item in overrides:
-        if not isinstance(item, str) or "=" not in item:
-            problems.append(f"{_fmt(item)}: expected KEY.PATH=VALUE, "
-                            "e.g. model.n_components=5")
-            continue
-        key, _, text = item.partition("=")
+        key, sep, text = item.partition("=")
         keys = tuple(part.strip() for part in key.split("."))
-        if not all(keys):
-            problems.append(f"{item!r}: the key must be a dotted path such as "
-                            f"model.n_components, got {key!r}")
+        if not sep or not all(keys):
+            problems.append(f"{fmt(item)}: expected KEY.PATH=VALUE, e.g. "
+                            "model.n_components=5")
+            continue
+        if any(k == keys for k, _ in parsed):
+            problems.append(f"{'.'.join(keys)}: given twice with --set; give each key once")
             continue
         try:
-            value = load_yaml(text, f"--set {key.strip()}")
+            parsed.append((keys, load_yaml(text, f"--set {key.strip()}")))
         except ConfigError as exc:
             problems.append(str(exc))
-            continue
         except yaml.YAMLError as exc:
-            problems.append(f"{item!r}: the value is not valid YAML "
+            problems.append(f"{fmt(item)}: the value is not valid YAML "
                             f"({getattr(exc, 'problem', None) or exc})")
-            continue
-        parsed.append((keys, value))
     if problems:
         raise _config_error("overrides", problems)
     return parsed
 
 
-def _set(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
-    node = raw
-    for depth, key in enumerate(keys[:-1]):
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        elif not isinstance(child, dict):
-            where = ".".join(keys[: depth + 1])
-            raise _config_error("overrides", [
-                f"{'.'.join(keys)}: cannot set a key inside {where}, which is "
-                f"{_fmt(child)} and not a section"])
-        node = child
-    node[keys[-1]] = value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``KEY.PATH=VALUE`` overrides to a raw (unvalidated) configuration.
-
-    Parameters
-    ----------
-    raw : dict
-        The configuration as read from YAML. It is not modified.
-    overrides : sequence of str
-        Items such as ``"model.n_components=5"``. The value is parsed with
-        :func:`yaml.safe_load`: ``5`` is an int, ``true`` a bool, ``[1, 2]`` a list,
-        ``null`` None, and ``tcp://1.2.3.4:8786`` stays a string. Missing sections on the
-        way are created.
-
-    Returns
-    -------
-    dict
-        A new dictionary with the overrides applied.
-
-    Raises
-    ------
-    ConfigError
-        For a malformed override (no ``=``, an empty key or key part, a value that is not
-        valid YAML) or a key path that goes through a non-mapping value.
-    """
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], *,
+                    cwd: str | None = None) -> dict[str, Any]:
+    """A copy of ``raw`` with ``KEY.PATH=VALUE`` overrides applied (missing sections are
+    created); string paths are made absolute against ``cwd`` when it is given."""
     result = copy.deepcopy(dict(raw))
-    for keys, value in _parse_overrides(overrides):
-        _set(result, keys, value)
+    path_keys = {("data", "path"), ("data", "sample_weight"), ("data", "sample_weight", "path"),
+                 ("output", "dir"), ("checkpoint", "dir"), ("cluster", "scheduler_file")}
+    for keys, value in parse_overrides(overrides):
+        if cwd is not None and (keys in path_keys or keys[:2] == ("cluster", "tls")) \
+                and isinstance(value, str) and "://" not in value \
+                and not value.startswith("sklearn:"):
+            value = os.path.join(cwd, os.path.expanduser(value))
+        node = result
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            elif not isinstance(child, dict):
+                raise _config_error("overrides", [
+                    f"{'.'.join(keys)}: cannot set a key inside {'.'.join(keys[:depth + 1])}, "
+                    f"which is {fmt(child)} and not a section"])
+            node = child
+        node[keys[-1]] = value
     return result
 
 
-# ---------------------------------------------------------------------------------------
-# Entry points
-# ---------------------------------------------------------------------------------------
-
-
-def parse_config(raw: Mapping[str, Any], source: str = "<config>", *,
-                 base_dir: str | os.PathLike[str] | None = None,
-                 _overridden: Sequence[tuple[str, ...]] = ()) -> RunConfig:
-    """Validate a configuration given as a mapping.
-
-    Parameters
-    ----------
-    raw : Mapping
-        The configuration, e.g. the result of :func:`yaml.safe_load`.
-    source : str
-        Name used at the start of error messages (usually the file name).
-    base_dir : path-like, optional
-        Directory that relative paths (``data.path``, ``output.dir``, ``checkpoint.dir``,
-        ``cluster.scheduler_file``, ``cluster.tls.*_file``) are resolved against. Defaults
-        to the current working directory.
-
-    Returns
-    -------
-    RunConfig
-
-    Raises
-    ------
-    ConfigError
-        Listing every problem, one line each: ``source: N problems:`` then
-        ``  dotted.key: what is expected, got what was given``.
-    """
-    if not isinstance(raw, Mapping):
-        given = "an empty file" if raw is None else f"{type(raw).__name__} {_fmt(raw)}"
-        raise _config_error(source, [
-            "(top level): must be a mapping of sections (data, model, cluster, output, "
-            f"checkpoint), got {given}"])
-    bad_keys = [k for k in raw if not isinstance(k, str)]
-    if bad_keys:
-        raise _config_error(source, [f"{_fmt(k)}: keys must be strings" for k in bad_keys])
-    context = {"base_dir": os.path.abspath(base_dir) if base_dir is not None else None}
-    try:
-        config = RunConfig.model_validate(dict(raw), context=context)
-    except ValidationError as exc:
-        raise _from_validation_error(exc, source, _overridden) from None
-    config._source = source
-    return config
-
-
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> RunConfig:
-    """Read, override and validate a YAML run configuration.
-
-    Parameters
-    ----------
-    path : path-like
-        The YAML file. Relative paths inside it are resolved against its directory.
-    overrides : sequence of str
-        ``KEY.PATH=VALUE`` items (see :func:`apply_overrides`), applied before
-        validation. Relative paths given here are resolved against the current working
-        directory.
-
-    Returns
-    -------
-    RunConfig
-
-    Raises
-    ------
-    ConfigError
-        If the file is missing or unreadable, is not valid YAML (the message gives the
-        line and column), does not hold a mapping, or fails validation.
-    """
+    """Read, override and validate a YAML run configuration (a :class:`ConfigError`
+    when the file is missing, too large, not UTF-8, not YAML or not valid)."""
     source = os.fspath(path)
-    file = Path(source)
     try:
-        text = file.read_text(encoding="utf-8")
+        with open(source, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {source}") from None
     except IsADirectoryError:
         raise ConfigError(f"config file is a directory, not a file: {source}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 2**20} MiB, which no "
+                          "run configuration is (a complete one is a few KiB); check the "
+                          "file name")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: not a UTF-8 text file ({exc.reason} at byte "
                           f"{exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
     try:
         raw = load_yaml(text, source)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML{_yaml_where(exc)}") from None
-
-    parsed = _parse_overrides(overrides)
-    overridden = [keys for keys, _ in parsed]
-    if parsed:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        detail = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        raise ConfigError(f"{source}: invalid YAML{where}: {detail}"
+                          + (f" ({context})" if context else "")) from None
+    overridden = [keys for keys, _ in parse_overrides(overrides)]
+    if overrides:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             parse_config(raw, source)  # raises: the top level is not a mapping
-        raw = copy.deepcopy(raw)
-        for keys, value in parsed:
-            if keys in _PATH_KEYS and isinstance(value, str) and value and not _URL_RE.match(
-                    value):
-                value = os.path.abspath(os.path.expanduser(value))
-            _set(raw, keys, value)
-    return parse_config(raw, source, base_dir=file.resolve().parent, _overridden=overridden)
-
-
-def _yaml_where(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    context = getattr(exc, "context", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    if problem:
-        detail = f"{problem} ({context})" if context else problem
-    else:
-        detail = str(exc)
-    return f"{where}: {detail}"
+        raw = apply_overrides(raw, overrides, cwd=os.getcwd())
+    base_dir = Path(os.path.abspath(source)).parent
+    return parse_config(raw, source, base_dir=base_dir, overridden=overridden)

@@ -1,24 +1,9 @@
 """What a batch run writes, and the one pass over the data that follows a fit.
 
-:func:`output_pass` reads every chunk of the data once more after a fit and computes,
-in the same tasks: the log-likelihood of every row under the final parameters (summed,
-weighted when the fit was, for BIC/AIC), the labels and responsibilities, and a random
-sample of rows for the cluster plot. Labels and responsibilities are written by the
-workers themselves, chunk by chunk, straight to where they go -- a local directory or
-an object store (``s3://`` ...) -- so nothing as large as the data passes through the
-driver:
-
-* Zarr v3 arrays (:func:`daskgmm.io.storage.create_zarr_array`, chunked like the data's
-  rows, so that no two tasks write the same chunk);
-* for Parquet input, labels as a Parquet directory, one file per input chunk, next to
-  an id column of the input (:func:`daskgmm.io.frames.write_labels_parquet`'s layout).
-
-The files of a run directory (report, plots, model) are written through the same
-:class:`~daskgmm.io.storage.OutputDirectory`, so that a run directory at a URL is
-assembled under a temporary prefix and appears with its marker last.
-
-The task functions here run on the workers; keep this module's imports light.
-"""
+:func:`output_pass` computes in the same tasks the log-likelihood of every row (for the
+criteria), the labels and responsibilities (written by the workers, chunk by chunk,
+into the run's temporary: Zarr arrays, or Parquet files next to an id column) and the
+plot's sample. The task functions run on the workers; keep the imports light."""
 
 from __future__ import annotations
 
@@ -33,19 +18,9 @@ __all__ = ["LabelsTarget", "output_pass", "regular_rows", "write_figure", "write
 
 @dataclass
 class LabelsTarget:
-    """Where per-row results go.
-
-    Attributes
-    ----------
-    location : daskgmm.io.locations.Location
-        The Zarr array's root, or the Parquet directory.
-    format : str
-        ``"zarr"`` or ``"parquet"`` (labels of Parquet input only).
-    ids : dask.array.Array or None
-        Parquet: the id column, chunked like the data.
-    id_column : str or None
-        Parquet: its name.
-    """
+    """Where per-row labels go: a Zarr array's root or a Parquet directory
+    (``location``), its ``format``, and for Parquet the ``ids`` (chunked like the data) of
+    ``id_column``."""
 
     location: Any
     format: str = "zarr"
@@ -103,52 +78,24 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
                 responsibilities: Any = None, sample_idx: np.ndarray | None = None,
                 attributes: dict[str, Any] | None = None, weights: Any = None,
                 client: Any = None) -> dict[str, Any]:
-    """One pass over ``X`` for everything that follows a fit.
-
-    Uses the estimator's lazy ``predict``, ``predict_proba`` and ``score_samples`` on
-    the Dask array, so the workers run the same NumPy kernels as a fit. Observers see it
-    as a pass of kind ``'outputs'``. With a ``distributed.Client`` the chunks are
-    followed as futures; without one the active Dask scheduler computes them.
-
-    Parameters
-    ----------
-    model : fitted daskgmm estimator
-    X : dask.array.Array
-    labels : LabelsTarget, optional
-        Write the int64 label of every row there.
-    responsibilities : Location, optional
-        Write the float64 ``(n_samples, n_components)`` responsibilities there (Zarr).
-    sample_idx : ndarray of int, optional
-        Rows to bring back (sorted), for the cluster plot.
-    attributes : dict, optional
-        Attributes of the Zarr arrays (no credentials).
-    weights : dask.array.Array, optional
-        Sample weights chunked like ``X``: the log-likelihood is then weighted.
-    client : distributed.Client, optional
-
-    Returns
-    -------
-    dict
-        ``ll`` (sum of the (weighted) log-likelihoods), ``n`` (rows), ``weight`` (sum
-        of the weights, ``n`` without weights) and ``rows`` (the sample).
-    """
+    """One pass over ``X`` (kind ``'outputs'``) through the estimator's lazy
+    ``predict``, ``predict_proba`` and ``score_samples``: returns ``ll`` (the (weighted) sum
+    of log-likelihoods), ``n``, ``weight`` and ``rows`` (``sample_idx``'s); ``labels`` and
+    ``responsibilities`` say where to write, ``attributes`` go to the Zarr arrays."""
     import dask
 
     from daskgmm.diagnostics import observers
-    from daskgmm.io.frames import _write_part
+    from daskgmm.io.frames import write_label_part
 
     attributes = dict(attributes or {})
     zarr_labels = labels is not None and labels.format == "zarr"
     Xz = regular_rows(X) if (zarr_labels or responsibilities is not None) else X
     bounds = np.cumsum((0, *Xz.chunks[0])).tolist()
-    row_chunk = int(Xz.chunks[0][0])
-    n = int(Xz.shape[0])
+    row_chunk, n = int(Xz.chunks[0][0]), int(Xz.shape[0])
     blocks = Xz.to_delayed().ravel()
     scores = model.score_samples(Xz).to_delayed().ravel()
-    if weights is not None:
-        w_blocks = weights.rechunk({0: Xz.chunks[0]}).to_delayed().ravel()
-    else:
-        w_blocks = [None] * len(blocks)
+    w_blocks = (weights.rechunk({0: Xz.chunks[0]}).to_delayed().ravel()
+                if weights is not None else [None] * len(blocks))
     writes: list[list[Any]] = [[] for _ in blocks]
     if zarr_labels:
         target = _create_zarr(labels.location, (n,), row_chunk, "int64",
@@ -172,7 +119,7 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
         lab_blocks = model.predict(X).astype(np.int64).to_delayed().ravel()
         id_blocks = (labels.ids.to_delayed().ravel() if labels.ids is not None
                      else [None] * len(lab_blocks))
-        extra = [dask.delayed(_write_part, pure=False)(labels.location, i, lb, ib,
+        extra = [dask.delayed(write_label_part, pure=False)(labels.location, i, lb, ib,
                                                        labels.id_column, "label")
                  for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
 
@@ -189,32 +136,23 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
         results = list(dask.compute(*parts, *extra))
     observers.notify("pass_finished")
     results = results[: len(parts)]
-    return {
-        "ll": math.fsum(r["ll"] for r in results),
-        "n": sum(r["n"] for r in results),
-        "weight": math.fsum(r["weight"] for r in results),
-        "rows": (np.concatenate([r["rows"] for r in results]) if results
-                 else np.empty((0, X.shape[1]))),
-    }
+    return {"ll": math.fsum(r["ll"] for r in results), "n": sum(r["n"] for r in results),
+            "weight": math.fsum(r["weight"] for r in results),
+            "rows": (np.concatenate([r["rows"] for r in results]) if results
+                     else np.empty((0, X.shape[1])))}
 
 
 def write_json(out: Any, name: str, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``name`` inside an OutputDirectory, atomically
-    (a temporary file renamed locally; one PUT on object stores)."""
+    """Write ``obj`` as indented JSON to ``name`` in an OutputDirectory."""
     import json
 
-    from daskgmm.io.storage import write_file_atomic
-
-    text = json.dumps(obj, indent=2, allow_nan=False)
-    write_file_atomic(out.child_location(name), (text + "\n").encode("utf-8"))
+    out.write_bytes(name, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 
 def write_figure(out: Any, name: str, figure: Any) -> None:
-    """Render a matplotlib figure as PNG to ``name`` inside an OutputDirectory."""
+    """Render a matplotlib figure as PNG to ``name`` in an OutputDirectory."""
     import io
-
-    from daskgmm.io.storage import write_file_atomic
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    write_file_atomic(out.child_location(name), buffer.getvalue())
+    out.write_bytes(name, buffer.getvalue())

@@ -1,22 +1,9 @@
-"""Reading YAML that a person wrote, with limits that make hostile input cheap to refuse.
+"""Reading YAML a person wrote, with limits that make hostile input cheap to refuse.
 
-:func:`load_yaml` is :func:`yaml.safe_load` (no Python objects are ever built) with
-three additions:
-
-* **Duplicate keys are an error** naming the key and both lines (PyYAML silently keeps
-  the last one, so a repeated ``n_components:`` would quietly win).
-* **Aliases cannot blow up.** After the document is composed (nodes shared by anchors
-  and aliases are built once) and before any Python object is constructed, the size
-  the document would have with every alias expanded is computed on the node graph, in
-  time proportional to the file. A document whose aliases would add more than
-  :data:`MAX_ALIAS_EXPANSION` nodes (a "billion laughs" bomb of a few hundred bytes) or
-  that refers to itself (``a: &a [*a]``) is refused, so nothing downstream (validation,
-  copying, error messages) ever walks a huge or cyclic structure.
-* **Nesting is bounded** at :data:`MAX_DEPTH` levels, checked while composing, so a
-  deeply nested file is refused before Python's recursion limit is reached.
-
-Every refusal is a :class:`~daskgmm.errors.ConfigError` with one line saying where.
-"""
+:func:`load_yaml` is :func:`yaml.safe_load` that also refuses duplicate keys, aliases
+that expand past :data:`MAX_ALIAS_EXPANSION` nodes (computed on the composed graph) and
+nesting deeper than :data:`MAX_DEPTH`, each in one :class:`~daskgmm.errors.ConfigError`
+line saying where."""
 
 from __future__ import annotations
 
@@ -100,11 +87,8 @@ def _children(node: Node) -> list[Node]:
 
 
 def _check_expansion(root: Node, source: str) -> None:
-    """Refuse a node graph that is cyclic or whose alias expansion is too large.
-
-    Walks each distinct node once (iteratively), computing the size of its subtree with
-    aliases expanded; a node met again while its own subtree is open is a cycle.
-    """
+    """Refuse a node graph that is cyclic or expands too much: each distinct node is
+    walked once, its expanded size computed; a node met inside its own subtree is a cycle."""
     size: dict[int, int] = {}
     open_nodes: set[int] = set()
     distinct = 0
@@ -146,27 +130,8 @@ def _short(n: int) -> str:
 
 
 def load_yaml(text: str, source: str = "<yaml>") -> Any:
-    """Parse one YAML document safely, with the limits described in the module.
-
-    Parameters
-    ----------
-    text : str
-        The document.
-    source : str
-        Named at the start of error messages (a file name, or ``--set KEY``).
-
-    Returns
-    -------
-    object
-        What :func:`yaml.safe_load` would return.
-
-    Raises
-    ------
-    ConfigError
-        For a duplicate key, a cyclic or explosive alias, or too deep a nesting.
-    yaml.YAMLError
-        For a syntax error (the caller formats its position).
-    """
+    """Parse one YAML document safely (see the module); ``source`` names it in messages.
+    Raises :class:`ConfigError` for a refusal and ``yaml.YAMLError`` for a syntax error."""
     loader = _Loader(text)
     loader.source = source
     try:

@@ -42,20 +42,25 @@ def _new_figure(width: float, height: float) -> Any:
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> str:
     """Render ``fig`` as PNG and write it atomically to ``path``."""
+    from daskgmm.io.storage import write_file_atomic
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    data = buffer.getvalue()
     target = os.path.abspath(os.fspath(path))
-    try:
-        from daskgmm.io.atomic import write_bytes_atomic
-    except ImportError:  # pragma: no cover - atomic.py is part of the package
-        tmp = f"{target}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    else:
-        write_bytes_atomic(target, data)
+    write_file_atomic(target, buffer.getvalue())
     return target
+
+
+def _off_scale(values: np.ndarray) -> int:
+    """How many leading values lie so far below the rest that drawing them would flatten
+    the curve (a k-means++ start of -1.8e7 before -27): their distance to the lowest
+    later value exceeds ten times the later values' range."""
+    for first in range(min(3, len(values) - 2)):
+        rest = values[first + 1:]
+        span = float(rest.max() - rest.min()) or abs(float(rest.max())) * 1e-6 or 1.0
+        if float(rest.min() - values[: first + 1].max()) > 10 * span:
+            return first + 1
+    return 0
 
 
 def convergence_figure(lower_bounds: Sequence[float], seconds: Sequence[float | None],
@@ -89,6 +94,15 @@ def convergence_figure(lower_bounds: Sequence[float], seconds: Sequence[float | 
         return fig
     finite = np.isfinite(bounds)
     ax.plot(iterations[finite], bounds[finite], marker="o", markersize=3, color="C0")
+    hidden = _off_scale(bounds[finite])
+    if hidden:
+        rest = bounds[finite][hidden:]
+        pad = 0.08 * (float(rest.max() - rest.min()) or abs(float(rest.max())) * 1e-6 or 1)
+        ax.set_ylim(float(rest.min()) - pad, float(rest.max()) + pad)
+        lows = ", ".join(f"{v:.3g}" for v in bounds[finite][:hidden])
+        ax.set_title(f"iteration{'s' if hidden > 1 else ''} 1"
+                     f"{'-' + str(hidden) if hidden > 1 else ''} below the axis ({lows}): "
+                     "the start, far from the optimum", fontsize=9, color="0.3", loc="left")
     if finite.any():
         last = int(np.flatnonzero(finite)[-1])
         ax.annotate(f"{bounds[last]:.6g}", (iterations[last], bounds[last]),

@@ -2,33 +2,28 @@
 
 :class:`ProgressObserver` is a fit observer (see :mod:`daskgmm.diagnostics.observers`)::
 
-    with observe(ProgressObserver(verbose=0)):
+    with observe(ProgressObserver()):
         gm.fit(X)
 
-On a terminal it shows a live display drawn by `rich <https://rich.readthedocs.io>`_:
-the current pass over the chunks (``kmeans pass 2``, ``em iteration 7/100``,
-``generate``, ``outputs``) with a bar, the chunks done, the elapsed time and an ETA for
-the pass, and a second line for the whole fit, ``iteration 7/100`` with an ETA for the
-fit. Above it, one line per EM iteration is printed::
+On a terminal it draws a live display with `rich <https://rich.readthedocs.io>`_: the
+current pass over the chunks (``kmeans pass 2``, ``em iteration 7/100``, ``outputs``)
+with its bar, chunks done, elapsed time and ETA, and a line for the whole fit
+(``7/100 iter`` and the fit's ETA). On a pipe or a log file it prints plain lines, no
+control characters. In both it prints one line per EM iteration::
 
     iter 7/100  loglik -1.234567  change 1.2e-04  ETA 0:41
 
-When the stream is not a terminal (a log file, CI) it prints the same lines as plain
-text, with no control characters, and one line per pass that is not an EM iteration.
-With ``quiet=True`` it prints nothing.
+and one line per initialisation pass as it ends (``kmeans pass 3: 12 chunks in 4.10
+s``), so a long initialisation is visible as it happens. ``verbose >= 2`` adds each
+iteration's seconds. A sweep (``sweep=True``) prints one line per iteration that counts
+the candidates running (:func:`format_sweep_iteration`).
 
-``verbose`` follows scikit-learn's convention for the extra detail: at ``verbose >= 2``
-every initialisation pass gets its own line (numbered, with its duration) and every
-iteration line its duration in seconds; at 0 and 1 the initialisation is summed up in
-one line when the first EM iteration starts.
-
-The fit's ETA comes from the observed seconds per iteration and the trend of the
-log-likelihood gains: when the gains shrink geometrically (as EM's do near a
-maximum), the number of iterations until the gain falls below ``tol`` is extrapolated
-(:func:`iterations_left`); otherwise the iterations left to ``max_iter`` are used.
-
-:func:`format_iteration`, :func:`format_clock`, :func:`iterations_left` and
-:func:`fit_eta` are pure functions.
+The fit's ETA is the seconds per iteration times the iterations left, which come from
+the **observed convergence rate**: once the gains of the objective shrink
+geometrically (as EM's do near a maximum), the iterations until a gain falls below
+``tol`` are extrapolated (:func:`iterations_left`). Until then there is no ETA:
+``max_iter`` says when a fit must stop, not when it will. After ``--resume`` the counts
+start from the checkpoint's iteration (:meth:`ProgressObserver.expect`).
 """
 
 from __future__ import annotations
@@ -40,18 +35,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-__all__ = ["ProgressObserver", "fit_eta", "format_bar", "format_clock",
-           "format_iteration", "iterations_left"]
+__all__ = ["ProgressObserver", "fit_eta", "format_clock", "format_iteration",
+           "format_sweep_iteration", "iterations_left", "was_updated"]
 
-_PASS_NAMES = {"em": "em", "survey": "survey", "kmeans": "kmeans", "init": "init",
-               "moments": "moments", "outputs": "outputs", "generate": "generate",
-               "score": "score"}
-
-
-def _format_change(change: float) -> str:
-    if math.isnan(change):
-        return "-"
-    return f"{change:.1e}"
+_INIT_KINDS = ("moments", "survey", "kmeans", "init", "sizes")
+_LABELS = {"sizes": "chunk sizes"}
 
 
 def format_clock(seconds: float | None) -> str:
@@ -64,102 +52,74 @@ def format_clock(seconds: float | None) -> str:
     """
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "?"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
+    hours, rest = divmod(round(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def iterations_left(gains: Sequence[float], tol: float, iteration: int, max_iter: int
-                    ) -> int:
-    """How many more EM iterations a restart will probably run.
-
-    Parameters
-    ----------
-    gains : sequence of float
-        The gains of the mean log-likelihood of the iterations so far (newest last).
-    tol : float
-        The convergence threshold (EM stops when a gain falls below it).
-    iteration, max_iter : int
-        The iterations done and the limit.
+                    ) -> int | None:
+    """How many more EM iterations a restart will run, from its convergence rate.
 
     Returns
     -------
-    int
-        ``max_iter - iteration`` unless the last gains shrink geometrically, in which
-        case the extrapolated number of iterations until a gain is below ``tol`` (never
-        more than ``max_iter - iteration``).
+    int or None
+        0 when the last gain is below ``tol``; when the last three gains are positive
+        and shrink, the iterations until a gain falls below ``tol`` at the latest ratio
+        (at most ``max_iter - iteration``); otherwise None (no estimate yet).
 
     Examples
     --------
     >>> iterations_left([1e-1, 1e-2, 1e-3], tol=1e-6, iteration=3, max_iter=100)
     3
-    >>> iterations_left([1e-1, 2e-1], tol=1e-6, iteration=2, max_iter=10)
-    8
+    >>> iterations_left([1e-1, 2e-1], tol=1e-6, iteration=2, max_iter=10) is None
+    True
     """
     limit = max(0, int(max_iter) - int(iteration))
     recent = [g for g in list(gains)[-4:] if math.isfinite(g)]
-    if tol <= 0 or len(recent) < 2 or any(g <= 0 for g in recent):
-        return limit
-    if recent[-1] < tol:
+    if recent and 0 <= recent[-1] < tol:
         return 0
-    ratios = [b / a for a, b in itertools.pairwise(recent) if a > 0]
-    ratio = math.exp(sum(math.log(r) for r in ratios) / len(ratios)) if ratios else 1.0
-    if not 0 < ratio < 1:
-        return limit
+    if tol <= 0 or len(recent) < 3 or any(g <= 0 for g in recent):
+        return None
+    # EM slows down towards its asymptotic rate: the latest ratio, not an average,
+    # once the gains have shrunk twice in a row.
+    ratios = [b / a for a, b in itertools.pairwise(recent[-3:])]
+    if not all(0 < r < 1 for r in ratios):
+        return None
+    ratio = ratios[-1]
     needed = math.ceil(math.log(tol / recent[-1]) / math.log(ratio) - 1e-9)
     return min(limit, max(1, needed))
 
 
 def fit_eta(states: Sequence[Any], iteration: int, max_iter: int, tol: float,
             seconds_per_iteration: float) -> float | None:
-    """Seconds until the fit ends: the slowest active restart's
-    :func:`iterations_left` times the seconds per iteration (None when unknown)."""
-    if max_iter <= 0 or seconds_per_iteration <= 0:
-        return None
+    """Seconds until the fit ends: the slowest active candidate's
+    :func:`iterations_left` times the seconds per iteration; None while any active
+    candidate has no estimate."""
     left = 0
     for state in states:
         if getattr(state, "converged", False) or not getattr(state, "active", True):
             continue
         bounds = [float(b) for b in getattr(state, "lower_bounds", [])]
-        gains = [b - a for a, b in itertools.pairwise(bounds)]
-        left = max(left, iterations_left(gains, tol, iteration, max_iter))
-    return left * seconds_per_iteration
+        more = iterations_left([b - a for a, b in itertools.pairwise(bounds)], tol,
+                               iteration, max_iter)
+        if more is None:
+            return None
+        left = max(left, more)
+    return left * seconds_per_iteration if seconds_per_iteration > 0 else None
 
 
 def was_updated(info: Any, state: Any) -> bool:
-    """Whether the EM iteration ``info`` updated the candidate ``state``
-    (:meth:`daskgmm.engine.em.IterationInfo.was_updated`; without it, whether the
-    candidate's ``n_iter`` is the iteration's number)."""
+    """Whether the EM iteration ``info`` updated the candidate ``state``."""
     check = getattr(info, "was_updated", None)
     return bool(check(state)) if check is not None else state.n_iter == int(info.iteration)
 
 
 def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | None = None,
                      timing: bool = True) -> list[str]:
-    """The log lines for one finished EM iteration.
-
-    Parameters
-    ----------
-    info : daskgmm.engine.em.IterationInfo
-        What the EM driver reports after an iteration (``iteration``, ``states``,
-        ``seconds``).
-    max_iter : int, optional
-        Shown as ``iter 7/100``.
-    eta : float, optional
-        Seconds left in the fit, shown as ``ETA 0:41``.
-    timing : bool, default True
-        Append the iteration's seconds (the CLI's display does so at ``verbose >= 2``).
-
-    Returns
-    -------
-    list of str
-        One line per restart updated in this iteration (a restart whose ``n_iter``
-        equals ``info.iteration``), e.g.
-        ``'iter 7/100  loglik -1.234567  change 1.2e-04  ETA 0:41'``. With several
-        restarts (``n_init > 1``) each line names its restart (``init 1``) and a restart
-        that stopped in this iteration is marked ``converged``. ``change`` is the gain
-        of the mean log-likelihood over the previous iteration (``-`` for the first).
+    """The lines of one finished EM iteration: one per restart it updated, e.g.
+    ``'iter 7/100  loglik -1.234567  change 1.2e-04  ETA 0:41'`` (``init N`` with
+    several restarts, ``converged`` when it stopped, the seconds with ``timing``).
 
     Examples
     --------
@@ -170,41 +130,57 @@ def format_iteration(info: Any, *, max_iter: int | None = None, eta: float | Non
     ['iter 2/10  loglik -1.500000  change 1.0e-01  0.50 s/iter']
     """
     states = list(getattr(info, "states", []))
-    several = len(states) > 1
-    iteration = int(info.iteration)
-    counter = f"{iteration}/{max_iter}" if max_iter else f"{iteration}"
+    counter = f"{info.iteration}/{max_iter}" if max_iter else f"{info.iteration}"
     lines = []
     for state in states:
         if not was_updated(info, state):
             continue
         bounds = list(state.lower_bounds)
-        change = bounds[-1] - bounds[-2] if len(bounds) > 1 else math.nan
-        line = f"iter {counter}"
-        if several:
-            line += f"  init {state.index}"
+        change = f"{bounds[-1] - bounds[-2]:.1e}" if len(bounds) > 1 else "-"
         objective = getattr(getattr(state, "model", None), "objective", "loglik")
-        line += f"  {objective} {state.lower_bound:.6f}  change {_format_change(change)}"
-        if timing:
-            line += f"  {float(info.seconds):.2f} s/iter"
-        if state.converged:
-            line += "  converged"
-        lines.append(line)
+        line = (f"iter {counter}" + (f"  init {state.index}" if len(states) > 1 else "")
+                + f"  {objective} {state.lower_bound:.6f}  change {change}")
+        line += f"  {float(info.seconds):.2f} s/iter" if timing else ""
+        lines.append(line + ("  converged" if state.converged else ""))
     if lines and eta is not None and not all(s.converged for s in states
                                             if was_updated(info, s)):
         lines[-1] += f"  ETA {format_clock(eta)}"
     return lines
 
 
-def format_bar(done: int, total: int, width: int = 24) -> str:
-    """``'[#####.....] 12/40 chunks'`` for ``done`` of ``total`` chunks (plain logs).
+def format_sweep_iteration(info: Any, *, max_iter: int | None = None,
+                           eta: float | None = None, timing: bool = False,
+                           n_candidates: int | None = None) -> str:
+    """The line of one EM iteration of a sweep: the candidates running (and those still
+    initialising, when ``n_candidates`` counts more than have started EM), stopped
+    early, converged in this iteration.
 
     Examples
     --------
-    >>> format_bar(1, 4, width=8)
-    '[##......] 1/4 chunks'
+    >>> from types import SimpleNamespace as NS
+    >>> states = [NS(label="K=1 full #0", n_iter=2, converged=True, active=False),
+    ...           NS(label="K=2 full #0", n_iter=3, converged=False, active=True),
+    ...           NS(label="K=3 full #0", n_iter=3, converged=True, active=False)]
+    >>> format_sweep_iteration(NS(iteration=3, states=states, seconds=0.5), max_iter=100,
+    ...                        n_candidates=5)
+    'iter 3/100  running 1/5  initialising 2  converged now: K=3 full #0'
     """
-    filled = min(width, int(width * done / total)) if total > 0 else width
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} chunks"
+    states = list(getattr(info, "states", []))
+    iteration = int(info.iteration)
+    total = max(len(states), n_candidates or 0)
+    running = sum(1 for s in states if getattr(s, "active", False))
+    line = (f"iter {iteration}/{max_iter}" if max_iter and iteration <= max_iter
+            else f"iter {iteration}") + f"  running {running}/{total}"
+    line += f"  initialising {total - len(states)}" if total > len(states) else ""
+    stopped = sum(1 for s in states if not getattr(s, "active", True)
+                  and not getattr(s, "converged", False))
+    line += f"  stopped early {stopped}" if stopped else ""
+    done = [s.label for s in states if was_updated(info, s) and s.converged]
+    if done:
+        line += "  converged now: " + ", ".join(done[:6]) + (
+            f" and {len(done) - 6} more" if len(done) > 6 else "")
+    line += f"  {float(info.seconds):.2f} s/iter" if timing else ""
+    return line + (f"  ETA {format_clock(eta)}" if eta is not None and running else "")
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -220,233 +196,176 @@ class ProgressObserver:
     Parameters
     ----------
     stream : text stream, optional
-        Where to write; ``sys.stderr`` (looked up when the observer is created) by
-        default.
+        Where to write (``sys.stderr`` by default).
     quiet : bool, default False
-        Print nothing.
+        Print nothing but warnings.
     live : bool, optional
-        Draw the live rich display. Defaults to whether ``stream`` is a terminal.
+        Draw the live display (default: whether ``stream`` is a terminal).
     verbose : int, default 0
-        ``>= 2`` adds a line per initialisation pass and the seconds of every
-        iteration (see the module docstring).
+        ``>= 2`` adds the seconds of every iteration.
+    sweep : bool, default False
+        One line per iteration for all the candidates of a sweep.
     """
 
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
-                 live: bool | None = None, verbose: int = 0) -> None:
+                 live: bool | None = None, verbose: int = 0, sweep: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.quiet = quiet
-        self.live = _isatty(self.stream) if live is None else bool(live)
-        self.verbose = int(verbose)
-        self.max_iter = 0
-        self.tol = 0.0
-        self._kind = ""
-        self._group = (0, 0)
-        self._total = 0
-        self._done = 0
-        self._started = 0.0
-        self._pass_numbers: dict[str, int] = {}
-        self._init_passes: list[tuple[str, float]] = []
-        self._init_reported = False
+        self.quiet, self.verbose, self.sweep = quiet, int(verbose), sweep
+        self.live = (_isatty(self.stream) if live is None else bool(live)) and not quiet
+        self.max_iter, self.tol = 0, 0.0
+        self.n_candidates: int | None = None
         self._iteration = 0
-        self._iteration_seconds: list[float] = []
+        self._kind, self._total, self._done, self._started = "", 0, 0, 0.0
+        self._numbers: dict[str, int] = {}
+        self._group = (0, 0)
+        self._seconds: list[float] = []
         self._eta: float | None = None
-        self._progress: Any = None
-        self._pass_task: Any = None
-        self._fit_task: Any = None
-        if self.quiet or not self.live:
-            # Nothing to draw per chunk: tell the passes not to track chunks for us
-            # (daskgmm.diagnostics.observers.wants checks for a non-None attribute).
+        self._rich: Any = None
+        self._tasks: dict[str, Any] = {}
+        if not self.live:  # nothing to draw per chunk: passes need not count for us
             self.chunks_done = None  # type: ignore[method-assign]
 
-    # -- the live display ----------------------------------------------------------------
-    def _display(self) -> Any:
-        if self._progress is None:
+    # -- what the command tells it -------------------------------------------------------
+    def expect(self, *, max_iter: int | None = None, tol: float | None = None,
+               start_iteration: int | None = None) -> None:
+        """The fit's ``max_iter`` and ``tol``, and the iteration a resumed fit starts
+        after (when the engine does not tell them with ``fit_started``)."""
+        self.max_iter = int(max_iter) if max_iter is not None else self.max_iter
+        self.tol = float(tol) if tol is not None else self.tol
+        self._iteration = int(start_iteration) if start_iteration else self._iteration
+
+    def message(self, text: str) -> None:
+        """A one-line message (above the live display)."""
+        if not self.quiet:
+            self._print(text)
+
+    def warning(self, text: str) -> None:
+        """``daskgmm: warning: TEXT`` (also when quiet)."""
+        self._print(f"daskgmm: warning: {text}")
+
+    def close(self) -> None:
+        """Remove the live display."""
+        if self._rich is not None:
+            self._rich.stop()
+            self._rich, self._tasks = None, {}
+
+    # -- drawing -------------------------------------------------------------------------
+    def _print(self, text: str) -> None:
+        if self._rich is not None:
+            self._rich.console.print(text, markup=False, highlight=False)
+            return
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed stream or a broken pipe
+            pass
+
+    def _draw(self, name: str, description: str, done: int, total: int, count: str,
+              eta: str, restart: bool = False) -> None:
+        if not self.live:
+            return
+        if self._rich is None:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             console = Console(file=self.stream, force_terminal=True, highlight=False,
                               soft_wrap=True)
-            self._progress = Progress(
-                TextColumn("{task.description:<22}"), BarColumn(bar_width=28),
-                TextColumn("{task.fields[count]:>14}"), TimeElapsedColumn(),
-                TextColumn("{task.fields[eta]}"),
-                console=console, transient=True, redirect_stdout=False,
-                redirect_stderr=False, refresh_per_second=8)
-            self._progress.start()
-        return self._progress
+            self._rich = Progress(
+                TextColumn("{task.description:<24}"), BarColumn(bar_width=28),
+                TextColumn("{task.fields[count]:>15}"), TimeElapsedColumn(),
+                TextColumn("{task.fields[eta]}"), console=console, transient=True,
+                refresh_per_second=8)
+            self._rich.start()
+        task = self._tasks.get(name)
+        if task is None:
+            task = self._tasks[name] = self._rich.add_task(description, total=total,
+                                                           count=count, eta=eta)
+        elif restart:
+            self._rich.reset(task, total=max(total, 1), description=description)
+        self._rich.update(task, description=description, completed=done,
+                          total=max(total, 1), count=count, eta=eta, visible=True)
 
-    def _print(self, text: str) -> None:
-        if self.quiet:
-            return
-        if self._progress is not None:
-            self._progress.console.print(text, markup=False, highlight=False)
-            return
-        try:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-        except (OSError, ValueError):  # closed stream or broken pipe: progress is optional
-            pass
-
-    def _update_pass(self) -> None:
-        if self.quiet or not self.live:
-            return
-        progress = self._display()
+    def _draw_pass(self, restart: bool = False) -> None:
         elapsed = time.perf_counter() - self._started
-        eta = ""
-        if 0 < self._done < self._total and elapsed > 0:
-            eta = f"ETA {format_clock(elapsed / self._done * (self._total - self._done))}"
-        count = f"{self._done}/{self._total} chunks"
-        if self._pass_task is None:
-            self._pass_task = progress.add_task(self._pass_label(), total=self._total,
-                                                count=count, eta=eta)
-        progress.update(self._pass_task, description=self._pass_label(),
-                        total=max(self._total, 1), completed=self._done, count=count,
-                        eta=eta)
+        eta = (f"ETA {format_clock(elapsed / self._done * (self._total - self._done))}"
+               if 0 < self._done < self._total else "")
+        self._draw("pass", self._label(), self._done, self._total,
+                   f"{self._done}/{self._total} chunks", eta, restart)
 
-    def _update_fit(self) -> None:
-        if self.quiet or not self.live or not self.max_iter:
-            return
-        progress = self._display()
-        # A sweep's candidate that started EM late may run past pass max_iter.
-        done = min(self._iteration, self.max_iter)
-        count = f"{done}/{self.max_iter} iter"
-        eta = f"ETA {format_clock(self._eta)}" if self._eta is not None else ""
-        if self._fit_task is None:
-            self._fit_task = progress.add_task("fit", total=self.max_iter, count=count,
-                                               eta=eta)
-        progress.update(self._fit_task, completed=done, count=count, eta=eta)
+    def _draw_fit(self) -> None:
+        if self.max_iter:
+            done = min(self._iteration, self.max_iter)
+            eta = f"ETA {format_clock(self._eta)}" if self._eta is not None else ""
+            self._draw("fit", "fit", done, self.max_iter, f"{done}/{self.max_iter} iter",
+                       eta)
 
-    def _pass_label(self) -> str:
-        name = _PASS_NAMES.get(self._kind, self._kind)
-        if self._kind == "group":  # incremental and online EM: a group of chunks
-            counter = f"{self._iteration + 1}/{self.max_iter}" if self.max_iter else \
-                f"{self._iteration + 1}"
-            done, total = self._group
-            return f"em pass {counter}, group {done + 1}/{total}" if total else \
-                f"em pass {counter}"
+    def _label(self) -> str:
+        counter = f"{self._iteration + 1}" + (f"/{self.max_iter}" if self.max_iter else "")
         if self._kind == "em":
-            counter = f"{self._iteration + 1}/{self.max_iter}" if self.max_iter else \
-                f"{self._iteration + 1}"
             return f"em iteration {counter}"
-        number = self._pass_numbers.get(self._kind, 0)
-        if self._kind in ("survey", "kmeans", "init", "moments") and number:
-            return f"{name} pass {number}"
-        return name
-
-    # -- public helpers ------------------------------------------------------------------
-    def expect(self, *, max_iter: int | None = None, tol: float | None = None) -> None:
-        """Tell the display the fit's ``max_iter`` and ``tol`` (when the engine does not
-        report them with ``fit_started``)."""
-        if max_iter is not None:
-            self.max_iter = int(max_iter)
-        if tol is not None:
-            self.tol = float(tol)
-
-    def message(self, text: str) -> None:
-        """Print a one-line message (above the live display)."""
-        self._print(text)
-
-    def warning(self, text: str) -> None:
-        """Print ``daskgmm: warning: TEXT`` (even when quiet)."""
-        if self._progress is not None:
-            self._progress.console.print(f"daskgmm: warning: {text}", markup=False,
-                                         highlight=False)
-            return
-        try:
-            self.stream.write(f"daskgmm: warning: {text}\n")
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass
-
-    def close(self) -> None:
-        """Remove the live display, if one is drawn."""
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-            self._pass_task = self._fit_task = None
+        if self._kind == "group":
+            done, total = self._group
+            return f"em pass {counter}" + (f", group {done + 1}/{total}" if total else "")
+        name = _LABELS.get(self._kind, self._kind)
+        number = self._numbers.get(self._kind, 0)
+        return f"{name} pass {number}" if self._kind in _INIT_KINDS[:3] else name
 
     # -- observer events -----------------------------------------------------------------
     def fit_started(self, info: Any) -> None:
-        """A fit starts: take its ``max_iter`` (and ``tol``) if it reports them."""
+        """A fit starts: take its ``max_iter``, ``tol`` and number of candidates."""
         self.expect(max_iter=getattr(info, "max_iter", None), tol=getattr(info, "tol", None))
-        self._pass_numbers.clear()
-        self._init_passes.clear()
-        self._init_reported = False
-        self._iteration = 0
-        self._iteration_seconds.clear()
+        self.n_candidates = getattr(info, "n_candidates", None)
+        self._numbers.clear()
+        self._seconds.clear()
 
     def pass_started(self, kind: str, n_chunks: int) -> None:
         """A pass over ``n_chunks`` chunks starts."""
         self._kind, self._total, self._done = kind, int(n_chunks), 0
         self._started = time.perf_counter()
-        if kind == "group":
-            if not self._init_reported:
-                self._report_initialisation()
-        elif kind != "em":
-            self._pass_numbers[kind] = self._pass_numbers.get(kind, 0) + 1
-        elif not self._init_reported:
-            self._report_initialisation()
-        self._update_pass()
-        self._update_fit()
+        if kind not in ("em", "group"):
+            self._numbers[kind] = self._numbers.get(kind, 0) + 1
+        self._draw_pass(restart=True)
+        self._draw_fit()
 
     def chunks_done(self, count: int) -> None:
         """``count`` more chunks of the current pass are done."""
         self._done += int(count)
-        self._update_pass()
+        self._draw_pass()
 
     def pass_finished(self) -> None:
-        """The current pass is done."""
-        seconds = time.perf_counter() - self._started
-        self._done = self._total
+        """The current pass is done: a line for it unless an iteration line follows."""
         if self._kind in ("em", "group"):
-            return  # the iteration line follows (after the pass's last group)
-        if self._kind in ("survey", "kmeans", "init", "moments"):
-            self._init_passes.append((self._kind, seconds))
-            if self.verbose >= 2:
-                chunks = f"{self._total} chunk{'s' if self._total != 1 else ''}"
-                self._print(f"{self._pass_label()}: {chunks} in {seconds:.2f} s")
             return
-        if self._progress is not None and self._pass_task is not None:
-            self._progress.update(self._pass_task, visible=False)
-            self._pass_task = None
+        seconds = time.perf_counter() - self._started
         chunks = f"{self._total} chunk{'s' if self._total != 1 else ''}"
-        self._print(f"{_PASS_NAMES.get(self._kind, self._kind)} pass: {chunks} in "
-                    f"{seconds:.2f} s")
-
-    def _report_initialisation(self) -> None:
-        self._init_reported = True
-        if not self._init_passes or self.verbose >= 2:
-            return
-        seconds = sum(s for _, s in self._init_passes)
-        kinds: dict[str, int] = {}
-        for kind, _ in self._init_passes:
-            kinds[kind] = kinds.get(kind, 0) + 1
-        detail = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
-        n = len(self._init_passes)
-        self._print(f"initialised in {seconds:.2f} s ({n} pass{'es' if n != 1 else ''} over "
-                    f"the data: {detail})")
+        note = " (the data's chunk sizes were not known)" if self._kind == "sizes" else ""
+        label = self._label() if self._kind in _INIT_KINDS[:3] else f"{self._label()} pass"
+        self.message(f"{label}: {chunks} in {seconds:.2f} s{note}")
 
     def update_finished(self, number: int, position: int, n_groups: int) -> None:
-        """Incremental or online EM updated the model after group ``position`` of
-        ``n_groups`` of pass ``number``."""
+        """Incremental or online EM updated the model after a group of chunks."""
         self._group = (position, n_groups)
 
     def iteration_finished(self, info: Any) -> None:
-        """An EM iteration is done: print its line(s), update the fit's ETA."""
+        """An EM iteration is done: its line(s), and the fit's ETA."""
         self._iteration = int(info.iteration)
         max_iter = int(getattr(info, "max_iter", 0) or self.max_iter or 0)
-        self._iteration_seconds.append(float(info.seconds))
-        recent = self._iteration_seconds[-5:]
-        per_iteration = sum(recent) / len(recent)
+        self._seconds.append(float(info.seconds))
+        recent = self._seconds[-5:]
         self._eta = fit_eta(list(getattr(info, "states", [])), self._iteration, max_iter,
-                            self.tol, per_iteration)
-        for line in format_iteration(info, max_iter=max_iter or None, eta=self._eta,
-                                     timing=self.verbose >= 2):
-            self._print(line)
-        self._update_fit()
+                            self.tol, sum(recent) / len(recent))
+        timing = self.verbose >= 2
+        if self.sweep:
+            lines = [format_sweep_iteration(info, max_iter=max_iter or None, eta=self._eta,
+                                            timing=timing, n_candidates=self.n_candidates)]
+        else:
+            lines = format_iteration(info, max_iter=max_iter or None, eta=self._eta,
+                                     timing=timing)
+        for line in lines:
+            self.message(line)
+        self._draw_fit()
 
     def fit_finished(self) -> None:
-        """The fit is done (or failed): nothing more to draw for it."""
-        if self._progress is not None and self._fit_task is not None:
-            self._progress.update(self._fit_task, visible=False)
-            self._fit_task = None
+        """The fit is done (or failed)."""
+        if self._rich is not None and "fit" in self._tasks:
+            self._rich.update(self._tasks["fit"], visible=False)

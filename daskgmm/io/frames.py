@@ -34,7 +34,7 @@ import numpy as np
 from daskgmm.errors import InvalidDataError
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
 
-__all__ = ["OutputWrapper", "as_array", "write_labels_parquet"]
+__all__ = ["OutputWrapper", "as_array", "write_label_part", "write_labels_parquet"]
 
 
 @dataclass(frozen=True)
@@ -266,8 +266,10 @@ def as_array(X: Any, *, sample_dim: str | None = None,
     return X, OutputWrapper("numpy")
 
 
-def _write_part(out_location: Any, index: int, labels: np.ndarray, ids: Any,
-                id_column: str | None, label_column: str) -> int:
+def write_label_part(out_location: Any, index: int, labels: np.ndarray, ids: Any,
+                     id_column: str | None, label_column: str) -> int:
+    """Write one chunk's labels (and ids) as ``part-<index>.parquet`` in a directory;
+    returns its rows (a task of :func:`write_labels_parquet`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -276,10 +278,7 @@ def _write_part(out_location: Any, index: int, labels: np.ndarray, ids: Any,
         columns[id_column] = pa.array(ids)
     columns[label_column] = pa.array(np.asarray(labels, dtype=np.int64))
     table = pa.table(columns)
-    loc = out_location.join(f"part-{index:05d}.parquet")
-    if loc.is_local:
-        os.makedirs(os.path.dirname(loc.path), exist_ok=True)
-    with loc.open("wb") as f:
+    with out_location.join(f"part-{index:05d}.parquet").open("wb") as f:
         pq.write_table(table, f)
     return int(table.num_rows)
 
@@ -350,7 +349,7 @@ def write_labels_parquet(labels: Any, source: str | os.PathLike, output: str | o
                                  storage_options=output_storage_options) as out:
         lab_blocks = lab.to_delayed().ravel()
         id_blocks = ids.to_delayed().ravel() if ids is not None else [None] * len(lab_blocks)
-        parts = [delayed(_write_part)(out.location, i, lb, ib, id_column, label_column)
+        parts = [delayed(write_label_part)(out.location, i, lb, ib, id_column, label_column)
                  for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
         counts = dask.compute(*parts)
     return {"output": out_display, "n_rows": int(sum(counts)), "n_files": len(counts),

@@ -36,7 +36,6 @@ from daskgmm.io.reader_base import (
     output_dtype,
     result_shape,
     split_key,
-    stat_token,
     validate_shape,
     where,
 )
@@ -50,11 +49,9 @@ _REMOTE_BLOCK_SIZE = 4 * 2**20
 
 
 def open_h5(location: Location) -> tuple[Any, Any]:
-    """Open an HDF5 file read-only; returns ``(h5py.File, file object or None)``."""
+    """Open an HDF5 file read-only; returns ``(h5py.File, its file object)``."""
     import h5py
 
-    if location.is_local:
-        return h5py.File(location.path, "r"), None
     fobj = location.open("rb", block_size=_REMOTE_BLOCK_SIZE, cache_type="readahead")
     try:
         return h5py.File(fobj, "r"), fobj
@@ -90,7 +87,7 @@ def _h5_attrs(obj: Any) -> dict:
 def _version_now(loc: Location, fobj: Any) -> tuple | None:
     """The version of an open file as :func:`check_unchanged` compares it."""
     if loc.is_local:
-        return stat_token(loc.path)
+        return _stamp(loc.info())
     details = getattr(fobj, "details", None)
     return _stamp(details) if isinstance(details, dict) else None
 
@@ -148,8 +145,8 @@ class HDF5Slicer(ShapedArray):
 
     def __dask_tokenize__(self) -> tuple:
         loc = parse_location(self.filename, self.storage_options)
-        version = stat_token(loc.path) if loc.is_local else remote_file_token(loc)
-        return ("HDF5Slicer", loc, self.dataset, self.shape, self.dtype.str, version)
+        return ("HDF5Slicer", loc, self.dataset, self.shape, self.dtype.str,
+                remote_file_token(loc))
 
     def __getitem__(self, key: Any) -> np.ndarray:
         read, post, empty = split_key(key, self.shape)
@@ -193,24 +190,15 @@ class HDF5Reader(Reader):
     extensions = (".h5", ".hdf5", ".he5")
 
     def sniff(self, location: Location) -> bool:
-        if location.is_local and not location.isfile():
-            return False
-        if location.head(8) == HDF5_SIGNATURE:
-            return True
-        if not location.is_local:
-            return False
         # The signature may follow a user block of 512, 1024, 2048... bytes.
-        try:
-            import h5py
-
-            return bool(h5py.is_hdf5(location.path))
-        except Exception:
-            return False
+        head = location.head(8)
+        if head == HDF5_SIGNATURE or len(head) < 8:
+            return head == HDF5_SIGNATURE
+        blocks = location.head(4096)
+        return any(blocks[n:n + 8] == HDF5_SIGNATURE for n in (512, 1024, 2048))
 
     def matches_extension(self, location: Location) -> bool:
-        if location.is_local and not location.isfile():
-            return False
-        return super().matches_extension(location)
+        return super().matches_extension(location) and not location.isdir()
 
     def locate(self, location: Location, dataset: str | None, *,
                allow_missing_chunks: bool = False,
@@ -275,11 +263,9 @@ class HDF5Reader(Reader):
                                allow_missing_chunks=allow_missing_chunks)
         finally:
             _close(f, fobj)
-        filename = loc.path if loc.is_local else loc.url
-        version = stat_token(loc.path) if loc.is_local else remote_file_token(loc)
+        version = remote_file_token(loc)
         return ArraySource(
-            array=HDF5Slicer(filename, name, shape, dtype,
-                             None if loc.is_local else loc.storage_options, version),
+            array=HDF5Slicer(loc.url, name, shape, dtype, loc.storage_options, version),
             shape=shape,
             dtype=np.dtype(dtype),
             where=where(loc, dataset),

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -128,30 +127,6 @@ def _zarr_grid(arr: Any) -> tuple[tuple[int, ...], tuple[int, ...], str]:
     return block, grid, "shard" if shards else "chunk"
 
 
-def _local_listing(root: str) -> dict[str, tuple[int, int]]:
-    """Every file under ``root`` as ``relative/key -> (mtime_ns, size)``."""
-    out: dict[str, tuple[int, int]] = {}
-    stack = [("", root)]
-    while stack:
-        prefix, directory = stack.pop()
-        try:
-            entries = os.scandir(directory)
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                key = prefix + entry.name
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((key + "/", entry.path))
-                    else:
-                        st = entry.stat()
-                        out[key] = (st.st_mtime_ns, st.st_size)
-                except OSError:
-                    continue
-    return out
-
-
 def _stamp(info: dict[str, Any]) -> Any:
     """The most content-bound field an object store's listing gives for one object (the
     same whether it comes from a listing or from asking for the object: times as
@@ -202,20 +177,9 @@ def _remote_listing(loc: Location) -> dict[str, Any] | None:
     if not loc.listable:
         return None
     try:
-        found = loc.fs.find(loc.path, detail=True, withdirs=False)
-    except (FileNotFoundError, NotImplementedError):
+        return {name: _stamp(info) for name, info in loc.find().items()}
+    except NotImplementedError:
         return None
-    base = loc.path.rstrip("/") + "/"
-    out: dict[str, Any] = {}
-    for full, info in found.items():
-        name = str(full)
-        if name.startswith(base):
-            out[name[len(base):]] = _stamp(info)
-        else:  # some filesystems strip or add a leading slash
-            idx = name.find(base.lstrip("/"))
-            key = name[idx + len(base.lstrip("/")):] if idx >= 0 else name
-            out[key] = _stamp(info)
-    return out
 
 
 def _zip_listing(zip_path: str, prefix: str) -> dict[str, Any]:
@@ -257,11 +221,6 @@ class _ObjectReader:
                 return data[-nbytes:] if from_end else data[:nbytes]
             assert self.location is not None
             loc = self.location.join(key)
-            if loc.is_local:
-                with open(loc.path, "rb") as f:
-                    if from_end:
-                        f.seek(-nbytes, os.SEEK_END)
-                    return f.read(nbytes)
             size = int(loc.info().get("size") or 0)
             start = max(0, size - nbytes) if from_end else 0
             return bytes(loc.fs.cat_file(loc.path, start=start, end=start + nbytes))
@@ -334,8 +293,6 @@ def zarr_store_state(arr: Any, array_location: Location | None, *,
     fill_value = getattr(arr, "fill_value", None)
     if zip_path is not None:
         listing: dict[str, Any] | None = _zip_listing(zip_path, zip_prefix)
-    elif array_location is not None and array_location.is_local:
-        listing = _local_listing(array_location.path)
     elif array_location is not None:
         listing = _remote_listing(array_location)
     else:

@@ -1,15 +1,13 @@
-"""NumPy ``.npy`` files: memory-mapped when local, read by byte ranges at a URL.
+"""NumPy ``.npy`` files, local or at a URL, read by byte ranges.
 
-The header is parsed once, when the file is opened. Locally each read memory-maps the
-file (:class:`NpySlicer`, as fast as before URLs were supported); at a URL each read
-fetches exactly the bytes of its rows with one range request (:class:`NpyRangeSlicer`;
-one range per column for Fortran-ordered files).
+The header is parsed once, when the file is opened; each read then fetches exactly the
+bytes of its rows through the location's filesystem (:class:`NpyRangeSlicer`: one range
+for C-ordered files, one per column for Fortran-ordered ones).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -28,95 +26,12 @@ from daskgmm.io.reader_base import (
     ShapedArray,
     result_shape,
     split_key,
-    stat_token,
     where,
 )
 
-__all__ = ["NpyRangeSlicer", "NpyReader", "NpySlicer"]
+__all__ = ["NpyRangeSlicer", "NpyReader"]
 
 NPY_SIGNATURE = b"\x93NUMPY"
-
-
-class NpySlicer(ShapedArray):
-    """Picklable, read-only view of a local ``.npy`` file, memory-mapped on each read.
-
-    A :class:`numpy.memmap` pickles by copying its whole content, so it must not go into
-    a Dask graph. This object stores the path, header offset, shape, dtype and memory
-    order, and memory-maps the file (``np.load(path, mmap_mode="r")``) inside
-    ``__getitem__``, returning an in-memory copy of the selection.
-
-    Parameters
-    ----------
-    filename : str
-    offset : int
-        Byte offset of the data (the header length), checked at each read.
-    shape : tuple of int
-    dtype : numpy.dtype
-    fortran_order : bool
-    version : tuple, optional
-        ``(mtime_ns, size)`` when the file was opened; each read checks it is unchanged
-        (a file rewritten during a fit is an error, not a mix of two data sets).
-    """
-
-    __slots__ = ("dtype", "filename", "fortran_order", "offset", "shape", "version")
-
-    def __init__(self, filename: str, offset: int, shape: tuple[int, ...], dtype: np.dtype,
-                 fortran_order: bool = False, version: tuple | None = None) -> None:
-        self.filename = os.fspath(filename)
-        self.offset = int(offset)
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
-        self.fortran_order = bool(fortran_order)
-        self.version = tuple(version) if version else None
-
-    def __getstate__(self) -> tuple:
-        return (self.filename, self.offset, self.shape, self.dtype, self.fortran_order,
-                self.version)
-
-    def __setstate__(self, state: tuple) -> None:
-        (self.filename, self.offset, self.shape, dtype, self.fortran_order,
-         self.version) = state
-        self.dtype = np.dtype(dtype)
-
-    def __repr__(self) -> str:
-        return (f"NpySlicer({self.filename!r}, offset={self.offset}, shape={self.shape}, "
-                f"dtype={self.dtype}, fortran_order={self.fortran_order})")
-
-    def __dask_tokenize__(self) -> tuple:
-        return ("NpySlicer", self.filename, self.offset, self.shape, self.dtype.str,
-                self.fortran_order, stat_token(self.filename))
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        read, post, empty = split_key(key, self.shape)
-        if empty:
-            return np.empty(result_shape(read, post, self.shape, self.dtype), self.dtype)
-        try:
-            mm = np.load(self.filename, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError as exc:
-            raise DataNotFoundError(
-                f"No such file or store: {self.filename!r} (it was there when the array "
-                "was opened)") from exc
-        except (OSError, ValueError) as exc:
-            raise DataSourceError(f"Cannot read {self.filename!r}: {exc}") from exc
-        try:
-            if (mm.shape != self.shape or mm.dtype != self.dtype
-                    or getattr(mm, "offset", self.offset) != self.offset):
-                raise DataSourceError(
-                    f"{self.filename!r} changed since it was opened: now shape {mm.shape} "
-                    f"dtype {mm.dtype}, was shape {self.shape} dtype {self.dtype}. "
-                    "Open it again."
-                )
-            out = np.array(mm[read])  # copy out of the map
-            check_unchanged(self.version, stat_token(self.filename), repr(self.filename))
-        finally:
-            mmap_obj = getattr(mm, "_mmap", None)
-            del mm
-            if mmap_obj is not None:
-                try:
-                    mmap_obj.close()
-                except (BufferError, ValueError):  # still referenced elsewhere
-                    pass
-        return out[post] if post is not None else out
 
 
 class NpyRangeSlicer(ShapedArray):
@@ -263,12 +178,11 @@ def _read_remote_header(loc: Location) -> tuple[int, tuple[int, ...], np.dtype, 
 
     with loc.open("rb", block_size=2**16) as f:
         version = npformat.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = npformat.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = npformat.read_array_header_2_0(f)
-        else:
-            shape, fortran, dtype = npformat._read_array_header(f, version)
+        read = {(1, 0): npformat.read_array_header_1_0,
+                (2, 0): npformat.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"a .npy format version {version} that daskgmm does not read")
+        shape, fortran, dtype = read(f)
         offset = f.tell()
     return int(offset), tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran)
 
@@ -281,14 +195,10 @@ class NpyReader(Reader):
     extensions = (".npy",)
 
     def sniff(self, location: Location) -> bool:
-        if location.is_local and not location.isfile():
-            return False
         return location.head(6) == NPY_SIGNATURE
 
     def matches_extension(self, location: Location) -> bool:
-        if location.is_local and not location.isfile():
-            return False
-        return super().matches_extension(location)
+        return super().matches_extension(location) and not location.isdir()
 
     def locate(self, location: Location, dataset: str | None, *,
                allow_missing_chunks: bool = False,
@@ -299,42 +209,7 @@ class NpyReader(Reader):
                 f"{loc.display!r} is a .npy file, which holds a single array, so there is no "
                 f"dataset {dataset!r} inside it; pass dataset=None."
             )
-        if not loc.is_local:
-            return self._locate_remote(loc)
-        path = loc.path
-        try:
-            mm = np.load(path, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError as exc:
-            raise DataNotFoundError(f"No such file or store: {path!r}") from exc
-        except ValueError as exc:
-            if "object" in str(exc).lower() or "pickle" in str(exc).lower():
-                raise InvalidDataError(
-                    f"{path!r} holds Python objects (dtype object), not numbers; daskgmm "
-                    "needs a float32 or float64 array of shape (n_samples, n_features)."
-                ) from exc
-            raise DataSourceError(
-                f"Cannot read the .npy file {path!r}: it is unreadable or corrupt ({exc})."
-            ) from exc
-        except OSError as exc:
-            raise DataSourceError(
-                f"Cannot read the .npy file {path!r}: it is unreadable or corrupt ({exc})."
-            ) from exc
-        try:
-            shape = tuple(int(s) for s in mm.shape)
-            dtype = mm.dtype
-            offset = int(getattr(mm, "offset", 0))
-            fortran = bool(mm.flags.f_contiguous and not mm.flags.c_contiguous)
-        finally:
-            del mm
-        version = stat_token(path)
-        return ArraySource(
-            array=NpySlicer(path, offset, shape, dtype, fortran, version),
-            shape=shape,
-            dtype=np.dtype(dtype),
-            where=where(loc, None),
-            native_row_chunk=None,
-            token=version,
-        )
+        return self._locate_remote(loc)
 
     def _locate_remote(self, loc: Location) -> ArraySource:
         try:

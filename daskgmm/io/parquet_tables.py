@@ -118,10 +118,6 @@ def _list_files(loc: Location) -> tuple[list[str], str]:
                            info.get("etag"), info.get("LastModified"),
                            info.get("created"))).encode())
         return files, h.hexdigest()
-    if loc.is_local:
-        st = os.stat(loc.path)
-        h.update(repr((loc.path, st.st_mtime_ns, st.st_size)).encode())
-        return [loc.path], h.hexdigest()
     try:
         info = loc.info()
     except Exception:
@@ -291,7 +287,7 @@ def _check_schemas(loc: Location, files: list[str], schemas: list[Any],
 
 
 def _shown(loc: Location, file: str) -> str:
-    return file if loc.is_local else loc.scrub(loc.fs.unstrip_protocol(file))
+    return Location(loc.fs.unstrip_protocol(file), loc.storage_options).display
 
 
 def _read_piece(loc: Location, file: str, groups: tuple[int, ...], columns: tuple[str, ...],
@@ -391,18 +387,8 @@ class ParquetReader(Reader):
     def sniff(self, location: Location) -> bool:
         if location.isfile():
             return location.head(4) == PARQUET_MAGIC
-        if location.is_local and location.isdir():
-            for _root, _dirs, names in os.walk(location.path):
-                if any(_is_data_file(n) for n in names):
-                    return True
-                break
-            return False
-        if not location.is_local and location.listable and location.isdir():
-            try:
-                found = location.fs.find(location.path)
-            except (FileNotFoundError, OSError):
-                return False
-            return any(_is_data_file(str(p)) for p in found)
+        if location.isdir():
+            return any(_is_data_file(name) for name in location.find())
         return False
 
     def matches_extension(self, location: Location) -> bool:

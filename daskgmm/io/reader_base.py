@@ -1,8 +1,5 @@
-"""What every reader shares: the description of an opened array, the checks of its
-shape and dtype, basic-index splitting for lazy array-likes, and the :class:`Reader`
-base class whose :meth:`Reader.open` turns a located array into a row-chunked Dask
-array.
-"""
+"""What every reader shares: the description of an opened array, shape and dtype
+checks, and the :class:`Reader` base class that makes a row-chunked Dask array."""
 
 from __future__ import annotations
 
@@ -21,32 +18,16 @@ from daskgmm.io.locations import Location, parse_location
 
 __all__ = ["ArraySource", "Reader"]
 
-# How many array names to show in an error message before summarising the rest.
-_MAX_LISTED = 30
+_MAX_LISTED = 30  # array names shown in a message before the rest are counted
 
 
 @dataclass(frozen=True)
 class ArraySource:
-    """What a reader found at a location, before it is turned into a Dask array.
-
-    Attributes
-    ----------
-    array : array-like
-        Object with ``shape``, ``dtype``, ``ndim`` and ``__getitem__`` that reads the data
-        (a zarr array or one of the picklable slicers of the format modules). It goes into
-        the Dask graph, so it must pickle without dragging open file handles along.
-    shape : tuple of int
-    dtype : numpy.dtype
-        The dtype as stored.
-    where : str
-        Human-readable location (path or redacted URL, and dataset) used in messages.
-    native_row_chunk : int or None
-        Rows per storage chunk (or shard), if the storage is chunked.
-    token : tuple
-        Values that identify this version of the data (modification times and sizes of
-        the files, ETags...); they go into the Dask key names, so rewriting the data
-        changes the array's name.
-    """
+    """What a reader found at a location, before it becomes a Dask array: the readable
+    ``array`` (a zarr array or a picklable slicer; it goes into the graph), its ``shape``
+    and stored ``dtype``, ``where`` (for messages, credentials removed), the storage's row
+    chunk (``native_row_chunk``) and a ``token`` that changes with the stored data (so does
+    the Dask name)."""
 
     array: Any
     shape: tuple[int, ...]
@@ -66,20 +47,7 @@ def suffix(location: Location | str) -> str:
     """Lower-case extension of the last path component (``.zarr``, ``.h5``...), without
     a URL's query string or fragment (``x.npy?sig=...`` is a ``.npy``)."""
     path = location.path if isinstance(location, Location) else os.fspath(location)
-    if "://" in path or (isinstance(location, Location) and not location.is_local):
-        from urllib.parse import urlsplit
-
-        path = urlsplit(path).path if "://" in path else path.split("?", 1)[0]
-    return os.path.splitext(path.rstrip("/\\"))[1].lower()
-
-
-def stat_token(path: str) -> tuple:
-    """``(mtime_ns, size)`` of a local file, or ``()`` if it cannot be read."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ()
-    return (st.st_mtime_ns, st.st_size)
+    return os.path.splitext(path.split("?", 1)[0].rstrip("/\\"))[1].lower()
 
 
 def format_listing(arrays: dict[str, tuple[tuple[int, ...], Any]]) -> str:
@@ -94,12 +62,8 @@ def format_listing(arrays: dict[str, tuple[tuple[int, ...], Any]]) -> str:
 
 def choose_default(arrays: dict[str, tuple[tuple[int, ...], Any]], attrs: Any,
                     where: str, kind: str) -> str:
-    """Pick the array to open when no dataset was named.
-
-    The only 2-D array wins; failing that, a file written by
-    :func:`daskgmm.io.generate.generate_mixture` names its data array in its ``dataset``
-    attribute.
-    """
+    """The array to open when no dataset was named: the only 2-D one, else the one a
+    generated data set names in its ``dataset`` attribute."""
     two_d = [name for name, (shape, _) in arrays.items() if len(shape) == 2]
     if len(two_d) == 1:
         return two_d[0]
@@ -130,16 +94,9 @@ def output_dtype(dtype: np.dtype, where: str) -> np.dtype:
             return np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
         if dtype.kind in "iub":
             return np.dtype(np.float64)
-    kinds = {
-        "c": "complex numbers",
-        "O": "Python objects (e.g. variable-length strings)",
-        "S": "byte strings",
-        "U": "strings",
-        "T": "strings",
-        "V": "structured/compound records",
-        "M": "datetimes",
-        "m": "timedeltas",
-    }
+    kinds = {"c": "complex numbers", "O": "Python objects (e.g. variable-length strings)",
+             "S": "byte strings", "U": "strings", "T": "strings", "M": "datetimes",
+             "V": "structured/compound records", "m": "timedeltas"}
     what = kinds.get(dtype.kind, "a non-numeric type")
     if dtype.fields is not None:
         what = "structured/compound records"
@@ -190,13 +147,9 @@ def check_chunk_rows(chunk_rows: int | None) -> None:
 
 
 def split_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple, tuple | None, bool]:
-    """Split a basic-indexing key into a contiguous read and an in-memory post-index.
-
-    Returns ``(read_key, post_key, empty)``. ``read_key`` only holds integers and
-    step-1 slices (what any storage library reads efficiently), ``post_key`` applies
-    steps, reversals and array indices to the result (``None`` if there is nothing to
-    do) and ``empty`` says the selection has no elements.
-    """
+    """Split a basic-indexing key into ``(read_key, post_key, empty)``: a contiguous read
+    (integers and step-1 slices), an in-memory post-index (or None), and whether nothing is
+    selected."""
     if not isinstance(key, tuple):
         key = (key,)
     if any(k is Ellipsis for k in key):
@@ -208,8 +161,7 @@ def split_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple, tuple | None, bo
     key = key + (slice(None),) * (len(shape) - len(key))
     read: list = []
     post: list = []
-    needs_post = False
-    empty = False
+    needs_post = empty = False
     for k, n in zip(key, shape, strict=True):
         if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
             i = int(k)
@@ -250,11 +202,6 @@ def result_shape(read: tuple, post: tuple | None, shape: tuple[int, ...],
     return out[post].shape if post is not None else out.shape
 
 
-# ---------------------------------------------------------------------------------------
-# Picklable lazy array-likes
-# ---------------------------------------------------------------------------------------
-
-
 class ShapedArray:
     """``ndim``, ``size`` and ``len`` from ``shape``, for the lazy file-backed arrays."""
 
@@ -272,31 +219,15 @@ class ShapedArray:
         return self.shape[0]
 
 
-
 class Reader:
-    """Base class of the format readers used by :func:`~daskgmm.io.readers.open_array`.
-
-    A reader says whether it can open a location (:meth:`can_open`: by content first via
-    :meth:`sniff`, then by extension) and opens it (:meth:`open`). Subclasses implement
-    :meth:`sniff` and :meth:`locate`; the common chunking, dtype and shape checks live
-    here. Readers receive a :class:`~daskgmm.io.locations.Location` (a local path or an
-    fsspec URL with its options); a reader registered with ``accepts_locations = False``
-    receives the local path as a string instead, and is not asked about URLs.
-
-    Attributes
-    ----------
-    name : str
-        Short name (``"zarr"``, ``"hdf5"``...).
-    description : str
-        What the reader opens, shown when no reader can open a location.
-    extensions : tuple of str
-        Lower-case file name suffixes, with the dot.
-    """
+    """Base class of the readers of :func:`~daskgmm.io.readers.open_array`: ``sniff``
+    (the content is ours), ``matches_extension`` and ``locate`` (find and describe the
+    array, refusing unwritten chunks unless ``allow_missing_chunks``); the chunking, dtype
+    and shape checks live here. Readers receive a :class:`~daskgmm.io.locations.Location`."""
 
     name: str = ""
     description: str = ""
     extensions: tuple[str, ...] = ()
-    accepts_locations: bool = True
     pseudo_paths: bool = False
 
     def sniff(self, location: Location) -> bool:
@@ -315,12 +246,9 @@ class Reader:
     def locate(self, location: Location, dataset: str | None, *,
                allow_missing_chunks: bool = False,
                ndims: tuple[int, ...] = (2,)) -> ArraySource:
-        """Find the array at ``location``/``dataset`` and describe it (metadata only).
-
-        Raises :class:`~daskgmm.errors.IncompleteStoreError` when chunks of the array
-        were never written, unless ``allow_missing_chunks``. ``ndims``: the numbers of
-        dimensions accepted (2 for data; ``(1, 2)`` for a column of sample weights).
-        """
+        """Find and describe the array at ``location``/``dataset`` (metadata only);
+        IncompleteStoreError for unwritten chunks unless ``allow_missing_chunks``. ``ndims``:
+        the accepted numbers of dimensions."""
         raise NotImplementedError
 
     def open(self, path: Location | str | os.PathLike, dataset: str | None = None,
@@ -328,11 +256,8 @@ class Reader:
              target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
              storage_options: dict | None = None,
              allow_missing_chunks: bool = False, **options: Any) -> da.Array:
-        """Open ``path`` (and ``dataset`` inside it) as a lazy row-chunked Dask array.
-
-        See :func:`~daskgmm.io.readers.open_array` for the parameters, the chunking rule
-        and the errors.
-        """
+        """Open ``path`` (``dataset`` inside) as a lazy row-chunked Dask array (see
+        :func:`~daskgmm.io.readers.open_array`)."""
         check_chunk_rows(chunk_rows)
         unused = sorted(k for k, v in options.items() if v is not None)
         if unused:
@@ -354,16 +279,9 @@ class Reader:
         chunks = (even_chunks(n_samples, rows), (n_features,))
         token = tokenize(self.name, loc, dataset, src.shape, src.dtype.str, chunks,
                          src.token)
-        x = da.from_array(
-            ReadGuard(src.array, src.where, loc),
-            chunks=chunks,
-            name=f"{self.name}-{token}",
-            lock=False,
-            asarray=True,
-            fancy=False,
-            meta=np.empty((0, 0), dtype=src.dtype),
-            inline_array=False,
-        )
+        x = da.from_array(ReadGuard(src.array, src.where, loc), chunks=chunks,
+                          name=f"{self.name}-{token}", lock=False, asarray=True, fancy=False,
+                          meta=np.empty((0, 0), dtype=src.dtype), inline_array=False)
         if x.dtype != out_dtype:
             x = x.astype(out_dtype)
         return x
@@ -373,25 +291,20 @@ class Reader:
 
 
 class ReadGuard:
-    """Wraps a readable array so that a failed read names the store and the rows.
-
-    A corrupt chunk otherwise surfaces deep inside a fit as, say, a bare
-    ``RuntimeError('Zstd decompression error')``. Credentials of the location are
-    scrubbed from the message. Picklable when the array is.
-    """
+    """Wraps a readable array so that a failed read names the store and the rows
+    (credentials scrubbed); picklable when the array is."""
 
     def __init__(self, array: Any, where: str, location: Location | None = None) -> None:
-        self.array = array
-        self.where = where
-        self.location = location
-        self.shape = tuple(array.shape)
-        self.dtype = np.dtype(array.dtype)
+        self.array, self.where, self.location = array, where, location
+        self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
         self.ndim = len(self.shape)
 
     def __repr__(self) -> str:
         return f"ReadGuard({self.where})"
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        from daskgmm.io.locations import describe_failure
+
         try:
             return self.array[key]
         except DaskGMMError:
@@ -399,22 +312,12 @@ class ReadGuard:
         except FileNotFoundError as exc:
             raise DataNotFoundError(
                 f"Part of {self.where} is gone (it was there when the array was opened): "
-                f"{self._scrub(exc)}") from self._cause(exc)
+                f"{describe_failure(exc, self.location)}") from None
         except Exception as exc:
             rows = key[0] if isinstance(key, tuple) and key else key
             if isinstance(rows, slice):
                 rows = f"rows {rows.start}..{(rows.stop or self.shape[0]) - 1}"
             raise DataSourceError(
-                f"Cannot read {rows} of {self.where}: {type(exc).__name__}: "
-                f"{self._scrub(exc)}. The store may be damaged or unreachable; check or "
-                "rewrite it."
-            ) from self._cause(exc)
-
-    def _cause(self, exc: BaseException) -> BaseException | None:
-        # A remote library's exception may quote a URL with credentials: not chained.
-        local = self.location is None or self.location.is_local
-        return exc if local else None
-
-    def _scrub(self, exc: BaseException) -> str:
-        text = str(exc)
-        return self.location.scrub(text) if self.location is not None else text
+                f"Cannot read {rows} of {self.where}: "
+                f"{describe_failure(exc, self.location)}. The store may be damaged or "
+                "unreachable; check or rewrite it.") from None

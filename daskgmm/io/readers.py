@@ -1,36 +1,17 @@
 """Open arrays as lazy, row-chunked Dask arrays, from local paths or any fsspec URL.
 
-:func:`open_array` is the single entry point. It looks at a path or URL, picks a reader
-from a small registry (in the spirit of xarray's backend plugins) and returns a Dask
-array whose chunks each hold a block of rows with *all* the columns, which is what the
-EM kernels consume. Opening only reads metadata (and lists the storage once, see
-:mod:`daskgmm.io.integrity`); data is read chunk by chunk when the graph runs.
-
-Supported formats (one module each)
------------------------------------
-* Zarr format 2 and 3 directory stores, local or at a URL (:mod:`~daskgmm.io.zarr_stores`);
-* Zarr zip stores (``.zip``, local);
-* HDF5 files read with h5py, local or at a URL (:mod:`~daskgmm.io.hdf5_files`);
-* NumPy ``.npy`` files, memory-mapped or read by byte ranges (:mod:`~daskgmm.io.npy_files`);
-* Parquet files and directories of them (:mod:`~daskgmm.io.parquet_tables`);
-* scikit-learn's bundled data sets as ``sklearn:iris`` (:mod:`~daskgmm.io.sklearn_datasets`).
-
-URLs are any fsspec protocol (``s3://``, ``gs://``, ``az://``, ``abfs://``,
-``http(s)://``, ``memory://``, ``file://`` ...) with ``storage_options``; the
-filesystem libraries are optional extras (``pip install "daskgmm[s3]"``). Local paths
-are read exactly as before URLs were supported.
-
-The graphs are safe to run on ``distributed`` worker processes: no open file handle is
-put into them. Integer and boolean data are converted to float64 lazily, float16 to
-float32; float32 and float64 are kept as they are. Anything else is refused with
-:class:`~daskgmm.errors.InvalidDataError`.
-"""
+:func:`open_array` picks a reader (content first, then the extension) among Zarr
+(:mod:`~daskgmm.io.zarr_stores`), HDF5 (:mod:`~daskgmm.io.hdf5_files`), ``.npy``
+(:mod:`~daskgmm.io.npy_files`), Parquet (:mod:`~daskgmm.io.parquet_tables`) and
+``sklearn:NAME`` (:mod:`~daskgmm.io.sklearn_datasets`), and returns a Dask array whose
+chunks hold blocks of rows with all the columns. Opening reads only metadata; every
+storage is addressed through a :class:`~daskgmm.io.locations.Location`, and the graphs
+hold no open file, so they run on worker processes."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import dask.array as da
@@ -38,64 +19,32 @@ import dask.array as da
 from daskgmm.errors import DataNotFoundError, DataSourceError
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
 from daskgmm.io.hdf5_files import HDF5Reader, HDF5Slicer
-from daskgmm.io.locations import Location, parse_location
-from daskgmm.io.npy_files import NpyRangeSlicer, NpyReader, NpySlicer
+from daskgmm.io.locations import Location, parse_location, storage_errors
+from daskgmm.io.npy_files import NpyRangeSlicer, NpyReader
 from daskgmm.io.parquet_tables import ParquetReader
 from daskgmm.io.reader_base import ArraySource, Reader, check_chunk_rows
 from daskgmm.io.sklearn_datasets import SklearnDatasetReader
 from daskgmm.io.zarr_stores import ZarrDirectoryReader, ZarrZipReader
 
-__all__ = [
-    "DEFAULT_TARGET_CHUNK_BYTES",
-    "ArraySource",
-    "HDF5Reader",
-    "HDF5Slicer",
-    "NpyRangeSlicer",
-    "NpyReader",
-    "NpySlicer",
-    "ParquetReader",
-    "Reader",
-    "SklearnDatasetReader",
-    "ZarrDirectoryReader",
-    "ZarrZipReader",
-    "describe_array",
-    "get_reader",
-    "list_readers",
-    "open_array",
-    "register_reader",
-]
-
-DEFAULT_TARGET_CHUNK_BYTES = DEFAULT_CHUNK_BYTES
-"""Alias of :data:`daskgmm.io.chunking.DEFAULT_CHUNK_BYTES` (64 MiB), kept for callers of
-earlier versions."""
+__all__ = ["ArraySource", "HDF5Reader", "HDF5Slicer", "NpyRangeSlicer", "NpyReader",
+           "ParquetReader", "Reader", "SklearnDatasetReader", "ZarrDirectoryReader",
+           "ZarrZipReader", "describe_array", "get_reader", "list_readers", "open_array",
+           "register_reader"]
 
 _READERS: list[Any] = [ZarrDirectoryReader(), ZarrZipReader(), HDF5Reader(), NpyReader(),
                        ParquetReader(), SklearnDatasetReader()]
 
 
 def register_reader(reader: Any, *, first: bool = False) -> None:
-    """Add a reader to the registry used by :func:`open_array`.
-
-    Parameters
-    ----------
-    reader : Reader
-        Object with ``name``, ``description``, ``can_open(location)`` (or ``sniff`` and
-        ``matches_extension``) and ``open(location, dataset, chunk_rows=None, *,
-        target_chunk_bytes=..., storage_options=None, allow_missing_chunks=False,
-        **options)``; see :class:`~daskgmm.io.reader_base.Reader`. A reader whose
-        ``accepts_locations`` is False receives local paths as strings (and is not
-        asked about URLs). A reader with the same name is replaced.
-    first : bool, default False
-        Put the reader before the built-in ones, so it wins ties.
-    """
+    """Add a reader (a :class:`~daskgmm.io.reader_base.Reader`: ``name``,
+    ``description``, ``can_open`` or ``sniff``/``matches_extension``, ``open``) to the
+    registry, replacing one of the same name; ``first`` puts it before the built-in
+    ones, so it wins ties."""
     for method in ("can_open", "open"):
         if not callable(getattr(reader, method, None)):
             raise TypeError(f"a reader needs a callable {method}(); got {reader!r}")
     _READERS[:] = [r for r in _READERS if r.name != getattr(reader, "name", None)]
-    if first:
-        _READERS.insert(0, reader)
-    else:
-        _READERS.append(reader)
+    _READERS.insert(0 if first else len(_READERS), reader)
 
 
 def list_readers() -> list[str]:
@@ -103,191 +52,97 @@ def list_readers() -> list[str]:
     return [r.name for r in _READERS]
 
 
-def _supported_formats() -> str:
-    return "; ".join(getattr(r, "description", "") or r.name for r in _READERS)
-
-
-def _ask(reader: Any, method: str, loc: Location) -> bool:
-    accepts = getattr(reader, "accepts_locations", False)
-    if not accepts and not loc.is_local:
-        return False
-    fn = getattr(reader, method, None) or reader.can_open
-    return bool(fn(loc if accepts else loc.path))
+def _no_bucket(loc: Location) -> str:
+    """`` (there is no bucket NAME)`` when the URL's bucket (or container) is missing."""
+    bucket = loc.path.split("/", 1)[0]
+    if not loc.listable or not bucket or bucket == loc.path.rstrip("/"):
+        return ""
+    try:
+        return "" if loc.fs.exists(bucket) else f" (there is no bucket {bucket!r})"
+    except Exception:  # the question is a courtesy; the answer above stands
+        return ""
 
 
 def get_reader(path: str | os.PathLike | Location, *,
                storage_options: dict | None = None) -> Any:
-    """The reader :func:`open_array` would use for ``path``.
-
-    Every reader is first asked whether the content (magic bytes, directory layout) is
-    its format; only if none recognises it is the file name extension considered.
-
-    Raises
-    ------
-    DataNotFoundError
-        If nothing exists at ``path``.
-    DataSourceError
-        If no reader can open ``path``.
-    MissingDependencyError
-        If the filesystem library of a URL's protocol is not installed.
-    """
+    """The reader :func:`open_array` would use for ``path``: the content (magic bytes,
+    layout) decides, then the extension. DataNotFoundError (nothing there),
+    DataSourceError (no reader) or StorageError (unreachable, access refused)."""
     text = path.original if isinstance(path, Location) else os.fspath(path)
     for reader in _READERS:  # readers of pseudo-paths such as "sklearn:iris" first
         if getattr(reader, "pseudo_paths", False) and reader.can_open(text):
             return reader
     loc = parse_location(path, storage_options)
-    if not loc.exists() and not _exists_as_prefix(loc):
-        raise DataNotFoundError(f"No such file or store: {loc.display!r}")
-    checks: Iterable[Callable[[Any], bool]] = (
-        lambda r: _ask(r, "sniff", loc),
-        lambda r: _ask(r, "matches_extension", loc),
-    )
-    for check in checks:
-        for reader in _READERS:
-            if getattr(reader, "pseudo_paths", False):
-                continue
-            if check(reader):
-                return reader
-    kind = "directory" if loc.isdir() else "file"
-    raise DataSourceError(
-        f"Cannot open {loc.display!r}: this {kind} is in no format daskgmm can read. "
-        f"Supported formats: {_supported_formats()}."
-    )
+    with storage_errors("cannot open", loc):
+        # Over HTTP a directory has no object of its own: look for zarr metadata in it.
+        if not loc.exists() and (loc.listable or not any(
+                loc.join(name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))):
+            raise DataNotFoundError(f"No such file or store: {loc.display!r}"
+                                    + _no_bucket(loc))
+        for method in ("sniff", "matches_extension"):
+            for reader in _READERS:
+                ask = getattr(reader, method, None) or reader.can_open
+                if not getattr(reader, "pseudo_paths", False) and ask(loc):
+                    return reader
+        kind = "directory" if loc.isdir() else "file"
+    formats = "; ".join(getattr(r, "description", "") or r.name for r in _READERS)
+    raise DataSourceError(f"Cannot open {loc.display!r}: this {kind} is in no format "
+                          f"daskgmm can read. Supported formats: {formats}.")
 
 
-def _exists_as_prefix(loc: Location) -> bool:
-    """Over HTTP a directory has no object of its own: look for zarr metadata in it."""
-    if loc.is_local or loc.listable:
-        return False
-    return any(loc.join(name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
-
-
-def open_array(path: str | os.PathLike, dataset: str | None = None,
-               chunk_rows: int | None = None, *,
-               storage_options: dict | None = None,
-               columns: list[str] | None = None,
-               allow_missing_chunks: bool = False,
+def open_array(path: str | os.PathLike | Location, dataset: str | None = None,
+               chunk_rows: int | None = None, *, storage_options: dict | None = None,
+               columns: list[str] | None = None, allow_missing_chunks: bool = False,
                target_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> da.Array:
     """Open an array as a lazy, row-chunked Dask array, from a local path or a URL.
 
-    Only metadata is read here (and the storage is listed once); the data is read chunk
-    by chunk when the graph runs, possibly on ``distributed`` worker processes, each of
-    which opens the data itself (the graph holds no open file handle).
-
     Parameters
     ----------
-    path : str or os.PathLike
-        A local path or a URL of any fsspec protocol (``s3://``, ``gs://``, ``az://``,
-        ``abfs://``, ``http(s)://``, ``memory://``, ``file://`` ...) to a Zarr v2/v3
-        directory store, a Zarr zip store (local ``.zip``), an HDF5 file, a ``.npy``
-        file, or a Parquet file or directory of Parquet files. The format is recognised
-        from the content first (magic bytes, ``zarr.json``/``.zarray``/``.zgroup``), then
-        from the extension.
+    path : str, os.PathLike or Location
+        A Zarr store (directory or local ``.zip``), HDF5 file, ``.npy`` file, Parquet file
+        or directory, or ``sklearn:NAME``; local or a URL of any fsspec protocol.
     dataset : str, optional
-        Path of the array inside a Zarr group or an HDF5 file (e.g.
-        ``"embeddings/X"``). Must be None when ``path`` is an array itself (a ``.npy``
-        file or a Zarr array store). When None and ``path`` is a group or an HDF5 file,
-        the only 2-D array in it (searched recursively) is used; a dataset written by
-        :func:`daskgmm.io.generate.generate_mixture` names its data array in its metadata.
+        The array inside a Zarr group or HDF5 file (default: the only 2-D one, or the one a
+        generated data set names).
     chunk_rows : int, optional
-        Rows per chunk. By default enough rows for a chunk of about
-        ``target_chunk_bytes`` (counted in the output dtype), rounded down to a
-        multiple of the storage's row chunk (at least one storage chunk) and clipped to
-        the number of samples. (Parquet: row groups are the chunks.)
+        Rows per chunk; default: whole storage chunks merged up to ``target_chunk_bytes``
+        (Parquet: whole row groups).
     storage_options : dict, optional
-        Options of the URL's filesystem (endpoint, credentials, ...), passed to fsspec.
-        They reach the workers inside the graph but are never shown: messages and
-        reprs show ``***`` instead of secrets.
+        Options of the URL's filesystem; they reach the workers and are never shown.
     columns : list of str, optional
-        Parquet only: the feature columns (default: every numeric column).
+        Parquet: the feature columns (default: every numeric column).
     allow_missing_chunks : bool, default False
         Accept a store whose writer looks unfinished: a Zarr array whose last chunk is
-        absent (absent chunks elsewhere are accepted anyway: zarr does not store chunks
-        equal to the fill value), an HDF5 dataset with unallocated chunks or an end of
-        fill values in storage allocated early. Absent chunks read as the fill value.
-    target_chunk_bytes : int, default 64 MiB
-        Chunk size aimed at when ``chunk_rows`` is None
-        (:data:`daskgmm.io.chunking.DEFAULT_CHUNK_BYTES`).
+        absent (absent chunks elsewhere are fill values, accepted anyway), an HDF5
+        dataset with unallocated chunks or an end of fill values. Absent chunks read as
+        the fill value.
 
-    Returns
-    -------
-    dask.array.Array
-        Shape ``(n_samples, n_features)``, chunks ``(row_chunks, (n_features,))``,
-        dtype float64 or float32. Integer and boolean data are converted to float64,
-        float16 to float32, lazily. Its name changes whenever the stored data changes.
-
-    Raises
-    ------
-    DataNotFoundError
-        ``path`` does not exist, or ``dataset`` is not in it (the message lists the
-        arrays that are).
-    DataSourceError
-        No reader recognises ``path`` (the message lists the supported formats), the
-        store is unreadable or corrupt, or ``dataset`` is ambiguous or names a group.
-    IncompleteStoreError
-        The store's writer did not finish (see ``allow_missing_chunks``) and
-        ``allow_missing_chunks`` is False.
-    MissingDependencyError
-        The URL's filesystem library is not installed (the message names the extra).
-    InvalidDataError
-        The array is not 2-D, is empty, or does not hold real numbers.
-    ValueError
-        ``chunk_rows < 1`` or ``target_chunk_bytes < 1``.
-
-    Examples
-    --------
-    >>> x = open_array("data.zarr", "embeddings/X")  # doctest: +SKIP
-    >>> x = open_array("s3://bucket/data.zarr",
-    ...                storage_options={"endpoint_url": "http://127.0.0.1:9000"})  # doctest: +SKIP
-    >>> x.chunks[1] == (x.shape[1],)  # doctest: +SKIP
-    True
-    """
+    Returns ``(n_samples, n_features)`` float64 or float32 with chunks ``(rows,
+    (n_features,))``, named after the stored data. Raises DataNotFoundError,
+    DataSourceError, IncompleteStoreError, InvalidDataError, MissingDependencyError,
+    StorageError; ValueError for ``chunk_rows < 1``."""
     check_chunk_rows(chunk_rows)
     if int(target_chunk_bytes) < 1:
         raise ValueError(f"target_chunk_bytes must be >= 1, got {target_chunk_bytes}")
-    reader = get_reader(path, storage_options=storage_options)
-    if (not getattr(reader, "accepts_locations", False)
-            and not getattr(reader, "pseudo_paths", False)):
-        return reader.open(parse_location(path).path, dataset, chunk_rows,
-                           target_chunk_bytes=target_chunk_bytes)
     kwargs: dict[str, Any] = {"target_chunk_bytes": target_chunk_bytes,
                               "storage_options": storage_options,
                               "allow_missing_chunks": allow_missing_chunks}
     if columns is not None:
         kwargs["columns"] = columns
+    reader = get_reader(path, storage_options=storage_options)
     return reader.open(path, dataset, chunk_rows, **kwargs)
 
 
 def describe_array(x: da.Array) -> dict:
-    """Summarise the shape, dtype and chunking of a Dask array, for reports.
-
-    Parameters
-    ----------
-    x : dask.array.Array
-
-    Returns
-    -------
-    dict
-        ``shape`` (list of int), ``dtype`` (str), ``chunks_rows`` (list of the row chunk
-        sizes, or ``{"first", "last", "count"}`` when there are more than 10 chunks
-        and they are not all listed), ``n_chunks`` (total number of chunks) and
-        ``chunk_bytes`` (bytes of the largest chunk; None when chunk sizes are
-        unknown). Every value is JSON-serialisable.
-    """
+    """``shape``, ``dtype``, ``chunks_rows`` (the row chunks, or ``{first, last,
+    count}`` beyond 10), ``n_chunks`` and ``chunk_bytes`` (of the largest; None when
+    the sizes are unknown) of a Dask array, JSON-ready (for reports)."""
     rows = [int(c) if not math.isnan(c) else None for c in x.chunks[0]] if x.ndim else []
-    if len(rows) > 10:
-        chunks_rows: list | dict = {"first": rows[0], "last": rows[-1], "count": len(rows)}
-    else:
-        chunks_rows = rows
     known = all(not math.isnan(c) for dim in x.chunks for c in dim)
-    chunk_bytes = (int(math.prod(max(dim) if dim else 0 for dim in x.chunks)
-                       * x.dtype.itemsize) if known else None)
-    shape = [int(s) if not math.isnan(s) else None for s in x.shape]
-    return {
-        "shape": shape,
-        "dtype": str(x.dtype),
-        "chunks_rows": chunks_rows,
-        "n_chunks": int(x.npartitions),
-        "chunk_bytes": chunk_bytes,
-    }
-
+    return {"shape": [int(s) if not math.isnan(s) else None for s in x.shape],
+            "dtype": str(x.dtype),
+            "chunks_rows": ({"first": rows[0], "last": rows[-1], "count": len(rows)}
+                            if len(rows) > 10 else rows),
+            "n_chunks": int(x.npartitions),
+            "chunk_bytes": (int(math.prod(max(dim) if dim else 0 for dim in x.chunks)
+                                * x.dtype.itemsize) if known else None)}

@@ -26,13 +26,8 @@ _SKLEARN_DATASETS = {
 
 
 class SklearnDatasetReader(Reader):
-    """The small datasets bundled with scikit-learn, as ``sklearn:NAME`` pseudo-paths.
-
-    ``open_array("sklearn:iris")`` is the 150 x 4 iris measurements as a float64 Dask
-    array in one chunk (or ``chunk_rows`` rows per chunk). The data is read from files
-    shipped inside scikit-learn; nothing is downloaded. Available names: ``iris``,
-    ``wine``, ``digits`` and ``breast_cancer``.
-    """
+    """The small data sets shipped with scikit-learn as ``sklearn:NAME``
+    (``iris``, ``wine``, ``digits``, ``breast_cancer``); nothing is downloaded."""
 
     name = "sklearn"
     description = "scikit-learn bundled dataset (sklearn:iris, sklearn:wine, ...)"

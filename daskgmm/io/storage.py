@@ -1,362 +1,447 @@
-"""Write outputs to a local path or any fsspec URL, never leaving a half-written one.
+"""Outputs that appear complete or not at all, on a local disk or in an object store.
 
-The primitives the writers of models, reports, label arrays and data sets use, for a
-local path or a URL with ``storage_options``:
-
-* :func:`exists`, :func:`read_output_marker`, :func:`is_daskgmm_output`;
-* :func:`atomic_output_directory`: build a directory and make it appear complete or
-  not at all. Locally this is :func:`daskgmm.io.atomic.atomic_directory` (a temporary
-  sibling renamed into place). Object stores have no rename, so there the content is
-  written under a temporary prefix ``.<name>.tmp-<owner>/``, then copied (server side)
-  to the target with the **marker object last** (a ``.daskgmm.json`` object, or, for a
-  Zarr store, its root ``zarr.json`` carrying the marker attribute), and the temporary
-  prefix is deleted. A reader that requires the marker (:func:`read_output_marker`)
-  never accepts a partly copied directory. Replacing an existing target deletes its
-  marker first, then its objects, so a crash midway leaves a target without a marker
-  (refused) rather than a mixture of two versions. Only a target that is empty or
-  carries a marker is ever replaced;
-* :func:`write_file_atomic`: one file (on object stores a single PUT is atomic);
-* :func:`create_zarr_array`: a Zarr v3 array (e.g. labels or responsibilities) at a
-  location, compressed with :func:`daskgmm.io.codecs.float_compressors`, which Dask
-  workers then fill chunk by chunk (the array pickles as its store's description).
-
-Leftover temporary prefixes of writers that are no longer running on this host are
-deleted at the start of the next write to the same target, as for local directories.
-"""
+:func:`atomic_output_directory` builds an output (a run, a model, a label array, a
+generated data set) in a temporary sibling ``.<name>.tmp-<stamp>``, then commits it: by a
+rename on a local disk (a replaced output renamed aside, then deleted); on an object
+store by a copy of the data, then nested markers, then the output's **marker last** (a
+failed copy takes back what it copied). The marker (``.daskgmm.json``, or a ``daskgmm``
+attribute at a Zarr root) lists the entries daskgmm wrote: ``overwrite`` replaces only
+an output holding nothing else (:func:`check_replaceable`), and a reader requiring the
+marker never accepts a partial copy. A writer claims its target (an ``flock`` locally,
+an object renewed every :data:`HEARTBEAT` seconds on a store): a second writer fails at
+once, a dead writer's temporaries are removed by the next."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import glob
+import hashlib
 import json
 import os
 import secrets
+import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from daskgmm.errors import UnsafeOverwriteError
-from daskgmm.io import atomic
+from daskgmm.errors import OutputExistsError, UnsafeOverwriteError
 from daskgmm.io.locations import Location, parse_location
 
-__all__ = [
-    "OutputDirectory",
-    "atomic_output_directory",
-    "check_replaceable",
-    "create_zarr_array",
-    "exists",
-    "is_daskgmm_output",
-    "read_output_marker",
-    "write_file_atomic",
-]
+__all__ = ["HEARTBEAT", "MARKER_ATTRIBUTE", "MARKER_FILE", "OutputDirectory",
+           "atomic_file", "atomic_output_directory", "check_replaceable",
+           "create_zarr_array", "is_daskgmm_output", "read_output_marker",
+           "write_file_atomic", "zarr_store"]
 
-_ROOT_METADATA = ("zarr.json", ".zattrs", ".zarray", ".zgroup")
-# Files that complete an output nested in a directory (copied after everything else).
-_NESTED_MARKERS = frozenset({*_ROOT_METADATA, atomic.MARKER_FILE, "model.json",
-                             "report.json"})
+MARKER_FILE = ".daskgmm.json"
+"""The marker of an output daskgmm wrote (a Zarr root keeps it in its attributes)."""
+MARKER_ATTRIBUTE = "daskgmm"
+"""The key of the marker in the root attributes of a Zarr store daskgmm wrote."""
+HEARTBEAT = 30.0
+"""Seconds between two renewals of a claim on an object store; a claim not renewed for
+four times as long belongs to a writer that is gone."""
+
+_NESTED_MARKERS = frozenset({"zarr.json", ".zattrs", ".zarray", ".zgroup", "model.json"})
+_MAX_MARKER_BYTES = 16 << 20
+
+
+def _read_json(loc: Location) -> Any:
+    try:
+        data = loc.head(_MAX_MARKER_BYTES + 1)
+        return json.loads(data) if 0 < len(data) <= _MAX_MARKER_BYTES else None
+    except (ValueError, OSError):
+        return None
+
+
+def read_output_marker(url: str | os.PathLike[str] | Location,
+                       storage_options: dict | None = None) -> dict[str, Any] | None:
+    """The marker of the complete output daskgmm wrote at ``url``, or None."""
+    loc = parse_location(url, storage_options)
+    found = _read_json(loc.join(MARKER_FILE))
+    if not isinstance(found, dict):
+        meta = _read_json(loc.join("zarr.json"))
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        found = attrs.get(MARKER_ATTRIBUTE) if isinstance(attrs, dict) else None
+    ok = isinstance(found, dict) and found.get("written_by") == "daskgmm"
+    return found if ok else None
+
+
+def is_daskgmm_output(url: str | os.PathLike[str] | Location,
+                      storage_options: dict | None = None, kind: str | None = None) -> bool:
+    """Whether ``url`` holds a complete output daskgmm wrote (of ``kind``, if given)."""
+    marker = read_output_marker(url, storage_options)
+    return marker is not None and (kind is None or marker.get("kind") == kind)
+
+
+def _entries(names: Any) -> dict[str, list]:
+    """``{top-level name: [files below it, digest of their names]}`` of a listing."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        if name != MARKER_FILE:
+            groups.setdefault(name.split("/", 1)[0], []).append(name)
+    return {top: [len(found), hashlib.blake2b("\n".join(found).encode(),
+                                               digest_size=8).hexdigest()]
+            for top, found in groups.items()}
+
+
+def check_replaceable(url: str | os.PathLike[str] | Location,
+                      storage_options: dict | None = None) -> None:
+    """Refuse (:class:`~daskgmm.errors.UnsafeOverwriteError`, naming what was found)
+    to replace what is at ``url`` unless it is empty or a complete output holding nothing
+    but what its marker lists."""
+    loc = parse_location(url, storage_options)
+    if not loc.exists():
+        return
+    islink = getattr(loc.fs, "islink", None)
+    if (islink is not None and islink(loc.path)) or loc.isfile():
+        raise UnsafeOverwriteError(
+            f"{loc.display} is a file or a link that daskgmm did not write, so it is not "
+            "replaced even with overwrite; move it away or choose another location")
+    listing = loc.find()
+    marker = read_output_marker(loc)
+    if not listing:
+        return
+    if marker is None:
+        raise UnsafeOverwriteError(
+            f"{loc.display} holds files daskgmm did not write (it has no {MARKER_FILE} "
+            "marker), so they are not replaced even with overwrite: they may be your "
+            "data; choose another location, or remove them yourself")
+    recorded = marker.get("entries") if isinstance(marker.get("entries"), dict) else {}
+    found = _entries(listing)
+    foreign = sorted(k for k, v in found.items() if recorded.get(k) != v)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                         if len(foreign) > 5 else "")
+        raise UnsafeOverwriteError(
+            f"{loc.display} is an output daskgmm wrote, but it now also holds what daskgmm "
+            f"did not write ({shown}), so it is not replaced even with overwrite; move "
+            "those away or choose another location")
+
+
+def marker_content(kind: str, names: Any) -> dict[str, Any]:
+    """What a marker says: written by daskgmm, the ``kind``, version, time, entries."""
+    from daskgmm import __version__
+
+    return {"written_by": "daskgmm", "kind": str(kind), "daskgmm_version": __version__,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "entries": _entries(names)}
+
+
+class _LockClaim:
+    """A local claim: an ``flock`` on a file, released by the kernel when we die."""
+
+    def __init__(self, loc: Location) -> None:
+        import fcntl
+
+        self.loc = loc
+        self._handle = open(loc.path, "a+b")  # held for the claim's life
+        fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    @staticmethod
+    def alive(loc: Location) -> bool:
+        import fcntl
+
+        try:
+            with open(loc.path, "rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.loc.path)
+        self._handle.close()
+
+
+class _HeartbeatClaim:
+    """An object-store claim: an object rewritten every :data:`HEARTBEAT` seconds."""
+
+    def __init__(self, loc: Location) -> None:
+        self.loc, self._stop = loc, threading.Event()
+        loc.fs.pipe_file(loc.path, b"daskgmm claim")
+        self._thread = threading.Thread(target=self._renew, daemon=True,
+                                        name="daskgmm-claim")
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            with contextlib.suppress(Exception):
+                self.loc.fs.pipe_file(self.loc.path, b"daskgmm claim")
+
+    @staticmethod
+    def alive(loc: Location) -> bool:
+        try:
+            info = loc.info()
+        except FileNotFoundError:
+            return False
+        stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
+        if isinstance(stamp, _dt.datetime):
+            stamp = stamp.timestamp()
+        return not isinstance(stamp, int | float) or time.time() - stamp < 4 * HEARTBEAT
+
+    def release(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.loc.fs.rm_file(self.loc.path)
+
+
+def _claim_kind(loc: Location) -> type:
+    return {"file": _LockClaim}.get(loc.protocol, _HeartbeatClaim)
+
+
+def _siblings(target: Location) -> list[str]:
+    prefix = f".{target.name}.tmp-"
+    try:
+        names = target.parent.fs.ls(target.parent.path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = (str(n).rstrip("/").rsplit("/", 1)[-1] for n in names)
+    return sorted(n for n in found if n.startswith(prefix))
+
+
+def _claim(target: Location) -> tuple[Location, Any]:
+    """Claim ``target``: our temporary location and the held claim. Leftovers of
+    writers that are gone are deleted; a live writer makes us give way."""
+    name = f".{target.name}.tmp-{time.time_ns():x}-{secrets.token_hex(4)}"
+    if len(name.encode()) + len(".claim") > 255:
+        raise UnsafeOverwriteError(
+            f"{target.display}: the name {target.name[:40]!r}... is too long to write "
+            "beside it (daskgmm adds up to 40 bytes for its temporary; a file name holds "
+            "at most 255 bytes); choose a shorter name")
+    tmp = target.parent.join(name)
+    kind = _claim_kind(target)
+    target.parent.makedirs()
+    claim = kind(target.parent.join(name + ".claim"))
+    try:
+        for other in _siblings(target):
+            base = other.removesuffix(".claim").removesuffix(".old")
+            if base == name:
+                continue
+            if kind.alive(target.parent.join(base + ".claim")):
+                if base < name:
+                    stale = (f" (or one that could not clean up in the last "
+                             f"{4 * HEARTBEAT:g} s)" if kind is _HeartbeatClaim else "")
+                    raise OutputExistsError(
+                        f"another daskgmm process is writing {target.display} now{stale}; "
+                        "wait for it to finish, or choose another location")
+                continue  # a younger writer: it will give way to us
+            leftover = target.parent.join(other)
+            if other.endswith(".old") and not target.exists():  # killed mid-replacement
+                leftover.fs.mv(leftover.path, target.path, recursive=True)
+            else:
+                _remove(leftover)
+    except BaseException:
+        claim.release()
+        raise
+    return tmp, claim
+
+
+def _remove(loc: Location) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if loc.isdir():
+            loc.fs.rm(loc.path, recursive=True)
+        else:
+            loc.fs.rm_file(loc.path)
+
+
+def _mark(tmp: Location, kind: str) -> str:
+    """Write the marker into the finished temporary; returns the key holding it."""
+    listing = tmp.find()
+    marker = marker_content(kind, listing)
+    meta = _read_json(tmp.join("zarr.json"))
+    if isinstance(meta, dict):
+        meta.setdefault("attributes", {})[MARKER_ATTRIBUTE] = marker
+        tmp.fs.pipe_file(tmp.join("zarr.json").path, json.dumps(meta, indent=2).encode())
+        return "zarr.json"
+    tmp.fs.pipe_file(tmp.join(MARKER_FILE).path, json.dumps(marker, indent=2).encode())
+    return MARKER_FILE
+
+
+def _fsync_tree(root: str) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for path in [*(os.path.join(dirpath, f) for f in filenames), dirpath]:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+
+def _rename_into_place(tmp: Location, target: Location, marker_key: str) -> None:
+    """Local commit: fsync, then rename (a replaced output is renamed aside first)."""
+    _fsync_tree(tmp.path)
+    if not os.path.lexists(target.path):
+        os.rename(tmp.path, target.path)
+        return
+    aside = f"{tmp.path}.old"
+    os.rename(target.path, aside)
+    try:
+        os.rename(tmp.path, target.path)
+    except BaseException:
+        os.rename(aside, target.path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _copy_marker_last(tmp: Location, target: Location, marker_key: str) -> None:
+    """Object-store commit: delete what is replaced (marker first), then copy the data,
+    the nested outputs' metadata and, last, the marker."""
+    fs = target.fs
+    old = sorted(target.find())
+    first = [k for k in (MARKER_FILE, "zarr.json") if k in old]
+    for key in first:
+        fs.rm_file(target.join(key).path)
+    if len(old) > len(first):
+        fs.rm([target.join(k).path for k in old if k not in first])
+    keys = [k for k in tmp.find() if k != marker_key]
+    nested = [k for k in keys if k.rsplit("/", 1)[-1] in _NESTED_MARKERS]
+    try:
+        for batch in ([k for k in keys if k not in nested], nested, [marker_key]):
+            if batch:
+                fs.copy([tmp.join(k).path for k in batch],
+                        [target.join(k).path for k in batch])
+    except BaseException:
+        with contextlib.suppress(Exception):  # what was copied is ours: take it back
+            fs.rm([target.join(k).path for k in [*keys, marker_key]
+                   if fs.exists(target.join(k).path)])
+        raise
+    fs.rm(tmp.path, recursive=True)
+
+
+_COMMITS = {"file": _rename_into_place}
 
 
 class OutputDirectory:
-    """A directory being written: a local temporary directory or a temporary prefix.
-
-    Attributes
-    ----------
-    location : Location
-        Where the content goes now (the temporary directory or prefix).
-    path : pathlib.Path or None
-        The local temporary directory (None on object stores).
-    storage_options : dict
-        The filesystem options, for libraries that open :meth:`child` URLs themselves.
-    """
+    """A directory being written (the temporary of :func:`atomic_output_directory`),
+    at ``location``."""
 
     def __init__(self, location: Location) -> None:
         self.location = location
-        self.path = Path(location.path) if location.is_local else None
         self.storage_options = dict(location.storage_options)
 
     def __repr__(self) -> str:
         return f"OutputDirectory({self.location.display!r})"
 
-    def child(self, name: str) -> str:
-        """Local path or full URL of ``name`` inside the directory (may hold credentials
-        if the URL does: pass it to libraries, never print it)."""
-        return self.location.join(name).url
-
-    def child_location(self, name: str) -> Location:
+    def join(self, name: str) -> Location:
         """The :class:`Location` of ``name`` inside the directory."""
         return self.location.join(name)
 
     def open(self, name: str, mode: str = "wb") -> Any:
-        """Open ``name`` for writing (parent directories are created locally)."""
-        loc = self.location.join(name)
-        if loc.is_local:
-            os.makedirs(os.path.dirname(loc.path), exist_ok=True)
-        return loc.open(mode)
+        """Open ``name`` for writing (parent directories are created)."""
+        return self.location.join(name).open(mode)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         """Write a whole file."""
         with self.open(name, "wb") as f:
             f.write(data)
 
-    def write_json(self, name: str, obj: Any, **kwargs: Any) -> None:
-        """Write ``obj`` as JSON (serialised completely before anything is written)."""
-        text = json.dumps(obj, **kwargs)
-        self.write_bytes(name, (text if text.endswith("\n") else text + "\n").encode())
 
-
-def exists(url: str | os.PathLike[str], storage_options: dict | None = None) -> bool:
-    """Whether anything is at ``url`` (a file, a directory or a non-empty prefix)."""
-    loc = parse_location(url, storage_options)
-    return loc.exists() or (not loc.is_local and loc.isdir())
-
-
-def _cat_json(loc: Location, limit: int = 64 << 20) -> Any:
+@contextlib.contextmanager
+def atomic_output_directory(url: str | os.PathLike[str] | Location, *, kind: str,
+                            overwrite: bool = False,
+                            storage_options: dict | None = None) -> Iterator[OutputDirectory]:
+    """Build an output (of ``kind``: ``"run"``, ``"model"``, ``"labels"``...) that
+    appears complete, with its marker, or not at all; yields the claimed temporary.
+    OutputExistsError if something is at ``url`` without ``overwrite`` (on entry or by
+    the end) or another process writes it; UnsafeOverwriteError if it is not daskgmm's."""
+    target = parse_location(url, storage_options)
+    _refuse_existing(target, overwrite)
+    tmp, claim = _claim(target)
     try:
-        data = loc.fs.cat_file(loc.path)
-    except Exception:
-        return None
-    if len(data) > limit:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
+        tmp.makedirs()
+        yield OutputDirectory(tmp)
+        marker_key = _mark(tmp, kind)
+        _refuse_existing(target, overwrite, appeared=True)
+        _COMMITS.get(target.protocol, _copy_marker_last)(tmp, target, marker_key)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _remove(tmp)
+        raise
+    finally:
+        claim.release()
 
 
-def read_output_marker(url: str | os.PathLike[str],
-                       storage_options: dict | None = None) -> dict[str, Any] | None:
-    """The marker of an output daskgmm wrote at ``url``, or None.
-
-    See :func:`daskgmm.io.atomic.read_marker` for what counts as a marker.
-    """
-    loc = parse_location(url, storage_options)
-    if loc.is_local:
-        return atomic.read_marker(loc.path)
-    found = _cat_json(loc.join(atomic.MARKER_FILE))
-    if isinstance(found, dict) and found.get("written_by") == "daskgmm":
-        return found
-    meta = _cat_json(loc.join("zarr.json"))
-    attrs = meta.get("attributes") if isinstance(meta, dict) else _cat_json(loc.join(".zattrs"))
-    if isinstance(attrs, dict):
-        marker = attrs.get(atomic.MARKER_ATTRIBUTE)
-        if isinstance(marker, dict) and marker.get("written_by") == "daskgmm":
-            return marker
-        if attrs.get("generator") == "daskgmm":
-            return {"written_by": "daskgmm", "kind": "generated", "legacy": True}
-    for name, fmt, kind in (("model.json", "daskgmm-model", "model"),
-                            ("report.json", "daskgmm-report", "run")):
-        meta = _cat_json(loc.join(name))
-        if isinstance(meta, dict) and meta.get("format") == fmt:
-            return {"written_by": "daskgmm", "kind": kind, "legacy": True}
-    return None
-
-
-def is_daskgmm_output(url: str | os.PathLike[str], storage_options: dict | None = None,
-                      kind: str | None = None) -> bool:
-    """Whether ``url`` holds a complete output daskgmm wrote (of ``kind``, if given)."""
-    marker = read_output_marker(url, storage_options)
-    return marker is not None and (kind is None or marker.get("kind") == kind)
-
-
-def _remote_keys(loc: Location) -> list[str]:
-    """Relative keys of every object below ``loc`` (empty if none)."""
-    try:
-        found = loc.fs.find(loc.path, withdirs=False)
-    except FileNotFoundError:
-        return []
-    base = loc.path.rstrip("/") + "/"
-    return sorted(str(p)[len(base):] for p in found if str(p).startswith(base))
-
-
-def _clean_remote(target: Location) -> None:
-    """Delete temporary prefixes of dead writers to ``target`` (this host's only)."""
-    parent = target.parent
-    try:
-        names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in parent.fs.ls(parent.path,
-                                                                               detail=False)]
-    except (FileNotFoundError, OSError):
+def _refuse_existing(target: Location, overwrite: bool, *, appeared: bool = False) -> None:
+    if not target.exists():
         return
-    for name in names:
-        match = atomic._OWNED.match(name)
-        if match is None or match["name"] != target.name:
-            continue
-        if atomic._owner_state(match) == "dead":
-            with contextlib.suppress(FileNotFoundError):
-                parent.fs.rm(parent.join(name).path, recursive=True)
+    if not overwrite:
+        when = (" appeared while the output was being written (something else created "
+                "it); nothing was replaced and what was written is discarded"
+                if appeared else " already exists")
+        raise OutputExistsError(f"{target.display}{when}; choose another location, or "
+                                "allow replacing it (overwrite)")
+    check_replaceable(target)
 
 
-def _check_remote_replaceable(target: Location) -> None:
-    if read_output_marker(target) is not None:
-        return
-    if target.isfile():
-        raise UnsafeOverwriteError(
-            f"{target.display} is an object that daskgmm did not write, so it is not "
-            "replaced even with overwrite. Choose another output location.")
-    if _remote_keys(target):
-        raise UnsafeOverwriteError(
-            f"{target.display} holds objects that daskgmm did not write (no "
-            f"{atomic.MARKER_FILE} marker), so they are not replaced even with overwrite: "
-            "they may be your data. Choose another output location, or remove them "
-            "yourself.")
-
-
-def check_replaceable(url: str | os.PathLike[str] | Location,
+def write_file_atomic(url: str | os.PathLike[str] | Location, data: bytes, *,
                       storage_options: dict | None = None) -> None:
-    """Refuse (before any work) to replace what is at ``url`` unless daskgmm wrote it.
-
-    Nothing there, an empty directory (prefix) or a complete daskgmm output (it has its
-    marker) may be replaced with ``overwrite``; anything else raises.
-
-    Raises
-    ------
-    UnsafeOverwriteError
-        Naming the location and what to do.
-    """
+    """Write one file so that readers see all of it or nothing: a temporary sibling
+    renamed into place locally (``fsync`` first), a single PUT on object stores."""
     loc = parse_location(url, storage_options)
-    if loc.is_local:
-        if os.path.lexists(loc.path):
-            atomic._check_replaceable(Path(loc.path))
+    loc.parent.makedirs()
+    if loc.protocol != "file":
+        loc.fs.pipe_file(loc.path, bytes(data))
         return
-    if exists(loc):
-        _check_remote_replaceable(loc)
-
-
-def _write_remote_marker(tmp: Location, kind: str) -> str:
-    """Put the marker into the temporary prefix; returns the key to copy last."""
-    if read_output_marker(tmp) is not None:  # a model.json / report.json says it already
-        keys = _remote_keys(tmp)
-        for name in ("model.json", "report.json"):
-            if name in keys:
-                return name
-    marker = atomic.marker_content(kind)
-    meta = _cat_json(tmp.join("zarr.json"))
-    if isinstance(meta, dict):
-        meta.setdefault("attributes", {})[atomic.MARKER_ATTRIBUTE] = marker
-        tmp.fs.pipe_file(tmp.join("zarr.json").path, json.dumps(meta, indent=2).encode())
-        return "zarr.json"
-    if _cat_json(tmp.join(".zarray")) is not None or _cat_json(tmp.join(".zgroup")) is not None:
-        attrs = _cat_json(tmp.join(".zattrs"))
-        attrs = attrs if isinstance(attrs, dict) else {}
-        attrs[atomic.MARKER_ATTRIBUTE] = marker
-        tmp.fs.pipe_file(tmp.join(".zattrs").path, json.dumps(attrs, indent=2).encode())
-        return ".zattrs"
-    tmp.fs.pipe_file(tmp.join(atomic.MARKER_FILE).path,
-                     json.dumps(marker, indent=2).encode())
-    return atomic.MARKER_FILE
-
-
-def _commit_remote(tmp: Location, target: Location, marker_key: str) -> None:
-    fs = target.fs
-    old = _remote_keys(target)
-    if old:
-        # Marker first, so a crash below leaves an output that is refused, not mixed.
-        first = [k for k in dict.fromkeys((marker_key, atomic.MARKER_FILE, *_ROOT_METADATA))
-                 if k in old]
-        for key in first:
-            fs.rm_file(target.join(key).path)
-        rest = [target.join(k).path for k in old if k not in first]
-        if rest:
-            fs.rm(rest)
-    keys = [k for k in _remote_keys(tmp) if k != marker_key]
-    # Copies may run concurrently: the data objects first, then the markers of nested
-    # outputs (a model's model.json, a Zarr array's zarr.json), then the target's own.
-    nested = [k for k in keys if k.rsplit("/", 1)[-1] in _NESTED_MARKERS]
-    for batch in ([k for k in keys if k not in nested], nested):
-        if batch:
-            fs.copy([tmp.join(k).path for k in batch], [target.join(k).path for k in batch])
-    fs.copy(tmp.join(marker_key).path, target.join(marker_key).path)  # the marker, last
-    fs.rm(tmp.path, recursive=True)
+    with atomic_file(loc.path, overwrite=True) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, os.stat(loc.path).st_mode & 0o7777)
 
 
 @contextlib.contextmanager
-def atomic_output_directory(url: str | os.PathLike[str], *, kind: str,
-                            overwrite: bool = False,
-                            storage_options: dict | None = None) -> Iterator[OutputDirectory]:
-    """Build an output directory that appears complete, with its marker, or not at all.
-
-    Parameters
-    ----------
-    url : str or os.PathLike
-        The directory (local path) or prefix (URL) to create or replace.
-    kind : str
-        What it holds, recorded in the marker (``"model"``, ``"run"``, ``"labels"``,
-        ``"responsibilities"``, ``"generated"``...).
-    overwrite : bool, default False
-        Replace an existing output. Only an empty directory (prefix) or one carrying a
-        daskgmm marker is replaced.
-    storage_options : dict, optional
-        Options of the URL's filesystem.
-
-    Yields
-    ------
-    OutputDirectory
-        Where to write the content (a temporary directory or prefix).
-
-    Raises
-    ------
-    FileExistsError
-        Something is at ``url`` and ``overwrite`` is False.
-    UnsafeOverwriteError
-        ``overwrite`` is True but ``url`` holds something daskgmm did not write.
-    MissingDependencyError
-        The URL's filesystem library is not installed.
-    """
-    target = parse_location(url, storage_options)
-    if target.is_local:
-        Path(target.path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_directory(target.path, overwrite=overwrite, kind=kind) as tmp:
-            yield OutputDirectory(parse_location(str(tmp)))
-        return
-    _clean_remote(target)
-    if exists(target):
-        if not overwrite:
-            raise FileExistsError(
-                f"{target.display} already exists; pass overwrite=True (--overwrite) to "
-                "replace it, or choose another location.")
-        _check_remote_replaceable(target)
-    tmp = target.parent.join(f".{target.name}.tmp-{atomic._owner()}-{secrets.token_hex(4)}")
+def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """A local file written through a temporary sibling (locked while it is written),
+    renamed into place on success: for writers that need a path, such as h5py.
+    ``FileExistsError`` when ``path`` exists and ``overwrite`` is False."""
+    target = Path(os.path.abspath(os.fspath(path)))
+    if target.is_dir() and not target.is_symlink():
+        raise IsADirectoryError(f"cannot write the file {target}: it is a directory")
+    if len(target.name.encode()) > 230:
+        raise UnsafeOverwriteError(f"{target}: the name is too long to write beside it "
+                                   "(at most 230 bytes); choose a shorter name")
+    for other in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+        if not _LockClaim.alive(Location(str(other))):  # a killed writer's
+            with contextlib.suppress(OSError):
+                other.unlink()
+    tmp = target.parent / f".{target.name}.tmp-{time.time_ns():x}-{secrets.token_hex(4)}"
+    claim = _LockClaim(Location(str(tmp)))  # held while the file is written
     try:
-        yield OutputDirectory(tmp)
-        marker_key = _write_remote_marker(tmp, kind)
-        if exists(target):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{target.display} appeared while the output was being written; not "
-                    "replacing it.")
-            _check_remote_replaceable(target)
-        _commit_remote(tmp, target, marker_key)
+        if os.path.lexists(target) and not overwrite:
+            raise FileExistsError(f"{target} already exists; choose another path, or allow "
+                                  "replacing it (overwrite)")
+        yield tmp
+        if os.path.lexists(target) and not overwrite:
+            raise FileExistsError(f"{target} appeared while it was being written; not "
+                                  "replacing it")
+        os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(Exception):
-            tmp.fs.rm(tmp.path, recursive=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
-
-
-def write_file_atomic(url: str | os.PathLike[str], data: bytes, *,
-                      storage_options: dict | None = None) -> None:
-    """Write one file at a local path or URL so that readers see all of it or nothing.
-
-    Locally :func:`daskgmm.io.atomic.write_bytes_atomic` (temporary file, fsync,
-    rename); on object stores a single PUT, which is atomic.
-    """
-    loc = parse_location(url, storage_options)
-    if loc.is_local:
-        os.makedirs(os.path.dirname(loc.path), exist_ok=True)
-        atomic.write_bytes_atomic(loc.path, data)
-        return
-    loc.fs.pipe_file(loc.path, bytes(data))
+    finally:
+        claim._handle.close()
 
 
 def zarr_store(url: str | os.PathLike[str] | Location, storage_options: dict | None = None,
                *, read_only: bool = False) -> Any:
-    """A zarr store for a local path or URL (``LocalStore`` or ``FsspecStore``)."""
+    """The zarr store of a location (``LocalStore`` on a local disk, else
+    ``FsspecStore``)."""
     loc = parse_location(url, storage_options)
-    if loc.is_local:
-        from zarr.storage import LocalStore
+    from zarr.storage import FsspecStore, LocalStore
 
+    if loc.protocol == "file":
         return LocalStore(loc.path, read_only=read_only)
-    from zarr.storage import FsspecStore
-
     try:
         return FsspecStore.from_url(loc.url, storage_options=loc.storage_options or None,
                                     read_only=read_only)
@@ -365,45 +450,18 @@ def zarr_store(url: str | os.PathLike[str] | Location, storage_options: dict | N
 
 
 def create_zarr_array(url: str | os.PathLike[str] | Location, shape: tuple[int, ...],
-                      chunks: tuple[int, ...], dtype: Any, *,
-                      fill_value: Any = None, attributes: dict | None = None,
+                      chunks: tuple[int, ...], dtype: Any, *, fill_value: Any = None,
+                      attributes: dict | None = None,
                       dimension_names: tuple[str, ...] | None = None,
-                      storage_options: dict | None = None,
-                      compressors: Any = "auto") -> Any:
-    """Create an empty Zarr v3 array for Dask workers to fill chunk by chunk.
-
-    Parameters
-    ----------
-    url : str, os.PathLike or Location
-        Where the array's root goes (typically ``out.child("labels.zarr")`` of an
-        :class:`OutputDirectory`, so the array becomes visible with the directory).
-    shape, chunks : tuple of int
-        Chunks should equal the Dask array's chunks so that every task writes whole
-        chunks (no two tasks touch the same chunk).
-    dtype : numpy dtype
-    fill_value : scalar, optional
-    attributes : dict, optional
-    dimension_names : tuple of str, optional
-    storage_options : dict, optional
-    compressors : "auto", None or zarr codecs
-        ``"auto"``: :func:`daskgmm.io.codecs.float_compressors` for ``dtype``.
-
-    Returns
-    -------
-    zarr.Array
-        Pickles as its store's description: pass it to ``dask.array.store`` (with
-        ``lock=False``) or write regions of it in tasks. Written with
-        ``write_empty_chunks=True``, so that every chunk exists once filled (a reader
-        checking for missing chunks then accepts it).
-    """
+                      storage_options: dict | None = None) -> Any:
+    """An empty Zarr v3 array for Dask workers to fill with whole chunks (codecs of
+    :func:`~daskgmm.io.codecs.float_compressors`, ``write_empty_chunks=True``)."""
     import zarr
 
     from daskgmm.io.codecs import float_compressors
 
-    if isinstance(compressors, str) and compressors == "auto":
-        compressors = float_compressors(np.dtype(dtype))
     return zarr.create_array(
         zarr_store(url, storage_options), shape=tuple(shape), chunks=tuple(chunks),
         dtype=np.dtype(dtype), fill_value=fill_value, attributes=attributes or {},
-        dimension_names=dimension_names, compressors=compressors, zarr_format=3,
-        config={"write_empty_chunks": True})
+        dimension_names=dimension_names, compressors=float_compressors(np.dtype(dtype)),
+        zarr_format=3, config={"write_empty_chunks": True})

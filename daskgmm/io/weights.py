@@ -1,17 +1,6 @@
-"""Sample weights stored next to the data, opened lazily and chunked like it.
-
-:func:`open_sample_weight` reads one weight per row of the data from one of:
-
-* a column of a Parquet table (the data's own table, or another one);
-* an array in a Zarr store or an HDF5 file (the data's own store, or another one);
-* a ``.npy`` file;
-
-local or at any fsspec URL. The array may be 1-D ``(n_samples,)`` or a single column
-``(n_samples, 1)``. The result is a 1-D Dask array with the data's row chunks, so that
-each task of a pass reads the weights of its own rows (nothing is gathered to the
-driver). Integer weights are converted to float64. The estimators check that the
-weights are finite and non-negative while they read them.
-"""
+"""Sample weights stored next to the data, opened lazily with the data's row chunks:
+a Parquet column, an array of a Zarr store or HDF5 file, or a ``.npy`` file, 1-D or one
+column; integers become float64."""
 
 from __future__ import annotations
 
@@ -59,8 +48,7 @@ def _from_array(loc: Location, dataset: str | None, chunks: tuple[int, ...],
     from daskgmm.io.readers import get_reader
 
     reader = get_reader(loc)
-    if not getattr(reader, "accepts_locations", False) or getattr(reader, "pseudo_paths",
-                                                                  False):
+    if getattr(reader, "pseudo_paths", False):
         raise DataSourceError(
             f"cannot read sample weights from {loc.display!r} ({reader.name}): weights "
             "must be in a Zarr store, an HDF5 file, a .npy file or a Parquet column.")
@@ -93,42 +81,9 @@ def open_sample_weight(path: str | os.PathLike | Location, *, dataset: str | Non
                        column: str | None = None, chunks: tuple[int, ...],
                        storage_options: dict | None = None,
                        allow_missing_chunks: bool = False) -> da.Array:
-    """Open the sample weights of a data set, chunked like its rows.
-
-    Parameters
-    ----------
-    path : str, os.PathLike or Location
-        Where the weights are: a Parquet table (with ``column``), a Zarr store or an
-        HDF5 file (with ``dataset`` when it holds several arrays), or a ``.npy`` file;
-        local or at a URL. It may be the data's own file.
-    dataset : str, optional
-        The array inside a Zarr group or an HDF5 file.
-    column : str, optional
-        The column of a Parquet table.
-    chunks : tuple of int
-        The data's row chunks; their sum is the number of rows the weights must have.
-    storage_options : dict, optional
-        Options of the URL's filesystem.
-    allow_missing_chunks : bool, default False
-        Accept a Zarr or HDF5 array whose writer looks unfinished (see
-        :func:`daskgmm.io.readers.open_array`).
-
-    Returns
-    -------
-    dask.array.Array
-        float64, shape ``(sum(chunks),)``, chunks ``(chunks,)``.
-
-    Raises
-    ------
-    DataNotFoundError
-        ``path``, ``dataset`` or ``column`` does not exist (the message lists what does).
-    DataSourceError
-        A format that cannot hold weights, or ``dataset``/``column`` given to the wrong
-        kind of file.
-    InvalidDataError
-        Not one value per row (shape, or a row count other than the data's), or values
-        that are not numbers.
-    """
+    """Open the sample weights of a data set (``path``: a Parquet table with
+    ``column``, a Zarr store or HDF5 file with ``dataset``, or a ``.npy`` file) as float64
+    chunked like the data's rows; DataNotFoundError, DataSourceError or InvalidDataError."""
     if dataset is not None and column is not None:
         raise ValueError("give dataset or column, not both")
     chunks = tuple(int(c) for c in chunks)

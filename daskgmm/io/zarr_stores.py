@@ -186,9 +186,7 @@ class ZarrDirectoryReader(_ZarrReaderBase):
         return any(location.join(name).isfile() for name in _METADATA_NAMES)
 
     def matches_extension(self, location: Location) -> bool:
-        if location.is_local and not location.isdir():
-            return False
-        return super().matches_extension(location)
+        return super().matches_extension(location) and not location.isfile()
 
     def _store(self, loc: Location) -> Any:
         from daskgmm.io.storage import zarr_store
@@ -220,7 +218,7 @@ class ZarrZipReader(_ZarrReaderBase):
     def _store(self, loc: Location) -> Any:
         from zarr.storage import ZipStore
 
-        if not loc.is_local:
+        if loc.protocol != "file":  # zarr's ZipStore reads local files only
             raise DataSourceError(
                 f"{loc.display!r} is a zip file at a URL; zarr reads zip stores only from "
                 "a local file. Copy it to a local disk, or unzip it into a directory store "

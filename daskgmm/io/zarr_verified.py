@@ -31,13 +31,14 @@ __all__ = ["VerifiedStore", "verified_store"]
 
 
 def _local_digest(path: str) -> int | None:
-    from daskgmm.io.integrity import _stamp_digest
+    from daskgmm.io.integrity import _stamp, _stamp_digest
 
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return _stamp_digest((st.st_mtime_ns, st.st_size))
+    # as the listing at opening stamps it (Location.find)
+    return _stamp_digest(_stamp({"mtime": st.st_mtime_ns, "size": st.st_size}))
 
 
 class VerifiedStore(WrapperStore):

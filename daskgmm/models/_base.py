@@ -167,10 +167,10 @@ class MixtureInput:
                 + ("X.reshape(-1, 1) for one feature." if X.ndim < 2
                    else "X.reshape(len(X), -1) to flatten the trailing axes.")
             )
-        if np.isnan(X.shape[0]):
-            raise InvalidDataError(
-                "The dask array has unknown chunk sizes; call X.compute_chunk_sizes() first."
-            )
+        if np.isnan(X.shape[0]):  # e.g. X[mask]: one pass over the data finds the sizes
+            observers.notify("pass_started", "sizes", X.numblocks[0])
+            X = X.copy().compute_chunk_sizes()  # (a copy: the caller's array is theirs)
+            observers.notify("pass_finished")
         kind = X.dtype.kind
         if kind not in "biuf":
             raise InvalidDataError(
@@ -818,7 +818,8 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
         names = self._sklearn_class().get_params(deep=False)
         sk = self._sklearn_class(**{p: getattr(self, p) for p in names})
         for attr in (*self._fitted_arrays, *self._fitted_scalars, *self._fitted_other,
-                     "lower_bounds_"):
+                     "lower_bounds_", *(("feature_names_in_",)
+                                        if hasattr(self, "feature_names_in_") else ())):
             setattr(sk, attr, getattr(self, attr))
         return sk
 
