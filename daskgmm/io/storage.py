@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import glob
 import hashlib
 import json
@@ -138,8 +139,18 @@ class _LockClaim:
         import fcntl
 
         self.loc = loc
-        self._handle = open(loc.path, "a+b")  # held for the claim's life
-        fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Locked before it has its name, so that no other writer ever sees the claim
+        # unlocked (it would take the writer for dead and remove its temporary).
+        fresh = f"{loc.path}{_FRESH_CLAIM}"
+        self._handle = open(fresh, "xb")  # held for the claim's life
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(fresh, loc.path)
+        except BaseException:
+            self._handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(fresh)
+            raise
 
     @staticmethod
     def alive(loc: Location) -> bool:
@@ -192,6 +203,9 @@ class _HeartbeatClaim:
             self.loc.fs.rm_file(self.loc.path)
 
 
+_FRESH_CLAIM = ".new"
+
+
 def _claim_kind(loc: Location) -> type:
     return {"file": _LockClaim}.get(loc.protocol, _HeartbeatClaim)
 
@@ -220,27 +234,40 @@ def _claim(target: Location) -> tuple[Location, Any]:
     target.parent.makedirs()
     claim = kind(target.parent.join(name + ".claim"))
     try:
-        for other in _siblings(target):
-            base = other.removesuffix(".claim").removesuffix(".old")
-            if base == name:
-                continue
-            if kind.alive(target.parent.join(base + ".claim")):
-                if base < name:
-                    stale = (f" (or one that could not clean up in the last "
-                             f"{4 * HEARTBEAT:g} s)" if kind is _HeartbeatClaim else "")
-                    raise OutputExistsError(
-                        f"another daskgmm process is writing {target.display} now{stale}; "
-                        "wait for it to finish, or choose another location")
-                continue  # a younger writer: it will give way to us
-            leftover = target.parent.join(other)
-            if other.endswith(".old") and not target.exists():  # killed mid-replacement
-                leftover.fs.mv(leftover.path, target.path, recursive=True)
-            else:
-                _remove(leftover)
+        _give_way_to_older_writers(target, name, kind, clean=True)
     except BaseException:
         claim.release()
         raise
     return tmp, claim
+
+
+def _give_way_to_older_writers(target: Location, name: str, kind: type, *,
+                               clean: bool) -> None:
+    """OutputExistsError if a writer older than ours (``name``) is writing ``target``;
+    with ``clean``, leftovers of writers that are gone are deleted. Run when claiming
+    and again before committing: two writers that claimed at the same instant may both
+    have missed the other, and the younger then gives way before it replaces anything."""
+    for other in _siblings(target):
+        if other.endswith(_FRESH_CLAIM):
+            continue  # a claim being made (renamed to its name once locked)
+        base = other.removesuffix(".claim").removesuffix(".old")
+        if base == name:
+            continue
+        if kind.alive(target.parent.join(base + ".claim")):
+            if base < name:
+                stale = (f" (or one that could not clean up in the last "
+                         f"{4 * HEARTBEAT:g} s)" if kind is _HeartbeatClaim else "")
+                raise OutputExistsError(
+                    f"another daskgmm process is writing {target.display} now{stale}; "
+                    "wait for it to finish, or choose another location")
+            continue  # a younger writer: it gives way to us
+        if not clean:
+            continue
+        leftover = target.parent.join(other)
+        if other.endswith(".old") and not target.exists():  # killed mid-replacement
+            leftover.fs.mv(leftover.path, target.path, recursive=True)
+        else:
+            _remove(leftover)
 
 
 def _remove(loc: Location) -> None:
@@ -278,16 +305,21 @@ def _fsync_tree(root: str) -> None:
 def _rename_into_place(tmp: Location, target: Location, marker_key: str) -> None:
     """Local commit: fsync, then rename (a replaced output is renamed aside first)."""
     _fsync_tree(tmp.path)
-    if not os.path.lexists(target.path):
-        os.rename(tmp.path, target.path)
-        return
     aside = f"{tmp.path}.old"
-    os.rename(target.path, aside)
     try:
+        if os.path.lexists(target.path):
+            os.rename(target.path, aside)
         os.rename(tmp.path, target.path)
-    except BaseException:
-        os.rename(aside, target.path)
-        raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            if os.path.lexists(aside) and not os.path.lexists(target.path):
+                os.rename(aside, target.path)
+            raise
+        # Another writer's output took the place between our two renames: it stays.
+        shutil.rmtree(aside, ignore_errors=True)
+        raise OutputExistsError(
+            f"another daskgmm process wrote {target.display} while this output was being "
+            "committed; its output stays and this one is discarded") from None
     shutil.rmtree(aside, ignore_errors=True)
 
 
@@ -360,6 +392,7 @@ def atomic_output_directory(url: str | os.PathLike[str] | Location, *, kind: str
         yield OutputDirectory(tmp)
         marker_key = _mark(tmp, kind)
         _refuse_existing(target, overwrite, appeared=True)
+        _give_way_to_older_writers(target, tmp.name, _claim_kind(target), clean=False)
         _COMMITS.get(target.protocol, _copy_marker_last)(tmp, target, marker_key)
     except BaseException:
         with contextlib.suppress(Exception):
