@@ -20,7 +20,6 @@ from daskgmm.engine import covariance as cov_types
 from daskgmm.engine.estep import (
     Components,
     estep_statistics,
-    lloyd_statistics,
     make_plan,
     predict_proba_block,
     score_samples_block,
@@ -260,19 +259,6 @@ def test_steady_state_tiles_reuse_the_workspace():
     estep_statistics(X[2000:], None, 2000, plan)
     after = {key: buf.ctypes.data for key, buf in ws._buffers.items()}
     assert before == after
-
-
-def test_lloyd_statistics_match_direct():
-    X = make_blobs(500)
-    centres = X[[0, 100, 200]]
-    (st,) = lloyd_statistics(X, None, 0, [centres], X.mean(axis=0))
-    d2 = ((X[:, None, :] - centres[None]) ** 2).sum(-1)
-    labels = d2.argmin(1)
-    np.testing.assert_array_equal(st["counts"], np.bincount(labels, minlength=3))
-    for k in range(3):
-        np.testing.assert_allclose(st["sums"][k] / st["counts"][k] + X.mean(axis=0),
-                                   X[labels == k].mean(0))
-    assert st["inertia"] == pytest.approx(d2.min(1).sum())
 
 
 @pytest.mark.parametrize("cov", COV_TYPES)

@@ -658,66 +658,6 @@ def random_assignment_statistics(X: np.ndarray, weights: np.ndarray | None,
 
 
 # --------------------------------------------------------------------------------------
-# k-means (Lloyd) statistics
-# --------------------------------------------------------------------------------------
-def lloyd_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
-                     centres: Sequence[np.ndarray], reference: np.ndarray) -> list[Stats]:
-    """One Lloyd step's statistics for several sets of centres, tile by tile.
-
-    Returns
-    -------
-    list of dict
-        Per set: ``counts`` (K,) weighted, ``sums`` (K, D) of ``w (x - reference)``, and
-        ``inertia``.
-    """
-    check_finite_block(X, row_start)
-    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)
-    if w_all is not None:
-        check_weights_block(w_all, row_start)
-    sets = [np.asarray(c, dtype=np.float64) - reference for c in centres]
-    D = X.shape[1]
-    out = [{"counts": np.zeros(len(c)), "sums": np.zeros((len(c), D)),
-            "inertia": np.float64(0.0)} for c in sets]
-    widest = max(len(c) for c in sets) + D
-    for sl in _tiles(len(X), max(MIN_TILE_ROWS, TILE_BYTES // (8 * widest))):
-        Xc = np.asarray(X[sl], dtype=np.float64) - reference
-        w = None if w_all is None else w_all[sl]
-        weighted = Xc if w is None else Xc * w[:, None]
-        norms = np.einsum("nd,nd->n", Xc, Xc)
-        rows = np.arange(len(Xc))
-        for cc, acc in zip(sets, out, strict=True):
-            d2 = Xc @ (-2.0 * cc.T)
-            d2 += np.einsum("kd,kd->k", cc, cc)
-            labels = d2.argmin(axis=1)
-            best = np.maximum(d2[rows, labels] + norms, 0.0)
-            one_hot = np.zeros((len(Xc), len(cc)))
-            one_hot[rows, labels] = 1.0
-            acc["counts"] += one_hot.sum(axis=0) if w is None else w @ one_hot
-            acc["sums"] += one_hot.T @ weighted
-            acc["inertia"] += best.sum() if w is None else best @ w
-    return out
-
-
-def moment_statistics(X: np.ndarray, weights: np.ndarray | None, row_start: int,
-                      reference: np.ndarray) -> Stats:
-    """Weighted count, first moment and scatter about ``reference`` of a chunk (for the
-    Bayesian mixture's priors), tile by tile."""
-    check_finite_block(X, row_start)
-    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)
-    if w_all is not None:
-        check_weights_block(w_all, row_start)
-    D = X.shape[1]
-    stats = {"n": np.float64(0.0), "sum": np.zeros(D), "scatter": np.zeros((D, D))}
-    for sl in _tiles(len(X), max(MIN_TILE_ROWS, TILE_BYTES // (8 * D))):
-        Xc = np.asarray(X[sl], dtype=np.float64) - reference
-        weighted = Xc if w_all is None else Xc * w_all[sl, None]
-        stats["n"] += len(Xc) if w_all is None else w_all[sl].sum()
-        stats["sum"] += weighted.sum(axis=0)
-        stats["scatter"] += weighted.T @ Xc
-    return stats
-
-
-# --------------------------------------------------------------------------------------
 # prediction
 # --------------------------------------------------------------------------------------
 def _log_density_tiles(X: np.ndarray, row_start: int, plan: EStepPlan

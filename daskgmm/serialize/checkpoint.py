@@ -49,9 +49,6 @@ from typing import Any
 import numpy as np
 
 from daskgmm.engine.em import Candidate, IterationInfo
-from daskgmm.engine.estep import chunk_digest
-from daskgmm.engine.passes import RowChunks
-from daskgmm.engine.stats import PassResult, data_digest
 from daskgmm.errors import CheckpointError
 from daskgmm.io.locations import Location, parse_location
 from daskgmm.io.storage import write_file_atomic
@@ -111,10 +108,6 @@ def is_sealed(body: dict[str, Any]) -> bool:
     checksum = body.get("checksum")
     return isinstance(checksum, str) and checksum == hashlib.sha256(
         _canonical(body)).hexdigest()
-
-
-def _digest_only(X: np.ndarray, weights: np.ndarray | None, row_start: int) -> PassResult:
-    return PassResult([], {row_start: chunk_digest(X, weights)})
 
 
 class Checkpointer:
@@ -333,37 +326,6 @@ class Checkpointer:
             _check_stepwise_walk(stepwise,
                                  self.fingerprint["config"].get("algorithm") == "incremental")
         return Resumed(iteration, candidates, digest, stepwise)
-
-    def verify_data(self, chunks: RowChunks, digest: str | None, split_every: int) -> None:
-        """Read the data once and refuse it if it is not the checkpoint's (used when a
-        resumed fit has no iteration left to run)."""
-        if digest is None:
-            return
-        result = chunks.map_reduce(_digest_only, split_every=split_every, kind="verify")
-        if data_digest(result.digests, chunks.row_bounds) != digest:
-            raise CheckpointError(
-                f"the checkpoint {self.path} was written for other data: the data read "
-                "now differ from the data of the interrupted fit. Resume with the original "
-                "data, or delete the checkpoint to start afresh."
-            )
-
-
-    def verify_chunks(self, chunks: RowChunks, digests: dict[int, int],
-                      split_every: int) -> None:
-        """Refuse data whose chunks differ from the digests a stepwise checkpoint holds
-        (one digest-only pass over those chunks)."""
-        indices = [i for i, (start, _) in enumerate(chunks.row_bounds) if start in digests]
-        if not indices:
-            return
-        result = chunks.select(indices).map_reduce(_digest_only, split_every=split_every,
-                                                   kind="verify")
-        if any(result.digests.get(start) != digests[start]
-               for start, _ in (chunks.row_bounds[i] for i in indices)):
-            raise CheckpointError(
-                f"the checkpoint {self.path} was written for other data: the data read "
-                "now differ from the data of the interrupted fit. Resume with the original "
-                "data, or delete the checkpoint to start afresh."
-            )
 
 
 _STATS_KEYS = ("n", "ll", "ent", "nk", "sx", "s2")
