@@ -188,7 +188,7 @@ def _read_remote_header(loc: Location) -> tuple[int, tuple[int, ...], np.dtype, 
 
 
 class NpyReader(Reader):
-    """NumPy ``.npy`` files: memory-mapped locally, byte ranges at a URL."""
+    """NumPy ``.npy`` files, local or at a URL: each chunk's rows read as one range."""
 
     name = "npy"
     description = "NumPy array file (*.npy), local or at a URL"
