@@ -254,13 +254,14 @@ class Written:
     seconds: float
 
 
-def write_outputs(plan: Plan, fitted: Fitted, inputs: Any, out: Any, client: Any) -> Written:
+def write_outputs(plan: Plan, fitted: Fitted, inputs: Any, out: Any) -> Written:
     """One pass over the data (log-likelihood, labels, responsibilities, the plot's
     sample), then the plots, the selection of a sweep and the model."""
     from daskgmm.cli.cluster import worker_failures
     from daskgmm.cli.outputs import LabelsTarget, output_pass, write_figure
     from daskgmm.cli.selection import write_selection
     from daskgmm.diagnostics.observers import observe
+    from daskgmm.engine.passes import watched_compute
 
     config, gm, X = plan.config, fitted.model, inputs.X
     n = int(X.shape[0])
@@ -282,11 +283,12 @@ def write_outputs(plan: Plan, fitted: Fitted, inputs: Any, out: Any, client: Any
                            inputs.ids, config.output.id_column) if labels else None)
     with storage_errors("output.dir", plan.output), worker_failures(), _captured(plan), \
             observe(plan.progress):
-        result = output_pass(gm, X, sample_idx=sample.astype(np.int64), client=client,
+        result = output_pass(gm, X, sample_idx=sample.astype(np.int64),
                              attributes=attributes, labels=target, weights=inputs.weights,
                              responsibilities=(out.join("responsibilities.zarr")
                                                if config.output.responsibilities else None))
-        printed = np.asarray(gm.predict(X).compute()) if n <= PRINT_LABELS_LIMIT else None
+        printed = (np.asarray(watched_compute(gm.predict(X))[0])
+                   if n <= PRINT_LABELS_LIMIT else None)
     plots: list[str] = []
     name = config.name or plan.output.name
     if config.output.plots:
@@ -377,7 +379,7 @@ def run_fit(config: RunConfig, *, quiet: bool = False, resume: bool = False,
             inputs = open_inputs(plan)
             with connect(config.cluster, log=plan.progress.message) as (client, cluster):
                 fitted = fit(plan, inputs, client, cluster)
-                written = write_outputs(plan, fitted, inputs, out, client)
+                written = write_outputs(plan, fitted, inputs, out)
             report = make_report(plan, fitted, inputs, written, cluster)
             write_json(out, "report.json", report.to_json())
     except KeyboardInterrupt as exc:
