@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -117,6 +118,43 @@ def test_fit_on_paused_workers_stops_with_one_line(tmp_path, data):
                        "data.chunk_rows", "cluster.stall_timeout")
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "out").exists()
+
+
+def test_the_outputs_pass_gives_up_on_paused_workers(data):
+    """The pass the command runs itself after a fit (labels, scores, the plot's sample)
+    is watched as the engine's are: on a cluster whose workers are all paused it raises
+    ClusterStalledError within the stall timeout instead of waiting forever."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from daskgmm import GaussianMixture
+    from daskgmm.cli.outputs import output_pass
+    from daskgmm.engine.watch import STALL_TIMEOUT_KEY
+    from daskgmm.errors import ClusterStalledError
+    from daskgmm.io.readers import open_array
+    from tests.test_cluster_watch import _wait_for_paused_workers
+
+    X = open_array(data, "X", chunk_rows=5000)
+    model = GaussianMixture(3, max_iter=2, random_state=0).fit(X)  # (no cluster yet)
+    outcome: dict = {}
+
+    def outputs() -> None:
+        try:
+            output_pass(model, X)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    with dask.config.set({"distributed.worker.memory.pause": 0.01}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                         memory_limit="1GiB", dashboard_address=None) as cluster, \
+            Client(cluster) as client, dask.config.set({STALL_TIMEOUT_KEY: 1}):
+        _wait_for_paused_workers(client, 1)
+        thread = threading.Thread(target=outputs, daemon=True)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "the outputs pass still waits after 60 s"
+    assert isinstance(outcome.get("error"), ClusterStalledError), outcome
+    assert "has been paused for 1 s" in str(outcome["error"])
 
 
 def test_fit_whose_workers_all_die_stops_with_one_line(tmp_path, data):
