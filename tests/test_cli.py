@@ -68,6 +68,25 @@ def write_config(path: Path, data_path: Path | str, out: Path,
     return path
 
 
+@contextlib.contextmanager
+def fitted_estimators():
+    """The estimators that ``daskgmm fit`` runs in this process fitted (the run's own
+    objects, recorded after its fit step: their ``passes_`` etc. are not saved)."""
+    import daskgmm.cli.fit as fit_step
+
+    seen: list = []
+    real = fit_step.fit
+
+    def recording(plan, *args, **kwargs):
+        result = real(plan, *args, **kwargs)
+        seen.append(plan.estimator)
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fit_step, "fit", recording)
+        yield seen
+
+
 # ---------------------------------------------------------------------------------------
 # fixtures
 # ---------------------------------------------------------------------------------------
@@ -97,12 +116,13 @@ def fitted(workdir, small_zarr) -> SimpleNamespace:
         workdir / "fit.yaml", small_zarr, out,
         cluster={"n_workers": 2},
         output={"labels": True, "responsibilities": True, "plots": True})
-    code, stdout = call_main("fit", config, "--quiet", "--set", "model.tol=0.0005",
-                             "--set", "model.covariance_type=diag")
+    with fitted_estimators() as estimators:
+        code, stdout = call_main("fit", config, "--quiet", "--set", "model.tol=0.0005",
+                                 "--set", "model.covariance_type=diag")
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     return SimpleNamespace(out=out, report=report, stdout=stdout, config=config,
-                           model=load_model(out / "model"))
+                           model=load_model(out / "model"), estimator=estimators[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -162,6 +182,18 @@ def test_report_contents(fitted, small_zarr):
     cluster = report["cluster"]
     assert cluster["kind"] == "local" and cluster["n_workers"] == 2
     assert cluster["dashboard_link"] is None
+
+
+def test_report_and_summary_say_how_many_times_the_data_was_read(fitted):
+    """report.json's ``data_reads`` is the fitted estimator's ``passes_``, and the
+    summary line says it in words; no missing-value figures with ``missing: error``."""
+    from daskgmm.diagnostics.progress import format_reads
+
+    fit, passes = fitted.report["fit"], fitted.estimator.passes_
+    assert set(passes) >= {"survey", "em"} and fit["data_reads"] == passes
+    assert fit["n_empty_rows"] is None and fit["observed_fraction"] is None
+    first = fitted.stdout.splitlines()[0]
+    assert first.startswith("converged after") and first.endswith(format_reads(passes))
 
 
 def test_labels_and_responsibilities_match_the_model(fitted, small_zarr):
@@ -337,9 +369,46 @@ def test_fit_failing_midway_leaves_no_output(tmp_path):
                           model={"n_components": 2, "init_params": "random"},
                           output={"labels": True, "plots": True})
     result = run_cli("fit", config)
-    assert_clean_error(result, "NaN")
+    # model.missing is 'error' by default: the estimator's refusal, naming the option.
+    assert_clean_error(result, "contain NaN", "missing='marginalize'")
     assert not out.exists()
     assert not leftovers(tmp_path)
+
+
+def test_fit_with_missing_values_marginalised(tmp_path):
+    """``model.missing: marginalize`` on data holding NaN (rows with nothing observed
+    too): every output is written; the labels are the estimator's ``predict`` (for an
+    empty row, its label for a row without data); the report gives the estimator's
+    ``n_empty_rows_``, ``observed_fraction_`` and ``passes_``, and BIC as its ``bic``."""
+    from tests.conftest import make_blobs
+
+    X = make_blobs(1500, D, K, seed=3)
+    X[np.random.default_rng(4).random(X.shape) < 0.15] = np.nan
+    X[[0, 700, 701]] = np.nan
+    empty = np.isnan(X).all(axis=1)
+    np.save(tmp_path / "x.npy", X)
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", tmp_path / "x.npy", out,
+                          model={"missing": "marginalize"},
+                          output={"labels": True, "plots": True})
+    with fitted_estimators() as estimators:
+        code, stdout = call_main("fit", config, "--quiet")
+    assert code == 0
+    (estimator,) = estimators
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".daskgmm.json", "clusters.png", "convergence.png", "labels.zarr", "model",
+        "report.json"]
+    assert (out / "clusters.png").read_bytes().startswith(PNG_MAGIC)
+    labels = zarr.open_array(out / "labels.zarr", mode="r")[:]
+    np.testing.assert_array_equal(labels, estimator.predict(X))
+    assert set(labels[empty]) == {estimator.predict(np.full((1, D), np.nan))[0]}
+    fit = json.loads((out / "report.json").read_text())["fit"]
+    assert estimator.n_empty_rows_ >= empty.sum() > 0
+    assert fit["n_empty_rows"] == estimator.n_empty_rows_
+    assert fit["observed_fraction"] == estimator.observed_fraction_ < 1
+    assert fit["data_reads"] == estimator.passes_
+    assert fit["bic"] == pytest.approx(estimator.bic(X), rel=1e-9)
+    assert f"{estimator.n_empty_rows_:g} rows with nothing observed" in stdout
 
 
 def test_unreachable_scheduler_exits_2(tmp_path, small_zarr):
@@ -594,6 +663,11 @@ def test_each_iteration_is_printed_once(tmp_path, small_zarr, verbose):
                                                              "moments pass"))]
     assert init_lines  # every initialisation pass, as it ends
     assert len(timed) == (5 if verbose >= 2 else 0)
+    # verbose >= 1: the data's reads by phase, once (the report's, i.e. passes_).
+    from daskgmm.diagnostics.progress import format_reads
+
+    reads = json.loads((tmp_path / "out" / "report.json").read_text())["fit"]["data_reads"]
+    assert lines.count(format_reads(reads)) == (1 if verbose >= 1 else 0), lines
 
 
 def test_large_models_are_summarised_and_the_likelihood_matches_the_report(tmp_path):

@@ -1,5 +1,6 @@
 """Tests of daskgmm.cli.cluster on real clusters: where the embedded cluster listens,
-the watchdog that stops a run that cannot progress, and clusters started from a
+a run that cannot progress stopped by the engine's stall watch (cluster.stall_timeout;
+the watch itself is tested in tests/test_cluster_watch.py), and clusters started from a
 ``cluster.factory`` section."""
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def listening():
 cfg = parse_config({"data": {"path": "x"}, "output": {"dir": "o"},
                     "cluster": {"n_workers": 2, "memory_limit": "1GiB",
                                 "dashboard_address": json.loads(sys.argv[1])}}).cluster
-with connect(cfg, log=None, watch=False) as (client, info):
+with connect(cfg, log=None) as (client, info):
     result = {"info": info, "listening": listening(),
               "scheduler_services": client.scheduler_info()["services"],
               "worker_services": client.run(
@@ -84,57 +85,6 @@ def test_no_dashboard_means_http_servers_that_serve_nothing():
 
 
 # ---------------------------------------------------------------------------------------
-# the watchdog
-# ---------------------------------------------------------------------------------------
-
-
-def _watch(cluster, timeout: float, seconds: float):
-    from distributed import Client
-
-    from daskgmm.cli.watchdog import Watchdog
-
-    fired = threading.Event()
-    with Client(cluster) as client, Watchdog(client, timeout, interval=0.2,
-                                             interrupt=fired.set) as dog:
-        fired.wait(seconds)
-        return dog.reason
-
-
-def test_watchdog_stops_a_cluster_whose_workers_are_paused():
-    import dask
-    from distributed import LocalCluster
-
-    # Workers pause above 5% of their limit: at once, as a real worker with a memory
-    # limit far too small would (the threshold reaches the worker processes through
-    # the nanny's copy of the configuration).
-    with dask.config.set({"distributed.worker.memory.pause": 0.05}), \
-            LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GiB",
-                         dashboard_address=None) as cluster:
-        t0 = time.monotonic()
-        reason = _watch(cluster, 2.0, 30)
-    assert reason is not None and time.monotonic() - t0 < 20
-    assert reason.startswith("every one of the 2 Dask worker(s) (memory limit 1024 MiB) "
-                             "has been paused for 2 s")
-    assert "cluster.memory_limit" in reason
-
-
-def test_watchdog_stops_a_cluster_without_workers():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=0, dashboard_address=None) as cluster:
-        reason = _watch(cluster, 1.0, 30)
-    assert reason is not None and reason.startswith(
-        "the cluster has had no workers for 1 s")
-
-
-def test_watchdog_leaves_a_healthy_cluster_alone():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, dashboard_address=None, memory_limit="1GiB") as cluster:
-        assert _watch(cluster, 0.5, 3) is None
-
-
-# ---------------------------------------------------------------------------------------
 # the command line: stalls and lost workers
 # ---------------------------------------------------------------------------------------
 
@@ -164,9 +114,47 @@ def test_fit_on_paused_workers_stops_with_one_line(tmp_path, data):
     proc = start_cli("fit", config, env=env)
     _, err = finish(proc, 90)
     assert_clean_error((proc.returncode, err), "every one of the 1 Dask worker(s)",
-                       "has been paused for 3 s", "cluster.memory_limit")
+                       "has been paused for 3 s", "cluster.memory_limit",
+                       "data.chunk_rows", "cluster.stall_timeout")
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "out").exists()
+
+
+def test_the_outputs_pass_gives_up_on_paused_workers(data):
+    """The pass the command runs itself after a fit (labels, scores, the plot's sample)
+    is watched as the engine's are: on a cluster whose workers are all paused it raises
+    ClusterStalledError within the stall timeout instead of waiting forever."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from daskgmm import GaussianMixture
+    from daskgmm.cli.outputs import output_pass
+    from daskgmm.engine.watch import STALL_TIMEOUT_KEY
+    from daskgmm.errors import ClusterStalledError
+    from daskgmm.io.readers import open_array
+    from tests.test_cluster_watch import _wait_for_paused_workers
+
+    X = open_array(data, "X", chunk_rows=5000)
+    model = GaussianMixture(3, max_iter=2, random_state=0).fit(X)  # (no cluster yet)
+    outcome: dict = {}
+
+    def outputs() -> None:
+        try:
+            output_pass(model, X)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    with dask.config.set({"distributed.worker.memory.pause": 0.01}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                         memory_limit="1GiB", dashboard_address=None) as cluster, \
+            Client(cluster) as client, dask.config.set({STALL_TIMEOUT_KEY: 1}):
+        _wait_for_paused_workers(client, 1)
+        thread = threading.Thread(target=outputs, daemon=True)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "the outputs pass still waits after 60 s"
+    assert isinstance(outcome.get("error"), ClusterStalledError), outcome
+    assert "has been paused for 1 s" in str(outcome["error"])
 
 
 def test_fit_whose_workers_all_die_stops_with_one_line(tmp_path, data):
@@ -186,7 +174,8 @@ def test_fit_whose_workers_all_die_stops_with_one_line(tmp_path, data):
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert_clean_error((proc.returncode, err), "the cluster has had no workers for 3 s")
+    assert_clean_error((proc.returncode, err), "the Dask cluster has had no workers for 3 s",
+                       "cluster.stall_timeout")
     assert not (tmp_path / "out").exists()
 
 

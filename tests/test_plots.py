@@ -188,6 +188,28 @@ def test_clusters_plot_explains_its_annotations(blobs4):
     assert "most likely component" in ax.get_title()
 
 
+def test_clusters_plot_leaves_out_rows_with_missing_values(blobs4):
+    """Rows holding a NaN are not drawn (the subtitle counts them): the points drawn,
+    and their colours, are those of the plot of the complete rows alone."""
+    from daskgmm.diagnostics.plots import clusters_figure
+
+    gm = fit(blobs4, "full")
+    X = blobs4.copy()
+    X[::7, 1] = np.nan
+    X[3] = np.nan
+    complete = ~np.isnan(X).any(axis=1)
+    labels = gm.predict(np.nan_to_num(X))
+    fig = clusters_figure(X, labels, gm)
+    expected = clusters_figure(X[complete], labels[complete], gm)
+    (ax,), (ax_expected,) = fig.axes, expected.axes
+    points, points_expected = ax.collections[0], ax_expected.collections[0]
+    assert np.isfinite(points.get_offsets()).all()
+    np.testing.assert_array_equal(points.get_offsets(), points_expected.get_offsets())
+    np.testing.assert_array_equal(points.get_facecolors(), points_expected.get_facecolors())
+    assert f"{(~complete).sum():,} rows with missing values not drawn" in ax.get_title()
+    assert "not drawn" not in ax_expected.get_title()
+
+
 def test_convergence_plot_names_its_objective():
     from daskgmm import BayesianGaussianMixture
     from daskgmm.diagnostics.plots import convergence_figure

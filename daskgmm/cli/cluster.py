@@ -150,15 +150,24 @@ def _timeout(cfg: Any) -> float:
     return value
 
 
+_STALL_SETTINGS = ("; in the run's configuration these are cluster.memory_limit, "
+                   "data.chunk_rows and cluster.stall_timeout")
+
+
 @contextlib.contextmanager
-def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None,
-            watch: bool = True) -> Iterator[tuple[Any, dict[str, Any]]]:
+def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None
+            ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Start or join the cluster of ``cfg`` (the defaults when None); yields ``(client,
     info)`` (:func:`describe_client`'s facts), the client the default scheduler inside the
-    block. ``log`` receives one-line messages; ``watch`` runs a stall watchdog. Raises
-    ClusterConnectionError, ClusterLostError or ClusterStalledError."""
+    block, and ``cfg.stall_timeout`` the engine's stall timeout (dask config
+    ``daskgmm.stall-timeout``: a pass on a cluster stalled that long raises
+    ClusterStalledError, to which the run's settings are added). ``log`` receives
+    one-line messages. Raises ClusterConnectionError, ClusterLostError or
+    ClusterStalledError."""
+    import dask
+
     from daskgmm.cli.config import ClusterSection
-    from daskgmm.cli.watchdog import Watchdog
+    from daskgmm.engine.watch import STALL_TIMEOUT_KEY
 
     cfg = cfg if cfg is not None else ClusterSection()
     timeout = _timeout(cfg)
@@ -174,15 +183,14 @@ def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None,
             info["dashboard_link"] = None  # (its HTTP server serves nothing)
         if info["dashboard_link"] and log is not None:
             log(f"Dask dashboard: {info['dashboard_link']}")
-        watchdog = Watchdog(client, cfg.stall_timeout) if watch and cfg.stall_timeout \
-            else contextlib.nullcontext()
         try:
-            with watchdog:
+            with dask.config.set({STALL_TIMEOUT_KEY: cfg.stall_timeout}):
                 yield client, info
-        except KeyboardInterrupt as exc:
+        except ClusterStalledError as exc:
             quiet_library_logs()
-            if getattr(watchdog, "reason", None):
-                raise ClusterStalledError(watchdog.reason) from exc
+            raise ClusterStalledError(f"{exc}{_STALL_SETTINGS}") from exc
+        except KeyboardInterrupt:
+            quiet_library_logs()
             raise
         except Exception as exc:
             if _lost(exc, client):

@@ -254,13 +254,14 @@ class Written:
     seconds: float
 
 
-def write_outputs(plan: Plan, fitted: Fitted, inputs: Any, out: Any, client: Any) -> Written:
+def write_outputs(plan: Plan, fitted: Fitted, inputs: Any, out: Any) -> Written:
     """One pass over the data (log-likelihood, labels, responsibilities, the plot's
     sample), then the plots, the selection of a sweep and the model."""
     from daskgmm.cli.cluster import worker_failures
     from daskgmm.cli.outputs import LabelsTarget, output_pass, write_figure
     from daskgmm.cli.selection import write_selection
     from daskgmm.diagnostics.observers import observe
+    from daskgmm.engine.passes import watched_compute
 
     config, gm, X = plan.config, fitted.model, inputs.X
     n = int(X.shape[0])
@@ -282,11 +283,12 @@ def write_outputs(plan: Plan, fitted: Fitted, inputs: Any, out: Any, client: Any
                            inputs.ids, config.output.id_column) if labels else None)
     with storage_errors("output.dir", plan.output), worker_failures(), _captured(plan), \
             observe(plan.progress):
-        result = output_pass(gm, X, sample_idx=sample.astype(np.int64), client=client,
+        result = output_pass(gm, X, sample_idx=sample.astype(np.int64),
                              attributes=attributes, labels=target, weights=inputs.weights,
                              responsibilities=(out.join("responsibilities.zarr")
                                                if config.output.responsibilities else None))
-        printed = np.asarray(gm.predict(X).compute()) if n <= PRINT_LABELS_LIMIT else None
+        printed = (np.asarray(watched_compute(gm.predict(X))[0])
+                   if n <= PRINT_LABELS_LIMIT else None)
     plots: list[str] = []
     name = config.name or plan.output.name
     if config.output.plots:
@@ -328,10 +330,13 @@ def make_report(plan: Plan, fitted: Fitted, inputs: Any, written: Written,
         n_parameters,
     )
 
-    gm, recorder, config = fitted.model, fitted.recorder, plan.config
+    gm, recorder, config, estimator = fitted.model, fitted.recorder, plan.config, plan.estimator
     weighted = inputs.weights is not None
-    count = written.weight if weighted else int(inputs.X.shape[0])
-    mean = written.log_likelihood / written.weight if written.weight > 0 else float("nan")
+    marginal = getattr(estimator, "missing", "error") == "marginalize"
+    # Rows with nothing observed are out of the likelihood and of n (the estimator's bic).
+    empty = float(estimator.n_empty_rows_) if marginal else 0.0
+    count = (written.weight if weighted else int(inputs.X.shape[0])) - empty
+    mean = written.log_likelihood / count if count > 0 else float("nan")
     criteria = information_criteria(mean, count, n_parameters(
         gm.covariance_type, gm.n_components, gm.n_features_in_))
     first = recorder.first_iteration or 1
@@ -349,6 +354,9 @@ def make_report(plan: Plan, fitted: Fitted, inputs: Any, written: Written,
             iterations=iteration_table(list(gm.lower_bounds_), recorder.seconds),
             passes=recorder.pass_counts(), weighted=weighted,
             sum_of_weights=written.weight if weighted else None, **criteria,
+            data_reads=dict(estimator.passes_),
+            n_empty_rows=empty if marginal else None,
+            observed_fraction=float(estimator.observed_fraction_) if marginal else None,
             warnings=list(plan.warnings)),
         timing=timing, memory=memory_summary(fitted.monitor),
         cluster=cluster,
@@ -377,7 +385,7 @@ def run_fit(config: RunConfig, *, quiet: bool = False, resume: bool = False,
             inputs = open_inputs(plan)
             with connect(config.cluster, log=plan.progress.message) as (client, cluster):
                 fitted = fit(plan, inputs, client, cluster)
-                written = write_outputs(plan, fitted, inputs, out, client)
+                written = write_outputs(plan, fitted, inputs, out)
             report = make_report(plan, fitted, inputs, written, cluster)
             write_json(out, "report.json", report.to_json())
     except KeyboardInterrupt as exc:
@@ -440,11 +448,20 @@ def _print_result(plan: Plan, model: Any, report: RunReport, written: Written,
                   out: TextIO) -> None:
     """The fitted parameters, as scikit-learn's iris example prints them (a table of the
     components for a large model)."""
+    from daskgmm.diagnostics.progress import format_reads
+
     n = int(report.data["shape"][0])
     mean = report.fit.mean_log_likelihood
     print(f"{'converged' if model.converged_ else 'did NOT converge'} after "
           f"{model.n_iter_} iterations; mean log-likelihood per sample of the final model "
-          f"{f'{mean:.4f}' if mean is not None else 'not finite'}", file=out)
+          f"{f'{mean:.4f}' if mean is not None else 'not finite'}; "
+          f"{format_reads(report.fit.data_reads)}", file=out)
+    if report.fit.n_empty_rows is not None:
+        empty_label = int(model.predict(np.full((1, model.n_features_in_), np.nan))[0])
+        print(f"missing values: {report.fit.observed_fraction:.2%} of the values observed; "
+              f"{report.fit.n_empty_rows:g} rows with nothing observed, left out of the "
+              f"fit (their label: {empty_label}, the model's for a row without data)",
+              file=out)
     with np.printoptions(precision=3, suppress=True):
         if written.printed_labels is not None:
             print("labels:\n", written.printed_labels, file=out)

@@ -76,15 +76,18 @@ def _create_zarr(location: Any, shape: tuple[int, ...], row_chunk: int, dtype: s
 
 def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
                 responsibilities: Any = None, sample_idx: np.ndarray | None = None,
-                attributes: dict[str, Any] | None = None, weights: Any = None,
-                client: Any = None) -> dict[str, Any]:
+                attributes: dict[str, Any] | None = None, weights: Any = None
+                ) -> dict[str, Any]:
     """One pass over ``X`` (kind ``'outputs'``) through the estimator's lazy
     ``predict``, ``predict_proba`` and ``score_samples``: returns ``ll`` (the (weighted) sum
     of log-likelihoods), ``n``, ``weight`` and ``rows`` (``sample_idx``'s); ``labels`` and
-    ``responsibilities`` say where to write, ``attributes`` go to the Zarr arrays."""
+    ``responsibilities`` say where to write, ``attributes`` go to the Zarr arrays. On a
+distributed cluster the pass gives up with ClusterStalledError when the cluster stalls
+(the engine's watch)."""
     import dask
 
     from daskgmm.diagnostics import observers
+    from daskgmm.engine.passes import watched_compute
     from daskgmm.io.frames import write_label_part
 
     attributes = dict(attributes or {})
@@ -124,16 +127,8 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
                  for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
 
     observers.notify("pass_started", "outputs", len(parts) + len(extra))
-    if client is not None:
-        from distributed import as_completed
-
-        futures = client.compute([*parts, *extra])
-        if observers.wants("chunks_done"):
-            for _ in as_completed(futures):
-                observers.notify("chunks_done", 1)
-        results = client.gather(futures)
-    else:
-        results = list(dask.compute(*parts, *extra))
+    results = watched_compute(*parts, *extra,
+                              each=lambda: observers.notify("chunks_done", 1))
     observers.notify("pass_finished")
     results = results[: len(parts)]
     return {"ll": math.fsum(r["ll"] for r in results), "n": sum(r["n"] for r in results),

@@ -87,9 +87,9 @@ def run_predict(request: PredictRequest) -> dict[str, Any]:
     try:
         with storage_errors("--output", r.output), atomic_output_directory(
                 r.output, kind=content, overwrite=r.overwrite) as out, \
-                connect(r.cluster, log=progress.message) as (client, cluster), \
+                connect(r.cluster, log=progress.message) as (_, cluster), \
                 worker_failures(cluster), observe(progress):
-            output_pass(gm, X, client=client,
+            output_pass(gm, X,
                         attributes={"model": model_loc.display, "data": inputs.display,
                                     "dataset": r.dataset},
                         labels=None if r.proba else LabelsTarget(out.location, fmt,

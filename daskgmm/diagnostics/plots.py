@@ -252,7 +252,8 @@ def clusters_figure(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
     Parameters
     ----------
     sample_X : ndarray of shape (n, D)
-        A sample of the data (see :func:`sample_rows`), in memory.
+        A sample of the data (see :func:`sample_rows`), in memory. Rows with a missing
+        value (NaN) are left out (the subtitle says how many).
     sample_labels : ndarray of shape (n,)
         The component of each sample row (``model.predict(sample_X)``).
     model : GaussianMixture
@@ -281,6 +282,10 @@ def clusters_figure(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
     K, D = means.shape
     if X.shape[1] != D:
         raise ValueError(f"sample_X has {X.shape[1]} features, the model {D}")
+    complete = ~np.isnan(X).any(axis=1)
+    n_incomplete = int(len(X) - complete.sum())
+    if n_incomplete:  # a row with a missing value has no place on the plane
+        X, labels = X[complete], labels[complete]
     covs = expand_covariances(model.covariances_, model.covariance_type, K, D)
     centre, axes, shares = _principal_axes(X) if len(X) else (
         means.mean(axis=0), np.eye(max(2, D))[:2, :D], np.zeros(2))
@@ -307,9 +312,11 @@ def clusters_figure(sample_X: np.ndarray, sample_labels: np.ndarray, model: Any,
     ax.set_xlabel(f"PC 1 ({100 * shares[0]:.1f}% of variance)")
     ax.set_ylabel(f"PC 2 ({100 * shares[1]:.1f}% of variance)" if D > 1 else "(one feature)")
     fig.suptitle(title or f"{len(X):,} rows, {K} components ({model.covariance_type})")
+    dropped = (f" ({n_incomplete:,} rows with missing values not drawn)" if n_incomplete
+               else "")
     ax.set_title("points coloured by their most likely component, on the sample's first "
-                 "two principal components;\nellipses: 2 standard deviations of each "
-                 "component projected on that plane", fontsize=8, color="0.3")
+                 f"two principal components{dropped};\nellipses: 2 standard deviations of "
+                 "each component projected on that plane", fontsize=8, color="0.3")
     legend = [
         Line2D([], [], marker="x", color="black", linestyle="", label="component mean"),
         Line2D([], [], color="0.3", linewidth=2, label="2-sigma ellipse"),

@@ -15,7 +15,8 @@ control characters. In both it prints one line per EM iteration::
 
 and one line per initialisation pass as it ends (``kmeans pass 3: 12 chunks in 4.10
 s``), so a long initialisation is visible as it happens. ``verbose >= 2`` adds each
-iteration's seconds. A sweep (``sweep=True``) prints one line per iteration that counts
+iteration's seconds; ``verbose >= 1`` a line saying how many times the fit read the data
+(:func:`format_reads`). A sweep (``sweep=True``) prints one line per iteration that counts
 the candidates running (:func:`format_sweep_iteration`).
 
 The fit's ETA is the seconds per iteration times the iterations left, which come from
@@ -32,10 +33,10 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["ProgressObserver", "fit_eta", "format_clock", "format_iteration",
+__all__ = ["ProgressObserver", "fit_eta", "format_clock", "format_iteration", "format_reads",
            "format_sweep_iteration", "iterations_left", "was_updated"]
 
 _INIT_KINDS = ("moments", "survey", "kmeans", "init", "sizes")
@@ -181,6 +182,13 @@ def format_sweep_iteration(info: Any, *, max_iter: int | None = None,
             f" and {len(done) - 6} more" if len(done) > 6 else "")
     line += f"  {float(info.seconds):.2f} s/iter" if timing else ""
     return line + (f"  ETA {format_clock(eta)}" if eta is not None and running else "")
+
+
+def format_reads(passes: Mapping[str, float]) -> str:
+    """A fit's ``passes_`` in words: ``read the data 3 times (survey 1, em 2)``."""
+    total = sum(passes.values())
+    parts = ", ".join(f"{phase} {count:g}" for phase, count in passes.items())
+    return f"read the data {total:g} time{'' if total == 1 else 's'} ({parts})"
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -364,6 +372,11 @@ class ProgressObserver:
         for line in lines:
             self.message(line)
         self._draw_fit()
+
+    def passes_read(self, passes: dict[str, float]) -> None:
+        """The fit read the data this many times, by phase: a line with ``verbose``."""
+        if self.verbose >= 1:
+            self.message(format_reads(passes))
 
     def fit_finished(self) -> None:
         """The fit is done (or failed)."""

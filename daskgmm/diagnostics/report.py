@@ -170,7 +170,14 @@ class FitRecorder:
 
 @dataclass
 class FitSummary:
-    """What the fit of a run found (the ``fit`` section of ``report.json``)."""
+    """What the fit of a run found (the ``fit`` section of ``report.json``).
+
+    ``passes`` counts the passes of each kind the fit ran (a pass over a part of the
+    data counts as one); ``data_reads`` is the fitted estimator's ``passes_``, the reads
+    of the whole data by phase. With ``missing='marginalize'``, ``n_empty_rows`` and
+    ``observed_fraction`` are the estimator's ``n_empty_rows_`` and
+    ``observed_fraction_`` (None otherwise), and the log-likelihood and criteria count
+    only the rows with an observed value, as the estimator's ``bic`` does."""
 
     estimator: str
     converged: bool
@@ -186,6 +193,9 @@ class FitSummary:
     n_parameters: int
     bic: float | None
     aic: float | None
+    data_reads: dict[str, float] = field(default_factory=dict)
+    n_empty_rows: float | None = None
+    observed_fraction: float | None = None
     warnings: list[str] = field(default_factory=list)
 
 

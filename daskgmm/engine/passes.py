@@ -140,14 +140,27 @@ def _call_with_row_start(func: Callable[..., Any], block: np.ndarray, *args: Any
     return func(block, row_start, *args)
 
 
-def _compute(collection: Any) -> Any:
-    """``collection.compute()``; on a distributed cluster, given up (with
+def watched_compute(*collections: Any, each: Callable[[], Any] | None = None
+                    ) -> tuple[Any, ...]:
+    """``dask.compute(*collections)``; on a distributed cluster ``each()`` is called as
+    each collection's result arrives, and the wait is given up (with
     :class:`~daskgmm.errors.ClusterStalledError`) when the cluster stalls."""
     client = active_client()
     if client is None:
-        return collection.compute()
+        return dask.compute(*collections)
+    from distributed import as_completed as distributed_as_completed
+
+    futures = client.compute(list(collections))
     with ClusterWatch(client) as watch:
-        return watch.result(client.compute(collection))
+        for _ in watch.completed(distributed_as_completed(futures)):
+            if each is not None:
+                each()
+        return tuple(client.gather(futures))
+
+
+def _compute(collection: Any) -> Any:
+    """``collection.compute()``, watched (:func:`watched_compute`)."""
+    return watched_compute(collection)[0]
 
 
 def worker_slots() -> list[str]:

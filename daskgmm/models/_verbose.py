@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from daskgmm.diagnostics.progress import was_updated
+from daskgmm.diagnostics.progress import format_reads, was_updated
 
 
 class VerbosePrinter:
@@ -62,8 +62,8 @@ class VerbosePrinter:
                             f"lower bound {state.lower_bound:.6f}")
 
     def passes_read(self, passes: dict[str, float]) -> None:
-        parts = ", ".join(f"{phase} {count:g}" for phase, count in passes.items())
-        self._print(f"Read the data {sum(passes.values()):g} times ({parts})")
+        text = format_reads(passes)
+        self._print(text[0].upper() + text[1:])
 
     def fit_finished(self) -> None:
         if self.verbose >= 2:
