@@ -182,6 +182,26 @@ def test_kernel_choice(monkeypatch):
         estep.use_compiled(make_plan(comps, np.zeros(2), kernel="compiled"), small)
 
 
+def _choice_in_a_worker(plan, X):
+    return estep.use_compiled(plan, X)
+
+
+@pytest.mark.slow
+def test_auto_leaves_workers_with_little_memory_to_numpy():
+    """Under 'auto', a worker process with a memory limit below
+    COMPILED_MIN_WORKER_MEMORY runs NumPy (numba would take ~120 MiB of it); one without
+    a limit compiles, as the driver does."""
+    from distributed import Client, LocalCluster
+
+    plan = make_plan([_components("diag", make_blobs(50, d=2), 2)], np.zeros(2))
+    large = np.zeros((estep.COMPILED_MIN_ROWS, 2))
+    assert estep.use_compiled(plan, large)
+    for limit, compiled in (("512MiB", False), (0, True)):
+        with LocalCluster(n_workers=1, threads_per_worker=1, memory_limit=limit,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            assert client.submit(_choice_in_a_worker, plan, large).result() is compiled
+
+
 def test_compiled_tiles_follow_the_cache(monkeypatch):
     """Tiles of the compiled kernel take a fraction of the per-core cache (at least
     COMPILED_MIN_TILE_ROWS rows), or the plan's tile_bytes."""

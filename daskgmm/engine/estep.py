@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -259,6 +260,11 @@ KERNELS = ("auto", "numpy", "compiled")
 #: fit does not win back (the compiled kernel saves about 0.2 µs per row and candidate
 #: at D=16, K=8).
 COMPILED_MIN_ROWS = 20_000
+#: Under ``'auto'``, a ``distributed`` worker whose memory limit is below this runs the
+#: NumPy tile loop: numba and LLVM add about 120 MiB to a process (its resident memory
+#: went from 59 to 179 MiB on import), which paused the out-of-core demo's workers of
+#: 400 MiB (each holds about 165 MiB before any task).
+COMPILED_MIN_WORKER_MEMORY = 2**30
 #: A compiled tile's workspace is this fraction of the per-core cache
 #: (:func:`cache_bytes`): the best of the tile sweep of ``scripts/bench.py`` (256 KiB of
 #: a 2 MiB level-2 cache; 64 KiB tiles were up to 2x slower for full covariances, 2 MiB
@@ -317,7 +323,8 @@ def use_compiled(plan: EStepPlan, X: Any) -> bool:
     """Whether the chunk ``X`` runs the compiled kernel under ``plan``: a NumPy array of
     float32 or float64 with numba installed, when the plan (or, for ``'auto'``, the
     environment variable ``DASKGMM_KERNEL``) says ``'compiled'``, or under ``'auto'``
-    when it has at least :data:`COMPILED_MIN_ROWS` rows.
+    when it has at least :data:`COMPILED_MIN_ROWS` rows and the process is not a
+    worker with less than :data:`COMPILED_MIN_WORKER_MEMORY` of memory limit.
 
     Raises
     ------
@@ -338,7 +345,22 @@ def use_compiled(plan: EStepPlan, X: Any) -> bool:
     fits = isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype in _COMPILED_DTYPES
     if kernel == "compiled":
         return fits
-    return fits and len(X) >= COMPILED_MIN_ROWS and compiled_available()
+    return (fits and len(X) >= COMPILED_MIN_ROWS and _room_for_the_compiler()
+            and compiled_available())
+
+
+def _room_for_the_compiler() -> bool:
+    """False in a ``distributed`` worker whose memory limit is below
+    :data:`COMPILED_MIN_WORKER_MEMORY`; True elsewhere (no limit, or not a worker)."""
+    dist = sys.modules.get("distributed")
+    if dist is None:
+        return True
+    try:
+        worker = dist.get_worker()
+    except ValueError:  # not in a worker's task
+        return True
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    return not limit or limit >= COMPILED_MIN_WORKER_MEMORY
 
 
 _COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
