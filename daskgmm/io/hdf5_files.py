@@ -19,11 +19,11 @@ import numpy as np
 
 from daskgmm.errors import DataNotFoundError, DataSourceError, MissingDependencyError
 from daskgmm.io.integrity import (
-    _stamp,
     check_hdf5_complete,
     check_hdf5_end,
     check_unchanged,
     hdf5_allocated_chunks,
+    object_stamp,
     remote_file_token,
 )
 from daskgmm.io.locations import Location, parse_location, redact_url
@@ -87,9 +87,9 @@ def _h5_attrs(obj: Any) -> dict:
 def _version_now(loc: Location, fobj: Any) -> tuple | None:
     """The version of an open file as :func:`check_unchanged` compares it."""
     if loc.is_local:
-        return _stamp(loc.info())
+        return object_stamp(loc.info())
     details = getattr(fobj, "details", None)
-    return _stamp(details) if isinstance(details, dict) else None
+    return object_stamp(details) if isinstance(details, dict) else None
 
 
 class HDF5Slicer(ShapedArray):

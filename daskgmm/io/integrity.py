@@ -62,6 +62,9 @@ __all__ = [
     "check_unchanged",
     "hdf5_allocated_chunks",
     "hdf5_end_unwritten",
+    "object_stamp",
+    "remote_file_token",
+    "stamp_digest",
     "zarr_store_state",
 ]
 
@@ -127,7 +130,7 @@ def _zarr_grid(arr: Any) -> tuple[tuple[int, ...], tuple[int, ...], str]:
     return block, grid, "shard" if shards else "chunk"
 
 
-def _stamp(info: dict[str, Any]) -> Any:
+def object_stamp(info: dict[str, Any]) -> Any:
     """The most content-bound field an object store's listing gives for one object (the
     same whether it comes from a listing or from asking for the object: times as
     seconds, since some filesystems give one as a number and the other as a datetime)."""
@@ -151,7 +154,7 @@ def remote_file_token(loc: Location) -> tuple:
         info = loc.info()
     except Exception:
         info = {}
-    stamp = _stamp(info)
+    stamp = object_stamp(info)
     return ("fresh", uuid.uuid4().hex) if stamp[0] == "size" else stamp
 
 
@@ -177,7 +180,7 @@ def _remote_listing(loc: Location) -> dict[str, Any] | None:
     if not loc.listable:
         return None
     try:
-        return {name: _stamp(info) for name, info in loc.find().items()}
+        return {name: object_stamp(info) for name, info in loc.find().items()}
     except NotImplementedError:
         return None
 
@@ -189,7 +192,7 @@ def _zip_listing(zip_path: str, prefix: str) -> dict[str, Any]:
                 for info in zf.infolist() if info.filename.startswith(prefix)}
 
 
-def _stamp_digest(stamp: Any) -> int:
+def stamp_digest(stamp: Any) -> int:
     """A non-zero 64-bit digest of one listing entry (0 means absent)."""
     value = int.from_bytes(hashlib.blake2b(repr(stamp).encode(), digest_size=8).digest(),
                            "little")
@@ -316,7 +319,7 @@ def zarr_store_state(arr: Any, array_location: Location | None, *,
         stamp = listing.get(encode(coords))
         if stamp is not None:
             present += 1
-            digests[coords] = _stamp_digest(stamp)
+            digests[coords] = stamp_digest(stamp)
         elif len(missing_rows) < _SHOW_MISSING:
             start = coords[0] * block[0]
             missing_rows.append((start, min(start + block[0], n)))

@@ -31,14 +31,14 @@ __all__ = ["VerifiedStore", "verified_store"]
 
 
 def _local_digest(path: str) -> int | None:
-    from daskgmm.io.integrity import _stamp, _stamp_digest
+    from daskgmm.io.integrity import object_stamp, stamp_digest
 
     try:
         st = os.stat(path)
     except OSError:
         return None
     # as the listing at opening stamps it (Location.find)
-    return _stamp_digest(_stamp({"mtime": st.st_mtime_ns, "size": st.st_size}))
+    return stamp_digest(object_stamp({"mtime": st.st_mtime_ns, "size": st.st_size}))
 
 
 class VerifiedStore(WrapperStore):
@@ -100,7 +100,7 @@ class VerifiedStore(WrapperStore):
 
     # -- the stamp of an object now ----------------------------------------------------
     async def _digest_now(self, key: str) -> int | None:
-        from daskgmm.io.integrity import _stamp, _stamp_digest
+        from daskgmm.io.integrity import object_stamp, stamp_digest
 
         inner = self._store
         root = getattr(inner, "root", None)
@@ -113,7 +113,7 @@ class VerifiedStore(WrapperStore):
                 info = await fs._info(path)
             except FileNotFoundError:
                 return None
-            return _stamp_digest(_stamp(info))
+            return stamp_digest(object_stamp(info))
         return None
 
     def _changed(self, key: str, what: str) -> DataSourceError:
