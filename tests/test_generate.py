@@ -158,7 +158,8 @@ def test_killed_run_leaves_nothing_at_the_target(tmp_path):
         deadline = time.monotonic() + 30
         tmp = []
         while time.monotonic() < deadline and proc.poll() is None:
-            tmp = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+            # the temporary directory, not its writer's claim file beside it
+            tmp = [p for p in tmp_path.iterdir() if ".tmp-" in p.name and p.is_dir()]
             if tmp and any(tmp[0].rglob("c/*/*")):  # some chunks are on disk
                 break
             time.sleep(0.05)
