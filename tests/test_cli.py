@@ -779,12 +779,13 @@ def test_generate_on_a_full_or_read_only_disk(tmp_path):
 
 @pytest.mark.slow  # 1,500 tasks per pass: the overhead the warning is about
 def test_tiny_chunks_are_warned_about_with_the_numbers(tmp_path, small_zarr):
-    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out", chunk_rows=2,
-                          model={"max_iter": 0, "init_params": "random"})
+    # 600 chunks of 5 rows: past the engine's 500 small chunks, with few tasks to run
+    config = write_config(tmp_path / "c.yaml", small_zarr, tmp_path / "out", chunk_rows=5,
+                          model={"max_iter": 0, "init_params": "random_from_data"})
     result = run_cli("fit", config, "--quiet")
     assert result.returncode == 0, result.stderr
     # The engine's rule and wording (daskgmm.engine.passes), written once.
-    expected = "PerformanceWarning: the data are split into 1,500 chunks of about"
+    expected = "PerformanceWarning: the data are split into 600 chunks of about"
     assert f"daskgmm: warning: {expected}" in result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert any(expected in w for w in report["fit"]["warnings"])
