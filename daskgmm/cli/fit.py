@@ -327,7 +327,6 @@ def make_report(plan: Plan, fitted: Fitted, inputs: Any, written: Written,
         information_criteria,
         iteration_table,
         memory_summary,
-        n_parameters,
     )
 
     gm, recorder, config, estimator = fitted.model, fitted.recorder, plan.config, plan.estimator
@@ -337,8 +336,7 @@ def make_report(plan: Plan, fitted: Fitted, inputs: Any, written: Written,
     empty = float(estimator.n_empty_rows_) if marginal else 0.0
     count = (written.weight if weighted else int(inputs.X.shape[0])) - empty
     mean = written.log_likelihood / count if count > 0 else float("nan")
-    criteria = information_criteria(mean, count, n_parameters(
-        gm.covariance_type, gm.n_components, gm.n_features_in_))
+    criteria = information_criteria(mean, count, gm._n_parameters())
     first = recorder.first_iteration or 1
     timing = {**recorder.timing(fitted.seconds),
               "outputs_seconds": round(written.seconds, 4),

@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["REPORT_FORMAT", "REPORT_FORMAT_VERSION", "FitRecorder", "FitSummary",
            "RunReport", "information_criteria", "iteration_table", "json_ready",
-           "library_versions", "memory_summary", "n_parameters"]
+           "library_versions", "memory_summary"]
 
 REPORT_FORMAT = "daskgmm-report"
 REPORT_FORMAT_VERSION = 1
@@ -56,16 +56,6 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
-    """Free parameters of a Gaussian mixture: ``K - 1`` weights, ``K D`` means and the
-    covariances (``K D (D + 1) / 2`` full, ``D (D + 1) / 2`` tied, ``K D`` diag, ``K``
-    spherical), as BIC counts them (scikit-learn's definition)."""
-    k, d = int(n_components), int(n_features)
-    covariances = {"full": k * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": k * d,
-                   "spherical": k}[covariance_type]
-    return covariances + k * d + k - 1
 
 
 def information_criteria(mean_log_likelihood: float, n_samples: float,
