@@ -387,7 +387,6 @@ def run_fit(config: RunConfig, *, quiet: bool = False, resume: bool = False,
             report = make_report(plan, fitted, inputs, written, cluster)
             write_json(out, "report.json", report.to_json())
     except KeyboardInterrupt as exc:
-        plan.progress.close()
         if isinstance(exc, RunInterrupted):
             raise
         raise RunInterrupted(_interrupted(plan)) from None
