@@ -35,7 +35,8 @@ NPY_SIGNATURE = b"\x93NUMPY"
 
 
 class NpyRangeSlicer(ShapedArray):
-    """Picklable, read-only view of a ``.npy`` file at a URL, read by byte ranges.
+    """Picklable, read-only view of a ``.npy`` file (local or at a URL), read by byte
+    ranges.
 
     Each read of a block of rows fetches only those rows' bytes (one range request for
     C-ordered files, one per column for Fortran-ordered ones, sent together).
@@ -172,8 +173,8 @@ def refuse_servers_ignoring_ranges(loc: Location, offset: int, shape: tuple[int,
         raise _no_ranges(loc.url)
 
 
-def _read_remote_header(loc: Location) -> tuple[int, tuple[int, ...], np.dtype, bool]:
-    """``(offset, shape, dtype, fortran_order)`` from a remote ``.npy`` file's header."""
+def _read_header(loc: Location) -> tuple[int, tuple[int, ...], np.dtype, bool]:
+    """``(offset, shape, dtype, fortran_order)`` from a ``.npy`` file's header."""
     from numpy.lib import format as npformat
 
     with loc.open("rb", block_size=2**16) as f:
@@ -209,11 +210,8 @@ class NpyReader(Reader):
                 f"{loc.display!r} is a .npy file, which holds a single array, so there is no "
                 f"dataset {dataset!r} inside it; pass dataset=None."
             )
-        return self._locate_remote(loc)
-
-    def _locate_remote(self, loc: Location) -> ArraySource:
         try:
-            offset, shape, dtype, fortran = _read_remote_header(loc)
+            offset, shape, dtype, fortran = _read_header(loc)
         except FileNotFoundError:
             raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
         except MissingDependencyError:

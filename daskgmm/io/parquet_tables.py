@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from daskgmm.errors import (
     MissingDependencyError,
 )
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
+from daskgmm.io.integrity import object_stamp, remote_file_token
 from daskgmm.io.locations import Location, parse_location
 from daskgmm.io.reader_base import Reader, check_chunk_rows, where
 
@@ -113,18 +113,9 @@ def _list_files(loc: Location) -> tuple[list[str], str]:
             raise DataNotFoundError(
                 f"{loc.display!r} holds no Parquet files (*.parquet, *.pq); nothing to open.")
         for p in files:
-            info = found[p]
-            h.update(repr((p, info.get("size"), info.get("mtime"), info.get("ETag"),
-                           info.get("etag"), info.get("LastModified"),
-                           info.get("created"))).encode())
+            h.update(repr((p, object_stamp(found[p]))).encode())
         return files, h.hexdigest()
-    try:
-        info = loc.info()
-    except Exception:
-        info = {}
-    stamp = [info.get(k) for k in ("ETag", "etag", "md5Hash", "generation", "LastModified",
-                                   "mtime", "created") if info.get(k) is not None]
-    h.update(repr((loc.path, info.get("size"), stamp or uuid.uuid4().hex)).encode())
+    h.update(repr((loc.path, remote_file_token(loc))).encode())
     return [loc.path], h.hexdigest()
 
 
@@ -390,9 +381,6 @@ class ParquetReader(Reader):
         if location.isdir():
             return any(_is_data_file(name) for name in location.find())
         return False
-
-    def matches_extension(self, location: Location) -> bool:
-        return super().matches_extension(location)
 
     def open(self, path: Location | str | os.PathLike, dataset: str | None = None,
              chunk_rows: int | None = None, *,

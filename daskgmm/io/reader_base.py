@@ -14,7 +14,7 @@ from dask.base import tokenize
 
 from daskgmm.errors import DaskGMMError, DataNotFoundError, DataSourceError, InvalidDataError
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES, even_chunks, rows_per_chunk
-from daskgmm.io.locations import Location, parse_location
+from daskgmm.io.locations import Location, describe_failure, parse_location
 
 __all__ = ["ArraySource", "Reader"]
 
@@ -303,8 +303,6 @@ class ReadGuard:
         return f"ReadGuard({self.where})"
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        from daskgmm.io.locations import describe_failure
-
         try:
             return self.array[key]
         except DaskGMMError:

@@ -26,13 +26,12 @@ import numpy as np
 from zarr.storage import WrapperStore
 
 from daskgmm.errors import DataNotFoundError, DataSourceError
+from daskgmm.io.integrity import object_stamp, stamp_digest
 
 __all__ = ["VerifiedStore", "verified_store"]
 
 
 def _local_digest(path: str) -> int | None:
-    from daskgmm.io.integrity import object_stamp, stamp_digest
-
     try:
         st = os.stat(path)
     except OSError:
@@ -100,8 +99,6 @@ class VerifiedStore(WrapperStore):
 
     # -- the stamp of an object now ----------------------------------------------------
     async def _digest_now(self, key: str) -> int | None:
-        from daskgmm.io.integrity import object_stamp, stamp_digest
-
         inner = self._store
         root = getattr(inner, "root", None)
         if root is not None:  # LocalStore
