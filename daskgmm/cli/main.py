@@ -294,7 +294,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from daskgmm.diagnostics.observers import observe
     from daskgmm.diagnostics.progress import ProgressObserver
     from daskgmm.errors import OutputExistsError, UsageError
-    from daskgmm.io.generate import generate_mixture
+    from daskgmm.io.generate import MAX_CHUNK_BYTES, generate_mixture
     from daskgmm.io.locations import Location, storage_errors
 
     output = _location("--output", args.output, None)
@@ -312,7 +312,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             f"{parameter_bytes / 2**30:,.1f} GiB of memory; use fewer features or components")
     rows, itemsize = min(args.chunk_rows or 1, args.n_samples), 4 if args.dtype == "float32" \
         else 8
-    if rows * args.n_features * itemsize > 2**31 - 2**20:
+    if rows * args.n_features * itemsize > MAX_CHUNK_BYTES:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: a chunk of {rows} rows x "
                          f"{args.n_features} features is {rows * args.n_features * itemsize:,}"
                          " bytes, more than a storage chunk may hold (2 GiB); use fewer "

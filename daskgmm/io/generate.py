@@ -32,7 +32,7 @@ from daskgmm.io.chunking import default_chunk_rows
 from daskgmm.io.codecs import float_compressors
 from daskgmm.io.storage import atomic_file, atomic_output_directory
 
-__all__ = ["MAX_SEPARATION", "block_rows", "generate_mixture", "load_truth",
+__all__ = ["MAX_CHUNK_BYTES", "MAX_SEPARATION", "block_rows", "generate_mixture", "load_truth",
            "sample_parameters"]
 
 FORMAT_VERSION = 2
@@ -41,7 +41,7 @@ _TRUTH = {"weights": "true_weights", "means": "true_means",
           "covariances": "true_covariances"}
 _RESERVED = ("labels", *_TRUTH.values())
 _FORMATS = {".zarr": "zarr", ".h5": "hdf5", ".hdf5": "hdf5"}
-_MAX_CHUNK_BYTES = 2**31 - 2**20  # blosc and HDF5 hold a bit under 2 GiB per chunk
+MAX_CHUNK_BYTES = 2**31 - 2**20  # blosc and HDF5 hold a bit under 2 GiB per chunk
 _MEAN_DRAWS = 32  # candidate layouts of the means; the best spread one is kept
 MAX_SEPARATION = 1e6
 """The largest ``separation``: beyond, the samples of a float32 data set would
@@ -256,9 +256,9 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
     if not isinstance(dataset, str) or not dataset or "/" in dataset or dataset in _RESERVED:
         raise ValueError(f"dataset must be a plain non-empty name without '/', other than "
                          f"{', '.join(map(repr, _RESERVED))}; got {dataset!r}")
-    if chunk_rows * n_features * out_dtype.itemsize > _MAX_CHUNK_BYTES:
+    if chunk_rows * n_features * out_dtype.itemsize > MAX_CHUNK_BYTES:
         raise ValueError(f"One chunk of {chunk_rows} rows x {n_features} features is more "
-                         f"than the {_MAX_CHUNK_BYTES} bytes a storage chunk may hold; "
+                         f"than the {MAX_CHUNK_BYTES} bytes a storage chunk may hold; "
                          "lower chunk_rows.")
     target = os.path.abspath(os.fspath(output)).rstrip("/\\") or os.sep
     suffix = os.path.splitext(target)[1].lower()
