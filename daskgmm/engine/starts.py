@@ -307,9 +307,10 @@ def _centre_filled_assignment(X: np.ndarray, weights: np.ndarray | None, row_sta
     if not keep.all():
         X = X[keep]
         weights = None if weights is None else np.asarray(weights)[keep]
+    X = np.asarray(X, dtype=np.float64)
     stats = []
     for plan, sites in zip(plans, centres, strict=True):
-        filled = fill_from_centres(np.asarray(X, dtype=np.float64), sites)
+        filled = fill_from_centres(X, sites)
         stats.extend(hard_assignment_statistics(filled, weights, row_start, plan).stats)
     return PassResult(stats)
 
