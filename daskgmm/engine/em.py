@@ -230,7 +230,7 @@ class ReadLog:
             split_every: int, meanwhile: Callable[[], Any] | None = None) -> list[Any]:
         """``chunks.map_reduce_many(parts)``, counted under ``phase`` (the later parts of
         the rows of a resident group of chunks read nothing anew)."""
-        if chunks.__dict__.get("_rereads", True):
+        if chunks.rereads:
             self.add(phase, chunks.n_chunks)
         return chunks.map_reduce_many(parts, split_every=split_every, meanwhile=meanwhile)
 
