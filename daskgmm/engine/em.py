@@ -446,7 +446,7 @@ def run_em(chunks: RowChunks, candidates: list[Candidate], options: EMOptions,
             algorithm.on_group(active, results[0].stats, position)
             if algorithm.whole_passes:
                 joining = _receive(extra, results, 1)
-            if not algorithm.whole_passes:
+            else:
                 more = algorithm.state.position < algorithm.n_groups
                 if more and callback is not None:
                     callback(IterationInfo(iteration, options.max_iter, list(candidates),
