@@ -514,11 +514,14 @@ class _Run:
         touched = len(np.unique(np.searchsorted(starts, indices, side="right")))
         self.reads.add("init", touched)
         rows = chunks.take_rows(indices)
-        if not np.isfinite(rows).all():
-            first = int(indices[np.argmin(np.isfinite(rows).all(axis=1))])
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            # The error names the chunk of the first bad row read.
+            bad = int(np.argmin(finite))
+            first = int(indices[bad])
             start, stop = next(b for b in chunks.row_bounds if b[0] <= first < b[1])
             block = np.zeros((stop - start, self.D))
-            block[first - start] = rows[np.argmin(np.isfinite(rows).all(axis=1))]
+            block[first - start] = rows[bad]
             check_finite_block(block, start)
         return Survey(self.n, self.D, float(self.n), Sample(indices, rows, None))
 
