@@ -441,7 +441,7 @@ class _Run:
                                          split_every=self.options.split_every)
                 if self.verify_pending:
                     self.verify(results.pop())
-                if parts and missing:
+                if missing:
                     self.criteria.receive(results)
             scores = [self.criteria.found[si] for si in range(len(plan.specs))]
         elif self.verify_pending:
@@ -458,8 +458,7 @@ class _Run:
     def make_criteria(self) -> None:
         if self.plan.criteria:
             self.criteria = _Criteria(self.plan.specs, self.counts, self.owner,
-                                      self.options.max_iter, self.D,
-                                      lambda si, group: self.finish_spec(si, group),
+                                      self.options.max_iter, self.D, self.finish_spec,
                                       self.options.kernel)
 
     def model_for_resume(self, index: int) -> Any:
