@@ -165,6 +165,10 @@ class ModelSpec:
         """Restarts (one when starting from a given state)."""
         return 1 if self.given is not None else self.n_init
 
+    def restart_labels(self) -> list[str]:
+        """The label of each restart: ``'<label> #r'``."""
+        return [f"{self.label} #{r}" for r in range(self.n_candidates)]
+
 
 @dataclass
 class FitPlan:
@@ -386,9 +390,6 @@ class _Run:
         self.criteria: _Criteria | None = None
 
     # -- helpers -----------------------------------------------------------------------
-    def label(self, si: int, r: int) -> str:
-        return f"{self.plan.specs[si].label} #{r}"
-
     def callback(self, info: IterationInfo) -> None:
         for cb in self.plan.callbacks:
             cb(info)
@@ -411,7 +412,7 @@ class _Run:
             if si not in centres:
                 centres[si] = centre_of(state) if spec.centre is None else spec.centre
             out.append(Candidate(self.first[si] + r, self.models[si], state, centres[si],
-                                 self.label(si, r), lower_bound=spec.start_bound))
+                                 spec.restart_labels()[r], lower_bound=spec.start_bound))
         return out
 
     # -- the schedule ------------------------------------------------------------------
