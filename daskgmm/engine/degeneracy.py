@@ -49,13 +49,13 @@ def thinness(kind: str, weights: np.ndarray, means: np.ndarray, covariances: np.
              reg_covar: float) -> np.ndarray:
     """Each component's thinness (see the module docstring; 1 for a tied covariance)."""
     K, D = means.shape
+    if kind == "tied":
+        return np.ones(K)
     total = weights.sum()
     w = weights / total if total > 0 else np.full(K, 1.0 / K)
     mean = w @ means
     spread = means - mean
     between = np.einsum("k,ki,kj->ij", w, spread, spread)
-    if kind == "tied":
-        return np.ones(K)
     if kind == "spherical":
         own = np.maximum(covariances - reg_covar, 0.0)
         mixture = float(w @ covariances) + float(np.mean(np.diag(between)))

@@ -230,7 +230,7 @@ class ReadLog:
             split_every: int, meanwhile: Callable[[], Any] | None = None) -> list[Any]:
         """``chunks.map_reduce_many(parts)``, counted under ``phase`` (the later parts of
         the rows of a resident group of chunks read nothing anew)."""
-        if chunks.__dict__.get("_rereads", True):
+        if chunks.rereads:
             self.add(phase, chunks.n_chunks)
         return chunks.map_reduce_many(parts, split_every=split_every, meanwhile=meanwhile)
 
@@ -446,7 +446,7 @@ def run_em(chunks: RowChunks, candidates: list[Candidate], options: EMOptions,
             algorithm.on_group(active, results[0].stats, position)
             if algorithm.whole_passes:
                 joining = _receive(extra, results, 1)
-            if not algorithm.whole_passes:
+            else:
                 more = algorithm.state.position < algorithm.n_groups
                 if more and callback is not None:
                     callback(IterationInfo(iteration, options.max_iter, list(candidates),

@@ -408,6 +408,12 @@ class RowChunks:
         return len(self.row_bounds)
 
     @property
+    def rereads(self) -> bool:
+        """Whether a pass over these chunks reads them (False for the later
+        :meth:`rows_part` of a resident group, whose rows are already in memory)."""
+        return self.__dict__.get("_rereads", True)
+
+    @property
     def total_weight(self) -> float | None:
         """Sum of the sample weights (None without weights; computed for Dask weights)."""
         if self.weights is None:

@@ -165,6 +165,10 @@ class ModelSpec:
         """Restarts (one when starting from a given state)."""
         return 1 if self.given is not None else self.n_init
 
+    def restart_labels(self) -> list[str]:
+        """The label of each restart: ``'<label> #r'``."""
+        return [f"{self.label} #{r}" for r in range(self.n_candidates)]
+
 
 @dataclass
 class FitPlan:
@@ -386,9 +390,6 @@ class _Run:
         self.criteria: _Criteria | None = None
 
     # -- helpers -----------------------------------------------------------------------
-    def label(self, si: int, r: int) -> str:
-        return f"{self.plan.specs[si].label} #{r}"
-
     def callback(self, info: IterationInfo) -> None:
         for cb in self.plan.callbacks:
             cb(info)
@@ -411,7 +412,7 @@ class _Run:
             if si not in centres:
                 centres[si] = centre_of(state) if spec.centre is None else spec.centre
             out.append(Candidate(self.first[si] + r, self.models[si], state, centres[si],
-                                 self.label(si, r), lower_bound=spec.start_bound))
+                                 spec.restart_labels()[r], lower_bound=spec.start_bound))
         return out
 
     # -- the schedule ------------------------------------------------------------------
@@ -441,7 +442,7 @@ class _Run:
                                          split_every=self.options.split_every)
                 if self.verify_pending:
                     self.verify(results.pop())
-                if parts and missing:
+                if missing:
                     self.criteria.receive(results)
             scores = [self.criteria.found[si] for si in range(len(plan.specs))]
         elif self.verify_pending:
@@ -458,8 +459,7 @@ class _Run:
     def make_criteria(self) -> None:
         if self.plan.criteria:
             self.criteria = _Criteria(self.plan.specs, self.counts, self.owner,
-                                      self.options.max_iter, self.D,
-                                      lambda si, group: self.finish_spec(si, group),
+                                      self.options.max_iter, self.D, self.finish_spec,
                                       self.options.kernel)
 
     def model_for_resume(self, index: int) -> Any:
@@ -514,11 +514,14 @@ class _Run:
         touched = len(np.unique(np.searchsorted(starts, indices, side="right")))
         self.reads.add("init", touched)
         rows = chunks.take_rows(indices)
-        if not np.isfinite(rows).all():
-            first = int(indices[np.argmin(np.isfinite(rows).all(axis=1))])
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            # The error names the chunk of the first bad row read.
+            bad = int(np.argmin(finite))
+            first = int(indices[bad])
             start, stop = next(b for b in chunks.row_bounds if b[0] <= first < b[1])
             block = np.zeros((stop - start, self.D))
-            block[first - start] = rows[np.argmin(np.isfinite(rows).all(axis=1))]
+            block[first - start] = rows[bad]
             check_finite_block(block, start)
         return Survey(self.n, self.D, float(self.n), Sample(indices, rows, None))
 

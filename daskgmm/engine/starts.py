@@ -307,9 +307,10 @@ def _centre_filled_assignment(X: np.ndarray, weights: np.ndarray | None, row_sta
     if not keep.all():
         X = X[keep]
         weights = None if weights is None else np.asarray(weights)[keep]
+    X = np.asarray(X, dtype=np.float64)
     stats = []
     for plan, sites in zip(plans, centres, strict=True):
-        filled = fill_from_centres(np.asarray(X, dtype=np.float64), sites)
+        filled = fill_from_centres(X, sites)
         stats.extend(hard_assignment_statistics(filled, weights, row_start, plan).stats)
     return PassResult(stats)
 
@@ -496,9 +497,10 @@ def start_states(method: str, model: Any, n_init: int, rng: np.random.RandomStat
         return [_points_state(model, rows[r * K:(r + 1) * K],
                               None if weights is None else weights[r * K:(r + 1) * K])
                 for r in range(n_init)]
-    if len(_nonzero(weights, len(rows))) < K:
+    n_nonzero = len(_nonzero(weights, len(rows)))
+    if n_nonzero < K:
         raise InvalidDataError(
-            f"only {len(_nonzero(weights, len(rows)))} rows have a non-zero sample weight, "
+            f"only {n_nonzero} rows have a non-zero sample weight, "
             f"fewer than n_components={K}: fit fewer components, or give the rows "
             "weights.")
     if method == "kmeans":

@@ -347,7 +347,7 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
         plan = FitPlan([spec], self._em_options(), self._algorithm(),
                        checkpointer=self._checkpointer(chunks))
         info = FitInfo(self.max_iter, spec.n_candidates, chunks.n_chunks, n_samples,
-                       self.algorithm, self._labels(spec.n_candidates), self.tol)
+                       self.algorithm, spec.restart_labels(), self.tol)
         result = self._run(chunks, plan, info)
         adopt_fit(self, result, 0, np.dtype(chunks.data.dtype))
         if not self.converged_ and self.max_iter > 0:
@@ -523,10 +523,6 @@ class BaseMixture(MixtureInput, DensityMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _label(self) -> str:
         return f"K={self.n_components} {self.covariance_type}"
-
-    def _labels(self, n_candidates: int) -> list[str]:
-        return [f"{self._label()} #{i}" for i in range(n_candidates)]
-
 
     # ----------------------------------------------------------------------------------
     # prediction

@@ -30,7 +30,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.engine import covariance as cov_types
 from daskgmm.engine.covariance import CovarianceType
-from daskgmm.engine.covariance.full import check_symmetric_positive_definite
+from daskgmm.engine.covariance.full import (
+    check_symmetric_positive_definite,
+    is_positive_definite,
+)
 from daskgmm.engine.estep import Components
 from daskgmm.engine.stats import Stats
 from daskgmm.engine.survey import Survey
@@ -558,14 +561,6 @@ default='dirichlet_process'
         return model
 
 
-def _positive_definite(matrix: np.ndarray) -> bool:
-    try:
-        np.linalg.cholesky(matrix)
-    except np.linalg.LinAlgError:
-        return False
-    return True
-
-
 def _prior_moments(survey: Survey, cov: CovarianceType, available_case: bool = False
                    ) -> tuple[np.ndarray, Any]:
     """The (weighted) mean of the data and its covariance (``ddof=1``: the weights count
@@ -583,7 +578,7 @@ def _prior_moments(survey: Survey, cov: CovarianceType, available_case: bool = F
     covariance = moments.covariance()
     if cov.name in ("full", "tied"):
         covariance = np.atleast_2d(covariance)
-        if available_case and not _positive_definite(covariance):
+        if available_case and not is_positive_definite(covariance):
             warnings.warn(
                 "the available-case covariance of the data (each pair of features over "
                 "the rows observing both) is not positive definite: the default "

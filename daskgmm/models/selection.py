@@ -555,7 +555,7 @@ batch_chunks, learning_decay, learning_offset, missing
         plan = FitPlan(specs, self._em_options(), self._algorithm(),
                        checkpointer=self._checkpointer(chunks), criteria=True,
                        callbacks=[stopping] if stopping is not None else [])
-        labels = [f"{spec.label} #{r}" for spec in specs for r in range(spec.n_candidates)]
+        labels = [label for spec in specs for label in spec.restart_labels()]
         info = FitInfo(self.max_iter, len(labels), chunks.n_chunks, n_samples,
                        self.algorithm, labels, self.tol)
         result = self._run(chunks, plan, info)

@@ -38,7 +38,8 @@ from daskgmm.errors import DegenerateComponentError, InvalidParameterError
 SCALED_COPY_BELOW = 32
 
 
-def _is_positive_definite(matrix: np.ndarray) -> bool:
+def is_positive_definite(matrix: np.ndarray) -> bool:
+    """Whether ``matrix`` has a Cholesky factor (is symmetric positive definite)."""
     try:
         np.linalg.cholesky(matrix)
     except np.linalg.LinAlgError:
@@ -51,7 +52,7 @@ def lower_cholesky(stack: np.ndarray, what: str) -> np.ndarray:
     try:
         return np.linalg.cholesky(stack)
     except np.linalg.LinAlgError:
-        bad = [k for k in range(len(stack)) if not _is_positive_definite(stack[k])]
+        bad = [k for k in range(len(stack)) if not is_positive_definite(stack[k])]
         raise DegenerateComponentError(degenerate_message(bad or [0], what)) from None
 
 
@@ -94,7 +95,7 @@ def consistency_problem(cov: np.ndarray, prec_chol: np.ndarray, prec: np.ndarray
     """Why a stack of (covariance, precision factor, precision) is not one model."""
     if not np.allclose(cov, cov.swapaxes(-1, -2), rtol=1e-10, atol=0.0):
         return "covariances_ are not symmetric"
-    if not all(_is_positive_definite(c) for c in cov.reshape(-1, *cov.shape[-2:])):
+    if not all(is_positive_definite(c) for c in cov.reshape(-1, *cov.shape[-2:])):
         return "covariances_ are not positive definite"
     if np.any(np.tril(prec_chol, -1)):
         return "precisions_cholesky_ are not upper triangular"
