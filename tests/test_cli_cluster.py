@@ -246,3 +246,20 @@ def test_parse_config_keeps_factory_options_as_given():
                                                ["--qos=low"]}, "scale": 3}}}
     factory = parse_config(raw).cluster.factory
     assert factory.options == {"cores": 4, "job_extra_directives": ["--qos=low"]}
+
+
+def test_a_cluster_whose_start_is_interrupted_is_closed_and_forgotten():
+    """Ctrl-C while a cluster starts: the half-built cluster is closed at once and removed
+    from distributed's registry, whose exit hook would otherwise close it again and print a
+    traceback after the command's one-line message."""
+    from distributed import LocalCluster
+    from distributed.deploy.spec import SpecCluster
+
+    from daskgmm.cli.cluster import _closed_if_interrupted
+
+    made = []
+    with pytest.raises(KeyboardInterrupt), _closed_if_interrupted():
+        made.append(LocalCluster(n_workers=1, processes=False, dashboard_address=None))
+        raise KeyboardInterrupt
+    assert made[0].status.name == "closed"
+    assert made[0] not in set(SpecCluster._instances)

@@ -261,6 +261,23 @@ def _client(target: Any, timeout: float, **kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
+def _closed_if_interrupted() -> Iterator[None]:
+    """Close, quietly, a cluster whose start was cut short (Ctrl-C): distributed keeps the
+    half-built object and would close it again at exit, printing a traceback."""
+    from distributed.deploy.spec import SpecCluster
+
+    before = set(SpecCluster._instances)
+    try:
+        yield
+    except BaseException:
+        for cluster in set(SpecCluster._instances) - before:
+            SpecCluster._instances.discard(cluster)
+            with contextlib.suppress(BaseException):
+                cluster.close(timeout=10)
+        raise
+
+
+@contextlib.contextmanager
 def _local(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
     import dask
     from distributed import LocalCluster
@@ -269,12 +286,13 @@ def _local(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
     quiet = cfg.dashboard_address is None
     with dask.config.set({**_workers_ignore_ctrl_c(), **(_NO_HTTP if quiet else {})}):
         try:
-            cluster = LocalCluster(
-                n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
-                memory_limit=cfg.memory_limit, processes=True, host="127.0.0.1",
-                dashboard_address=cfg.dashboard_address or "127.0.0.1:0",
-                scheduler_kwargs={"dashboard": False} if quiet else None,
-                silence_logs=logging.WARN)
+            with _closed_if_interrupted():
+                cluster = LocalCluster(
+                    n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
+                    memory_limit=cfg.memory_limit, processes=True, host="127.0.0.1",
+                    dashboard_address=cfg.dashboard_address or "127.0.0.1:0",
+                    scheduler_kwargs={"dashboard": False} if quiet else None,
+                    silence_logs=logging.WARN)
         except (OSError, TimeoutError, RuntimeError) as exc:
             raise ClusterConnectionError(
                 f"could not start a local Dask cluster of {cfg.n_workers} worker(s): "
@@ -310,7 +328,8 @@ def _factory(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
     spec = cfg.factory
     cls = _import_cluster_class(spec.class_)
     try:
-        cluster = cls(**spec.options)
+        with _closed_if_interrupted():
+            cluster = cls(**spec.options)
     except TypeError as exc:
         raise ConfigError(f"cluster.factory.options: {spec.class_} refused them: "
                           f"{_reason(exc)}") from exc

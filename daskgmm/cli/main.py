@@ -406,6 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``daskgmm`` command line with ``argv`` (default ``sys.argv[1:]``); returns
     the exit code: 0, 2 (a user mistake, one line on stderr), 130 (Ctrl-C), 143
     (SIGTERM) or 1 (a bug, after its traceback with credentials masked)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # (while the command starts, before its handlers are in place)
+        print("daskgmm: error: interrupted; nothing was written", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     import traceback
 
     from daskgmm.cli.guards import is_user_error
