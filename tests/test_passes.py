@@ -140,3 +140,65 @@ def test_a_prefetched_group_is_read_one_chunk_per_worker_thread(client):
         wait(blocks)
         who_has = client.who_has(blocks)
         assert [tuple(who_has[block.key]) for block in blocks] == [(w,) for w in placed]
+
+
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+def test_a_tree_reduced_in_pieces_groups_as_the_whole_tree(split_every):
+    """:class:`PartialTree`, fed the leaves in pieces held by different holders (runs
+    and scattered leaves, merged in any order), combines exactly the groups that
+    :func:`tree_reduce` combines: with a combine that writes its grouping down, the
+    roots are the same string."""
+    from daskgmm.engine.tree import PartialTree, tree_reduce
+
+    def combine(*xs):
+        return "(" + ",".join(xs) + ")"
+
+    rng = np.random.default_rng(split_every)
+    for n in [1, 2, 7, 8, 9, 17, 64, 65, 100]:
+        whole = tree_reduce([str(i) for i in range(n)], combine, split_every)
+        for _ in range(5):
+            holder = (np.repeat(np.arange(4), -(-n // 4))[:n] if rng.random() < 0.5
+                      else rng.integers(0, 4, n))
+            pieces = []
+            for h in rng.permutation(4):
+                part = PartialTree(n, combine, split_every)
+                for i in np.flatnonzero(holder == h):
+                    part.add(0, int(i), str(i))
+                pieces.append(part.nodes)
+            tree = PartialTree(n, combine, split_every)
+            for nodes in pieces:
+                tree.merge(nodes)
+            assert tree.root() == whole
+    unfinished = PartialTree(5, combine, split_every)
+    unfinished.add(0, 0, "0")
+    with pytest.raises(ValueError, match="incomplete"):
+        unfinished.root()
+
+
+def test_a_pass_over_persisted_chunks_is_a_task_per_run_with_the_graphs_numbers(client):
+    """Chunks held in the workers' memory (persisted data and weights) are passed over
+    in a few tasks, each running its worker's chunks and reducing its part of the tree;
+    the result equals NumPy input's (and a graph's over the same chunks) bit for bit,
+    with every chunk counted, for all the chunks and for a selection of them."""
+    from distributed import get_task_stream
+
+    X = make_blobs(2400, 4, 3, seed=5)
+    w = np.random.default_rng(2).uniform(0.5, 2.0, len(X))
+    (part,) = _parts(X)[:1]
+    lazy = RowChunks(da.from_array(X, chunks=(100, 4)), weights=da.from_array(w, 100))
+    held = RowChunks(client.persist(lazy.data), weights=client.persist(lazy.weights))
+    local = RowChunks(X, chunk_rows=100, weights=w)
+    for select in (None, [3, 4, 5, 17, 9, 0]):
+        chunks, graph, numpy = ((c if select is None else c.select(select))
+                                for c in (held, lazy, local))
+        runs = chunks._resident_runs(client)
+        assert runs is not None and graph._resident_runs(client) is None
+        assert sorted(p for _, positions, _ in runs for p in positions) == \
+            list(range(chunks.n_chunks))
+        reads = Reads()
+        with get_task_stream(client) as stream, daskgmm.observe(reads):
+            result = chunks.map_reduce(part.kernel, *part.args, split_every=3)
+        tasks = [t for t in stream.data if "run_task" in str(t["key"])]
+        assert len(tasks) == len(runs) < chunks.n_chunks and reads.chunks == chunks.n_chunks
+        _same(result, numpy.map_reduce(part.kernel, *part.args, split_every=3))
+        _same(result, graph.map_reduce(part.kernel, *part.args, split_every=3))

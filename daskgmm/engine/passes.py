@@ -41,6 +41,7 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from daskgmm.diagnostics import observers
 from daskgmm.engine.stats import combine as combine_results
+from daskgmm.engine.tree import PartialTree, tree_reduce
 from daskgmm.engine.watch import ClusterWatch
 from daskgmm.errors import InvalidDataError, PerformanceWarning
 
@@ -50,26 +51,6 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 MANY_CHUNKS = 20_000
 #: Chunks smaller than this (with more than a few hundred of them) waste time per task.
 SMALL_CHUNK_BYTES = 1 * 2**20
-
-
-def tree_reduce(items: Sequence[Any], combine: Callable[..., Any], split_every: int) -> Any:
-    """Reduce ``items`` with ``combine`` in a fixed tree of fan-in ``split_every``.
-
-    The grouping depends only on ``len(items)`` and ``split_every``, so the order of the
-    floating-point additions is fixed however the tasks are scheduled.
-    """
-    if split_every < 2:
-        raise ValueError(f"split_every must be >= 2, got {split_every}")
-    level = list(items)
-    if not level:
-        raise ValueError("nothing to reduce: the data have no rows")
-    while len(level) > 1:
-        level = [
-            combine(*level[i : i + split_every]) if len(level[i : i + split_every]) > 1
-            else level[i]
-            for i in range(0, len(level), split_every)
-        ]
-    return level[0]
 
 
 def active_client() -> Any:
@@ -87,6 +68,8 @@ def active_client() -> Any:
 PREFETCH_CHUNKS = 64
 #: Arguments of a pass over prefetched chunks larger than this (pickled) are sent once.
 SHARED_ARGUMENT_BYTES = 256 * 2**10
+#: A task of a pass over chunks held in the workers' memory runs at most this many.
+RUN_CHUNKS = 16
 
 _BLAS_LIMITED = False
 
@@ -120,6 +103,22 @@ def _sliced_chunk_task(kernel: Callable[..., Any], lo: int, hi: int, block: np.n
     _one_blas_thread_in_worker()
     return kernel(block[lo:hi], None if weights is None else weights[lo:hi], row_start,
                   *args)
+
+
+def _run_task(kernel: Callable[..., Any], combine: Callable[..., Any], split_every: int,
+              n_leaves: int, positions: Sequence[int], row_starts: Sequence[int],
+              *blocks_weights_args: Any) -> dict[tuple[int, int], Any]:
+    """Chunks held by one worker, as one task: their kernels, reduced into the nodes of
+    the pass's tree that they complete (:class:`~daskgmm.engine.tree.PartialTree`)."""
+    _one_blas_thread_in_worker()
+    m = len(positions)
+    blocks, weights = blocks_weights_args[:m], blocks_weights_args[m:2 * m]
+    args = blocks_weights_args[2 * m:]
+    tree = PartialTree(n_leaves, combine, split_every)
+    for position, start, block, w in zip(positions, row_starts, blocks, weights,
+                                         strict=True):
+        tree.add(0, position, kernel(block, w, start, *args))
+    return tree.nodes
 
 
 def _itself(value: Any) -> Any:
@@ -625,7 +624,75 @@ class RowChunks:
             return parts[0]
         return tree_reduce(parts, combine, split_every)
 
+    def _resident_runs(self, client: Any) -> list[tuple[str, list[int], list[Any]]] | None:
+        """Where the chunks are held in the workers' memory (persisted; once persisting
+        is done): runs of them held by one worker, at least one per thread of it and at
+        most :data:`RUN_CHUNKS` chunks each, as (worker, positions, futures of the blocks
+        then of the weights). None unless every chunk, and its weights, is held."""
+        from dask.core import flatten
+        from distributed import futures_of
+
+        arrays = [self.data] if self.weights is None else [self.data, self.weights]
+        held = {f.key: f for f in futures_of(arrays)}
+        keys = [list(flatten(a.__dask_keys__())) for a in arrays]
+        if not held or not all(k in held for ks in keys for k in ks):
+            return None
+        selected = self.__dict__.get("_selected") or range(len(keys[0]))
+        futures = [[held[ks[i]] for ks in keys] for i in selected]
+        with ClusterWatch(client) as watch:  # (persisting may still be under way)
+            watch.wait([f for pair in futures for f in pair])
+        holders = client.who_has([f for f, *_ in futures])
+        by_worker: dict[str, list[int]] = {}
+        for position, (block, *_) in enumerate(futures):
+            where = holders.get(block.key) or ()
+            if not where:
+                return None
+            by_worker.setdefault(where[0], []).append(position)
+        threads = client.nthreads()
+        runs = []
+        for worker, positions in sorted(by_worker.items()):
+            count = max(threads.get(worker, 1), math.ceil(len(positions) / RUN_CHUNKS))
+            for j in range(count):
+                run = positions[len(positions) * j // count:len(positions) * (j + 1) // count]
+                if run:
+                    blocks = [futures[p][0] for p in run]
+                    weights = ([futures[p][1] for p in run] if self.weights is not None
+                               else [None] * len(run))
+                    runs.append((worker, run, blocks + weights))
+        return runs
+
+    def _map_reduce_resident(self, client, runs, kernel, args, split_every, combine):
+        """A pass over chunks held in the workers' memory: one task per run of them, next
+        to its data, each reducing its part of the tree; the parts merged here into the
+        same tree as a graph's (the same numbers, with a few tasks instead of one per
+        chunk and per combine)."""
+        from distributed import as_completed as distributed_as_completed
+
+        args = tuple(client.submit(_itself, a, pure=False)
+                     if _pickled_size(a) > SHARED_ARGUMENT_BYTES else a for a in args)
+        sizes = {}
+        futures = []
+        for worker, positions, held in runs:
+            starts = [self.row_bounds[p][0] for p in positions]
+            future = client.submit(_run_task, kernel, combine, split_every, self.n_chunks,
+                                   positions, starts, *held, *args, workers=[worker],
+                                   allow_other_workers=True, pure=False)
+            sizes[future.key] = len(positions)
+            futures.append(future)
+        tree = PartialTree(self.n_chunks, combine, split_every)
+        with ClusterWatch(client) as watch:
+            for future, nodes in watch.completed(
+                    distributed_as_completed(futures, with_results=True)):
+                tree.merge(nodes)
+                observers.notify("chunks_done", sizes[future.key])
+        return tree.root()
+
     def _map_reduce_dask(self, kernel, args, split_every, combine):
+        client = active_client()
+        runs = None if client is None else self._resident_runs(client)
+        if runs is not None:
+            return self._map_reduce_resident(client, runs, kernel, args, split_every,
+                                             combine)
         # Each argument becomes one key in the graph, shared by every chunk task.
         shared = [dask.delayed(a, traverse=False) for a in args]
         task = dask.delayed(functools.partial(_chunk_task, kernel), pure=True)
@@ -634,7 +701,6 @@ class RowChunks:
                                                          strict=True)]
         combine_d = dask.delayed(combine, pure=True)
         total = tree_reduce(parts, lambda *group: combine_d(*group), split_every)
-        client = active_client()
         limit = (threadpool_limits(limits=1, user_api="blas") if _in_process_scheduler()
                  else contextlib.nullcontext())
         with limit:
