@@ -34,8 +34,6 @@ from daskgmm.io.reader_base import (
     choose_default,
     format_listing,
     output_dtype,
-    result_shape,
-    split_key,
     validate_shape,
     where,
 )
@@ -93,32 +91,13 @@ def _version_now(loc: Location, fobj: Any) -> tuple | None:
 
 
 class HDF5Slicer(ShapedArray):
-    """Picklable, read-only view of an HDF5 dataset that opens the file on each read.
-
-    Only the file's path or URL (and storage options), the dataset name, shape and dtype
-    are stored, so the object can go into a Dask graph and be shipped to worker
-    processes; no h5py handle is ever kept. Each ``__getitem__`` opens the file
-    read-only, reads the selection and closes it.
-
-    Parameters
-    ----------
-    filename : str
-        Path or URL of the HDF5 file.
-    dataset : str
-        Path of the dataset inside the file.
-    shape : tuple of int
-    dtype : numpy.dtype
-        Shape and dtype of the dataset, checked again at each read so a file replaced
-        under our feet is noticed.
-    storage_options : dict, optional
-        fsspec options for a URL.
-    version : tuple, optional
-        The file's version when it was opened (``(mtime_ns, size)`` locally, the ETag
-        or modification time at a URL); each read checks it is still the same, so a
-        file rewritten during a fit is an error rather than a mix of two data sets.
-    """
+    """Picklable, read-only view of the HDF5 dataset ``dataset`` of the file at
+    ``filename`` (a path or URL, with ``storage_options``): each read opens the file,
+    checks that the shape, dtype and ``version`` (the file's stamp when it was opened)
+    are unchanged, reads the selection and closes it; no h5py handle is ever kept."""
 
     __slots__ = ("dataset", "dtype", "filename", "shape", "storage_options", "version")
+    _state = ("filename", "dataset", "shape", "dtype", "storage_options", "version")
 
     def __init__(self, filename: str, dataset: str, shape: tuple[int, ...],
                  dtype: np.dtype, storage_options: dict | None = None,
@@ -130,15 +109,6 @@ class HDF5Slicer(ShapedArray):
         self.storage_options = dict(storage_options or {})
         self.version = tuple(version) if version else None
 
-    def __getstate__(self) -> tuple:
-        return (self.filename, self.dataset, self.shape, self.dtype, self.storage_options,
-                self.version)
-
-    def __setstate__(self, state: tuple) -> None:
-        (self.filename, self.dataset, self.shape, dtype, self.storage_options,
-         self.version) = state
-        self.dtype = np.dtype(dtype)
-
     def __repr__(self) -> str:
         return (f"HDF5Slicer({redact_url(self.filename)!r}, {self.dataset!r}, "
                 f"shape={self.shape}, dtype={self.dtype})")
@@ -148,10 +118,7 @@ class HDF5Slicer(ShapedArray):
         return ("HDF5Slicer", loc, self.dataset, self.shape, self.dtype.str,
                 remote_file_token(loc))
 
-    def __getitem__(self, key: Any) -> np.ndarray:
-        read, post, empty = split_key(key, self.shape)
-        if empty:
-            return np.empty(result_shape(read, post, self.shape, self.dtype), self.dtype)
+    def _read(self, read: tuple) -> np.ndarray:
         loc = parse_location(self.filename, self.storage_options)
         shown = where(loc, self.dataset)
         try:
@@ -160,8 +127,6 @@ class HDF5Slicer(ShapedArray):
             raise DataNotFoundError(
                 f"No such file or store: {loc.display!r} (it was there when the array "
                 "was opened)") from None
-        except MissingDependencyError:
-            raise
         except OSError as exc:
             raise DataSourceError(f"Cannot read {shown}: {loc.scrub(str(exc))}") from None
         try:
@@ -179,7 +144,7 @@ class HDF5Slicer(ShapedArray):
             raise DataSourceError(f"Cannot read {shown}: {loc.scrub(str(exc))}") from None
         finally:
             _close(f, fobj)
-        return out[post] if post is not None else out
+        return out
 
 
 class HDF5Reader(Reader):

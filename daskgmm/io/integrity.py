@@ -1,44 +1,20 @@
 """Can an opened store be trusted? Missing chunks, and a name that follows the content.
 
-Two defects of chunked storage return silently wrong results (issue 8, class 2):
+* **Missing chunks** read silently as the fill value, yet zarr also leaves chunks equal
+  to it unwritten on purpose. The rule (:func:`check_complete`): absent chunks are
+  accepted when the storage object holding the array's last element was written (for a
+  sharded array: its inner chunk, from the last shard's index), i.e. the writer reached
+  the end; otherwise the store is refused unless ``allow_missing_chunks``. HDF5 writers
+  store every chunk they write, so there every unallocated chunk is refused; where
+  storage is allocated before it is written, an end holding only the fill value is
+  refused instead (:func:`hdf5_end_unwritten`).
+* **Changes after opening**: :class:`~daskgmm.io.zarr_verified.VerifiedStore` checks
+  every chunk read against the listing made at opening.
+* **A stale name**: the Dask name follows a token of the content (sizes and mtimes
+  locally, ETags or generations on object stores, CRCs in zip stores, a fresh token
+  where nothing can be listed), so a cluster never reuses chunks of an old version.
 
-* **Missing chunks.** Zarr reads a chunk that was never written as the array's fill
-  value, HDF5 a chunk never allocated as its fill value: a store whose writer died
-  halfway, or was copied incompletely, would be fitted as if the absent rows were zeros.
-  But zarr also leaves chunks unwritten on purpose: by default
-  (``write_empty_chunks=False``, and always for the inner chunks of a shard) a chunk
-  equal to the fill value is not stored. The rule that keeps both
-  (:func:`check_complete`): **absent chunks are accepted as the fill value when the
-  storage object holding the array's last element was written** (for a sharded array:
-  the last inner chunk, read from the last shard's index), i.e. when the writer reached
-  the end; a store whose end is absent is refused, with the count of absent chunks,
-  unless the caller opts in (``allow_missing_chunks``). Writers that stop early (a
-  killed process, an interrupted copy, an append never finished) leave the end absent;
-  a writer that wrote out of order and stopped with holes before a written end is not
-  seen. HDF5 writers store every chunk they write, so in HDF5 every unallocated chunk is
-  refused; where storage is allocated before it is written (contiguous datasets,
-  ``H5D_ALLOC_TIME_EARLY``), allocation proves nothing, and a last chunk (or the last
-  rows) holding nothing but the fill value is refused instead
-  (:func:`hdf5_end_unwritten`).
-* **Changes after opening.** The checks above see the store when it is opened; a fit
-  reads it for minutes or hours. :class:`~daskgmm.io.zarr_verified.VerifiedStore`
-  wraps the zarr store that the tasks read: every read of a chunk checks that the
-  storage object is the one listed at opening (local: modification time and size;
-  object stores: the ETag or generation), that a chunk present then is still there and
-  that one absent then is still absent, so a chunk deleted, rewritten or added mid-fit
-  (or a store regenerated) is an error, never fill values or a mix of two data sets.
-* **A stale name.** Dask names an array after a token; persisted chunks of an old
-  version are reused by a cluster that sees the same name. The token computed here
-  changes with the content: every storage object's size and modification time for local
-  stores (a rewrite changes the mtime), the ETag (or generation, or modification time)
-  of every object from one listing for object stores, every member's CRC for zip
-  stores, and a fresh random token on each open where nothing can be listed (plain
-  HTTP), so a re-opened HTTP store is always read again.
-
-The listing is the only cost and is done once per open, for both purposes (figures for
-a 10^5-chunk local store are in the round's report and in ``tests/test_integrity.py``'s
-docstring).
-"""
+The one listing per open serves both purposes."""
 
 from __future__ import annotations
 
@@ -69,35 +45,17 @@ __all__ = [
 ]
 
 _SHOW_MISSING = 3
+_OPT_IN = "pass allow_missing_chunks=True (YAML: data.allow_missing_chunks: true)."
 
 
 @dataclass(frozen=True)
 class StoreState:
-    """What a listing of a chunked array's storage found.
-
-    Attributes
-    ----------
-    expected : int
-        Storage objects the chunk grid needs (chunks, or shards when sharded).
-    present : int or None
-        How many of them exist; None when the storage cannot be listed.
-    unit : str
-        ``"chunk"`` or ``"shard"``.
-    token : tuple
-        Changes whenever any storage object of the array changes.
-    missing_rows : list of (int, int)
-        Row ranges ``[start, stop)`` of the first few missing objects.
-    fill_value : object
-        What missing chunks read as.
-    last_written : bool or None
-        Whether the storage object holding the array's last element (for a sharded
-        array: its inner chunk) exists; None when that cannot be known.
-    last_rows : (int, int) or None
-        The rows ``[start, stop)`` of that object.
-    digests : numpy.ndarray or None
-        One 64-bit digest of every storage object's listing entry, shaped like the grid
-        (0 for an absent object), for :class:`VerifiedStore`; None when unlisted.
-    """
+    """What a listing of a chunked array's storage found: the storage objects
+    (``unit``: chunks or shards) the grid needs and how many exist (None: unlisted), a
+    ``token`` that changes with any of them, the rows ``[start, stop)`` of the first few
+    missing ones, the ``fill_value``, whether the object holding the last element
+    exists (``last_written``, None if unknown) and its rows, and one 64-bit digest per
+    object shaped like the grid (0: absent; None: unlisted) for :class:`VerifiedStore`."""
 
     expected: int
     present: int | None
@@ -159,12 +117,9 @@ def remote_file_token(loc: Location) -> tuple:
 
 
 def check_unchanged(expected: tuple | None, now: tuple | None, shown: str) -> None:
-    """Refuse what was just read from a file that is no longer the one opened.
-
-    ``expected`` is the file's version when it was opened and ``now`` after the read:
-    ``(mtime_ns, size)`` of a local file (``stat_token``), :func:`remote_file_token` or
-    the stamp of an fsspec file's details at a URL. Unknown versions (an empty tuple, a
-    fresh token, None) are not compared."""
+    """Refuse what was just read from a file that is no longer the one opened
+    (``expected``: its version then, ``now``: after the read; unknown versions, empty,
+    None or fresh tokens, are not compared)."""
     if not expected or not now or expected[0] == "fresh" or now[0] == "fresh":
         return
     if tuple(now) != tuple(expected):
@@ -275,22 +230,9 @@ def _last_inner_chunk(arr: Any, objects: _ObjectReader, shard_key: str
 
 def zarr_store_state(arr: Any, array_location: Location | None, *,
                      zip_path: str | None = None, zip_prefix: str = "") -> StoreState:
-    """List the storage of a zarr array once: chunk count, whether its end was written,
-    the content token and the per-object digests that reads verify.
-
-    Parameters
-    ----------
-    arr : zarr.Array
-        The opened array (its metadata gives the chunk grid and key encoding).
-    array_location : Location or None
-        Where the array's objects live (its directory or prefix); None for zip stores.
-    zip_path, zip_prefix : str, optional
-        For arrays inside a local zip store: the zip file and the array's path in it.
-
-    Returns
-    -------
-    StoreState
-    """
+    """List the storage of a zarr array once (at ``array_location``, or in the local zip
+    file ``zip_path`` under ``zip_prefix``): chunk count, whether its end was written,
+    the content token and the per-object digests that reads verify."""
     block, grid, unit = _zarr_grid(arr)
     expected = math.prod(grid)
     fill_value = getattr(arr, "fill_value", None)
@@ -329,11 +271,8 @@ def zarr_store_state(arr: Any, array_location: Location | None, *,
 
 
 def hdf5_allocated_chunks(dset: Any) -> tuple[int, int]:
-    """``(allocated, expected)`` chunks of an h5py dataset.
-
-    A contiguous dataset counts as one chunk, allocated when it has storage; a compact
-    one is always allocated.
-    """
+    """``(allocated, expected)`` chunks of an h5py dataset (a contiguous dataset is one
+    chunk, allocated when it has storage; a compact one always is)."""
     import h5py
 
     layout = dset.id.get_create_plist().get_layout()
@@ -355,18 +294,9 @@ def _fill_shown(fill: Any) -> Any:
 
 def check_complete(state: StoreState, where: str, *, allow_missing_chunks: bool,
                    absent_may_be_fill: bool = True) -> None:
-    """Refuse a store whose writer did not finish.
-
-    With ``absent_may_be_fill`` (Zarr: chunks equal to the fill value are not stored by
-    default), absent chunks are accepted when the storage object holding the array's
-    last element was written, and the store is refused when it was not. Without it
-    (HDF5: every chunk written is stored), any absent chunk is refused.
-
-    Raises
-    ------
-    IncompleteStoreError
-        The store is refused and ``allow_missing_chunks`` is False.
-    """
+    """Refuse (IncompleteStoreError, unless ``allow_missing_chunks``) a store whose
+    writer did not finish: with ``absent_may_be_fill`` (Zarr) one whose last storage
+    object is absent, without it (HDF5 stores every chunk written) any absent chunk."""
     if allow_missing_chunks:
         return
     fill = _fill_shown(state.fill_value)
@@ -381,9 +311,7 @@ def check_complete(state: StoreState, where: str, *, allow_missing_chunks: bool,
         raise IncompleteStoreError(
             f"{where}: {count}; they would read as the fill value {fill!r} and be fitted "
             "as data (HDF5 stores every chunk its writer wrote, so these never were). "
-            "Finish writing the file; if the absent chunks really mean the fill value, "
-            "pass allow_missing_chunks=True (YAML: data.allow_missing_chunks: true)."
-        )
+            f"Finish writing the file; if the absent chunks really mean the fill value, {_OPT_IN}")
     if state.last_written is not False:
         return  # the writer reached the end: absent chunks are chunks of the fill value
     piece = "inner chunk" if unit == "shard" else unit
@@ -393,10 +321,8 @@ def check_complete(state: StoreState, where: str, *, allow_missing_chunks: bool,
         f"rows{rows} is absent" + (f", and {count}" if count else "")
         + f", so the store's writer did not finish. Absent chunks would read as the fill "
         f"value {fill!r} and be fitted as data. Finish writing the store; if absent chunks "
-        "really mean the fill value (zarr does not store chunks equal to it, "
-        "write_empty_chunks=False), pass allow_missing_chunks=True (YAML: "
-        "data.allow_missing_chunks: true)."
-    )
+        f"really mean the fill value (zarr does not store chunks equal to it, "
+        f"write_empty_chunks=False), {_OPT_IN}")
 
 
 def check_hdf5_complete(allocated: int, expected: int, where: str, fill_value: Any, *,
@@ -412,13 +338,10 @@ _END_ROWS = 1024
 
 
 def hdf5_end_unwritten(dset: Any) -> tuple[int, int] | None:
-    """The rows ``[start, stop)`` of a dataset's end when they hold nothing but the fill
-    value in storage that was allocated before it was written (a contiguous dataset, or
-    chunks allocated early); None otherwise.
-
-    There allocation does not show that the data were written, so the content of the
-    end stands in: the last chunk (or the last tenth of a contiguous dataset, at most
-    1,024 rows) of a writer that finished is unlikely to hold only the fill value."""
+    """The rows ``[start, stop)`` of a dataset's end when, in storage allocated before it
+    was written (contiguous, or chunks allocated early), they hold nothing but the fill
+    value (the last chunk, or the last tenth of a contiguous dataset, at most 1,024
+    rows); None otherwise."""
     import h5py
 
     plist = dset.id.get_create_plist()
@@ -453,6 +376,4 @@ def check_hdf5_end(dset: Any, where: str, *, allow_missing_chunks: bool) -> None
         f"{where}: its last rows ({_describe_rows([rows])}) hold nothing but the fill "
         f"value {fill!r} in storage allocated before it was written, so the data look "
         "never written (a writer that stopped early). Finish writing the file; if those "
-        "rows really are the fill value, pass allow_missing_chunks=True (YAML: "
-        "data.allow_missing_chunks: true)."
-    )
+        f"rows really are the fill value, {_OPT_IN}")

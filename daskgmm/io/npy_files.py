@@ -24,8 +24,6 @@ from daskgmm.io.reader_base import (
     ArraySource,
     Reader,
     ShapedArray,
-    result_shape,
-    split_key,
     where,
 )
 
@@ -35,33 +33,17 @@ NPY_SIGNATURE = b"\x93NUMPY"
 
 
 class NpyRangeSlicer(ShapedArray):
-    """Picklable, read-only view of a ``.npy`` file (local or at a URL), read by byte
-    ranges.
-
-    Each read of a block of rows fetches only those rows' bytes (one range request for
-    C-ordered files, one per column for Fortran-ordered ones, sent together).
-
-    Parameters
-    ----------
-    url : str
-    storage_options : dict
-    offset : int
-        Byte offset of the data (the header length).
-    shape : tuple of int
-    dtype : numpy.dtype
-    fortran_order : bool
-    version : tuple, optional
-        :func:`~daskgmm.io.integrity.remote_file_token` when the file was opened; where
-        it is a real stamp (an ETag...), each read checks it is unchanged.
-
-    Every response must hold exactly the bytes asked for: a server that ignores the
-    ``Range`` header (it answers 200 with the whole file, e.g. Python's
-    ``http.server``) or a short answer is an error, never data read from the wrong
-    offset.
-    """
+    """Picklable, read-only view of a ``.npy`` file (local or at a URL) whose data start
+    at byte ``offset``: a read of a block of rows fetches only those rows' bytes (one
+    range, or one per column of a Fortran-ordered file, sent together) and checks the
+    file's ``version`` (:func:`~daskgmm.io.integrity.remote_file_token`) where it is a
+    real stamp. An answer that is not exactly the bytes asked for (a server ignoring
+    ``Range``, a truncated file) is an error, never data from the wrong offset."""
 
     __slots__ = ("dtype", "fortran_order", "offset", "shape", "storage_options", "url",
                  "version")
+    _state = ("url", "storage_options", "offset", "shape", "dtype", "fortran_order",
+              "version")
 
     def __init__(self, url: str, storage_options: dict | None, offset: int,
                  shape: tuple[int, ...], dtype: np.dtype, fortran_order: bool = False,
@@ -73,15 +55,6 @@ class NpyRangeSlicer(ShapedArray):
         self.dtype = np.dtype(dtype)
         self.fortran_order = bool(fortran_order)
         self.version = tuple(version) if version else None
-
-    def __getstate__(self) -> tuple:
-        return (self.url, self.storage_options, self.offset, self.shape, self.dtype,
-                self.fortran_order, self.version)
-
-    def __setstate__(self, state: tuple) -> None:
-        (self.url, self.storage_options, self.offset, self.shape, dtype,
-         self.fortran_order, self.version) = state
-        self.dtype = np.dtype(dtype)
 
     def __repr__(self) -> str:
         return (f"NpyRangeSlicer({redact_url(self.url)!r}, offset={self.offset}, "
@@ -110,10 +83,7 @@ class NpyRangeSlicer(ShapedArray):
         # column j is the F-order flattening of the trailing axes
         return block.reshape((count, *self.shape[1:]), order="F")
 
-    def __getitem__(self, key: Any) -> np.ndarray:
-        read, post, empty = split_key(key, self.shape)
-        if empty:
-            return np.empty(result_shape(read, post, self.shape, self.dtype), self.dtype)
+    def _read(self, read: tuple) -> np.ndarray:
         loc = parse_location(self.url, self.storage_options)
         rows = read[0]
         start, stop = (rows.start, rows.stop) if isinstance(rows, slice) else (rows, rows + 1)
@@ -127,14 +97,11 @@ class NpyRangeSlicer(ShapedArray):
             raise DataNotFoundError(
                 f"No such file or store: {loc.display!r} (it was there when the array was "
                 "opened)") from None
-        except MissingDependencyError:
-            raise
         except (OSError, ValueError) as exc:
             raise DataSourceError(f"Cannot read {loc.display!r}: {loc.scrub(str(exc))}") \
                 from None
         rest = (slice(None),) if isinstance(rows, slice) else (0,)
-        out = block[rest + tuple(read[1:])]
-        return out[post] if post is not None else out
+        return block[rest + tuple(read[1:])]
 
 
 def _no_ranges(url: str) -> DataSourceError:

@@ -203,9 +203,31 @@ def result_shape(read: tuple, post: tuple | None, shape: tuple[int, ...],
 
 
 class ShapedArray:
-    """``ndim``, ``size`` and ``len`` from ``shape``, for the lazy file-backed arrays."""
+    """What the lazy file-backed arrays share: ``ndim``, ``size`` and ``len`` from
+    ``shape``, pickling as the constructor's arguments (``_state``), and indexing like
+    NumPy around ``_read`` of a contiguous selection (empty ones never touch storage)."""
 
     shape: tuple[int, ...]
+    dtype: np.dtype
+    _state: tuple[str, ...] = ()
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, name) for name in self._state)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self._state, state, strict=True):
+            setattr(self, name, value)
+        self.dtype = np.dtype(self.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        read, post, empty = split_key(key, self.shape)
+        if empty:
+            return np.empty(result_shape(read, post, self.shape, self.dtype), self.dtype)
+        out = self._read(read)
+        return out[post] if post is not None else out
+
+    def _read(self, read: tuple) -> np.ndarray:
+        raise NotImplementedError
 
     @property
     def ndim(self) -> int:

@@ -1,17 +1,12 @@
 """Zarr format 2 and 3 stores: directories (local or any fsspec URL) and zip files.
 
-Local directories are read through ``zarr.storage.LocalStore``, URLs through zarr's
-``FsspecStore`` (read-only), zip files through ``ZipStore``. The zarr array goes into
-the Dask graph and pickles as its store's description, so each worker opens the store
-itself. Opening lists the array's storage once (:mod:`daskgmm.io.integrity`): a store
-whose end was never written is refused unless ``allow_missing_chunks`` (absent chunks
-elsewhere are zarr's chunks of the fill value), and the listing's sizes, modification
-times or ETags name the Dask array, so rewriting the data changes its name. The tasks
-read through a :class:`~daskgmm.io.zarr_verified.VerifiedStore`, which checks every
-chunk read against that listing (a chunk deleted, added or rewritten after opening is
-an error). Where nothing can be listed (plain HTTP), only the end is checked, by asking
-for the last chunk, and the array gets a fresh name at every open.
-"""
+The zarr array goes into the Dask graph and pickles as its store's description, so each
+worker opens the store itself. Opening lists the array's storage once
+(:mod:`daskgmm.io.integrity`): a store whose end was never written is refused unless
+``allow_missing_chunks``, the listing names the Dask array, and the tasks read through
+a :class:`~daskgmm.io.zarr_verified.VerifiedStore` that checks every chunk against it.
+Where nothing can be listed (plain HTTP) only the end is checked, and the array gets a
+fresh name at every open."""
 
 from __future__ import annotations
 
@@ -136,7 +131,6 @@ class _ZarrReaderBase(Reader):
             token=(arr.metadata.zarr_format, state.token),
         )
 
-
     def _zip_path(self, loc: Location) -> str | None:
         """The zip file holding the store (zip stores only)."""
         return None
@@ -198,12 +192,8 @@ class ZarrDirectoryReader(_ZarrReaderBase):
 
 
 class ZarrZipReader(_ZarrReaderBase):
-    """Zarr stores inside a local zip file (``zarr.storage.ZipStore``, read-only).
-
-    A read-only ``ZipStore`` drops its zip handle and lock when pickled and reopens the
-    file when unpickled, so the zarr array can go into graphs run on worker processes.
-    A zip store at a URL is refused with advice (zarr's ZipStore needs a local file).
-    """
+    """Zarr stores inside a local zip file (a read-only ``ZipStore`` pickles without its
+    handle, so the array can go to worker processes); one at a URL is refused."""
 
     name = "zarr-zip"
     description = "Zarr zip store (*.zip, local)"

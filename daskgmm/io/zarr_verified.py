@@ -1,20 +1,13 @@
 """A zarr store whose chunk reads check that the store is still the one that was opened.
 
-Opening a store lists its storage objects once (:func:`daskgmm.io.integrity.zarr_store_state`);
-a fit then reads them for as long as it runs. :class:`VerifiedStore` wraps the store the
-tasks read, and every read of a storage object of the array (a chunk, or a shard and its
-index) compares the object with its listing entry at opening:
-
-* present then, absent now: deleted after opening -> :class:`DataNotFoundError`;
-* absent then, present now, or present with another stamp (local: modification time and
-  size; object stores: the ETag, generation or modification time): written after
-  opening -> :class:`DataSourceError`.
-
-So a fit never reads an absent chunk as fill values, nor a mix of two versions of the
-data. Local stores cost one ``stat`` per read; object stores one metadata request per
-read, sent together with the read itself. Zip stores compare the zip file's own
-modification time and size. Other keys (metadata) are read as they are.
-"""
+Every read of a storage object of the array (a chunk, or a shard and its index) is
+compared with its entry in the listing made at opening
+(:func:`daskgmm.io.integrity.zarr_store_state`): present then and absent now is a
+:class:`DataNotFoundError`; absent then and present now, or another stamp (mtime and
+size locally, ETag or generation on object stores, the zip file's own mtime and size
+for zip stores) is a :class:`DataSourceError`. So a fit never reads an absent chunk as
+fill values, nor a mix of two versions. The cost is a ``stat`` per read locally, a
+metadata request sent with each read on object stores; metadata keys pass through."""
 
 from __future__ import annotations
 
@@ -41,23 +34,10 @@ def _local_digest(path: str) -> int | None:
 
 
 class VerifiedStore(WrapperStore):
-    """A read-only zarr store checking every storage object it reads (module docstring).
-
-    Parameters
-    ----------
-    store : zarr store
-        ``LocalStore``, ``FsspecStore`` or ``ZipStore`` (read-only).
-    prefix : str
-        The array's path inside the store ("" at its root).
-    digests : numpy.ndarray
-        :attr:`daskgmm.io.integrity.StoreState.digests` (0: absent at opening).
-    key_format : (bool, str)
-        Whether chunk keys start with ``c`` and the separator of their coordinates.
-    where : str
-        The array, for messages.
-    zip_digest : int, optional
-        For a zip store: the digest of the zip file's modification time and size.
-    """
+    """A read-only zarr store (local, fsspec or zip) checking every storage object of
+    the array at ``prefix`` it reads against ``digests``
+    (:attr:`~daskgmm.io.integrity.StoreState.digests`); ``key_format``: whether chunk
+    keys start with ``c``, and their separator; ``zip_digest``: the zip file's stamp."""
 
     def __init__(self, store: Any, *, prefix: str, digests: np.ndarray,
                  key_format: tuple[bool, str], where: str,
