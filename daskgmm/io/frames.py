@@ -1,26 +1,14 @@
 """Tables and labelled arrays in, the same kind of object out.
 
-The estimators call :func:`as_array` on what a user passes to ``fit``/``predict``:
-
-* a NumPy array or a Dask array: returned as it is;
-* a ``pandas.DataFrame`` (or Series): its numeric columns (or ``columns=``) as a NumPy
-  array; outputs get the frame's index;
-* a ``dask.dataframe.DataFrame``: its numeric columns as a Dask array with one row
-  chunk per partition, whose sizes are counted on the workers (one pass that returns a
-  number per partition; no data reaches the driver); outputs are Dask Series/DataFrames
-  with the same partitions and index;
-* an ``xarray.DataArray``: ``sample_dim`` names the sample dimension (default: the
-  first); other dimensions become the features (stacked if there are several); a
-  Dask-backed DataArray stays lazy. Outputs are DataArrays with the sample coordinate,
-  and a ``component`` dimension for responsibilities.
-
-It returns the 2-D array and an :class:`OutputWrapper` whose :meth:`~OutputWrapper.labels`,
-:meth:`~OutputWrapper.scores` and :meth:`~OutputWrapper.responsibilities` turn per-row
-results (NumPy or Dask) back into the input's kind.
-
-:func:`write_labels_parquet` writes labels of Parquet input back as Parquet, one file
-per input chunk, next to an id column carried over from the input.
-"""
+:func:`as_array` turns what a user passes to ``fit``/``predict`` into a 2-D array: NumPy
+and Dask arrays as they are; the numeric columns (or ``columns=``) of a pandas
+DataFrame or Series, or of a Dask DataFrame (one row chunk per partition, whose lengths
+are counted on the workers); an xarray DataArray with ``sample_dim`` (default: the
+first) as rows and the other dimensions stacked into features (a Dask-backed one stays
+lazy). Its :class:`OutputWrapper` turns per-row results back into the input's kind,
+with the frame's index or the sample coordinate. :func:`write_labels_parquet` writes
+labels of Parquet input back as Parquet, one file per input chunk, next to an id
+column."""
 
 from __future__ import annotations
 
@@ -39,21 +27,10 @@ __all__ = ["OutputWrapper", "as_array", "write_label_part", "write_labels_parque
 
 @dataclass(frozen=True)
 class OutputWrapper:
-    """Turns per-row outputs back into the kind of object the input was.
-
-    Attributes
-    ----------
-    kind : str
-        ``"numpy"``, ``"dask"``, ``"pandas"``, ``"dask-dataframe"`` or ``"xarray"``.
-    n_samples : int or None
-    index : object
-        The pandas index (pandas input), the dask index (dask-dataframe input) or the
-        sample coordinate's values (xarray input; None without a coordinate).
-    chunks : tuple of int or None
-        Row chunks of the 2-D array (partition lengths for dask-dataframe input).
-    sample_dim : str or None
-        xarray input: the name of the sample dimension.
-    """
+    """Turns per-row outputs back into the ``kind`` of object the input was
+    (``"numpy"``, ``"dask"``, ``"pandas"``, ``"dask-dataframe"`` or ``"xarray"``), with
+    its ``index`` (pandas or dask index, or the sample coordinate's values), the row
+    ``chunks`` of the 2-D array and, for xarray, the ``sample_dim``."""
 
     kind: str
     n_samples: int | None = None
@@ -75,15 +52,12 @@ class OutputWrapper:
             return values
         return values
 
-    def labels(self, values: Any, name: str = "label") -> Any:
-        """Wrap labels ``(n,)`` (also used for any per-row vector)."""
-        return self._vector(values, name)
-
     def scores(self, values: Any, name: str = "score") -> Any:
         """Wrap per-row scores ``(n,)``."""
-        return self._vector(values, name)
+        return self.labels(values, name)
 
-    def _vector(self, values: Any, name: str) -> Any:
+    def labels(self, values: Any, name: str = "label") -> Any:
+        """Wrap labels ``(n,)`` (or any per-row vector)."""
         if self.kind in ("numpy", "dask"):
             return values
         values = self._rows(values)
@@ -221,27 +195,10 @@ def _from_xarray(X: Any, sample_dim: str | None) -> tuple[Any, OutputWrapper]:
 
 def as_array(X: Any, *, sample_dim: str | None = None,
              columns: list[str] | None = None) -> tuple[Any, OutputWrapper]:
-    """The 2-D array of an input, and how to wrap per-row outputs like the input.
-
-    Parameters
-    ----------
-    X : array-like, dask array, pandas/dask DataFrame or xarray.DataArray
-    sample_dim : str, optional
-        xarray input: the sample dimension (default: the first dimension).
-    columns : list of str, optional
-        DataFrame input: the feature columns (default: every numeric column).
-
-    Returns
-    -------
-    array : numpy.ndarray or dask.array.Array
-        ``(n_samples, n_features)``; Dask arrays are chunked along rows only.
-    wrapper : OutputWrapper
-
-    Raises
-    ------
-    InvalidDataError
-        No numeric column, an unknown or non-numeric column, an unknown sample_dim.
-    """
+    """The 2-D array of an input (Dask arrays chunked along rows only) and the
+    :class:`OutputWrapper` of its per-row outputs; ``sample_dim`` (xarray) and
+    ``columns`` (DataFrames) as in the module docstring. InvalidDataError for no numeric
+    column, an unknown or non-numeric column, or an unknown sample_dim."""
     module = type(X).__module__.split(".")[0]
     if isinstance(X, da.Array):
         # With unknown chunk sizes the row count is NaN; the estimator says what to do.
@@ -290,38 +247,13 @@ def write_labels_parquet(labels: Any, source: str | os.PathLike, output: str | o
                          storage_options: dict | None = None,
                          output_storage_options: dict | None = None,
                          overwrite: bool = False, label_column: str = "label") -> dict:
-    """Write labels of Parquet input as a Parquet directory, next to an id column.
-
-    The output has one file per chunk of the input (``part-00000.parquet`` ...), in the
-    input's row order, each with ``id_column`` (copied from the input, any type) and
-    ``label_column`` (int64). It is written atomically with a marker
-    (:func:`daskgmm.io.storage.atomic_output_directory`, kind ``"labels"``); the files
-    are written by the tasks (on the workers when a distributed client is active).
-
-    Parameters
-    ----------
-    labels : numpy.ndarray or dask.array.Array
-        ``(n_samples,)`` labels of the rows of ``source``, in order.
-    source : str or os.PathLike
-        The Parquet file or directory the labels belong to.
-    output : str or os.PathLike
-        Directory (local path or URL) to create.
-    id_column : str, optional
-        A column of ``source`` to carry over (e.g. a primary key).
-    columns, chunk_rows, target_chunk_bytes, storage_options
-        As given to :func:`daskgmm.io.readers.open_array` for ``source`` (they decide
-        its chunks; the labels are rechunked to match if needed).
-    output_storage_options : dict, optional
-        Filesystem options of ``output``.
-    overwrite : bool, default False
-        Replace an existing output (only one daskgmm wrote).
-    label_column : str, default "label"
-
-    Returns
-    -------
-    dict
-        ``output`` (redacted), ``n_rows``, ``n_files``, ``columns``.
-    """
+    """Write the ``(n_samples,)`` labels of the Parquet table ``source`` as the Parquet
+    directory ``output``: one file per chunk of the input (``part-00000.parquet`` ...,
+    chunked by ``columns``, ``chunk_rows``, ``target_chunk_bytes`` as
+    :func:`~daskgmm.io.readers.open_array` would), each with ``id_column`` copied from
+    the input and ``label_column`` (int64), written by the tasks and atomically with a
+    marker (kind ``"labels"``; ``overwrite`` replaces only an output daskgmm wrote).
+    Returns ``output`` (redacted), ``n_rows``, ``n_files`` and ``columns``."""
     import dask
     from dask.delayed import delayed
 

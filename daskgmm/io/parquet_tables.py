@@ -1,17 +1,11 @@
 """Parquet tables (a file, or a directory of files) as row-chunked Dask arrays.
 
-The feature columns are ``columns=`` or, by default, every numeric (integer or float)
-column. Row groups are the unit of reading: a chunk is one row group, or several
-consecutive row groups of one file merged up to the chunk size aimed at (so a table
-written with tiny row groups does not become tens of thousands of tasks); a row group
-is never split. Chunk sizes are known from the files' footers, which are read once at
-open time; each task reads its row groups' columns with pyarrow and nothing else.
-Works on local paths and any fsspec URL. Needs ``pip install "daskgmm[parquet]"``
-(pyarrow).
-
-:func:`parquet_layout` exposes the chunking so that per-row outputs can be written
-back next to an id column (:func:`daskgmm.io.frames.write_labels_parquet`).
-"""
+The features are ``columns=`` or every numeric column. A chunk is one row group, or
+consecutive row groups of one file merged up to the chunk size aimed at (a row group is
+never split); the sizes come from the footers, read once at open time, and each task
+reads its row groups' columns with pyarrow, locally or at any fsspec URL.
+:func:`parquet_layout` exposes the chunking, so that per-row outputs can be written back
+next to an id column (:func:`daskgmm.io.frames.write_labels_parquet`)."""
 
 from __future__ import annotations
 
@@ -55,29 +49,10 @@ def _pyarrow() -> Any:
 
 @dataclass(frozen=True)
 class ParquetLayout:
-    """Files, row groups and chunks of a Parquet table, as :func:`parquet_layout` found.
-
-    Attributes
-    ----------
-    location : Location
-        The file or directory.
-    files : tuple of str
-        Paths of the data files (filesystem paths, sorted).
-    pieces : tuple of (int, tuple of int)
-        One per chunk: index into ``files`` and the row groups it reads.
-    chunks : tuple of int
-        Rows of every chunk.
-    columns : tuple of str
-        The feature columns.
-    dtype : numpy.dtype
-        float32 when every feature column is float32, else float64.
-    all_columns : tuple of str
-        Every column of the table.
-    token : str
-        Changes whenever any of the files changes.
-    schema : pyarrow.Schema
-        The table's schema (of its first file).
-    """
+    """A Parquet table as :func:`parquet_layout` found it: its data ``files`` (sorted
+    filesystem paths), one ``(file index, row groups)`` piece and its rows per chunk, the
+    feature ``columns`` and their ``dtype`` (float32 if all are), every column, a
+    ``token`` that changes with any file, and the first file's ``schema``."""
 
     location: Location
     files: tuple[str, ...]
@@ -129,34 +104,12 @@ def parquet_layout(path: str | os.PathLike | Location, columns: list[str] | None
                    chunk_rows: int | None = None, *,
                    target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                    storage_options: dict | None = None) -> ParquetLayout:
-    """Read the footers of a Parquet table and decide its chunks.
-
-    Parameters
-    ----------
-    path : str, os.PathLike or Location
-        A Parquet file or a directory of them (searched recursively; names starting
-        with ``_`` or ``.`` are skipped), local or at a URL.
-    columns : list of str, optional
-        Feature columns; default every integer or float column.
-    chunk_rows : int, optional
-        Merge consecutive row groups of a file up to this many rows (a row group is
-        never split). Default: up to ``target_chunk_bytes``.
-    target_chunk_bytes : int, default 64 MiB
-    storage_options : dict, optional
-
-    Returns
-    -------
-    ParquetLayout
-
-    Raises
-    ------
-    DataNotFoundError
-        No file, or a named column does not exist (the message lists the columns).
-    InvalidDataError
-        A named column is not numeric or named twice, no numeric column exists, or the
-        files disagree on the feature columns (one lacks a column, holds it twice or as
-        a non-numeric type, or has numeric columns the first file has not).
-    """
+    """Read the footers of a Parquet file or directory (searched recursively, names
+    starting with ``_`` or ``.`` skipped) and merge consecutive row groups of a file into
+    chunks of up to ``chunk_rows`` rows (default: ``target_chunk_bytes``). The features
+    are ``columns`` (default: every integer or float column). DataNotFoundError (no file,
+    an unknown column) or InvalidDataError (a column not numeric or named twice, no
+    numeric column, files that disagree on the feature columns)."""
     pq = _pyarrow()
     check_chunk_rows(chunk_rows)
     loc = parse_location(path, storage_options)
@@ -281,14 +234,13 @@ def _shown(loc: Location, file: str) -> str:
     return Location(loc.fs.unstrip_protocol(file), loc.storage_options).display
 
 
-def _read_piece(loc: Location, file: str, groups: tuple[int, ...], columns: tuple[str, ...],
-                dtype: np.dtype, n_rows: int) -> np.ndarray:
-    """Read the columns of some row groups of one file as a 2-D array (or 1-D for one
-    column given as a string)."""
+def _read_groups(loc: Location, file: str, groups: tuple[int, ...], columns: list[str],
+                 n_rows: int) -> Any:
+    """The pyarrow table of ``columns`` in some row groups of one file."""
     pq = _pyarrow()
     try:
         with loc.fs.open(file, "rb") as handle:
-            table = pq.ParquetFile(handle).read_row_groups(list(groups), columns=list(columns),
+            table = pq.ParquetFile(handle).read_row_groups(list(groups), columns=columns,
                                                            use_threads=False)
     except FileNotFoundError:
         raise DataNotFoundError(
@@ -302,6 +254,13 @@ def _read_piece(loc: Location, file: str, groups: tuple[int, ...], columns: tupl
         raise DataSourceError(
             f"{_shown(loc, file)!r} changed since it was opened (row groups {list(groups)} "
             f"hold {table.num_rows} rows, not {n_rows}); open it again.")
+    return table
+
+
+def _read_piece(loc: Location, file: str, groups: tuple[int, ...], columns: tuple[str, ...],
+                dtype: np.dtype, n_rows: int) -> np.ndarray:
+    """The feature columns of some row groups of one file as a 2-D array."""
+    table = _read_groups(loc, file, groups, list(columns), n_rows)
     odd = [f"{name!r} ({table.schema.field(name).type})" for name in columns
            if not _numeric(table.schema.field(name).type)]
     if odd:
@@ -320,52 +279,45 @@ def _read_piece(loc: Location, file: str, groups: tuple[int, ...], columns: tupl
 
 def _read_column(loc: Location, file: str, groups: tuple[int, ...], column: str,
                  n_rows: int) -> np.ndarray:
-    pq = _pyarrow()
-    with loc.fs.open(file, "rb") as handle:
-        table = pq.ParquetFile(handle).read_row_groups(list(groups), columns=[column],
-                                                       use_threads=False)
-    if table.num_rows != n_rows:
-        raise DataSourceError(f"{_shown(loc, file)!r} changed since it was opened")
+    table = _read_groups(loc, file, groups, [column], n_rows)
     return table.column(column).to_numpy(zero_copy_only=False)
+
+
+def _array(layout: ParquetLayout, name: str, read: Any, args: tuple, chunks: tuple,
+           meta: np.ndarray) -> da.Array:
+    """The Dask array of one ``read(location, file, groups, *args, rows)`` task per
+    chunk of ``layout``."""
+    extra = (0,) * (len(chunks) - 1)
+    dsk = {(name, i, *extra): (read, layout.location, layout.files[f], groups, *args, n)
+           for i, ((f, groups), n) in enumerate(zip(layout.pieces, layout.chunks,
+                                                    strict=True))}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+    return da.Array(graph, name, chunks=chunks, meta=meta)
 
 
 def layout_to_dask(layout: ParquetLayout) -> da.Array:
     """The ``(n_rows, n_columns)`` Dask array of a layout's feature columns."""
     name = "parquet-" + tokenize(layout.location, layout.files, layout.pieces,
                                  layout.columns, layout.dtype.str, layout.token)
-    dsk = {(name, i, 0): (_read_piece, layout.location, layout.files[f], groups,
-                          layout.columns, layout.dtype, n)
-           for i, ((f, groups), n) in enumerate(zip(layout.pieces, layout.chunks,
-                                                    strict=True))}
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
-    return da.Array(graph, name, chunks=(layout.chunks, (len(layout.columns),)),
-                    meta=np.empty((0, 0), dtype=layout.dtype))
+    return _array(layout, name, _read_piece, (layout.columns, layout.dtype),
+                  (layout.chunks, (len(layout.columns),)), np.empty((0, 0), layout.dtype))
 
 
 def read_parquet_column(layout: ParquetLayout, column: str) -> da.Array:
-    """One column of the table as a 1-D Dask array chunked like the layout's features.
-
-    Parameters
-    ----------
-    layout : ParquetLayout
-    column : str
-        Any column of the table (e.g. an id column, of any type).
-    """
+    """Any ``column`` of the table (an id column, of any type) as a 1-D Dask array
+    chunked like the layout's features."""
     if column not in layout.all_columns:
         raise DataNotFoundError(
             f"{layout.location.display!r} has no column {column!r}; its columns are "
             f"{', '.join(map(repr, layout.all_columns))}.")
     name = "parquet-column-" + tokenize(layout.location, layout.files, layout.pieces,
                                         column, layout.token)
-    dsk = {(name, i): (_read_column, layout.location, layout.files[f], groups, column, n)
-           for i, ((f, groups), n) in enumerate(zip(layout.pieces, layout.chunks,
-                                                    strict=True))}
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
     try:
         dtype = np.dtype(layout.schema.field(column).type.to_pandas_dtype())
     except Exception:
         dtype = np.dtype(object)
-    return da.Array(graph, name, chunks=(layout.chunks,), meta=np.empty((0,), dtype=dtype))
+    return _array(layout, name, _read_column, (column,), (layout.chunks,),
+                  np.empty((0,), dtype=dtype))
 
 
 class ParquetReader(Reader):
