@@ -46,10 +46,6 @@ _PACKAGES = {"dask_jobqueue": "dask-jobqueue", "dask_kubernetes": "dask-kubernet
 _NO_HTTP = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
 
 
-def _size(n_bytes: int) -> str:
-    return f"{n_bytes / 2**20:.0f} MiB" if n_bytes else "no limit"
-
-
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -73,7 +69,8 @@ def worker_failures(info: dict[str, Any] | None = None) -> Iterator[None]:
         yield
     except KilledWorker as exc:
         limits = sorted(set((info or {}).get("worker_memory_limits", {}).values()))
-        limit = f" (memory limit {', '.join(_size(v) for v in limits)})" if limits else ""
+        shown = [f"{v / 2**20:.0f} MiB" if v else "no limit" for v in limits]
+        limit = f" (memory limit {', '.join(shown)})" if limits else ""
         raise WorkerDiedError(
             f"Dask workers{limit} died repeatedly while running the same task, most likely "
             "because they ran out of memory. Use smaller chunks (data.chunk_rows) or give "
@@ -158,12 +155,9 @@ _STALL_SETTINGS = ("; in the run's configuration these are cluster.memory_limit,
 def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None
             ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Start or join the cluster of ``cfg`` (the defaults when None); yields ``(client,
-    info)`` (:func:`describe_client`'s facts), the client the default scheduler inside the
-    block, and ``cfg.stall_timeout`` the engine's stall timeout (dask config
-    ``daskgmm.stall-timeout``: a pass on a cluster stalled that long raises
-    ClusterStalledError, to which the run's settings are added). ``log`` receives
-    one-line messages. Raises ClusterConnectionError, ClusterLostError or
-    ClusterStalledError."""
+    info)`` (:func:`describe_client`'s facts), with ``cfg.stall_timeout`` the engine's
+    stall timeout inside the block. ``log`` receives one-line messages. Raises
+    ClusterConnectionError, ClusterLostError or ClusterStalledError."""
     import dask
 
     from daskgmm.cli.config import ClusterSection
@@ -186,21 +180,16 @@ def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None
         try:
             with dask.config.set({STALL_TIMEOUT_KEY: cfg.stall_timeout}):
                 yield client, info
-        except ClusterStalledError as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             quiet_library_logs()
-            raise ClusterStalledError(f"{exc}{_STALL_SETTINGS}") from exc
-        except KeyboardInterrupt:
-            quiet_library_logs()
-            raise
-        except Exception as exc:
-            if _lost(exc, client):
-                quiet_library_logs()
+            if isinstance(exc, ClusterStalledError):
+                raise ClusterStalledError(f"{exc}{_STALL_SETTINGS}") from exc
+            if isinstance(exc, Exception) and _lost(exc, client):
                 raise ClusterLostError(
                     f"lost the connection to the Dask scheduler at "
                     f"{info['scheduler_address']} during the run (it stopped, or the "
                     "network failed); start it again and rerun the command (a fit with "
                     "checkpoint.dir continues with --resume)") from exc
-            quiet_library_logs()
             raise
 
 

@@ -137,17 +137,13 @@ Name = Annotated[str, Field(min_length=1)]
 Flag = Annotated[bool, Strict()]
 
 
-def _base_dir(info: ValidationInfo) -> str:
-    context = info.context if isinstance(info.context, Mapping) else {}
-    return context.get("base_dir") or os.getcwd()
-
-
 def _resolve(value: Any, info: ValidationInfo) -> str:
     if not isinstance(value, str) or not value:
         raise _complete(f"must be a path or URL, got {fmt(value)}")
     if "://" in value or "::" in value or value.startswith("sklearn:"):
         return value
-    return os.path.normpath(os.path.join(_base_dir(info), os.path.expanduser(value)))
+    base = info.context.get("base_dir") if isinstance(info.context, Mapping) else None
+    return os.path.normpath(os.path.join(base or os.getcwd(), os.path.expanduser(value)))
 
 
 def _location(value: Any, info: ValidationInfo) -> Location:
@@ -508,10 +504,6 @@ def _dashboard(value: Any) -> str | None:
     return f"127.0.0.1:{port}"
 
 
-def _max_workers() -> int:
-    return 4 * (os.cpu_count() or 1)
-
-
 class TLSSection(Section):
     """``cluster.tls``: the certificates of a ``tls://`` scheduler (files must exist)."""
 
@@ -591,8 +583,9 @@ class ClusterSection(Section):
         if self.tls is not None and self.address is not None and not is_tls:
             raise _problem("address", f"must use tls:// when cluster.tls is given, got "
                                       f"{fmt(self.address)}")
-        if self.n_workers > _max_workers():
-            raise _problem("n_workers", f"at most {_max_workers()} (4 per core of this "
+        most = 4 * (os.cpu_count() or 1)
+        if self.n_workers > most:
+            raise _problem("n_workers", f"at most {most} (4 per core of this "
                                         f"machine): more worker processes only add overhead "
                                         f"here; use a cluster for more, got {self.n_workers}")
         return self
@@ -703,17 +696,13 @@ def _key(loc: Sequence[Any]) -> str:
     return text or "(top level)"
 
 
-def _known(loc: Sequence[Any], raw: Mapping[str, Any]) -> list[str]:
-    """The keys accepted where ``loc`` points (for "did you mean")."""
+def _known(loc: Sequence[Any]) -> list[str]:
+    """The keys accepted where ``loc`` points (for "did you mean"; not in ``model``,
+    whose section judges its own keys)."""
     if len(loc) == 1:
         return ["name", *_SECTIONS]
     model: Any = RunConfig
     for part in loc[:-1]:
-        if model is RunConfig and part == "model":
-            kind = raw.get("model", {}).get("kind") if isinstance(raw.get("model"), dict) \
-                else None
-            model = model_section(kind if kind in KINDS else "gaussian")
-            continue
         field = getattr(model, "model_fields", {}).get(part)
         inner = getattr(field, "annotation", None)
         model = next((a for a in getattr(inner, "__args__", (inner,))
@@ -723,7 +712,7 @@ def _known(loc: Sequence[Any], raw: Mapping[str, Any]) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def _messages(error: Mapping[str, Any], raw: Mapping[str, Any]) -> list[tuple[tuple, str]]:
+def _messages(error: Mapping[str, Any]) -> list[tuple[tuple, str]]:
     """``(key path, message)`` of one pydantic error, the way a person reads it."""
     kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
     loc = tuple(p for i, p in enumerate(error["loc"]) if not (isinstance(p, str) and (
@@ -740,11 +729,8 @@ def _messages(error: Mapping[str, Any], raw: Mapping[str, Any]) -> list[tuple[tu
         return [(loc, ctx["detail"])]
     if kind == "missing":
         return [(loc, "required key is missing")]
-    if kind == "extra_forbidden":
-        name = loc[-1]
-        if loc[:1] == ("model",) and name in MANAGED_ELSEWHERE:
-            return [(loc, f"not a model key here: set {MANAGED_ELSEWHERE[name]} instead")]
-        close = difflib.get_close_matches(str(name), _known(loc, raw), n=1)
+    if kind == "extra_forbidden":  # (the model section judges its own keys)
+        close = difflib.get_close_matches(str(loc[-1]), _known(loc), n=1)
         hint = (f" (did you mean {close[0]!r}?)" if close else
                 f" (expected {', '.join(('name', *_SECTIONS))})" if len(loc) == 1 else "")
         return [(loc, f"unknown {'section' if len(loc) == 1 else 'key'}{hint}")]
@@ -793,7 +779,7 @@ def parse_config(raw: Any, source: str = "<config>", *,
             if len(lines) >= MAX_PROBLEMS:  # only counted: their messages are not shown
                 lines.setdefault(str(error["loc"]), "")
                 continue
-            for loc, message in _messages(error, raw):
+            for loc, message in _messages(error):
                 marked = any(loc[:len(k)] == k or k[:len(loc)] == loc for k in overridden)
                 lines.setdefault(_key(loc), f"{_key(loc)}: {message}"
                                  + (" (from override)" if marked else ""))

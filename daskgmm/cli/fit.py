@@ -136,9 +136,8 @@ def _checkpoint(plan: Plan, resume: bool) -> int | None:
             raise ConfigError("--resume needs a checkpoint directory: set checkpoint.dir in "
                               "the configuration (or with --set checkpoint.dir=PATH)")
         return None
-    refuse_overlap(ckpt, "checkpoint.dir", [("output.dir", plan.output)],
-                   relations=("is", "lies inside"))
-    refuse_overlap(ckpt, "checkpoint.dir", [("data.path", config.data.path)],
+    refuse_overlap(ckpt, "checkpoint.dir", [("output.dir", plan.output),
+                                            ("data.path", config.data.path)],
                    relations=("is", "lies inside"))
     check_writable(ckpt.join(_CHECKPOINT_FILE), "checkpoint.dir")
     directory = StoragePath(ckpt.url, ckpt.storage_options)

@@ -216,32 +216,18 @@ def generate_mixture(output: str | os.PathLike, n_samples: int, n_features: int,
                      n_components: int, *, seed: int = 0, chunk_rows: int | None = None,
                      dtype: str = "float64", separation: float = 4.0, dataset: str = "X",
                      overwrite: bool = False) -> dict:
-    """Write samples of a random Gaussian mixture to disk, one block of rows at a time.
+    """Write samples of a random Gaussian mixture to ``output`` (``.zarr``: Zarr v3, or
+    ``.h5``/``.hdf5``; parents are created), one block of rows at a time: memory use is
+    one storage chunk (``chunk_rows``, default 64 MiB of rows) and two blocks of draws.
+    Block ``b`` comes from ``np.random.default_rng([seed, 2, b])`` and the parameters
+    from :func:`sample_parameters`, so the same seed gives the same rows whatever
+    ``chunk_rows`` is. ``overwrite`` replaces only a data set daskgmm generated, once the
+    new one is complete.
 
-    Memory use is one storage chunk and two blocks of draws, whatever ``n_samples`` is.
-    Block ``b`` comes from ``np.random.default_rng([seed, 2, b])`` and the parameters from
-    :func:`sample_parameters`: the same seed gives the same rows whatever ``chunk_rows`` is.
-
-    Parameters
-    ----------
-    output : str or os.PathLike
-        A path ending in ``.zarr`` (Zarr v3) or ``.h5``/``.hdf5``; parents are created.
-    n_samples, n_features, n_components : int
-        The sizes (all >= 1).
-    seed : int, default 0
-    chunk_rows : int, optional
-        Rows per storage chunk (default: the engine's 64 MiB of rows).
-    dtype : {"float64", "float32"}, default "float64"
-    separation : float, default 4.0
-        The closest two means, in standard deviations (from 0 to 1e6).
-    dataset : str, default "X"
-    overwrite : bool, default False
-        Replace a data set daskgmm generated (never anything else) once the new one is complete.
-
-    Returns a dict: ``path``, ``format``, ``dataset``, ``shape``, ``dtype``, ``chunk_rows``,
-    ``n_chunks``, ``block_rows``, ``n_components``, ``seed``, ``bytes``, ``bytes_on_disk``,
-    ``seconds``. Raises FileExistsError, UnsafeOverwriteError, OutputWriteError (no room on
-    the disk), ValueError or TypeError."""
+    Returns ``path``, ``format``, ``dataset``, ``shape``, ``dtype``, ``chunk_rows``,
+    ``n_chunks``, ``block_rows``, ``n_components``, ``seed``, ``bytes``,
+    ``bytes_on_disk`` and ``seconds``. Raises FileExistsError, UnsafeOverwriteError,
+    OutputWriteError (no room on the disk), ValueError or TypeError."""
     started = time.perf_counter()
     n_samples = _as_int("n_samples", n_samples, 1)
     n_features = _as_int("n_features", n_features, 1)

@@ -1,14 +1,9 @@
 """HDF5 files, local or at any fsspec URL, read with h5py inside each task.
 
-No h5py handle ever goes into a Dask graph: :class:`HDF5Slicer` stores the file's path
-or URL (with its storage options), the dataset name, shape and dtype, and opens the file
-read-only inside each read (h5py reads fsspec file objects for URLs). Opening checks
-that every chunk of the dataset was written (chunks never written read as the fill
-value) and, where storage is allocated before it is written, that the end of the
-dataset holds more than the fill value, unless ``allow_missing_chunks``. Each read
-checks that the file is still the one opened (its modification time and size, or its
-ETag at a URL).
-"""
+No h5py handle goes into a Dask graph: :class:`HDF5Slicer` holds the file's path or URL
+and opens it inside each read. Opening refuses, unless ``allow_missing_chunks``, a
+dataset with chunks never written or, where storage is allocated before it is written,
+an end holding only the fill value (:mod:`daskgmm.io.integrity`)."""
 
 from __future__ import annotations
 
@@ -17,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from daskgmm.errors import DataNotFoundError, DataSourceError, MissingDependencyError
+from daskgmm.errors import DataNotFoundError, DataSourceError
 from daskgmm.io.integrity import (
     check_hdf5_complete,
     check_hdf5_end,
@@ -33,6 +28,7 @@ from daskgmm.io.reader_base import (
     ShapedArray,
     choose_default,
     format_listing,
+    opening,
     output_dtype,
     validate_shape,
     where,
@@ -172,19 +168,8 @@ class HDF5Reader(Reader):
 
         loc = location
         dataset = (dataset or "").strip("/") or None
-        try:
+        with opening(loc, "the HDF5 file"):
             f, fobj = open_h5(loc)
-        except FileNotFoundError:
-            raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
-        except MissingDependencyError:
-            raise
-        except ImportError as exc:
-            raise loc.missing_dependency(exc) from None
-        except OSError as exc:
-            raise DataSourceError(
-                f"Cannot read the HDF5 file {loc.display!r}: it is unreadable or corrupt "
-                f"({loc.scrub(str(exc))})."
-            ) from None
         try:
             arrays: dict[str, tuple[tuple[int, ...], Any]] = {}
 
@@ -192,13 +177,8 @@ class HDF5Reader(Reader):
                 if isinstance(obj, h5py.Dataset):
                     arrays[name] = (tuple(obj.shape or ()), obj.dtype)
 
-            try:
+            with opening(loc, "the HDF5 file"):
                 f.visititems(visit)
-            except Exception as exc:
-                raise DataSourceError(
-                    f"Cannot read the HDF5 file {loc.display!r}: it is unreadable or "
-                    f"corrupt ({type(exc).__name__}: {loc.scrub(str(exc))})."
-                ) from None
             if dataset is None:
                 dataset = choose_default(arrays, _h5_attrs(f), repr(loc.display), "dataset")
             try:
@@ -214,9 +194,7 @@ class HDF5Reader(Reader):
                     f"{where(loc, dataset)} is a group, not a dataset. Datasets in it: "
                     f"{format_listing(inside)}."
                 )
-            shape = tuple(int(s) for s in (obj.shape or ()))
-            dtype = obj.dtype
-            chunks = obj.chunks
+            shape, dtype, chunks = tuple(int(s) for s in (obj.shape or ())), obj.dtype, obj.chunks
             name = obj.name  # absolute path inside the file
             validate_shape(shape, where(loc, dataset), ndims)  # say these first
             output_dtype(dtype, where(loc, dataset))
@@ -229,11 +207,6 @@ class HDF5Reader(Reader):
         finally:
             _close(f, fobj)
         version = remote_file_token(loc)
-        return ArraySource(
-            array=HDF5Slicer(loc.url, name, shape, dtype, loc.storage_options, version),
-            shape=shape,
-            dtype=np.dtype(dtype),
-            where=where(loc, dataset),
-            native_row_chunk=int(chunks[0]) if chunks else None,
-            token=version,
-        )
+        return ArraySource(HDF5Slicer(loc.url, name, shape, dtype, loc.storage_options, version),
+                           shape, np.dtype(dtype), where(loc, dataset),
+                           int(chunks[0]) if chunks else None, version)

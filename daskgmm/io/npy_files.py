@@ -12,18 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from daskgmm.errors import (
-    DataNotFoundError,
-    DataSourceError,
-    InvalidDataError,
-    MissingDependencyError,
-)
+from daskgmm.errors import DataNotFoundError, DataSourceError, InvalidDataError
 from daskgmm.io.integrity import check_unchanged, remote_file_token
 from daskgmm.io.locations import Location, parse_location, redact_url
 from daskgmm.io.reader_base import (
     ArraySource,
     Reader,
     ShapedArray,
+    opening,
     where,
 )
 
@@ -177,19 +173,8 @@ class NpyReader(Reader):
                 f"{loc.display!r} is a .npy file, which holds a single array, so there is no "
                 f"dataset {dataset!r} inside it; pass dataset=None."
             )
-        try:
+        with opening(loc, "the .npy file"):
             offset, shape, dtype, fortran = _read_header(loc)
-        except FileNotFoundError:
-            raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
-        except MissingDependencyError:
-            raise
-        except ImportError as exc:
-            raise loc.missing_dependency(exc) from None
-        except (OSError, ValueError) as exc:
-            raise DataSourceError(
-                f"Cannot read the .npy file {loc.display!r}: it is unreadable or corrupt "
-                f"({loc.scrub(str(exc))})."
-            ) from None
         if dtype.hasobject:
             raise InvalidDataError(
                 f"{loc.display!r} holds Python objects (dtype object), not numbers; daskgmm "
@@ -197,12 +182,6 @@ class NpyReader(Reader):
             )
         refuse_servers_ignoring_ranges(loc, offset, shape, dtype)
         version = remote_file_token(loc)
-        return ArraySource(
-            array=NpyRangeSlicer(loc.url, loc.storage_options, offset, shape, dtype,
-                                 fortran, version),
-            shape=shape,
-            dtype=dtype,
-            where=where(loc, None),
-            native_row_chunk=None,
-            token=version,
-        )
+        return ArraySource(NpyRangeSlicer(loc.url, loc.storage_options, offset, shape, dtype,
+                                          fortran, version),
+                           shape, dtype, where(loc, None), None, version)

@@ -28,7 +28,7 @@ from daskgmm.errors import (
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
 from daskgmm.io.integrity import object_stamp, remote_file_token
 from daskgmm.io.locations import Location, parse_location
-from daskgmm.io.reader_base import Reader, check_chunk_rows, where
+from daskgmm.io.reader_base import Reader, check_chunk_rows, opening, where
 
 __all__ = ["ParquetLayout", "ParquetReader", "parquet_layout", "read_parquet_column"]
 
@@ -119,17 +119,9 @@ def parquet_layout(path: str | os.PathLike | Location, columns: list[str] | None
     schemas: list[Any] = []
     sizes: list[list[int]] = []
     for f in files:
-        try:
-            with fs.open(f, "rb") as handle:
-                meta = pq.ParquetFile(handle).metadata
-                file_schema = meta.schema.to_arrow_schema()
-        except FileNotFoundError:
-            raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
-        except Exception as exc:
-            raise DataSourceError(
-                f"Cannot read the Parquet file {_shown(loc, f)!r}: it is unreadable or "
-                f"corrupt ({type(exc).__name__}: {loc.scrub(str(exc))})."
-            ) from None
+        with opening(loc, "the Parquet file", _shown(loc, f)), fs.open(f, "rb") as handle:
+            meta = pq.ParquetFile(handle).metadata
+            file_schema = meta.schema.to_arrow_schema()
         if schema is None:
             schema = file_schema
         schemas.append(file_schema)

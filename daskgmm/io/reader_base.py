@@ -3,8 +3,10 @@ checks, and the :class:`Reader` base class that makes a row-chunked Dask array."
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,31 @@ def where(location: Location | str, dataset: str | None) -> str:
     """``'path', dataset 'name'`` for messages (credentials removed from URLs)."""
     shown = location.display if isinstance(location, Location) else str(location)
     return f"{shown!r}" + (f", dataset {dataset!r}" if dataset else "")
+
+
+def unreadable(what: str, loc: Location, exc: BaseException,
+               shown: str | None = None) -> DataSourceError:
+    """The error of ``what`` (``"the HDF5 file"``...) at ``loc`` that cannot be read."""
+    return DataSourceError(
+        f"Cannot read {what} {shown or loc.display!r}: it is unreadable or corrupt "
+        f"({type(exc).__name__}: {loc.scrub(str(exc))}).")
+
+
+@contextlib.contextmanager
+def opening(loc: Location, what: str, shown: str | None = None) -> Iterator[None]:
+    """Failures to open ``what`` at ``loc`` inside the block as one-line errors: nothing
+    there, a missing filesystem library, or :func:`unreadable` (daskgmm's own errors
+    pass through)."""
+    try:
+        yield
+    except DaskGMMError:
+        raise
+    except FileNotFoundError:
+        raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
+    except ImportError as exc:
+        raise loc.missing_dependency(exc) from None
+    except Exception as exc:
+        raise unreadable(what, loc, exc, shown) from None
 
 
 def suffix(location: Location | str) -> str:

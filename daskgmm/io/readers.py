@@ -94,43 +94,28 @@ def open_array(path: str | os.PathLike | Location, dataset: str | None = None,
                chunk_rows: int | None = None, *, storage_options: dict | None = None,
                columns: list[str] | None = None, allow_missing_chunks: bool = False,
                target_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> da.Array:
-    """Open an array as a lazy, row-chunked Dask array, from a local path or a URL.
+    """Open a Zarr store (directory or local ``.zip``), HDF5 file, ``.npy`` file, Parquet
+    file or directory, or ``sklearn:NAME``, local or at a URL of any fsspec protocol
+    (``storage_options`` reach the workers and are never shown), as a lazy
+    ``(n_samples, n_features)`` float64 or float32 Dask array chunked along rows and
+    named after the stored data.
 
-    Parameters
-    ----------
-    path : str, os.PathLike or Location
-        A Zarr store (directory or local ``.zip``), HDF5 file, ``.npy`` file, Parquet file
-        or directory, or ``sklearn:NAME``; local or a URL of any fsspec protocol.
-    dataset : str, optional
-        The array inside a Zarr group or HDF5 file (default: the only 2-D one, or the one a
-        generated data set names).
-    chunk_rows : int, optional
-        Rows per chunk; default: whole storage chunks merged up to ``target_chunk_bytes``
-        (Parquet: whole row groups).
-    storage_options : dict, optional
-        Options of the URL's filesystem; they reach the workers and are never shown.
-    columns : list of str, optional
-        Parquet: the feature columns (default: every numeric column).
-    allow_missing_chunks : bool, default False
-        Accept a store whose writer looks unfinished: a Zarr array whose last chunk is
-        absent (absent chunks elsewhere are fill values, accepted anyway), an HDF5
-        dataset with unallocated chunks or an end of fill values. Absent chunks read as
-        the fill value.
-
-    Returns ``(n_samples, n_features)`` float64 or float32 with chunks ``(rows,
-    (n_features,))``, named after the stored data. Raises DataNotFoundError,
-    DataSourceError, IncompleteStoreError, InvalidDataError, MissingDependencyError,
-    StorageError; ValueError for ``chunk_rows < 1``."""
+    ``dataset``: the array inside a Zarr group or HDF5 file (default: the only 2-D one,
+    or the one a generated data set names). ``chunk_rows``: rows per chunk (default:
+    whole storage chunks merged up to ``target_chunk_bytes``; Parquet: whole row groups).
+    ``columns``: Parquet feature columns (default: the numeric ones).
+    ``allow_missing_chunks``: accept a store whose writer looks unfinished (absent
+    chunks read as the fill value). Raises DataNotFoundError, DataSourceError,
+    IncompleteStoreError, InvalidDataError, MissingDependencyError, StorageError;
+    ValueError for ``chunk_rows < 1``."""
     check_chunk_rows(chunk_rows)
     if int(target_chunk_bytes) < 1:
         raise ValueError(f"target_chunk_bytes must be >= 1, got {target_chunk_bytes}")
-    kwargs: dict[str, Any] = {"target_chunk_bytes": target_chunk_bytes,
-                              "storage_options": storage_options,
-                              "allow_missing_chunks": allow_missing_chunks}
-    if columns is not None:
-        kwargs["columns"] = columns
     reader = get_reader(path, storage_options=storage_options)
-    return reader.open(path, dataset, chunk_rows, **kwargs)
+    return reader.open(path, dataset, chunk_rows, target_chunk_bytes=target_chunk_bytes,
+                       storage_options=storage_options,
+                       allow_missing_chunks=allow_missing_chunks,
+                       **({"columns": columns} if columns is not None else {}))
 
 
 def describe_array(x: da.Array) -> dict:

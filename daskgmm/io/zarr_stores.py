@@ -15,11 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from daskgmm.errors import (
-    DataNotFoundError,
-    DataSourceError,
-    MissingDependencyError,
-)
+from daskgmm.errors import DataNotFoundError, DataSourceError
 from daskgmm.io.integrity import check_complete, zarr_store_state
 from daskgmm.io.locations import Location
 from daskgmm.io.reader_base import (
@@ -27,7 +23,9 @@ from daskgmm.io.reader_base import (
     Reader,
     choose_default,
     format_listing,
+    opening,
     output_dtype,
+    unreadable,
     validate_shape,
     where,
 )
@@ -36,13 +34,6 @@ __all__ = ["ZarrDirectoryReader", "ZarrZipReader"]
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 _METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup")
-
-
-def _zarr_error(loc: Location, exc: BaseException) -> DataSourceError:
-    return DataSourceError(
-        f"Cannot read the zarr store {loc.display!r}: it is unreadable or corrupt "
-        f"({type(exc).__name__}: {loc.scrub(str(exc))})."
-    )
 
 
 class _ZarrReaderBase(Reader):
@@ -62,22 +53,14 @@ class _ZarrReaderBase(Reader):
 
         loc = location
         dataset = (dataset or "").strip("/") or None
-        try:
+        with opening(loc, "the zarr store"):
             store = self._store(loc)
-            node = zarr.open(store=store, mode="r")
-        except (DataSourceError, MissingDependencyError):
-            raise
-        except NodeNotFoundError as exc:
-            raise DataSourceError(
-                f"{loc.display!r} is not a zarr store: no zarr metadata (zarr.json, .zarray "
-                f"or .zgroup) found at its root ({loc.scrub(str(exc))})."
-            ) from None
-        except FileNotFoundError:
-            raise DataNotFoundError(f"No such file or store: {loc.display!r}") from None
-        except ImportError as exc:
-            raise loc.missing_dependency(exc) from None
-        except Exception as exc:
-            raise _zarr_error(loc, exc) from None
+            try:
+                node = zarr.open(store=store, mode="r")
+            except NodeNotFoundError as exc:
+                raise DataSourceError(
+                    f"{loc.display!r} is not a zarr store: no zarr metadata (zarr.json, "
+                    f".zarray or .zgroup) found at its root ({loc.scrub(str(exc))}).") from None
 
         if isinstance(node, zarr.Group):
             try:
@@ -85,7 +68,7 @@ class _ZarrReaderBase(Reader):
                           for name, a in node.members(max_depth=None)
                           if isinstance(a, zarr.Array)}
             except Exception as exc:
-                raise _zarr_error(loc, exc) from None
+                raise unreadable("the zarr store", loc, exc) from None
             if dataset is None:
                 dataset = choose_default(arrays, node.attrs, repr(loc.display), "array")
             try:
@@ -96,7 +79,7 @@ class _ZarrReaderBase(Reader):
                     f"{format_listing(arrays)}."
                 ) from None
             except Exception as exc:
-                raise _zarr_error(loc, exc) from None
+                raise unreadable("the zarr store", loc, exc) from None
             if not isinstance(arr, zarr.Array):
                 inside = {k: v for k, v in arrays.items() if k.startswith(dataset + "/")}
                 raise DataSourceError(
@@ -112,24 +95,18 @@ class _ZarrReaderBase(Reader):
             arr = node
 
         shown = where(loc, dataset)
-        native = arr.shards if getattr(arr, "shards", None) else arr.chunks
-        native_rows = int(native[0]) if native and len(native) >= 1 else None
+        native = getattr(arr, "shards", None) or arr.chunks
+        native_rows = int(native[0]) if native else None
         validate_shape(tuple(int(n) for n in arr.shape), shown, ndims)  # say these first
         output_dtype(arr.dtype, shown)
         try:
             state = self._state(loc, dataset, arr)
         except Exception as exc:
-            raise _zarr_error(loc, exc) from None
+            raise unreadable("the zarr store", loc, exc) from None
         check_complete(state, shown, allow_missing_chunks=allow_missing_chunks)
-        readable = self._verified(store, arr, dataset, state, shown, loc)
-        return ArraySource(
-            array=readable,
-            shape=tuple(int(s) for s in arr.shape),
-            dtype=np.dtype(arr.dtype),
-            where=shown,
-            native_row_chunk=native_rows,
-            token=(arr.metadata.zarr_format, state.token),
-        )
+        return ArraySource(self._verified(store, arr, dataset, state, shown, loc),
+                           tuple(int(s) for s in arr.shape), np.dtype(arr.dtype), shown,
+                           native_rows, (arr.metadata.zarr_format, state.token))
 
     def _zip_path(self, loc: Location) -> str | None:
         """The zip file holding the store (zip stores only)."""
@@ -150,7 +127,7 @@ class _ZarrReaderBase(Reader):
         try:
             return zarr.open_array(store=wrapped, path=dataset or "", mode="r")
         except Exception as exc:
-            raise _zarr_error(loc, exc) from None
+            raise unreadable("the zarr store", loc, exc) from None
 
 
 def _has_query(location: Location) -> bool:
