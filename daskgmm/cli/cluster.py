@@ -1,12 +1,10 @@
 """The Dask cluster a command computes on: started, joined or made by a factory.
 
 :func:`connect` turns the ``cluster`` section into a :class:`distributed.Client`: by
-default a :class:`distributed.LocalCluster` bound to 127.0.0.1 (its dashboard too; with
-``dashboard_address: null`` dask's configuration gives the HTTP servers no routes), whose
-workers ignore Ctrl-C (the command handles it, also while the cluster starts); with
-``address`` or ``scheduler_file`` an existing scheduler (``tls``), refused after
-:data:`PROBE_SECONDS` if what answers is not one, and ``ucx://`` refused without its
-transport; with ``factory`` a cluster class, scaled or adapted. Errors are one line."""
+default a :class:`distributed.LocalCluster` on 127.0.0.1 whose workers ignore Ctrl-C;
+with ``address`` or ``scheduler_file`` an existing scheduler (refused after
+:data:`PROBE_SECONDS` if what answers is not one); with ``factory`` a cluster class,
+scaled or adapted. Errors are one line."""
 
 from __future__ import annotations
 

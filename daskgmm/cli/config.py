@@ -1,14 +1,12 @@
 """The run description of ``daskgmm fit CONFIG.yaml [--set key=value ...]``.
 
-:func:`load_config` reads the YAML (at most :data:`MAX_CONFIG_BYTES`), applies ``--set``
-overrides and validates it into a :class:`RunConfig` of typed sections, whose locations
-are :class:`~daskgmm.io.locations.Location` objects parsed once, with their storage
-options. The ``model`` section is derived from the estimator ``model.kind`` names (one
-key per ``get_params()`` entry, with its default) and judged by the estimator's own
-``_validate_params``, so a parameter added to an estimator is a key without an edit
-here. Every mistake is one :class:`~daskgmm.errors.ConfigError` listing the problems,
-one line per key path. Relative paths are resolved against the configuration file's
-directory (``--set`` ones against the current directory)."""
+:func:`load_config` reads the YAML, applies ``--set`` overrides and validates it into a
+:class:`RunConfig` of typed sections, whose locations are parsed once into
+:class:`~daskgmm.io.locations.Location` objects. The ``model`` section is derived from
+the estimator of ``model.kind`` (one key per ``get_params()`` entry) and judged by the
+estimator's own ``_validate_params``. Every mistake is one
+:class:`~daskgmm.errors.ConfigError` with a line per key path. Relative paths are
+resolved against the configuration file's directory (``--set`` ones: the current one)."""
 
 from __future__ import annotations
 

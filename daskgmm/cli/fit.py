@@ -2,12 +2,9 @@
 
     preflight -> open_inputs -> connect -> fit -> write_outputs -> make_report
 
-:func:`preflight` refuses what can be refused before any work and builds the estimator
-once; the output is then claimed and filled in a temporary
-(:func:`~daskgmm.io.storage.atomic_output_directory`), so a failed run leaves nothing at
-``output.dir`` and a concurrent one fails at once. :func:`run_fit` strings the steps
-together and returns the :class:`~daskgmm.diagnostics.report.RunReport`. Errors name
-the setting of the storage they touch (``output.dir s3://b/run: access denied ...``)."""
+:func:`preflight` refuses what can be refused before any work; the output is filled in
+a claimed temporary (:func:`~daskgmm.io.storage.atomic_output_directory`), so a failed
+run leaves nothing at ``output.dir``. :func:`run_fit` strings the steps together."""
 
 from __future__ import annotations
 

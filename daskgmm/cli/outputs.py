@@ -36,8 +36,7 @@ def _write_rows(values: np.ndarray, array: Any, row_start: int) -> int:
 
 def _chunk_summary(log_likelihoods: np.ndarray, rows: np.ndarray, weights: Any,
                    *written: int) -> dict[str, Any]:
-    """What one chunk sends back: its (weighted) log-likelihood sum, row count, weight
-    sum and sampled rows."""
+    """One chunk's (weighted) log-likelihood sum, rows, weight sum and sampled rows."""
     ll = np.asarray(log_likelihoods, dtype=np.float64)
     if weights is None:
         total, weight = math.fsum(ll.tolist()), float(len(ll))
@@ -78,12 +77,10 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
                 responsibilities: Any = None, sample_idx: np.ndarray | None = None,
                 attributes: dict[str, Any] | None = None, weights: Any = None
                 ) -> dict[str, Any]:
-    """One pass over ``X`` (kind ``'outputs'``) through the estimator's lazy
-    ``predict``, ``predict_proba`` and ``score_samples``: returns ``ll`` (the (weighted) sum
-    of log-likelihoods), ``n``, ``weight`` and ``rows`` (``sample_idx``'s); ``labels`` and
-    ``responsibilities`` say where to write, ``attributes`` go to the Zarr arrays. On a
-distributed cluster the pass gives up with ClusterStalledError when the cluster stalls
-(the engine's watch)."""
+    """One pass over ``X`` (kind ``'outputs'``, watched for stalls) that writes the
+    ``labels`` and ``responsibilities`` (``attributes`` on their Zarr arrays); returns
+    ``ll`` (the (weighted) sum of log-likelihoods), ``n``, ``weight`` and ``rows``
+    (those of ``sample_idx``)."""
     import dask
 
     from daskgmm.diagnostics import observers

@@ -1,10 +1,6 @@
-"""What a model-selection sweep adds to a batch run.
-
-A list (or ``{min, max}``) in ``model.n_components`` or a list in
-``model.covariance_type`` makes ``daskgmm fit`` fit a
-:class:`daskgmm.GaussianMixtureSelector`; besides the best model's outputs it writes
-``selection.json`` (one entry per candidate), ``selection.png`` and a ``selection``
-section in ``report.json``."""
+"""What a model-selection sweep (a list or ``{min, max}`` in ``model.n_components``, a
+list in ``model.covariance_type``) adds to a batch run: ``selection.json``,
+``selection.png`` and a ``selection`` section in ``report.json``."""
 
 from __future__ import annotations
 

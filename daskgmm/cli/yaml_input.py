@@ -102,10 +102,6 @@ def _check_expansion(root: Node, source: str) -> None:
             continue
         if key in size:
             continue
-        if key in open_nodes:
-            raise ConfigError(
-                f"{source}: the alias at line {_line(node)} refers to a node that contains "
-                "it (a self-referencing anchor); a configuration cannot be recursive")
         open_nodes.add(key)
         distinct += 1
         stack.append((node, True))

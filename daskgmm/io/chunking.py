@@ -11,12 +11,9 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "default_chunk_rows", "even_chunks", "rows_per
 def rows_per_chunk(n_samples: int, n_features: int, itemsize: int, chunk_rows: int | None,
                    native_row_chunk: int | None,
                    target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    """Rows per chunk of an array opened from storage.
-
-    ``chunk_rows`` when given; otherwise enough rows for ``target_bytes``, rounded down to
-    a multiple of the storage's row chunk (at least one storage chunk), so that no storage
-    chunk is read by two tasks. Clipped to ``n_samples``.
-    """
+    """Rows per chunk of an array opened from storage: ``chunk_rows``, or enough rows for
+    ``target_bytes`` in whole storage chunks (no storage chunk read by two tasks);
+    at most ``n_samples``."""
     if chunk_rows is not None:
         return int(min(chunk_rows, n_samples))
     rows = default_chunk_rows(n_features, itemsize, target_bytes)

@@ -1,13 +1,10 @@
 """Synthetic Gaussian-mixture data sets, written block by block.
 
 :func:`generate_mixture` writes samples of a random mixture to a Zarr v3 store or an
-HDF5 file one block of rows at a time (data larger than memory on a laptop). Each
-logical block (:func:`block_rows`) is drawn from a generator seeded by ``(seed, block)``,
-so the rows never depend on the storage's chunking. The data set appears complete with
-its marker, or not at all; one that cannot fit on its file system is refused first.
-Layout: ``X`` (or ``dataset``), ``labels``, ``true_weights``, ``true_means``,
-``true_covariances`` and root attributes (``generator="daskgmm"``, seed, sizes...);
-:func:`load_truth` reads them back."""
+HDF5 file one block of rows at a time, each block drawn from a generator seeded by
+``(seed, block)``; it appears complete with its marker, or not at all. Beside the data
+are ``labels``, ``true_weights``, ``true_means``, ``true_covariances`` and root
+attributes (``generator="daskgmm"``, seed, sizes...), which :func:`load_truth` reads."""
 
 from __future__ import annotations
 
@@ -184,12 +181,9 @@ def _check_free_space(target: str, needed: int) -> None:
 
 def _write_rows(x: Any, labels_out: Any, n_samples: int, chunk_rows: int,
                 rows_per_block: int, make: Any) -> None:
-    """Cut the stream of logical blocks into storage chunks and write them in order.
-
-    At most one chunk and two blocks are in memory: block ``b + 1`` is drawn in a
-    helper thread while a chunk is written (both release the GIL). The observers see a
-    ``"generate"`` pass, one ``chunks_done`` per block.
-    """
+    """Cut the stream of logical blocks into storage chunks and write them in order,
+    block ``b + 1`` drawn in a helper thread while a chunk is written (a ``"generate"``
+    pass for the observers, one ``chunks_done`` per block)."""
     n_blocks = math.ceil(n_samples / rows_per_block)
     notify("pass_started", "generate", n_blocks)
     try:

@@ -15,9 +15,7 @@ import numpy as np
 from daskgmm.errors import DataNotFoundError, DataSourceError
 from daskgmm.io.integrity import (
     check_hdf5_complete,
-    check_hdf5_end,
     check_unchanged,
-    hdf5_allocated_chunks,
     object_stamp,
     remote_file_token,
 )
@@ -199,11 +197,8 @@ class HDF5Reader(Reader):
             validate_shape(shape, where(loc, dataset), ndims)  # say these first
             output_dtype(dtype, where(loc, dataset))
             if len(shape) in ndims and 0 not in shape:
-                allocated, expected = hdf5_allocated_chunks(obj)
-                check_hdf5_complete(allocated, expected, where(loc, dataset),
-                                    obj.fillvalue, allow_missing_chunks=allow_missing_chunks)
-                check_hdf5_end(obj, where(loc, dataset),
-                               allow_missing_chunks=allow_missing_chunks)
+                check_hdf5_complete(obj, where(loc, dataset),
+                                    allow_missing_chunks=allow_missing_chunks)
         finally:
             _close(f, fobj)
         version = remote_file_token(loc)

@@ -7,7 +7,7 @@
   the end; otherwise the store is refused unless ``allow_missing_chunks``. HDF5 writers
   store every chunk they write, so there every unallocated chunk is refused; where
   storage is allocated before it is written, an end holding only the fill value is
-  refused instead (:func:`hdf5_end_unwritten`).
+  refused instead (:func:`check_hdf5_complete`).
 * **Changes after opening**: :class:`~daskgmm.io.zarr_verified.VerifiedStore` checks
   every chunk read against the listing made at opening.
 * **A stale name**: the Dask name follows a token of the content (sizes and mtimes
@@ -37,7 +37,6 @@ __all__ = [
     "check_complete",
     "check_unchanged",
     "hdf5_allocated_chunks",
-    "hdf5_end_unwritten",
     "object_stamp",
     "remote_file_token",
     "stamp_digest",
@@ -197,11 +196,8 @@ def _sharding_codec(arr: Any) -> Any:
 def _last_inner_chunk(arr: Any, objects: _ObjectReader, shard_key: str
                       ) -> tuple[bool | None, tuple[int, int]]:
     """Whether the inner chunk holding the array's last element is in its shard's index
-    (None when the index cannot be read or decoded), and that inner chunk's rows.
-
-    The index is read as the sharding specification of Zarr v3 lays it out: for every
-    inner chunk an (offset, length) pair of unsigned 64-bit integers, both 2^64 - 1 for
-    a chunk that is absent, optionally followed by a CRC-32C checksum."""
+    (None when it cannot be read or decoded), and its rows. Zarr v3's index: an (offset,
+    length) pair of uint64 per inner chunk, both 2^64 - 1 when absent, maybe a CRC-32C."""
     codec = _sharding_codec(arr)
     n = int(arr.shape[0])
     inner = tuple(int(c) for c in codec.chunk_shape) if codec is not None else None
@@ -292,52 +288,31 @@ def _fill_shown(fill: Any) -> Any:
     return fill.item() if hasattr(fill, "item") else fill
 
 
-def check_complete(state: StoreState, where: str, *, allow_missing_chunks: bool,
-                   absent_may_be_fill: bool = True) -> None:
-    """Refuse (IncompleteStoreError, unless ``allow_missing_chunks``) a store whose
-    writer did not finish: with ``absent_may_be_fill`` (Zarr) one whose last storage
-    object is absent, without it (HDF5 stores every chunk written) any absent chunk."""
-    if allow_missing_chunks:
-        return
-    fill = _fill_shown(state.fill_value)
-    unit = state.unit
+def check_complete(state: StoreState, where: str, *, allow_missing_chunks: bool) -> None:
+    """Refuse (IncompleteStoreError, unless ``allow_missing_chunks``) a Zarr store whose
+    writer did not finish: one whose last storage object is absent (others may be
+    absent on purpose, as chunks of the fill value)."""
+    if allow_missing_chunks or state.last_written is not False:
+        return  # the writer reached the end: absent chunks are chunks of the fill value
     first = f" (first missing: {_describe_rows(state.missing_rows)})" if state.missing_rows \
         else ""
-    count = (f"{state.missing:,} of {state.expected:,} {unit}s were never written{first}"
-             if state.present is not None and state.missing > 0 else "")
-    if not absent_may_be_fill:
-        if not count:
-            return
-        raise IncompleteStoreError(
-            f"{where}: {count}; they would read as the fill value {fill!r} and be fitted "
-            "as data (HDF5 stores every chunk its writer wrote, so these never were). "
-            f"Finish writing the file; if the absent chunks really mean the fill value, {_OPT_IN}")
-    if state.last_written is not False:
-        return  # the writer reached the end: absent chunks are chunks of the fill value
-    piece = "inner chunk" if unit == "shard" else unit
+    count = (f", and {state.missing:,} of {state.expected:,} {state.unit}s were never "
+             f"written{first}" if state.present is not None and state.missing > 0 else "")
+    piece = "inner chunk" if state.unit == "shard" else state.unit
     rows = f" ({_describe_rows([state.last_rows])})" if state.last_rows else ""
     raise IncompleteStoreError(
         f"{where}: the end of the array was never written: the {piece} holding its last "
-        f"rows{rows} is absent" + (f", and {count}" if count else "")
-        + f", so the store's writer did not finish. Absent chunks would read as the fill "
-        f"value {fill!r} and be fitted as data. Finish writing the store; if absent chunks "
-        f"really mean the fill value (zarr does not store chunks equal to it, "
-        f"write_empty_chunks=False), {_OPT_IN}")
-
-
-def check_hdf5_complete(allocated: int, expected: int, where: str, fill_value: Any, *,
-                        allow_missing_chunks: bool) -> None:
-    """Refuse an HDF5 dataset with chunks never written (see :func:`check_complete`)."""
-    state = StoreState(expected, allocated, "chunk", (), [], fill_value)
-    check_complete(state, where, allow_missing_chunks=allow_missing_chunks,
-                   absent_may_be_fill=False)
+        f"rows{rows} is absent{count}, so the store's writer did not finish. Absent chunks "
+        f"would read as the fill value {_fill_shown(state.fill_value)!r} and be fitted as "
+        "data. Finish writing the store; if absent chunks really mean the fill value (zarr "
+        f"does not store chunks equal to it, write_empty_chunks=False), {_OPT_IN}")
 
 
 #: Rows read at opening to check the end of a contiguous HDF5 dataset.
 _END_ROWS = 1024
 
 
-def hdf5_end_unwritten(dset: Any) -> tuple[int, int] | None:
+def _hdf5_end_unwritten(dset: Any) -> tuple[int, int] | None:
     """The rows ``[start, stop)`` of a dataset's end when, in storage allocated before it
     was written (contiguous, or chunks allocated early), they hold nothing but the fill
     value (the last chunk, or the last tenth of a contiguous dataset, at most 1,024
@@ -364,16 +339,24 @@ def hdf5_end_unwritten(dset: Any) -> tuple[int, int] | None:
     return (start, n) if only_fill else None
 
 
-def check_hdf5_end(dset: Any, where: str, *, allow_missing_chunks: bool) -> None:
-    """Refuse a dataset whose end looks never written (:func:`hdf5_end_unwritten`)."""
+def check_hdf5_complete(dset: Any, where: str, *, allow_missing_chunks: bool) -> None:
+    """Refuse (IncompleteStoreError, unless ``allow_missing_chunks``) an h5py dataset
+    with chunks never written (HDF5 stores every chunk its writer wrote), or whose end
+    looks never written (:func:`_hdf5_end_unwritten`)."""
     if allow_missing_chunks:
         return
-    rows = hdf5_end_unwritten(dset)
-    if rows is None:
-        return
     fill = _fill_shown(dset.fillvalue)
-    raise IncompleteStoreError(
-        f"{where}: its last rows ({_describe_rows([rows])}) hold nothing but the fill "
-        f"value {fill!r} in storage allocated before it was written, so the data look "
-        "never written (a writer that stopped early). Finish writing the file; if those "
-        f"rows really are the fill value, {_OPT_IN}")
+    allocated, expected = hdf5_allocated_chunks(dset)
+    if allocated < expected:
+        raise IncompleteStoreError(
+            f"{where}: {expected - allocated:,} of {expected:,} chunks were never written; "
+            f"they would read as the fill value {fill!r} and be fitted as data (HDF5 stores "
+            "every chunk its writer wrote, so these never were). Finish writing the file; "
+            f"if the absent chunks really mean the fill value, {_OPT_IN}")
+    rows = _hdf5_end_unwritten(dset)
+    if rows is not None:
+        raise IncompleteStoreError(
+            f"{where}: its last rows ({_describe_rows([rows])}) hold nothing but the fill "
+            f"value {fill!r} in storage allocated before it was written, so the data look "
+            "never written (a writer that stopped early). Finish writing the file; if "
+            f"those rows really are the fill value, {_OPT_IN}")

@@ -1,12 +1,9 @@
 """Where data lives: one :class:`Location` type for local paths and fsspec URLs.
 
-A :class:`Location` is a filesystem (fsspec's ``LocalFileSystem`` for local paths) and a
-path in it, so readers, writers and guards address storage one way; it pickles as its
-description. Credentials never leave this module readable: :attr:`Location.display`
-masks a URL's password and query values, :func:`redact_options` shows only harmless
-option values, :func:`scrub_secrets` masks every secret seen in a text.
-:func:`storage_errors` turns a storage failure into one line naming the setting and the
-location, with a reason a person can act on (:func:`describe_failure`)."""
+A :class:`Location` is a filesystem and a path in it, so that readers, writers and
+guards address storage one way. Credentials never leave this module readable
+(:attr:`Location.display`, :func:`redact_options`, :func:`scrub_secrets`), and
+:func:`storage_errors` turns a storage failure into one line a person can act on."""
 
 from __future__ import annotations
 

@@ -25,11 +25,9 @@ _MAX_LISTED = 30  # array names shown in a message before the rest are counted
 
 @dataclass(frozen=True)
 class ArraySource:
-    """What a reader found at a location, before it becomes a Dask array: the readable
-    ``array`` (a zarr array or a picklable slicer; it goes into the graph), its ``shape``
-    and stored ``dtype``, ``where`` (for messages, credentials removed), the storage's row
-    chunk (``native_row_chunk``) and a ``token`` that changes with the stored data (so does
-    the Dask name)."""
+    """What a reader found: the readable ``array`` that goes into the graph, its
+    ``shape`` and stored ``dtype``, ``where`` (for messages), the storage's row chunk and
+    a ``token`` that changes with the stored data (so does the Dask name)."""
 
     array: Any
     shape: tuple[int, ...]
@@ -269,10 +267,8 @@ class ShapedArray:
 
 
 class Reader:
-    """Base class of the readers of :func:`~daskgmm.io.readers.open_array`: ``sniff``
-    (the content is ours), ``matches_extension`` and ``locate`` (find and describe the
-    array, refusing unwritten chunks unless ``allow_missing_chunks``); the chunking, dtype
-    and shape checks live here. Readers receive a :class:`~daskgmm.io.locations.Location`."""
+    """Base class of the readers of :func:`~daskgmm.io.readers.open_array`, which define
+    ``sniff``, ``matches_extension`` and ``locate``; chunking and checks live here."""
 
     name: str = ""
     description: str = ""

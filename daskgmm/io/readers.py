@@ -1,12 +1,8 @@
 """Open arrays as lazy, row-chunked Dask arrays, from local paths or any fsspec URL.
 
-:func:`open_array` picks a reader (content first, then the extension) among Zarr
-(:mod:`~daskgmm.io.zarr_stores`), HDF5 (:mod:`~daskgmm.io.hdf5_files`), ``.npy``
-(:mod:`~daskgmm.io.npy_files`), Parquet (:mod:`~daskgmm.io.parquet_tables`) and
-``sklearn:NAME`` (:mod:`~daskgmm.io.sklearn_datasets`), and returns a Dask array whose
-chunks hold blocks of rows with all the columns. Opening reads only metadata; every
-storage is addressed through a :class:`~daskgmm.io.locations.Location`, and the graphs
-hold no open file, so they run on worker processes."""
+:func:`open_array` picks a reader (content first, then the extension) among Zarr, HDF5,
+``.npy``, Parquet and ``sklearn:NAME``. Opening reads only metadata, and the graphs hold
+no open file, so they run on worker processes."""
 
 from __future__ import annotations
 

@@ -1,15 +1,13 @@
 """Outputs that appear complete or not at all, on a local disk or in an object store.
 
-:func:`atomic_output_directory` builds an output (a run, a model, a label array, a
-generated data set) in a temporary sibling ``.<name>.tmp-<stamp>``, then commits it: by a
-rename on a local disk (a replaced output renamed aside, then deleted); on an object
-store by a copy of the data, then nested markers, then the output's **marker last** (a
-failed copy takes back what it copied). The marker (``.daskgmm.json``, or a ``daskgmm``
-attribute at a Zarr root) lists the entries daskgmm wrote: ``overwrite`` replaces only
-an output holding nothing else (:func:`check_replaceable`), and a reader requiring the
-marker never accepts a partial copy. A writer claims its target (an ``flock`` locally,
-an object renewed every :data:`HEARTBEAT` seconds on a store): a second writer fails at
-once, a dead writer's temporaries are removed by the next."""
+:func:`atomic_output_directory` builds an output in a temporary sibling
+``.<name>.tmp-<stamp>`` and commits it by a rename on a local disk, or on an object store
+by a copy of the data, then nested markers, then its **marker last**. The marker
+(``.daskgmm.json``, or a ``daskgmm`` attribute at a Zarr root) lists what daskgmm wrote:
+``overwrite`` replaces only an output holding nothing else (:func:`check_replaceable`).
+A writer claims its target (an ``flock`` locally, an object renewed every
+:data:`HEARTBEAT` seconds on a store): a second writer fails at once, and a dead
+writer's temporaries are removed by the next."""
 
 from __future__ import annotations
 
