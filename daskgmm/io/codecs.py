@@ -9,20 +9,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["float_compressors", "label_compressors"]
-
-
-def label_compressors() -> tuple[Any, ...]:
-    """Codecs for integer arrays (labels): Blosc-LZ4 with byte shuffle."""
-    from zarr.codecs import BloscCodec
-
-    return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
+__all__ = ["float_compressors"]
 
 
 def float_compressors(dtype: Any = np.float64) -> tuple[Any, ...] | None:
     """The ``compressors=`` of ``zarr.create_array`` for ``dtype``: None for floats,
-    :func:`label_compressors` for integers and booleans."""
-    kind = np.dtype(dtype).kind
-    if kind in "iub":
-        return label_compressors()
-    return None
+    Blosc-LZ4 with byte shuffle for integers and booleans (labels)."""
+    if np.dtype(dtype).kind not in "iub":
+        return None
+    from zarr.codecs import BloscCodec
+
+    return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)

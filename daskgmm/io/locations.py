@@ -353,11 +353,7 @@ def _scan(root: str) -> dict[str, dict[str, Any]]:
 
 class StoragePath(str):
     """A URL (or path) string that carries its ``storage_options``, for parameters
-    that accept only a string (``checkpoint_dir``); its ``repr`` masks secrets.
-
-        >>> p = StoragePath("s3://bucket/ckpt", {"key": "K", "secret": "S"})
-        >>> p == "s3://bucket/ckpt", p.storage_options["key"]
-        (True, 'K')"""
+    that accept only a string (``checkpoint_dir``); its ``repr`` masks secrets."""
 
     storage_options: dict[str, Any]
 

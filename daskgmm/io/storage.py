@@ -121,15 +121,6 @@ def check_replaceable(url: str | os.PathLike[str] | Location,
             "those away or choose another location")
 
 
-def marker_content(kind: str, names: Any) -> dict[str, Any]:
-    """What a marker says: written by daskgmm, the ``kind``, version, time, entries."""
-    from daskgmm import __version__
-
-    return {"written_by": "daskgmm", "kind": str(kind), "daskgmm_version": __version__,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "entries": _entries(names)}
-
-
 class _LockClaim:
     """A local claim: an ``flock`` on a file, released by the kernel when we die."""
 
@@ -157,10 +148,8 @@ class _LockClaim:
         try:
             with open(loc.path, "rb") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
+        except OSError as exc:
+            return isinstance(exc, BlockingIOError)  # locked: its writer is alive
         return False
 
     def release(self) -> None:
@@ -277,9 +266,13 @@ def _remove(loc: Location) -> None:
 
 
 def _mark(tmp: Location, kind: str) -> str:
-    """Write the marker into the finished temporary; returns the key holding it."""
-    listing = tmp.find()
-    marker = marker_content(kind, listing)
+    """Write the marker (written by daskgmm, the ``kind``, version, time, entries) into
+    the finished temporary; returns the key holding it."""
+    from daskgmm import __version__
+
+    marker = {"written_by": "daskgmm", "kind": str(kind), "daskgmm_version": __version__,
+              "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+              "entries": _entries(tmp.find())}
     meta = _read_json(tmp.join("zarr.json"))
     if isinstance(meta, dict):
         meta.setdefault("attributes", {})[MARKER_ATTRIBUTE] = marker
