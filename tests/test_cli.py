@@ -250,6 +250,18 @@ def test_info_json(fitted):
     assert summary["model_dir"] == str(fitted.out / "model")
 
 
+def test_info_piped_into_a_reader_that_stops_early_ends_quietly(fitted):
+    """``daskgmm info RUN | head -1``: the reader closes the pipe before the command
+    writes; the command stops with the shell's code for SIGPIPE and no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "daskgmm", "info", str(fitted.out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env())
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""
+
+
 def test_info_of_a_missing_or_foreign_directory_is_a_clean_error(tmp_path):
     assert_clean_error(run_cli("info", tmp_path / "nothing"), "nothing at")
     (tmp_path / "foreign").mkdir()

@@ -91,6 +91,19 @@ def test_the_written_model_is_the_winner_of_the_same_sweep_in_python(swept):
     np.testing.assert_array_equal(labels[:], best.predict(X).compute())
 
 
+@pytest.mark.parametrize("where", ["run", "model"])
+def test_info_on_a_sweep_says_what_was_selected_among_what(swept, where):
+    """``daskgmm info`` on a sweep's run, or on the model inside it (the README's form),
+    names the winner, its criterion's value, the candidates and the table."""
+    best = swept.table["best"]
+    target = swept.out if where == "run" else swept.out / "model"
+    code, stdout = call_main("info", target)
+    assert code == 0
+    assert (f"selected {best['n_components']} components ({best['covariance_type']}) "
+            f"by BIC = ") in stdout
+    assert "among 8 candidates (K = 1..4 x full, diag; table: selection.json)" in stdout
+
+
 def test_progress_counts_the_running_candidates(tmp_path, swept, capsys):
     config = write_config(tmp_path / "sweep.yaml", swept.data, tmp_path / "run",
                           model={**SWEEP, "n_components": [2, 3]})

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from daskgmm.cli.selection import sweep_text
 from daskgmm.diagnostics.report import REPORT_FORMAT, json_ready
 from daskgmm.errors import ModelFormatError
 from daskgmm.io.locations import Location, storage_errors
@@ -176,13 +177,13 @@ def render_text(summary: dict[str, Any]) -> str:
     selection = report.get("selection")
     if isinstance(selection, dict) and isinstance(selection.get("best"), dict):
         best, criterion = selection["best"], selection.get("criterion", "bic")
+        swept = sweep_text(list(selection.get("n_components") or []),
+                           list(selection.get("covariance_types") or []))
         lines.append(
             f"  selected {best.get('n_components')} components "
             f"({best.get('covariance_type')}) by {str(criterion).upper()} = "
             f"{_number(best.get(criterion), ',.6g')} among {selection.get('n_candidates')} "
-            f"candidates (K = {selection.get('n_components')}, "
-            f"{', '.join(selection.get('covariance_types') or [])}; table: "
-            f"{selection.get('table')})")
+            f"candidates ({swept}; table: {selection.get('table')})")
     data = dict(report["data"])
     rows = data.get("chunks_rows")
     if isinstance(rows, list) and len(rows) > 8:

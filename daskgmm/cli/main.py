@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USAGE", "build_parser", "main"]
 
-EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
+EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_BROKEN_PIPE = 2, 130, 143, 141
 
 _MAIN_EPILOG = """\
 examples:
@@ -405,7 +405,8 @@ def _error(exc: BaseException | str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``daskgmm`` command line with ``argv`` (default ``sys.argv[1:]``); returns
     the exit code: 0, 2 (a user mistake, one line on stderr), 130 (Ctrl-C), 143
-    (SIGTERM) or 1 (a bug, after its traceback with credentials masked)."""
+    (SIGTERM), 141 (stdout closed by its reader) or 1 (a bug, after its traceback with
+    credentials masked)."""
     try:
         return _main(argv)
     except KeyboardInterrupt:  # (while the command starts, before its handlers are in place)
@@ -441,6 +442,10 @@ def _main(argv: Sequence[str] | None) -> int:
             gate.release("drop")
             _error("terminated")
             return EXIT_TERMINATED
+        except BrokenPipeError:  # the reader of stdout went away (``| head``): stop quietly
+            gate.release("drop")
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         except Exception as exc:
             if not is_user_error(exc):
                 gate.release("full")

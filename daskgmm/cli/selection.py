@@ -30,10 +30,15 @@ def describe_model(config: RunConfig) -> str:
         return f"{model.n_components} components ({model.covariance_type})"
     ks = sweep.get("n_components", [model.n_components])
     types = sweep.get("covariance_type", [model.covariance_type])
+    return (f"{len(ks) * len(types)} candidates ({sweep_text(ks, types)}; by "
+            f"{config.selection.criterion.upper()})")
+
+
+def sweep_text(ks: list[int], types: list[str]) -> str:
+    """``'K = 1..10 x full, diag'``: a sweep's numbers of components and types."""
     k_text = (f"{ks[0]}..{ks[-1]}" if len(ks) > 2 and ks == list(range(ks[0], ks[-1] + 1))
               else ", ".join(map(str, ks)))
-    return (f"{len(ks) * len(types)} candidates (K = {k_text} x {', '.join(types)}; by "
-            f"{config.selection.criterion.upper()})")
+    return f"K = {k_text} x {', '.join(types)}"
 
 
 def write_selection(selector: Any, out: Any, *, plots: bool, title: str) -> list[str]:
