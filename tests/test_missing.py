@@ -170,7 +170,7 @@ def test_the_variational_bound_never_decreases():
     assert steps.min() > -1e-9 * abs(bg.lower_bound_), steps
 
 
-def test_well_separated_clusters_are_found_with_half_the_values_missing():
+def test_well_separated_clusters_are_found_with_a_quarter_of_the_values_missing():
     """With 25% of the values missing at random the fitted means are within 0.1 of the
     complete-data fit's, and much closer than a fit after mean imputation."""
     X = _separated()
