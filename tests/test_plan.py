@@ -77,6 +77,51 @@ def test_robust_start_finds_the_clusters_without_a_pass(monkeypatch, kind):
     assert best - gm.score(X) < 1e-3
 
 
+def _wide_noise_and_two_narrow_modes(n: int = 2000, seed: int = 0):
+    """Feature 0 uniform noise of sd 173, feature 1 two modes at -1 and +1 of sd 0.1:
+    the clusters are told apart by the feature of small variance."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(2, size=n)
+    X = np.column_stack([rng.uniform(-300, 300, n),
+                         2.0 * y - 1 + rng.normal(scale=0.1, size=n)])
+    return X, y
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_robust_seeds_from_scaled_values_split_along_a_feature_of_small_variance(cov):
+    """k-means on raw values splits these rows along the wide noise (every seed of
+    ``'robust'`` used to come from it); k-means on values scaled to unit variance
+    splits them by the two modes, and the seed built from it (the rows assigned to
+    the nearest scaled centre) has one component at each mode, and two missing ones
+    (the rows with a hole) filled from their own centre."""
+    X, y = _wide_noise_and_two_narrow_modes()
+    holes = X.copy()
+    holes[:2, 1] = np.nan
+    filled = np.where(np.isnan(holes), np.nanmean(holes, axis=0), holes)
+    sample = starts.SampleRows("wide", filled, None, True, holes=holes)
+    model = GaussianModel(2, cov, 1e-6)
+    cache = starts.KMeansCache()
+    raw = cache.runs(sample, 2, 3, np.random.RandomState(0))
+    scaled = cache.runs(sample, 2, 3, np.random.RandomState(0), scaled=True)
+    raw_state = starts._from_assignment(model, filled, None, raw[0][1], holes)
+    assert np.abs(raw_state.means[:, 1]).max() < 0.2          # both mix the modes
+    state = starts._from_scaled_assignment(model, filled, None, scaled[0][1], holes)
+    assert np.sort(state.means[:, 1]) == pytest.approx([-1, 1], abs=0.02)
+    assert state.weights == pytest.approx([np.mean(y == 0), np.mean(y == 1)], abs=0.01) \
+        or state.weights == pytest.approx([np.mean(y == 1), np.mean(y == 0)], abs=0.01)
+
+
+def test_unit_scale_is_the_weighted_mean_and_deviation_with_constant_features_kept():
+    rng = np.random.default_rng(1)
+    rows = np.column_stack([rng.normal(5, 3, 500), np.full(500, 7.0)])
+    w = rng.uniform(0.5, 2, 500)
+    shift, scale = starts.unit_scale(rows, w)
+    z = (rows - shift) / scale
+    assert np.average(z[:, 0], weights=w) == pytest.approx(0, abs=1e-12)
+    assert np.average(z[:, 0] ** 2, weights=w) == pytest.approx(1, rel=1e-12)
+    assert scale[1] == 1.0 and np.abs(z[:, 1]).max() < 1e-12
+
+
 def test_the_selector_defaults_to_the_robust_start():
     assert daskgmm.GaussianMixtureSelector().init_params == "robust"
     assert GaussianMixture().init_params == "kmeans"
