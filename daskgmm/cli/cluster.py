@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daskgmm.errors import (
     ClusterConnectionError,
@@ -28,6 +28,9 @@ from daskgmm.errors import (
     MissingDependencyError,
     WorkerDiedError,
 )
+
+if TYPE_CHECKING:
+    from daskgmm.cli.config import ClusterSection
 
 __all__ = ["DEFAULT_TIMEOUT", "PROBE_SECONDS", "connect", "describe_client",
            "quiet_library_logs", "worker_failures"]
@@ -131,7 +134,7 @@ def describe_client(client: Any, kind: str) -> dict[str, Any]:
             "dashboard_link": link}
 
 
-def _timeout(cfg: Any) -> float:
+def _timeout(cfg: ClusterSection) -> float:
     if cfg.connect_timeout is not None:
         return float(cfg.connect_timeout)
     text = os.environ.get("DASKGMM_CONNECT_TIMEOUT")
@@ -150,7 +153,7 @@ _STALL_SETTINGS = ("; in the run's configuration these are cluster.memory_limit,
 
 
 @contextlib.contextmanager
-def connect(cfg: Any = None, *, log: Callable[[str], None] | None = None
+def connect(cfg: ClusterSection | None = None, *, log: Callable[[str], None] | None = None
             ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Start or join the cluster of ``cfg`` (the defaults when None); yields ``(client,
     info)`` (:func:`describe_client`'s facts), with ``cfg.stall_timeout`` the engine's
@@ -202,7 +205,7 @@ def _lost(exc: BaseException, client: Any) -> bool:
             and getattr(client, "status", "running") != "running")
 
 
-def _wait_for_workers(client: Any, cfg: Any, kind: str, log: Any,
+def _wait_for_workers(client: Any, cfg: ClusterSection, kind: str, log: Any,
                       timeout: float) -> dict[str, Any]:
     wanted = min(cfg.wait_for_workers, cfg.n_workers) if kind == "local" \
         else cfg.wait_for_workers
@@ -265,7 +268,7 @@ def _closed_if_interrupted() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _local(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
+def _local(cfg: ClusterSection, timeout: float) -> Iterator[tuple[Any, str]]:
     import dask
     from distributed import LocalCluster
 
@@ -311,7 +314,7 @@ def _import_cluster_class(path: str) -> type:
 
 
 @contextlib.contextmanager
-def _factory(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
+def _factory(cfg: ClusterSection, timeout: float) -> Iterator[tuple[Any, str]]:
     spec = cfg.factory
     cls = _import_cluster_class(spec.class_)
     try:
@@ -377,7 +380,7 @@ def _probe(address: str, where: str) -> None:
 
 
 @contextlib.contextmanager
-def _remote(cfg: Any, timeout: float) -> Iterator[tuple[Any, str]]:
+def _remote(cfg: ClusterSection, timeout: float) -> Iterator[tuple[Any, str]]:
     address, where = cfg.address, "cluster.address"
     if address is None:
         address = _read_scheduler_file(cfg.scheduler_file, timeout)
