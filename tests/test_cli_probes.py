@@ -274,3 +274,47 @@ def test_help_texts_and_example_comments_say_what_the_code_does(capsys):
                                                        "cluster.yaml").read_text()
     assert "daskgmm generate" in (repo / "configs" / "cluster.yaml").read_text()
     assert "--storage-options" in (repo / "configs" / "object-store.yaml").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# weights that leave nothing to fit, through the command (finding 10; in this process)
+# ---------------------------------------------------------------------------------------
+
+
+def _weights_file(tmp_path: Path, form: str, values: np.ndarray) -> Path:
+    """``values`` as a .npy file, or as a Zarr array written with zarr's defaults (chunks
+    equal to the fill value are not stored: an all-zero array has none)."""
+    if form == "npy":
+        np.save(tmp_path / "w.npy", values)
+        return tmp_path / "w.npy"
+    zarr.create_array(tmp_path / "w.zarr", data=values, chunks=(2000,))
+    if not values.any():
+        assert [p.name for p in (tmp_path / "w.zarr").iterdir()] == ["zarr.json"]
+    return tmp_path / "w.zarr"
+
+
+@pytest.mark.parametrize(("form", "nonzero", "k", "message"), [
+    ("npy", [], 2, "sample_weight must not be all zero"),
+    ("zarr", [], 2, "sample_weight must not be all zero"),
+    ("npy", [5, 9000, 31000], 5, "only 3 rows have a non-zero sample weight, fewer than "
+                                 "n_components=5"),
+], ids=["all-zero-npy", "all-zero-zarr", "3-non-zero-for-5-components"])
+def test_weights_with_nothing_to_fit_are_one_line(tmp_path, data, capsys, form, nonzero,
+                                                 k, message):
+    """``data.sample_weight`` all zero (a .npy file, or a Zarr array whose zero chunks
+    zarr never stored, read as the fill value), or with fewer non-zero weights than
+    components: exit 2, one line, nothing written, the weights untouched."""
+    from tests.cli_utils import tree_digest
+
+    values = np.zeros(40_000)
+    values[nonzero] = 1.0
+    weights = _weights_file(tmp_path, form, values)
+    before = tree_digest(weights)
+    out = tmp_path / "out"
+    path = config(tmp_path / "c.yaml", data, out, model={"n_components": k},
+                  data={"dataset": "X", "sample_weight": str(weights),
+                        "allow_missing_chunks": form == "zarr"})
+    err = refused(capsys, "fit", path, "--quiet")
+    assert message in err
+    assert not out.exists() and leftovers(tmp_path) == []
+    assert tree_digest(weights) == before

@@ -198,3 +198,67 @@ def test_a_zarr_chunk_deleted_in_the_middle_of_a_fit(tmp_path, s3_server):
         tmp_path, s3_server, url,
         lambda fs: next(k for k in fs.find(url[len("s3://"):]) if "/X/c/" in k))
     assert_clean_error((code, stderr), "vanishing.zarr", "was deleted after the store was opened")
+
+
+# ---------------------------------------------------------------------------------------
+# a refusing store (no such bucket, wrong credentials) at the other four locations:
+# fit data.path and checkpoint.dir, predict --data and --output. Each is refused before
+# any work, so ``main`` runs in this process.
+# ---------------------------------------------------------------------------------------
+
+REFUSAL_LOCATIONS = ["fit data.path", "fit checkpoint.dir", "predict --data",
+                     "predict --output"]
+
+
+@pytest.mark.parametrize("refusal", ["no such bucket", "wrong credentials"])
+@pytest.mark.parametrize("where", REFUSAL_LOCATIONS)
+def test_a_refusing_store(tmp_path, local_data, local_model, s3_server,
+                          s3_with_credentials, capsys, where, refusal):  # noqa: F811
+    """One line (exit 2, no traceback, the secret never shown) naming the location and
+    why, and nothing written: no local output, no bucket created, nothing in the bucket."""
+    import json
+    import re
+    import uuid
+
+    import s3fs
+
+    from daskgmm.cli.main import main
+
+    if refusal == "no such bucket":
+        bucket, so, owner = "no-such-bucket-" + uuid.uuid4().hex[:8], \
+            options(s3_server.endpoint), s3_server.fs()
+        reason = r"(no such bucket|there is no bucket)"
+    else:
+        server, key = s3_with_credentials
+        bucket, so = server.bucket, options(server.endpoint, key=key, secret=SECRET)
+        owner = s3fs.S3FileSystem(**options(server.endpoint, key=key, secret=server.secret))
+        reason = r"access denied: check the credentials"
+    command, key_name = where.split(" ")
+    prefix = f"{bucket}/{uuid.uuid4().hex}"
+    url = f"s3://{prefix}/" + {"data.path": "x.zarr", "checkpoint.dir": "ckpt",
+                               "--data": "x.zarr", "--output": "labels.zarr"}[key_name]
+    out = tmp_path / ("out" if command == "fit" else "labels.zarr")
+    if command == "fit":
+        data = {"path": url, "storage_options": so} if key_name == "data.path" \
+            else {"path": str(local_data)}
+        checkpoint = {"dir": url, "storage_options": so} if key_name == "checkpoint.dir" \
+            else None
+        args = ["fit", fit_config(tmp_path / "c.yaml", data, {"dir": str(out)}, checkpoint)]
+    else:
+        values = {"--model": local_model, "--data": local_data, "--output": out, key_name: url}
+        args = ["predict", *(a for flag, value in values.items() for a in (flag, value)),
+                "--dataset", "X", f"{key_name}-storage-options", json.dumps(so)]
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    assert_one_line(subprocess.CompletedProcess(args, code, captured.out, captured.err), url)
+    assert re.search(reason, captured.err), captured.err
+    if refusal == "wrong credentials":  # not "No such file or store" (finding 12)
+        assert "No such file" not in captured.err, captured.err
+    if key_name in ("checkpoint.dir", "--output"):  # the setting is named
+        assert f"{key_name} {url}" in captured.err, captured.err
+    # nothing written: no local output, no bucket created, nothing under the prefix
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["c.yaml"] if command == "fit" else [])
+    assert not owner.exists(prefix)
+    if refusal == "no such bucket":
+        assert not owner.exists(bucket)
