@@ -208,9 +208,11 @@ def test_factory_with_adapt_and_too_few_workers(tmp_path, data):
                      {"factory": factory, "wait_for_workers": 3, "wait_timeout": 5})
     proc = start_cli("fit", config)
     _, err = finish(proc, 120)
-    assert_clean_error((proc.returncode, err), "only 1 of the 3 Dask worker(s) asked for "
+    # (the adaptive worker may not have joined within the 5 s on a loaded machine)
+    assert_clean_error((proc.returncode, err), "of the 3 Dask worker(s) asked for "
                                                "(cluster.wait_for_workers)",
                        "within 5 s (cluster.wait_timeout)")
+    assert "only 1 of the 3" in err or "only 0 of the 3" in err, err
 
 
 @pytest.mark.parametrize(("factory", "expected"), [

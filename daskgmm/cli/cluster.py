@@ -13,9 +13,7 @@ import importlib
 import json
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -229,16 +227,13 @@ def _wait_for_workers(client: Any, cfg: ClusterSection, kind: str, log: Any,
 
 def _workers_ignore_ctrl_c() -> dict[str, Any]:
     """The dask configuration of worker processes that ignore Ctrl-C: forked by a fork
-    server started here with SIGINT ignored (the command keeps its handler, so Ctrl-C while
-    the cluster starts is honoured)."""
+    server whose preload (:mod:`daskgmm.cli.forkserver`) ignores SIGINT before the server
+    records the handlers its children restore. The command keeps its own handler
+    throughout, so Ctrl-C while the cluster starts is honoured."""
     import multiprocessing.forkserver
 
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            multiprocessing.forkserver.ensure_running()
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    multiprocessing.forkserver.set_forkserver_preload(["daskgmm.cli.forkserver"])
+    multiprocessing.forkserver.ensure_running()
     return {"distributed.worker.multiprocessing-method": "forkserver"}
 
 
