@@ -23,12 +23,13 @@ from daskgmm.cli.guards import (
     check_writable,
     chunk_memory_warning,
     free_space_warning,
+    refuse_existing_output,
     refuse_overlap,
     refuse_process_local,
 )
 from daskgmm.diagnostics.progress import ProgressObserver
 from daskgmm.diagnostics.report import FitRecorder, RunReport
-from daskgmm.errors import ConfigError, OutputExistsError
+from daskgmm.errors import ConfigError
 from daskgmm.io.locations import Location, StoragePath, scrub_secrets, storage_errors
 
 __all__ = ["PLOT_SAMPLE_ROWS", "PRINT_LABELS_LIMIT", "PRINT_PARAMETERS_LIMIT", "Plan",
@@ -93,18 +94,8 @@ def preflight(config: RunConfig, *, resume: bool = False, quiet: bool = False) -
                                        ("data.sample_weight.path", weights),
                                        ("checkpoint.dir", ckpt),
                                        ("the configuration file", source)])
-    with storage_errors("output.dir", out):
-        if out.exists() and not config.output.overwrite:
-            raise OutputExistsError(
-                f"output.dir {out.display} already exists; pass --set "
-                "output.overwrite=true to replace it, or choose another output.dir")
-        if out.exists() and out.isfile():
-            raise OutputExistsError(f"output.dir {out.display} is a file; choose another "
-                                    "output.dir")
-        from daskgmm.io.storage import check_replaceable
-
-        check_replaceable(out)
-    check_writable(out, "output.dir")
+    refuse_existing_output(out, "output.dir", overwrite=config.output.overwrite,
+                           flag="--set output.overwrite=true")
     plan = Plan(config, config.estimator(), ProgressObserver(
         quiet=quiet, verbose=int(config.model.verbose or 0), sweep=bool(config.model.sweep)))
     plan.resume_from = _checkpoint(plan, resume)
