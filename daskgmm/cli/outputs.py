@@ -85,7 +85,7 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
 
     from daskgmm.diagnostics import observers
     from daskgmm.engine.passes import watched_compute
-    from daskgmm.io.frames import write_label_part
+    from daskgmm.io.frames import label_part_tasks
 
     attributes = dict(attributes or {})
     zarr_labels = labels is not None and labels.format == "zarr"
@@ -116,12 +116,8 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
     extra = []
     if labels is not None and labels.format == "parquet":
         # One file per chunk of the input table (its own chunks, not Xz's).
-        lab_blocks = model.predict(X).astype(np.int64).to_delayed().ravel()
-        id_blocks = (labels.ids.to_delayed().ravel() if labels.ids is not None
-                     else [None] * len(lab_blocks))
-        extra = [dask.delayed(write_label_part, pure=False)(labels.location, i, lb, ib,
-                                                       labels.id_column, "label")
-                 for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
+        extra = label_part_tasks(labels.location, model.predict(X).astype(np.int64),
+                                 labels.ids, labels.id_column)
 
     observers.notify("pass_started", "outputs", len(parts) + len(extra))
     results = watched_compute(*parts, *extra,
