@@ -19,7 +19,7 @@ from daskgmm.io.integrity import (
     object_stamp,
     remote_file_token,
 )
-from daskgmm.io.locations import Location, parse_location, redact_url
+from daskgmm.io.locations import Location, parse_location, redact_url, scrub_secrets
 from daskgmm.io.reader_base import (
     ArraySource,
     Reader,
@@ -122,7 +122,7 @@ class HDF5Slicer(ShapedArray):
                 f"No such file or store: {loc.display!r} (it was there when the array "
                 "was opened)") from None
         except OSError as exc:
-            raise DataSourceError(f"Cannot read {shown}: {loc.scrub(str(exc))}") from None
+            raise DataSourceError(f"Cannot read {shown}: {scrub_secrets(str(exc))}") from None
         try:
             dset = f[self.dataset]
             if tuple(dset.shape) != self.shape or dset.dtype != self.dtype:
@@ -135,7 +135,7 @@ class HDF5Slicer(ShapedArray):
         except KeyError:
             raise DataNotFoundError(f"{shown} no longer exists") from None
         except OSError as exc:
-            raise DataSourceError(f"Cannot read {shown}: {loc.scrub(str(exc))}") from None
+            raise DataSourceError(f"Cannot read {shown}: {scrub_secrets(str(exc))}") from None
         finally:
             _close(f, fobj)
         return out

@@ -16,7 +16,7 @@ from dask.base import tokenize
 
 from daskgmm.errors import DaskGMMError, DataNotFoundError, DataSourceError, InvalidDataError
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES, even_chunks, rows_per_chunk
-from daskgmm.io.locations import Location, describe_failure, parse_location
+from daskgmm.io.locations import Location, describe_failure, parse_location, scrub_secrets
 
 __all__ = ["ArraySource", "Reader"]
 
@@ -48,7 +48,7 @@ def unreadable(what: str, loc: Location, exc: BaseException,
     """The error of ``what`` (``"the HDF5 file"``...) at ``loc`` that cannot be read."""
     return DataSourceError(
         f"Cannot read {what} {shown or loc.display!r}: it is unreadable or corrupt "
-        f"({type(exc).__name__}: {loc.scrub(str(exc))}).")
+        f"({type(exc).__name__}: {scrub_secrets(str(exc))}).")
 
 
 @contextlib.contextmanager

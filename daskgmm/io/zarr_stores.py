@@ -17,7 +17,7 @@ import numpy as np
 
 from daskgmm.errors import DataNotFoundError, DataSourceError
 from daskgmm.io.integrity import check_complete, zarr_store_state
-from daskgmm.io.locations import Location
+from daskgmm.io.locations import Location, scrub_secrets
 from daskgmm.io.reader_base import (
     ArraySource,
     Reader,
@@ -59,8 +59,8 @@ class _ZarrReaderBase(Reader):
                 node = zarr.open(store=store, mode="r")
             except NodeNotFoundError as exc:
                 raise DataSourceError(
-                    f"{loc.display!r} is not a zarr store: no zarr metadata (zarr.json, "
-                    f".zarray or .zgroup) found at its root ({loc.scrub(str(exc))}).") from None
+                    f"{loc.display!r} is not a zarr store: no zarr metadata (zarr.json, .zarray "
+                    f"or .zgroup) at its root ({scrub_secrets(str(exc))}).") from None
 
         if isinstance(node, zarr.Group):
             try:
