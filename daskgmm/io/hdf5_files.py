@@ -60,22 +60,6 @@ def _close(f: Any, fobj: Any) -> None:
             fobj.close()
 
 
-def _h5_attrs(obj: Any) -> dict:
-    """The attributes of an h5py object as a dict, skipping any that cannot be read."""
-    out = {}
-    try:
-        keys = list(obj.attrs.keys())
-    except Exception:
-        return out
-    for key in keys:
-        try:
-            value = obj.attrs[key]
-        except Exception:
-            continue
-        out[key] = value.decode() if isinstance(value, bytes) else value
-    return out
-
-
 def _version_now(loc: Location, fobj: Any) -> tuple | None:
     """The version of an open file as :func:`check_unchanged` compares it."""
     if loc.is_local:
@@ -178,7 +162,7 @@ class HDF5Reader(Reader):
             with opening(loc, "the HDF5 file"):
                 f.visititems(visit)
             if dataset is None:
-                dataset = choose_default(arrays, _h5_attrs(f), repr(loc.display), "dataset")
+                dataset = choose_default(arrays, f.attrs, repr(loc.display), "dataset")
             try:
                 obj = f[dataset]
             except KeyError:
@@ -196,9 +180,8 @@ class HDF5Reader(Reader):
             name = obj.name  # absolute path inside the file
             validate_shape(shape, where(loc, dataset), ndims)  # say these first
             output_dtype(dtype, where(loc, dataset))
-            if len(shape) in ndims and 0 not in shape:
-                check_hdf5_complete(obj, where(loc, dataset),
-                                    allow_missing_chunks=allow_missing_chunks)
+            check_hdf5_complete(obj, where(loc, dataset),
+                                allow_missing_chunks=allow_missing_chunks)
         finally:
             _close(f, fobj)
         version = remote_file_token(loc)

@@ -92,9 +92,10 @@ def choose_default(arrays: dict[str, tuple[tuple[int, ...], Any]], attrs: Any,
     two_d = [name for name, (shape, _) in arrays.items() if len(shape) == 2]
     if len(two_d) == 1:
         return two_d[0]
-    try:
-        if attrs is not None and attrs.get("generator") == "daskgmm":
-            named = str(attrs.get("dataset", "")).strip("/")
+    try:  # (HDF5 attributes may be bytes)
+        if attrs is not None and attrs.get("generator") in ("daskgmm", b"daskgmm"):
+            named = attrs.get("dataset", "")
+            named = (named.decode() if isinstance(named, bytes) else str(named)).strip("/")
             if named in arrays and len(arrays[named][0]) == 2:
                 return named
     except Exception:  # attributes of foreign files can be anything
@@ -123,8 +124,6 @@ def output_dtype(dtype: np.dtype, where: str) -> np.dtype:
              "S": "byte strings", "U": "strings", "T": "strings", "M": "datetimes",
              "V": "structured/compound records", "m": "timedeltas"}
     what = kinds.get(dtype.kind, "a non-numeric type")
-    if dtype.fields is not None:
-        what = "structured/compound records"
     raise InvalidDataError(
         f"{where} has dtype {dtype} ({what}); daskgmm needs real numbers: float32 or "
         "float64 (integer and boolean data are converted to float64). Convert the data "
