@@ -185,25 +185,16 @@ class _ObjectReader:
             return None
 
 
-def _sharding_codec(arr: Any) -> Any:
-    """The array's sharding codec when it is the first codec (else None)."""
-    codecs = list(getattr(arr.metadata, "codecs", ()) or ())
-    if codecs and type(codecs[0]).__name__ == "ShardingCodec":
-        return codecs[0]
-    return None
-
-
 def _last_inner_chunk(arr: Any, objects: _ObjectReader, shard_key: str
                       ) -> tuple[bool | None, tuple[int, int]]:
     """Whether the inner chunk holding the array's last element is in its shard's index
     (None when it cannot be read or decoded), and its rows. Zarr v3's index: an (offset,
     length) pair of uint64 per inner chunk, both 2^64 - 1 when absent, maybe a CRC-32C."""
-    codec = _sharding_codec(arr)
-    n = int(arr.shape[0])
-    inner = tuple(int(c) for c in codec.chunk_shape) if codec is not None else None
-    shard = tuple(int(b) for b in arr.shards)
-    if inner is None:
+    codec = (list(getattr(arr.metadata, "codecs", ()) or ()) or [None])[0]
+    n, shard = int(arr.shape[0]), tuple(int(b) for b in arr.shards)
+    if type(codec).__name__ != "ShardingCodec":  # (the first codec shards, or none does)
         return None, (max(0, n - shard[0]), n)
+    inner = tuple(int(c) for c in codec.chunk_shape)
     local = tuple(((int(s) - 1) % sh) // c for s, sh, c in zip(arr.shape, shard, inner,
                                                                 strict=True))
     start = ((n - 1) // inner[0]) * inner[0]
