@@ -49,10 +49,6 @@ def _chunk_summary(log_likelihoods: np.ndarray, rows: np.ndarray, weights: Any,
             "rows": np.asarray(rows, dtype=np.float64)}
 
 
-def _take(block: np.ndarray, local_idx: np.ndarray) -> np.ndarray:
-    return np.asarray(block[local_idx], dtype=np.float64)
-
-
 def regular_rows(X: Any) -> Any:
     """``X`` with equal row chunks (the last may be shorter), as Zarr chunks must be."""
     rows = X.chunks[0]
@@ -111,8 +107,8 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
     parts = []
     for i, block in enumerate(blocks):
         inside = idx[(idx >= bounds[i]) & (idx < bounds[i + 1])] - bounds[i]
-        rows = dask.delayed(_take)(block, inside)
-        parts.append(dask.delayed(_chunk_summary)(scores[i], rows, w_blocks[i], *writes[i]))
+        parts.append(dask.delayed(_chunk_summary)(scores[i], block[inside], w_blocks[i],
+                                                  *writes[i]))
     extra = []
     if labels is not None and labels.format == "parquet":
         # One file per chunk of the input table (its own chunks, not Xz's).

@@ -33,13 +33,6 @@ class PredictRequest:
     quiet: bool = False
 
 
-def _model_location(loc: Location) -> Location:
-    """The saved model: ``loc`` itself, or its ``model/`` for a fit output directory."""
-    if not loc.join("model.json").exists() and loc.join("model", "model.json").exists():
-        return loc.join("model")
-    return loc
-
-
 def run_predict(request: PredictRequest) -> dict[str, Any]:
     """Write the labels (``proba``: responsibilities) of the data under the model (a
     Zarr array chunked like the data, or for Parquet data a Parquet directory); returns a
@@ -57,8 +50,9 @@ def run_predict(request: PredictRequest) -> dict[str, Any]:
     r = request
     progress = ProgressObserver(quiet=r.quiet)
     refuse_process_local(("--model", r.model), ("--data", r.data), ("--output", r.output))
-    with storage_errors("--model", r.model):
-        model_loc = _model_location(r.model)
+    with storage_errors("--model", r.model):  # a saved model, or a fit's output directory
+        model_loc = r.model.join("model") if not r.model.join("model.json").exists() \
+            and r.model.join("model", "model.json").exists() else r.model
     refuse_overlap(r.output, "--output", [("--data", r.data), ("--model", r.model),
                                           ("the model", model_loc)])
     refuse_existing_output(r.output, "--output", overwrite=r.overwrite, flag="--overwrite")
