@@ -217,15 +217,6 @@ def split_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple, tuple | None, bo
     return tuple(read), (tuple(post) if needs_post else None), empty
 
 
-def result_shape(read: tuple, post: tuple | None, shape: tuple[int, ...],
-                  dtype: np.dtype) -> tuple[int, ...]:
-    """Shape of an (empty) selection, computed without touching the file."""
-    dims = [len(range(*k.indices(n))) for k, n in zip(read, shape, strict=True)
-            if isinstance(k, slice)]
-    out = np.empty(dims, dtype=dtype)
-    return out[post].shape if post is not None else out.shape
-
-
 class ShapedArray:
     """What the lazy file-backed arrays share: ``ndim``, ``size`` and ``len`` from
     ``shape``, pickling as the constructor's arguments (``_state``), and indexing like
@@ -245,9 +236,12 @@ class ShapedArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         read, post, empty = split_key(key, self.shape)
-        if empty:
-            return np.empty(result_shape(read, post, self.shape, self.dtype), self.dtype)
-        out = self._read(read)
+        if empty:  # shaped as the selection, without touching the file
+            dims = [len(range(*k.indices(n)))
+                    for k, n in zip(read, self.shape, strict=True) if isinstance(k, slice)]
+            out = np.empty(dims, dtype=self.dtype)
+        else:
+            out = self._read(read)
         return out[post] if post is not None else out
 
     def _read(self, read: tuple) -> np.ndarray:
