@@ -418,16 +418,6 @@ def _remove_checkpoint(ckpt: Location | None) -> None:
             ckpt.fs.rmdir(ckpt.path)
 
 
-def component_table(weights: np.ndarray, means: np.ndarray, n_samples: int) -> list[str]:
-    """One line per component: index, weight, expected rows (weight x n), mean norm."""
-    lines = [f"{'component':>9}  {'weight':>8}  {'rows (expected)':>15}  {'|mean|':>10}"]
-    norms = np.linalg.norm(np.asarray(means, dtype=np.float64), axis=1)
-    for k, (w, norm) in enumerate(zip(np.asarray(weights, dtype=np.float64), norms,
-                                      strict=True)):
-        lines.append(f"{k:>9}  {w:>8.4f}  {round(w * n_samples):>15,}  {norm:>10.4g}")
-    return lines
-
-
 def _print_result(plan: Plan, model: Any, report: RunReport, written: Written,
                   out: TextIO) -> None:
     """The fitted parameters, as scikit-learn's iris example prints them (a table of the
@@ -463,7 +453,12 @@ def _print_result(plan: Plan, model: Any, report: RunReport, written: Written,
             print(f"{k} components of {d} features ({model.covariance_type} covariances); "
                   "the full parameters are in the model directory and report.json:",
                   file=out)
-            for line in component_table(model.weights_, model.means_, n):
-                print(line, file=out)
+            # one line per component: index, weight, expected rows (weight x n), |mean|
+            print(f"{'component':>9}  {'weight':>8}  {'rows (expected)':>15}  {'|mean|':>10}",
+                  file=out)
+            norms = np.linalg.norm(np.asarray(model.means_, dtype=np.float64), axis=1)
+            for k, (w, norm) in enumerate(zip(np.asarray(model.weights_, dtype=np.float64),
+                                              norms, strict=True)):
+                print(f"{k:>9}  {w:>8.4f}  {round(w * n):>15,}  {norm:>10.4g}", file=out)
     print(f"report written to {plan.output.join('report.json').display}", file=out)
     out.flush()
