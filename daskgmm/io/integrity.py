@@ -32,16 +32,8 @@ import numpy as np
 from daskgmm.errors import DataSourceError, IncompleteStoreError
 from daskgmm.io.locations import Location
 
-__all__ = [
-    "StoreState",
-    "check_complete",
-    "check_unchanged",
-    "hdf5_allocated_chunks",
-    "object_stamp",
-    "remote_file_token",
-    "stamp_digest",
-    "zarr_store_state",
-]
+__all__ = ["StoreState", "check_complete", "check_hdf5_complete", "check_unchanged",
+           "object_stamp", "remote_file_token", "stamp_digest", "zarr_store_state"]
 
 _SHOW_MISSING = 3
 _OPT_IN = "pass allow_missing_chunks=True (YAML: data.allow_missing_chunks: true)."
@@ -257,20 +249,6 @@ def zarr_store_state(arr: Any, array_location: Location | None, *,
                       last_written, last_rows, digests)
 
 
-def hdf5_allocated_chunks(dset: Any) -> tuple[int, int]:
-    """``(allocated, expected)`` chunks of an h5py dataset (a contiguous dataset is one
-    chunk, allocated when it has storage; a compact one always is)."""
-    import h5py
-
-    layout = dset.id.get_create_plist().get_layout()
-    if layout == h5py.h5d.CHUNKED:
-        grid = [math.ceil(s / c) for s, c in zip(dset.shape, dset.chunks, strict=True)]
-        return int(dset.id.get_num_chunks()), int(math.prod(grid))
-    if layout == h5py.h5d.CONTIGUOUS:
-        return (1 if dset.id.get_storage_size() > 0 else 0), 1
-    return 1, 1
-
-
 def _describe_rows(ranges: list[tuple[int, int]]) -> str:
     return ", ".join(f"rows {a}..{b - 1}" for a, b in ranges)
 
@@ -334,10 +312,19 @@ def check_hdf5_complete(dset: Any, where: str, *, allow_missing_chunks: bool) ->
     """Refuse (IncompleteStoreError, unless ``allow_missing_chunks``) an h5py dataset
     with chunks never written (HDF5 stores every chunk its writer wrote), or whose end
     looks never written (:func:`_hdf5_end_unwritten`)."""
+    import h5py
+
     if allow_missing_chunks:
         return
     fill = _fill_shown(dset.fillvalue)
-    allocated, expected = hdf5_allocated_chunks(dset)
+    # a contiguous dataset is one chunk, allocated when it has storage; a compact one is
+    allocated, expected = 1, 1
+    layout = dset.id.get_create_plist().get_layout()
+    if layout == h5py.h5d.CHUNKED:
+        grid = [math.ceil(s / c) for s, c in zip(dset.shape, dset.chunks, strict=True)]
+        allocated, expected = int(dset.id.get_num_chunks()), int(math.prod(grid))
+    elif layout == h5py.h5d.CONTIGUOUS:
+        allocated = 1 if dset.id.get_storage_size() > 0 else 0
     if allocated < expected:
         raise IncompleteStoreError(
             f"{where}: {expected - allocated:,} of {expected:,} chunks were never written; "
