@@ -23,12 +23,13 @@ from daskgmm.cli.guards import (
     check_writable,
     chunk_memory_warning,
     free_space_warning,
+    refuse_existing_output,
     refuse_overlap,
     refuse_process_local,
 )
 from daskgmm.diagnostics.progress import ProgressObserver
 from daskgmm.diagnostics.report import FitRecorder, RunReport
-from daskgmm.errors import ConfigError, OutputExistsError
+from daskgmm.errors import ConfigError
 from daskgmm.io.locations import Location, StoragePath, scrub_secrets, storage_errors
 
 __all__ = ["PLOT_SAMPLE_ROWS", "PRINT_LABELS_LIMIT", "PRINT_PARAMETERS_LIMIT", "Plan",
@@ -93,18 +94,8 @@ def preflight(config: RunConfig, *, resume: bool = False, quiet: bool = False) -
                                        ("data.sample_weight.path", weights),
                                        ("checkpoint.dir", ckpt),
                                        ("the configuration file", source)])
-    with storage_errors("output.dir", out):
-        if out.exists() and not config.output.overwrite:
-            raise OutputExistsError(
-                f"output.dir {out.display} already exists; pass --set "
-                "output.overwrite=true to replace it, or choose another output.dir")
-        if out.exists() and out.isfile():
-            raise OutputExistsError(f"output.dir {out.display} is a file; choose another "
-                                    "output.dir")
-        from daskgmm.io.storage import check_replaceable
-
-        check_replaceable(out)
-    check_writable(out, "output.dir")
+    refuse_existing_output(out, "output.dir", overwrite=config.output.overwrite,
+                           flag="--set output.overwrite=true")
     plan = Plan(config, config.estimator(), ProgressObserver(
         quiet=quiet, verbose=int(config.model.verbose or 0), sweep=bool(config.model.sweep)))
     plan.resume_from = _checkpoint(plan, resume)
@@ -427,16 +418,6 @@ def _remove_checkpoint(ckpt: Location | None) -> None:
             ckpt.fs.rmdir(ckpt.path)
 
 
-def component_table(weights: np.ndarray, means: np.ndarray, n_samples: int) -> list[str]:
-    """One line per component: index, weight, expected rows (weight x n), mean norm."""
-    lines = [f"{'component':>9}  {'weight':>8}  {'rows (expected)':>15}  {'|mean|':>10}"]
-    norms = np.linalg.norm(np.asarray(means, dtype=np.float64), axis=1)
-    for k, (w, norm) in enumerate(zip(np.asarray(weights, dtype=np.float64), norms,
-                                      strict=True)):
-        lines.append(f"{k:>9}  {w:>8.4f}  {round(w * n_samples):>15,}  {norm:>10.4g}")
-    return lines
-
-
 def _print_result(plan: Plan, model: Any, report: RunReport, written: Written,
                   out: TextIO) -> None:
     """The fitted parameters, as scikit-learn's iris example prints them (a table of the
@@ -472,7 +453,12 @@ def _print_result(plan: Plan, model: Any, report: RunReport, written: Written,
             print(f"{k} components of {d} features ({model.covariance_type} covariances); "
                   "the full parameters are in the model directory and report.json:",
                   file=out)
-            for line in component_table(model.weights_, model.means_, n):
-                print(line, file=out)
+            # one line per component: index, weight, expected rows (weight x n), |mean|
+            print(f"{'component':>9}  {'weight':>8}  {'rows (expected)':>15}  {'|mean|':>10}",
+                  file=out)
+            norms = np.linalg.norm(np.asarray(model.means_, dtype=np.float64), axis=1)
+            for k, (w, norm) in enumerate(zip(np.asarray(model.weights_, dtype=np.float64),
+                                              norms, strict=True)):
+                print(f"{k:>9}  {w:>8.4f}  {round(w * n):>15,}  {norm:>10.4g}", file=out)
     print(f"report written to {plan.output.join('report.json').display}", file=out)
     out.flush()

@@ -1,7 +1,7 @@
 """Checks a command makes before any work, all through the locations' filesystems:
 outputs over inputs (:func:`refuse_overlap`), ``memory://`` locations the workers cannot
-reach (:func:`refuse_process_local`), a probe write (:func:`check_writable`), and
-warnings about free space and chunk sizes."""
+reach (:func:`refuse_process_local`), a probe write (:func:`check_writable`), an existing
+output (:func:`refuse_existing_output`), and warnings about free space and chunk sizes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import secrets
 import shutil
 from collections.abc import Sequence
 
-from daskgmm.errors import DaskGMMError, UnsafeOutputError, UsageError
+from daskgmm.errors import DaskGMMError, OutputExistsError, UnsafeOutputError, UsageError
 from daskgmm.io.locations import Location, relation, storage_errors
 
 __all__ = ["check_writable", "chunk_memory_warning", "free_space_warning", "is_user_error",
-           "refuse_overlap", "refuse_process_local"]
+           "refuse_existing_output", "refuse_overlap", "refuse_process_local"]
 
 _USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                           errno.EPERM, errno.ENAMETOOLONG})
@@ -76,6 +76,19 @@ def check_writable(output: Location, key: str) -> None:
                     raise
                 parent = parent.parent
         probe.fs.rm_file(probe.path)
+
+
+def refuse_existing_output(output: Location, key: str, *, overwrite: bool, flag: str) -> None:
+    """Refuse an existing ``output`` without ``overwrite`` (which ``flag`` sets), or one
+    that is not daskgmm's to replace; then :func:`check_writable`."""
+    from daskgmm.io.storage import check_replaceable
+
+    with storage_errors(key, output):
+        if output.exists() and not overwrite:
+            raise OutputExistsError(f"{key} {output.display} already exists; pass {flag} to "
+                                    f"replace it, or choose another {key}")
+        check_replaceable(output)
+    check_writable(output, key)
 
 
 def free_space_warning(output: Location, key: str, needed: int) -> str | None:

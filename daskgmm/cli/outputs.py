@@ -49,10 +49,6 @@ def _chunk_summary(log_likelihoods: np.ndarray, rows: np.ndarray, weights: Any,
             "rows": np.asarray(rows, dtype=np.float64)}
 
 
-def _take(block: np.ndarray, local_idx: np.ndarray) -> np.ndarray:
-    return np.asarray(block[local_idx], dtype=np.float64)
-
-
 def regular_rows(X: Any) -> Any:
     """``X`` with equal row chunks (the last may be shorter), as Zarr chunks must be."""
     rows = X.chunks[0]
@@ -85,7 +81,7 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
 
     from daskgmm.diagnostics import observers
     from daskgmm.engine.passes import watched_compute
-    from daskgmm.io.frames import write_label_part
+    from daskgmm.io.frames import label_part_tasks
 
     attributes = dict(attributes or {})
     zarr_labels = labels is not None and labels.format == "zarr"
@@ -111,17 +107,13 @@ def output_pass(model: Any, X: Any, *, labels: LabelsTarget | None = None,
     parts = []
     for i, block in enumerate(blocks):
         inside = idx[(idx >= bounds[i]) & (idx < bounds[i + 1])] - bounds[i]
-        rows = dask.delayed(_take)(block, inside)
-        parts.append(dask.delayed(_chunk_summary)(scores[i], rows, w_blocks[i], *writes[i]))
+        parts.append(dask.delayed(_chunk_summary)(scores[i], block[inside], w_blocks[i],
+                                                  *writes[i]))
     extra = []
     if labels is not None and labels.format == "parquet":
         # One file per chunk of the input table (its own chunks, not Xz's).
-        lab_blocks = model.predict(X).astype(np.int64).to_delayed().ravel()
-        id_blocks = (labels.ids.to_delayed().ravel() if labels.ids is not None
-                     else [None] * len(lab_blocks))
-        extra = [dask.delayed(write_label_part, pure=False)(labels.location, i, lb, ib,
-                                                       labels.id_column, "label")
-                 for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
+        extra = label_part_tasks(labels.location, model.predict(X).astype(np.int64),
+                                 labels.ids, labels.id_column)
 
     observers.notify("pass_started", "outputs", len(parts) + len(extra))
     results = watched_compute(*parts, *extra,

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from daskgmm.cli.guards import check_writable, refuse_overlap, refuse_process_local
-from daskgmm.errors import ConfigError, InvalidDataError, OutputExistsError
+from daskgmm.cli.guards import refuse_existing_output, refuse_overlap, refuse_process_local
+from daskgmm.errors import ConfigError, InvalidDataError
 from daskgmm.io.locations import Location, storage_errors
 
 __all__ = ["PredictRequest", "run_predict"]
@@ -33,13 +33,6 @@ class PredictRequest:
     quiet: bool = False
 
 
-def _model_location(loc: Location) -> Location:
-    """The saved model: ``loc`` itself, or its ``model/`` for a fit output directory."""
-    if not loc.join("model.json").exists() and loc.join("model", "model.json").exists():
-        return loc.join("model")
-    return loc
-
-
 def run_predict(request: PredictRequest) -> dict[str, Any]:
     """Write the labels (``proba``: responsibilities) of the data under the model (a
     Zarr array chunked like the data, or for Parquet data a Parquet directory); returns a
@@ -50,23 +43,19 @@ def run_predict(request: PredictRequest) -> dict[str, Any]:
     from daskgmm.cli.outputs import LabelsTarget, output_pass, regular_rows
     from daskgmm.diagnostics.observers import observe
     from daskgmm.diagnostics.progress import ProgressObserver
-    from daskgmm.io.storage import atomic_output_directory, check_replaceable
+    from daskgmm.io.storage import atomic_output_directory
     from daskgmm.models import load as load_model
 
     started = time.perf_counter()
     r = request
     progress = ProgressObserver(quiet=r.quiet)
     refuse_process_local(("--model", r.model), ("--data", r.data), ("--output", r.output))
-    with storage_errors("--model", r.model):
-        model_loc = _model_location(r.model)
+    with storage_errors("--model", r.model):  # a saved model, or a fit's output directory
+        model_loc = r.model.join("model") if not r.model.join("model.json").exists() \
+            and r.model.join("model", "model.json").exists() else r.model
     refuse_overlap(r.output, "--output", [("--data", r.data), ("--model", r.model),
                                           ("the model", model_loc)])
-    with storage_errors("--output", r.output):
-        if r.output.exists() and not r.overwrite:
-            raise OutputExistsError(f"the --output {r.output.display} already exists; pass "
-                                    "--overwrite to replace it, or choose another --output")
-        check_replaceable(r.output)
-    check_writable(r.output, "--output")
+    refuse_existing_output(r.output, "--output", overwrite=r.overwrite, flag="--overwrite")
     with storage_errors("--model", model_loc):
         gm = load_model(model_loc.url, storage_options=model_loc.storage_options or None)
     keys = InputKeys(path="--data", columns="--columns", id_column="--id-column")

@@ -22,7 +22,7 @@ import numpy as np
 from daskgmm.errors import InvalidDataError
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
 
-__all__ = ["OutputWrapper", "as_array", "write_label_part", "write_labels_parquet"]
+__all__ = ["OutputWrapper", "as_array", "label_part_tasks", "write_labels_parquet"]
 
 
 @dataclass(frozen=True)
@@ -223,21 +223,31 @@ def as_array(X: Any, *, sample_dim: str | None = None,
     return X, OutputWrapper("numpy")
 
 
-def write_label_part(out_location: Any, index: int, labels: np.ndarray, ids: Any,
-                     id_column: str | None, label_column: str) -> int:
-    """Write one chunk's labels (and ids) as ``part-<index>.parquet`` in a directory;
-    returns its rows (a task of :func:`write_labels_parquet`)."""
+def _write_label_part(out_location: Any, index: int, labels: np.ndarray, ids: Any,
+                      id_column: str | None, label_column: str) -> int:
+    """Write one chunk's labels (and ids) as ``part-<index>.parquet``; returns its rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = {}
-    if id_column is not None:
-        columns[id_column] = pa.array(ids)
+    columns = {id_column: pa.array(ids)} if id_column is not None else {}
     columns[label_column] = pa.array(np.asarray(labels, dtype=np.int64))
     table = pa.table(columns)
     with out_location.join(f"part-{index:05d}.parquet").open("wb") as f:
         pq.write_table(table, f)
     return int(table.num_rows)
+
+
+def label_part_tasks(out_location: Any, labels: da.Array, ids: da.Array | None,
+                     id_column: str | None, label_column: str = "label") -> list[Any]:
+    """One task per chunk of ``labels`` writing it, next to the same chunk of ``ids``,
+    as ``part-<index>.parquet`` in a directory (each returns its rows)."""
+    from dask import delayed
+
+    lab_blocks = labels.to_delayed().ravel()
+    id_blocks = ids.to_delayed().ravel() if ids is not None else [None] * len(lab_blocks)
+    return [delayed(_write_label_part, pure=False)(out_location, i, lb, ib, id_column,
+                                                   label_column)
+            for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
 
 
 def write_labels_parquet(labels: Any, source: str | os.PathLike, output: str | os.PathLike,
@@ -255,7 +265,6 @@ def write_labels_parquet(labels: Any, source: str | os.PathLike, output: str | o
     marker (kind ``"labels"``; ``overwrite`` replaces only an output daskgmm wrote).
     Returns ``output`` (redacted), ``n_rows``, ``n_files`` and ``columns``."""
     import dask
-    from dask.delayed import delayed
 
     from daskgmm.io.locations import parse_location
     from daskgmm.io.parquet_tables import parquet_layout, read_parquet_column
@@ -270,19 +279,13 @@ def write_labels_parquet(labels: Any, source: str | os.PathLike, output: str | o
             f"{layout.location.display!r}; got shape {getattr(labels, 'shape', None)}.")
     if id_column is not None and id_column == label_column:
         raise ValueError(f"id_column and label_column are both {id_column!r}")
-    if isinstance(labels, da.Array):
-        lab = labels.rechunk({0: layout.chunks}) if labels.chunks[0] != layout.chunks \
-            else labels
-    else:
-        lab = da.from_array(np.asarray(labels), chunks=(layout.chunks,))
+    lab = (labels.rechunk({0: layout.chunks}) if isinstance(labels, da.Array)
+           else da.from_array(np.asarray(labels), chunks=(layout.chunks,)))
     ids = read_parquet_column(layout, id_column) if id_column is not None else None
     out_display = parse_location(output, output_storage_options).display
     with atomic_output_directory(output, kind="labels", overwrite=overwrite,
                                  storage_options=output_storage_options) as out:
-        lab_blocks = lab.to_delayed().ravel()
-        id_blocks = ids.to_delayed().ravel() if ids is not None else [None] * len(lab_blocks)
-        parts = [delayed(write_label_part)(out.location, i, lb, ib, id_column, label_column)
-                 for i, (lb, ib) in enumerate(zip(lab_blocks, id_blocks, strict=True))]
-        counts = dask.compute(*parts)
+        counts = dask.compute(*label_part_tasks(out.location, lab, ids, id_column,
+                                                 label_column))
     return {"output": out_display, "n_rows": int(sum(counts)), "n_files": len(counts),
             "columns": ([id_column] if id_column else []) + [label_column]}

@@ -19,7 +19,7 @@ from daskgmm.io.integrity import (
     object_stamp,
     remote_file_token,
 )
-from daskgmm.io.locations import Location, parse_location, redact_url
+from daskgmm.io.locations import Location, parse_location, redact_url, scrub_secrets
 from daskgmm.io.reader_base import (
     ArraySource,
     Reader,
@@ -58,22 +58,6 @@ def _close(f: Any, fobj: Any) -> None:
     finally:
         if fobj is not None:
             fobj.close()
-
-
-def _h5_attrs(obj: Any) -> dict:
-    """The attributes of an h5py object as a dict, skipping any that cannot be read."""
-    out = {}
-    try:
-        keys = list(obj.attrs.keys())
-    except Exception:
-        return out
-    for key in keys:
-        try:
-            value = obj.attrs[key]
-        except Exception:
-            continue
-        out[key] = value.decode() if isinstance(value, bytes) else value
-    return out
 
 
 def _version_now(loc: Location, fobj: Any) -> tuple | None:
@@ -122,7 +106,7 @@ class HDF5Slicer(ShapedArray):
                 f"No such file or store: {loc.display!r} (it was there when the array "
                 "was opened)") from None
         except OSError as exc:
-            raise DataSourceError(f"Cannot read {shown}: {loc.scrub(str(exc))}") from None
+            raise DataSourceError(f"Cannot read {shown}: {scrub_secrets(str(exc))}") from None
         try:
             dset = f[self.dataset]
             if tuple(dset.shape) != self.shape or dset.dtype != self.dtype:
@@ -135,7 +119,7 @@ class HDF5Slicer(ShapedArray):
         except KeyError:
             raise DataNotFoundError(f"{shown} no longer exists") from None
         except OSError as exc:
-            raise DataSourceError(f"Cannot read {shown}: {loc.scrub(str(exc))}") from None
+            raise DataSourceError(f"Cannot read {shown}: {scrub_secrets(str(exc))}") from None
         finally:
             _close(f, fobj)
         return out
@@ -178,7 +162,7 @@ class HDF5Reader(Reader):
             with opening(loc, "the HDF5 file"):
                 f.visititems(visit)
             if dataset is None:
-                dataset = choose_default(arrays, _h5_attrs(f), repr(loc.display), "dataset")
+                dataset = choose_default(arrays, f.attrs, repr(loc.display), "dataset")
             try:
                 obj = f[dataset]
             except KeyError:
@@ -196,9 +180,8 @@ class HDF5Reader(Reader):
             name = obj.name  # absolute path inside the file
             validate_shape(shape, where(loc, dataset), ndims)  # say these first
             output_dtype(dtype, where(loc, dataset))
-            if len(shape) in ndims and 0 not in shape:
-                check_hdf5_complete(obj, where(loc, dataset),
-                                    allow_missing_chunks=allow_missing_chunks)
+            check_hdf5_complete(obj, where(loc, dataset),
+                                allow_missing_chunks=allow_missing_chunks)
         finally:
             _close(f, fobj)
         version = remote_file_token(loc)

@@ -32,16 +32,8 @@ import numpy as np
 from daskgmm.errors import DataSourceError, IncompleteStoreError
 from daskgmm.io.locations import Location
 
-__all__ = [
-    "StoreState",
-    "check_complete",
-    "check_unchanged",
-    "hdf5_allocated_chunks",
-    "object_stamp",
-    "remote_file_token",
-    "stamp_digest",
-    "zarr_store_state",
-]
+__all__ = ["StoreState", "check_complete", "check_hdf5_complete", "check_unchanged",
+           "object_stamp", "remote_file_token", "stamp_digest", "zarr_store_state"]
 
 _SHOW_MISSING = 3
 _OPT_IN = "pass allow_missing_chunks=True (YAML: data.allow_missing_chunks: true)."
@@ -185,25 +177,16 @@ class _ObjectReader:
             return None
 
 
-def _sharding_codec(arr: Any) -> Any:
-    """The array's sharding codec when it is the first codec (else None)."""
-    codecs = list(getattr(arr.metadata, "codecs", ()) or ())
-    if codecs and type(codecs[0]).__name__ == "ShardingCodec":
-        return codecs[0]
-    return None
-
-
 def _last_inner_chunk(arr: Any, objects: _ObjectReader, shard_key: str
                       ) -> tuple[bool | None, tuple[int, int]]:
     """Whether the inner chunk holding the array's last element is in its shard's index
     (None when it cannot be read or decoded), and its rows. Zarr v3's index: an (offset,
     length) pair of uint64 per inner chunk, both 2^64 - 1 when absent, maybe a CRC-32C."""
-    codec = _sharding_codec(arr)
-    n = int(arr.shape[0])
-    inner = tuple(int(c) for c in codec.chunk_shape) if codec is not None else None
-    shard = tuple(int(b) for b in arr.shards)
-    if inner is None:
+    codec = (list(getattr(arr.metadata, "codecs", ()) or ()) or [None])[0]
+    n, shard = int(arr.shape[0]), tuple(int(b) for b in arr.shards)
+    if type(codec).__name__ != "ShardingCodec":  # (the first codec shards, or none does)
         return None, (max(0, n - shard[0]), n)
+    inner = tuple(int(c) for c in codec.chunk_shape)
     local = tuple(((int(s) - 1) % sh) // c for s, sh, c in zip(arr.shape, shard, inner,
                                                                 strict=True))
     start = ((n - 1) // inner[0]) * inner[0]
@@ -264,20 +247,6 @@ def zarr_store_state(arr: Any, array_location: Location | None, *,
     token = ("listing", _digest(iter(listing.items())))
     return StoreState(expected, present, unit, token, missing_rows, fill_value,
                       last_written, last_rows, digests)
-
-
-def hdf5_allocated_chunks(dset: Any) -> tuple[int, int]:
-    """``(allocated, expected)`` chunks of an h5py dataset (a contiguous dataset is one
-    chunk, allocated when it has storage; a compact one always is)."""
-    import h5py
-
-    layout = dset.id.get_create_plist().get_layout()
-    if layout == h5py.h5d.CHUNKED:
-        grid = [math.ceil(s / c) for s, c in zip(dset.shape, dset.chunks, strict=True)]
-        return int(dset.id.get_num_chunks()), int(math.prod(grid))
-    if layout == h5py.h5d.CONTIGUOUS:
-        return (1 if dset.id.get_storage_size() > 0 else 0), 1
-    return 1, 1
 
 
 def _describe_rows(ranges: list[tuple[int, int]]) -> str:
@@ -343,10 +312,19 @@ def check_hdf5_complete(dset: Any, where: str, *, allow_missing_chunks: bool) ->
     """Refuse (IncompleteStoreError, unless ``allow_missing_chunks``) an h5py dataset
     with chunks never written (HDF5 stores every chunk its writer wrote), or whose end
     looks never written (:func:`_hdf5_end_unwritten`)."""
+    import h5py
+
     if allow_missing_chunks:
         return
     fill = _fill_shown(dset.fillvalue)
-    allocated, expected = hdf5_allocated_chunks(dset)
+    # a contiguous dataset is one chunk, allocated when it has storage; a compact one is
+    allocated, expected = 1, 1
+    layout = dset.id.get_create_plist().get_layout()
+    if layout == h5py.h5d.CHUNKED:
+        grid = [math.ceil(s / c) for s, c in zip(dset.shape, dset.chunks, strict=True)]
+        allocated, expected = int(dset.id.get_num_chunks()), int(math.prod(grid))
+    elif layout == h5py.h5d.CONTIGUOUS:
+        allocated = 1 if dset.id.get_storage_size() > 0 else 0
     if allocated < expected:
         raise IncompleteStoreError(
             f"{where}: {expected - allocated:,} of {expected:,} chunks were never written; "

@@ -146,7 +146,7 @@ class Location:
             raise DataSourceError(
                 f"cannot open {self.display}: "
                 + (f"the storage options do not suit the {self.protocol!r} filesystem "
-                   f"({self.scrub(str(exc))})" if known else
+                   f"({scrub_secrets(str(exc))})" if known else
                    f"fsspec knows no filesystem for the protocol {self.protocol!r}; check "
                    "the URL's scheme (s3://, gs://, az://, http(s)://, file://...)")) from None
         return self._fs, path
@@ -158,7 +158,7 @@ class Location:
             return MissingDependencyError(
                 f"reading or writing {self.display} needs the {package} package, which is "
                 f'not installed: pip install "daskgmm[{extra}]" (or pip install {package})')
-        detail = f" ({self.scrub(str(exc))})" if exc is not None else ""
+        detail = f" ({scrub_secrets(str(exc))})" if exc is not None else ""
         return MissingDependencyError(
             f"reading or writing {self.display} needs a filesystem library for the "
             f"{self.protocol!r} protocol that is not installed{detail}")
@@ -209,10 +209,6 @@ class Location:
     def name(self) -> str:
         """Last component of the path (``x.zarr`` for ``s3://b/d/x.zarr``)."""
         return self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-
-    def scrub(self, text: str) -> str:
-        """``text`` with every credential this process has seen masked."""
-        return scrub_secrets(text)
 
     # -- the filesystem ------------------------------------------------------------------
     @property

@@ -14,7 +14,7 @@ import numpy as np
 
 from daskgmm.errors import DataNotFoundError, DataSourceError, InvalidDataError
 from daskgmm.io.integrity import check_unchanged, remote_file_token
-from daskgmm.io.locations import Location, parse_location, redact_url
+from daskgmm.io.locations import Location, parse_location, redact_url, scrub_secrets
 from daskgmm.io.reader_base import (
     ArraySource,
     Reader,
@@ -94,7 +94,7 @@ class NpyRangeSlicer(ShapedArray):
                 f"No such file or store: {loc.display!r} (it was there when the array was "
                 "opened)") from None
         except (OSError, ValueError) as exc:
-            raise DataSourceError(f"Cannot read {loc.display!r}: {loc.scrub(str(exc))}") \
+            raise DataSourceError(f"Cannot read {loc.display!r}: {scrub_secrets(str(exc))}") \
                 from None
         rest = (slice(None),) if isinstance(rows, slice) else (0,)
         return block[rest + tuple(read[1:])]

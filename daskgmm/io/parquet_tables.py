@@ -27,7 +27,7 @@ from daskgmm.errors import (
 )
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES
 from daskgmm.io.integrity import object_stamp, remote_file_token
-from daskgmm.io.locations import Location, parse_location
+from daskgmm.io.locations import Location, parse_location, scrub_secrets
 from daskgmm.io.reader_base import Reader, check_chunk_rows, opening, where
 
 __all__ = ["ParquetLayout", "ParquetReader", "parquet_layout", "read_parquet_column"]
@@ -241,7 +241,7 @@ def _read_groups(loc: Location, file: str, groups: tuple[int, ...], columns: lis
     except Exception as exc:
         raise DataSourceError(
             f"Cannot read row groups {list(groups)} of {_shown(loc, file)!r}: "
-            f"{type(exc).__name__}: {loc.scrub(str(exc))}") from None
+            f"{type(exc).__name__}: {scrub_secrets(str(exc))}") from None
     if table.num_rows != n_rows:
         raise DataSourceError(
             f"{_shown(loc, file)!r} changed since it was opened (row groups {list(groups)} "

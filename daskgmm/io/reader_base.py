@@ -16,7 +16,7 @@ from dask.base import tokenize
 
 from daskgmm.errors import DaskGMMError, DataNotFoundError, DataSourceError, InvalidDataError
 from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES, even_chunks, rows_per_chunk
-from daskgmm.io.locations import Location, describe_failure, parse_location
+from daskgmm.io.locations import Location, describe_failure, parse_location, scrub_secrets
 
 __all__ = ["ArraySource", "Reader"]
 
@@ -48,7 +48,7 @@ def unreadable(what: str, loc: Location, exc: BaseException,
     """The error of ``what`` (``"the HDF5 file"``...) at ``loc`` that cannot be read."""
     return DataSourceError(
         f"Cannot read {what} {shown or loc.display!r}: it is unreadable or corrupt "
-        f"({type(exc).__name__}: {loc.scrub(str(exc))}).")
+        f"({type(exc).__name__}: {scrub_secrets(str(exc))}).")
 
 
 @contextlib.contextmanager
@@ -92,9 +92,10 @@ def choose_default(arrays: dict[str, tuple[tuple[int, ...], Any]], attrs: Any,
     two_d = [name for name, (shape, _) in arrays.items() if len(shape) == 2]
     if len(two_d) == 1:
         return two_d[0]
-    try:
-        if attrs is not None and attrs.get("generator") == "daskgmm":
-            named = str(attrs.get("dataset", "")).strip("/")
+    try:  # (HDF5 attributes may be bytes)
+        if attrs is not None and attrs.get("generator") in ("daskgmm", b"daskgmm"):
+            named = attrs.get("dataset", "")
+            named = (named.decode() if isinstance(named, bytes) else str(named)).strip("/")
             if named in arrays and len(arrays[named][0]) == 2:
                 return named
     except Exception:  # attributes of foreign files can be anything
@@ -123,8 +124,6 @@ def output_dtype(dtype: np.dtype, where: str) -> np.dtype:
              "S": "byte strings", "U": "strings", "T": "strings", "M": "datetimes",
              "V": "structured/compound records", "m": "timedeltas"}
     what = kinds.get(dtype.kind, "a non-numeric type")
-    if dtype.fields is not None:
-        what = "structured/compound records"
     raise InvalidDataError(
         f"{where} has dtype {dtype} ({what}); daskgmm needs real numbers: float32 or "
         "float64 (integer and boolean data are converted to float64). Convert the data "
@@ -218,15 +217,6 @@ def split_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple, tuple | None, bo
     return tuple(read), (tuple(post) if needs_post else None), empty
 
 
-def result_shape(read: tuple, post: tuple | None, shape: tuple[int, ...],
-                  dtype: np.dtype) -> tuple[int, ...]:
-    """Shape of an (empty) selection, computed without touching the file."""
-    dims = [len(range(*k.indices(n))) for k, n in zip(read, shape, strict=True)
-            if isinstance(k, slice)]
-    out = np.empty(dims, dtype=dtype)
-    return out[post].shape if post is not None else out.shape
-
-
 class ShapedArray:
     """What the lazy file-backed arrays share: ``ndim``, ``size`` and ``len`` from
     ``shape``, pickling as the constructor's arguments (``_state``), and indexing like
@@ -246,9 +236,12 @@ class ShapedArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         read, post, empty = split_key(key, self.shape)
-        if empty:
-            return np.empty(result_shape(read, post, self.shape, self.dtype), self.dtype)
-        out = self._read(read)
+        if empty:  # shaped as the selection, without touching the file
+            dims = [len(range(*k.indices(n)))
+                    for k, n in zip(read, self.shape, strict=True) if isinstance(k, slice)]
+            out = np.empty(dims, dtype=self.dtype)
+        else:
+            out = self._read(read)
         return out[post] if post is not None else out
 
     def _read(self, read: tuple) -> np.ndarray:

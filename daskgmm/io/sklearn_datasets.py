@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import dask.array as da
 import numpy as np
-from dask.base import tokenize
 
 from daskgmm.errors import DataNotFoundError, DataSourceError
-from daskgmm.io.chunking import DEFAULT_CHUNK_BYTES, even_chunks
 from daskgmm.io.locations import Location
-from daskgmm.io.reader_base import ArraySource, Reader, check_chunk_rows
+from daskgmm.io.reader_base import ArraySource, Reader
 
 __all__ = ["SKLEARN_PREFIX", "SklearnDatasetReader"]
 
@@ -37,8 +33,10 @@ class SklearnDatasetReader(Reader):
         text = location.original if isinstance(location, Location) else os.fspath(location)
         return text.lower().startswith(SKLEARN_PREFIX)
 
-    def locate(self, path: str, dataset: str | None, *,
-               allow_missing_chunks: bool = False) -> ArraySource:
+    def locate(self, location: Location, dataset: str | None, *,
+               allow_missing_chunks: bool = False,
+               ndims: tuple[int, ...] = (2,)) -> ArraySource:
+        path = location.original
         name = path[len(SKLEARN_PREFIX):].strip().lower()
         if name not in _SKLEARN_DATASETS:
             raise DataNotFoundError(
@@ -57,16 +55,3 @@ class SklearnDatasetReader(Reader):
         return ArraySource(array=data, shape=tuple(data.shape), dtype=data.dtype,
                            where=repr(path), native_row_chunk=data.shape[0],
                            token=(name,))
-
-    def open(self, path: Location | str | os.PathLike, dataset: str | None = None,
-             chunk_rows: int | None = None, *,
-             target_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-             storage_options: dict | None = None,
-             allow_missing_chunks: bool = False, **options: Any) -> da.Array:
-        check_chunk_rows(chunk_rows)
-        text = path.original if isinstance(path, Location) else os.fspath(path)
-        src = self.locate(text, dataset)
-        n = src.shape[0]
-        rows = int(min(chunk_rows, n)) if chunk_rows is not None else n
-        return da.from_array(src.array, chunks=(even_chunks(n, rows), (src.shape[1],)),
-                             name=f"sklearn-{tokenize(src.token, rows)}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from daskgmm.errors import DataNotFoundError, DataSourceError
 from daskgmm.io.integrity import check_complete, zarr_store_state
-from daskgmm.io.locations import Location
+from daskgmm.io.locations import Location, scrub_secrets
 from daskgmm.io.reader_base import (
     ArraySource,
     Reader,
@@ -39,10 +39,9 @@ _METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup")
 class _ZarrReaderBase(Reader):
     """Shared logic of the zarr directory and zip readers."""
 
-    def _store(self, loc: Location) -> Any:
-        raise NotImplementedError
+    in_zip_file = False
 
-    def _state(self, loc: Location, dataset: str | None, arr: Any) -> Any:
+    def _store(self, loc: Location) -> Any:
         raise NotImplementedError
 
     def locate(self, location: Location, dataset: str | None, *,
@@ -59,8 +58,8 @@ class _ZarrReaderBase(Reader):
                 node = zarr.open(store=store, mode="r")
             except NodeNotFoundError as exc:
                 raise DataSourceError(
-                    f"{loc.display!r} is not a zarr store: no zarr metadata (zarr.json, "
-                    f".zarray or .zgroup) found at its root ({loc.scrub(str(exc))}).") from None
+                    f"{loc.display!r} is not a zarr store: no zarr metadata (zarr.json, .zarray "
+                    f"or .zgroup) at its root ({scrub_secrets(str(exc))}).") from None
 
         if isinstance(node, zarr.Group):
             try:
@@ -100,17 +99,14 @@ class _ZarrReaderBase(Reader):
         validate_shape(tuple(int(n) for n in arr.shape), shown, ndims)  # say these first
         output_dtype(arr.dtype, shown)
         try:
-            state = self._state(loc, dataset, arr)
+            state = (zarr_store_state(arr, None, zip_path=loc.path, zip_prefix=dataset or "")
+                     if self.in_zip_file else zarr_store_state(arr, loc.join(dataset or "")))
         except Exception as exc:
             raise unreadable("the zarr store", loc, exc) from None
         check_complete(state, shown, allow_missing_chunks=allow_missing_chunks)
         return ArraySource(self._verified(store, arr, dataset, state, shown, loc),
                            tuple(int(s) for s in arr.shape), np.dtype(arr.dtype), shown,
                            native_rows, (arr.metadata.zarr_format, state.token))
-
-    def _zip_path(self, loc: Location) -> str | None:
-        """The zip file holding the store (zip stores only)."""
-        return None
 
     def _verified(self, store: Any, arr: Any, dataset: str | None, state: Any, shown: str,
                   loc: Location) -> Any:
@@ -123,7 +119,7 @@ class _ZarrReaderBase(Reader):
         from daskgmm.io.zarr_verified import verified_store
 
         wrapped = verified_store(store, arr, dataset or "", state.digests, shown,
-                                 self._zip_path(loc))
+                                 loc.path if self.in_zip_file else None)
         try:
             return zarr.open_array(store=wrapped, path=dataset or "", mode="r")
         except Exception as exc:
@@ -164,9 +160,6 @@ class ZarrDirectoryReader(_ZarrReaderBase):
 
         return zarr_store(loc, read_only=True)
 
-    def _state(self, loc: Location, dataset: str | None, arr: Any) -> Any:
-        return zarr_store_state(arr, loc.join(dataset or ""))
-
 
 class ZarrZipReader(_ZarrReaderBase):
     """Zarr stores inside a local zip file (a read-only ``ZipStore`` pickles without its
@@ -175,6 +168,7 @@ class ZarrZipReader(_ZarrReaderBase):
     name = "zarr-zip"
     description = "Zarr zip store (*.zip, local)"
     extensions = (".zip",)
+    in_zip_file = True
 
     def sniff(self, location: Location) -> bool:
         return location.isfile() and location.head(4) in ZIP_SIGNATURES
@@ -197,9 +191,3 @@ class ZarrZipReader(_ZarrReaderBase):
                 "(unreadable or corrupt)."
             )
         return ZipStore(loc.path, mode="r")
-
-    def _state(self, loc: Location, dataset: str | None, arr: Any) -> Any:
-        return zarr_store_state(arr, None, zip_path=loc.path, zip_prefix=dataset or "")
-
-    def _zip_path(self, loc: Location) -> str | None:
-        return loc.path

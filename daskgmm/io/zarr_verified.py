@@ -131,7 +131,6 @@ class VerifiedStore(WrapperStore):
         return value
 
     async def get_partial_values(self, prototype: Any, key_ranges: Any) -> list[Any]:
-        key_ranges = list(key_ranges)
         return list(await asyncio.gather(*(self.get(k, prototype, r)
                                            for k, r in key_ranges)))
 

@@ -50,7 +50,7 @@ import numpy as np
 
 from daskgmm.engine.em import Candidate, IterationInfo
 from daskgmm.errors import CheckpointError
-from daskgmm.io.locations import Location, parse_location
+from daskgmm.io.locations import Location, parse_location, scrub_secrets
 from daskgmm.io.storage import write_file_atomic
 from daskgmm.serialize.schema import (
     MAX_JSON_BYTES,
@@ -482,7 +482,7 @@ def read_checkpoint_bytes(directory: Any, storage_options: dict | None = None
         raise
     except Exception as exc:
         raise CheckpointError(f"{shown} cannot be read ({type(exc).__name__}: "
-                              f"{loc.scrub(str(exc))}); check the storage options and the "
+                              f"{scrub_secrets(str(exc))}); check the storage options and the "
                               "permissions, or delete it to start afresh.") from None
 
 
