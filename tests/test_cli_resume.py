@@ -20,11 +20,16 @@ from daskgmm.io.generate import generate_mixture
 pytestmark = pytest.mark.slow
 
 
+# Killed at iteration 3 (or 4): enough iterations left for the resumed run to continue,
+# not so many that the resumed and the clean run spend most of the test iterating.
+MAX_ITER = 15
+
+
 def _config(tmp_path, name, data, checkpoint=None):
     cfg = {
         "data": {"path": str(data), "dataset": "X", "chunk_rows": 25_000},
         "model": {"n_components": 4, "covariance_type": "full", "random_state": 0,
-                  "tol": 0.0, "max_iter": 40},
+                  "tol": 0.0, "max_iter": MAX_ITER},
         "cluster": {"n_workers": 1, "threads_per_worker": 2, "memory_limit": "1GiB",
                     "dashboard_address": None},
         "output": {"dir": str(tmp_path / name), "plots": False},
@@ -65,7 +70,7 @@ def test_sigkill_cli_fit_then_resume(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     killed_at = json.loads((ckpt / "checkpoint.json").read_text())["iteration"]
-    assert 3 <= killed_at < 40
+    assert 3 <= killed_at < MAX_ITER
     assert not (tmp_path / "killed").exists(), "a killed run left a partial output"
 
     refused = subprocess.run(_fit_cmd(killed_cfg), capture_output=True, text=True)
@@ -83,4 +88,4 @@ def test_sigkill_cli_fit_then_resume(tmp_path):
     for attr in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(getattr(a, attr), getattr(b, attr), rtol=1e-10)
     assert a.lower_bounds_ == pytest.approx(b.lower_bounds_, rel=1e-10)
-    assert a.n_iter_ == b.n_iter_ == 40
+    assert a.n_iter_ == b.n_iter_ == MAX_ITER

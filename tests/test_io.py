@@ -487,17 +487,9 @@ def test_corrupt_stores(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
 @pytest.mark.slow
 def test_all_formats_on_worker_processes(client, tmp_path):
+    """(``client``: conftest's, on the session's LocalCluster of two worker processes.)"""
     values = np.random.default_rng(7).standard_normal((4000, 6))
     write_h5(tmp_path / "d.h5", "grp/X", values, chunks=(500, 6))
     np.save(tmp_path / "d.npy", values)

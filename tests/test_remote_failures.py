@@ -40,6 +40,14 @@ def options(endpoint: str, key: str = "daskgmm-test-key", secret: str = SECRET) 
             "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
 
 
+def unreachable_options() -> dict:
+    """Storage options of an endpoint where nothing listens. botocore gives up on a
+    refused connection after one attempt instead of its default retries with back-off
+    (about 20 of the 25 s a run took, waiting, before the same one-line error)."""
+    return {**options(f"http://127.0.0.1:{closed_port()}"),
+            "config_kwargs": {"retries": {"max_attempts": 1}}}
+
+
 def run(*args: object, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "daskgmm", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=cli_env())
@@ -81,7 +89,7 @@ def local_model(tmp_path_factory, local_data) -> Path:
 def test_fit_with_an_unreachable_endpoint(tmp_path, local_data, where):
     url = "s3://bucket/" + {"data.path": "x.zarr", "output.dir": "run",
                             "checkpoint.dir": "ckpt"}[where]
-    so = options(f"http://127.0.0.1:{closed_port()}")
+    so = unreachable_options()
     data = {"path": url, "storage_options": so} if where == "data.path" \
         else {"path": str(local_data)}
     output = {"dir": url, "storage_options": so} if where == "output.dir" \
@@ -100,7 +108,7 @@ def test_predict_with_an_unreachable_endpoint(tmp_path, local_data, local_model,
            "--output": "s3://bucket/labels.zarr"}[where]
     values = {"--model": local_model, "--data": local_data,
               "--output": tmp_path / "labels.zarr", where: url}
-    so = options(f"http://127.0.0.1:{closed_port()}")
+    so = unreachable_options()
     import json
 
     args = [a for flag, value in values.items() for a in (flag, value)]
