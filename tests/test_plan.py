@@ -101,11 +101,13 @@ def test_robust_seeds_from_scaled_values_split_along_a_feature_of_small_variance
     sample = starts.SampleRows("wide", filled, None, True, holes=holes)
     model = GaussianModel(2, cov, 1e-6)
     cache = starts.KMeansCache()
+    units = starts.unit_scale(filled, None)
     raw = cache.runs(sample, 2, 3, np.random.RandomState(0))
-    scaled = cache.runs(sample, 2, 3, np.random.RandomState(0), scaled=True)
+    scaled = cache.runs(sample, 2, 3, np.random.RandomState(0), units=units)
     raw_state = starts._from_assignment(model, filled, None, raw[0][1], holes)
     assert np.abs(raw_state.means[:, 1]).max() < 0.2          # both mix the modes
-    state = starts._from_scaled_assignment(model, filled, None, scaled[0][1], holes)
+    state = starts._from_scaled_assignment(model, filled, None, scaled[0][1], units,
+                                           holes)
     assert np.sort(state.means[:, 1]) == pytest.approx([-1, 1], abs=0.02)
     assert state.weights == pytest.approx([np.mean(y == 0), np.mean(y == 1)], abs=0.01) \
         or state.weights == pytest.approx([np.mean(y == 1), np.mean(y == 0)], abs=0.01)

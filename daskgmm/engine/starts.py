@@ -207,11 +207,12 @@ _NEAREST_ROWS = 8192
 
 
 def _from_scaled_assignment(model: Any, rows: np.ndarray, weights: np.ndarray | None,
-                            centres: np.ndarray, holes: np.ndarray | None = None) -> Any:
+                            centres: np.ndarray, units: tuple[np.ndarray, np.ndarray],
+                            holes: np.ndarray | None = None) -> Any:
     """The M-step of the hard assignment of in-memory rows to the nearest of
-    ``centres``, given and compared in the units of :func:`unit_scale` (with missing
-    values, of ``holes`` filled from their centres)."""
-    shift, scale = unit_scale(rows, weights)
+    ``centres``, given and compared in ``units`` (the rows' :func:`unit_scale`; with
+    missing values, of ``holes`` filled from their centres)."""
+    shift, scale = units
     labels = np.empty(len(rows), dtype=np.intp)
     half_norms = 0.5 * np.einsum("kd,kd->k", centres, centres)
     for lo in range(0, len(rows), _NEAREST_ROWS):
@@ -282,20 +283,20 @@ class KMeansCache:
         default_factory=dict)
 
     def runs(self, sample: SampleRows, n_components: int, n_runs: int,
-             rng: np.random.RandomState, *, scaled: bool = False
+             rng: np.random.RandomState, *,
+             units: tuple[np.ndarray, np.ndarray] | None = None
              ) -> list[tuple[float, np.ndarray]]:
         """``n_runs`` k-means++ runs (inertia, centres in canonical order) on the
-        sample's rows, or (``scaled``) on them scaled by :func:`unit_scale`, the centres
+        sample's rows, or on them in ``units`` (their :func:`unit_scale`), the centres
         in those units."""
         rows, weights = sample.rows, sample.weights
-        key = (sample.key, n_components, n_runs, scaled, _rng_token(rng))
+        key = (sample.key, n_components, n_runs, units is not None, _rng_token(rng))
         if key in self._runs:
             found, after = self._runs[key]
             rng.set_state(after)
             return found
-        if scaled:
-            shift, scale = unit_scale(rows, weights)
-            rows = (rows - shift) / scale
+        if units is not None:
+            rows = (rows - units[0]) / units[1]
         found = [_kmeans(rows, weights, n_components, 1, rng) for _ in range(n_runs)]
         self._runs[key] = (found, rng.get_state())
         return found
@@ -610,10 +611,11 @@ def _robust(model: Any, sample: SampleRows, rng: np.random.RandomState,
     K = model.n_components
     rows, weights = sample.rows, sample.weights
     raw = _distinct(ctx.cache.runs(sample, K, ROBUST_KMEANS_RUNS, rng), ROBUST_SHORT_RUNS)
+    units = unit_scale(rows, weights)
     scaled = _distinct(ctx.cache.runs(sample, K, ROBUST_SCALED_KMEANS_RUNS, rng,
-                                      scaled=True), ROBUST_SCALED_SHORT_RUNS)
+                                      units=units), ROBUST_SCALED_SHORT_RUNS)
     starts = ([_from_assignment(model, rows, weights, c, sample.holes) for c in raw]
-              + [_from_scaled_assignment(model, rows, weights, c, sample.holes)
+              + [_from_scaled_assignment(model, rows, weights, c, units, sample.holes)
                  for c in scaled])
     n_rows = float(len(rows) if weights is None else weights.sum())
     with observers.silenced(), small_work(len(rows), K, rows.shape[1]):
