@@ -611,6 +611,20 @@ def test_loaded_model_carries_no_checkpoint_directory(saved):
     assert load_model(saved).checkpoint_dir is None
 
 
+def _peak_of_a_refused_load(saved: Path, match: str) -> int:
+    """The peak of the allocations (bytes) while ``load`` refuses ``saved`` with a
+    ModelFormatError matching ``match``."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError, match=match):
+            load_model(saved)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _npz_with_a_bomb(path: Path, name: str, n_values: int) -> None:
     """Rewrite arrays.npz with ``name`` a deflated array of ``n_values`` zeros, streamed
     (never held in memory): a few hundred kB that inflate to 8 bytes per value."""
@@ -638,19 +652,12 @@ BOMB_VALUES = 2**24
 
 def test_compressed_bomb_declared_in_model_json_is_refused_before_reading(saved):
     import time
-    import tracemalloc
 
     _npz_with_a_bomb(saved, "lower_bounds_", BOMB_VALUES)  # 128 MiB once inflated
     assert (saved / "arrays.npz").stat().st_size < 2**20
     edit_meta(saved, _set("arrays", "lower_bounds_", "shape", [2**28]))
     started = time.perf_counter()
-    tracemalloc.start()
-    try:
-        with pytest.raises(ModelFormatError, match="larger than any array of a model"):
-            load_model(saved)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _peak_of_a_refused_load(saved, "larger than any array of a model")
     assert time.perf_counter() - started < 5
     assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB allocated: the bomb was read"
 
@@ -666,7 +673,6 @@ def test_compressed_bomb_whose_declared_shapes_match_its_arrays_is_refused(saved
     arrays of 80 MB each inflated, under 1 MiB on disk). Refused before a member is
     decompressed, so loading it allocates little (before: every array inflated, then
     refused by its checksum: about twice their size)."""
-    import tracemalloc
     import zipfile
 
     K, D = 100_000, 100
@@ -690,13 +696,7 @@ def test_compressed_bomb_whose_declared_shapes_match_its_arrays_is_refused(saved
                           for name, shape in shapes.items()}
 
     edit_meta(saved, declare)
-    tracemalloc.start()
-    try:
-        with pytest.raises(ModelFormatError, match="would inflate from"):
-            load_model(saved)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _peak_of_a_refused_load(saved, "would inflate from")
     assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
 
 
