@@ -207,9 +207,11 @@ def _sigint_when(proc, ready) -> str:
 
 
 def _forkserver_started(proc) -> bool:
+    """The fork server of the workers is up and forking them (the cluster is starting;
+    the command ignored SIGINT only for the instant it spawned the server)."""
     with_children = psutil.Process(proc.pid).children(recursive=True)
-    return any("forkserver" in " ".join(p.cmdline()) for p in with_children
-               if p.is_running())
+    return any("forkserver" in " ".join(p.cmdline()) and p.children()
+               for p in with_children if p.is_running())
 
 
 @pytest.mark.slow

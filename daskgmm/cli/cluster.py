@@ -13,7 +13,9 @@ import importlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -227,13 +229,19 @@ def _wait_for_workers(client: Any, cfg: ClusterSection, kind: str, log: Any,
 
 def _workers_ignore_ctrl_c() -> dict[str, Any]:
     """The dask configuration of worker processes that ignore Ctrl-C: forked by a fork
-    server whose preload (:mod:`daskgmm.cli.forkserver`) ignores SIGINT before the server
-    records the handlers its children restore. The command keeps its own handler
-    throughout, so Ctrl-C while the cluster starts is honoured."""
+    server started here with SIGINT ignored (inherited through exec, so a Ctrl-C cannot
+    kill the server while its interpreter starts; the command's handler is back as soon
+    as the server is spawned), whose children restore that. Its preload
+    (:mod:`daskgmm.cli.forkserver`) keeps an orphaned child's traceback quiet."""
     import multiprocessing.forkserver
 
     multiprocessing.forkserver.set_forkserver_preload(["daskgmm.cli.forkserver"])
-    multiprocessing.forkserver.ensure_running()
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     return {"distributed.worker.multiprocessing-method": "forkserver"}
 
 
