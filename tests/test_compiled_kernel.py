@@ -227,6 +227,37 @@ def test_compiled_tiles_follow_the_cache(monkeypatch):
     assert seen[2] == estep.COMPILED_MIN_TILE_ROWS
 
 
+def test_compiled_tiles_of_wide_full_rows_hold_enough_rows_for_the_products(monkeypatch):
+    """Where the cache's share holds fewer than COMPILED_GOOD_TILE_ROWS rows of full
+    covariances (many components of many features), the tile takes that many if they fit
+    in COMPILED_MAX_CACHE_FRACTION of the cache; otherwise, for other types, or with the
+    plan's tile_bytes, the cache's share (at least COMPILED_MIN_TILE_ROWS)."""
+    monkeypatch.setattr(estep, "cache_bytes", lambda: 2**21)
+    good = estep.COMPILED_GOOD_TILE_ROWS["full"]
+    share = estep.COMPILED_CACHE_FRACTION * 2**21
+    narrow = int(share // 300)  # plenty of rows: the cache's share decides
+    assert estep.compiled_tile_rows("full", 300) == narrow // 16 * 16 > good
+    wide = int(share // (good - 30)) + 1  # the share holds fewer than `good` rows
+    assert estep.compiled_tile_rows("full", wide) == good
+    assert estep.compiled_tile_rows("diag", wide) == (good - 31) // 16 * 16
+    too_wide = int(estep.COMPILED_MAX_CACHE_FRACTION * 2**21 // good) + 1
+    assert estep.compiled_tile_rows("full", too_wide) == estep.COMPILED_MIN_TILE_ROWS
+    assert estep.compiled_tile_rows("full", wide, tile_bytes=wide * 70) == 64  # as given
+    seen = []
+    real = estep._fused().group_statistics
+
+    def spy(*args):
+        seen.append(args[7])  # tile rows
+        return real(*args)
+
+    monkeypatch.setattr(estep._fused(), "group_statistics", spy)
+    X = make_blobs(3_000, d=32)
+    estep_statistics(X, None, 0, make_plan([_components("full", X, 16)], X.mean(0),
+                                           kernel="compiled"))
+    per_row = estep._fused().row_bytes("full", 16, 32, 8)
+    assert share // per_row < good <= seen[0] == good
+
+
 @pytest.mark.parametrize("func", ["predict_block", "predict_proba_block",
                                   "score_samples_block", "score_statistics"])
 def test_prediction_kernels_peak_is_the_output_plus_a_tile(func):

@@ -277,6 +277,17 @@ COMPILED_ROW_MULTIPLE = 16
 #: Fewest rows of a compiled tile, whatever the cache: fewer make the GEMMs inefficient
 #: (full D=64 K=16: 16-row tiles took 2x the time of 64-row ones).
 COMPILED_MIN_TILE_ROWS = 64
+#: Where the cache's share gives fewer rows (many components of many features), tiles of
+#: full covariances still hold this many if they fit in :data:`COMPILED_MAX_CACHE_FRACTION`
+#: of the cache: each component's scatter product runs over the tile's rows, and 64 rows
+#: were 20-26% slower than 128 for float32 at D=32 K=16, D=64 K=16 and D=48 K=24, 7-12%
+#: for float64 at D=32 K=16 (2 MiB level-2 cache, one thread; float64 at D=64 K=16 and
+#: D=48 K=24, whose 128-row tiles exceed half the cache, was 5% and 27% slower at 128;
+#: 'diag' at D=64 K=64, 20% slower at 128 rows than at 96, keeps the cache's share).
+COMPILED_GOOD_TILE_ROWS = {"full": 128}
+#: The largest fraction of the per-core cache a tile of :data:`COMPILED_GOOD_TILE_ROWS`
+#: rows may take.
+COMPILED_MAX_CACHE_FRACTION = 1 / 2
 
 
 @functools.cache
@@ -317,6 +328,21 @@ def cache_bytes() -> int:
 def compiled_tile_bytes() -> int:
     """Workspace of a compiled tile on this machine."""
     return int(COMPILED_CACHE_FRACTION * cache_bytes())
+
+
+def compiled_tile_rows(name: str, per_row: int, tile_bytes: int | None = None) -> int:
+    """Rows of a compiled tile of covariance type ``name`` whose workspace is ``per_row``
+    bytes a row: as many as ``tile_bytes`` hold (None: :func:`compiled_tile_bytes`, raised
+    to :data:`COMPILED_GOOD_TILE_ROWS` where those fit in
+    :data:`COMPILED_MAX_CACHE_FRACTION` of the cache), a multiple of
+    :data:`COMPILED_ROW_MULTIPLE`, at least :data:`COMPILED_MIN_TILE_ROWS`."""
+    budget = compiled_tile_bytes() if tile_bytes is None else tile_bytes
+    rows = max(1, budget // per_row) // COMPILED_ROW_MULTIPLE * COMPILED_ROW_MULTIPLE
+    good = COMPILED_GOOD_TILE_ROWS.get(name, 0)
+    if (tile_bytes is None and rows < good
+            and good * per_row <= COMPILED_MAX_CACHE_FRACTION * cache_bytes()):
+        rows = good
+    return max(COMPILED_MIN_TILE_ROWS, rows)
 
 
 def use_compiled(plan: EStepPlan, X: Any) -> bool:
@@ -374,10 +400,9 @@ def _compiled_group(X: np.ndarray, weights: np.ndarray | None, row_start: int,
     fused = _fused()
     batch = group.batch
     K, D = batch.n_components // n_candidates, X.shape[1]
-    tile_bytes = compiled_tile_bytes() if plan.tile_bytes is None else plan.tile_bytes
-    per_row = fused.row_bytes(batch.cov.name, K, D, plan.dtype.itemsize)
-    rows = max(1, tile_bytes // per_row) // COMPILED_ROW_MULTIPLE * COMPILED_ROW_MULTIPLE
-    rows = max(COMPILED_MIN_TILE_ROWS, rows)
+    name = batch.cov.name
+    rows = compiled_tile_rows(name, fused.row_bytes(name, K, D, plan.dtype.itemsize),
+                              plan.tile_bytes)
     acc, ll, ent, status = fused.group_statistics(
         X, weights, group.centre, batch, n_candidates, plan.dtype, plan.entropy, rows, ws)
     code, first = int(status[0]), int(status[1])

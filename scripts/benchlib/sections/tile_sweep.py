@@ -35,9 +35,11 @@ def run(ctx: Any) -> dict[str, Any]:
         comps = kernel.components(cov, X, k)
         per_size = []
         for tb in sizes:
-            plan = kernel.plan_for(comps, X, "float64", tile_bytes=tb, kernel=name)
+            # The default as a fit sizes it (None: the engine's own rule).
+            given = None if tb == DEFAULT else tb
+            plan = kernel.plan_for(comps, X, "float64", tile_bytes=given, kernel=name)
             t = median(kernel.kernel_seconds(X, plan, reps))
-            per_size.append({"tile_bytes": tb, "tile_rows": _tile_rows(plan, name, tb, d, k),
+            per_size.append({"tile_bytes": tb, "tile_rows": _tile_rows(plan, name, given, d, k),
                              "ns_per_row": t / n * 1e9})
         best = min(per_size, key=lambda r: r["ns_per_row"])
         default = next(r for r in per_size if r["tile_bytes"] == DEFAULT)
@@ -47,14 +49,13 @@ def run(ctx: Any) -> dict[str, Any]:
     return {"kernel": name, "default_tile_bytes": DEFAULT, "shapes": out_rows}
 
 
-def _tile_rows(plan: Any, name: str, tile_bytes: int, d: int, k: int) -> int:
+def _tile_rows(plan: Any, name: str, tile_bytes: int | None, d: int, k: int) -> int:
     if name == "numpy":
         return plan.groups[0].tile_rows
     from daskgmm.engine import estep
 
-    per_row = estep._fused().row_bytes(plan.groups[0].batch.cov.name, k, d, 8)
-    rows = tile_bytes // per_row // estep.COMPILED_ROW_MULTIPLE * estep.COMPILED_ROW_MULTIPLE
-    return max(estep.COMPILED_MIN_TILE_ROWS, rows)
+    cov = plan.groups[0].batch.cov.name
+    return estep.compiled_tile_rows(cov, estep._fused().row_bytes(cov, k, d, 8), tile_bytes)
 
 
 def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
