@@ -202,3 +202,27 @@ def test_a_pass_over_persisted_chunks_is_a_task_per_run_with_the_graphs_numbers(
         assert len(tasks) == len(runs) < chunks.n_chunks and reads.chunks == chunks.n_chunks
         _same(result, numpy.map_reduce(part.kernel, *part.args, split_every=3))
         _same(result, graph.map_reduce(part.kernel, *part.args, split_every=3))
+
+
+def _blas_threads(block, weights, row_start):
+    from threadpoolctl import threadpool_info
+
+    return {max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")}
+
+
+@pytest.mark.parametrize("scheduler", ["numpy", "threads", "sync"])
+def test_a_pass_in_this_process_runs_blas_on_one_thread_and_restores_it(scheduler):
+    """The chunk tasks of a pass in this process (NumPy input; Dask input on the threaded
+    or synchronous scheduler) see one BLAS thread; after the pass, BLAS has its threads
+    back."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    X = make_blobs(4_000, d=3)
+    data = X if scheduler == "numpy" else da.from_array(X, chunks=1_000)
+    with threadpool_limits(limits=2, user_api="blas"):
+        with dask.config.set(scheduler="threads" if scheduler == "numpy" else scheduler):
+            seen = RowChunks(data, 1_000).map_reduce(
+                _blas_threads, combine=lambda *sets: set().union(*sets))
+        after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert seen == {1}
+    assert after == {2}

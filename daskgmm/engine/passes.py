@@ -15,7 +15,7 @@ is read off the leaf tasks of the one graph that is submitted.
 
 BLAS runs one thread per chunk task: the tasks provide the parallelism. In this process
 (NumPy input, a threaded scheduler or in-process workers) a pass runs under
-``threadpool_limits(1)``; a worker process applies the same limit once, at its first task
+:func:`one_blas_thread`; a worker process applies the same limit once, at its first task
 (Dask's nanny already starts workers with one BLAS thread).
 """
 
@@ -701,8 +701,7 @@ class RowChunks:
                                                          strict=True)]
         combine_d = dask.delayed(combine, pure=True)
         total = tree_reduce(parts, lambda *group: combine_d(*group), split_every)
-        limit = (threadpool_limits(limits=1, user_api="blas") if _in_process_scheduler()
-                 else contextlib.nullcontext())
+        limit = one_blas_thread() if _in_process_scheduler() else contextlib.nullcontext()
         with limit:
             if client is None:
                 leaves = {p.key for p in parts}

@@ -55,6 +55,7 @@ computed once and shared by the covariance types (:class:`KMeansCache`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -313,9 +314,18 @@ def small_work(rows: int, n_components: int, n_features: int) -> Any:
 
     if rows * n_components * n_features >= SMALL_WORK:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    return _thread_controller().limit(limits=1)
 
-    return threadpool_limits(limits=1)
+
+@functools.cache
+def _thread_controller() -> Any:
+    """The process's thread pools (BLAS, and the OpenMP runtime of scikit-learn's
+    k-means), listed once: ``threadpool_limits`` lists the loaded libraries at every
+    call, about 3 ms (a sixth of a whole fit of scikit-learn's wine)."""
+    import sklearn.cluster  # noqa: F401  (loads the OpenMP runtime its k-means uses)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _kmeans(rows: np.ndarray, weights: np.ndarray | None, n_components: int, n_init: int,
