@@ -204,6 +204,50 @@ def test_a_pass_over_persisted_chunks_is_a_task_per_run_with_the_graphs_numbers(
         _same(result, graph.map_reduce(part.kernel, *part.args, split_every=3))
 
 
+def _where_and_stats(block, weights, row_start):
+    from distributed import get_worker
+
+    return {get_worker().address: 1}, {row_start: float(np.sum(block * weights[:, None]))}
+
+
+def _merge_where_and_stats(*parts):
+    where, stats = {}, {}
+    for w, st in parts:
+        for k, v in w.items():
+            where[k] = where.get(k, 0) + v
+        stats.update(st)
+    return where, stats
+
+
+def test_chunks_held_unevenly_are_balanced_by_copies_for_later_passes(client):
+    """Ten chunks persisted 7 on one worker and 3 on the other: the first pass runs them
+    where they lie and starts copying two of the seven (with their weights) to the other
+    worker; once the copies are there, passes run 5 and 5 chunks, with the same numbers,
+    and reuse the copies instead of making more."""
+    from distributed import wait
+
+    w1, w2 = sorted(client.nthreads())
+    X = make_blobs(1000, 3, 3, seed=4)
+    w = np.random.default_rng(1).uniform(0.5, 2.0, len(X))
+    parts = [client.persist(da.from_array(a[:700], chunks=100), workers=[w1])
+             for a in (X, w)] + [client.persist(da.from_array(a[700:], chunks=100),
+                                                workers=[w2]) for a in (X, w)]
+    data, weights = (client.persist(da.concatenate(pair)) for pair in
+                     ((parts[0], parts[2]), (parts[1], parts[3])))
+    wait([data, weights])
+    chunks = RowChunks(data, weights=weights)
+    expected = {a: float(np.sum(X[a:a + 100] * w[a:a + 100, None])) for a in range(0, 1000, 100)}
+    first = chunks.map_reduce(_where_and_stats, combine=_merge_where_and_stats)
+    assert first == ({w1: 7, w2: 3}, expected)
+    copies = chunks.__dict__["_copies"]
+    assert len(copies) == 2 and all(target == w2 for _, target in copies)
+    wait([f for pair in copies.values() for f in pair])
+    for _ in range(2):
+        assert chunks.map_reduce(_where_and_stats, combine=_merge_where_and_stats) == \
+            ({w1: 5, w2: 5}, expected)
+    assert len(chunks.__dict__["_copies"]) == 2
+
+
 def _blas_threads(block, weights, row_start):
     from threadpoolctl import threadpool_info
 
