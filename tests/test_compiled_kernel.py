@@ -65,8 +65,7 @@ def test_compiled_exponential_is_within_an_ulp(dtype):
                         -np.random.default_rng(0).exponential(2.0, 50_000)]).astype(dtype)
     x = np.maximum(x, dtype(lo))
     got = x.copy()
-    fused.exp_nonpositive(got, np.empty(len(x), np.int32 if dtype == np.float32
-                                        else np.int64))
+    fused.exp_nonpositive(got)
     exact = np.exp(x.astype(np.longdouble))
     rel = np.abs(got.astype(np.longdouble) - exact) / exact
     assert float(rel.max()) <= 1.0 * np.finfo(dtype).eps

@@ -40,8 +40,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 #: ``status[0]`` codes.
 OK = 0
@@ -76,16 +77,31 @@ _LN2_LO_32 = np.float32(1.4286067653e-06)
 (_U0, _U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8, _U9, _U10, _U11, _U12, _U13) = _TAYLOR64
 
 
-def _exp_nonpositive(values: np.ndarray, bits: np.ndarray) -> None:
-    """``values[:] = exp(values)`` for values in ``[log(tiny) + 1, 0]`` (a 1-D C array);
-    ``bits`` is scratch of the same length (int64 for float64, int32 for float32)."""
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float whose IEEE 754 bits are ``bits``: int64 to float64, int32 to float32
+    (a register move: no memory round trip, so the loop around it vectorises)."""
+    kinds = {types.int64: (types.float64, ir.DoubleType()),
+             types.int32: (types.float32, ir.FloatType())}
+    if bits not in kinds:
+        return None
+    result, llvm_type = kinds[bits]
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_type)
+
+    return result(bits), codegen
+
+
+def _exp_nonpositive(values: np.ndarray) -> None:
+    """``values[:] = exp(values)`` for values in ``[log(tiny) + 1, 0]`` (a 1-D C array)."""
     np.exp(values, out=values)  # pragma: no cover - replaced by the overload in numba
 
 
 @overload(_exp_nonpositive, jit_options=dict(_JIT))
-def _exp_nonpositive_impl(values, bits):
+def _exp_nonpositive_impl(values):
     if values.dtype == types.float32:
-        def exp32(values, bits):
+        def exp32(values):
             for i in range(values.size):
                 x = values[i]
                 n = math.floor(x * _LOG2E_32 + _HALF_32)
@@ -99,14 +115,10 @@ def _exp_nonpositive_impl(values, bits):
                 p = p * r + _T2
                 p = p * r + _T1
                 p = p * r + _T0
-                values[i] = p
-                bits[i] = (n + 127) << 23
-            scale = bits.view(np.float32)
-            for i in range(values.size):
-                values[i] *= scale[i]
+                values[i] = p * _float_from_bits(np.int32((n + 127) << 23))
         return exp32
 
-    def exp64(values, bits):
+    def exp64(values):
         for i in range(values.size):
             x = values[i]
             n = math.floor(x * _LOG2E + 0.5)
@@ -126,18 +138,14 @@ def _exp_nonpositive_impl(values, bits):
             p = p * r + _U2
             p = p * r + _U1
             p = p * r + _U0
-            values[i] = p
-            bits[i] = (n + 1023) << 52
-        scale = bits.view(np.float64)
-        for i in range(values.size):
-            values[i] *= scale[i]
+            values[i] = p * _float_from_bits(np.int64((n + 1023) << 52))
     return exp64
 
 
 @njit(**_JIT)
-def exp_nonpositive(values: np.ndarray, bits: np.ndarray) -> None:
+def exp_nonpositive(values: np.ndarray) -> None:
     """The compiled exponential on its own (for the tests)."""
-    _exp_nonpositive(values, bits)
+    _exp_nonpositive(values)
 
 
 # --------------------------------------------------------------------------------------
@@ -175,7 +183,7 @@ def _centre(X, r0, m, centre, out, squares):
 
 
 @njit(**_JIT)
-def _softmax(a, w, r0, lo, entropy, bits, top, total, shifted):
+def _softmax(a, w, r0, lo, entropy, top, total, shifted):
     """Normalise one candidate's weighted log-densities ``a`` (K × m) into
     responsibilities times the sample weights (``w`` empty: weights of one), in place.
 
@@ -206,7 +214,7 @@ def _softmax(a, w, r0, lo, entropy, bits, top, total, shifted):
         for k in range(K):
             for i in range(m):
                 shifted[k, i] = a[k, i]
-    _exp_nonpositive(a.reshape(K * m), bits[:K * m])
+    _exp_nonpositive(a.reshape(K * m))
     for i in range(m):
         total[i] = a[0, i]
     for k in range(1, K):
@@ -251,7 +259,7 @@ def _first_moments(a, xt, mom, nk, sx, base):
 # --------------------------------------------------------------------------------------
 @njit(**_JIT)
 def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf_y,
-               buf_a, buf_bits, buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
+               buf_a, buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
     """``'full'``: ``LT`` (C, K·D, D + 1) the extended factors of the group's C
     candidates, ``const`` (C, K) their log-constants; ``s2`` (C·K, D, D) accumulates
     ``M_k = sum_i w_i r_ik y_ik y_ikᵀ`` (see :mod:`daskgmm.engine.covariance.full`)."""
@@ -282,7 +290,7 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf
                 ck = const[c, k]
                 for i in range(m):
                     a[k, i] = ck - half * a[k, i]
-            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, buf_bits, top, total,
+            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
                                         shifted)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
@@ -311,7 +319,7 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf
 
 @njit(**_JIT)
 def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, buf_a,
-               buf_bits, buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
+               buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
     """``'tied'``: ``LT`` (C, D + 1, D + 1) the candidates' extended shared factors,
     ``B`` (C, K, D + 1) their ``[b_k, a_k - ½|b_k|²]``; ``s2`` (D, D) accumulates
     ``sum_i w_i (x_i - c0)(x_i - c0)ᵀ`` once for the group (see
@@ -342,7 +350,7 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
             for k in range(K):
                 for i in range(m):
                     a[k, i] -= half * norms[i]
-            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, buf_bits, top, total,
+            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
                                         shifted)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
@@ -371,7 +379,7 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
 
 @njit(**_JIT)
 def variances_chunk(X, w, centre, W, squares, tile_rows, scalars, entropy, buf_z, buf_a,
-                    buf_bits, buf_rows, buf_mom, nk, sx, s2, ll, ent, status):
+                    buf_rows, buf_mom, nk, sx, s2, ll, ent, status):
     """``'diag'`` (``squares`` 1) and ``'spherical'`` (``squares`` 2): ``W`` (C, K, R)
     the candidates' operands on the tile ``Z = [x - c0, 1, squares]ᵀ`` (R rows); ``s2``
     (C·K, R - D - 1) accumulates the moments of the squares (see
@@ -391,7 +399,7 @@ def variances_chunk(X, w, centre, W, squares, tile_rows, scalars, entropy, buf_z
         mom = buf_mom[:K * R].reshape((K, R))
         for c in range(C):
             np.dot(W[c], Z, a)
-            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, buf_bits, top, total,
+            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
                                         shifted)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
@@ -471,7 +479,7 @@ def row_bytes(name: str, n_components: int, n_features: int, itemsize: int) -> i
     """Workspace bytes per tile row of a compiled kernel (one candidate at a time, so
     independent of the number of candidates)."""
     K, D = n_components, n_features
-    common = 3 * K + 3  # responsibilities, their copy for the entropy, exponent bits, rows
+    common = 2 * K + 3  # responsibilities, their copy for the entropy, rows
     tile = {"full": (D + 1) + K * D, "tied": 2 * (D + 1),
             "diag": 2 * D + 1, "spherical": D + 2}[name]
     return (common + tile) * itemsize
@@ -491,29 +499,26 @@ def group_statistics(X: np.ndarray, w: np.ndarray | None, centre: np.ndarray, ba
     CK = batch.n_components
     K = CK // C
     m = max(1, min(tile_rows, n))
-    itemsize = dtype.itemsize
-    bits_dtype = np.int32 if itemsize == 4 else np.int64
     weights = np.empty(0) if w is None else np.ascontiguousarray(w, dtype=np.float64)
     scalars = np.array([_LOG_TINY[dtype.char], 0.5], dtype=dtype)
     nk, sx = np.zeros(CK), np.zeros((CK, D))
     ll, ent = np.zeros(C), np.zeros(C)
     status = np.zeros(2, dtype=np.int64)
     buf_a = ws.get("fused.a", (2 * K * m,), dtype)
-    buf_bits = ws.get("fused.bits", (K * m,), bits_dtype)
     buf_rows = ws.get("fused.rows", (3, m), dtype)
     if name == "full":
         s2 = np.zeros((CK, D, D))
         full_chunk(X, weights, centre, batch.arrays["LT"].reshape(C, K * D, D + 1),
                    batch.arrays["constant"].reshape(C, K), m, scalars, entropy,
                    ws.get("fused.xt", ((D + 1) * m,), dtype),
-                   ws.get("fused.y", (K * D * m,), dtype), buf_a, buf_bits, buf_rows,
+                   ws.get("fused.y", (K * D * m,), dtype), buf_a, buf_rows,
                    ws.get("fused.s", (D, D), dtype), ws.get("fused.mom", (K * (D + 1),), dtype),
                    nk, sx, s2, ll, ent, status)
     elif name == "tied":
         s2 = np.zeros((D, D))
         tied_chunk(X, weights, centre, batch.arrays["LT"], batch.arrays["B"], m, scalars,
                    entropy, ws.get("fused.xt", ((D + 1) * m,), dtype),
-                   ws.get("fused.y", ((D + 1) * m,), dtype), buf_a, buf_bits, buf_rows,
+                   ws.get("fused.y", ((D + 1) * m,), dtype), buf_a, buf_rows,
                    ws.get("fused.s", (D, D), dtype), ws.get("fused.mom", (K * (D + 1),), dtype),
                    nk, sx, s2, ll, ent, status)
     else:
@@ -522,7 +527,7 @@ def group_statistics(X: np.ndarray, w: np.ndarray | None, centre: np.ndarray, ba
         s2 = np.zeros((CK, R - D - 1))
         variances_chunk(X, weights, centre, W.reshape(C, K, R), 1 if name == "diag" else 2,
                         m, scalars, entropy, ws.get("fused.z", (R * m,), dtype), buf_a,
-                        buf_bits, buf_rows, ws.get("fused.mom", (K * R,), dtype),
+                        buf_rows, ws.get("fused.mom", (K * R,), dtype),
                         nk, sx, s2, ll, ent, status)
         if name == "spherical":
             s2 = s2[:, 0]
