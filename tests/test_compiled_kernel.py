@@ -201,12 +201,8 @@ def test_auto_leaves_workers_with_little_memory_to_numpy():
             assert client.submit(_choice_in_a_worker, plan, large).result() is compiled
 
 
-def test_compiled_tiles_follow_the_cache(monkeypatch):
-    """Tiles of the compiled kernel take a fraction of the per-core cache (at least
-    COMPILED_MIN_TILE_ROWS rows), or the plan's tile_bytes."""
-    assert estep.cache_bytes() >= 32 * 2**10
-    X = make_blobs(5_000, d=4)
-    comps = [_components("spherical", X, 3)]
+def _tile_rows_seen(monkeypatch) -> list[int]:
+    """The tile rows of every later call of the compiled kernel, in order."""
     seen = []
     real = estep._fused().group_statistics
 
@@ -215,6 +211,16 @@ def test_compiled_tiles_follow_the_cache(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(estep._fused(), "group_statistics", spy)
+    return seen
+
+
+def test_compiled_tiles_follow_the_cache(monkeypatch):
+    """Tiles of the compiled kernel take a fraction of the per-core cache (at least
+    COMPILED_MIN_TILE_ROWS rows), or the plan's tile_bytes."""
+    assert estep.cache_bytes() >= 32 * 2**10
+    X = make_blobs(5_000, d=4)
+    comps = [_components("spherical", X, 3)]
+    seen = _tile_rows_seen(monkeypatch)
     estep_statistics(X, None, 0, make_plan(comps, X.mean(0), kernel="compiled"))
     monkeypatch.setattr(estep, "cache_bytes", lambda: 2**20)
     estep_statistics(X, None, 0, make_plan(comps, X.mean(0), kernel="compiled"))
@@ -242,14 +248,7 @@ def test_compiled_tiles_of_wide_full_rows_hold_enough_rows_for_the_products(monk
     too_wide = int(estep.COMPILED_MAX_CACHE_FRACTION * 2**21 // good) + 1
     assert estep.compiled_tile_rows("full", too_wide) == estep.COMPILED_MIN_TILE_ROWS
     assert estep.compiled_tile_rows("full", wide, tile_bytes=wide * 70) == 64  # as given
-    seen = []
-    real = estep._fused().group_statistics
-
-    def spy(*args):
-        seen.append(args[7])  # tile rows
-        return real(*args)
-
-    monkeypatch.setattr(estep._fused(), "group_statistics", spy)
+    seen = _tile_rows_seen(monkeypatch)
     X = make_blobs(3_000, d=32)
     estep_statistics(X, None, 0, make_plan([_components("full", X, 16)], X.mean(0),
                                            kernel="compiled"))
