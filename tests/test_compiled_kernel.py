@@ -100,6 +100,27 @@ def test_compiled_kernel_equals_numpy_kernel_in_float32(cov):
         _assert_close(b, c, 2e-6)
 
 
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 2e-6)])
+def test_compiled_full_scatter_of_many_features_by_syrk_equals_the_general_product(
+        dtype, rtol, monkeypatch):
+    """Full covariances of at least SYRK_MIN_FEATURES features accumulate their scatter
+    with BLAS's syrk (one triangle, mirrored): the same statistics as the NumPy kernel and
+    as the compiled kernel's general product, weighted, over many tiles and a short last
+    one; the scatter is exactly symmetric."""
+    from daskgmm.engine import fused
+
+    d = fused.SYRK_MIN_FEATURES
+    X = make_blobs(700, d=d) * 3.0 + 10.0
+    w = np.random.default_rng(3).uniform(0, 3, size=len(X))
+    comps = [_components("full", X, 3, 0), _components("full", X, 2, 1)]
+    by_syrk = _stats(X, w, comps, "compiled", dtype=dtype)
+    for st in by_syrk:
+        np.testing.assert_array_equal(st["s2"], np.swapaxes(st["s2"], -1, -2))
+    _assert_close(_stats(X, w, comps, "numpy", dtype=dtype), by_syrk, rtol)
+    monkeypatch.setattr(fused, "SYRK_MIN_FEATURES", d + 1)
+    _assert_close(_stats(X, w, comps, "compiled", dtype=dtype), by_syrk, rtol)
+
+
 @pytest.mark.parametrize("cov", ["full", "diag"])
 def test_compiled_candidates_sharing_a_pass_get_what_they_would_alone(cov):
     X = make_blobs(700, d=4)

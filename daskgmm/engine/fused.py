@@ -37,8 +37,10 @@ cache directory where that is read-only, or ``NUMBA_CACHE_DIR``), so a later pro
 
 from __future__ import annotations
 
+import ctypes
 import math
 
+import llvmlite.binding
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -146,6 +148,58 @@ def _exp_nonpositive_impl(values):
 def exp_nonpositive(values: np.ndarray) -> None:
     """The compiled exponential on its own (for the tests)."""
     _exp_nonpositive(values)
+
+
+# --------------------------------------------------------------------------------------
+# symmetric rank-k updates: SciPy's BLAS syrk, called from the compiled loop
+# --------------------------------------------------------------------------------------
+# numba's np.dot runs a general product; the scatter of a full covariance is symmetric,
+# and BLAS's syrk computes one triangle: at 64 features it took 26% less time than the
+# general product of the same tile (128 rows), 29% at 128 and 40% at 256, but 70% more
+# at 16 features (one thread, OpenBLAS). The kernels call it through SciPy's Cython BLAS
+# (the library numba's np.dot uses), by a symbol registered with LLVM at import, so that
+# the compiled kernels stay cacheable.
+#: Full covariances of at least this many features accumulate their scatter with syrk.
+SYRK_MIN_FEATURES = 48
+
+
+def _blas_address(name: str) -> int:
+    from scipy.linalg import cython_blas
+
+    capsule = cython_blas.__pyx_capi__[name]
+    get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
+        ("PyCapsule_GetName", ctypes.pythonapi))
+    get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi))
+    return get_pointer(capsule, get_name(capsule))
+
+
+for _name in ("dsyrk", "ssyrk"):
+    llvmlite.binding.add_symbol(f"daskgmm_{_name}", _blas_address(_name))
+# (uplo, trans, n, k, alpha, a, lda, beta, c, ldc), every argument by address (Fortran).
+_SYRK_SIGNATURE = types.void(*([types.voidptr] * 10))
+_dsyrk = types.ExternalFunction("daskgmm_dsyrk", _SYRK_SIGNATURE)
+_ssyrk = types.ExternalFunction("daskgmm_ssyrk", _SYRK_SIGNATURE)
+
+
+def _gram_lower(Y, out, ints, coef, chars):
+    """``out``'s lower triangle (C order) = ``Y Yᵀ`` (``Y`` C-contiguous, D × m)."""
+    raise NotImplementedError  # pragma: no cover - compiled only
+
+
+@overload(_gram_lower, jit_options=dict(_JIT))
+def _gram_lower_impl(Y, out, ints, coef, chars):
+    syrk = _ssyrk if Y.dtype == types.float32 else _dsyrk
+
+    def gram(Y, out, ints, coef, chars):
+        # Y is, to Fortran, the m x D matrix A (leading dimension m): out = Aᵀ A, whose
+        # upper triangle in Fortran's column order is the lower one in C's.
+        D, m = Y.shape
+        ints[0], ints[1], ints[2], ints[3] = D, m, m, D
+        syrk(chars[0:].ctypes, chars[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
+             coef[0:].ctypes, Y.ctypes, ints[2:].ctypes, coef[1:].ctypes, out.ctypes,
+             ints[3:].ctypes)
+    return gram
 
 
 # --------------------------------------------------------------------------------------
@@ -258,15 +312,21 @@ def _first_moments(a, xt, mom, nk, sx, base):
 # the kernels, one per covariance type
 # --------------------------------------------------------------------------------------
 @njit(**_JIT)
-def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf_y,
-               buf_a, buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
+def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, symmetric, buf_xt,
+               buf_y, buf_a, buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
     """``'full'``: ``LT`` (C, K·D, D + 1) the extended factors of the group's C
     candidates, ``const`` (C, K) their log-constants; ``s2`` (C·K, D, D) accumulates
-    ``M_k = sum_i w_i r_ik y_ik y_ikᵀ`` (see :mod:`daskgmm.engine.covariance.full`)."""
+    ``M_k = sum_i w_i r_ik y_ik y_ikᵀ`` (see :mod:`daskgmm.engine.covariance.full`), by
+    syrk where ``symmetric``."""
     n, D = X.shape
     C, KD = LT.shape[0], LT.shape[1]
     K = KD // D
     lo, half = scalars[0], scalars[1]
+    ints = np.empty(4, np.int32)  # syrk's n, k, lda, ldc
+    coef = np.empty(2, buf_s.dtype)  # its alpha and beta
+    coef[0], coef[1] = 1, 0
+    chars = np.empty(2, np.uint8)  # 'U' (upper, to Fortran), 'T' (Aᵀ A)
+    chars[0], chars[1] = 85, 84
     for r0 in range(0, n, tile_rows):
         m = min(tile_rows, n - r0)
         xt = buf_xt[:(D + 1) * m].reshape((D + 1, m))
@@ -305,16 +365,29 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf
                     for i in range(m):
                         Y3[k, d, i] *= a[k, i]
             for k in range(K):
-                np.dot(Y3[k], Y3[k].T, buf_s)
                 overflow = 0
-                for d in range(D):
-                    for e in range(D):
-                        v = buf_s[d, e]
-                        overflow += (v - v) != 0
-                        s2[c * K + k, d, e] += v
+                if symmetric:  # the lower triangle; mirrored after the last tile
+                    _gram_lower(Y3[k], buf_s, ints, coef, chars)
+                    for d in range(D):
+                        for e in range(d + 1):
+                            v = buf_s[d, e]
+                            overflow += (v - v) != 0
+                            s2[c * K + k, d, e] += v
+                else:
+                    np.dot(Y3[k], Y3[k].T, buf_s)
+                    for d in range(D):
+                        for e in range(D):
+                            v = buf_s[d, e]
+                            overflow += (v - v) != 0
+                            s2[c * K + k, d, e] += v
                 if overflow:
                     status[0], status[1] = PRODUCTS_OVERFLOW, r0
                     return
+    if symmetric:
+        for ck in range(s2.shape[0]):
+            for d in range(D):
+                for e in range(d):
+                    s2[ck, e, d] = s2[ck, d, e]
 
 
 @njit(**_JIT)
@@ -510,7 +583,7 @@ def group_statistics(X: np.ndarray, w: np.ndarray | None, centre: np.ndarray, ba
         s2 = np.zeros((CK, D, D))
         full_chunk(X, weights, centre, batch.arrays["LT"].reshape(C, K * D, D + 1),
                    batch.arrays["constant"].reshape(C, K), m, scalars, entropy,
-                   ws.get("fused.xt", ((D + 1) * m,), dtype),
+                   D >= SYRK_MIN_FEATURES, ws.get("fused.xt", ((D + 1) * m,), dtype),
                    ws.get("fused.y", (K * D * m,), dtype), buf_a, buf_rows,
                    ws.get("fused.s", (D, D), dtype), ws.get("fused.mom", (K * (D + 1),), dtype),
                    nk, sx, s2, ll, ent, status)
