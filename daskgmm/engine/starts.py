@@ -187,9 +187,16 @@ def _from_assignment(model: Any, rows: np.ndarray, weights: np.ndarray | None,
     missing values, of ``holes``, the rows as read, filled from their centres)."""
     if holes is not None:
         rows = fill_from_centres(holes, centres)
+    return _assignment_m_step(model, rows, weights, centres, hard_assignment_statistics)
+
+
+def _assignment_m_step(model: Any, rows: np.ndarray, weights: np.ndarray | None,
+                       centres: np.ndarray, statistics: Callable[..., Any]) -> Any:
+    """The M-step of ``statistics(rows, weights, 0, plan)`` (an assignment of the rows
+    to ``centres``) under the identity plan of those centres about the rows' mean."""
     reference = _mean(rows, weights)
     plan = identity_plan([(model.covariance, centres)], reference)
-    stats = hard_assignment_statistics(rows, weights, 0, plan).stats[0]
+    stats = statistics(rows, weights, 0, plan).stats[0]
     return model.m_step(stats, reference, Reference(np.asarray(centres)))
 
 
@@ -222,15 +229,14 @@ def _from_scaled_assignment(model: Any, rows: np.ndarray, weights: np.ndarray | 
     raw = centres * scale + shift
     if holes is not None:
         rows = np.where(np.isnan(holes), raw[labels], holes)
-    reference = _mean(rows, weights)
-    plan = identity_plan([(model.covariance, raw)], reference)
 
     def labelled(c: int, block: np.ndarray, xc: np.ndarray, sl: slice) -> None:
         block[...] = 0.0
         block[labels[sl], np.arange(block.shape[1])] = 1.0
 
-    stats = assignment_statistics(rows, weights, 0, plan, labelled).stats[0]
-    return model.m_step(stats, reference, Reference(raw))
+    return _assignment_m_step(
+        model, rows, weights, raw,
+        lambda *args: assignment_statistics(*args, labelled))
 
 
 def _points_state(model: Any, points: np.ndarray, weights: np.ndarray | None) -> Any:
