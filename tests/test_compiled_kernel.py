@@ -71,6 +71,27 @@ def test_compiled_exponential_is_within_an_ulp(dtype):
     assert float(rel.max()) <= 1.0 * np.finfo(dtype).eps
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_logarithm_is_within_three_ulps(dtype):
+    """The vectorised logarithm of the softmax's row totals (float64 result) over the
+    totals' range [1, K] and over positive normal numbers of every exponent, against
+    NumPy's in extended precision: within three units in the last place of float64."""
+    from daskgmm.engine import fused
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(1.0, 64.0, 100_001), rng.uniform(1.0, 5_000.0, 50_000),
+                        2.0 ** rng.uniform(-125.0, 127.0, 50_000),
+                        [1.0, np.nextafter(1.0, 2.0), 2.0, np.sqrt(2.0),
+                         np.nextafter(np.sqrt(2.0), 1.0), np.finfo(np.float32).tiny]])
+    x = x.astype(dtype)
+    got = np.empty(len(x))
+    fused.log_positive(x, got)
+    exact = np.log(x.astype(np.longdouble))
+    ulps = np.abs(got.astype(np.longdouble) - exact) / np.spacing(np.abs(exact).astype(float))
+    assert got[x == 1].tolist() == [0.0] * int((x == 1).sum())
+    assert float(ulps[x != 1].max()) <= 3.0
+
+
 @pytest.mark.parametrize("cov", COV_TYPES)
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_compiled_kernel_equals_numpy_kernel(cov, weighted):
