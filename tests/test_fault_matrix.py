@@ -380,10 +380,22 @@ def test_fit_on_a_read_only_location(tmp_path, data, where):
 
 @pytest.fixture
 def remote(tmp_path):
+    """A scheduler and one worker, connected (the command's wait for workers is bounded
+    by the short connect timeout below)."""
+    from distributed import Client
+
     with ProcessCluster(tmp_path / "procs", death_timeout=20) as procs:
         procs.start_scheduler()
         procs.start_worker()
+        with Client(procs.address, timeout="30s") as client:
+            procs.wait_for_workers(client, 1)
         yield procs
+
+
+# A pass submitted just after the scheduler died waits for the client to give up
+# reconnecting: its connect timeout, 20 s by default. The runs below get a shorter one
+# (the scheduler is on 127.0.0.1 and up, so connecting takes milliseconds).
+LOST_SCHEDULER_ENV = {"DASKGMM_CONNECT_TIMEOUT": "5"}
 
 
 def _scheduler_pid(procs: ProcessCluster) -> int:
@@ -396,7 +408,7 @@ def test_fit_scheduler_dies(tmp_path, data, remote):
                           cluster={"address": remote.address, "stall_timeout": 30})
     before = tree_digest(data)
     with Case("fit", "the dask scheduler is SIGKILLed mid-EM") as case:
-        run = Run("fit", config)
+        run = Run("fit", config, env=cli_env(**LOST_SCHEDULER_ENV))
         try:
             run.wait_line("iter 3/")
             os.killpg(_scheduler_pid(remote), signal.SIGKILL)
@@ -418,7 +430,8 @@ def test_predict_scheduler_dies(tmp_path, data, model, remote):
     with Case("predict", "the dask scheduler is SIGKILLed while labels are written") \
             as case:
         run = Run("predict", "--model", model, "--data", data, "--dataset", "X",
-                  "--output", target, "--scheduler", remote.address)
+                  "--output", target, "--scheduler", remote.address,
+                  env=cli_env(**LOST_SCHEDULER_ENV))
         try:
             run.wait_for(lambda: (t := _tmp_with(tmp_path, target.name)) is not None
                          and (t / "zarr.json").exists(), "the label array", timeout=120)

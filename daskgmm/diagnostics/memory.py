@@ -17,7 +17,9 @@ class MemoryMonitor:
     """Sample the resident memory of every worker and of the driver in the background.
 
     Use as a context manager around a fit. ``client`` may be ``None`` (only the driver is
-    sampled). Sampling runs in a daemon thread every ``interval`` seconds.
+    sampled). Sampling runs in a daemon thread every ``interval`` seconds, and once more
+    when the block ends; not when it fails (its figures are of no use then, and a
+    failure such as a lost scheduler would make that sample wait).
 
     Attributes
     ----------
@@ -67,6 +69,14 @@ class MemoryMonitor:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._stop.set()
+        if exc is not None:
+            # The block failed: its figures will not be reported, and the failure may be
+            # a lost scheduler, with which a sample (``client.run``) blocks until the
+            # client gives up reconnecting (its connect timeout, 20 s for the command
+            # line). The daemon thread, perhaps stuck in such a sample, is left to end.
+            if self._thread is not None:
+                self._thread.join(timeout=self.interval)
+            return
         if self._thread is not None:
             self._thread.join()
         self.sample()
