@@ -6,7 +6,11 @@ scikit-learn fit of the row's covariance type on 20,000 of its rows, then altern
 scikit-learn (default BLAS threads) and daskgmm (NumPy input, in process) from those
 parameters, ``iters`` iterations each (``tol=0``), ``shape_repeats`` rounds; the first
 iteration of every fit is dropped. The floor is ``N * flops_per_row / GEMM speed``
-(:mod:`benchlib.flops`, float64).
+(:mod:`benchlib.flops`, float64), with the GEMM speed measured in the row's own rounds,
+alternating with the two systems (the median of its rounds): this machine's speed drifts
+by tens of percent from one minute to the next, so a speed measured once at the start of
+the run would put some rows' floors at another speed than their fits. The run's first
+GEMM speed is reported beside it.
 
 The rows are issue 21's (its targets against scikit-learn; 2.5x the floor for every row);
 ``--quick`` divides N by 200 (chunks under ``COMPILED_MIN_ROWS`` rows then run the NumPy
@@ -21,7 +25,7 @@ from typing import Any
 from benchlib import data, flops
 from benchlib.fits import run_daskgmm, run_sklearn, summarise
 from benchlib.report import at_most, fmt_s, fmt_x, row, simple_table
-from benchlib.util import TIMES, alternate, log, ratio, rel_diff
+from benchlib.util import TIMES, alternate, log, median, ratio, rel_diff
 
 ID = "shapes"
 #: (covariance type, D, K, N): the rows of issue 21's table.
@@ -70,17 +74,22 @@ def run(ctx: Any) -> dict[str, Any]:
                                                     interval=a.monitor_interval)
             return record
 
-        runs = alternate({"sklearn": sk_run, "daskgmm": dg_run}, a.shape_repeats)
+        def gemm_run() -> dict[str, Any]:
+            return flops.measure_gemm("float64", ctx.gemm["float64"]["size"])
+
+        runs = alternate({"sklearn": sk_run, "daskgmm": dg_run, "gemm": gemm_run},
+                         a.shape_repeats)
         sk, dg = summarise(runs["sklearn"]), summarise(runs["daskgmm"])
+        row_gemm = median([g["flops_per_s"] for g in runs["gemm"]])
         fl = flops.flops_per_row(cov, k, d)
-        floor = n * fl["total"] / gemm
+        floor = n * fl["total"] / row_gemm
         target_sk = VS_SKLEARN_ROW.get((cov, d, k, n_full), VS_SKLEARN_TYPE.get(cov))
         out_rows.append({
             "covariance_type": cov, "n_features": d, "n_components": k, "n_samples": n,
             "sklearn": sk, "daskgmm": dg,
             "sklearn_iter_s": sk["median_iter_s"], "daskgmm_iter_s": dg["median_iter_s"],
             "daskgmm_over_sklearn": ratio(dg["median_iter_s"], sk["median_iter_s"]),
-            "flops_per_row": fl, "floor_s": floor,
+            "flops_per_row": fl, "gemm_flops_per_s": row_gemm, "floor_s": floor,
             "daskgmm_over_floor": ratio(dg["median_iter_s"], floor),
             "sklearn_over_floor": ratio(sk["median_iter_s"], floor),
             "target_vs_sklearn": target_sk,
@@ -126,12 +135,14 @@ def markdown(res: dict[str, Any]) -> str:
         body.append([r["covariance_type"], r["n_features"], r["n_components"],
                      f"{r['n_samples']:,}", fmt_s(r["sklearn_iter_s"]),
                      fmt_s(r["daskgmm_iter_s"]), fmt_x(r["daskgmm_over_sklearn"]),
-                     f"{r['flops_per_row']['total']:,}", fmt_s(r["floor_s"]),
+                     f"{r['flops_per_row']['total']:,}",
+                     f"{r['gemm_flops_per_s'] / 1e9:.1f}", fmt_s(r["floor_s"]),
                      fmt_x(r["daskgmm_over_floor"]), fmt_x(r["sklearn_over_floor"]),
                      f"{diff:.1e}"])
     return (f"## Covariance type {TIMES} shape (NumPy input, float64, per iteration)\n\n"
-            f"Floor = N {TIMES} flop/row ÷ {res['gemm_float64_flops_per_s'] / 1e9:.1f} GFLOP/s "
-            "(square float64 GEMM, default threads, this run).\n\n"
+            f"Floor = N {TIMES} flop/row ÷ the square float64 GEMM's speed (default threads) "
+            "measured in the row's own alternating rounds (the run's first measurement: "
+            f"{res['gemm_float64_flops_per_s'] / 1e9:.1f} GFLOP/s).\n\n"
             + simple_table(["type", "D", "K", "N", "scikit-learn", "daskgmm", "ratio",
-                            "flop/row", "floor", "daskgmm ÷ floor", "sklearn ÷ floor",
-                            "max rel. diff vs sklearn"], body) + "\n")
+                            "flop/row", "GEMM GFLOP/s", "floor", "daskgmm ÷ floor",
+                            "sklearn ÷ floor", "max rel. diff vs sklearn"], body) + "\n")
