@@ -228,6 +228,22 @@ def default_chunk_rows(n_features: int, itemsize: int = 8,
     return max(1, chunk_bytes // max(1, n_features * itemsize))
 
 
+def even_chunk_rows(n_samples: int, n_features: int, itemsize: int = 8,
+                    threads: int | None = None) -> int:
+    """Rows per chunk of NumPy input: chunks of at most :data:`DEFAULT_CHUNK_BYTES`, as
+    many as a multiple of the cores (``threads``, default ``os.cpu_count()``), all of one
+    size, at least 1,024 rows.
+
+    A pass over NumPy input runs the chunks on a thread per core and takes as long as the
+    busiest thread: 2,000,000 rows of 16 features in chunks of the largest size (524,288
+    rows: three of them and one of 427,136) left one of two threads 1,048,576 rows
+    against 951,424 (5% of the pass idle); four chunks of 500,000 share them evenly."""
+    threads = threads or os.cpu_count() or 1
+    count = max(threads, math.ceil(n_samples / default_chunk_rows(n_features, itemsize)))
+    count = math.ceil(count / threads) * threads
+    return max(1024, math.ceil(n_samples / count))
+
+
 def _check_weights(weights: Any, n: int) -> np.ndarray | da.Array:
     if isinstance(weights, da.Array):
         w = weights
@@ -369,8 +385,7 @@ class RowChunks:
             bounds = np.cumsum((0, *data.chunks[0]))
         else:
             if chunk_rows is None:
-                chunk_rows = default_chunk_rows(d, data.dtype.itemsize)
-                chunk_rows = min(chunk_rows, max(1024, math.ceil(n / (os.cpu_count() or 1))))
+                chunk_rows = even_chunk_rows(n, d, data.dtype.itemsize)
             bounds = np.array([*range(0, n, chunk_rows), n]) if n else np.array([0])
         self.data = data
         self.row_bounds: list[tuple[int, int]] = [
