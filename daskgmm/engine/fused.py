@@ -372,14 +372,14 @@ def _first_moments(a, xt, mom, nk, sx, base):
 # --------------------------------------------------------------------------------------
 @njit(**_JIT)
 def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, symmetric, buf_xt,
-               buf_y, buf_a, buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
+               buf_y, buf_a, buf_rows, buf_log, buf_s, buf_mom, nk, sx, s2, ll, ent,
+               status):
     """``'full'``: ``LT`` (C, K·D, D + 1) the extended factors of the group's C
     candidates, ``const`` (C, K) their log-constants; ``s2`` (C·K, D, D) accumulates
     ``M_k = sum_i w_i r_ik y_ik y_ikᵀ`` (see :mod:`daskgmm.engine.covariance.full`), by
     syrk where ``symmetric``."""
     n, D = X.shape
     C, KD = LT.shape[0], LT.shape[1]
-    logs = np.empty(min(tile_rows, n))
     K = KD // D
     lo, half = scalars[0], scalars[1]
     ints = np.empty(4, np.int32)  # syrk's n, k, lda, ldc
@@ -411,7 +411,7 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, symmetric, 
                 for i in range(m):
                     a[k, i] = ck - half * a[k, i]
             t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
-                                        shifted, logs)
+                                        shifted, buf_log)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
                 return
@@ -425,21 +425,16 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, symmetric, 
                     for i in range(m):
                         Y3[k, d, i] *= a[k, i]
             for k in range(K):
-                overflow = 0
                 if symmetric:  # the lower triangle; mirrored after the last tile
                     _gram_lower(Y3[k], buf_s, ints, coef, chars)
-                    for d in range(D):
-                        for e in range(d + 1):
-                            v = buf_s[d, e]
-                            overflow += (v - v) != 0
-                            s2[c * K + k, d, e] += v
                 else:
                     np.dot(Y3[k], Y3[k].T, buf_s)
-                    for d in range(D):
-                        for e in range(D):
-                            v = buf_s[d, e]
-                            overflow += (v - v) != 0
-                            s2[c * K + k, d, e] += v
+                overflow = 0
+                for d in range(D):
+                    for e in range(d + 1 if symmetric else D):
+                        v = buf_s[d, e]
+                        overflow += (v - v) != 0
+                        s2[c * K + k, d, e] += v
                 if overflow:
                     status[0], status[1] = PRODUCTS_OVERFLOW, r0
                     return
@@ -452,14 +447,13 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, symmetric, 
 
 @njit(**_JIT)
 def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, buf_a,
-               buf_rows, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
+               buf_rows, buf_log, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
     """``'tied'``: ``LT`` (C, D + 1, D + 1) the candidates' extended shared factors,
     ``B`` (C, K, D + 1) their ``[b_k, a_k - ½|b_k|²]``; ``s2`` (D, D) accumulates
     ``sum_i w_i (x_i - c0)(x_i - c0)ᵀ`` once for the group (see
     :mod:`daskgmm.engine.covariance.tied`)."""
     n, D = X.shape
     C, K = B.shape[0], B.shape[1]
-    logs = np.empty(min(tile_rows, n))
     lo, half = scalars[0], scalars[1]
     has_w = w.size > 0
     for r0 in range(0, n, tile_rows):
@@ -485,7 +479,7 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
                 for i in range(m):
                     a[k, i] -= half * norms[i]
             t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
-                                        shifted, logs)
+                                        shifted, buf_log)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
                 return
@@ -513,14 +507,13 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
 
 @njit(**_JIT)
 def variances_chunk(X, w, centre, W, squares, tile_rows, scalars, entropy, buf_z, buf_a,
-                    buf_rows, buf_mom, nk, sx, s2, ll, ent, status):
+                    buf_rows, buf_log, buf_mom, nk, sx, s2, ll, ent, status):
     """``'diag'`` (``squares`` 1) and ``'spherical'`` (``squares`` 2): ``W`` (C, K, R)
     the candidates' operands on the tile ``Z = [x - c0, 1, squares]ᵀ`` (R rows); ``s2``
     (C·K, R - D - 1) accumulates the moments of the squares (see
     :mod:`daskgmm.engine.covariance._variances`)."""
     n, D = X.shape
     C, K, R = W.shape
-    logs = np.empty(min(tile_rows, n))
     lo = scalars[0]
     for r0 in range(0, n, tile_rows):
         m = min(tile_rows, n - r0)
@@ -535,7 +528,7 @@ def variances_chunk(X, w, centre, W, squares, tile_rows, scalars, entropy, buf_z
         for c in range(C):
             np.dot(W[c], Z, a)
             t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
-                                        shifted, logs)
+                                        shifted, buf_log)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
                 return
@@ -641,19 +634,20 @@ def group_statistics(X: np.ndarray, w: np.ndarray | None, centre: np.ndarray, ba
     status = np.zeros(2, dtype=np.int64)
     buf_a = ws.get("fused.a", (2 * K * m,), dtype)
     buf_rows = ws.get("fused.rows", (3, m), dtype)
+    buf_log = ws.get("fused.log", (m,), np.float64)  # the rows' log-totals
     if name == "full":
         s2 = np.zeros((CK, D, D))
         full_chunk(X, weights, centre, batch.arrays["LT"].reshape(C, K * D, D + 1),
                    batch.arrays["constant"].reshape(C, K), m, scalars, entropy,
                    D >= SYRK_MIN_FEATURES, ws.get("fused.xt", ((D + 1) * m,), dtype),
-                   ws.get("fused.y", (K * D * m,), dtype), buf_a, buf_rows,
+                   ws.get("fused.y", (K * D * m,), dtype), buf_a, buf_rows, buf_log,
                    ws.get("fused.s", (D, D), dtype), ws.get("fused.mom", (K * (D + 1),), dtype),
                    nk, sx, s2, ll, ent, status)
     elif name == "tied":
         s2 = np.zeros((D, D))
         tied_chunk(X, weights, centre, batch.arrays["LT"], batch.arrays["B"], m, scalars,
                    entropy, ws.get("fused.xt", ((D + 1) * m,), dtype),
-                   ws.get("fused.y", ((D + 1) * m,), dtype), buf_a, buf_rows,
+                   ws.get("fused.y", ((D + 1) * m,), dtype), buf_a, buf_rows, buf_log,
                    ws.get("fused.s", (D, D), dtype), ws.get("fused.mom", (K * (D + 1),), dtype),
                    nk, sx, s2, ll, ent, status)
     else:
@@ -662,7 +656,7 @@ def group_statistics(X: np.ndarray, w: np.ndarray | None, centre: np.ndarray, ba
         s2 = np.zeros((CK, R - D - 1))
         variances_chunk(X, weights, centre, W.reshape(C, K, R), 1 if name == "diag" else 2,
                         m, scalars, entropy, ws.get("fused.z", (R * m,), dtype), buf_a,
-                        buf_rows, ws.get("fused.mom", (K * R,), dtype),
+                        buf_rows, buf_log, ws.get("fused.mom", (K * R,), dtype),
                         nk, sx, s2, ll, ent, status)
         if name == "spherical":
             s2 = s2[:, 0]

@@ -228,7 +228,7 @@ def default_chunk_rows(n_features: int, itemsize: int = 8,
     return max(1, chunk_bytes // max(1, n_features * itemsize))
 
 
-def even_chunk_rows(n_samples: int, n_features: int, itemsize: int = 8,
+def balanced_chunk_rows(n_samples: int, n_features: int, itemsize: int = 8,
                     threads: int | None = None) -> int:
     """Rows per chunk of NumPy input: chunks of at most :data:`DEFAULT_CHUNK_BYTES`, as
     many as a multiple of the cores (``threads``, default ``os.cpu_count()``), all of one
@@ -385,7 +385,7 @@ class RowChunks:
             bounds = np.cumsum((0, *data.chunks[0]))
         else:
             if chunk_rows is None:
-                chunk_rows = even_chunk_rows(n, d, data.dtype.itemsize)
+                chunk_rows = balanced_chunk_rows(n, d, data.dtype.itemsize)
             bounds = np.array([*range(0, n, chunk_rows), n]) if n else np.array([0])
         self.data = data
         self.row_bounds: list[tuple[int, int]] = [
