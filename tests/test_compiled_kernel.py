@@ -92,6 +92,62 @@ def test_compiled_logarithm_is_within_three_ulps(dtype):
     assert float(ulps[x != 1].max()) <= 3.0
 
 
+def _gapped_log_densities(dtype) -> np.ndarray:
+    """Log-densities (K = 5, 96 rows) whose rows hold their maximum, values just above and
+    just below the cut (:data:`daskgmm.engine.estep.LOG_CUT`) relative to it, and far
+    below, in shuffled places."""
+    cut = estep.LOG_CUT[np.dtype(dtype).char]
+    rng = np.random.default_rng(0)
+    rows = [rng.permutation([0.0, -1.0, cut + 0.5, cut - 0.5, 3 * cut]) for _ in range(96)]
+    return (np.array(rows).T + rng.uniform(-50.0, 50.0, size=96)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("path", ["numpy", "compiled"])
+def test_responsibilities_far_below_the_rows_largest_are_zero_never_subnormal(path, dtype):
+    """Both softmaxes: a responsibility whose log lies below the cut relative to its row's
+    largest is exactly zero, every other one is a normal number (subnormal operands cost a
+    microcode assist per operation in the products that follow), rows sum to one and the
+    log-likelihood is the exact log-sum-exp's."""
+    from daskgmm.engine import fused
+    from daskgmm.engine.workspace import Workspace
+
+    wlp = _gapped_log_densities(dtype)
+    cut = estep.LOG_CUT[np.dtype(dtype).char]
+    K, m = wlp.shape
+    wide = wlp.astype(np.float64)
+    exact_ll = float(np.logaddexp.reduce(wide, axis=0).sum())
+    below = (wide - wide.max(axis=0)) < cut
+    r = wlp.copy()
+    if path == "numpy":
+        log_norm, _ = estep._softmax(r, Workspace(), False)
+        ll = float(log_norm.sum())
+    else:
+        ll, _, bad = fused._softmax(r, np.empty(0), 0, dtype(cut), False, np.empty(m, dtype),
+                                    np.empty(m, dtype), np.empty((K, m), dtype), np.empty(m))
+        assert bad == 0
+    assert below.sum() == 2 * m
+    assert (r[below] == 0).all()
+    assert (r[~below] >= np.finfo(dtype).tiny).all()
+    np.testing.assert_allclose(r.sum(axis=0, dtype=np.float64), 1.0,
+                               rtol=4 * np.finfo(dtype).eps)
+    assert ll == pytest.approx(exact_ll, rel=1e-12 if dtype == np.float64 else 1e-6)
+
+
+def test_compiled_softmax_reports_a_row_without_a_finite_maximum():
+    """A row whose log-densities are all -inf has no finite log-likelihood: the compiled
+    softmax counts it as bad (the NumPy path's log-likelihood is -inf there), as it does
+    a NaN or +inf."""
+    from daskgmm.engine import fused
+
+    for value in (-np.inf, np.inf, np.nan):
+        wlp = np.zeros((3, 8))
+        wlp[:, 5] = value
+        _, _, bad = fused._softmax(wlp, np.empty(0), 0, estep.LOG_CUT["d"], False,
+                                   np.empty(8), np.empty(8), np.empty((3, 8)), np.empty(8))
+        assert bad >= 1, value
+
+
 @pytest.mark.parametrize("cov", COV_TYPES)
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_compiled_kernel_equals_numpy_kernel(cov, weighted):

@@ -16,7 +16,7 @@ What the compiled loop changes is not the arithmetic but its cost. For every til
 - fuses everything element-wise between the GEMMs (squared norms, the log-sum-exp, the
   entropy, the sample weights, the square roots of the responsibilities) into a few
   loops over the tile while it is in the cache, with an exponential that vectorises
-  (:func:`_exp_nonpositive`), and
+  (:func:`_exp_le0`), and
 - adds the tile's statistics into float64 accumulators,
 
 all without the GIL (two chunks run in parallel in one process) and without a Python
@@ -45,6 +45,8 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
+
+from daskgmm.engine.estep import LOG_CUT
 
 #: ``status[0]`` codes.
 OK = 0
@@ -95,59 +97,57 @@ def _float_from_bits(typingctx, bits):
     return result(bits), codegen
 
 
-def _exp_nonpositive(values: np.ndarray) -> None:
-    """``values[:] = exp(values)`` for values in ``[log(tiny) + 1, 0]`` (a 1-D C array)."""
-    np.exp(values, out=values)  # pragma: no cover - replaced by the overload in numba
+def _exp_le0(x):
+    """``exp(x)`` for ``x`` in ``[log(tiny) + 1, 0]``, float32 or float64 (inlined into
+    the loop that calls it, which vectorises)."""
+    return math.exp(x)  # pragma: no cover - replaced by the overload in numba
 
 
-@overload(_exp_nonpositive, jit_options=dict(_JIT))
-def _exp_nonpositive_impl(values):
-    if values.dtype == types.float32:
-        def exp32(values):
-            for i in range(values.size):
-                x = values[i]
-                n = math.floor(x * _LOG2E_32 + _HALF_32)
-                nf = np.float32(n)
-                r = (x - nf * _LN2_HI_32) - nf * _LN2_LO_32
-                p = _T7
-                p = p * r + _T6
-                p = p * r + _T5
-                p = p * r + _T4
-                p = p * r + _T3
-                p = p * r + _T2
-                p = p * r + _T1
-                p = p * r + _T0
-                values[i] = p * _float_from_bits(np.int32((n + 127) << 23))
+@overload(_exp_le0, inline="always", jit_options=dict(_JIT))
+def _exp_le0_impl(x):
+    if x == types.float32:
+        def exp32(x):
+            n = math.floor(x * _LOG2E_32 + _HALF_32)
+            nf = np.float32(n)
+            r = (x - nf * _LN2_HI_32) - nf * _LN2_LO_32
+            p = _T7
+            p = p * r + _T6
+            p = p * r + _T5
+            p = p * r + _T4
+            p = p * r + _T3
+            p = p * r + _T2
+            p = p * r + _T1
+            p = p * r + _T0
+            return p * _float_from_bits(np.int32((n + 127) << 23))
         return exp32
 
-    def exp64(values):
-        for i in range(values.size):
-            x = values[i]
-            n = math.floor(x * _LOG2E + 0.5)
-            nf = np.float64(n)
-            r = (x - nf * _LN2_HI) - nf * _LN2_LO
-            p = _U13
-            p = p * r + _U12
-            p = p * r + _U11
-            p = p * r + _U10
-            p = p * r + _U9
-            p = p * r + _U8
-            p = p * r + _U7
-            p = p * r + _U6
-            p = p * r + _U5
-            p = p * r + _U4
-            p = p * r + _U3
-            p = p * r + _U2
-            p = p * r + _U1
-            p = p * r + _U0
-            values[i] = p * _float_from_bits(np.int64((n + 1023) << 52))
+    def exp64(x):
+        n = math.floor(x * _LOG2E + 0.5)
+        nf = np.float64(n)
+        r = (x - nf * _LN2_HI) - nf * _LN2_LO
+        p = _U13
+        p = p * r + _U12
+        p = p * r + _U11
+        p = p * r + _U10
+        p = p * r + _U9
+        p = p * r + _U8
+        p = p * r + _U7
+        p = p * r + _U6
+        p = p * r + _U5
+        p = p * r + _U4
+        p = p * r + _U3
+        p = p * r + _U2
+        p = p * r + _U1
+        p = p * r + _U0
+        return p * _float_from_bits(np.int64((n + 1023) << 52))
     return exp64
 
 
 @njit(**_JIT)
 def exp_nonpositive(values: np.ndarray) -> None:
-    """The compiled exponential on its own (for the tests)."""
-    _exp_nonpositive(values)
+    """``values[:] = exp(values)`` by the compiled exponential (1-D; for the tests)."""
+    for i in range(values.size):
+        values[i] = _exp_le0(values[i])
 
 
 # --------------------------------------------------------------------------------------
@@ -293,15 +293,16 @@ def _centre(X, r0, m, centre, out, squares):
 
 
 @njit(**_JIT)
-def _softmax(a, w, r0, lo, entropy, top, total, shifted, logs):
+def _softmax(a, w, r0, cut, entropy, top, total, shifted, logs):
     """Normalise one candidate's weighted log-densities ``a`` (K × m) into
     responsibilities times the sample weights (``w`` empty: weights of one), in place
     (``logs``: float64 scratch of at least ``m``).
 
     Returns ``(sum_i w_i log p(x_i), sum_i w_i sum_k r_ik log r_ik, bad rows)``; the
     operations are the NumPy path's (:func:`daskgmm.engine.estep._softmax`): shift by the
-    row's maximum (0 if it is not finite), clamp below at ``lo`` (responsibilities under
-    the smallest normal number become it), exponentiate, normalise."""
+    row's maximum, exponentiate, responsibilities whose shifted log is below ``cut``
+    zero, normalise. Three sweeps over the tile: the maxima; the shift, exponential,
+    cut and row totals; the normalisation."""
     K, m = a.shape
     bad = 0
     for i in range(m):
@@ -311,41 +312,44 @@ def _softmax(a, w, r0, lo, entropy, top, total, shifted, logs):
             x = a[k, i]
             bad += x != x
             top[i] = x if x > top[i] else top[i]
+    zero, one = cut - cut, cut / cut  # of the compute dtype (a literal 0 is int64)
     for i in range(m):
         t = top[i]
-        bad += not (t < np.inf)  # NaN or +inf
-        top[i] = t if (t - t) == 0 else 0
-    zero = top[0] * 0
+        bad += (t - t) != 0  # NaN or an infinite maximum: no finite log-likelihood
+        top[i] = t if (t - t) == 0 else zero
+        total[i] = zero
     for k in range(K):
         for i in range(m):
             v = a[k, i] - top[i]
-            v = v if v >= lo else lo
-            a[k, i] = v if v <= zero else zero
-    if entropy:
-        for k in range(K):
-            for i in range(m):
-                shifted[k, i] = a[k, i]
-    _exp_nonpositive(a.reshape(K * m))
-    for i in range(m):
-        total[i] = a[0, i]
-    for k in range(1, K):
-        for i in range(m):
-            total[i] += a[k, i]
+            v = v if v <= zero else zero
+            keep = v >= cut
+            v = v if keep else cut
+            if entropy:
+                shifted[k, i] = v
+            e = _exp_le0(v)
+            e = e if keep else zero
+            a[k, i] = e
+            total[i] += e
     logs = logs[:m]
     log_positive(total, logs)
     has_w = w.size > 0
     ll = 0.0
     ent = 0.0
     for i in range(m):
-        log_total = logs[i]
         weight = w[r0 + i] if has_w else 1.0
-        ll += weight * (log_total + top[i])
-        if entropy:
+        ll += weight * (logs[i] + top[i])
+    if entropy:
+        for i in range(m):
             cross = 0.0
             for k in range(K):
                 cross += a[k, i] * shifted[k, i]
-            ent += weight * (cross / total[i] - log_total)
-        total[i] = (1 / total[i]) * (w[r0 + i] if has_w else 1)
+            ent += (w[r0 + i] if has_w else 1.0) * (cross / total[i] - logs[i])
+    if has_w:
+        for i in range(m):
+            total[i] = w[r0 + i] / total[i]
+    else:
+        for i in range(m):
+            total[i] = one / total[i]
     for k in range(K):
         for i in range(m):
             a[k, i] *= total[i]
@@ -381,7 +385,7 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, symmetric, 
     n, D = X.shape
     C, KD = LT.shape[0], LT.shape[1]
     K = KD // D
-    lo, half = scalars[0], scalars[1]
+    cut, half = scalars[0], scalars[1]
     ints = np.empty(4, np.int32)  # syrk's n, k, lda, ldc
     coef = np.empty(2, buf_s.dtype)  # its alpha and beta
     coef[0], coef[1] = 1, 0
@@ -410,7 +414,7 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, symmetric, 
                 ck = const[c, k]
                 for i in range(m):
                     a[k, i] = ck - half * a[k, i]
-            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
+            t_ll, t_ent, bad = _softmax(a, w, r0, cut, entropy, top, total,
                                         shifted, buf_log)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
@@ -454,7 +458,7 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
     :mod:`daskgmm.engine.covariance.tied`)."""
     n, D = X.shape
     C, K = B.shape[0], B.shape[1]
-    lo, half = scalars[0], scalars[1]
+    cut, half = scalars[0], scalars[1]
     has_w = w.size > 0
     for r0 in range(0, n, tile_rows):
         m = min(tile_rows, n - r0)
@@ -478,7 +482,7 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
             for k in range(K):
                 for i in range(m):
                     a[k, i] -= half * norms[i]
-            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
+            t_ll, t_ent, bad = _softmax(a, w, r0, cut, entropy, top, total,
                                         shifted, buf_log)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
@@ -514,7 +518,7 @@ def variances_chunk(X, w, centre, W, squares, tile_rows, scalars, entropy, buf_z
     :mod:`daskgmm.engine.covariance._variances`)."""
     n, D = X.shape
     C, K, R = W.shape
-    lo = scalars[0]
+    cut = scalars[0]
     for r0 in range(0, n, tile_rows):
         m = min(tile_rows, n - r0)
         Z = buf_z[:R * m].reshape((R, m))
@@ -527,7 +531,7 @@ def variances_chunk(X, w, centre, W, squares, tile_rows, scalars, entropy, buf_z
         mom = buf_mom[:K * R].reshape((K, R))
         for c in range(C):
             np.dot(W[c], Z, a)
-            t_ll, t_ent, bad = _softmax(a, w, r0, lo, entropy, top, total,
+            t_ll, t_ent, bad = _softmax(a, w, r0, cut, entropy, top, total,
                                         shifted, buf_log)
             if bad:
                 status[0], status[1] = LOG_LIKELIHOOD_OVERFLOW, r0
@@ -628,7 +632,7 @@ def group_statistics(X: np.ndarray, w: np.ndarray | None, centre: np.ndarray, ba
     K = CK // C
     m = max(1, min(tile_rows, n))
     weights = np.empty(0) if w is None else np.ascontiguousarray(w, dtype=np.float64)
-    scalars = np.array([_LOG_TINY[dtype.char], 0.5], dtype=dtype)
+    scalars = np.array([LOG_CUT[dtype.char], 0.5], dtype=dtype)
     nk, sx = np.zeros(CK), np.zeros((CK, D))
     ll, ent = np.zeros(C), np.zeros(C)
     status = np.zeros(2, dtype=np.int64)
@@ -662,7 +666,3 @@ def group_statistics(X: np.ndarray, w: np.ndarray | None, centre: np.ndarray, ba
             s2 = s2[:, 0]
     return {"nk": nk, "sx": sx, "s2": s2}, ll, ent, status
 
-
-#: Logarithm of just above the smallest normal number of each compute dtype.
-_LOG_TINY = {np.dtype(t).char: math.log(float(np.finfo(t).tiny)) + 1.0
-             for t in (np.float32, np.float64)}
