@@ -274,12 +274,13 @@ def test_a_pass_in_this_process_runs_blas_on_one_thread_and_restores_it(schedule
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 @pytest.mark.parametrize(("n", "d"), [(2_000_000, 16), (1_000_000, 32), (5_000_001, 7),
-                                      (150, 4), (100_000, 16)])
+                                      (150, 4), (100_000, 16), (1_797, 64)])
 def test_numpy_input_is_cut_into_equal_chunks_a_multiple_of_the_cores(monkeypatch, n, d,
                                                                      threads):
     """NumPy input without chunk_rows: chunks of at most DEFAULT_CHUNK_BYTES (or 1,024
     rows), as many as a multiple of the cores, differing by at most the rounding of the
-    last one, so that the threads of a pass get equal shares."""
+    last one, so that the threads of a pass get equal shares; data small enough for a
+    pass in the calling thread (scikit-learn's digits, 1,797 x 64) are one chunk."""
     from daskgmm.engine import passes
 
     monkeypatch.setattr(passes.os, "cpu_count", lambda: threads)
@@ -287,7 +288,9 @@ def test_numpy_input_is_cut_into_equal_chunks_a_multiple_of_the_cores(monkeypatc
     chunks = RowChunks(X)
     sizes = [b - a for a, b in chunks.row_bounds]
     assert sum(sizes) == n
-    if max(sizes) > 1024:
+    if n * d < passes.SERIAL_VALUES:
+        assert sizes == [n]
+    elif max(sizes) > 1024:
         assert max(sizes) * d * 8 <= passes.DEFAULT_CHUNK_BYTES
         assert len(sizes) % threads == 0, sizes
         assert max(sizes) - min(sizes) < len(sizes), sizes

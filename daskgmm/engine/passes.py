@@ -237,7 +237,12 @@ def balanced_chunk_rows(n_samples: int, n_features: int, itemsize: int = 8,
     A pass over NumPy input runs the chunks on a thread per core and takes as long as the
     busiest thread: 2,000,000 rows of 16 features in chunks of the largest size (524,288
     rows: three of them and one of 427,136) left one of two threads 1,048,576 rows
-    against 951,424 (5% of the pass idle); four chunks of 500,000 share them evenly."""
+    against 951,424 (5% of the pass idle); four chunks of 500,000 share them evenly.
+    Data of fewer than :data:`SERIAL_VALUES` values are one chunk: their passes run in
+    the calling thread, where every further chunk costs a kernel call and a merge of
+    statistics and gains nothing."""
+    if n_samples * n_features < SERIAL_VALUES:
+        return max(1, n_samples)
     threads = threads or os.cpu_count() or 1
     count = max(threads, math.ceil(n_samples / default_chunk_rows(n_features, itemsize)))
     count = math.ceil(count / threads) * threads
