@@ -87,18 +87,29 @@ def _warm_worker(k: int, d: int) -> int:
     """Import what a fit uses and run the chunk kernel on a small block; the RSS after.
 
     So that a worker's "baseline" already holds the libraries and BLAS buffers, and the
-    growth above it measures what the chunks and the kernel's working arrays take.
+    growth above it measures what the chunks and the kernel's working arrays take. Both
+    kernels run: chunks of ``COMPILED_MIN_ROWS`` rows or more take the compiled one, and
+    numba's first use in a process (about 100 MiB of libraries and machine code) is not
+    growth with the data.
     """
     import dask.array  # noqa: F401
     import zarr  # noqa: F401
 
-    from daskgmm.engine.estep import Components, estep_statistics, make_plan
+    from daskgmm.engine.estep import (
+        Components,
+        compiled_available,
+        estep_statistics,
+        make_plan,
+    )
 
     pc = np.broadcast_to(np.eye(d), (k, d, d)).copy()
     comps = Components.gaussian("full", np.full(k, 1.0 / k), np.zeros((k, d)), pc)
     block = np.random.default_rng(0).standard_normal((256, d))
+    kernels = ("numpy", "compiled") if compiled_available() else ("numpy",)
     for dtype in ("float64", "float32"):
-        estep_statistics(block, None, 0, make_plan([comps], np.zeros(d), dtype=dtype))
+        for kernel in kernels:
+            estep_statistics(block, None, 0,
+                             make_plan([comps], np.zeros(d), dtype=dtype, kernel=kernel))
     gc.collect()
     return rss()
 
