@@ -65,9 +65,9 @@ _JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 # exp(x) = 2**n exp(r) with n = round(x / log 2) and r = x - n log 2 (log 2 split in a
 # high part with trailing zeros and a low part, so that n log 2 is exact), |r| <= log(2)/2;
 # exp(r) by its Taylor polynomial (degree 13 for float64: truncation below 1e-17 of the
-# value; degree 7 for float32: below 5e-9), and 2**n built from its exponent bits. The
-# arguments of a softmax lie in [log(tiny) + 1, 0], so 2**n is a normal number and no
-# special case is needed.
+# value; degree 7 for float32: below 5e-9), and 2**n built from its exponent bits. On
+# [log(tiny) + 1, 0], 2**n is a normal number and no special case is needed; the
+# softmax's arguments lie in [LOG_CUT, 0] (LOG_CUT = log(tiny) / 2), inside it.
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
