@@ -349,9 +349,10 @@ def test_config_errors_exit_2(tmp_path):
 
 
 def test_missing_data_exits_2(tmp_path):
+    """A data.path that does not exist: one line naming the key and the path, exit 2."""
     config = write_config(tmp_path / "c.yaml", tmp_path / "none.zarr", tmp_path / "out")
     result = run_cli("fit", config)
-    assert_clean_error(result, "No such file or store", "none.zarr")
+    assert_clean_error(result, "data.path: No such file or store", "none.zarr")
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 

@@ -109,3 +109,15 @@ def test_no_feature_left_and_flag_names(tmp_path):
     keys = InputKeys(path="--data", columns="--columns", id_column="--id-column")
     with pytest.raises(ConfigError, match="--columns applies to Parquet tables only"):
         open_input("sklearn:iris", columns=["a"], keys=keys)
+
+
+@pytest.mark.parametrize("keys", [InputKeys(), InputKeys(path="--data")],
+                         ids=["fit", "predict"])
+def test_a_missing_data_path_is_named_by_its_setting(tmp_path, keys):
+    """The data's own errors (here: nothing at the path) name the setting the user gave
+    it, data.path or --data, before the path; the type is kept."""
+    missing = tmp_path / "none.zarr"
+    with pytest.raises(DataNotFoundError) as info:
+        _open_input(Location(str(missing)), keys=keys)
+    assert str(info.value).startswith(f"{keys.path}: No such file or store: ")
+    assert str(missing) in str(info.value)

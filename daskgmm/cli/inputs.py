@@ -5,6 +5,8 @@ name the keys the user gave (:class:`InputKeys`), so ``fit`` and ``predict`` sha
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,19 @@ class RunInput:
         return self.format == "parquet"
 
 
+@contextlib.contextmanager
+def _named(key: str) -> Iterator[None]:
+    """A :class:`~daskgmm.errors.DataSourceError` inside the block (no such file, not
+    an array...) names the setting ``key`` first, so that the user's one line says which
+    of the run's paths is wrong."""
+    try:
+        yield
+    except DataSourceError as exc:
+        if not str(exc).startswith(key):
+            exc.args = (f"{key}: {exc}", *exc.args[1:])
+        raise
+
+
 def _weights(weight: Any, source: Location, reader: str, X: Any, keys: InputKeys,
              allow_missing_chunks: bool) -> tuple[Any, dict[str, Any]]:
     from daskgmm.io.weights import open_sample_weight
@@ -81,32 +96,33 @@ def open_input(source: Location, *, dataset: str | None = None,
     from daskgmm.io.readers import describe_array, get_reader, open_array
 
     keys = keys or InputKeys()
-    reader = get_reader(source).name
-    display, layout = source.display, None
-    if reader == "parquet":
-        if dataset is not None:
-            raise ConfigError(f"{display} is a Parquet table, which has no datasets: choose "
-                              f"the features with {keys.columns} instead")
-        if columns is None:
-            own = sample_weight.column if sample_weight is not None and \
-                sample_weight.path is None else None
-            left_out = [c for c in (id_column, own) if c is not None]
-            columns = [c for c in parquet_layout(source, None, chunk_rows).columns
-                       if c not in left_out] if left_out else None
-            if columns == []:
-                raise InvalidDataError(
-                    f"{display!r} has no numeric column left as a feature once "
-                    f"{', '.join(map(repr, left_out))} (the id or weight column) is set "
-                    f"aside; name the features with {keys.columns}.")
-        layout = parquet_layout(source, columns, chunk_rows)
-        X = layout_to_dask(layout)
-    else:
-        for given, key, what in ((columns, keys.columns, "choose an array with the dataset"),
-                                 (id_column, keys.id_column, "its labels are in row order")):
-            if given is not None:
-                raise ConfigError(f"{key} applies to Parquet tables only; {display} is "
-                                  f"{reader} data ({what})")
-        X = open_array(source, dataset, chunk_rows, allow_missing_chunks=allow_missing_chunks)
+    with _named(keys.path):
+        reader = get_reader(source).name
+        display, layout = source.display, None
+        if reader == "parquet":
+            if dataset is not None:
+                raise ConfigError(f"{display} is a Parquet table, which has no datasets: choose "
+                                  f"the features with {keys.columns} instead")
+            if columns is None:
+                own = sample_weight.column if sample_weight is not None and \
+                    sample_weight.path is None else None
+                left_out = [c for c in (id_column, own) if c is not None]
+                columns = [c for c in parquet_layout(source, None, chunk_rows).columns
+                           if c not in left_out] if left_out else None
+                if columns == []:
+                    raise InvalidDataError(
+                        f"{display!r} has no numeric column left as a feature once "
+                        f"{', '.join(map(repr, left_out))} (the id or weight column) is set "
+                        f"aside; name the features with {keys.columns}.")
+            layout = parquet_layout(source, columns, chunk_rows)
+            X = layout_to_dask(layout)
+        else:
+            for given, key, what in ((columns, keys.columns, "choose an array with the dataset"),
+                                     (id_column, keys.id_column, "its labels are in row order")):
+                if given is not None:
+                    raise ConfigError(f"{key} applies to Parquet tables only; {display} is "
+                                      f"{reader} data ({what})")
+            X = open_array(source, dataset, chunk_rows, allow_missing_chunks=allow_missing_chunks)
     info: dict[str, Any] = {"path": display, "dataset": dataset, "format": reader,
                             **describe_array(X)}
     result = RunInput(X, display, reader, info=info)
