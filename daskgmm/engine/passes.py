@@ -228,8 +228,21 @@ def default_chunk_rows(n_features: int, itemsize: int = 8,
     return max(1, chunk_bytes // max(1, n_features * itemsize))
 
 
+#: Passes over NumPy input with fewer values than this (rows × features) run their chunks
+#: one after the other in the calling thread: handing chunks to threads costs about a
+#: millisecond per pass, more than a pass over so little data (a 1,797 x 64 pass of
+#: scikit-learn's digits took 4 ms with a pool, 1.2 ms without).
+SERIAL_VALUES = 2**18
+
+
+def runs_serially(n_samples: int, n_features: int) -> bool:
+    """Whether passes over NumPy input of this shape run in the calling thread
+    (:data:`SERIAL_VALUES`)."""
+    return n_samples * n_features < SERIAL_VALUES
+
+
 def balanced_chunk_rows(n_samples: int, n_features: int, itemsize: int = 8,
-                    threads: int | None = None) -> int:
+                        threads: int | None = None) -> int:
     """Rows per chunk of NumPy input: chunks of at most :data:`DEFAULT_CHUNK_BYTES`, as
     many as a multiple of the cores (``threads``, default ``os.cpu_count()``), all of one
     size, at least 1,024 rows.
@@ -238,10 +251,10 @@ def balanced_chunk_rows(n_samples: int, n_features: int, itemsize: int = 8,
     busiest thread: 2,000,000 rows of 16 features in chunks of the largest size (524,288
     rows: three of them and one of 427,136) left one of two threads 1,048,576 rows
     against 951,424 (5% of the pass idle); four chunks of 500,000 share them evenly.
-    Data of fewer than :data:`SERIAL_VALUES` values are one chunk: their passes run in
-    the calling thread, where every further chunk costs a kernel call and a merge of
-    statistics and gains nothing."""
-    if n_samples * n_features < SERIAL_VALUES:
+    Data whose passes run in the calling thread (:func:`runs_serially`) are one chunk:
+    there every further chunk costs a kernel call and a merge of statistics and gains
+    nothing."""
+    if runs_serially(n_samples, n_features):
         return max(1, n_samples)
     threads = threads or os.cpu_count() or 1
     count = max(threads, math.ceil(n_samples / default_chunk_rows(n_features, itemsize)))
@@ -345,13 +358,6 @@ _ONE_BLAS_THREAD = _OneBlasThread()
 def one_blas_thread() -> _OneBlasThread:
     """The process's one-BLAS-thread context (see :class:`_OneBlasThread`)."""
     return _ONE_BLAS_THREAD
-
-
-#: Passes over NumPy input with fewer values than this (rows × features) run their chunks
-#: one after the other in the calling thread: handing chunks to threads costs about a
-#: millisecond per pass, more than a pass over so little data (a 1,797 x 64 pass of
-#: scikit-learn's digits took 4 ms with a pool, 1.2 ms without).
-SERIAL_VALUES = 2**18
 
 
 @functools.cache
@@ -616,7 +622,7 @@ class RowChunks:
             return kernel(X[lo:hi], None if W is None else W[lo:hi], a, *args)
 
         workers = min(len(self.row_bounds), os.cpu_count() or 1)
-        if self.shape[0] * self.shape[1] < SERIAL_VALUES:
+        if runs_serially(*self.shape):
             workers = 1
         parts: list[Any] = [None] * self.n_chunks
         with one_blas_thread():
