@@ -71,6 +71,42 @@ def test_compiled_exponential_is_within_an_ulp(dtype):
     assert float(rel.max()) <= 1.0 * np.finfo(dtype).eps
 
 
+@pytest.mark.parametrize("squares", [0, 1, 2])
+@pytest.mark.parametrize("n_features,n_rows", [(1, 3), (4, 4), (7, 66), (16, 64), (33, 97)])
+@pytest.mark.parametrize("data_dtype,dtype", [(np.float64, np.float64),
+                                              (np.float64, np.float32),
+                                              (np.float32, np.float32)])
+def test_compiled_centring_is_the_centred_transpose(n_features, n_rows, data_dtype, dtype,
+                                                    squares):
+    """The compiled centring (4 x 4 blocks transposed in registers, the features and rows
+    beyond the last whole block one at a time) gives NumPy's ``(X - c).T`` rounded to the
+    compute dtype, a row of ones and the squares or their sums, exactly; it reports a
+    NaN, an infinity, or a float64 value that overflows float32, wherever it lies."""
+    from daskgmm.engine import fused
+
+    rng = np.random.default_rng(n_features * 1000 + n_rows)
+    X = (rng.normal(size=(n_rows + 7, n_features)) * 10 + 5).astype(data_dtype)
+    centre = rng.normal(size=n_features)
+    r0 = 5
+    xc = (X[r0:r0 + n_rows].astype(np.float64) - centre).T.astype(dtype)
+    extra = {0: [], 1: [xc * xc], 2: [(xc * xc).sum(axis=0, dtype=dtype)[None]]}[squares]
+    expected = np.concatenate([xc, np.ones((1, n_rows), dtype), *extra])
+    out = np.full(expected.shape, 7, dtype)
+    assert fused._centre(X, r0, n_rows, centre, out, squares) == 0
+    np.testing.assert_array_equal(out[:n_features + 1], expected[:n_features + 1])
+    if squares == 2:  # summed in another order
+        np.testing.assert_allclose(out[-1], expected[-1], rtol=n_features * 2e-7)
+    else:
+        np.testing.assert_array_equal(out, expected)
+    bad_values = [np.nan, np.inf, -np.inf] + ([1e39] if data_dtype != dtype else [])
+    for value in bad_values:
+        for i, d in [(0, 0), (n_rows - 1, n_features - 1),
+                     (int(rng.integers(n_rows)), int(rng.integers(n_features)))]:
+            Y = X.copy()
+            Y[r0 + i, d] = value
+            assert fused._centre(Y, r0, n_rows, centre, out, squares) > 0, (value, i, d)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_compiled_logarithm_is_within_three_ulps(dtype):
     """The vectorised logarithm of the softmax's row totals (float64 result) over the
