@@ -71,6 +71,35 @@ def test_compiled_exponential_is_within_an_ulp(dtype):
     assert float(rel.max()) <= 1.0 * np.finfo(dtype).eps
 
 
+def test_full_width_vectorises_with_512_bit_registers_where_the_cpu_has_them():
+    """A loop in a function that calls ``_full_width()`` is compiled with 512-bit
+    registers on a CPU with AVX-512 (the same loop without it, on CPUs LLVM tunes for
+    256 bits, is not); the attribute leaves results unchanged. Skipped on CPUs without
+    AVX-512 (where there is nothing to widen)."""
+    import llvmlite.binding as llvm
+    from numba import njit
+
+    from daskgmm.engine import fused
+
+    if "+avx512f" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the CPU has no 512-bit vectors")
+
+    def exponentials(values, out):
+        fused._full_width()
+        for i in range(values.size):
+            out[i] = fused._exp_le0(values[i])
+
+    wide = njit(cache=False, nogil=True, fastmath={"contract"})(exponentials)
+    values = -np.linspace(0.0, 700.0, 1001)
+    out = np.empty_like(values)
+    wide(values, out)
+    expected = values.copy()
+    fused.exp_nonpositive(expected)
+    np.testing.assert_array_equal(out, expected)
+    assembly = "\n".join(wide.inspect_asm().values())
+    assert re.search(r"vfmadd\w*pd\s+%zmm", assembly), "no 512-bit multiply-add"
+
+
 @pytest.mark.parametrize("squares", [0, 1, 2])
 @pytest.mark.parametrize("n_features,n_rows", [(1, 3), (4, 4), (7, 66), (16, 64), (33, 97)])
 @pytest.mark.parametrize("data_dtype,dtype", [(np.float64, np.float64),

@@ -61,6 +61,34 @@ PRODUCTS_OVERFLOW = 3
 _JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 
 # --------------------------------------------------------------------------------------
+# vectors as wide as the CPU's
+# --------------------------------------------------------------------------------------
+# LLVM tunes for recent Intel server CPUs (Ice Lake, Sapphire and Emerald Rapids) with
+# "prefer-256-bit": its vectoriser then uses 256-bit vectors even where the CPU has 512-bit
+# ones (a precaution for older CPUs, which slowed their clock for 512-bit arithmetic;
+# OpenBLAS's kernels, which the same E-step calls, use 512-bit registers there anyway).
+# A kernel that calls _full_width() lifts that preference for its own loops: the
+# softmax of 32 components over 100,000 float64 rows took 7.7 ms instead of 10.5
+# (Emerald Rapids, one thread), with the same results. Where the CPU has no 512-bit
+# vectors, the attribute changes nothing.
+_PREFER_FULL_WIDTH = '"prefer-vector-width"="512"'
+
+
+@intrinsic
+def _full_width(typingctx):
+    """Let LLVM vectorise the calling function's loops with 512-bit vectors where the
+    CPU has them (a function attribute; no code)."""
+
+    def codegen(context, builder, signature, args):
+        # llvmlite's FunctionAttributes accepts only argument-free attribute names; a
+        # string attribute is written to the IR as given, so it is added as a string.
+        set.add(builder.function.attributes, _PREFER_FULL_WIDTH)
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+# --------------------------------------------------------------------------------------
 # exp(x) for x in [log(tiny) + 1, 0], vectorisable
 # --------------------------------------------------------------------------------------
 # exp(x) = 2**n exp(r) with n = round(x / log 2) and r = x - n log 2 (log 2 split in a
@@ -150,6 +178,7 @@ def _exp_le0_impl(x):
 @njit(**_JIT)
 def exp_nonpositive(values: np.ndarray) -> None:
     """``values[:] = exp(values)`` by the compiled exponential (1-D; for the tests)."""
+    _full_width()
     for i in range(values.size):
         values[i] = _exp_le0(values[i])
 
@@ -186,6 +215,7 @@ def _bits_of_float(typingctx, value):
 def log_positive(values: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = log(values[i])`` in float64 for positive normal ``values`` (1-D;
     float32 values are widened first)."""
+    _full_width()
     for i in range(values.size):
         bits = _bits_of_float(np.float64(values[i]))
         e = (bits >> 52) - 1023
@@ -341,6 +371,7 @@ def _centre(X, r0, m, centre, out, squares):
     centred values into ``out[D + 1:]`` (``'diag'``), 2: their sums into ``out[D + 1]``
     (``'spherical'``). Returns the number of non-finite centred values, or of 4 x 4
     blocks holding one."""
+    _full_width()
     D = X.shape[1]
     D4, m4 = D - D % 4, m - m % 4
     bad = 0
@@ -383,6 +414,7 @@ def _softmax(a, w, r0, cut, entropy, top, total, shifted, logs):
     row's maximum, exponentiate, responsibilities whose shifted log is below ``cut``
     zero, normalise. Three sweeps over the tile: the maxima; the shift, exponential,
     cut and row totals; the normalisation."""
+    _full_width()
     K, m = a.shape
     bad = 0
     for i in range(m):
@@ -442,6 +474,7 @@ def _softmax(a, w, r0, cut, entropy, top, total, shifted, logs):
 def _first_moments(a, xt, mom, nk, sx, base):
     """``nk`` and ``sx`` of the tile (``a`` the weighted responsibilities, K × m) added to
     components ``base ..`` of the accumulators."""
+    _full_width()
     K = a.shape[0]
     D = xt.shape[0] - 1
     np.dot(a, xt.T, mom)
@@ -462,6 +495,7 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, symmetric, 
     candidates, ``const`` (C, K) their log-constants; ``s2`` (C·K, D, D) accumulates
     ``M_k = sum_i w_i r_ik y_ik y_ikᵀ`` (see :mod:`daskgmm.engine.covariance.full`), by
     syrk where ``symmetric``."""
+    _full_width()
     n, D = X.shape
     C, KD = LT.shape[0], LT.shape[1]
     K = KD // D
@@ -536,6 +570,7 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
     ``B`` (C, K, D + 1) their ``[b_k, a_k - ½|b_k|²]``; ``s2`` (D, D) accumulates
     ``sum_i w_i (x_i - c0)(x_i - c0)ᵀ`` once for the group (see
     :mod:`daskgmm.engine.covariance.tied`)."""
+    _full_width()
     n, D = X.shape
     C, K = B.shape[0], B.shape[1]
     cut, half = scalars[0], scalars[1]
@@ -596,6 +631,7 @@ def variances_chunk(X, w, centre, W, squares, tile_rows, scalars, entropy, buf_z
     the candidates' operands on the tile ``Z = [x - c0, 1, squares]ᵀ`` (R rows); ``s2``
     (C·K, R - D - 1) accumulates the moments of the squares (see
     :mod:`daskgmm.engine.covariance._variances`)."""
+    _full_width()
     n, D = X.shape
     C, K, R = W.shape
     cut = scalars[0]
