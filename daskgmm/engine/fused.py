@@ -74,15 +74,29 @@ _JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 _PREFER_FULL_WIDTH = '"prefer-vector-width"="512"'
 
 
+def _string_attributes_render() -> bool:
+    """Whether this llvmlite writes a string function attribute added to a function's
+    attribute set into the IR as given (its ``FunctionAttributes`` accepts only names
+    without values through ``add``; the set underneath takes any string)."""
+    try:
+        attributes = ir.FunctionAttributes()
+        set.add(attributes, _PREFER_FULL_WIDTH)
+        return _PREFER_FULL_WIDTH in attributes._to_list(ir.VoidType())
+    except Exception:  # a future llvmlite: the kernels keep LLVM's default width
+        return False
+
+
+_FULL_WIDTH = _string_attributes_render()
+
+
 @intrinsic
 def _full_width(typingctx):
     """Let LLVM vectorise the calling function's loops with 512-bit vectors where the
     CPU has them (a function attribute; no code)."""
 
     def codegen(context, builder, signature, args):
-        # llvmlite's FunctionAttributes accepts only argument-free attribute names; a
-        # string attribute is written to the IR as given, so it is added as a string.
-        set.add(builder.function.attributes, _PREFER_FULL_WIDTH)
+        if _FULL_WIDTH:
+            set.add(builder.function.attributes, _PREFER_FULL_WIDTH)
         return context.get_dummy_value()
 
     return types.none(), codegen
