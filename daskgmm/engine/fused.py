@@ -9,14 +9,15 @@ tests hold the two paths to each other).
 
 What the compiled loop changes is not the arithmetic but its cost. For every tile it
 
-- centres and transposes the rows into the affine tile in one pass (float64 difference,
-  one rounding to the compute dtype, a count of non-finite values instead of a sum),
+- centres and transposes the rows into the affine tile in one pass, four rows by four
+  features at a time in registers (:func:`_centre_block`: float64 difference, one
+  rounding to the compute dtype, a non-finite check on the stored vectors),
 - calls the same GEMMs as the NumPy path, from the compiled loop (BLAS through SciPy's
   ``cython_blas``, one thread), with the products of one candidate at a time,
 - fuses everything element-wise between the GEMMs (squared norms, the log-sum-exp, the
   entropy, the sample weights, the square roots of the responsibilities) into a few
   loops over the tile while it is in the cache, with an exponential that vectorises
-  (:func:`_exp_le0`), and
+  (:func:`_exp_le0`), in vectors as wide as the CPU's (:func:`_full_width`), and
 - adds the tile's statistics into float64 accumulators,
 
 all without the GIL (two chunks run in parallel in one process) and without a Python
