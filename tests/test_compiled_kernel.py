@@ -71,6 +71,19 @@ def test_compiled_exponential_is_within_an_ulp(dtype):
     assert float(rel.max()) <= 1.0 * np.finfo(dtype).eps
 
 
+def test_compiled_centring_refuses_arrays_not_in_c_order():
+    """The register transposes load and store four neighbours along the last axis, so
+    they compile only for C-ordered data and tiles (Fortran-ordered data, whose
+    neighbours lie a column apart, is a typing error, not wrong numbers)."""
+    from numba.core.errors import TypingError
+
+    from daskgmm.engine import fused
+
+    X = np.asfortranarray(np.arange(64.0).reshape(8, 8))
+    with pytest.raises(TypingError):
+        fused._centre(X, 0, 8, np.zeros(8), np.zeros((9, 8)), 0)
+
+
 def test_full_width_vectorises_with_512_bit_registers_where_the_cpu_has_them():
     """A loop in a function that calls ``_full_width()`` is compiled with 512-bit
     registers on a CPU with AVX-512 (the same loop without it, on CPUs LLVM tunes for
