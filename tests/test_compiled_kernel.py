@@ -253,25 +253,47 @@ def test_compiled_kernel_equals_numpy_kernel_in_float32(cov):
         _assert_close(b, c, 2e-6)
 
 
-@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 2e-6)])
-def test_compiled_full_scatter_of_many_features_by_syrk_equals_the_general_product(
-        dtype, rtol, monkeypatch):
-    """Full covariances of at least SYRK_MIN_FEATURES features accumulate their scatter
-    with BLAS's syrk (one triangle, mirrored): the same statistics as the NumPy kernel and
-    as the compiled kernel's general product, weighted, over many tiles and a short last
-    one; the scatter is exactly symmetric."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("d", [1, 3, 4, 6, 13, 16, 33])
+def test_compiled_scatter_is_the_weighted_product_in_its_lower_triangle(d, dtype):
+    """``scatter_lower`` writes ``sum_i r_i y_i y_iᵀ`` on and below the diagonal (in 4 x 4
+    blocks and the rows past the last whole block), leaves the blocks above the diagonal
+    alone, for tiles of 1 to 97 rows."""
     from daskgmm.engine import fused
 
-    d = fused.SYRK_MIN_FEATURES
-    X = make_blobs(700, d=d) * 3.0 + 10.0
+    rng = np.random.default_rng(d)
+    tol = 1e-13 if dtype == "float64" else 2e-6
+    for m in (1, 5, 64, 97):
+        Y = rng.standard_normal((d, m)).astype(dtype)
+        r = rng.uniform(0, 2, size=m).astype(dtype)
+        out = np.full((d, d), np.nan, dtype=dtype)
+        fused.scatter_lower(Y, r, out)
+        expected = (Y.astype(np.float64) * r) @ Y.T.astype(np.float64)
+        lower = np.tril(np.ones((d, d), bool))
+        np.testing.assert_allclose(out[lower], expected[lower], rtol=tol,
+                                   atol=tol * np.abs(expected).max())
+        d4 = d - d % 4
+        block = np.arange(d)[:, None] // 4 == np.arange(d)[None, :] // 4
+        written = lower | (block & (np.arange(d)[:, None] < d4) & (np.arange(d)[None, :] < d4))
+        assert np.isnan(out[~written]).all()
+        assert not np.isnan(out[written]).any()
+
+
+@pytest.mark.parametrize("cov", ["full", "tied"])
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 2e-6)])
+def test_compiled_scatter_equals_the_numpy_kernels_and_is_exactly_symmetric(
+        cov, dtype, rtol):
+    """The compiled kernels' second moments (one triangle, mirrored after the last tile)
+    equal the NumPy kernel's, weighted, over many tiles and a short last one, with a
+    number of features that is not a multiple of four; the result is exactly
+    symmetric."""
+    X = make_blobs(700, d=11) * 3.0 + 10.0
     w = np.random.default_rng(3).uniform(0, 3, size=len(X))
-    comps = [_components("full", X, 3, 0), _components("full", X, 2, 1)]
-    by_syrk = _stats(X, w, comps, "compiled", dtype=dtype)
-    for st in by_syrk:
+    comps = [_components(cov, X, 3, 0), _components(cov, X, 2, 1)]
+    compiled = _stats(X, w, comps, "compiled", dtype=dtype)
+    for st in compiled:
         np.testing.assert_array_equal(st["s2"], np.swapaxes(st["s2"], -1, -2))
-    _assert_close(_stats(X, w, comps, "numpy", dtype=dtype), by_syrk, rtol)
-    monkeypatch.setattr(fused, "SYRK_MIN_FEATURES", d + 1)
-    _assert_close(_stats(X, w, comps, "compiled", dtype=dtype), by_syrk, rtol)
+    _assert_close(_stats(X, w, comps, "numpy", dtype=dtype), compiled, rtol)
 
 
 @pytest.mark.parametrize("cov", ["full", "diag"])
