@@ -7,6 +7,7 @@ SciPy's multivariate normal, and explicit loops.
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -259,6 +260,34 @@ def test_steady_state_tiles_reuse_the_workspace():
     estep_statistics(X[2000:], None, 2000, plan)
     after = {key: buf.ctypes.data for key, buf in ws._buffers.items()}
     assert before == after
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "compiled"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_every_workspace_buffer_starts_on_a_cache_line(kernel, dtype):
+    """The buffers an E-step leaves in its thread's workspace start at multiples of 64
+    bytes (so a tile's rows start on cache lines), and hold what they were asked for."""
+    from daskgmm.engine.workspace import ALIGNMENT, Workspace
+
+    if kernel == "compiled":
+        pytest.importorskip("numba")
+    X = make_blobs(1500)
+
+    def run() -> dict:
+        estep_statistics(X, None, 0, _plan(_params(X, "full"), kernel=kernel, dtype=dtype))
+        return dict(workspace()._buffers)
+
+    with ThreadPoolExecutor(1) as pool:  # a fresh thread: a fresh workspace
+        buffers = pool.submit(run).result()
+    assert buffers
+    for key, buf in buffers.items():
+        assert buf.ctypes.data % ALIGNMENT == 0, key
+    ws = Workspace()
+    for size in (1, 3, 1000):
+        a = ws.get(f"b{size}", (size,), np.float32)
+        assert a.ctypes.data % ALIGNMENT == 0 and a.shape == (size,)
+        a[:] = 7  # writable, and of its own
+        assert (ws.get(f"b{size}", (size,), np.float32) == 7).all()
 
 
 @pytest.mark.parametrize("cov", COV_TYPES)
