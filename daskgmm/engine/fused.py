@@ -433,6 +433,26 @@ def _centre(X, r0, m, centre, out, squares):
 
 
 @njit(**_JIT)
+def _squared_norms(Y, out):
+    """``out[i] = sum_d Y[d, i]²`` (``Y`` D × m): four features a sweep over ``out``, so
+    that it is read and written a quarter as often (one feature a sweep, the norms of
+    full D=16 K=8 took 2.6 of a 100,000-row chunk's 20 ms)."""
+    _full_width()
+    D, m = Y.shape
+    D4 = D - D % 4
+    zero = out[0] - out[0]  # of the compute dtype
+    for i in range(m):
+        out[i] = zero
+    for d in range(0, D4, 4):
+        for i in range(m):
+            y0, y1, y2, y3 = Y[d, i], Y[d + 1, i], Y[d + 2, i], Y[d + 3, i]
+            out[i] += (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
+    for d in range(D4, D):
+        for i in range(m):
+            out[i] += Y[d, i] * Y[d, i]
+
+
+@njit(**_JIT)
 def _softmax(a, w, r0, cut, entropy, top, total, shifted, logs):
     """Normalise one candidate's weighted log-densities ``a`` (K × m) into
     responsibilities times the sample weights (``w`` empty: weights of one), in place
@@ -543,11 +563,7 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf
         for c in range(C):
             np.dot(LT[c], xt, Y)
             for k in range(K):
-                for i in range(m):
-                    a[k, i] = 0
-                for d in range(D):
-                    for i in range(m):
-                        a[k, i] += Y3[k, d, i] * Y3[k, d, i]
+                _squared_norms(Y3[k], a[k])
                 ck = const[c, k]
                 for i in range(m):
                     a[k, i] = ck - half * a[k, i]
@@ -601,11 +617,7 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
         mom = buf_mom[:K * (D + 1)].reshape((K, D + 1))
         for c in range(C):
             np.dot(LT[c], xt, Y)
-            for i in range(m):
-                norms[i] = 0
-            for d in range(D):
-                for i in range(m):
-                    norms[i] += Y[d, i] * Y[d, i]
+            _squared_norms(Y[:D], norms)
             np.dot(B[c], Y, a)
             for k in range(K):
                 for i in range(m):
