@@ -290,6 +290,30 @@ def test_every_workspace_buffer_starts_on_a_cache_line(kernel, dtype):
         assert (ws.get(f"b{size}", (size,), np.float32) == 7).all()
 
 
+@pytest.mark.parametrize("kernel", ["numpy", "compiled"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_statistics_do_not_depend_on_what_the_workspace_held(cov, dtype, kernel):
+    """A chunk's statistics are the same bits when every workspace buffer holds NaN
+    before the chunk (whatever an earlier chunk, or the allocator, left there)."""
+    if kernel == "compiled":
+        pytest.importorskip("numba")
+    X = make_blobs(1500)
+    plan = _plan(_params(X, cov), kernel=kernel, dtype=dtype, tile_bytes=1)
+
+    def run() -> tuple:
+        first = estep_statistics(X, None, 0, plan)
+        for buf in workspace()._buffers.values():
+            buf[...] = np.nan
+        return first, estep_statistics(X, None, 0, plan)
+
+    with ThreadPoolExecutor(1) as pool:
+        clean, poisoned = pool.submit(run).result()
+    for a, b in zip(clean.stats, poisoned.stats, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
 @pytest.mark.parametrize("cov", COV_TYPES)
 def test_hard_assignment_statistics_give_sklearn_kmeans_initialisation(cov):
     """The one-hot statistics of the nearest centres, through the M-step, equal

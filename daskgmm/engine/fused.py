@@ -278,7 +278,7 @@ def scatter_lower(Y: np.ndarray, r: np.ndarray, out: np.ndarray) -> None:
     _full_width()
     D, m = Y.shape
     D4 = D - D % 4
-    zero = r[0] - r[0]  # of the compute dtype (a literal 0.0 is float64)
+    zero = Y.dtype.type(0)  # of the compute dtype (a literal 0.0 is float64)
     for d0 in range(0, D4, 4):
         for e0 in range(0, d0 + 1, 4):
             s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
@@ -440,7 +440,7 @@ def _squared_norms(Y, out):
     _full_width()
     D, m = Y.shape
     D4 = D - D % 4
-    zero = out[0] - out[0]  # of the compute dtype
+    zero = out.dtype.type(0)  # of the compute dtype
     for i in range(m):
         out[i] = zero
     for d in range(0, D4, 4):
