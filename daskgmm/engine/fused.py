@@ -12,12 +12,16 @@ What the compiled loop changes is not the arithmetic but its cost. For every til
 - centres and transposes the rows into the affine tile in one pass, four rows by four
   features at a time in registers (:func:`_centre_block`: float64 difference, one
   rounding to the compute dtype, a non-finite check on the stored vectors),
-- calls the same GEMMs as the NumPy path, from the compiled loop (BLAS through SciPy's
-  ``cython_blas``, one thread), with the products of one candidate at a time,
-- fuses everything element-wise between the GEMMs (squared norms, the log-sum-exp, the
-  entropy, the sample weights, the square roots of the responsibilities) into a few
-  loops over the tile while it is in the cache, with an exponential that vectorises
-  (:func:`_exp_le0`), in vectors as wide as the CPU's (:func:`_full_width`), and
+- calls the NumPy path's GEMMs for the projections, log-densities and first moments,
+  from the compiled loop (BLAS through SciPy's ``cython_blas``, one thread), with the
+  products of one candidate at a time,
+- sums the symmetric second moments itself, one triangle in 4 × 4 blocks with the
+  responsibilities multiplied in as the rows are read (:func:`scatter_lower`), where the
+  NumPy path scales the tile (or a copy of it) and calls BLAS,
+- fuses everything element-wise between the products (squared norms, the log-sum-exp,
+  the entropy, the sample weights) into a few loops over the tile while it is in the
+  cache, with an exponential that vectorises (:func:`_exp_le0`), in vectors as wide as
+  the CPU's (:func:`_full_width`), and
 - adds the tile's statistics into float64 accumulators,
 
 all without the GIL (two chunks run in parallel in one process) and without a Python
@@ -553,8 +557,8 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf
                buf_rows, buf_log, buf_s, buf_mom, nk, sx, s2, ll, ent, status):
     """``'full'``: ``LT`` (C, K·D, D + 1) the extended factors of the group's C
     candidates, ``const`` (C, K) their log-constants; ``s2`` (C·K, D, D) accumulates
-    ``M_k = sum_i w_i r_ik y_ik y_ikᵀ`` (see :mod:`daskgmm.engine.covariance.full`), by
-    syrk where ``symmetric``."""
+    ``M_k = sum_i w_i r_ik y_ik y_ikᵀ`` (see :mod:`daskgmm.engine.covariance.full`), one
+    triangle a tile, mirrored after the last."""
     _full_width()
     n, D = X.shape
     C, KD = LT.shape[0], LT.shape[1]

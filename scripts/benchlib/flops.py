@@ -13,10 +13,11 @@ multiply-add counts 2 flops; ``xt`` is the affine tile ``[x - c0, 1]ᵀ``, ``(D 
 full
     project ``Y = [Lᵀ, -Lᵀ e] xt``: ``2 K D (D + 1)``;
     first moments ``r xtᵀ``: ``2 K (D + 1)``;
-    scatter ``Y_k Y_kᵀ`` (weighted by ``sqrt(r)``): a symmetric rank-n update, numpy's
-    matmul of an array with its own transpose calls ``syrk``, ``K D (D + 1)``; float32 with
-    ``D < SCALED_COPY_BELOW`` multiplies a scaled copy instead, a general product:
-    ``2 K D²``.
+    scatter ``sum_i r_ik y_ik y_ikᵀ``: symmetric, one triangle, ``K D (D + 1)`` (the
+    compiled kernel sums the lower triangle in 4 × 4 blocks, the diagonal blocks whole,
+    a few more products than counted here; the NumPy kernel's matmul of the scaled tile
+    with its own transpose calls ``syrk``); float32 with ``D < SCALED_COPY_BELOW`` in the
+    NumPy kernel multiplies a scaled copy instead, a general product: ``2 K D²``.
 tied
     project on the shared factor ``[Lᵀ 0; 0 1] xt``: ``2 D (D + 1)`` (the row of ones is
     not counted); log-densities ``[b_k, a_k] [y, 1]``: ``2 K (D + 1)``;
