@@ -141,36 +141,34 @@ _LN2_LO_32 = np.float32(1.4286067653e-06)
     0.0013941108481958508))
 
 
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    """The float whose IEEE 754 bits are ``bits``: int64 to float64, int32 to float32
-    (a register move: no memory round trip, so the loop around it vectorises)."""
-    kinds = {types.int64: (types.float64, ir.DoubleType()),
-             types.int32: (types.float32, ir.FloatType())}
-    if bits not in kinds:
-        return None
-    result, llvm_type = kinds[bits]
+def _bitcast(name: str, kinds: dict, doc: str):
+    """An intrinsic ``name`` that reinterprets its argument's bits: ``kinds`` maps each
+    accepted numba type to the result's numba and LLVM types (a register move: no memory
+    round trip, so a loop around it vectorises)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvm_type)
+    def typer(typingctx, value):
+        if value not in kinds:
+            return None
+        result, llvm_type = kinds[value]
 
-    return result(bits), codegen
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_type)
+
+        return result(value), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def _bits_of_float(typingctx, value):
-    """The IEEE 754 bits of a float64 as an int64, of a float32 as an int32 (a register
-    move)."""
-    kinds = {types.float64: (types.int64, ir.IntType(64)),
-             types.float32: (types.int32, ir.IntType(32))}
-    if value not in kinds:
-        return None
-    result, llvm_type = kinds[value]
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvm_type)
-
-    return result(value), codegen
+_float_from_bits = _bitcast(
+    "_float_from_bits", {types.int64: (types.float64, ir.DoubleType()),
+                         types.int32: (types.float32, ir.FloatType())},
+    "The float whose IEEE 754 bits are the argument: int64 to float64, int32 to float32.")
+_bits_of_float = _bitcast(
+    "_bits_of_float", {types.float64: (types.int64, ir.IntType(64)),
+                       types.float32: (types.int32, ir.IntType(32))},
+    "The IEEE 754 bits of a float64 as an int64, of a float32 as an int32.")
 
 
 def _exp_le0(x):
