@@ -265,3 +265,33 @@ def test_a_cluster_whose_start_is_interrupted_is_closed_and_forgotten():
         raise KeyboardInterrupt
     assert made[0].status.name == "closed"
     assert made[0] not in set(SpecCluster._instances)
+
+
+def test_workers_keep_quiet_about_user_errors_and_a_heartbeat_to_a_closing_scheduler():
+    """The filter the command installs on its workers' ``distributed.worker`` logger
+    drops a failed heartbeat's traceback (logged when the cluster closes, after a user
+    mistake too) and a task's failure by a daskgmm error, and keeps everything else."""
+    import logging
+
+    from daskgmm.cli.cluster import _QuietUserErrors
+
+    def record(msg: str, *args: object, exc: bool = False) -> logging.LogRecord:
+        exc_info = None
+        if exc:
+            try:
+                raise OSError("Stream is closed")
+            except OSError:
+                exc_info = sys.exc_info()
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg,
+                                 args, exc_info)
+
+    quiet = _QuietUserErrors()
+    assert not quiet.filter(record("Failed to communicate with scheduler during "
+                                   "heartbeat.", exc=True))
+    assert not quiet.filter(record("Compute Failed\nKey: %s\nException: %s", "x",
+                                   "NonFiniteDataError('rows 3..4')"))
+    assert quiet.filter(record("Compute Failed\nKey: %s\nException: %s", "x",
+                               "ZeroDivisionError('bug')"))
+    assert quiet.filter(record("Unexpected exception during heartbeat. Closing worker.",
+                               exc=True))
+    assert quiet.filter(record("Worker is at 85%% memory usage. Pausing worker."))

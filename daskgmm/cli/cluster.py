@@ -83,14 +83,23 @@ _STORAGE_ERRORS = ("OSError", "PermissionError", "FileNotFoundError", "Connectio
                    "TimeoutError", "EndpointConnectionError", "ClientError")
 
 
+#: The start of the record a worker logs, with a traceback, when its heartbeat finds the
+#: scheduler gone: every time the cluster closes while a heartbeat is under way.
+_HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
+
+
 class _QuietUserErrors(logging.Filter):
     """Drop a worker's "Compute Failed" record for a daskgmm error or a storage failure
     (the client reports it in one line; the worker's traceback would only repeat it on
-    the terminal of a local cluster)."""
+    the terminal of a local cluster), and its failed heartbeat (the scheduler closing
+    with the command, after a user mistake too; a scheduler lost during a run is
+    reported by the client)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         import daskgmm.errors as errors
 
+        if str(record.msg).startswith(_HEARTBEAT_FAILED):
+            return False
         if "Compute Failed" not in str(record.msg):
             return True
         with contextlib.suppress(Exception):
