@@ -447,6 +447,28 @@ def _centre(X, r0, m, centre, out, squares):
 
 
 @njit(**_JIT)
+def _add_lower(S, acc):
+    """Add the lower triangle of a tile's second moments ``S`` (compute dtype) into the
+    float64 accumulator ``acc``; returns the number of non-finite entries added."""
+    D = S.shape[0]
+    overflow = 0
+    for d in range(D):
+        for e in range(d + 1):
+            v = S[d, e]
+            overflow += (v - v) != 0
+            acc[d, e] += v
+    return overflow
+
+
+@njit(**_JIT)
+def _mirror_lower(S):
+    """Copy the lower triangle of the square ``S`` onto its upper one."""
+    for d in range(S.shape[0]):
+        for e in range(d):
+            S[e, d] = S[d, e]
+
+
+@njit(**_JIT)
 def _squared_norms(Y, out):
     """``out[i] = sum_d Y[d, i]²`` (``Y`` D × m): four features a sweep over ``out``, so
     that it is read and written a quarter as often (one feature a sweep, the norms of
@@ -591,19 +613,11 @@ def full_chunk(X, w, centre, LT, const, tile_rows, scalars, entropy, buf_xt, buf
             _first_moments(a, xt, mom, nk, sx, c * K)
             for k in range(K):  # the lower triangle; mirrored after the last tile
                 scatter_lower(Y3[k], a[k], buf_s)
-                overflow = 0
-                for d in range(D):
-                    for e in range(d + 1):
-                        v = buf_s[d, e]
-                        overflow += (v - v) != 0
-                        s2[c * K + k, d, e] += v
-                if overflow:
+                if _add_lower(buf_s, s2[c * K + k]):
                     status[0], status[1] = PRODUCTS_OVERFLOW, r0
                     return
     for ck in range(s2.shape[0]):
-        for d in range(D):
-            for e in range(d):
-                s2[ck, e, d] = s2[ck, d, e]
+        _mirror_lower(s2[ck])
 
 
 @njit(**_JIT)
@@ -648,18 +662,10 @@ def tied_chunk(X, w, centre, LT, B, tile_rows, scalars, entropy, buf_xt, buf_y, 
             for i in range(m):
                 norms[i] = w[r0 + i]
         scatter_lower(xt[:D], norms if has_w else xt[D], buf_s)
-        overflow = 0
-        for d in range(D):
-            for e in range(d + 1):
-                v = buf_s[d, e]
-                overflow += (v - v) != 0
-                s2[d, e] += v
-        if overflow:
+        if _add_lower(buf_s, s2):
             status[0], status[1] = PRODUCTS_OVERFLOW, r0
             return
-    for d in range(D):  # mirror the lower triangle
-        for e in range(d):
-            s2[e, d] = s2[d, e]
+    _mirror_lower(s2)
 
 
 @njit(**_JIT)
